@@ -1,0 +1,256 @@
+// CPU kernel benchmark: memory bandwidth (STREAM-like triad), GEMV GB/s and GEMM GFLOP/s on one
+// and two threads, printed as a markdown table (docs/performance.md). Best of several runs: the
+// machine is shared and noisy.
+//
+//   kernel_bench            the table
+//   kernel_bench --sweep    GEMV vs GEMM time over M = 1..24 (picks MatMul's GEMV threshold)
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "runtime/cpu/gemm.h"
+#include "runtime/cpu/gemv.h"
+#include "runtime/dtype.h"
+
+namespace gemmapod::cpu {
+namespace {
+
+// Best wall time of `reps` runs after one warm-up, in seconds.
+double BestSeconds(int reps, const std::function<void()>& f) {
+  f();
+  double best = 1e30;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    const auto t1 = std::chrono::steady_clock::now();
+    best = std::min(best, std::chrono::duration<double>(t1 - t0).count());
+  }
+  return best;
+}
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown";
+}
+
+// STREAM triad a[i] = b[i] + s * c[i] on doubles, 3 x 256 MiB (far beyond L3). GB/s with
+// STREAM's byte count: 3 x 8 bytes per element (write-allocate traffic not counted).
+double TriadGBs(int threads) {
+  const int64_t n = int64_t{32} << 20;
+  std::vector<double> a(n), b(n), c(n);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    a[i] = 0.0;
+    b[i] = 1.0;
+    c[i] = 2.0;
+  }
+  const double s = 3.0;
+  const double secs = BestSeconds(8, [&] {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < n; ++i) a[i] = b[i] + s * c[i];
+  });
+  return 3.0 * 8.0 * n / secs / 1e9;
+}
+
+struct Shape {
+  int64_t m, n, k;
+};
+
+std::vector<float> Random(int64_t count, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> v(count);
+  for (float& f : v) f = dist(rng);
+  return v;
+}
+
+std::vector<BF16> RandomBF16(int64_t count, uint32_t seed) {
+  const auto f = Random(count, seed);
+  std::vector<BF16> out(count);
+  ConvertF32ToBF16(f.data(), out.data(), count);
+  return out;
+}
+
+// Operands for one shape, kept across thread counts.
+struct Operands {
+  Shape s;
+  std::vector<float> x, wf, y;
+  std::vector<BF16> wb;
+  explicit Operands(Shape shape, bool f32, bool bf16) : s(shape) {
+    x = Random(s.m * s.k, 1);
+    y.assign(s.m * s.n, 0.0f);
+    if (f32) wf = Random(s.n * s.k, 2);
+    if (bf16) wb = RandomBF16(s.n * s.k, 3);
+  }
+};
+
+const char* PrecisionName(MatmulPrecision p) {
+  return p == MatmulPrecision::kExact ? "exact" : "fast";
+}
+
+struct Row {
+  std::string kernel, shape;
+  double value[2];  // 1 and 2 threads
+  bool bandwidth;   // GB/s (with a triad ratio) or GFLOP/s
+};
+
+std::string ShapeText(const Shape& s) {
+  return std::to_string(s.m) + "×" + std::to_string(s.n) + "×" + std::to_string(s.k);
+}
+
+void PrintTable(const std::vector<Row>& rows, const double triad[2]) {
+  std::printf("| kernel | M×N×K | 1 thread | vs triad | 2 threads | vs triad |\n");
+  std::printf("|---|---|---|---|---|---|\n");
+  std::printf("| triad (STREAM bytes) | 3 × 256 MiB | %.1f GB/s | | %.1f GB/s | |\n", triad[0],
+              triad[1]);
+  for (const Row& r : rows) {
+    if (r.bandwidth) {
+      std::printf("| %s | %s | %.1f GB/s | %.0f %% | %.1f GB/s | %.0f %% |\n", r.kernel.c_str(),
+                  r.shape.c_str(), r.value[0], 100 * r.value[0] / triad[0], r.value[1],
+                  100 * r.value[1] / triad[1]);
+    } else {
+      std::printf("| %s | %s | %.0f GFLOP/s | | %.0f GFLOP/s | |\n", r.kernel.c_str(),
+                  r.shape.c_str(), r.value[0], r.value[1]);
+    }
+    std::fflush(stdout);
+  }
+}
+
+void GemvRows(Operands& o, std::vector<Row>& rows) {
+  const Shape s = o.s;
+  const CpuIsa active = ActiveCpuIsa();
+  const double wbytes_bf16 = 2.0 * s.n * s.k, wbytes_f32 = 4.0 * s.n * s.k;
+  auto add = [&](std::string name, double bytes, const std::function<void()>& f) {
+    Row r{std::move(name), ShapeText(s), {0, 0}, true};
+    for (int t = 1; t <= 2; ++t) {
+      omp_set_num_threads(t);
+      r.value[t - 1] = bytes / BestSeconds(10, f) / 1e9;
+    }
+    rows.push_back(r);
+  };
+  std::vector<CpuIsa> isas = {CpuIsa::kPortable};
+  if (CpuSupports(CpuIsa::kAvx512)) isas.push_back(CpuIsa::kAvx512);
+  if (CpuSupports(CpuIsa::kAvx512Bf16)) isas.push_back(CpuIsa::kAvx512Bf16);
+  for (CpuIsa isa : isas) {
+    if (isa > active) continue;
+    for (auto p : {MatmulPrecision::kExact, MatmulPrecision::kFastBF16}) {
+      if (p == MatmulPrecision::kFastBF16 && isa != CpuIsa::kAvx512Bf16) continue;
+      add(std::string("GEMV bf16 ") + PrecisionName(p) + " [" + std::string(CpuIsaName(isa)) + "]",
+          wbytes_bf16,
+          [&] { GemvBF16(o.x.data(), s.m, s.k, o.wb.data(), s.n, o.y.data(), p, isa); });
+    }
+  }
+  for (CpuIsa isa : isas) {
+    if (isa > active || isa == CpuIsa::kAvx512Bf16) continue;
+    add(std::string("GEMV f32 [") + std::string(CpuIsaName(isa)) + "]", wbytes_f32,
+        [&] { GemvF32(o.x.data(), s.m, s.k, o.wf.data(), s.n, o.y.data(), isa); });
+  }
+}
+
+void GemmRows(Operands& o, std::vector<Row>& rows) {
+  const Shape s = o.s;
+  const double flops = 2.0 * s.m * s.n * s.k;
+  const int reps = flops > 1e10 ? 3 : 8;
+  auto add = [&](std::string name, const std::function<void()>& f) {
+    Row r{std::move(name), ShapeText(s), {0, 0}, false};
+    for (int t = 1; t <= 2; ++t) {
+      omp_set_num_threads(t);
+      r.value[t - 1] = flops / BestSeconds(reps, f) / 1e9;
+    }
+    rows.push_back(r);
+  };
+  add("GEMM f32", [&] { GemmF32(o.x.data(), s.m, s.k, o.wf.data(), s.n, o.y.data()); });
+  add("GEMM bf16 fast", [&] {
+    GemmBF16(o.x.data(), s.m, s.k, o.wb.data(), s.n, o.y.data(), MatmulPrecision::kFastBF16);
+  });
+  add("GEMM bf16 exact (stacked rows)", [&] {
+    GemmBF16(o.x.data(), s.m, s.k, o.wb.data(), s.n, o.y.data(), MatmulPrecision::kExact,
+             BF16ExactGemm::kStackedRows);
+  });
+  add("GEMM bf16 exact (sum post-op)", [&] {
+    GemmBF16(o.x.data(), s.m, s.k, o.wb.data(), s.n, o.y.data(), MatmulPrecision::kExact,
+             BF16ExactGemm::kSumPostOp);
+  });
+}
+
+// Time per call of the GEMV kernels and of the GEMM path for M = 1..24 at a gemma2-2b shape.
+void Sweep() {
+  const int64_t n = 9216, k = 2304;
+  Operands o({24, n, k}, true, true);
+  const CpuIsa isa = ActiveCpuIsa();
+  for (int t = 1; t <= 2; ++t) {
+    omp_set_num_threads(t);
+    std::printf("\n%d thread(s), N=%ld K=%ld, ms per call\n", t, n, k);
+    std::printf(
+        "| M | f32 gemv | f32 gemm | bf16 exact gemv avx512 | bf16 exact gemv bf16 | "
+        "bf16 exact gemm | bf16 fast gemv | bf16 fast gemm |\n|---|---|---|---|---|---|---|"
+        "---|\n");
+    for (int64_t m : {1, 2, 4, 6, 8, 9, 12, 16, 24}) {
+      float* y = o.y.data();
+      const float* x = o.x.data();
+      auto ms = [](const std::function<void()>& f) { return 1e3 * BestSeconds(5, f); };
+      const CpuIsa f32isa = std::min(isa, CpuIsa::kAvx512);
+      std::printf(
+          "| %ld | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", m,
+          ms([&] { GemvF32(x, m, k, o.wf.data(), n, y, f32isa); }),
+          ms([&] { GemmF32(x, m, k, o.wf.data(), n, y); }),
+          ms([&] { GemvBF16(x, m, k, o.wb.data(), n, y, MatmulPrecision::kExact, f32isa); }),
+          ms([&] { GemvBF16(x, m, k, o.wb.data(), n, y, MatmulPrecision::kExact, isa); }),
+          ms([&] { GemmBF16(x, m, k, o.wb.data(), n, y, MatmulPrecision::kExact); }),
+          ms([&] { GemvBF16(x, m, k, o.wb.data(), n, y, MatmulPrecision::kFastBF16, isa); }),
+          ms([&] { GemmBF16(x, m, k, o.wb.data(), n, y, MatmulPrecision::kFastBF16); }));
+      std::fflush(stdout);
+    }
+  }
+}
+
+int Main(int argc, char** argv) {
+  const std::time_t now = std::time(nullptr);
+  char date[32];
+  std::strftime(date, sizeof date, "%Y-%m-%d", std::localtime(&now));
+  std::printf("CPU: %s, %d cores visible; %s\n", CpuModel().c_str(), omp_get_num_procs(), date);
+  std::printf(
+      "GEMV ISA: detected %s, active %s (bf16 exact uses %s, bf16 fast uses %s)\n\n",
+      std::string(CpuIsaName(DetectedCpuIsa())).c_str(),
+      std::string(CpuIsaName(ActiveCpuIsa())).c_str(),
+      std::string(CpuIsaName(PreferredBF16GemvIsa(MatmulPrecision::kExact, ActiveCpuIsa())))
+          .c_str(),
+      std::string(CpuIsaName(PreferredBF16GemvIsa(MatmulPrecision::kFastBF16, ActiveCpuIsa())))
+          .c_str());
+  if (argc > 1 && std::strcmp(argv[1], "--sweep") == 0) {
+    Sweep();
+    return 0;
+  }
+  const bool gemv_only = argc > 1 && std::strcmp(argv[1], "--gemv") == 0;
+  const double triad[2] = {TriadGBs(1), TriadGBs(2)};
+  std::vector<Row> rows;
+  for (Shape s : {Shape{1, 9216, 2304}, Shape{1, 16384, 4096}}) {
+    Operands o(s, true, true);
+    GemvRows(o, rows);
+  }
+  for (Shape s : {Shape{1024, 1024, 1024}, Shape{512, 9216, 2304}}) {
+    if (gemv_only) break;
+    Operands o(s, true, true);
+    GemmRows(o, rows);
+  }
+  PrintTable(rows, triad);
+  return 0;
+}
+
+}  // namespace
+}  // namespace gemmapod::cpu
+
+int main(int argc, char** argv) { return gemmapod::cpu::Main(argc, argv); }

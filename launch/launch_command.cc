@@ -1,0 +1,38 @@
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "launch/commands.h"
+#include "launch/mpirun_command.h"
+#include "runtime/error.h"
+#include "sharding/pod_topology.h"
+
+namespace gemmapod {
+
+int RunLaunch(const LaunchCommandOptions& options, const std::string& self_exe) {
+  const PodTopology pod = LoadPodTopology(options.pod_path);
+  MpirunOptions m;
+  m.gemmapod_exe = self_exe;
+  m.pod_path = std::filesystem::absolute(options.pod_path).string();
+  m.command = options.command;
+  m.as_root = geteuid() == 0;
+  m.host_threads = static_cast<int>(std::thread::hardware_concurrency());
+  const std::vector<std::string> argv = MpirunCommand(pod, m);
+  std::fprintf(options.dry_run ? stdout : stderr, "%s\n", ShellJoin(argv).c_str());
+  if (options.dry_run) return 0;
+  std::fflush(nullptr);
+
+  std::vector<char*> c_argv;
+  for (const std::string& a : argv) c_argv.push_back(const_cast<char*>(a.c_str()));
+  c_argv.push_back(nullptr);
+  execvp(c_argv[0], c_argv.data());
+  // Only reached when exec failed.
+  throw Error(StrCat("cannot run '", argv[0], "': ", std::strerror(errno),
+                     " (Open MPI's launcher; tools/install_deps.sh installs it)"));
+}
+
+}  // namespace gemmapod

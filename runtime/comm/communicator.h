@@ -1,0 +1,44 @@
+// Communicator: the collectives and point-to-point transfers that tensor, pipeline and data
+// parallelism need, over one group of ranks. MpiCommunicator moves host memory; NcclCommunicator
+// (runtime/cuda) moves device memory. Every call is collective over the group unless it is
+// Send/Recv, and every rank must make the same calls in the same order.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "runtime/tensor.h"
+
+namespace gemmapod {
+
+enum class ReduceOp { kSum, kMax, kMin };
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string backend() const = 0;  // "mpi", "nccl"
+
+  // In place: every rank ends with the element-wise reduction over all ranks.
+  virtual void AllReduce(Tensor& tensor, ReduceOp op) = 0;
+  // `out` has the leading dimension of `in` times size(); rank r's `in` lands in rows
+  // [r * in.dim(0), (r + 1) * in.dim(0)).
+  virtual void AllGather(const Tensor& in, Tensor& out) = 0;
+  // `in` has size() equal blocks along its leading dimension; rank r receives the reduction of
+  // every rank's block r in `out`.
+  virtual void ReduceScatter(const Tensor& in, Tensor& out, ReduceOp op) = 0;
+  virtual void Broadcast(Tensor& tensor, int root) = 0;
+  virtual void Send(const Tensor& tensor, int dst, int tag = 0) = 0;
+  virtual void Recv(Tensor& tensor, int src, int tag = 0) = 0;
+  virtual void Barrier() = 0;
+
+  // A new communicator over the ranks that pass the same `color`, ordered by `key` (as
+  // MPI_Comm_split). Collective over this communicator.
+  virtual std::unique_ptr<Communicator> Split(int color, int key) = 0;
+};
+
+const char* ReduceOpName(ReduceOp op);
+
+}  // namespace gemmapod

@@ -1,0 +1,56 @@
+// Communicator over MPI for host (CPU) tensors. f32, i32 and i8 reduce with MPI's own types.
+// MPI has no bf16, so bf16 reduces with user operations that widen to f32, combine, and round
+// back to nearest even at every combine: a sum over p ranks carries up to p-1 bf16 roundings.
+#pragma once
+
+#include <mpi.h>
+
+#include "runtime/comm/communicator.h"
+
+namespace gemmapod {
+
+// Starts MPI (threads funnelled to the main thread) and finalises it on destruction. Works with
+// and without mpirun: a process started alone becomes a one-rank world.
+class MpiSession {
+ public:
+  MpiSession(int* argc, char*** argv);
+  ~MpiSession();
+  MpiSession(const MpiSession&) = delete;
+  MpiSession& operator=(const MpiSession&) = delete;
+
+  int world_rank() const;
+  int world_size() const;
+  // Ends every rank of the job with `code` (used when one rank fails, so no rank hangs).
+  [[noreturn]] static void Abort(int code);
+};
+
+class MpiCommunicator final : public Communicator {
+ public:
+  // Wraps MPI_COMM_WORLD (not owned).
+  static std::unique_ptr<MpiCommunicator> World();
+  // Takes ownership of `comm` (freed in the destructor) unless it is MPI_COMM_WORLD.
+  explicit MpiCommunicator(MPI_Comm comm);
+  ~MpiCommunicator() override;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string backend() const override { return "mpi"; }
+
+  void AllReduce(Tensor& tensor, ReduceOp op) override;
+  void AllGather(const Tensor& in, Tensor& out) override;
+  void ReduceScatter(const Tensor& in, Tensor& out, ReduceOp op) override;
+  void Broadcast(Tensor& tensor, int root) override;
+  void Send(const Tensor& tensor, int dst, int tag = 0) override;
+  void Recv(Tensor& tensor, int src, int tag = 0) override;
+  void Barrier() override;
+  std::unique_ptr<Communicator> Split(int color, int key) override;
+
+  MPI_Comm comm() const { return comm_; }
+
+ private:
+  MPI_Comm comm_;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+}  // namespace gemmapod

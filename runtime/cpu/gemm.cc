@@ -1,0 +1,122 @@
+// oneDNN matmul wrappers with a process-wide primitive cache.
+#include "runtime/cpu/gemm.h"
+
+#include <omp.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "runtime/error.h"
+
+namespace gemmapod::cpu {
+namespace {
+
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+
+int Threads() { return omp_in_parallel() ? 1 : omp_get_max_threads(); }
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+struct PrimitiveKey {
+  int64_t m, k, n;
+  dt src, wei;
+  bool accumulate;  // sum post-op: y += x * w^T
+  int threads;      // oneDNN plans its blocking for the thread count at creation
+  auto Tie() const { return std::tie(m, k, n, src, wei, accumulate, threads); }
+  bool operator<(const PrimitiveKey& o) const { return Tie() < o.Tie(); }
+};
+
+// Creating a primitive descriptor costs tens of microseconds to milliseconds (kernel JIT);
+// decode and training repeat the same few shapes, so keep them. Prompt lengths vary, so the
+// cache is bounded: when full it starts over (oneDNN's own cache still holds the JIT code).
+constexpr size_t kMaxCachedPrimitives = 512;
+std::mutex cache_mutex;
+std::map<PrimitiveKey, std::shared_ptr<dnnl::matmul>> cache;
+
+std::shared_ptr<dnnl::matmul> GetMatmul(const PrimitiveKey& key) {
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  const dnnl::memory::desc src({key.m, key.k}, key.src, tag::ab);
+  const dnnl::memory::desc wei({key.k, key.n}, key.wei, tag::ba);  // [N, K] row-major in place
+  const dnnl::memory::desc dst({key.m, key.n}, dt::f32, tag::ab);
+  dnnl::primitive_attr attr;
+  if (key.accumulate) {
+    dnnl::post_ops ops;
+    ops.append_sum(1.0f);
+    attr.set_post_ops(ops);
+  }
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), attr, Engine());
+  if (cache.size() >= kMaxCachedPrimitives) cache.clear();
+  auto prim = std::make_shared<dnnl::matmul>(pd);
+  cache.emplace(key, prim);
+  return prim;
+}
+
+void Run(const PrimitiveKey& key, const void* x, const void* w, float* y) {
+  const auto prim = GetMatmul(key);
+  thread_local dnnl::stream stream(Engine());
+  dnnl::memory src({{key.m, key.k}, key.src, tag::ab}, Engine(), const_cast<void*>(x));
+  dnnl::memory wei({{key.k, key.n}, key.wei, tag::ba}, Engine(), const_cast<void*>(w));
+  dnnl::memory dst({{key.m, key.n}, dt::f32, tag::ab}, Engine(), y);
+  prim->execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
+  stream.wait();
+}
+
+// hi = bf16(x) into hi[0, m*k); lo = bf16(x - hi) into lo (when not null).
+void SplitToBF16(const float* x, int64_t count, BF16* hi, BF16* lo) {
+  const bool parallel = count >= (int64_t{1} << 16) && !omp_in_parallel();
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t i = 0; i < count; ++i) {
+    hi[i] = FloatToBF16(x[i]);
+    if (lo != nullptr) lo[i] = FloatToBF16(x[i] - BF16ToFloat(hi[i]));
+  }
+}
+
+}  // namespace
+
+void GemmF32(const float* x, int64_t m, int64_t k, const float* w, int64_t n, float* y) {
+  Run({m, k, n, dt::f32, dt::f32, false, Threads()}, x, w, y);
+}
+
+void GemmBF16(const float* x, int64_t m, int64_t k, const BF16* w, int64_t n, float* y,
+              MatmulPrecision precision, BF16ExactGemm exact_method) {
+  thread_local std::vector<BF16> xs;
+  if (precision == MatmulPrecision::kFastBF16) {
+    xs.resize(static_cast<size_t>(m * k));
+    SplitToBF16(x, m * k, xs.data(), nullptr);
+    Run({m, k, n, dt::bf16, dt::bf16, false, Threads()}, xs.data(), w, y);
+    return;
+  }
+  xs.resize(static_cast<size_t>(2 * m * k));
+  SplitToBF16(x, m * k, xs.data(), xs.data() + m * k);
+  if (exact_method == BF16ExactGemm::kSumPostOp) {
+    Run({m, k, n, dt::bf16, dt::bf16, false, Threads()}, xs.data(), w, y);
+    Run({m, k, n, dt::bf16, dt::bf16, true, Threads()}, xs.data() + m * k, w, y);
+    return;
+  }
+  thread_local std::vector<float> stacked;
+  stacked.resize(static_cast<size_t>(2 * m * n));
+  Run({2 * m, k, n, dt::bf16, dt::bf16, false, Threads()}, xs.data(), w, stacked.data());
+  const float* top = stacked.data();
+  const float* bottom = stacked.data() + m * n;
+  const int64_t count = m * n;
+  const bool parallel = count >= (int64_t{1} << 16) && !omp_in_parallel();
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t i = 0; i < count; ++i) y[i] = top[i] + bottom[i];
+}
+
+int64_t CachedGemmPrimitives() {
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  return static_cast<int64_t>(cache.size());
+}
+
+}  // namespace gemmapod::cpu

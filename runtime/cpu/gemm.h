@@ -1,0 +1,32 @@
+// Prompt/training GEMM on the CPU through oneDNN: y = x * w^T with w stored [N, K] (read in
+// place as oneDNN's transposed `ba` weights). Primitives are cached per shape and type.
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/cpu/matmul.h"
+#include "runtime/dtype.h"
+
+namespace gemmapod::cpu {
+
+// How kExact runs bf16 weights (oneDNN 2.6 multiplies bf16 weights only by bf16 activations, so
+// x is split into bf16 halves hi + lo):
+enum class BF16ExactGemm {
+  // One matmul of [hi; lo] ([2M, K]) into scratch, then y = top + bottom. The weights are
+  // packed once per call. The default (measured faster, docs/performance.md).
+  kStackedRows,
+  // Two matmuls, the second accumulating into y through a sum post-op.
+  kSumPostOp,
+};
+
+// x [M, K] f32, w [N, K] f32, y [M, N] f32; all dense row-major.
+void GemmF32(const float* x, int64_t m, int64_t k, const float* w, int64_t n, float* y);
+
+// x [M, K] f32, w [N, K] bf16, y [M, N] f32. kFastBF16 rounds x to bf16 once; kExact splits it.
+void GemmBF16(const float* x, int64_t m, int64_t k, const BF16* w, int64_t n, float* y,
+              MatmulPrecision precision, BF16ExactGemm exact_method = BF16ExactGemm::kStackedRows);
+
+// Number of oneDNN primitives in the cache (for tests).
+int64_t CachedGemmPrimitives();
+
+}  // namespace gemmapod::cpu

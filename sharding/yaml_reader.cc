@@ -1,0 +1,198 @@
+#include "sharding/yaml_reader.h"
+
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+
+#include "runtime/error.h"
+
+namespace gemmapod {
+
+namespace {
+
+// yaml-cpp marks are 0-based and null for nodes it synthesised; those take the parent's place.
+SourcePosition PositionOf(const YAML::Mark& mark, SourcePosition fallback) {
+  if (mark.is_null() || mark.line < 0 || mark.column < 0) return fallback;
+  return {mark.line + 1, mark.column + 1};
+}
+
+std::string JoinKey(const std::string& parent, std::string_view key) {
+  if (parent.empty()) return std::string(key);
+  return parent + "." + std::string(key);
+}
+
+std::string JoinChoices(std::initializer_list<std::string_view> choices) {
+  std::string out;
+  for (std::string_view c : choices) {
+    if (!out.empty()) out += ", ";
+    out += c;
+  }
+  return out;
+}
+
+// Messages must stay on one line even when they quote a multi-line scalar.
+std::string OneLine(std::string text) {
+  for (char& c : text) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  return text;
+}
+
+// A scalar as quoted in a message: one line, and short enough to keep the message readable.
+std::string Quote(const std::string& scalar) {
+  constexpr size_t kMaxQuoted = 60;
+  std::string text = OneLine(scalar);
+  if (text.size() > kMaxQuoted) text = text.substr(0, kMaxQuoted) + "...";
+  return "'" + text + "'";
+}
+
+}  // namespace
+
+void FailAt(const std::string& source, SourcePosition at, const std::string& key_path,
+            const std::string& message) {
+  std::string text = StrCat(source, ":", at.line, ":", at.column, ": ");
+  if (!key_path.empty()) text += key_path + ": ";
+  throw Error(text + OneLine(message));
+}
+
+YamlValue::YamlValue(YAML::Node node, std::string source)
+    : YamlValue(std::move(node), std::move(source), "", SourcePosition{}) {}
+
+YamlValue::YamlValue(YAML::Node node, std::string source, std::string key_path,
+                     SourcePosition fallback)
+    : node_(std::move(node)),
+      source_(std::move(source)),
+      key_path_(std::move(key_path)),
+      position_(PositionOf(node_.Mark(), fallback)) {}
+
+YamlValue YamlValue::Child(YAML::Node node, std::string key_path, SourcePosition fallback) const {
+  return YamlValue(std::move(node), source_, std::move(key_path), fallback);
+}
+
+void YamlValue::Fail(const std::string& message) const {
+  FailAt(source_, position_, key_path_, message);
+}
+
+std::string YamlValue::Describe() const {
+  if (!node_.IsDefined() || node_.IsNull()) return "nothing (an empty value)";
+  if (node_.IsSequence()) return "a list";
+  if (node_.IsMap()) return "a mapping";
+  return Quote(node_.Scalar());
+}
+
+int YamlValue::AsInt() const {
+  if (node_.IsScalar()) {
+    const std::string& text = node_.Scalar();
+    // from_chars takes no leading '+'; YAML allows one.
+    const char* begin = text.data() + (!text.empty() && text[0] == '+' ? 1 : 0);
+    const char* end = text.data() + text.size();
+    int value = 0;
+    const auto [stop, error] = std::from_chars(begin, end, value);
+    if (error == std::errc::result_out_of_range) Fail(StrCat("integer out of range: ", text));
+    if (error == std::errc() && stop == end && begin != end) return value;
+  }
+  Fail("expected an integer, got " + Describe());
+}
+
+double YamlValue::AsNumber() const {
+  if (node_.IsScalar()) {
+    const std::string& text = node_.Scalar();
+    const char* begin = text.data() + (!text.empty() && text[0] == '+' ? 1 : 0);
+    const char* end = text.data() + text.size();
+    double value = 0;
+    const auto [stop, error] = std::from_chars(begin, end, value);
+    // from_chars also reads "inf" and "nan"; neither is a size or a bandwidth.
+    if (error == std::errc() && stop == end && begin != end && std::isfinite(value)) return value;
+  }
+  Fail("expected a number, got " + Describe());
+}
+
+bool YamlValue::AsBool() const {
+  if (node_.IsScalar()) {
+    bool value = false;
+    if (YAML::convert<bool>::decode(node_, value)) return value;
+  }
+  Fail("expected true or false, got " + Describe());
+}
+
+std::string YamlValue::AsString() const {
+  // Any scalar reads as text ("host: 10" is the string "10"); lists, mappings and empty values
+  // do not.
+  if (node_.IsScalar()) return node_.Scalar();
+  Fail("expected a string, got " + Describe());
+}
+
+std::string YamlValue::AsChoice(std::initializer_list<std::string_view> allowed) const {
+  if (!node_.IsScalar()) {
+    Fail("expected one of " + JoinChoices(allowed) + ", got " + Describe());
+  }
+  const std::string& text = node_.Scalar();
+  for (std::string_view choice : allowed) {
+    if (text == choice) return text;
+  }
+  Fail("unknown value " + Describe() + "; expected one of " + JoinChoices(allowed));
+}
+
+std::vector<YamlValue> YamlValue::AsList() const {
+  if (!node_.IsSequence()) Fail("expected a list, got " + Describe());
+  std::vector<YamlValue> items;
+  items.reserve(node_.size());
+  for (size_t i = 0; i < node_.size(); ++i) {
+    items.push_back(Child(node_[i], StrCat(key_path_, "[", i, "]"), position_));
+  }
+  return items;
+}
+
+YamlMap YamlValue::AsMap(std::initializer_list<std::string_view> allowed) const {
+  return ReadMap(&allowed);
+}
+
+YamlMap YamlValue::AsOpenMap() const { return ReadMap(nullptr); }
+
+YamlMap YamlValue::ReadMap(const std::initializer_list<std::string_view>* allowed) const {
+  if (!node_.IsMap()) Fail("expected a mapping of keys, got " + Describe());
+  YamlMap map(*this);
+  for (auto it = node_.begin(); it != node_.end(); ++it) {
+    // The iterator yields a proxy pair; copy the nodes (they are handles) rather than bind to it.
+    const YAML::Node key_node = it->first;
+    const YAML::Node value_node = it->second;
+    const SourcePosition key_position = PositionOf(key_node.Mark(), position_);
+    if (!key_node.IsScalar()) {
+      FailAt(source_, key_position, key_path_, "keys must be plain names, got a list or mapping");
+    }
+    const std::string key = key_node.Scalar();
+    const std::string path = JoinKey(key_path_, key);
+    if (allowed != nullptr) {
+      bool known = false;
+      for (std::string_view a : *allowed) known = known || key == a;
+      if (!known) {
+        FailAt(source_, key_position, path,
+               "unknown key; allowed keys here: " + JoinChoices(*allowed));
+      }
+    }
+    // yaml-cpp keeps repeated keys silently; a repeated key is almost always an editing mistake.
+    for (const YamlMap::Entry& seen : map.entries_) {
+      if (seen.key == key) {
+        FailAt(source_, key_position, path,
+               StrCat("key repeated (first at line ", seen.key_position.line, ")"));
+      }
+    }
+    map.entries_.push_back({key, key_position, Child(value_node, path, key_position)});
+  }
+  return map;
+}
+
+std::optional<YamlValue> YamlMap::Find(std::string_view key) const {
+  for (const Entry& e : entries_) {
+    if (e.key == key) return e.value;
+  }
+  return std::nullopt;
+}
+
+YamlValue YamlMap::Require(std::string_view key) const {
+  if (std::optional<YamlValue> found = Find(key)) return *found;
+  FailAt(self_.source_, self_.position_, JoinKey(self_.key_path_, key), "missing required key");
+}
+
+}  // namespace gemmapod

@@ -1,0 +1,112 @@
+// The gemmapod binary as a user runs it: exit codes, what it prints, and multi-rank jobs started
+// through `gemmapod launch` (which runs mpirun itself, as root if need be).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <regex>
+#include <string>
+
+namespace {
+
+struct Result {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs `gemmapod <args>` from the repository root with a hard time limit.
+Result Gemmapod(const std::string& args, int timeout_s = 60) {
+  const std::string cmd =
+      "timeout " + std::to_string(timeout_s) + " " + GEMMAPOD_BIN + " " + args + " 2>&1";
+  Result r;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (pipe == nullptr) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+bool Contains(const std::string& text, const std::string& pattern) {
+  return std::regex_search(text, std::regex(pattern));
+}
+
+TEST(Cli, PlanPrintsTheRankMap) {
+  const Result r = Gemmapod("plan --pod configs/pods/local.yaml");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "tp=2 pp=1 dp=1")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "\n +0 +localhost +cpu:0 +0 +0 +0 ")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "\n +1 +localhost +cpu:1 +0 +0 +1 ")) << r.output;
+}
+
+TEST(Cli, PlanOfTwoNodesPutsStagesOnNodes) {
+  const Result r = Gemmapod("plan --pod configs/pods/2x8-h100.yaml");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // tp=8 inside a node, pp=2 across: rank 8 is the first GPU of the second node, stage 1.
+  EXPECT_TRUE(Contains(r.output, "\n +8 +\\S+ +cuda:0 +0 +1 +0 ")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "\n +15 +\\S+ +cuda:7 +0 +1 +7 ")) << r.output;
+}
+
+TEST(Cli, BadPodIsOneErrorLineWithFileAndLine) {
+  const Result r = Gemmapod("plan --pod tests/sharding/bad_pods/tp_not_dividing_node.yaml");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(
+      Contains(r.output,
+               "^gemmapod: error: tests/sharding/bad_pods/tp_not_dividing_node.yaml:[0-9]+:[0-9]+: "
+               "[^\n]+\n$"))
+      << r.output;
+}
+
+TEST(Cli, MissingPodFileIsAnError) {
+  const Result r = Gemmapod("plan --pod configs/pods/no-such-pod.yaml");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.output, "no-such-pod.yaml")) << r.output;
+}
+
+TEST(Cli, UnknownSubcommandAndBadFlagsAreRejected) {
+  EXPECT_NE(Gemmapod("frobnicate").exit_code, 0);
+  const Result r = Gemmapod("demo --weight-dtype f16");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(Contains(r.output, "weight-dtype")) << r.output;
+}
+
+TEST(Cli, LaunchDryRunPrintsTheMpirunCommand) {
+  const Result r = Gemmapod("launch --dry-run --pod configs/pods/2x8-h100.yaml -- demo --steps 3");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output,
+                       "^mpirun -np 16 --host \\S+:8,\\S+:8 --map-by slot .*gemmapod demo --steps "
+                       "3 --pod /\\S*configs/pods/2x8-h100.yaml\n$"))
+      << r.output;
+}
+
+TEST(Cli, DemoAloneRunsAsOneRank) {
+  const Result r = Gemmapod("demo --steps 2 --layers 2 --hidden 64 --ffn 128");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "1 rank")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "sharded output matches one rank")) << r.output;
+}
+
+// The README's main job, through `gemmapod launch`, on both local pods (tp=2; tp=2 x pp=2).
+TEST(Cli, DemoShardedOverLocalPodsMatchesOneRank) {
+  for (const char* pod : {"configs/pods/local.yaml", "configs/pods/local-4.yaml"}) {
+    const Result r =
+        Gemmapod(std::string("launch --pod ") + pod + " -- demo --steps 2 --layers 4", 120);
+    EXPECT_EQ(r.exit_code, 0) << pod << "\n" << r.output;
+    EXPECT_TRUE(Contains(r.output, "sharded output matches one rank")) << pod << "\n" << r.output;
+  }
+}
+
+// One rank fails mid-run while its peer waits for it in a collective: the job must end, with a
+// non-zero code and that rank's message, long before the time limit.
+TEST(Cli, FailingRankEndsTheWholeJob) {
+  const Result r = Gemmapod(
+      "launch --pod configs/pods/local.yaml -- demo --steps 1000 --inject-failure-rank 1", 30);
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.exit_code, 124) << "timed out: a rank hung\n" << r.output;
+  EXPECT_TRUE(Contains(r.output, "rank 1 of 2: error: injected failure")) << r.output;
+}
+
+}  // namespace

@@ -1,0 +1,137 @@
+// cpu::MatMul end to end: GEMV and GEMM routes, both weight types and precisions, every ISA
+// path selected through GEMMAPOD_CPU_ISA, and the shape errors.
+#include "runtime/cpu/matmul.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "runtime/cpu/gemm.h"
+#include "runtime/cpu/gemv.h"
+#include "tests/runtime/cpu/matmul_reference.h"
+
+namespace gemmapod::cpu {
+namespace {
+
+using testing::kExactTolerance;
+using testing::kFastTolerance;
+
+// Restores the ISA variable when a test ends.
+class ScopedIsa {
+ public:
+  explicit ScopedIsa(const char* value) { setenv("GEMMAPOD_CPU_ISA", value, 1); }
+  ~ScopedIsa() { unsetenv("GEMMAPOD_CPU_ISA"); }
+};
+
+Tensor F32(const std::vector<float>& v, Shape shape) { return Tensor::FromVector(shape, v); }
+
+double Tolerance(MatmulPrecision p) {
+  return p == MatmulPrecision::kExact ? kExactTolerance : kFastTolerance;
+}
+
+void CheckMatMul(int64_t m, int64_t k, int64_t n, DType wtype, MatmulPrecision precision,
+                 const std::string& label) {
+  const auto xv = testing::RandomFloats(m * k, 11);
+  const auto wv = testing::RandomFloats(n * k, 12);
+  Tensor x = F32(xv, {m, k});
+  Tensor w = F32(wv, {n, k}).To(wtype);
+  Tensor y = Tensor::Zeros({m, n}, DType::kF32);
+  std::vector<double> ref, mag;
+  if (wtype == DType::kF32) {
+    testing::ReferenceMatMul(xv, wv, m, k, n, ref, mag);
+  } else {
+    testing::ReferenceMatMul(xv, testing::ToBF16(wv), m, k, n, ref, mag);
+  }
+  MatMul(x, w, y, precision);
+  EXPECT_LT(testing::MaxRelativeError(y.data<float>(), ref, mag), Tolerance(precision))
+      << label << " M=" << m << " K=" << k << " N=" << n << " w=" << DTypeName(wtype)
+      << (precision == MatmulPrecision::kExact ? " exact" : " fast");
+}
+
+TEST(MatMul, EveryPathBothPrecisionsBothWeightTypes) {
+  for (const char* isa : {"portable", "avx512", "avx512bf16"}) {
+    ScopedIsa scoped(isa);
+    for (int64_t m : {1, 5, 8, 9, 64})
+      for (auto [k, n] : {std::pair<int64_t, int64_t>{1, 1}, {33, 17}, {31, 40}, {130, 9}})
+        for (DType wtype : {DType::kF32, DType::kBF16})
+          for (auto p : {MatmulPrecision::kExact, MatmulPrecision::kFastBF16})
+            CheckMatMul(m, k, n, wtype, p, isa);
+  }
+}
+
+TEST(MatMul, GemmBF16ExactMethodsAgree) {
+  const int64_t m = 37, k = 70, n = 23;
+  const auto x = testing::RandomFloats(m * k, 5);
+  const auto w = testing::ToBF16(testing::RandomFloats(n * k, 6));
+  std::vector<double> ref, mag;
+  testing::ReferenceMatMul(x, w, m, k, n, ref, mag);
+  for (auto method : {BF16ExactGemm::kStackedRows, BF16ExactGemm::kSumPostOp}) {
+    std::vector<float> y(m * n, 123.0f);  // the sum post-op must not keep stale values
+    GemmBF16(x.data(), m, k, w.data(), n, y.data(), MatmulPrecision::kExact, method);
+    EXPECT_LT(testing::MaxRelativeError(y.data(), ref, mag), kExactTolerance);
+  }
+}
+
+TEST(MatMul, LeadingDimensionsAreFlattened) {
+  const auto xv = testing::RandomFloats(2 * 3 * 16, 7);
+  const auto wv = testing::RandomFloats(5 * 16, 8);
+  Tensor x = F32(xv, {2, 3, 16});
+  Tensor w = F32(wv, {5, 16});
+  Tensor y = Tensor::Zeros({2, 3, 5}, DType::kF32);
+  MatMul(x, w, y);
+  std::vector<double> ref, mag;
+  testing::ReferenceMatMul(xv, wv, 6, 16, 5, ref, mag);
+  EXPECT_LT(testing::MaxRelativeError(y.data<float>(), ref, mag), kExactTolerance);
+}
+
+TEST(MatMul, PrimitivesAreCachedAcrossCalls) {
+  Tensor x = F32(testing::RandomFloats(50 * 20, 9), {50, 20});
+  Tensor w = F32(testing::RandomFloats(30 * 20, 10), {30, 20});
+  Tensor y = Tensor::Zeros({50, 30}, DType::kF32);
+  MatMul(x, w, y);
+  const int64_t cached = CachedGemmPrimitives();
+  MatMul(x, w, y);
+  MatMul(x, w, y);
+  EXPECT_EQ(CachedGemmPrimitives(), cached);
+}
+
+TEST(MatMul, ZeroSizedDimensions) {
+  Tensor x = Tensor::Zeros({4, 0}, DType::kF32);
+  Tensor w = Tensor::Zeros({3, 0}, DType::kF32);
+  Tensor y = F32(std::vector<float>(12, 7.0f), {4, 3});
+  MatMul(x, w, y);
+  for (int i = 0; i < 12; ++i) EXPECT_EQ(y.data<float>()[i], 0.0f);
+}
+
+// Runs f, expects gemmapod::Error whose message contains every string in `parts`.
+template <typename F>
+void ExpectErrorNaming(F f, std::vector<std::string> parts) {
+  try {
+    f();
+    ADD_FAILURE() << "expected gemmapod::Error";
+  } catch (const Error& e) {
+    for (const auto& p : parts)
+      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+  }
+}
+
+TEST(MatMul, BadShapesAndTypesNameTheTensors) {
+  Tensor x = Tensor::Zeros({4, 8}, DType::kF32);
+  Tensor w = Tensor::Zeros({3, 8}, DType::kBF16);
+  Tensor y = Tensor::Zeros({4, 3}, DType::kF32);
+  Tensor w_bad_k = Tensor::Zeros({3, 9}, DType::kBF16);
+  ExpectErrorNaming([&] { MatMul(x, w_bad_k, y); }, {"f32[4, 8]", "bf16[3, 9]"});
+  Tensor y_bad = Tensor::Zeros({4, 4}, DType::kF32);
+  ExpectErrorNaming([&] { MatMul(x, w, y_bad); }, {"[4, 3]", "f32[4, 4]"});
+  Tensor x_bf16 = Tensor::Zeros({4, 8}, DType::kBF16);
+  ExpectErrorNaming([&] { MatMul(x_bf16, w, y); }, {"bf16[4, 8]", "f32"});
+  Tensor w_rank3 = Tensor::Zeros({1, 3, 8}, DType::kF32);
+  ExpectErrorNaming([&] { MatMul(x, w_rank3, y); }, {"f32[1, 3, 8]"});
+  Tensor w_i32 = Tensor::Zeros({3, 8}, DType::kI32);
+  ExpectErrorNaming([&] { MatMul(x, w_i32, y); }, {"i32[3, 8]"});
+}
+
+}  // namespace
+}  // namespace gemmapod::cpu
