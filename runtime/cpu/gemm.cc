@@ -3,6 +3,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -38,10 +39,14 @@ struct PrimitiveKey {
 // decode and training repeat the same few shapes, so keep them. Prompt lengths vary, so the
 // cache is bounded: when full it starts over (oneDNN's own cache still holds the JIT code).
 constexpr size_t kMaxCachedPrimitives = 512;
+struct CachedMatmul {
+  dnnl::matmul primitive;
+  size_t scratchpad_bytes;
+};
 std::mutex cache_mutex;
-std::map<PrimitiveKey, std::shared_ptr<dnnl::matmul>> cache;
+std::map<PrimitiveKey, std::shared_ptr<const CachedMatmul>> cache;
 
-std::shared_ptr<dnnl::matmul> GetMatmul(const PrimitiveKey& key) {
+std::shared_ptr<const CachedMatmul> GetMatmul(const PrimitiveKey& key) {
   std::lock_guard<std::mutex> lock(cache_mutex);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
@@ -49,6 +54,9 @@ std::shared_ptr<dnnl::matmul> GetMatmul(const PrimitiveKey& key) {
   const dnnl::memory::desc wei({key.k, key.n}, key.wei, tag::ba);  // [N, K] row-major in place
   const dnnl::memory::desc dst({key.m, key.n}, dt::f32, tag::ab);
   dnnl::primitive_attr attr;
+  // A library-owned scratchpad would make concurrent calls of one cached primitive unsafe;
+  // each calling thread passes its own instead.
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (key.accumulate) {
     dnnl::post_ops ops;
     ops.append_sum(1.0f);
@@ -56,18 +64,27 @@ std::shared_ptr<dnnl::matmul> GetMatmul(const PrimitiveKey& key) {
   }
   const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), attr, Engine());
   if (cache.size() >= kMaxCachedPrimitives) cache.clear();
-  auto prim = std::make_shared<dnnl::matmul>(pd);
+  auto prim = std::make_shared<const CachedMatmul>(
+      CachedMatmul{dnnl::matmul(pd), pd.scratchpad_desc().get_size()});
   cache.emplace(key, prim);
   return prim;
 }
 
 void Run(const PrimitiveKey& key, const void* x, const void* w, float* y) {
-  const auto prim = GetMatmul(key);
+  const auto cached = GetMatmul(key);
   thread_local dnnl::stream stream(Engine());
+  thread_local std::vector<uint8_t> scratch;
+  const size_t scratch_bytes = std::max<size_t>(cached->scratchpad_bytes, 1);
+  if (scratch.size() < scratch_bytes) scratch.resize(scratch_bytes);
+  dnnl::memory scratchpad({{static_cast<int64_t>(scratch_bytes)}, dt::u8, tag::a}, Engine(),
+                          scratch.data());
   dnnl::memory src({{key.m, key.k}, key.src, tag::ab}, Engine(), const_cast<void*>(x));
   dnnl::memory wei({{key.k, key.n}, key.wei, tag::ba}, Engine(), const_cast<void*>(w));
   dnnl::memory dst({{key.m, key.n}, dt::f32, tag::ab}, Engine(), y);
-  prim->execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
+  cached->primitive.execute(stream, {{DNNL_ARG_SRC, src},
+                                     {DNNL_ARG_WEIGHTS, wei},
+                                     {DNNL_ARG_DST, dst},
+                                     {DNNL_ARG_SCRATCHPAD, scratchpad}});
   stream.wait();
 }
 

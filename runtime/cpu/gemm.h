@@ -12,10 +12,11 @@ namespace gemmapod::cpu {
 // How kExact runs bf16 weights (oneDNN 2.6 multiplies bf16 weights only by bf16 activations, so
 // x is split into bf16 halves hi + lo):
 enum class BF16ExactGemm {
-  // One matmul of [hi; lo] ([2M, K]) into scratch, then y = top + bottom. The weights are
-  // packed once per call. The default (measured faster, docs/performance.md).
+  // One matmul of [hi; lo] ([2M, K]) into a [2M, N] scratch, then y = top + bottom. The
+  // default: oneDNN packs the weights once per call, not twice, which makes it up to 2.7x
+  // faster for M below ~32 and equal for large M (docs/performance.md).
   kStackedRows,
-  // Two matmuls, the second accumulating into y through a sum post-op.
+  // Two matmuls, the second accumulating into y through a sum post-op (no scratch).
   kSumPostOp,
 };
 

@@ -103,12 +103,13 @@ CpuIsa ActiveCpuIsa() {
 
 bool CpuSupports(CpuIsa isa) { return isa <= DetectedCpuIsa(); }
 
-CpuIsa PreferredBF16GemvIsa(MatmulPrecision precision, CpuIsa active) {
-  // Both AVX-512 kernels stream bf16 weights at memory bandwidth for M = 1; with more rows the
-  // exact widen-and-FMA kernel does one FMA per 16 products where the split dot-product kernel
-  // does two vdpbf16ps per 32, so they tie on compute and kExact keeps the widening kernel,
-  // which is exact to f32 rounding. kFastBF16 halves the dot-product work: use vdpbf16ps.
-  if (precision == MatmulPrecision::kExact && active == CpuIsa::kAvx512Bf16) {
+CpuIsa PreferredBF16GemvIsa(MatmulPrecision precision, CpuIsa active, int64_t m) {
+  // Measured (kernel_bench --sweep, 1 and 2 threads): for kExact the hi/lo vdpbf16ps kernel is
+  // 10-20 % faster at M = 1 (fewer instructions per weight byte keeps one core streaming) and
+  // at M = 7-8 (3 weight rows per pass, where the widening kernel pays its conversions per
+  // row), while the widen-and-FMA kernel is 5-15 % faster at M = 2-6. kFastBF16 always takes
+  // vdpbf16ps: half the work of either exact kernel.
+  if (precision == MatmulPrecision::kExact && active == CpuIsa::kAvx512Bf16 && m >= 2 && m <= 6) {
     return CpuIsa::kAvx512;
   }
   return active;

@@ -38,8 +38,8 @@ void GemvF32(const float* x, int64_t m, int64_t k, const float* w, int64_t n, fl
 void GemvBF16(const float* x, int64_t m, int64_t k, const BF16* w, int64_t n, float* y,
               MatmulPrecision precision, CpuIsa isa);
 
-// The family MatMul uses for bf16 weights at this precision, given the active ISA (measured
-// on Zen: see docs/performance.md).
-CpuIsa PreferredBF16GemvIsa(MatmulPrecision precision, CpuIsa active);
+// The family MatMul uses for bf16 weights with `m` activation rows at this precision, given the
+// active ISA (chosen by measurement: docs/performance.md).
+CpuIsa PreferredBF16GemvIsa(MatmulPrecision precision, CpuIsa active, int64_t m);
 
 }  // namespace gemmapod::cpu

@@ -28,9 +28,15 @@ inline void Prefetch(const T* p) {
 template <int M, int R, bool kWithLo>
 inline void Pass(const uint16_t* x_hi, const uint16_t* x_lo, int64_t ldx, int64_t k,
                  const uint16_t* w, int64_t n, float* y, int64_t ldy) {
-  __m512 acc[M][R];
+  // With few rows, the low halves get their own accumulators: two dependent vdpbf16ps per step
+  // on one accumulator would make the latency chain, not memory, the limit.
+  constexpr bool kSplitAcc = kWithLo && 2 * M * R <= 24;
+  constexpr int kLoRows = kSplitAcc ? M : 1;
+  __m512 acc[M][R], acc_lo[kLoRows][R];
   for (int m = 0; m < M; ++m)
     for (int r = 0; r < R; ++r) acc[m][r] = _mm512_setzero_ps();
+  for (int m = 0; m < kLoRows; ++m)
+    for (int r = 0; r < R; ++r) acc_lo[m][r] = _mm512_setzero_ps();
   const uint16_t* wr[R];
   for (int r = 0; r < R; ++r) wr[r] = w + (n + r) * k;
 
@@ -40,7 +46,13 @@ inline void Pass(const uint16_t* x_hi, const uint16_t* x_lo, int64_t ldx, int64_
       for (int r = 0; r < R; ++r) acc[m][r] = _mm512_dpbf16_ps(acc[m][r], AsBh(hi), AsBh(wv[r]));
       if constexpr (kWithLo) {
         const __m512i lo = _mm512_loadu_si512(x_lo + m * ldx + kk);
-        for (int r = 0; r < R; ++r) acc[m][r] = _mm512_dpbf16_ps(acc[m][r], AsBh(lo), AsBh(wv[r]));
+        if constexpr (kSplitAcc) {
+          for (int r = 0; r < R; ++r)
+            acc_lo[m][r] = _mm512_dpbf16_ps(acc_lo[m][r], AsBh(lo), AsBh(wv[r]));
+        } else {
+          for (int r = 0; r < R; ++r)
+            acc[m][r] = _mm512_dpbf16_ps(acc[m][r], AsBh(lo), AsBh(wv[r]));
+        }
       }
     }
   };
@@ -58,6 +70,10 @@ inline void Pass(const uint16_t* x_hi, const uint16_t* x_lo, int64_t ldx, int64_
     __m512i wv[R];
     for (int r = 0; r < R; ++r) wv[r] = _mm512_maskz_loadu_epi16(mask, wr[r] + kk);
     step(wv, kk);
+  }
+  if constexpr (kSplitAcc) {
+    for (int m = 0; m < M; ++m)
+      for (int r = 0; r < R; ++r) acc[m][r] = _mm512_add_ps(acc[m][r], acc_lo[m][r]);
   }
   for (int m = 0; m < M; ++m)
     for (int r = 0; r < R; ++r) y[m * ldy + n + r] = _mm512_reduce_add_ps(acc[m][r]);

@@ -9,12 +9,11 @@
 namespace gemmapod::cpu {
 namespace {
 
-// Largest M that still runs the GEMV kernels; measured with bench/kernel_bench --sweep
-// (docs/performance.md): up to here re-streaming the weights beats oneDNN's packing + GEMM.
-int64_t GemvMaxRows(DType weights, MatmulPrecision precision) {
-  if (weights == DType::kF32) return 8;
-  return precision == MatmulPrecision::kExact ? 8 : 8;
-}
+// Largest M that still runs the GEMV kernels, measured with `kernel_bench --sweep` on 1 and 2
+// threads (docs/performance.md): up to here streaming the weights once per 8 rows beats oneDNN
+// (which packs the weights on every call). f32 kernels slow down at 7-8 rows (3 weight rows per
+// pass re-read x from L2 more often), where oneDNN already wins.
+int64_t GemvMaxRows(DType weights) { return weights == DType::kF32 ? 6 : 8; }
 
 void CheckOperands(const Tensor& x, const Tensor& w, const Tensor& y) {
   auto what = [&] {
@@ -51,7 +50,7 @@ void MatMul(const Tensor& x, const Tensor& w, Tensor& y, MatmulPrecision precisi
   }
   const float* in = x.data<float>();
   const CpuIsa isa = ActiveCpuIsa();
-  const bool gemv = m <= GemvMaxRows(w.dtype(), precision);
+  const bool gemv = m <= GemvMaxRows(w.dtype());
   if (w.dtype() == DType::kF32) {
     if (gemv) {
       GemvF32(in, m, k, w.data<float>(), n, out, isa);
@@ -61,7 +60,7 @@ void MatMul(const Tensor& x, const Tensor& w, Tensor& y, MatmulPrecision precisi
     return;
   }
   if (gemv) {
-    GemvBF16(in, m, k, w.data<BF16>(), n, out, precision, PreferredBF16GemvIsa(precision, isa));
+    GemvBF16(in, m, k, w.data<BF16>(), n, out, precision, PreferredBF16GemvIsa(precision, isa, m));
   } else {
     GemmBF16(in, m, k, w.data<BF16>(), n, out, precision);
   }

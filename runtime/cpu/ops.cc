@@ -1,3 +1,4 @@
+// Elementwise and reduction kernels: plain loops, vectorised by the compiler where it can.
 #include "runtime/cpu/ops.h"
 
 #include <cmath>

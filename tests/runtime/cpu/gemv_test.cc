@@ -3,12 +3,17 @@
 
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <string>
 #include <vector>
 
 #include "tests/runtime/cpu/matmul_reference.h"
 
 namespace gemmapod::cpu {
+
+// Readable parameter names in gtest failure messages.
+void PrintTo(CpuIsa isa, std::ostream* os) { *os << CpuIsaName(isa); }
+
 namespace {
 
 using testing::kExactTolerance;

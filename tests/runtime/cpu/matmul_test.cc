@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "runtime/cpu/gemm.h"
@@ -95,6 +96,28 @@ TEST(MatMul, PrimitivesAreCachedAcrossCalls) {
   MatMul(x, w, y);
   MatMul(x, w, y);
   EXPECT_EQ(CachedGemmPrimitives(), cached);
+}
+
+// Callers on several threads share the cached oneDNN primitives (each passes its own scratchpad).
+TEST(MatMul, ConcurrentCallersShareCachedPrimitives) {
+  const int64_t m = 40, k = 64, n = 48;
+  const auto xv = testing::RandomFloats(m * k, 13);
+  const auto wv = testing::RandomFloats(n * k, 14);
+  std::vector<double> ref, mag;
+  testing::ReferenceMatMul(xv, testing::ToBF16(wv), m, k, n, ref, mag);
+  Tensor x = F32(xv, {m, k});
+  Tensor w = F32(wv, {n, k}).To(DType::kBF16);
+  std::vector<double> errors(4, 1.0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      Tensor y = Tensor::Zeros({m, n}, DType::kF32);
+      for (int rep = 0; rep < 20; ++rep) MatMul(x, w, y);
+      errors[t] = testing::MaxRelativeError(y.data<float>(), ref, mag);
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (double e : errors) EXPECT_LT(e, kExactTolerance);
 }
 
 TEST(MatMul, ZeroSizedDimensions) {
