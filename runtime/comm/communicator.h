@@ -41,4 +41,8 @@ class Communicator {
 
 const char* ReduceOpName(ReduceOp op);
 
+// Shape checks every backend makes before moving a byte, with one wording for all of them.
+void CheckAllGatherShapes(const Tensor& in, const Tensor& out, int group_size);
+void CheckReduceScatterShapes(const Tensor& in, const Tensor& out, int group_size);
+
 }  // namespace gemmapod

@@ -7,18 +7,6 @@
 
 namespace gemmapod {
 
-const char* ReduceOpName(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::kSum:
-      return "sum";
-    case ReduceOp::kMax:
-      return "max";
-    case ReduceOp::kMin:
-      return "min";
-  }
-  return "?";
-}
-
 namespace {
 
 void CheckMpi(int rc, const char* what) {
@@ -165,9 +153,7 @@ void MpiCommunicator::AllReduce(Tensor& tensor, ReduceOp op) {
 void MpiCommunicator::AllGather(const Tensor& in, Tensor& out) {
   CheckHost(in, "AllGather");
   CheckHost(out, "AllGather");
-  GEMMAPOD_CHECK(in.dtype() == out.dtype() && out.numel() == in.numel() * size_,
-                 "AllGather: ", in.Describe(), " from each of ", size_, " ranks does not fill ",
-                 out.Describe());
+  CheckAllGatherShapes(in, out, size_);
   const int n = CountOf(in.numel(), "AllGather");
   const MPI_Datatype type = MpiType(in.dtype());
   CheckMpi(MPI_Allgather(in.raw(), n, type, out.raw(), n, type, comm_), "MPI_Allgather");
@@ -176,9 +162,7 @@ void MpiCommunicator::AllGather(const Tensor& in, Tensor& out) {
 void MpiCommunicator::ReduceScatter(const Tensor& in, Tensor& out, ReduceOp op) {
   CheckHost(in, "ReduceScatter");
   CheckHost(out, "ReduceScatter");
-  GEMMAPOD_CHECK(in.dtype() == out.dtype() && in.numel() == out.numel() * size_,
-                 "ReduceScatter: ", in.Describe(), " is not ", size_, " blocks of ",
-                 out.Describe());
+  CheckReduceScatterShapes(in, out, size_);
   const int n = CountOf(out.numel(), "ReduceScatter");
   CheckMpi(MPI_Reduce_scatter_block(in.raw(), out.raw(), n, MpiType(in.dtype()),
                                     MpiOp(in.dtype(), op), comm_),

@@ -86,9 +86,7 @@ void NcclCommunicator::AllReduce(Tensor& tensor, ReduceOp op) {
 void NcclCommunicator::AllGather(const Tensor& in, Tensor& out) {
   CheckOnDevice(in, device_, "AllGather");
   CheckOnDevice(out, device_, "AllGather");
-  GEMMAPOD_CHECK(in.dtype() == out.dtype() && out.numel() == in.numel() * size_,
-                 "AllGather: ", in.Describe(), " from each of ", size_, " ranks does not fill ",
-                 out.Describe());
+  CheckAllGatherShapes(in, out, size_);
   GEMMAPOD_CUDA_CHECK(cudaSetDevice(device_));
   GEMMAPOD_NCCL_CHECK(ncclAllGather(in.raw(), out.raw(), in.numel(), NcclType(in.dtype()),
                                     handles_->comm, handles_->stream));
@@ -98,9 +96,7 @@ void NcclCommunicator::AllGather(const Tensor& in, Tensor& out) {
 void NcclCommunicator::ReduceScatter(const Tensor& in, Tensor& out, ReduceOp op) {
   CheckOnDevice(in, device_, "ReduceScatter");
   CheckOnDevice(out, device_, "ReduceScatter");
-  GEMMAPOD_CHECK(in.dtype() == out.dtype() && in.numel() == out.numel() * size_,
-                 "ReduceScatter: ", in.Describe(), " is not ", size_, " blocks of ",
-                 out.Describe());
+  CheckReduceScatterShapes(in, out, size_);
   GEMMAPOD_CUDA_CHECK(cudaSetDevice(device_));
   GEMMAPOD_NCCL_CHECK(ncclReduceScatter(in.raw(), out.raw(), out.numel(), NcclType(in.dtype()),
                                         NcclOp(op), handles_->comm, handles_->stream));
