@@ -45,10 +45,12 @@ else
   apt-get install -y --no-install-recommends "${PKGS[@]}"
 fi
 
-# Open MPI resolves the local hostname on every launch; when it does not resolve, each mpirun
-# waits 5-10 s for DNS. Map it to loopback so single-node runs start at once.
-host=$(hostname)
-if ! getent hosts "$host" >/dev/null 2>&1; then
-  echo "install_deps.sh: hostname '$host' does not resolve; adding it to /etc/hosts"
-  echo "127.0.1.1 $host" >>/etc/hosts
-fi
+# Open MPI resolves the local host names on every launch (and a process started alone, as a
+# one-rank job, does too); a name that does not resolve costs 5-10 s of DNS timeouts each time.
+# Map them to loopback so single-node runs start at once.
+for name in localhost "$(hostname)"; do
+  if ! getent hosts "$name" >/dev/null 2>&1; then
+    echo "install_deps.sh: host name '$name' does not resolve; adding it to /etc/hosts"
+    echo "127.0.0.1 $name" >>/etc/hosts
+  fi
+done
