@@ -18,6 +18,7 @@ int RunPlan(const PlanOptions& options);
 struct LaunchCommandOptions {
   std::string pod_path;
   std::vector<std::string> command;
+  std::string hostfile;  // write the pod's nodes here and pass it to mpirun as --hostfile
   bool dry_run = false;
 };
 int RunLaunch(const LaunchCommandOptions& options, const std::string& self_exe);

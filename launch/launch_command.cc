@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "launch/commands.h"
@@ -12,6 +13,23 @@
 #include "sharding/pod_topology.h"
 
 namespace gemmapod {
+namespace {
+
+// Written whole or not at all: a temporary file renamed over the target.
+void WriteFileAtomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    out.close();
+    if (!out) throw Error(StrCat("cannot write hostfile ", tmp, ": ", std::strerror(errno)));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) throw Error(StrCat("cannot write hostfile ", path, ": ", ec.message()));
+}
+
+}  // namespace
 
 int RunLaunch(const LaunchCommandOptions& options, const std::string& self_exe) {
   const PodTopology pod = LoadPodTopology(options.pod_path);
@@ -21,6 +39,10 @@ int RunLaunch(const LaunchCommandOptions& options, const std::string& self_exe) 
   m.command = options.command;
   m.as_root = geteuid() == 0;
   m.host_threads = static_cast<int>(std::thread::hardware_concurrency());
+  if (!options.hostfile.empty()) {
+    m.hostfile = std::filesystem::absolute(options.hostfile).string();
+    WriteFileAtomically(m.hostfile, HostfileText(pod));
+  }
   const std::vector<std::string> argv = MpirunCommand(pod, m);
   std::fprintf(options.dry_run ? stdout : stderr, "%s\n", ShellJoin(argv).c_str());
   if (options.dry_run) return 0;

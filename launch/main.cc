@@ -40,6 +40,8 @@ int main(int argc, char** argv) {
   CLI::App* launch_cmd = app.add_subcommand(
       "launch", "Run a subcommand on every rank of a pod through mpirun: launch --pod P -- CMD...");
   launch_cmd->add_option("--pod", launch.pod_path, "Pod file (YAML)")->required();
+  launch_cmd->add_option("--hostfile", launch.hostfile,
+                         "Write the pod's nodes to this Open MPI hostfile and launch with it");
   launch_cmd->add_flag("--dry-run", launch.dry_run,
                        "Print the mpirun command instead of running it");
   launch_cmd->add_option("command", launch.command, "The gemmapod subcommand and its arguments")

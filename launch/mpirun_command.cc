@@ -9,12 +9,17 @@ namespace gemmapod {
 std::vector<std::string> MpirunCommand(const PodTopology& pod, const MpirunOptions& o) {
   GEMMAPOD_CHECK(!o.command.empty(), "launch: no subcommand given after `--`");
   std::vector<std::string> argv = {o.mpirun, "-np", std::to_string(pod.world_size())};
-  std::string hosts;
-  for (const PodNode& node : pod.nodes) {
-    if (!hosts.empty()) hosts += ",";
-    hosts += node.host + ":" + std::to_string(node.devices);
+  if (o.hostfile.empty()) {
+    std::string hosts;
+    for (const PodNode& node : pod.nodes) {
+      if (!hosts.empty()) hosts += ",";
+      hosts += node.host + ":" + std::to_string(node.devices);
+    }
+    argv.insert(argv.end(), {"--host", hosts});
+  } else {
+    argv.insert(argv.end(), {"--hostfile", o.hostfile});
   }
-  argv.insert(argv.end(), {"--host", hosts, "--map-by", "slot"});
+  argv.insert(argv.end(), {"--map-by", "slot"});
   if (pod.launch.oversubscribe) {
     // Binding to cores fails once ranks outnumber them.
     argv.insert(argv.end(), {"--oversubscribe", "--bind-to", "none"});
@@ -39,6 +44,14 @@ std::vector<std::string> MpirunCommand(const PodTopology& pod, const MpirunOptio
   });
   if (!has_pod) argv.insert(argv.end(), {"--pod", o.pod_path});
   return argv;
+}
+
+std::string HostfileText(const PodTopology& pod) {
+  std::string text;
+  for (const PodNode& node : pod.nodes) {
+    text += node.host + " slots=" + std::to_string(node.devices) + "\n";
+  }
+  return text;
 }
 
 std::string ShellJoin(const std::vector<std::string>& argv) {

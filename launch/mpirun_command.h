@@ -15,11 +15,15 @@ struct MpirunOptions {
   std::string gemmapod_exe;          // absolute path of the binary every rank runs
   std::string pod_path;              // absolute path; passed to the subcommand as --pod
   std::vector<std::string> command;  // the subcommand and its arguments
+  std::string hostfile;              // when set: name this hostfile instead of listing --host
   bool as_root = false;              // Open MPI refuses root unless told
   int host_threads = 0;              // cores of the launching machine (0: unknown)
 };
 
 std::vector<std::string> MpirunCommand(const PodTopology& pod, const MpirunOptions& options);
+
+// The pod's nodes as an Open MPI hostfile: "<host> slots=<devices>" per line, in file order.
+std::string HostfileText(const PodTopology& pod);
 
 // Joins argv for display, quoting arguments that a POSIX shell would split or expand.
 std::string ShellJoin(const std::vector<std::string>& argv);

@@ -17,31 +17,12 @@ void CheckMpi(int rc, const char* what) {
   throw Error(StrCat(what, " failed: ", std::string(text, len)));
 }
 
-// bf16 combine functions for MPI_Op_create: inout[i] = inout[i] (op) in[i], in f32.
-template <typename Combine>
-void CombineBF16(void* in, void* inout, int* len, Combine combine) {
-  const auto* a = static_cast<const BF16*>(in);
-  auto* b = static_cast<BF16*>(inout);
-  for (int i = 0; i < *len; ++i) {
-    b[i] = FloatToBF16(combine(BF16ToFloat(a[i]), BF16ToFloat(b[i])));
-  }
-}
-void SumBF16(void* in, void* inout, int* len, MPI_Datatype*) {
-  CombineBF16(in, inout, len, [](float x, float y) { return x + y; });
-}
-void MaxBF16(void* in, void* inout, int* len, MPI_Datatype*) {
-  CombineBF16(in, inout, len, [](float x, float y) { return std::max(x, y); });
-}
-void MinBF16(void* in, void* inout, int* len, MPI_Datatype*) {
-  CombineBF16(in, inout, len, [](float x, float y) { return std::min(x, y); });
-}
-
 MPI_Datatype MpiType(DType t) {
   switch (t) {
     case DType::kF32:
       return MPI_FLOAT;
     case DType::kBF16:
-      return MPI_UINT16_T;  // reductions go through the bf16 user operations below
+      return MPI_UINT16_T;  // moved as bits; reduced in f32 (see AllReduce)
     case DType::kI32:
       return MPI_INT32_T;
     case DType::kI8:
@@ -50,24 +31,16 @@ MPI_Datatype MpiType(DType t) {
   return MPI_DATATYPE_NULL;
 }
 
-MPI_Op MpiOp(DType t, ReduceOp op) {
-  if (t != DType::kBF16) {
-    switch (op) {
-      case ReduceOp::kSum:
-        return MPI_SUM;
-      case ReduceOp::kMax:
-        return MPI_MAX;
-      case ReduceOp::kMin:
-        return MPI_MIN;
-    }
+MPI_Op MpiOp(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum:
+      return MPI_SUM;
+    case ReduceOp::kMax:
+      return MPI_MAX;
+    case ReduceOp::kMin:
+      return MPI_MIN;
   }
-  // Created once, on first use, after MPI_Init; freed by MPI_Finalize.
-  static MPI_Op ops[3] = {MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL};
-  static MPI_User_function* fns[3] = {SumBF16, MaxBF16, MinBF16};
-  const int i = static_cast<int>(op);
-  if (ops[i] == MPI_OP_NULL)
-    CheckMpi(MPI_Op_create(fns[i], /*commute=*/1, &ops[i]), "MPI_Op_create");
-  return ops[i];
+  return MPI_OP_NULL;
 }
 
 void CheckHost(const Tensor& t, const char* what) {
@@ -143,10 +116,17 @@ MpiCommunicator::~MpiCommunicator() {
 
 void MpiCommunicator::AllReduce(Tensor& tensor, ReduceOp op) {
   CheckHost(tensor, "AllReduce");
+  if (tensor.dtype() == DType::kBF16) {
+    // MPI has no bf16: reduce in f32 and round once, so the result is the bf16 rounding of the
+    // f32 reduction (and MPI keeps its tuned algorithms, which user-defined ops would lose).
+    Tensor wide = tensor.To(DType::kF32);
+    AllReduce(wide, op);
+    ConvertF32ToBF16(wide.data<float>(), tensor.data<BF16>(), static_cast<size_t>(wide.numel()));
+    return;
+  }
   const MPI_Datatype type = MpiType(tensor.dtype());
-  const MPI_Op mpi_op = MpiOp(tensor.dtype(), op);
   InChunks(tensor, [&](void* p, int n) {
-    CheckMpi(MPI_Allreduce(MPI_IN_PLACE, p, n, type, mpi_op, comm_), "MPI_Allreduce");
+    CheckMpi(MPI_Allreduce(MPI_IN_PLACE, p, n, type, MpiOp(op), comm_), "MPI_Allreduce");
   });
 }
 
@@ -163,9 +143,14 @@ void MpiCommunicator::ReduceScatter(const Tensor& in, Tensor& out, ReduceOp op) 
   CheckHost(in, "ReduceScatter");
   CheckHost(out, "ReduceScatter");
   CheckReduceScatterShapes(in, out, size_);
+  if (in.dtype() == DType::kBF16) {  // reduce in f32, round once (as AllReduce)
+    Tensor wide_out = Tensor::Empty(out.shape(), DType::kF32);
+    ReduceScatter(in.To(DType::kF32), wide_out, op);
+    ConvertF32ToBF16(wide_out.data<float>(), out.data<BF16>(), static_cast<size_t>(out.numel()));
+    return;
+  }
   const int n = CountOf(out.numel(), "ReduceScatter");
-  CheckMpi(MPI_Reduce_scatter_block(in.raw(), out.raw(), n, MpiType(in.dtype()),
-                                    MpiOp(in.dtype(), op), comm_),
+  CheckMpi(MPI_Reduce_scatter_block(in.raw(), out.raw(), n, MpiType(in.dtype()), MpiOp(op), comm_),
            "MPI_Reduce_scatter_block");
 }
 

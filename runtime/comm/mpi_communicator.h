@@ -1,6 +1,6 @@
-// Communicator over MPI for host (CPU) tensors. f32, i32 and i8 reduce with MPI's own types.
-// MPI has no bf16, so bf16 reduces with user operations that widen to f32, combine, and round
-// back to nearest even at every combine: a sum over p ranks carries up to p-1 bf16 roundings.
+// Communicator over MPI for host (CPU) tensors. f32, i32 and i8 reduce with MPI's own types;
+// bf16 (which MPI lacks) is widened to f32, reduced, and rounded to nearest even once, so a bf16
+// all-reduce is the bf16 rounding of the f32 reduction, whatever the rank count.
 #pragma once
 
 #include <mpi.h>

@@ -2,10 +2,13 @@
 // through `gemmapod launch` (which runs mpirun itself, as root if need be).
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
+#include <fstream>
 #include <regex>
+#include <sstream>
 #include <string>
 
 namespace {
@@ -97,6 +100,22 @@ TEST(Cli, DemoShardedOverLocalPodsMatchesOneRank) {
     EXPECT_EQ(r.exit_code, 0) << pod << "\n" << r.output;
     EXPECT_TRUE(Contains(r.output, "sharded output matches one rank")) << pod << "\n" << r.output;
   }
+}
+
+TEST(Cli, LaunchWithAHostfileWritesItAndRuns) {
+  const std::string hostfile =
+      testing::TempDir() + "gemmapod_cli_hosts_" + std::to_string(getpid()) + ".txt";
+  const Result r = Gemmapod("launch --hostfile " + hostfile +
+                                " --pod configs/pods/local.yaml -- demo --steps 1 --layers 2",
+                            120);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "--hostfile \\S+gemmapod_cli_hosts_")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "sharded output matches one rank")) << r.output;
+  std::ifstream in(hostfile);
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_EQ(text.str(), "localhost slots=2\n");
+  std::remove(hostfile.c_str());
 }
 
 // One rank fails mid-run while its peer waits for it in a collective: the job must end, with a

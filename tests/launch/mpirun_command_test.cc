@@ -37,6 +37,14 @@ TEST(MpirunCommand, OneRankPerDeviceFillingNodesInOrder) {
             "btl_tcp_if_include eth0 /opt/gp/gemmapod demo --steps 3 --pod /pods/p.yaml");
 }
 
+TEST(MpirunCommand, HostfileReplacesTheHostList) {
+  MpirunOptions o = Options();
+  o.hostfile = "/tmp/hosts";
+  const std::string line = ShellJoin(MpirunCommand(TwoGpuNodes(), o));
+  EXPECT_EQ(line.rfind("mpirun -np 8 --hostfile /tmp/hosts --map-by slot ", 0), 0u) << line;
+  EXPECT_EQ(HostfileText(TwoGpuNodes()), "a0 slots=4\na1 slots=4\n");
+}
+
 TEST(MpirunCommand, KeepsAnExplicitPodArgument) {
   MpirunOptions o = Options();
   o.command = {"demo", "--pod=/other.yaml"};

@@ -138,17 +138,28 @@ INSTANTIATE_TEST_SUITE_P(AllDTypes, MpiCommunicatorTest,
                            return std::string(DTypeName(info.param));
                          });
 
-TEST(MpiCommunicator, BF16SumRoundsLikeSerialBF16) {
-  // Values whose sum is not representable in bf16: the result must be the bf16 rounding of a
-  // sum, within one bf16 step of the exact value (each combine rounds once).
+TEST(MpiCommunicator, BF16SumIsTheRoundingOfTheF32Sum) {
+  // Each rank holds 1 + (r+1)/128 in bf16; the exact sum needs more bits than bf16 has, so a
+  // reduction that rounded at every combine would drift. The result must be exactly the bf16
+  // rounding of the f32 sum (the f32 sum of these few values is exact).
   auto world = MpiCommunicator::World();
-  Tensor t = Tensor::Empty({1}, DType::kBF16);
-  t.data<BF16>()[0] = FloatToBF16(1.0f + 0x1p-7f * (world->rank() + 1));
+  auto value = [](int r) { return BF16ToFloat(FloatToBF16(1.0f + 0x1p-7f * (r + 1))); };
+  Tensor t = Tensor::Empty({3}, DType::kBF16);
+  for (int i = 0; i < 3; ++i) t.data<BF16>()[i] = FloatToBF16(value(world->rank()) * (i + 1));
   world->AllReduce(t, ReduceOp::kSum);
-  double exact = 0;
-  for (int r = 0; r < world->size(); ++r)
-    exact += BF16ToFloat(FloatToBF16(1.0f + 0x1p-7f * (r + 1)));
-  EXPECT_NEAR(BF16ToFloat(t.data<BF16>()[0]), exact, exact * 0x1p-7 * (world->size() - 1));
+  for (int i = 0; i < 3; ++i) {
+    float exact = 0;
+    for (int r = 0; r < world->size(); ++r) exact += value(r) * (i + 1);
+    EXPECT_EQ(t.data<BF16>()[i].bits, FloatToBF16(exact).bits) << "element " << i;
+  }
+  // The same holds for the reduce-scatter of the same values.
+  Tensor in = Tensor::Empty({world->size()}, DType::kBF16);
+  for (int b = 0; b < world->size(); ++b) in.data<BF16>()[b] = FloatToBF16(value(world->rank()));
+  Tensor out = Tensor::Empty({1}, DType::kBF16);
+  world->ReduceScatter(in, out, ReduceOp::kSum);
+  float exact = 0;
+  for (int r = 0; r < world->size(); ++r) exact += value(r);
+  EXPECT_EQ(out.data<BF16>()[0].bits, FloatToBF16(exact).bits);
 }
 
 TEST(MpiCommunicator, SplitMakesIndependentGroups) {
