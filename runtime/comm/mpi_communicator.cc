@@ -53,15 +53,17 @@ int CountOf(int64_t n, const char* what) {
   return static_cast<int>(n);
 }
 
-// MPI counts are ints: walk a large buffer in pieces of at most 2^30 elements.
+// Large buffers move in pieces of 1 Mi elements: MPI counts are ints, and pieces that stay in
+// cache reduce about twice as fast as one 64 MiB all-reduce here (bench/comm_bench).
+constexpr int64_t kChunkElements = int64_t{1} << 20;
+
 template <typename Fn>
 void InChunks(const Tensor& t, Fn fn) {
-  constexpr int64_t kChunk = int64_t{1} << 30;
   const int64_t n = t.numel();
   const size_t elem = DTypeSize(t.dtype());
   char* base = static_cast<char*>(const_cast<void*>(t.raw()));
-  for (int64_t off = 0; off < n; off += kChunk) {
-    fn(base + off * elem, static_cast<int>(std::min(kChunk, n - off)));
+  for (int64_t off = 0; off < n; off += kChunkElements) {
+    fn(base + off * elem, static_cast<int>(std::min(kChunkElements, n - off)));
   }
 }
 
@@ -119,9 +121,14 @@ void MpiCommunicator::AllReduce(Tensor& tensor, ReduceOp op) {
   if (tensor.dtype() == DType::kBF16) {
     // MPI has no bf16: reduce in f32 and round once, so the result is the bf16 rounding of the
     // f32 reduction (and MPI keeps its tuned algorithms, which user-defined ops would lose).
-    Tensor wide = tensor.To(DType::kF32);
-    AllReduce(wide, op);
-    ConvertF32ToBF16(wide.data<float>(), tensor.data<BF16>(), static_cast<size_t>(wide.numel()));
+    // One chunk at a time through a small f32 buffer that stays in cache.
+    Tensor wide = Tensor::Empty({std::min(tensor.numel(), kChunkElements)}, DType::kF32);
+    float* w = wide.data<float>();
+    InChunks(tensor, [&](void* p, int n) {
+      ConvertBF16ToF32(static_cast<const BF16*>(p), w, n);
+      CheckMpi(MPI_Allreduce(MPI_IN_PLACE, w, n, MPI_FLOAT, MpiOp(op), comm_), "MPI_Allreduce");
+      ConvertF32ToBF16(w, static_cast<BF16*>(p), n);
+    });
     return;
   }
   const MPI_Datatype type = MpiType(tensor.dtype());
