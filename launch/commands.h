@@ -10,6 +10,11 @@
 
 namespace gemmapod {
 
+inline constexpr const char* kGemmapodVersion = "0.1.0";
+
+// Build and machine facts: version, CPU kernel family, threads, MPI library, CUDA devices.
+int RunInfo();
+
 struct PlanOptions {
   std::string pod_path;
 };

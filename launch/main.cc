@@ -28,8 +28,11 @@ int LauncherRank() {
 int main(int argc, char** argv) {
   using namespace gemmapod;
   CLI::App app{"gemmapod: a distributed runtime for the Gemma model family"};
-  app.set_version_flag("--version", "gemmapod 0.1.0");
+  app.set_version_flag("--version", std::string("gemmapod ") + kGemmapodVersion);
   app.require_subcommand(1);
+
+  CLI::App* info_cmd =
+      app.add_subcommand("info", "Print what this build and machine offer (kernels, MPI, CUDA)");
 
   PlanOptions plan;
   CLI::App* plan_cmd =
@@ -71,6 +74,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
+    if (*info_cmd) return RunInfo();
     if (*plan_cmd) return RunPlan(plan);
     if (*launch_cmd) return RunLaunch(launch, SelfExecutable(argv[0]));
     if (*demo_cmd) return RunDemo(demo, &argc, &argv);

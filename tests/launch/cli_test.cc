@@ -19,9 +19,9 @@ struct Result {
 };
 
 // Runs `gemmapod <args>` from the repository root with a hard time limit.
-Result Gemmapod(const std::string& args, int timeout_s = 60) {
-  const std::string cmd =
-      "timeout " + std::to_string(timeout_s) + " " + GEMMAPOD_BIN + " " + args + " 2>&1";
+Result Gemmapod(const std::string& args, int timeout_s = 60, const std::string& env = "") {
+  const std::string cmd = env + (env.empty() ? "" : " ") + "timeout " + std::to_string(timeout_s) +
+                          " " + GEMMAPOD_BIN + " " + args + " 2>&1";
   Result r;
   FILE* pipe = popen(cmd.c_str(), "r");
   if (pipe == nullptr) return r;
@@ -35,6 +35,17 @@ Result Gemmapod(const std::string& args, int timeout_s = 60) {
 
 bool Contains(const std::string& text, const std::string& pattern) {
   return std::regex_search(text, std::regex(pattern));
+}
+
+TEST(Cli, InfoNamesTheKernelsAndLibraries) {
+  const Result r = Gemmapod("info");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "^gemmapod [0-9]+\\.[0-9]+\\.[0-9]+\n")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "cpu kernels: (portable|avx512|avx512bf16)")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "mpi: Open MPI")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "cuda backend: ")) << r.output;
+  const Result lowered = Gemmapod("info", 60, "GEMMAPOD_CPU_ISA=portable");
+  EXPECT_TRUE(Contains(lowered.output, "cpu kernels: portable")) << lowered.output;
 }
 
 TEST(Cli, PlanPrintsTheRankMap) {
