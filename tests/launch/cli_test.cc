@@ -113,6 +113,20 @@ TEST(Cli, DemoShardedOverLocalPodsMatchesOneRank) {
   }
 }
 
+TEST(Cli, DemoFollowsExplicitPipelineStages) {
+  const Result ok = Gemmapod(
+      "launch --pod tests/launch/pods/uneven-stages.yaml -- demo --steps 2 --layers 5", 120);
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  EXPECT_TRUE(Contains(ok.output, "tp=1 pp=2 dp=1")) << ok.output;
+  EXPECT_TRUE(Contains(ok.output, "sharded output matches one rank")) << ok.output;
+  // The stages cover 5 layers; a model of 4 is refused on every rank with the pod file named.
+  const Result bad = Gemmapod(
+      "launch --pod tests/launch/pods/uneven-stages.yaml -- demo --steps 2 --layers 4", 60);
+  EXPECT_NE(bad.exit_code, 0) << bad.output;
+  EXPECT_TRUE(Contains(bad.output, "uneven-stages.yaml: the pipeline stages cover layers 0-4"))
+      << bad.output;
+}
+
 TEST(Cli, LaunchWithAHostfileWritesItAndRuns) {
   const std::string hostfile =
       testing::TempDir() + "gemmapod_cli_hosts_" + std::to_string(getpid()) + ".txt";
