@@ -23,7 +23,9 @@ Tensor ToHost(const Tensor& device_tensor);
 void ConvertF32ToBF16(const Tensor& src, Tensor& dst);
 void ConvertBF16ToF32(const Tensor& src, Tensor& dst);
 
-// y = x * w^T on the device, same shapes and layout as cpu::MatMul. f32 weights run an f32 GEMM;
+// y = x * w^T on the device, same shapes and layout as cpu::MatMul: x f32 [..., K], w f32 or
+// bf16 [N, K], y f32 [..., N], all on one device; returns when y is written. f32 weights run an
+// f32 GEMM (no TF32);
 // bf16 weights run a bf16 tensor-core GEMM with activations rounded to bf16 (kFastBF16) or split
 // into two bf16 halves accumulated in f32 (kExact).
 void MatMul(const Tensor& x, const Tensor& w, Tensor& y,

@@ -5,6 +5,8 @@
 
 namespace gemmapod {
 
+// The stream is a blocking one (cudaStreamCreate): NCCL calls on it start only after the work
+// callers enqueued on the default stream (kernels, copies that produced the tensor) is done.
 struct NcclCommunicator::Handles {
   ncclComm_t comm = nullptr;
   cudaStream_t stream = nullptr;
@@ -54,7 +56,7 @@ std::unique_ptr<NcclCommunicator> NcclCommunicator::Create(MpiCommunicator& boot
   GEMMAPOD_CUDA_CHECK(cudaSetDevice(device));
   auto handles = std::make_unique<Handles>();
   GEMMAPOD_NCCL_CHECK(ncclCommInitRank(&handles->comm, bootstrap.size(), id, bootstrap.rank()));
-  GEMMAPOD_CUDA_CHECK(cudaStreamCreateWithFlags(&handles->stream, cudaStreamNonBlocking));
+  GEMMAPOD_CUDA_CHECK(cudaStreamCreate(&handles->stream));
   return std::unique_ptr<NcclCommunicator>(new NcclCommunicator(std::move(handles), device));
 }
 
@@ -136,15 +138,21 @@ void NcclCommunicator::Recv(Tensor& tensor, int src, int /*tag*/) {
 
 void NcclCommunicator::Barrier() {
   Tensor token = Tensor::Empty({1}, DType::kF32, Device::Cuda(device_));
-  GEMMAPOD_CUDA_CHECK(cudaMemset(token.raw(), 0, sizeof(float)));
+  GEMMAPOD_CUDA_CHECK(cudaSetDevice(device_));
+  GEMMAPOD_CUDA_CHECK(cudaMemsetAsync(token.raw(), 0, sizeof(float), handles_->stream));
   AllReduce(token, ReduceOp::kSum);
 }
 
 std::unique_ptr<Communicator> NcclCommunicator::Split(int color, int key) {
   auto handles = std::make_unique<Handles>();
   GEMMAPOD_CUDA_CHECK(cudaSetDevice(device_));
-  GEMMAPOD_NCCL_CHECK(ncclCommSplit(handles_->comm, color, key, &handles->comm, nullptr));
-  GEMMAPOD_CUDA_CHECK(cudaStreamCreateWithFlags(&handles->stream, cudaStreamNonBlocking));
+  // A negative color is NCCL's "no color": this rank still takes part in the collective split (so
+  // the others do not hang), gets no communicator, and reports the misuse.
+  GEMMAPOD_NCCL_CHECK(ncclCommSplit(handles_->comm, color < 0 ? NCCL_SPLIT_NOCOLOR : color, key,
+                                    &handles->comm, nullptr));
+  GEMMAPOD_CHECK(color >= 0 && handles->comm != nullptr,
+                 "NcclCommunicator::Split: color must be >= 0, got ", color);
+  GEMMAPOD_CUDA_CHECK(cudaStreamCreate(&handles->stream));
   return std::unique_ptr<Communicator>(new NcclCommunicator(std::move(handles), device_));
 }
 

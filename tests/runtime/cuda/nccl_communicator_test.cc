@@ -76,6 +76,25 @@ TEST_F(NcclTest, AllGatherReduceScatterBroadcast) {
   nccl_->Barrier();
 }
 
+TEST_F(NcclTest, SplitMakesWorkingSubgroups) {
+  // Even and odd ranks (one group on a single rank); the subgroup reduces over its members only.
+  const int rank = nccl_->rank(), size = nccl_->size();
+  auto sub = nccl_->Split(rank % 2, rank);
+  const int members = (size + 1 - rank % 2) / 2;
+  ASSERT_EQ(sub->size(), members);
+  EXPECT_EQ(sub->rank(), rank / 2);
+  EXPECT_EQ(sub->backend(), "nccl");
+  Tensor t = cuda::ToDevice(HostInput(rank, 50, DType::kF32), nccl_->device());
+  sub->AllReduce(t, ReduceOp::kSum);
+  const Tensor got = cuda::ToHost(t);
+  for (int64_t i = 0; i < 50; ++i) {
+    double want = 0;
+    for (int r = rank % 2; r < size; r += 2) want += InputOf(r, i);
+    ASSERT_EQ(got.data<float>()[i], want);
+  }
+  sub->Barrier();
+}
+
 TEST_F(NcclTest, HostTensorsAreRejected) {
   Tensor host = Tensor::Zeros({4}, DType::kF32);
   EXPECT_THROW(nccl_->AllReduce(host, ReduceOp::kSum), Error);
