@@ -1,6 +1,7 @@
 #include "runtime/tensor.h"
 
 #include <cstring>
+#include <limits>
 
 namespace gemmapod {
 
@@ -14,8 +15,15 @@ std::string ShapeToString(const Shape& shape) {
 }
 
 int64_t NumElements(const Shape& shape) {
+  // Shapes come from files (checkpoint headers): a product that overflows must be an error, not
+  // a small allocation that later reads are checked against.
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape) {
+    GEMMAPOD_CHECK(d >= 0, "negative dimension in shape ", ShapeToString(shape));
+    GEMMAPOD_CHECK(d == 0 || n <= std::numeric_limits<int64_t>::max() / d, "shape ",
+                   ShapeToString(shape), " has more elements than fit in 64 bits");
+    n *= d;
+  }
   return n;
 }
 
@@ -50,6 +58,7 @@ Tensor Tensor::FromVector(Shape shape, const std::vector<float>& values) {
 }
 
 Tensor Tensor::Borrow(void* data, Shape shape, DType dtype, Device device) {
+  NumElements(shape);  // rejects negative dimensions and overflow
   Tensor t;
   t.data_ = data;
   t.shape_ = std::move(shape);
@@ -84,6 +93,7 @@ Tensor Tensor::Reshape(Shape shape) const {
       GEMMAPOD_CHECK(infer < 0, "reshape to ", ShapeToString(shape), ": more than one -1");
       infer = static_cast<int>(i);
     } else {
+      GEMMAPOD_CHECK(shape[i] >= 0, "reshape to ", ShapeToString(shape), ": negative dimension");
       known *= shape[i];
     }
   }

@@ -93,4 +93,15 @@ TEST(Tensor, NegativeDimensionIsRejected) {
 }
 
 }  // namespace
+TEST(Tensor, ShapesThatOverflowOrGoNegativeAreRejected) {
+  // Shapes come from file headers: a product past 64 bits must not wrap to a small size.
+  EXPECT_THROW(NumElements({int64_t{1} << 40, int64_t{1} << 40}), Error);
+  EXPECT_THROW(Tensor::Empty({int64_t{1} << 32, int64_t{1} << 32}, DType::kF32), Error);
+  float x[4];
+  EXPECT_THROW(Tensor::Borrow(x, {-2, -2}, DType::kF32), Error);
+  const Tensor t = Tensor::Zeros({4}, DType::kF32);
+  EXPECT_THROW(t.Reshape({-2, -2}), Error);
+  EXPECT_EQ(t.Reshape({2, -1}).shape(), (Shape{2, 2}));
+}
+
 }  // namespace gemmapod
