@@ -7,8 +7,8 @@
 #include <limits>
 #include <sstream>
 
+#include "runtime/config/yaml_reader.h"
 #include "runtime/error.h"
-#include "sharding/yaml_reader.h"
 
 namespace gemmapod {
 
@@ -381,28 +381,11 @@ PodTopology ParseDocument(const YamlValue& root) {
 }  // namespace
 
 PodTopology ParsePodTopology(const std::string& yaml_text, const std::string& source) {
-  YAML::Node document;
-  try {
-    document = YAML::Load(yaml_text);
-  } catch (const YAML::Exception& e) {
-    const SourcePosition at =
-        e.mark.is_null() ? SourcePosition{} : SourcePosition{e.mark.line + 1, e.mark.column + 1};
-    FailAt(source, at, "", "YAML syntax error: " + e.msg);
-  }
-  return ParseDocument(YamlValue(document, source));
+  return ParseDocument(ParseYamlDocument(yaml_text, source));
 }
 
 PodTopology LoadPodTopology(const std::string& path) {
-  std::error_code ignored;
-  if (std::filesystem::is_directory(path, ignored)) {
-    throw Error(StrCat(path, ": cannot read pod file: it is a directory"));
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(StrCat(path, ": cannot read pod file: ", std::strerror(errno)));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) throw Error(StrCat(path, ": cannot read pod file: ", std::strerror(errno)));
-  return ParsePodTopology(text.str(), path);
+  return ParsePodTopology(ReadConfigText(path, "pod file"), path);
 }
 
 }  // namespace gemmapod

@@ -1,9 +1,15 @@
-#include "sharding/yaml_reader.h"
+#include "runtime/config/yaml_reader.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <limits>
+#include <sstream>
 
 #include "runtime/error.h"
 
@@ -54,6 +60,44 @@ void FailAt(const std::string& source, SourcePosition at, const std::string& key
   std::string text = StrCat(source, ":", at.line, ":", at.column, ": ");
   if (!key_path.empty()) text += key_path + ": ";
   throw Error(text + OneLine(message));
+}
+
+std::string ReadConfigText(const std::string& path, const std::string& what) {
+  constexpr off_t kMaxBytes = off_t{4} << 20;
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) {
+    throw Error(StrCat(path, ": cannot read ", what, ": ", std::strerror(errno)));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    throw Error(StrCat(path, ": cannot read ", what, ": ",
+                       S_ISDIR(st.st_mode) ? "it is a directory" : "not a regular file"));
+  }
+  if (st.st_size > kMaxBytes) {
+    throw Error(StrCat(path, ": cannot read ", what, ": ", st.st_size,
+                       " bytes is too large for a configuration file (limit 4 MiB)"));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(StrCat(path, ": cannot read ", what, ": ", std::strerror(errno)));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw Error(StrCat(path, ": cannot read ", what, ": ", std::strerror(errno)));
+  return text.str();
+}
+
+YamlValue ParseYamlDocument(const std::string& text, const std::string& source) {
+  std::vector<YAML::Node> documents;
+  try {
+    documents = YAML::LoadAll(text);
+  } catch (const YAML::Exception& e) {
+    const SourcePosition at =
+        e.mark.is_null() ? SourcePosition{} : SourcePosition{e.mark.line + 1, e.mark.column + 1};
+    FailAt(source, at, "", "YAML syntax error: " + e.msg);
+  }
+  if (documents.size() > 1) {
+    const SourcePosition at = PositionOf(documents[1].Mark(), SourcePosition{});
+    FailAt(source, at, "", "a second YAML document ('---'): put everything in one document");
+  }
+  return YamlValue(documents.empty() ? YAML::Node() : documents.front(), source);
 }
 
 YamlValue::YamlValue(YAML::Node node, std::string source)

@@ -1,7 +1,7 @@
 // YamlValue: a yaml-cpp node that knows where it came from (file, line, column, key path), so
 // typed reads and checks can fail with one line that names all three:
 //   configs/pods/x.yaml:7:12: parallelism.tp: expected an integer, got '1.5'
-// Private to the sharding library: it keeps yaml-cpp out of the public headers.
+// Include it only from .cc files: it keeps yaml-cpp out of public headers.
 #pragma once
 
 #include <yaml-cpp/yaml.h>
@@ -27,6 +27,16 @@ struct SourcePosition {
                          const std::string& message);
 
 class YamlMap;
+class YamlValue;
+
+// Reads a small configuration file (pod file, model config) whole. Refuses what is not a regular
+// file (a directory, a device, a pipe) and anything over 4 MiB, naming the path and `what` it was
+// meant to be.
+std::string ReadConfigText(const std::string& path, const std::string& what);
+
+// Parses YAML text; a syntax error fails as "<source>:<line>:<column>: YAML syntax error: ...".
+// A file holding several YAML documents is refused (only the first would be read).
+YamlValue ParseYamlDocument(const std::string& text, const std::string& source);
 
 class YamlValue {
  public:

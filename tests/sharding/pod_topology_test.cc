@@ -212,6 +212,8 @@ TEST(PodTopology, MissingFileNamesThePathAndTheReason) {
 
 TEST(PodTopology, DirectoryIsNotAPodFile) {
   EXPECT_THAT(LoadError("tests/sharding/bad_pods"), HasSubstr("is a directory"));
+  // A device would be read forever; only regular files are configuration files.
+  EXPECT_THAT(LoadError("/dev/zero"), StartsWith("/dev/zero: cannot read pod file: not a regular"));
 }
 
 TEST(PodTopology, InlineTextIsNamedBySource) {
@@ -254,6 +256,7 @@ const BadPod kBadPods[] = {
     // The document itself.
     {"syntax_error", "3:1: YAML syntax error", "end of sequence flow not found"},
     {"empty_file", "1:1: the pod file is empty", "version: 1"},
+    {"two_documents", "5:1: a second YAML document", "put everything in one document"},
     {"top_level_list", "1:1: expected a mapping", "got a list"},
     // Missing required keys point at the mapping that lacks them.
     {"missing_version", "1:1: version:", "missing required key"},
