@@ -46,6 +46,9 @@ find_package(Threads REQUIRED)
 set(HDF5_PREFER_PARALLEL OFF)
 find_package(HDF5 REQUIRED COMPONENTS C CXX)
 
+find_package(ZLIB REQUIRED)  # crc32 for checkpoint checksums
+find_package(nlohmann_json REQUIRED)  # safetensors headers, Hugging Face config.json
+
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(SPM REQUIRED IMPORTED_TARGET sentencepiece)
 

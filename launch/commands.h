@@ -3,10 +3,9 @@
 // reports user errors by throwing gemmapod::Error.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
-
-#include "runtime/cpu/matmul.h"
 
 namespace gemmapod {
 
@@ -42,5 +41,56 @@ struct DemoOptions {
   int inject_failure_rank = -1;  // testing: this world rank fails on the second step
 };
 int RunDemo(const DemoOptions& options, int* argc, char*** argv);
+
+// gemmapod convert SRC DST: Hugging Face directory <-> our .h5 checkpoint.
+struct ConvertCommandOptions {
+  std::string source;
+  std::string destination;
+  std::string dtype = "keep";  // keep, bf16, f32
+  int64_t max_shard_mib = 2048;
+};
+int RunConvert(const ConvertCommandOptions& options);
+
+// Where the model and its tokenizer come from: a .h5 checkpoint, whose embedded tokenizer is used
+// unless --tokenizer names a SentencePiece model file.
+struct ModelFiles {
+  std::string model_path;
+  std::string tokenizer_path;
+  std::string precision = "exact";  // exact (f32-grade products) or fast (bf16 activations)
+};
+
+struct GenerateOptions {
+  ModelFiles files;
+  std::string prompt;
+  std::string system;  // chat only: folded into the first user turn
+  bool chat = false;
+  int64_t max_tokens = 128;
+  float temperature = 0.0f;
+  int top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  float repetition_penalty = 1.0f;
+  uint64_t seed = 0;
+  std::vector<std::string> stop;  // stop strings
+  bool stats = false;             // print timing to stderr
+};
+int RunGenerate(const GenerateOptions& options);
+
+struct LogitsOptions {
+  ModelFiles files;
+  std::string tokens;  // "2,651,..."
+  std::string out;     // .npy path
+};
+int RunLogits(const LogitsOptions& options);
+
+struct TokenizeOptions {
+  ModelFiles files;
+  std::string text;
+  bool no_bos = false;
+};
+int RunTokenize(const TokenizeOptions& options);
+
+// "2,651,7" -> ids; errors name the bad entry. Exposed for tests.
+std::vector<int32_t> ParseTokenList(const std::string& text);
 
 }  // namespace gemmapod

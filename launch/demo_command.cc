@@ -168,7 +168,9 @@ int RunDemoOnRanks(const DemoOptions& o, Communicator& world) {
     const float* a = outputs[d].data<float>();
     const float* r = ref.data<float>();
     for (int64_t i = 0; i < ref.numel(); ++i) {
-      max_diff = std::max(max_diff, std::fabs(double{a[i]} - r[i]));
+      // A NaN anywhere is a failure: std::max would silently drop it.
+      const double diff = std::fabs(double{a[i]} - r[i]);
+      max_diff = std::isfinite(diff) ? std::max(max_diff, diff) : INFINITY;
       max_ref = std::max(max_ref, std::fabs(double{r[i]}));
     }
   }
@@ -187,7 +189,7 @@ int RunDemoOnRanks(const DemoOptions& o, Communicator& world) {
       o.rows, o.steps, ms_per_step, o.rows * o.steps / seconds, weight_bytes_per_rank / 1e6);
   const double tolerance = 1e-5;
   const double relative = max_ref > 0 ? max_diff / max_ref : max_diff;
-  const bool ok = relative <= tolerance;
+  const bool ok = std::isfinite(relative) && relative <= tolerance;
   std::printf("check: sharded output %s one rank: max |diff| %.3g (relative %.3g, tolerance %g)\n",
               ok ? "matches" : "DIFFERS from", max_diff, relative, tolerance);
   return ok ? 0 : 2;

@@ -32,6 +32,8 @@ void WriteFileAtomically(const std::string& path, const std::string& text) {
 }  // namespace
 
 int RunLaunch(const LaunchCommandOptions& options, const std::string& self_exe) {
+  GEMMAPOD_CHECK(options.command.front() != "launch",
+                 "launch: the command to run on every rank cannot itself be 'launch'");
   const PodTopology pod = LoadPodTopology(options.pod_path);
   MpirunOptions m;
   m.gemmapod_exe = self_exe;
@@ -41,7 +43,8 @@ int RunLaunch(const LaunchCommandOptions& options, const std::string& self_exe) 
   m.host_threads = static_cast<int>(std::thread::hardware_concurrency());
   if (!options.hostfile.empty()) {
     m.hostfile = std::filesystem::absolute(options.hostfile).string();
-    WriteFileAtomically(m.hostfile, HostfileText(pod));
+    // A dry run only prints the command: it leaves the file system as it was.
+    if (!options.dry_run) WriteFileAtomically(m.hostfile, HostfileText(pod));
   }
   const std::vector<std::string> argv = MpirunCommand(pod, m);
   std::fprintf(options.dry_run ? stdout : stderr, "%s\n", ShellJoin(argv).c_str());

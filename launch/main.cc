@@ -71,6 +71,68 @@ int main(int argc, char** argv) {
                    "Testing: this rank fails mid-run, to check the whole job ends")
       ->group("");  // hidden from --help
 
+  ConvertCommandOptions convert;
+  CLI::App* convert_cmd = app.add_subcommand(
+      "convert",
+      "Convert a checkpoint: a Hugging Face directory (config.json + safetensors) <-> a .h5 file");
+  convert_cmd->add_option("source", convert.source, "Hugging Face model directory or .h5 file")
+      ->required();
+  convert_cmd->add_option("destination", convert.destination, ".h5 file or new directory")
+      ->required();
+  convert_cmd->add_option("--dtype", convert.dtype, "Weights written as: keep, bf16 or f32")
+      ->check(CLI::IsMember({"keep", "bf16", "f32"}));
+  convert_cmd->add_option("--max-shard-mib", convert.max_shard_mib,
+                          "Safetensors shard size limit when writing a Hugging Face directory");
+
+  auto add_model_files = [](CLI::App* cmd, ModelFiles& files) {
+    cmd->add_option("--model", files.model_path, "Checkpoint (.h5, from gemmapod convert)")
+        ->required();
+    cmd->add_option("--tokenizer", files.tokenizer_path,
+                    "SentencePiece model; default: the one embedded in the checkpoint");
+    cmd->add_option("--precision", files.precision,
+                    "exact: f32-grade matrix products; fast: activations rounded to bf16")
+        ->check(CLI::IsMember({"exact", "fast"}));
+  };
+
+  GenerateOptions generate;
+  CLI::App* generate_cmd =
+      app.add_subcommand("generate", "Generate text from a prompt, streaming it as it comes");
+  add_model_files(generate_cmd, generate.files);
+  generate_cmd->add_option("--prompt", generate.prompt, "The prompt text")->required();
+  generate_cmd->add_flag("--chat", generate.chat,
+                         "Wrap the prompt in the Gemma chat template (instruction-tuned models)");
+  generate_cmd->add_option("--system", generate.system,
+                           "With --chat: a system message, folded into the user turn");
+  generate_cmd->add_option("--max-tokens", generate.max_tokens, "Most tokens to generate")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  generate_cmd->add_option("--temperature", generate.temperature, "0: greedy");
+  generate_cmd->add_option("--top-k", generate.top_k, "Keep the k most likely tokens (0: off)");
+  generate_cmd->add_option("--top-p", generate.top_p, "Nucleus sampling mass (1: off)");
+  generate_cmd->add_option("--min-p", generate.min_p,
+                           "Drop tokens below min-p x the top probability (0: off)");
+  generate_cmd->add_option("--repetition-penalty", generate.repetition_penalty, "1: off");
+  generate_cmd->add_option("--seed", generate.seed, "Sampling seed");
+  generate_cmd->add_option("--stop", generate.stop, "Stop string (repeatable)");
+  generate_cmd->add_flag("--stats", generate.stats, "Print prompt and decode timing to stderr");
+
+  LogitsOptions logits;
+  CLI::App* logits_cmd = app.add_subcommand(
+      "logits", "Write the f32 logits of every position of a token sequence as a .npy file");
+  add_model_files(logits_cmd, logits.files);
+  logits_cmd->add_option("--tokens", logits.tokens, "Token ids, comma-separated: 2,651,...")
+      ->required();
+  logits_cmd->add_option("--out", logits.out, "Output .npy file, f32 [tokens, vocab]")->required();
+
+  TokenizeOptions tokenize;
+  CLI::App* tokenize_cmd =
+      app.add_subcommand("tokenize", "Print the token ids of a text, comma-separated");
+  tokenize_cmd->add_option("--model", tokenize.files.model_path,
+                           "Checkpoint whose embedded tokenizer to use");
+  tokenize_cmd->add_option("--tokenizer", tokenize.files.tokenizer_path,
+                           "SentencePiece model file (instead of a checkpoint's)");
+  tokenize_cmd->add_option("--text", tokenize.text, "The text")->required();
+  tokenize_cmd->add_flag("--no-bos", tokenize.no_bos, "Do not prepend the BOS token");
+
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -78,7 +140,18 @@ int main(int argc, char** argv) {
     if (*plan_cmd) return RunPlan(plan);
     if (*launch_cmd) return RunLaunch(launch, SelfExecutable(argv[0]));
     if (*demo_cmd) return RunDemo(demo, &argc, &argv);
-  } catch (const Error& e) {
+    if (*convert_cmd) return RunConvert(convert);
+    if (*generate_cmd) return RunGenerate(generate);
+    if (*logits_cmd) return RunLogits(logits);
+    if (*tokenize_cmd) {
+      if (tokenize.files.model_path.empty() && tokenize.files.tokenizer_path.empty()) {
+        throw Error("tokenize: give --model (a checkpoint with a tokenizer) or --tokenizer");
+      }
+      return RunTokenize(tokenize);
+    }
+  } catch (const std::exception& e) {
+    // gemmapod::Error carries a message for the user; anything else (bad_alloc, a library's
+    // exception) is still reported as one line rather than a crash.
     const int rank = LauncherRank();
     if (rank >= 0) {
       std::fprintf(stderr, "gemmapod: rank %d: error: %s\n", rank, e.what());

@@ -6,6 +6,8 @@
 
 namespace gemmapod {
 
+bool PodAwareSubcommand(const std::string& name) { return name == "demo" || name == "plan"; }
+
 std::vector<std::string> MpirunCommand(const PodTopology& pod, const MpirunOptions& o) {
   GEMMAPOD_CHECK(!o.command.empty(), "launch: no subcommand given after `--`");
   std::vector<std::string> argv = {o.mpirun, "-np", std::to_string(pod.world_size())};
@@ -39,10 +41,13 @@ std::vector<std::string> MpirunCommand(const PodTopology& pod, const MpirunOptio
   argv.insert(argv.end(), pod.launch.mpirun_args.begin(), pod.launch.mpirun_args.end());
   argv.push_back(o.gemmapod_exe);
   argv.insert(argv.end(), o.command.begin(), o.command.end());
+  // Subcommands that lay themselves out by the pod get it passed on; the others (info, tokenize,
+  // ...) would reject an option they do not know.
+  const bool pod_aware = !o.command.empty() && PodAwareSubcommand(o.command.front());
   const bool has_pod = std::any_of(o.command.begin(), o.command.end(), [](const std::string& a) {
     return a == "--pod" || a.rfind("--pod=", 0) == 0;
   });
-  if (!has_pod) argv.insert(argv.end(), {"--pod", o.pod_path});
+  if (pod_aware && !has_pod) argv.insert(argv.end(), {"--pod", o.pod_path});
   return argv;
 }
 

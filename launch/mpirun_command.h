@@ -22,6 +22,9 @@ struct MpirunOptions {
 
 std::vector<std::string> MpirunCommand(const PodTopology& pod, const MpirunOptions& options);
 
+// Subcommands that take --pod and lay their ranks out by it; `launch` passes the pod on to these.
+bool PodAwareSubcommand(const std::string& name);
+
 // The pod's nodes as an Open MPI hostfile: "<host> slots=<devices>" per line, in file order.
 std::string HostfileText(const PodTopology& pod);
 

@@ -125,7 +125,8 @@ void Softmax(const float* x, int64_t rows, int64_t cols, float* out) {
 }
 
 void RopeHalfSplit(float* x, int64_t rows, int64_t heads, int64_t head_dim,
-                   const int32_t* positions, float theta, float rotary_fraction) {
+                   const int32_t* positions, float theta, float rotary_fraction,
+                   float position_scale) {
   const int64_t rotary_dim = static_cast<int64_t>(std::lround(head_dim * rotary_fraction));
   GEMMAPOD_CHECK(rotary_dim % 2 == 0 && rotary_dim >= 0 && rotary_dim <= head_dim,
                  "RopeHalfSplit: rotary dimension ", rotary_dim, " (head_dim ", head_dim,
@@ -138,7 +139,7 @@ void RopeHalfSplit(float* x, int64_t rows, int64_t heads, int64_t head_dim,
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t i = 0; i < half; ++i) {
       const double inv_freq = std::pow(static_cast<double>(theta), -2.0 * i / rotary_dim);
-      const double angle = positions[r] * inv_freq;
+      const double angle = positions[r] * inv_freq / position_scale;
       cos_t[i] = static_cast<float>(std::cos(angle));
       sin_t[i] = static_cast<float>(std::sin(angle));
     }

@@ -34,8 +34,10 @@ void Softmax(const float* x, int64_t rows, int64_t cols, float* out);
 // features are rotated in pairs (i, i + rotary_dim / 2) by angle positions[row] * inv_freq[i],
 // inv_freq[i] = theta^(-2i / rotary_dim); the remaining features pass through unchanged.
 // RecurrentGemma rotates half of each head (rotary_fraction = 0.5). rotary_dim must be even.
+// Linear RoPE scaling (Gemma 3 >= 4B global layers) divides every position by `position_scale`.
 void RopeHalfSplit(float* x, int64_t rows, int64_t heads, int64_t head_dim,
-                   const int32_t* positions, float theta, float rotary_fraction = 1.0f);
+                   const int32_t* positions, float theta, float rotary_fraction = 1.0f,
+                   float position_scale = 1.0f);
 
 // out[r, :] = table[ids[r], :] * scale for r < count; table [vocab, dim]. Throws gemmapod::Error
 // on an id outside [0, vocab).

@@ -143,6 +143,27 @@ TEST(Cli, LaunchWithAHostfileWritesItAndRuns) {
   std::remove(hostfile.c_str());
 }
 
+TEST(Cli, LaunchRunsPodlessSubcommandsAndRefusesNesting) {
+  const Result info = Gemmapod("launch --pod configs/pods/local.yaml -- info", 120);
+  EXPECT_EQ(info.exit_code, 0) << info.output;
+  EXPECT_TRUE(Contains(info.output, "cpu kernels: ")) << info.output;
+  const Result nested = Gemmapod(
+      "launch --pod configs/pods/local.yaml -- launch --pod configs/pods/local.yaml -- "
+      "demo");
+  EXPECT_EQ(nested.exit_code, 1) << nested.output;
+  EXPECT_TRUE(Contains(nested.output, "cannot itself be 'launch'")) << nested.output;
+}
+
+TEST(Cli, DryRunWritesNoHostfile) {
+  const std::string hostfile =
+      testing::TempDir() + "gemmapod_dry_hosts_" + std::to_string(getpid()) + ".txt";
+  const Result r = Gemmapod("launch --dry-run --hostfile " + hostfile +
+                            " --pod configs/pods/local.yaml -- demo");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "--hostfile \\S+gemmapod_dry_hosts_")) << r.output;
+  EXPECT_FALSE(std::ifstream(hostfile).good()) << "a dry run wrote " << hostfile;
+}
+
 // One rank fails mid-run while its peer waits for it in a collective: the job must end, with a
 // non-zero code and that rank's message, long before the time limit.
 TEST(Cli, FailingRankEndsTheWholeJob) {

@@ -52,6 +52,14 @@ TEST(MpirunCommand, KeepsAnExplicitPodArgument) {
   EXPECT_EQ(argv.back(), "--pod=/other.yaml");
 }
 
+TEST(MpirunCommand, PassesThePodOnlyToSubcommandsThatTakeIt) {
+  MpirunOptions o = Options();
+  o.command = {"info"};
+  EXPECT_EQ(MpirunCommand(TwoGpuNodes(), o).back(), "info");
+  o.command = {"plan"};
+  EXPECT_EQ(MpirunCommand(TwoGpuNodes(), o).back(), "/pods/p.yaml");
+}
+
 TEST(MpirunCommand, CpuPodsShareCoresAndMayOversubscribe) {
   const PodTopology pod = ParsePodTopology(R"(
 version: 1

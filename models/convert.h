@@ -1,0 +1,33 @@
+// Checkpoint conversion between Hugging Face model directories (config.json + safetensors) and
+// our HDF5 checkpoints, in both directions, one tensor at a time so a model larger than memory
+// converts too. Both directions validate everything against the model config before anything is
+// final, and write through atomic writers: a failed conversion leaves no output behind.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace gemmapod {
+
+struct ConvertOptions {
+  // Element type of the written weights: "keep" (as read), "bf16" or "f32". Norm weights follow
+  // the same rule (the runtime widens them to f32 when loading).
+  std::string dtype = "keep";
+  // Safetensors shard size limit when writing a Hugging Face directory.
+  int64_t max_shard_bytes = int64_t{2} << 30;
+};
+
+struct ConvertReport {
+  std::string model_type;
+  int64_t tensors = 0;
+  int64_t parameters = 0;
+  int64_t bytes_written = 0;
+  bool tokenizer_copied = false;
+};
+
+// A directory holding config.json is a Hugging Face model; a path ending in .h5 is ours.
+// Throws gemmapod::Error naming the file and tensor when the input is bad.
+ConvertReport Convert(const std::string& source, const std::string& destination,
+                      const ConvertOptions& options);
+
+}  // namespace gemmapod

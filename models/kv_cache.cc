@@ -1,0 +1,68 @@
+#include "models/kv_cache.h"
+
+#include <algorithm>
+
+#include "runtime/error.h"
+
+namespace gemmapod {
+
+KvCache::KvCache(const ModelConfig& config, int64_t num_sequences, int64_t max_context,
+                 int64_t kv_heads)
+    : max_context_(max_context), kv_heads_(kv_heads), head_dim_(config.head_dim) {
+  GEMMAPOD_CHECK(num_sequences > 0, "KV cache: needs at least one sequence, got ", num_sequences);
+  GEMMAPOD_CHECK(max_context > 0, "KV cache: max_context must be positive, got ", max_context);
+  GEMMAPOD_CHECK(max_context <= config.max_position_embeddings, "KV cache: max_context ",
+                 max_context, " exceeds the model's max_position_embeddings ",
+                 config.max_position_embeddings);
+  GEMMAPOD_CHECK(kv_heads > 0, "KV cache: kv_heads must be positive, got ", kv_heads);
+  const size_t row = static_cast<size_t>(kv_heads_ * head_dim_);
+  for (AttentionKind kind : config.layer_kinds) {
+    const int64_t cap = kind == AttentionKind::kSliding
+                            ? std::min(config.sliding_window, max_context)
+                            : max_context;
+    capacity_.push_back(cap);
+    offset_.push_back(per_sequence_);
+    per_sequence_ += 2 * static_cast<size_t>(cap) * row;  // keys then values
+  }
+  lengths_.assign(static_cast<size_t>(num_sequences), 0);
+  storage_.assign(per_sequence_ * static_cast<size_t>(num_sequences), 0.0f);
+}
+
+int64_t KvCache::length(int64_t sequence) const {
+  GEMMAPOD_CHECK(sequence >= 0 && sequence < num_sequences(), "KV cache: sequence ", sequence,
+                 " outside [0, ", num_sequences(), ")");
+  return lengths_[static_cast<size_t>(sequence)];
+}
+
+void KvCache::CheckRoom(int64_t sequence, int64_t count) const {
+  const int64_t have = length(sequence);
+  GEMMAPOD_CHECK(have + count <= max_context_, "context full: sequence ", sequence, " holds ", have,
+                 " tokens and ", count, " more do not fit in max_context ", max_context_);
+}
+
+void KvCache::Advance(int64_t sequence, int64_t count) {
+  CheckRoom(sequence, count);
+  lengths_[static_cast<size_t>(sequence)] += count;
+}
+
+void KvCache::Reset(int64_t sequence) {
+  length(sequence);  // range check
+  lengths_[static_cast<size_t>(sequence)] = 0;
+}
+
+LayerKv KvCache::Layer(int64_t sequence, int64_t layer) {
+  length(sequence);
+  GEMMAPOD_CHECK(layer >= 0 && layer < static_cast<int64_t>(capacity_.size()), "KV cache: layer ",
+                 layer, " outside [0, ", capacity_.size(), ")");
+  const size_t l = static_cast<size_t>(layer);
+  float* base = storage_.data() + static_cast<size_t>(sequence) * per_sequence_ + offset_[l];
+  const size_t half = static_cast<size_t>(capacity_[l] * kv_heads_ * head_dim_);
+  return {base, base + half, capacity_[l]};
+}
+
+size_t KvCache::LayerBytes(int64_t layer) const {
+  return 2 * static_cast<size_t>(capacity_[static_cast<size_t>(layer)] * kv_heads_ * head_dim_) *
+         sizeof(float);
+}
+
+}  // namespace gemmapod

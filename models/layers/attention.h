@@ -1,0 +1,27 @@
+// Causal self-attention of a chunk of new tokens of one sequence over that sequence's cached past
+// and over themselves, with the exact semantics of the Gemma references: scores scaled, soft-capped
+// (before the mask), masked to the causal (or sliding) window, softmax in f32, then values.
+#pragma once
+
+#include <cstdint>
+
+#include "models/kv_cache.h"
+
+namespace gemmapod {
+
+struct AttentionShape {
+  int64_t num_heads = 0;     // query heads (this rank's)
+  int64_t num_kv_heads = 0;  // key/value heads; query head h reads kv head h / (H / KV)
+  int64_t head_dim = 0;
+  float scale = 1;     // multiplies q.k
+  float softcap = 0;   // 0: off
+  int64_t window = 0;  // 0: global; else a query at p sees keys p - window < j <= p
+};
+
+// q: [n, H, hd] and k_new, v_new: [n, KV, hd] for positions [start, start + n), RoPE applied.
+// Positions below `start` are read from `cache`. out: [n, H, hd]. Afterwards the new keys and
+// values are stored in `cache` (the caller advances the sequence length once all layers ran).
+void CachedSelfAttention(const AttentionShape& shape, const float* q, const float* k_new,
+                         const float* v_new, int64_t n, int64_t start, LayerKv cache, float* out);
+
+}  // namespace gemmapod

@@ -1,0 +1,93 @@
+// ModelConfig: everything that distinguishes one Gemma decoder from another, as plain data.
+// There is no "if model == gemma2_9b" anywhere: the decoder reads these fields. A config comes
+// from a YAML file (configs/models/*.yaml), from a Hugging Face config.json, or from a checkpoint's
+// attributes, and every one of those paths ends in Validate().
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/checkpoint/attributes.h"
+#include "runtime/dtype.h"
+
+namespace gemmapod {
+
+// The Hugging Face model_type each architecture reads and writes.
+enum class Architecture { kGemma, kGemma2, kGemma3Text };
+const char* ArchitectureName(Architecture a);  // "gemma", "gemma2", "gemma3_text"
+Architecture ParseArchitecture(const std::string& name, const std::string& where);
+
+// Self-attention layers either see the whole causal past or the last `sliding_window` keys.
+enum class AttentionKind { kGlobal, kSliding };
+const char* AttentionKindName(AttentionKind k);  // "global", "sliding"
+
+// How sqrt(hidden_size), the embedding multiplier, is rounded before use. The references differ
+// and the difference is visible in the logits (MODEL_SPEC §1.2).
+enum class EmbedScaleRounding {
+  kActivation,   // to the activation dtype (f32 here): Gemma 1, Gemma 2, T5Gemma
+  kWeightDType,  // to the embedding table's stored dtype: Gemma 3
+  kBF16,         // always to bf16: RecurrentGemma
+};
+const char* EmbedScaleRoundingName(EmbedScaleRounding r);
+
+struct ModelConfig {
+  std::string name;  // "gemma2-2b"; informational
+  Architecture architecture = Architecture::kGemma;
+
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t num_layers = 0;
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t intermediate_size = 0;  // width of each of gate_proj and up_proj
+  double rms_norm_eps = 1e-6;
+
+  // Attention scores are scaled by query_pre_attn_scalar^-1/2 (head_dim for most sizes, 144 for
+  // Gemma 2 27B).
+  double query_pre_attn_scalar = 0;
+  double attn_logit_softcap = 0;           // 0: off. Applied before the mask.
+  double final_logit_softcap = 0;          // 0: off
+  int64_t sliding_window = 0;              // keys per query on sliding layers, self included
+  std::vector<AttentionKind> layer_kinds;  // one per layer
+
+  double rope_theta_global = 10000;
+  double rope_theta_local = 10000;
+  double rope_scaling_global = 1;  // linear position scaling on global layers (1: none)
+
+  bool qk_norm = false;     // Gemma 3: RMSNorm over head_dim on q and k
+  bool post_norms = false;  // Gemma 2/3: RMSNorm on the attention and MLP outputs too
+  EmbedScaleRounding embed_scale_rounding = EmbedScaleRounding::kActivation;
+
+  int64_t max_position_embeddings = 8192;
+  int32_t bos_id = 2;
+  int32_t eos_id = 1;
+  int32_t pad_id = 0;
+
+  // Derived.
+  int64_t q_width() const { return num_heads * head_dim; }
+  int64_t kv_width() const { return num_kv_heads * head_dim; }
+  float attention_scale() const;
+  // sqrt(hidden_size) rounded as the family's reference does, for an embedding stored as `table`.
+  float EmbedScale(DType table) const;
+  // Parameters, tied head counted once.
+  int64_t ParameterCount() const;
+};
+
+// Checks every field and the relations between them; the message starts with `where` (a file
+// name) and names the field.
+void Validate(const ModelConfig& config, const std::string& where);
+
+// The layer kinds a family uses when a file does not list them: Gemma 1 all global, Gemma 2
+// alternating from a sliding layer 0, Gemma 3 five sliding then one global.
+std::vector<AttentionKind> DefaultLayerKinds(Architecture a, int64_t num_layers);
+
+// Checkpoint attributes: one attribute per field, names as in the YAML file.
+Attributes ToAttributes(const ModelConfig& config);
+ModelConfig FromAttributes(const Attributes& attributes, const std::string& where);
+
+// configs/models/*.yaml (format in docs/model-config.md); errors name file:line:column and key.
+ModelConfig LoadModelConfigYaml(const std::string& path);
+
+}  // namespace gemmapod

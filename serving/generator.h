@@ -1,0 +1,43 @@
+// Generation for one sequence: prefill the prompt, then sample, stream and stop. The loop a
+// server and the CLI share.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "models/gemma_decoder.h"
+#include "runtime/tokenizer/tokenizer.h"
+#include "serving/sampler.h"
+
+namespace gemmapod {
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;  // token ids, BOS included
+  int64_t max_new_tokens = 128;
+  SamplingParams sampling;
+  std::vector<int32_t> stop_tokens;       // generation ends on any of these (not emitted)
+  std::vector<std::string> stop_strings;  // ... or when the text produces one (not emitted)
+};
+
+enum class FinishReason { kStopToken, kStopString, kLength };
+const char* FinishReasonName(FinishReason r);  // "stop_token", "stop_string", "length"
+
+struct GenerationResult {
+  std::vector<int32_t> tokens;  // generated ids, a stop token excluded
+  std::string text;             // what was streamed, a stop string excluded
+  FinishReason finish = FinishReason::kLength;
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+};
+
+// `on_text` receives each piece of final text as soon as it is known (may be empty-handed when
+// nothing is final yet). The KV cache is sized to prompt + max_new_tokens and checked against the
+// model's max_position_embeddings before any work.
+GenerationResult Generate(GemmaDecoder& model, const Tokenizer& tokenizer,
+                          const GenerationRequest& request,
+                          const std::function<void(std::string_view)>& on_text);
+
+}  // namespace gemmapod

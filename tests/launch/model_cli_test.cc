@@ -1,0 +1,133 @@
+// The model subcommands as a user runs them: convert a Hugging Face fixture, tokenize, write
+// logits, generate, and the errors of bad input.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <string>
+
+#include "runtime/checkpoint/npy.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+Result Gemmapod(const std::string& args, int timeout_s = 60) {
+  const std::string cmd =
+      "timeout " + std::to_string(timeout_s) + " " + GEMMAPOD_BIN + " " + args + " 2>&1";
+  Result r;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (pipe == nullptr) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+bool Contains(const std::string& text, const std::string& pattern) {
+  return std::regex_search(text, std::regex(pattern));
+}
+
+class ModelCli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("model-cli-" + std::to_string(getpid()));
+    fs::create_directories(dir_);
+    model_ = (dir_ / "gemma3.h5").string();
+    convert_ = Gemmapod("convert tests/fixtures/models/gemma3 " + model_);
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+
+  static inline fs::path dir_;
+  static inline std::string model_;
+  static inline Result convert_;
+};
+
+TEST_F(ModelCli, ConvertReportsWhatItWrote) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  EXPECT_TRUE(Contains(convert_.output,
+                       "converted .*\\(gemma3_text\\): [0-9]+ tensors, [0-9]+ "
+                       "parameters.*, tokenizer -> "))
+      << convert_.output;
+  EXPECT_TRUE(fs::exists(model_));
+}
+
+TEST_F(ModelCli, TokenizeUsesTheEmbeddedTokenizer) {
+  const Result embedded = Gemmapod("tokenize --model " + model_ + " --text 'Hello, world!'");
+  ASSERT_EQ(embedded.exit_code, 0) << embedded.output;
+  EXPECT_TRUE(Contains(embedded.output, "^2(,[0-9]+)+\n$")) << embedded.output;
+  const Result file = Gemmapod(
+      "tokenize --tokenizer tests/fixtures/tokenizer/tiny_gemma.model --text 'Hello, world!'");
+  EXPECT_EQ(file.output, embedded.output);
+  const Result no_bos = Gemmapod("tokenize --model " + model_ + " --no-bos --text 'Hello, world!'");
+  EXPECT_EQ("2," + no_bos.output, embedded.output);
+}
+
+TEST_F(ModelCli, LogitsMatchTheReferenceFile) {
+  // Sequence 0 of the fixture (tools/golden/make_gemma_fixtures.py), whose reference logits are
+  // tests/fixtures/models/gemma3/logits_0.npy.
+  const gemmapod::Tensor ref = gemmapod::ReadNpy("tests/fixtures/models/gemma3/logits_0.npy");
+  const std::string out = (dir_ / "logits.npy").string();
+  std::ifstream in("tests/fixtures/models/gemma3/reference.json");
+  const auto sequence = nlohmann::json::parse(in).at("sequences").at(0).get<std::vector<int>>();
+  std::string tokens;
+  for (int id : sequence) tokens += (tokens.empty() ? "" : ",") + std::to_string(id);
+  const Result r = Gemmapod("logits --model " + model_ + " --tokens " + tokens + " --out " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const gemmapod::Tensor ours = gemmapod::ReadNpy(out);
+  ASSERT_EQ(ours.shape(), ref.shape());
+  float scale = 0, diff = 0;
+  for (int64_t i = 0; i < ref.numel(); ++i) {
+    scale = std::max(scale, std::abs(ref.data<float>()[i]));
+    diff = std::max(diff, std::abs(ref.data<float>()[i] - ours.data<float>()[i]));
+  }
+  EXPECT_LE(diff, 1e-4f * scale);
+}
+
+TEST_F(ModelCli, GenerateStreamsDeterministicGreedyText) {
+  const std::string cmd = "generate --model " + model_ + " --prompt 'The license' --max-tokens 12";
+  const Result a = Gemmapod(cmd + " --stats");
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  EXPECT_TRUE(Contains(a.output, "generated [0-9]+ tokens in")) << a.output;
+  const Result b = Gemmapod(cmd);
+  const Result c = Gemmapod(cmd);
+  EXPECT_EQ(b.output, c.output);
+  EXPECT_GT(b.output.size(), 1u);
+  const Result chat = Gemmapod("generate --model " + model_ +
+                               " --chat --system 'Be brief.' --prompt 'Hi' --max-tokens 4 "
+                               "--temperature 0.8 --top-k 20 --top-p 0.9 --seed 3 --stats");
+  EXPECT_EQ(chat.exit_code, 0) << chat.output;
+}
+
+TEST_F(ModelCli, BadInputIsNamed) {
+  Result r = Gemmapod("logits --model " + model_ + " --tokens 2,x,5 --out /tmp/x.npy");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.output, "--tokens: entry 1 \\('x'\\) is not a token id")) << r.output;
+  r = Gemmapod("logits --model " + model_ + " --tokens 2,999999 --out /tmp/x.npy");
+  EXPECT_TRUE(Contains(r.output, "entry 1 \\(999999\\) is outside the vocabulary of 512"))
+      << r.output;
+  r = Gemmapod("generate --model /nonexistent/m.h5 --prompt hi");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.output, "/nonexistent/m.h5")) << r.output;
+  r = Gemmapod("generate --model " + model_ + " --prompt hi --temperature -1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.output, "temperature")) << r.output;
+  r = Gemmapod("convert tests/fixtures/models/gemma3 " + (dir_ / "out-dir").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.output, "destination must be a .h5 file")) << r.output;
+}
+
+}  // namespace
