@@ -1,0 +1,185 @@
+// Our HDF5 checkpoints: every dtype and attribute kind round-trips, hyperslab reads return exactly
+// the slice, saves are atomic, and damage (a flipped byte, a truncated file, a foreign file) fails
+// with a message naming the file and tensor.
+#include "runtime/checkpoint/hdf5_checkpoint.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+
+#include "runtime/error.h"
+
+namespace gemmapod {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+Tensor Iota(Shape shape, DType dtype) {
+  Tensor f = Tensor::Empty(shape, DType::kF32);
+  for (int64_t i = 0; i < f.numel(); ++i) f.data<float>()[i] = static_cast<float>(i) * 0.5f - 3;
+  if (dtype == DType::kF32) return f;
+  if (dtype == DType::kBF16) return f.To(DType::kBF16);
+  Tensor t = Tensor::Empty(shape, dtype);
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    if (dtype == DType::kI32) t.data<int32_t>()[i] = static_cast<int32_t>(i * 7 - 100);
+    if (dtype == DType::kI8) t.data<int8_t>()[i] = static_cast<int8_t>(i % 200 - 100);
+  }
+  return t;
+}
+
+bool SameBytes(const Tensor& a, const Tensor& b) {
+  return a.dtype() == b.dtype() && a.shape() == b.shape() &&
+         std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+}
+
+class Hdf5CheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("h5-test-" + std::to_string(getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string Error(const std::function<void()>& fn) {
+    try {
+      fn();
+    } catch (const gemmapod::Error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  }
+
+  // A checkpoint with one tensor of each dtype, a big chunked one, attributes and a file.
+  std::string WriteSample() {
+    const std::string path = (dir_ / "sample.h5").string();
+    Hdf5CheckpointWriter w = Hdf5CheckpointWriter::Create(path);
+    w.SetConfig(config_);
+    for (const auto& [name, t] : tensors_) w.Write(name, t);
+    w.WriteFile("tokenizer.model", std::string("\x00\x01spm\xff", 6));
+    w.Commit();
+    return path;
+  }
+
+  fs::path dir_;
+  Attributes config_ = {{"architecture", std::string("gemma2")},
+                        {"hidden_size", int64_t{2304}},
+                        {"rms_norm_eps", 1e-6},
+                        {"layer_kinds", std::vector<std::string>{"sliding", "global"}},
+                        {"ids", std::vector<int64_t>{1, -2, 3}},
+                        {"thetas", std::vector<double>{1e4, 1e6}},
+                        {"empty_ints", std::vector<int64_t>{}},
+                        {"empty_strings", std::vector<std::string>{}}};
+  std::vector<std::pair<std::string, Tensor>> tensors_ = {
+      {"model.embed_tokens.weight", Iota({6, 5}, DType::kBF16)},
+      {"model.norm.weight", Iota({5}, DType::kF32)},
+      {"ids", Iota({3, 2}, DType::kI32)},
+      {"q8", Iota({4, 3}, DType::kI8)},
+      {"scalar", Iota({}, DType::kF32)},
+      {"big", Iota({700, 513}, DType::kF32)}};  // > 1 MiB: chunked storage
+};
+
+TEST_F(Hdf5CheckpointTest, EverythingRoundTrips) {
+  const std::string path = WriteSample();
+  const auto r = Hdf5CheckpointReader::Open(path);
+  EXPECT_EQ(r->config(), config_);
+  ASSERT_EQ(r->List().size(), tensors_.size());
+  for (const auto& [name, t] : tensors_) {
+    EXPECT_TRUE(SameBytes(r->Read(name), t)) << name;
+    EXPECT_EQ(r->Info(name).dtype, t.dtype()) << name;
+  }
+  EXPECT_TRUE(r->HasFile("tokenizer.model"));
+  EXPECT_EQ(r->ReadFile("tokenizer.model"), std::string("\x00\x01spm\xff", 6));
+  EXPECT_FALSE(r->HasFile("other"));
+  r->VerifyAll();
+}
+
+TEST_F(Hdf5CheckpointTest, SlicesAlongAnyDimensionAreExact) {
+  const auto r = Hdf5CheckpointReader::Open(WriteSample());
+  const Tensor big = r->Read("big");
+  const Tensor rows = r->ReadSlice("big", 0, 100, 357);  // crosses chunk boundaries
+  ASSERT_EQ(rows.shape(), (Shape{257, 513}));
+  EXPECT_EQ(std::memcmp(rows.raw(), big.Slice(100, 357).raw(), rows.nbytes()), 0);
+  const Tensor cols = r->ReadSlice("model.embed_tokens.weight", 1, 1, 4);
+  const Tensor all = r->Read("model.embed_tokens.weight");
+  ASSERT_EQ(cols.shape(), (Shape{6, 3}));
+  for (int64_t i = 0; i < 6; ++i) {
+    for (int64_t j = 0; j < 3; ++j) {
+      EXPECT_EQ(cols.data<BF16>()[i * 3 + j].bits, all.data<BF16>()[i * 5 + j + 1].bits);
+    }
+  }
+  EXPECT_THAT(Error([&] { r->ReadSlice("big", 1, 500, 514); }),
+              HasSubstr("tensor 'big' of shape [700, 513]: slice [500, 514) of dimension 1 is out "
+                        "of range"));
+  EXPECT_THAT(Error([&] { r->Read("absent"); }), HasSubstr("no tensor named 'absent'"));
+}
+
+TEST_F(Hdf5CheckpointTest, UncommittedWriterLeavesNothing) {
+  const fs::path path = dir_ / "never.h5";
+  {
+    Hdf5CheckpointWriter w = Hdf5CheckpointWriter::Create(path.string());
+    w.Write("a", Iota({2}, DType::kF32));
+    EXPECT_THAT(Error([&] { w.Write("a", Iota({2}, DType::kF32)); }), HasSubstr("written twice"));
+    EXPECT_THAT(Error([&] { w.Write("x/y", Iota({2}, DType::kF32)); }), HasSubstr("invalid name"));
+  }  // destroyed without Commit, as when an exception unwinds a conversion
+  EXPECT_TRUE(fs::is_empty(dir_)) << "left: " << fs::directory_iterator(dir_)->path();
+}
+
+TEST_F(Hdf5CheckpointTest, CommitReplacesAnOldFileOnlyWhenDone) {
+  const std::string path = WriteSample();
+  {
+    Hdf5CheckpointWriter w = Hdf5CheckpointWriter::Create(path);
+    w.Write("only", Iota({2}, DType::kF32));
+    // Before Commit the old checkpoint is still whole.
+    EXPECT_EQ(Hdf5CheckpointReader::Open(path)->List().size(), tensors_.size());
+    w.Commit();
+  }
+  EXPECT_EQ(Hdf5CheckpointReader::Open(path)->List().size(), 1u);
+}
+
+TEST_F(Hdf5CheckpointTest, FlippedByteFailsItsChecksum) {
+  const std::string path = WriteSample();
+  // Find the bytes of the small f32 tensor in the file and flip one of them.
+  const Tensor norm = tensors_[1].second;
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const size_t at = bytes.find(std::string(static_cast<const char*>(norm.raw()), norm.nbytes()));
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + 5] ^= 0x10;
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  const auto r = Hdf5CheckpointReader::Open(path);
+  EXPECT_THAT(Error([&] { r->Read("model.norm.weight"); }),
+              HasSubstr("tensor 'model.norm.weight': checksum mismatch"));
+  EXPECT_THAT(Error([&] { r->VerifyAll(); }), HasSubstr("checksum mismatch"));
+  EXPECT_TRUE(SameBytes(r->Read("ids"), tensors_[2].second));  // the rest still reads
+}
+
+TEST_F(Hdf5CheckpointTest, DamagedAndForeignFilesAreNamed) {
+  const std::string path = WriteSample();
+  const std::string truncated = (dir_ / "truncated.h5").string();
+  fs::copy_file(path, truncated);
+  fs::resize_file(truncated, fs::file_size(path) / 2);
+  EXPECT_THAT(Error([&] {
+                const auto r = Hdf5CheckpointReader::Open(truncated);
+                r->VerifyAll();
+              }),
+              HasSubstr("truncated.h5"));
+  const std::string text = (dir_ / "text.h5").string();
+  std::ofstream(text) << "not hdf5";
+  EXPECT_THAT(Error([&] { Hdf5CheckpointReader::Open(text); }),
+              HasSubstr("text.h5: not an HDF5 file"));
+  EXPECT_THAT(Error([&] { Hdf5CheckpointReader::Open((dir_ / "absent.h5").string()); }),
+              HasSubstr("absent.h5: no such file"));
+}
+
+}  // namespace
+}  // namespace gemmapod
