@@ -1,0 +1,23 @@
+// The GeGLU MLP of every Gemma: out = down(gelu_tanh(gate(x)) * up(x)).
+#pragma once
+
+#include "runtime/cpu/matmul.h"
+#include "runtime/tensor.h"
+
+namespace gemmapod {
+
+struct GegluMlpWeights {
+  const Tensor& gate_proj;  // [ffn, d]
+  const Tensor& up_proj;    // [ffn, d]
+  const Tensor& down_proj;  // [d, ffn]
+};
+
+// x: f32 [T, d]; out: f32 [T, d]. The caller's buffers gate, up and hidden ([T, ffn]) are left
+// holding gate(x) before the activation, up(x), and their GeGLU product: what a backward pass
+// needs (the activation's derivative at gate(x), and both factors) without recomputing.
+// With tensor parallelism the weights are this rank's slices (gate/up by rows, down by columns)
+// and `out` is a partial sum the caller all-reduces.
+void GegluMlpForward(const Tensor& x, const GegluMlpWeights& w, Tensor& gate, Tensor& up,
+                     Tensor& hidden, Tensor& out, cpu::MatmulPrecision precision);
+
+}  // namespace gemmapod

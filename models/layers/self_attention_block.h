@@ -1,0 +1,51 @@
+// The self-attention block of a Gemma decoder layer, from the normed residual stream to the
+// o_proj output: q/k/v projections, Gemma 3's per-head qk RMSNorm, half-split RoPE, cached causal
+// (or sliding-window) attention per sequence, o_proj.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "models/kv_cache.h"
+#include "models/layers/attention.h"
+#include "runtime/cpu/matmul.h"
+#include "runtime/tensor.h"
+
+namespace gemmapod {
+
+struct SelfAttentionWeights {
+  const Tensor& q_proj;  // [H*hd, d]
+  const Tensor& k_proj;  // [KV*hd, d]
+  const Tensor& v_proj;  // [KV*hd, d]
+  const Tensor& o_proj;  // [d, H*hd]
+  const Tensor* q_norm;  // [hd], or null when the model has no qk-norm
+  const Tensor* k_norm;
+};
+
+struct SelfAttentionSettings {
+  AttentionShape shape;  // heads (this rank's), window, scale, soft-cap
+  float rope_theta = 10000;
+  float rope_position_scale = 1;  // linear RoPE scaling
+  float rms_norm_eps = 1e-6f;
+};
+
+// Where each sequence's new tokens sit in the batch rows.
+struct BatchLayout {
+  std::vector<int64_t> sequence;   // cache slot per chunk
+  std::vector<int64_t> offset;     // first row per chunk
+  std::vector<int64_t> length;     // rows per chunk
+  std::vector<int64_t> start;      // position of the chunk's first token
+  std::vector<int32_t> positions;  // per row
+};
+
+// x: f32 [T, d] (normed); out: f32 [T, d]. q [T, H*hd], k and v [T, KV*hd] and attn [T, H*hd]
+// are the caller's buffers, left holding the rotated queries and keys, the values and the
+// attention output (what a backward pass starts from). The new keys and values are stored in
+// `cache` for layer `layer`; the caller advances the sequences once every layer ran.
+void SelfAttentionForward(const Tensor& x, const SelfAttentionWeights& w,
+                          const SelfAttentionSettings& s, const BatchLayout& batch, KvCache& cache,
+                          int64_t layer, Tensor& q, Tensor& k, Tensor& v, Tensor& attn, Tensor& out,
+                          cpu::MatmulPrecision precision);
+
+}  // namespace gemmapod
