@@ -93,6 +93,12 @@ NodeEntry ParseNode(const YamlValue& value) {
   const YamlValue host = map.Require("host");
   node.host = host.AsString();
   if (node.host.empty()) host.Fail("must not be empty");
+  // The name reaches mpirun's command line and hostfiles: a host name or address only.
+  const bool name_ok = node.host.front() != '-' &&
+                       node.host.find_first_not_of(
+                           "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:") ==
+                           std::string::npos;
+  if (!name_ok) host.Fail("'" + node.host + "' is not a host name or address");
 
   const YamlValue devices = map.Require("devices");
   node.devices = devices.AsInt();

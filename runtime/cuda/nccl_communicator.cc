@@ -1,6 +1,7 @@
 #include "runtime/cuda/nccl_communicator.h"
 
 #include "runtime/comm/mpi_communicator.h"
+#include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
 
 namespace gemmapod {
@@ -49,6 +50,8 @@ NcclCommunicator::NcclCommunicator(std::unique_ptr<Handles> handles, int device)
 }
 
 std::unique_ptr<NcclCommunicator> NcclCommunicator::Create(MpiCommunicator& bootstrap, int device) {
+  // Device tensors need the CUDA allocator: whoever makes a NCCL communicator will make them.
+  cuda::RegisterCudaBackend();
   ncclUniqueId id;
   if (bootstrap.rank() == 0) GEMMAPOD_NCCL_CHECK(ncclGetUniqueId(&id));
   Tensor id_bytes = Tensor::Borrow(&id, {static_cast<int64_t>(sizeof id)}, DType::kI8);
