@@ -154,6 +154,9 @@ ModelConfig ReadHfConfig(const std::string& path) {
                  ": key 'attention_bias': Gemma attention has no biases");
   GEMMAPOD_CHECK(f.Bool("tie_word_embeddings", true), path,
                  ": key 'tie_word_embeddings': untied output heads are not supported");
+  // EmbeddingGemma-style checkpoints reuse the architecture with bidirectional attention.
+  GEMMAPOD_CHECK(!f.Bool("use_bidirectional_attention", false), path,
+                 ": key 'use_bidirectional_attention': only causal decoders are supported");
 
   c.query_pre_attn_scalar = static_cast<double>(c.head_dim);
   c.rope_theta_global = c.rope_theta_local = f.Number("rope_theta", 10000);

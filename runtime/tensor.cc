@@ -18,12 +18,15 @@ int64_t NumElements(const Shape& shape) {
   // Shapes come from files (checkpoint headers): a product that overflows must be an error, not
   // a small allocation that later reads are checked against.
   int64_t n = 1;
+  bool overflow = false, empty = false;
   for (int64_t d : shape) {
     GEMMAPOD_CHECK(d >= 0, "negative dimension in shape ", ShapeToString(shape));
-    GEMMAPOD_CHECK(d == 0 || n <= std::numeric_limits<int64_t>::max() / d, "shape ",
-                   ShapeToString(shape), " has more elements than fit in 64 bits");
-    n *= d;
+    overflow |= __builtin_mul_overflow(n, d, &n);
+    empty |= d == 0;
   }
+  if (empty) return 0;
+  GEMMAPOD_CHECK(!overflow, "shape ", ShapeToString(shape),
+                 " has more elements than fit in 64 bits");
   return n;
 }
 

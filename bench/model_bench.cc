@@ -1,0 +1,121 @@
+// Model benchmark on one rank: prefill and decode speed of a published Gemma shape with random
+// weights (configs/models/*.yaml), next to the memory-bandwidth roofline of decode (every weight
+// byte read once per token). Prints a markdown row for docs/performance.md.
+//
+//   build/bench/model_bench --config configs/models/gemma2-2b.yaml [--dtype bf16|f32]
+//       [--precision exact|fast] [--prompt 128] [--decode 32] [--batch 1]
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "models/gemma_decoder.h"
+#include "models/gemma_random.h"
+#include "runtime/error.h"
+
+namespace gemmapod {
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// STREAM triad over 3 x 256 MiB, best of 5, counted as STREAM does (24 bytes per element).
+double TriadGBs() {
+  const size_t n = size_t{32} << 20;
+  std::vector<double> a(n, 1.0), b(n, 2.0), c(n, 3.0);
+  double best = 1e30;
+  for (int rep = 0; rep < 5; ++rep) {
+    const double t0 = Now();
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; ++i) a[i] = b[i] + 3.0 * c[i];
+    best = std::min(best, Now() - t0);
+  }
+  return 24.0 * static_cast<double>(n) / best / 1e9;
+}
+
+int Main(int argc, char** argv) {
+  std::string config_path = "configs/models/gemma2-2b.yaml", dtype = "bf16", precision = "exact";
+  int64_t prompt = 128, decode = 32, batch = 1;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i], value = argv[i + 1];
+    if (flag == "--config") {
+      config_path = value;
+    } else if (flag == "--dtype") {
+      dtype = value;
+    } else if (flag == "--precision") {
+      precision = value;
+    } else if (flag == "--prompt") {
+      prompt = std::stoll(value);
+    } else if (flag == "--decode") {
+      decode = std::stoll(value);
+    } else if (flag == "--batch") {
+      batch = std::stoll(value);
+    } else {
+      throw Error("model_bench: unknown flag " + flag);
+    }
+  }
+  const ModelConfig config = LoadModelConfigYaml(config_path);
+  const DType weight_dtype = ParseDType(dtype);
+  const double t_init = Now();
+  GemmaDecoder model(config, RandomGemmaWeights(config, weight_dtype, 1));
+  model.set_matmul_precision(precision == "fast" ? cpu::MatmulPrecision::kFastBF16
+                                                 : cpu::MatmulPrecision::kExact);
+  std::fprintf(stderr, "model_bench: %s, %s weights, built in %.1f s\n", config.name.c_str(),
+               dtype.c_str(), Now() - t_init);
+
+  std::vector<SequenceChunk> chunks;
+  for (int64_t s = 0; s < batch; ++s) {
+    std::vector<int32_t> tokens(static_cast<size_t>(prompt));
+    for (int64_t i = 0; i < prompt; ++i) {
+      tokens[static_cast<size_t>(i)] =
+          static_cast<int32_t>((i * 7919 + s * 104729) % config.vocab_size);
+    }
+    chunks.push_back({s, tokens});
+  }
+  {
+    // A warm-up prefill of the same shape on a cache of its own: oneDNN builds its kernels for
+    // each new shape on first use, and buffers are touched for the first time.
+    KvCache warm(config, batch, prompt + decode);
+    model.Forward(chunks, warm, LogitRows::kLastToken);
+  }
+  KvCache cache(config, batch, prompt + decode);
+  const double t0 = Now();
+  model.Forward(chunks, cache, LogitRows::kLastToken);
+  const double prefill = Now() - t0;
+
+  std::vector<SequenceChunk> step;
+  for (int64_t s = 0; s < batch; ++s) step.push_back({s, {5}});
+  const double t1 = Now();
+  for (int64_t i = 0; i < decode; ++i) model.Forward(step, cache, LogitRows::kLastToken);
+  const double per_step = (Now() - t1) / static_cast<double>(decode);
+
+  // Decode reads every matrix once per step, the embedding as the output head included.
+  const double weight_bytes =
+      static_cast<double>(config.ParameterCount()) * static_cast<double>(DTypeSize(weight_dtype));
+  const double triad = TriadGBs();
+  const double roofline_ms = weight_bytes / (triad * 1e9) * 1e3;
+  std::printf(
+      "| model | weights | precision | batch | prefill tokens/s | decode ms/step | decode "
+      "tokens/s | roofline ms/step (weights / triad %.1f GB/s) | of roofline |\n",
+      triad);
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| %s | %s, %.2f GB | %s | %lld | %.1f | %.1f | %.2f | %.1f | %.0f %% |\n",
+              config.name.c_str(), dtype.c_str(), weight_bytes / 1e9, precision.c_str(),
+              static_cast<long long>(batch), static_cast<double>(batch * prompt) / prefill,
+              per_step * 1e3, static_cast<double>(batch) / per_step, roofline_ms,
+              100.0 * roofline_ms / (per_step * 1e3));
+  return 0;
+}
+
+}  // namespace
+}  // namespace gemmapod
+
+int main(int argc, char** argv) {
+  try {
+    return gemmapod::Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "model_bench: %s\n", e.what());
+    return 1;
+  }
+}
