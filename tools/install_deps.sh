@@ -22,10 +22,12 @@ PKGS=(
   # Serial HDF5 C/C++ API for checkpoints, plus h5dump/h5ls for looking inside them.
   libhdf5-dev hdf5-tools
   libsentencepiece-dev sentencepiece
+  # zlib: crc32 checksums of checkpoint tensors (libhdf5-dev pulls it in too).
+  zlib1g-dev nlohmann-json3-dev
   libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
   # oneDNN's CMake config calls find_package(OpenCL REQUIRED): the ICD package must be present.
   libdnnl-dev ocl-icd-opencl-dev
-  libcpp-httplib-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
+  libcpp-httplib-dev libcli11-dev libspdlog-dev libfmt-dev
   # Debian's python reads our HDF5 checkpoints in tests (h5py).
   python3 python3-h5py python3-numpy
 )

@@ -84,19 +84,6 @@ void AddScaled(const float* a, float s, float* acc, int64_t n) {
   for (int64_t i = 0; i < n; ++i) acc[i] += a[i] * s;
 }
 
-void GeluTanh(const float* x, float* out, int64_t n) {
-  const float k = 0.7978845608028654f;  // sqrt(2 / pi)
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i];
-    out[i] = 0.5f * v * (1.0f + std::tanh(k * (v + 0.044715f * v * v * v)));
-  }
-}
-
-void SoftCap(const float* x, float cap, float* out, int64_t n) {
-  const float inv = 1.0f / cap;
-  for (int64_t i = 0; i < n; ++i) out[i] = cap * std::tanh(x[i] * inv);
-}
-
 void RmsNorm(const float* x, const float* weight, int64_t rows, int64_t dim, float eps,
              float* out) {
   for (int64_t r = 0; r < rows; ++r) {
