@@ -117,7 +117,7 @@ ModelConfig ReadHfConfig(const std::string& path) {
   Json j;
   try {
     j = Json::parse(in);
-  } catch (const Json::parse_error& e) {
+  } catch (const Json::exception& e) {
     throw Error(StrCat(path, ": not valid JSON: ", e.what()));
   }
   GEMMAPOD_CHECK(j.is_object(), path, ": expected a JSON object");

@@ -229,30 +229,22 @@ AttributeValue ReadAttribute(hid_t attr, const std::string& what) {
 }
 
 Attributes ReadAllAttributes(hid_t obj, const std::string& where) {
-  struct Context {
-    Attributes* out;
-    const std::string* where;
-    std::string error;
-  };
+  // Attributes by index rather than through H5Aiterate2: the iterator's callback cannot throw,
+  // and opening each attribute ourselves keeps every handle under our control.
+  H5O_info_t info;
+  CheckStatus(H5Oget_info2(obj, &info, H5O_INFO_NUM_ATTRS), where + ": cannot read attributes");
   Attributes out;
-  Context ctx{&out, &where, ""};
-  hsize_t idx = 0;
-  CheckStatus(H5Aiterate2(
-                  obj, H5_INDEX_NAME, H5_ITER_INC, &idx,
-                  [](hid_t loc, const char* name, const H5A_info_t*, void* p) -> herr_t {
-                    auto* c = static_cast<Context*>(p);
-                    try {
-                      Handle attr(Check(H5Aopen(loc, name, H5P_DEFAULT), *c->where), H5Aclose);
-                      (*c->out)[name] =
-                          ReadAttribute(attr.get(), StrCat(*c->where, ": attribute '", name, "'"));
-                    } catch (const Error& e) {
-                      c->error = e.what();
-                      return -1;
-                    }
-                    return 0;
-                  },
-                  &ctx),
-              ctx.error.empty() ? where + ": cannot read attributes" : ctx.error);
+  for (hsize_t i = 0; i < info.num_attrs; ++i) {
+    Handle attr(
+        Check(H5Aopen_by_idx(obj, ".", H5_INDEX_NAME, H5_ITER_INC, i, H5P_DEFAULT, H5P_DEFAULT),
+              StrCat(where, ": attribute ", i)),
+        H5Aclose);
+    const ssize_t len = H5Aget_name(attr.get(), 0, nullptr);
+    GEMMAPOD_CHECK(len >= 0, where, ": attribute ", i, " has no readable name");
+    std::string name(static_cast<size_t>(len), '\0');
+    H5Aget_name(attr.get(), name.size() + 1, name.data());
+    out[name] = ReadAttribute(attr.get(), StrCat(where, ": attribute '", name, "'"));
+  }
   return out;
 }
 

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -99,8 +100,15 @@ Tensor ReadNpy(const std::string& path) {
   std::stringstream dims(m[1]);
   std::string item;
   while (std::getline(dims, item, ',')) {
-    if (item.find_first_not_of(" ") == std::string::npos) continue;
-    shape.push_back(std::stoll(item));
+    const size_t b = item.find_first_not_of(' ');
+    if (b == std::string::npos) continue;
+    int64_t d = -1;
+    const char* end = item.data() + item.size();
+    const auto [ptr, ec] = std::from_chars(item.data() + b, end, d);
+    GEMMAPOD_CHECK(ec == std::errc() && d >= 0 &&
+                       item.find_first_not_of(' ', ptr - item.data()) == std::string::npos,
+                   path, ": bad shape entry '", item, "' in the .npy header");
+    shape.push_back(d);
   }
 
   const bool is_float = descr == "<f4" || descr == "<f8";

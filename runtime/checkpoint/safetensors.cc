@@ -145,7 +145,7 @@ std::map<std::string, Entry> ParseFile(const std::shared_ptr<MappedFile>& file) 
   Json header;
   try {
     header = Json::parse(file->bytes() + 8, file->bytes() + 8 + header_len);
-  } catch (const Json::parse_error& e) {
+  } catch (const Json::exception& e) {
     throw Error(StrCat(path, ": the safetensors header is not valid JSON: ", e.what()));
   }
   GEMMAPOD_CHECK(header.is_object(), path, ": the safetensors header is not a JSON object");
@@ -299,7 +299,7 @@ std::unique_ptr<TensorSource> OpenSafetensors(const std::string& path) {
     Json j;
     try {
       j = Json::parse(in);
-    } catch (const Json::parse_error& e) {
+    } catch (const Json::exception& e) {
       throw Error(StrCat(index.string(), ": not valid JSON: ", e.what()));
     }
     GEMMAPOD_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
