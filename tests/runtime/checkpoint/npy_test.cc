@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 #include "runtime/error.h"
 
@@ -49,6 +50,20 @@ TEST(Npy, RoundTripAndNumpyAgrees) {
   EXPECT_EQ(i8.data<int32_t>()[1], 651);
   EXPECT_EQ(i8.data<int32_t>()[2], -7);
   EXPECT_THROW(ReadNpy((dir / "fortran.npy").string()), Error);
+  {
+    // A header whose shape is not numbers (found by fuzzing: once an uncaught std::stoll error).
+    std::string bytes;
+    std::ifstream in(ours, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+    bytes.replace(bytes.find("(3, 5)"), 6, "(3, x)");
+    std::ofstream(dir / "garbled.npy", std::ios::binary) << bytes;
+    try {
+      ReadNpy((dir / "garbled.npy").string());
+      ADD_FAILURE() << "a garbled shape was read";
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("garbled.npy: bad shape entry ' x'"));
+    }
+  }
   fs::resize_file(ours, fs::file_size(ours) - 4);
   try {
     ReadNpy(ours);

@@ -137,6 +137,16 @@ TEST_F(SafetensorsTest, DamageIsNamed) {
   EXPECT_THAT(
       ErrorOf([&] { OpenSafetensors(HandMade("json.safetensors", "{not json", "").string()); }),
       HasSubstr("json.safetensors: the safetensors header is not valid JSON"));
+  // A number too large for JSON's integers was once an uncaught library exception.
+  EXPECT_THAT(
+      ErrorOf([&] {
+        OpenSafetensors(
+            HandMade("overflow.safetensors",
+                     R"({"w":{"dtype":"F32","shape":[390144e396288],"data_offsets":[0,8]}})",
+                     std::string(8, 'x'))
+                .string());
+      }),
+      HasSubstr("overflow.safetensors: the safetensors header is not valid JSON"));
   std::ofstream(dir_ / "tiny.safetensors") << "abc";
   EXPECT_THAT(ErrorOf([&] { OpenSafetensors((dir_ / "tiny.safetensors").string()); }),
               HasSubstr("tiny.safetensors: truncated"));
