@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "runtime/cpu/ops.h"
 #include "runtime/error.h"
 
 namespace gemmapod {
@@ -55,17 +56,12 @@ void CachedSelfAttention(const AttentionShape& s, const float* q, const float* k
         scores.resize(static_cast<size_t>(count));
         float max_score = -INFINITY;
         for (int64_t j = first; j <= p; ++j) {
-          float sc = Dot(qr, key_row(j, kvh), hd) * s.scale;
-          if (s.softcap > 0) sc = s.softcap * std::tanh(sc / s.softcap);
-          scores[static_cast<size_t>(j - first)] = sc;
-          max_score = std::max(max_score, sc);
+          scores[static_cast<size_t>(j - first)] = Dot(qr, key_row(j, kvh), hd) * s.scale;
         }
-        float sum = 0.0f;
-        for (float& sc : scores) {
-          sc = std::exp(sc - max_score);
-          sum += sc;
-        }
-        const float inv = 1.0f / sum;
+        // Soft-cap before the mask (the mask is the window bounds above), softmax in f32.
+        if (s.softcap > 0) cpu::SoftCap(scores.data(), s.softcap, scores.data(), count);
+        for (int64_t j = 0; j < count; ++j) max_score = std::max(max_score, scores[j]);
+        const float inv = 1.0f / cpu::ExpShiftedSum(scores.data(), max_score, count);
         float* o = out + (i * H + h) * hd;
         std::fill(o, o + hd, 0.0f);
         for (int64_t j = first; j <= p; ++j) {

@@ -21,6 +21,8 @@ void AddScaled(const float* a, float s, float* acc, int64_t n);
 void GeluTanh(const float* x, float* out, int64_t n);
 // out = cap * tanh(x / cap) (Gemma 2 attention-logit and final-logit soft-capping)
 void SoftCap(const float* x, float cap, float* out, int64_t n);
+// x[i] = exp(x[i] - shift) in place; returns the sum (a softmax row, shift = its max).
+float ExpShiftedSum(float* x, float shift, int64_t n);
 
 // Gemma RMSNorm per row of x [rows, dim]: out = x / sqrt(mean(x^2) + eps) * (1 + weight[j]),
 // the sum of squares accumulated in f32 (16 partial sums).

@@ -49,6 +49,23 @@ TEST(Ops, GeluTanh) {
   }
 }
 
+TEST(Ops, ExpShiftedSumIsASoftmaxNumerator) {
+  auto x = RandomFloats(1001, 5, 20.0f);  // odd length: a tail past the vector lanes
+  const std::vector<float> original = x;
+  const float shift = *std::max_element(x.begin(), x.end());
+  const float sum = ExpShiftedSum(x.data(), shift, static_cast<int64_t>(x.size()));
+  double want_sum = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    // The argument as f32 computes it; then exp exactly: what is left is the vector expf's own
+    // rounding (a couple of ulps).
+    const float arg = original[i] - shift;
+    const double want = std::exp(static_cast<double>(arg));
+    want_sum += want;
+    ASSERT_NEAR(x[i], want, 3e-7 * want) << i;
+  }
+  EXPECT_NEAR(sum, want_sum, 1e-6 * want_sum);
+}
+
 TEST(Ops, SoftCap) {
   const auto x = RandomFloats(500, 4, 100.0f);
   std::vector<float> y(x.size());
