@@ -7,8 +7,8 @@
 //
 // Tolerance: the issue's bound is max |ours - reference| <= 1e-4 * max |reference logit| in f32.
 // What we reach (printed as GOLDEN_MEASURED by each run), max error / max |logit|:
-//   gemma1, gemma3 (f32 weights):  2e-7 .. 3.3e-7, prefill and step-by-step decode
-//   gemma2 (bf16 weights, sharded): 6.7e-6 .. 8.6e-6 (the split-activation bf16 products)
+//   gemma1, gemma3 (f32 weights):  4.8e-7 .. 7.8e-7, prefill and step-by-step decode
+//   gemma2 (bf16 weights, sharded): 8.9e-6 .. 1.5e-5 (the split-activation bf16 products)
 // Each fixture is held to a bound a few times above what it reaches, so a regression far below
 // the issue's 1e-4 still fails.
 #include <gtest/gtest.h>
@@ -30,7 +30,7 @@ namespace fs = std::filesystem;
 constexpr double kIssueBound = 1e-4;
 
 double Tolerance(const std::string& fixture) {
-  const double reached = fixture == "gemma2" ? 3e-5 : 1.5e-6;
+  const double reached = fixture == "gemma2" ? 5e-5 : 2.5e-6;
   return std::min(reached, kIssueBound);
 }
 
