@@ -203,6 +203,27 @@ AttributeValue ReadAttribute(hid_t attr, const std::string& what) {
   const hssize_t n = H5Sget_simple_extent_npoints(space.get());
   GEMMAPOD_CHECK(rank == 0 || rank == 1, what, ": attributes must be scalars or 1-D");
   const H5T_class_t cls = H5Tget_class(type.get());
+  if (cls == H5T_STRING && H5Tis_variable_str(type.get()) <= 0) {
+    // Fixed-length strings (numpy bytes written by h5py, other tools): HDF5 has no conversion
+    // to variable-length strings, so read the fixed bytes and cut each at its padding.
+    const size_t width = H5Tget_size(type.get());
+    GEMMAPOD_CHECK(width > 0, what, ": zero-width string type");
+    Handle mem(Check(H5Tcopy(type.get()), what), H5Tclose);
+    CheckStatus(H5Tset_strpad(mem.get(), H5T_STR_NULLPAD), what);
+    std::string buffer(width * static_cast<size_t>(std::max<hssize_t>(n, 1)), '\0');
+    if (n > 0) CheckStatus(H5Aread(attr, mem.get(), buffer.data()), what);
+    std::vector<std::string> out;
+    for (hssize_t i = 0; i < n; ++i) {
+      std::string item = buffer.substr(static_cast<size_t>(i) * width, width);
+      item.resize(std::strlen(item.c_str()));
+      if (H5Tget_strpad(type.get()) == H5T_STR_SPACEPAD) {
+        item.erase(item.find_last_not_of(' ') + 1);
+      }
+      out.push_back(std::move(item));
+    }
+    if (rank == 0) return out.at(0);
+    return out;
+  }
   if (cls == H5T_STRING) {
     Handle mem(VariableStringType(), H5Tclose);
     std::vector<char*> values(static_cast<size_t>(std::max<hssize_t>(n, 1)), nullptr);

@@ -18,8 +18,9 @@ namespace gemmapod {
 // A directory (index.json, else model.safetensors) or a single .safetensors file. Files are
 // memory-mapped; every header is validated when opened (offsets inside the file and consistent
 // with shape x dtype, shards named by the index present), so a truncated or corrupt file fails
-// here with its name. Dtypes: F32, BF16 (as stored), F16 (read as f32), I32, I8. A tensor of
-// another dtype is listed with the dtype it would be read as and fails when read, naming it.
+// here with its name. Dtypes: F32, BF16 (as stored), F16 (read as f32; Info says f32), I32, I8.
+// A tensor of another dtype (I64, F64, ...) is still listed, so a model with an unused one
+// opens (its Info dtype means nothing); reading it fails, naming the file, tensor and dtype.
 std::unique_ptr<TensorSource> OpenSafetensors(const std::string& path);
 
 // Writes a Hugging Face model directory atomically. The tensor list is fixed up front, so the

@@ -5,6 +5,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <hdf5.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -75,6 +76,8 @@ class Hdf5CheckpointTest : public ::testing::Test {
                         {"ids", std::vector<int64_t>{1, -2, 3}},
                         {"thetas", std::vector<double>{1e4, 1e6}},
                         {"empty_ints", std::vector<int64_t>{}},
+                        {"empty_doubles", std::vector<double>{}},
+                        {"empty_string", std::string()},
                         {"empty_strings", std::vector<std::string>{}}};
   std::vector<std::pair<std::string, Tensor>> tensors_ = {
       {"model.embed_tokens.weight", Iota({6, 5}, DType::kBF16)},
@@ -98,6 +101,52 @@ TEST_F(Hdf5CheckpointTest, EverythingRoundTrips) {
   EXPECT_EQ(r->ReadFile("tokenizer.model"), std::string("\x00\x01spm\xff", 6));
   EXPECT_FALSE(r->HasFile("other"));
   r->VerifyAll();
+}
+
+// Files written by other tools (h5py with numpy bytes, h5py's defaults for some types) carry
+// fixed-length strings and narrower numbers; HDF5 cannot convert those to variable-length
+// strings, so they are read separately.
+TEST_F(Hdf5CheckpointTest, FixedLengthStringsAndNarrowNumbersFromOtherToolsRead) {
+  const std::string path = (dir_ / "foreign.h5").string();
+  {
+    const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    auto fixed = [](hid_t obj, const char* name, std::vector<std::string> items, bool scalar,
+                    size_t width, H5T_str_t pad) {
+      const hid_t type = H5Tcopy(H5T_C_S1);
+      H5Tset_size(type, width);
+      H5Tset_strpad(type, pad);
+      const hsize_t n = items.size();
+      const hid_t space = scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, nullptr);
+      std::string buffer(width * std::max<size_t>(n, 1), pad == H5T_STR_SPACEPAD ? ' ' : '\0');
+      for (size_t i = 0; i < n; ++i) buffer.replace(i * width, items[i].size(), items[i]);
+      const hid_t attr = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+      if (n > 0) H5Awrite(attr, type, buffer.data());
+      H5Aclose(attr), H5Sclose(space), H5Tclose(type);
+    };
+    fixed(f, "format", {"gemmapod-checkpoint"}, true, 19, H5T_STR_NULLPAD);
+    const hid_t one = H5Screate(H5S_SCALAR);
+    const int32_t version = 1;
+    const hid_t va = H5Acreate2(f, "format_version", H5T_STD_I32LE, one, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(va, H5T_NATIVE_INT32, &version);
+    const hid_t config = H5Gcreate2(f, "config", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    fixed(config, "name", {"gemma"}, true, 8, H5T_STR_NULLPAD);
+    fixed(config, "padded", {"ab"}, true, 6, H5T_STR_SPACEPAD);
+    fixed(config, "kinds", {"sliding", "global"}, false, 7, H5T_STR_NULLTERM);
+    fixed(config, "none", {}, false, 4, H5T_STR_NULLPAD);
+    const float eps = 0.5f;
+    const hid_t ea = H5Acreate2(config, "eps", H5T_IEEE_F32LE, one, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(ea, H5T_NATIVE_FLOAT, &eps);
+    const hid_t params = H5Gcreate2(f, "params", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Gclose(params), H5Aclose(ea), H5Gclose(config), H5Aclose(va), H5Sclose(one), H5Fclose(f);
+  }
+  const auto r = Hdf5CheckpointReader::Open(path);
+  const Attributes want = {{"name", std::string("gemma")},
+                           {"padded", std::string("ab")},
+                           {"kinds", std::vector<std::string>{"sliding", "global"}},
+                           {"none", std::vector<std::string>{}},
+                           {"eps", 0.5}};
+  EXPECT_EQ(r->config(), want);
 }
 
 TEST_F(Hdf5CheckpointTest, SlicesAlongAnyDimensionAreExact) {
