@@ -35,6 +35,11 @@ class JsonFields {
   double Number(const std::string& key, double fallback) const {
     return Has(key) ? Number(key) : fallback;
   }
+  // A setting that null turns off (soft-caps): null -> 0, absent -> the family's default.
+  double NumberOrOff(const std::string& key, double when_absent) const {
+    if (!j_.contains(key)) return when_absent;
+    return j_[key].is_null() ? 0.0 : Number(key);
+  }
   std::string String(const std::string& key, const std::string& fallback) const {
     if (!Has(key)) return fallback;
     const Json& v = j_[key];
@@ -168,8 +173,8 @@ ModelConfig ReadHfConfig(const std::string& path) {
     case Architecture::kGemma3Text: {
       const bool gemma3 = c.architecture == Architecture::kGemma3Text;
       c.query_pre_attn_scalar = f.Number("query_pre_attn_scalar", 256);
-      c.attn_logit_softcap = f.Number("attn_logit_softcapping", gemma3 ? 0 : 50);
-      c.final_logit_softcap = f.Number("final_logit_softcapping", gemma3 ? 0 : 30);
+      c.attn_logit_softcap = f.NumberOrOff("attn_logit_softcapping", gemma3 ? 0 : 50);
+      c.final_logit_softcap = f.NumberOrOff("final_logit_softcapping", gemma3 ? 0 : 30);
       c.sliding_window = f.Int("sliding_window", gemma3 ? 512 : 4096);
       c.post_norms = true;
       if (f.Has("layer_types")) {

@@ -34,6 +34,10 @@ Tensor Tensor::Empty(Shape shape, DType dtype, Device device) {
   for (int64_t d : shape) {
     GEMMAPOD_CHECK(d >= 0, "negative dimension in shape ", ShapeToString(shape));
   }
+  size_t bytes = 0;
+  GEMMAPOD_CHECK(
+      !__builtin_mul_overflow(static_cast<size_t>(NumElements(shape)), DTypeSize(dtype), &bytes),
+      "shape ", ShapeToString(shape), " of ", DTypeName(dtype), " is too large");
   Tensor t;
   t.shape_ = std::move(shape);
   t.dtype_ = dtype;

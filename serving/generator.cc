@@ -1,5 +1,6 @@
 #include "serving/generator.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "runtime/error.h"
@@ -51,11 +52,14 @@ GenerationResult Generate(GemmaDecoder& model, const Tokenizer& tokenizer,
   const auto t1 = Clock::now();
   result.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
 
+  // Embedding tables are often padded past the tokenizer's pieces (a multiple of 64 or 128):
+  // ids there mean nothing, so only the tokenizer's range is sampled.
+  const size_t sampled =
+      static_cast<size_t>(std::min<int64_t>(config.vocab_size, tokenizer.vocab_size()));
   bool stopped = false;
   for (int64_t step = 0; step < request.max_new_tokens; ++step) {
-    const int32_t id = sampler.Sample(
-        std::span<const float>(logits.data<float>(), static_cast<size_t>(config.vocab_size)),
-        history);
+    const int32_t id =
+        sampler.Sample(std::span<const float>(logits.data<float>(), sampled), history);
     if (stop.IsStopToken(id)) {
       result.finish = FinishReason::kStopToken;
       stopped = true;

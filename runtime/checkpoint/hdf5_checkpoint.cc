@@ -202,6 +202,7 @@ AttributeValue ReadAttribute(hid_t attr, const std::string& what) {
   const int rank = H5Sget_simple_extent_ndims(space.get());
   const hssize_t n = H5Sget_simple_extent_npoints(space.get());
   GEMMAPOD_CHECK(rank == 0 || rank == 1, what, ": attributes must be scalars or 1-D");
+  GEMMAPOD_CHECK(n >= 0 && (rank == 1 || n == 1), what, ": an empty (null) attribute");
   const H5T_class_t cls = H5Tget_class(type.get());
   if (cls == H5T_STRING && H5Tis_variable_str(type.get()) <= 0) {
     // Fixed-length strings (numpy bytes written by h5py, other tools): HDF5 has no conversion
@@ -226,6 +227,8 @@ AttributeValue ReadAttribute(hid_t attr, const std::string& what) {
   }
   if (cls == H5T_STRING) {
     Handle mem(VariableStringType(), H5Tclose);
+    // ASCII and UTF-8 strings do not convert into each other in HDF5: read in the file's own.
+    CheckStatus(H5Tset_cset(mem.get(), H5Tget_cset(type.get())), what);
     std::vector<char*> values(static_cast<size_t>(std::max<hssize_t>(n, 1)), nullptr);
     if (n > 0) CheckStatus(H5Aread(attr, mem.get(), values.data()), what);
     std::vector<std::string> out;
@@ -272,9 +275,12 @@ Attributes ReadAllAttributes(hid_t obj, const std::string& where) {
 int64_t ReadInt64Attribute(hid_t obj, const char* name, const std::string& what) {
   GEMMAPOD_CHECK(H5Aexists(obj, name) > 0, what, ": attribute '", name, "' is missing");
   Handle attr(Check(H5Aopen(obj, name, H5P_DEFAULT), what), H5Aclose);
-  int64_t v = 0;
-  CheckStatus(H5Aread(attr.get(), H5T_NATIVE_INT64, &v), what);
-  return v;
+  // Read through the general reader: it sizes the buffer from the file, so an attribute that is
+  // an array (a crafted file) cannot overrun a single integer.
+  const AttributeValue value = ReadAttribute(attr.get(), StrCat(what, ": attribute '", name, "'"));
+  const int64_t* v = std::get_if<int64_t>(&value);
+  GEMMAPOD_CHECK(v != nullptr, what, ": attribute '", name, "' must be one integer");
+  return *v;
 }
 
 void ValidateName(const std::string& name, const std::string& where) {
@@ -330,15 +336,23 @@ std::unique_ptr<Hdf5CheckpointReader> Hdf5CheckpointReader::Open(const std::stri
   hsize_t idx = 0;
   CheckStatus(H5Literate(
                   params.get(), H5_INDEX_NAME, H5_ITER_INC, &idx,
-                  [](hid_t, const char* name, const H5L_info_t*, void* p) -> herr_t {
-                    static_cast<std::vector<std::string>*>(p)->push_back(name);
+                  [](hid_t, const char* name, const H5L_info_t* link, void* p) -> herr_t {
+                    // Soft and external links could point a reader at other files: a
+                    // checkpoint holds its tensors itself. "/" marks one for the error below.
+                    static_cast<std::vector<std::string>*>(p)->push_back(
+                        link->type == H5L_TYPE_HARD ? std::string(name) : "/" + std::string(name));
                     return 0;
                   },
                   &names),
               path + ": cannot list /params");
   for (const std::string& name : names) {
+    GEMMAPOD_CHECK(name.front() != '/', path, ": /params", name,
+                   " is a link, not a dataset; a checkpoint stores its tensors itself");
     const std::string what = StrCat(path, ": tensor '", name, "'");
     Handle ds(Check(H5Dopen2(params.get(), name.c_str(), H5P_DEFAULT), what), H5Dclose);
+    Handle dcpl(Check(H5Dget_create_plist(ds.get()), what), H5Pclose);
+    GEMMAPOD_CHECK(H5Pget_external_count(dcpl.get()) == 0, what,
+                   ": stored in external files; a checkpoint stores its tensors itself");
     Handle type(Check(H5Dget_type(ds.get()), what), H5Tclose);
     Handle space(Check(H5Dget_space(ds.get()), what), H5Sclose);
     TensorInfo info;
@@ -349,7 +363,14 @@ std::unique_ptr<Hdf5CheckpointReader> Hdf5CheckpointReader::Open(const std::stri
     GEMMAPOD_CHECK(rank >= 0, what, ": bad dataspace");
     std::vector<hsize_t> dims(static_cast<size_t>(rank));
     H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
-    for (hsize_t d : dims) info.shape.push_back(static_cast<int64_t>(d));
+    for (hsize_t d : dims) {
+      GEMMAPOD_CHECK(d <= static_cast<hsize_t>(INT64_MAX), what, ": dimension too large");
+      info.shape.push_back(static_cast<int64_t>(d));
+    }
+    int64_t bytes = 0;
+    GEMMAPOD_CHECK(!__builtin_mul_overflow(NumElements(info.shape),
+                                           static_cast<int64_t>(DTypeSize(info.dtype)), &bytes),
+                   what, ": shape ", ShapeToString(info.shape), " is too large");
     r->tensors_[name] = info;
   }
   return r;

@@ -177,7 +177,10 @@ std::map<std::string, Entry> ParseFile(const std::shared_ptr<MappedFile>& file) 
                    " bytes of data (truncated or corrupt file)");
     const size_t item = StoredSize(e.stored_dtype);
     GEMMAPOD_CHECK(item > 0, where, ": unknown dtype '", e.stored_dtype, "'");
-    const uint64_t want = static_cast<uint64_t>(NumElements(e.info.shape)) * item;
+    uint64_t want = 0;
+    GEMMAPOD_CHECK(!__builtin_mul_overflow(static_cast<uint64_t>(NumElements(e.info.shape)),
+                                           static_cast<uint64_t>(item), &want),
+                   where, ": shape ", ShapeToString(e.info.shape), " is too large");
     GEMMAPOD_CHECK(end - begin == want, where, ": ", end - begin, " bytes for shape ",
                    ShapeToString(e.info.shape), " of ", e.stored_dtype, " (needs ", want, ")");
     e.readable = ReadableAs(e.stored_dtype, &e.info.dtype);
@@ -209,26 +212,46 @@ class SafetensorsSource final : public TensorSource {
     return out;
   }
   bool Has(const std::string& name) const override { return entries_.count(name) > 0; }
-  TensorInfo Info(const std::string& name) const override { return Find(name).info; }
+  // A tensor of a dtype we do not read is listed (a model may carry one it does not need) but
+  // asking about it or reading it names the problem.
+  TensorInfo Info(const std::string& name) const override { return Readable(name).info; }
 
-  Tensor Read(const std::string& name) const override {
-    const Entry& e = Find(name);
-    if (e.info.shape.empty()) return ReadSlice(name, -1, 0, 0);
-    return ReadSlice(name, 0, 0, e.info.shape[0]);
-  }
+  Tensor Read(const std::string& name) const override { return Copy(Readable(name), -1, 0, 0); }
 
   Tensor ReadSlice(const std::string& name, int dim, int64_t begin, int64_t end) const override {
+    const Entry& e = Readable(name);
+    const Shape& shape = e.info.shape;
+    GEMMAPOD_CHECK(dim >= 0 && dim < static_cast<int>(shape.size()) && begin >= 0 && begin <= end &&
+                       end <= shape[static_cast<size_t>(dim)],
+                   e.file->path(), ": tensor '", name, "' of shape ", ShapeToString(shape),
+                   ": slice [", begin, ", ", end, ") of dimension ", dim, " is out of range");
+    return Copy(e, dim, begin, end);
+  }
+
+ private:
+  const Entry& Find(const std::string& name) const {
+    auto it = entries_.find(name);
+    GEMMAPOD_CHECK(it != entries_.end(), origin_, ": no tensor named '", name, "'");
+    return it->second;
+  }
+
+  const Entry& Readable(const std::string& name) const {
     const Entry& e = Find(name);
     GEMMAPOD_CHECK(e.readable, e.file->path(), ": tensor '", name, "' has dtype ", e.stored_dtype,
                    ", which gemmapod does not read (F32, BF16, F16, I32, I8)");
+    return e;
+  }
+
+  // Elements [begin, end) of dimension `dim` and all of the others; the whole tensor (scalars
+  // included) when dim < 0.
+  static Tensor Copy(const Entry& e, int dim, int64_t begin, int64_t end) {
     const Shape& shape = e.info.shape;
     Shape out_shape = shape;
-    int64_t outer = 1, inner = 1, extent = 1;
-    if (dim >= 0) {
-      GEMMAPOD_CHECK(dim < static_cast<int>(shape.size()) && begin >= 0 && begin <= end &&
-                         end <= shape[static_cast<size_t>(dim)],
-                     e.file->path(), ": tensor '", name, "' of shape ", ShapeToString(shape),
-                     ": slice [", begin, ", ", end, ") of dimension ", dim, " is out of range");
+    int64_t outer = 1, inner = NumElements(shape), extent = 1;
+    if (dim < 0) {
+      begin = 0, end = 1;  // the whole tensor as one run
+    } else {
+      inner = 1;
       for (int i = 0; i < dim; ++i) outer *= shape[static_cast<size_t>(i)];
       for (size_t i = static_cast<size_t>(dim) + 1; i < shape.size(); ++i) inner *= shape[i];
       extent = shape[static_cast<size_t>(dim)];
@@ -253,13 +276,6 @@ class SafetensorsSource final : public TensorSource {
       }
     }
     return t;
-  }
-
- private:
-  const Entry& Find(const std::string& name) const {
-    auto it = entries_.find(name);
-    GEMMAPOD_CHECK(it != entries_.end(), origin_, ": no tensor named '", name, "'");
-    return it->second;
   }
 
   std::string origin_;
@@ -372,42 +388,51 @@ SafetensorsWriter::SafetensorsWriter(std::string directory, std::vector<TensorIn
 
   fs::create_directories(staging_, ec);
   GEMMAPOD_CHECK(!ec, staging_.string(), ": cannot create: ", ec.message());
-  Json weight_map = Json::object();
-  uint64_t total = 0;
-  for (size_t i = 0; i < n; ++i) {
-    Json header = Json::object();
-    header["__metadata__"] = {{"format", "pt"}};
-    for (const std::string& name : shard_tensors[i]) {
-      const Slot& s = slots_[name];
-      const uint64_t bytes =
-          static_cast<uint64_t>(NumElements(s.info.shape)) * DTypeSize(s.info.dtype);
-      header[name] = {{"dtype", StoredName(s.info.dtype)},
-                      {"shape", s.info.shape},
-                      {"data_offsets", {s.offset, s.offset + bytes}}};
-      weight_map[name] = shard_names_[i];
-      total += bytes;
+  // A constructor that throws runs no destructor: clean up here what was made so far.
+  try {
+    Json weight_map = Json::object();
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; ++i) {
+      Json header = Json::object();
+      header["__metadata__"] = {{"format", "pt"}};
+      for (const std::string& name : shard_tensors[i]) {
+        const Slot& s = slots_[name];
+        const uint64_t bytes =
+            static_cast<uint64_t>(NumElements(s.info.shape)) * DTypeSize(s.info.dtype);
+        header[name] = {{"dtype", StoredName(s.info.dtype)},
+                        {"shape", s.info.shape},
+                        {"data_offsets", {s.offset, s.offset + bytes}}};
+        weight_map[name] = shard_names_[i];
+        total += bytes;
+      }
+      std::string text = header.dump();
+      text.append((8 - text.size() % 8) % 8, ' ');  // data starts 8-byte aligned
+      const uint64_t data_start = 8 + text.size();
+      const fs::path file = staging_ / shard_names_[i];
+      const int fd = open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      GEMMAPOD_CHECK(fd >= 0, file.string(), ": cannot create: ", std::strerror(errno));
+      shard_fds_.push_back(fd);
+      char len[8];
+      for (int b = 0; b < 8; ++b) len[b] = static_cast<char>((text.size() >> (8 * b)) & 0xff);
+      WriteAll(fd, len, 8, 0, file.string());
+      WriteAll(fd, text.data(), text.size(), 8, file.string());
+      GEMMAPOD_CHECK(ftruncate(fd, static_cast<off_t>(data_start + shard_bytes[i])) == 0,
+                     file.string(), ": cannot size: ", std::strerror(errno));
+      for (const std::string& name : shard_tensors[i]) slots_[name].offset += data_start;
     }
-    std::string text = header.dump();
-    text.append((8 - text.size() % 8) % 8, ' ');  // data starts 8-byte aligned
-    const uint64_t data_start = 8 + text.size();
-    const fs::path file = staging_ / shard_names_[i];
-    const int fd = open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    GEMMAPOD_CHECK(fd >= 0, file.string(), ": cannot create: ", std::strerror(errno));
-    shard_fds_.push_back(fd);
-    char len[8];
-    for (int b = 0; b < 8; ++b) len[b] = static_cast<char>((text.size() >> (8 * b)) & 0xff);
-    WriteAll(fd, len, 8, 0, file.string());
-    WriteAll(fd, text.data(), text.size(), 8, file.string());
-    GEMMAPOD_CHECK(ftruncate(fd, static_cast<off_t>(data_start + shard_bytes[i])) == 0,
-                   file.string(), ": cannot size: ", std::strerror(errno));
-    for (const std::string& name : shard_tensors[i]) slots_[name].offset += data_start;
-  }
-  if (n > 1) {
-    Json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
-    std::ofstream out(staging_ / "model.safetensors.index.json");
-    out << index.dump(2) << "\n";
-    GEMMAPOD_CHECK(out.good(), (staging_ / "model.safetensors.index.json").string(),
-                   ": write failed");
+    if (n > 1) {
+      Json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+      std::ofstream out(staging_ / "model.safetensors.index.json");
+      out << index.dump(2) << "\n";
+      GEMMAPOD_CHECK(out.good(), (staging_ / "model.safetensors.index.json").string(),
+                     ": write failed");
+    }
+
+  } catch (...) {
+    for (int fd : shard_fds_) close(fd);
+    shard_fds_.clear();
+    fs::remove_all(staging_, ec);
+    throw;
   }
 }
 

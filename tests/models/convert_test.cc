@@ -215,7 +215,10 @@ TEST_F(ConvertTest, ExportRefusesAnExistingDirectoryWithFiles) {
   const fs::path hf = WriteHfModel("hf", DType::kF32);
   const fs::path h5 = root_ / "m.h5";
   Convert(hf.string(), h5.string(), ConvertOptions{});
-  // Exporting over the source directory must not clobber it.
+  // Converting onto an existing checkpoint, or exporting over the source directory, must not
+  // clobber either.
+  EXPECT_THAT(ConvertError(hf, h5), HasSubstr("already exists"));
+  EXPECT_TRUE(LoadGemmaCheckpoint(h5.string()).config().num_layers == 2);
   EXPECT_THAT(ConvertError(h5, hf), ::testing::Not(HasSubstr("(no error)")));
   EXPECT_TRUE(fs::exists(hf / "config.json"));
 }

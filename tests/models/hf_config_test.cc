@@ -105,6 +105,23 @@ TEST_F(HfConfigFileTest, RefusesWhatTheRuntimeDoesNotCompute) {
   EXPECT_THAT(ErrorOf("{nope"), HasSubstr("not valid JSON"));
 }
 
+TEST_F(HfConfigFileTest, NullSoftCapMeansOffAndAbsentMeansTheDefault) {
+  const std::string base = R"({"model_type": "gemma2", "vocab_size": 512, "hidden_size": 64,
+      "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+      "intermediate_size": 128)";
+  const ModelConfig off = Read(base + R"(, "attn_logit_softcapping": null,
+      "final_logit_softcapping": null})");
+  EXPECT_EQ(off.attn_logit_softcap, 0);
+  EXPECT_EQ(off.final_logit_softcap, 0);
+  const ModelConfig absent = Read(base + "}");
+  EXPECT_EQ(absent.attn_logit_softcap, 50);  // Gemma2Config's defaults
+  EXPECT_EQ(absent.final_logit_softcap, 30);
+  // And a config with the caps off survives the trip through config.json.
+  ModelConfig c = LoadModelConfigYaml("configs/models/tiny-gemma2.yaml");
+  c.attn_logit_softcap = c.final_logit_softcap = 0;
+  EXPECT_EQ(WithoutName(Read(HfConfigJson(c, "float32"))), WithoutName(c));
+}
+
 TEST_F(HfConfigFileTest, WrittenConfigReadsBack) {
   for (const char* name : {"gemma-7b", "gemma2-27b", "gemma3-1b"}) {
     const ModelConfig c = LoadModelConfigYaml(StrCat("configs/models/", name, ".yaml"));

@@ -230,5 +230,36 @@ TEST_F(Hdf5CheckpointTest, DamagedAndForeignFilesAreNamed) {
               HasSubstr("absent.h5: no such file"));
 }
 
+// Crafted files (found in review): an attribute that is an array where one integer belongs once
+// overran a stack variable; links to other files must not be followed.
+TEST_F(Hdf5CheckpointTest, CraftedMetadataIsRefused) {
+  const std::string path = (dir_ / "crafted.h5").string();
+  auto make = [&](bool array_version, bool soft_link) {
+    const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    const hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, H5T_VARIABLE);
+    const hid_t one = H5Screate(H5S_SCALAR);
+    const char* format = "gemmapod-checkpoint";
+    const hid_t fa = H5Acreate2(f, "format", type, one, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(fa, type, &format);
+    const std::vector<int64_t> versions(4096, 1);
+    const hsize_t n = array_version ? versions.size() : 1;
+    const hid_t space = H5Screate_simple(1, &n, nullptr);
+    const hid_t va = H5Acreate2(f, "format_version", H5T_STD_I64LE, array_version ? space : one,
+                                H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(va, H5T_NATIVE_INT64, versions.data());
+    const hid_t params = H5Gcreate2(f, "params", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (soft_link) H5Lcreate_external("/etc/other.h5", "/x", params, "w", H5P_DEFAULT, H5P_DEFAULT);
+    H5Gclose(params), H5Aclose(va), H5Sclose(space), H5Aclose(fa), H5Sclose(one), H5Tclose(type);
+    H5Fclose(f);
+  };
+  make(true, false);
+  EXPECT_THAT(Error([&] { Hdf5CheckpointReader::Open(path); }),
+              HasSubstr("attribute 'format_version' must be one integer"));
+  make(false, true);
+  EXPECT_THAT(Error([&] { Hdf5CheckpointReader::Open(path); }),
+              HasSubstr("/params/w is a link, not a dataset"));
+}
+
 }  // namespace
 }  // namespace gemmapod

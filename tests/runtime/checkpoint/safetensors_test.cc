@@ -116,9 +116,30 @@ TEST_F(SafetensorsTest, ReadsF16AndBF16AsHuggingFaceWritesThem) {
   EXPECT_FLOAT_EQ(a.data<float>()[3], 5.9604645e-08f);
   const Tensor b = src->Read("b");
   EXPECT_EQ(BF16ToFloat(b.data<BF16>()[1]), -2.5f);
-  // Listed, but reading an unsupported dtype names it.
+  // Listed, but asking about or reading an unsupported dtype names it.
   EXPECT_TRUE(src->Has("c"));
+  EXPECT_EQ(src->List().size(), 3u);
+  EXPECT_THAT(ErrorOf([&] { src->Info("c"); }), HasSubstr("tensor 'c' has dtype I64"));
   EXPECT_THAT(ErrorOf([&] { src->Read("c"); }), HasSubstr("tensor 'c' has dtype I64"));
+}
+
+TEST_F(SafetensorsTest, ScalarsAndHugeShapes) {
+  // A scalar once read back uninitialised; a shape whose byte size wraps 64 bits once passed.
+  const float value = 3.5f;
+  const auto src = OpenSafetensors(
+      HandMade("scalar.safetensors", R"({"s":{"dtype":"F32","shape":[],"data_offsets":[0,4]}})",
+               std::string(reinterpret_cast<const char*>(&value), 4))
+          .string());
+  EXPECT_EQ(src->Read("s").data<float>()[0], 3.5f);
+  EXPECT_THAT(ErrorOf([&] { src->ReadSlice("s", 0, 0, 1); }), HasSubstr("out of range"));
+  EXPECT_THAT(ErrorOf([&] {
+                OpenSafetensors(HandMade("wrap.safetensors",
+                                         R"({"w":{"dtype":"F32","shape":[4611686018427387905],)"
+                                         R"("data_offsets":[0,4]}})",
+                                         std::string(4, 'x'))
+                                    .string());
+              }),
+              HasSubstr("wrap.safetensors: tensor 'w': shape [4611686018427387905] is too large"));
 }
 
 TEST_F(SafetensorsTest, DamageIsNamed) {
