@@ -117,10 +117,20 @@ Tensor ReadNpy(const std::string& path) {
                  "' (supported: <f4, <f8, <i4, <i8)");
   const size_t item_size = descr.back() == '8' ? 8 : 4;
   const int64_t n = NumElements(shape);
-  std::vector<char> raw(static_cast<size_t>(n) * item_size);
+  // Check the promise against the file before allocating for it.
+  const std::streampos data_start = in.tellg();
+  in.seekg(0, std::ios::end);
+  const uint64_t available = static_cast<uint64_t>(in.tellg() - data_start);
+  in.seekg(data_start);
+  uint64_t bytes = 0;
+  GEMMAPOD_CHECK(
+      !__builtin_mul_overflow(static_cast<uint64_t>(n), item_size, &bytes) && bytes <= available,
+      path, ": truncated: the header promises ", ShapeToString(shape), " of ", descr,
+      " but the file holds ", available, " bytes of data");
+  std::vector<char> raw(static_cast<size_t>(bytes));
   in.read(raw.data(), static_cast<std::streamsize>(raw.size()));
   GEMMAPOD_CHECK(in.gcount() == static_cast<std::streamsize>(raw.size()), path,
-                 ": truncated: the header promises ", raw.size(), " bytes of data");
+                 ": read failed after ", in.gcount(), " bytes");
 
   Tensor t = Tensor::Empty(shape, is_float ? DType::kF32 : DType::kI32);
   for (int64_t i = 0; i < n; ++i) {
