@@ -19,24 +19,46 @@ struct SamplingParams {
   uint64_t seed = 0;                // same seed, same draws
 };
 
-// Error naming the field for values that mean nothing (negative temperature, top_p outside
-// (0, 1], min_p outside [0, 1), a non-positive penalty, NaN).
+// Error naming the field for values that mean nothing (negative temperature, negative top_k,
+// top_p outside (0, 1], min_p outside [0, 1), a non-positive penalty, NaN).
 void Validate(const SamplingParams& params);
 
+// One sequence's sampler: holds the random stream (seeded once, so a sequence of calls is
+// reproducible) and scratch buffers reused across calls. Costs O(vocab) per call (on average,
+// for top-p over the whole vocabulary) plus O(k log k) for the k tokens top-k keeps; the
+// vocabulary is never fully sorted.
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
 
   // `logits` of one position over the vocabulary; `context` holds the prompt and the tokens
-  // generated so far (what the repetition penalty looks at). NaN logits are an error.
+  // generated so far (what the repetition penalty looks at). NaN or +inf logits, logits that are
+  // all -inf, and context ids outside the logits are errors.
   int32_t Sample(std::span<const float> logits, std::span<const int32_t> context);
 
  private:
+  std::span<const float> Penalise(std::span<const float> logits, std::span<const int32_t> context);
+  // The order of candidates: the higher score first, the lower id on ties.
+  static bool Better(std::span<const float> scores, int32_t a, int32_t b);
+  // Fills candidates_ with the m best ids, best first.
+  void SelectTop(std::span<const float> scores, size_t m);
+  // Keeps the smallest best-first set of ids (of all, or of candidates_, which are then best
+  // first) whose weight reaches top_p of theirs; candidates_ is left in no particular order.
+  void KeepNucleus(std::span<const float> scores, bool all);
+  // Keeps the ids (of all, or of candidates_) whose probability is at least min_p x the top one.
+  void KeepAboveMinP(bool all);
+  // Draws from weights_ over all ids, or over candidates_.
+  int32_t Draw(bool all);
+
   SamplingParams params_;
+  float inv_temperature_ = 1.0f;
   std::mt19937_64 rng_;
-  std::vector<float> work_;     // penalised, tempered logits
-  std::vector<int32_t> order_;  // candidate ids
-  std::vector<float> probs_;    // candidate probabilities
+  std::vector<float> penalised_;     // the logits after the repetition penalty
+  std::vector<uint8_t> seen_;        // per id: already penalised in this call
+  std::vector<float> scratch_;       // scores for nth_element
+  std::vector<int32_t> candidates_;  // the ids still in the running, when not all are
+  std::vector<float> weights_;       // per id: probability / the top probability
+  std::vector<double> block_mass_;   // Draw's sums of weights_ per block of ids
 };
 
 }  // namespace gemmapod

@@ -9,8 +9,9 @@ namespace gemmapod {
 StopCondition::StopCondition(std::vector<int32_t> stop_tokens,
                              std::vector<std::string> stop_strings)
     : stop_tokens_(std::move(stop_tokens)), stop_strings_(std::move(stop_strings)) {
-  for (const std::string& s : stop_strings_) {
-    GEMMAPOD_CHECK(!s.empty(), "stop strings must not be empty");
+  for (size_t i = 0; i < stop_strings_.size(); ++i) {
+    // An empty stop string would match before any text, ending every generation at once.
+    GEMMAPOD_CHECK(!stop_strings_[i].empty(), "stop_strings[", i, "] is empty");
   }
 }
 

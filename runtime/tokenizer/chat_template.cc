@@ -72,10 +72,15 @@ std::vector<int32_t> EncodeGemmaChat(const Tokenizer& tokenizer,
                                      bool add_generation_prompt) {
   const int32_t start = RequirePiece(tokenizer, kStartOfTurn);
   const int32_t end = RequirePiece(tokenizer, kEndOfTurn);
+  GEMMAPOD_CHECK(tokenizer.bos_id() >= 0, tokenizer.origin(),
+                 ": the tokenizer has no <bos> piece; the chat template begins with one");
+  const std::vector<std::string> markers = {kStartOfTurn, kEndOfTurn};
   std::vector<int32_t> ids = {tokenizer.bos_id()};
   for (const Turn& t : Turns(messages)) {
     ids.push_back(start);
-    Append(ids, tokenizer.Encode(t.role + "\n" + t.text, false));
+    // The content is whatever the user typed: a marker spelled there stays text, or a message
+    // could open turns of its own.
+    Append(ids, tokenizer.EncodeLiteral(t.role + "\n" + t.text, markers));
     ids.push_back(end);
     Append(ids, tokenizer.Encode("\n", false));
   }
@@ -87,7 +92,8 @@ std::vector<int32_t> EncodeGemmaChat(const Tokenizer& tokenizer,
 }
 
 std::vector<int32_t> GemmaStopTokens(const Tokenizer& tokenizer) {
-  std::vector<int32_t> stop = {tokenizer.eos_id()};
+  std::vector<int32_t> stop;
+  if (tokenizer.eos_id() >= 0) stop.push_back(tokenizer.eos_id());
   if (auto id = tokenizer.PieceId(kEndOfTurn)) stop.push_back(*id);
   return stop;
 }

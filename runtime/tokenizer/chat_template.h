@@ -20,8 +20,11 @@ struct ChatMessage {
 // The prompt as text (markers spelled out), ending with "<start_of_turn>model\n" when asked.
 std::string RenderGemmaChat(const std::vector<ChatMessage>& messages, bool add_generation_prompt);
 
-// The same prompt as ids: markers are their single control ids, the text between them is encoded
-// segment by segment (as the references split on special tokens).
+// The same prompt as ids: markers are their single ids (looked up in the model, as they differ
+// between Gemma generations) and the text between them is encoded segment by segment, which is
+// what Hugging Face's split on special tokens gives for Gemma (no dummy prefix). Unlike there, a
+// marker spelled inside a message's content is encoded as ordinary text, never as the marker: a
+// message cannot forge turns. (RenderGemmaChat's text cannot make that distinction.)
 std::vector<int32_t> EncodeGemmaChat(const Tokenizer& tokenizer,
                                      const std::vector<ChatMessage>& messages,
                                      bool add_generation_prompt);

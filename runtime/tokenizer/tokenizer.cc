@@ -2,18 +2,48 @@
 
 #include <sentencepiece_processor.h>
 
+#include <algorithm>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <sstream>
 
 #include "runtime/error.h"
+#include "runtime/tokenizer/model_proto_edit.h"
 
 namespace gemmapod {
 
+using Processor = sentencepiece::SentencePieceProcessor;
+
 struct Tokenizer::Impl {
-  sentencepiece::SentencePieceProcessor processor;
+  Processor processor;
   std::string serialized;
   std::string origin;
+
+  // Processors for EncodeLiteral, keyed by the pieces they take literally, built on first need
+  // (a second copy of the model costs memory, and most text spells no marker at all).
+  mutable std::mutex literal_mutex;
+  mutable std::map<std::vector<std::string>, std::shared_ptr<const Processor>> literal;
 };
+
+namespace {
+
+std::unique_ptr<Processor> Load(std::string_view serialized, const std::string& origin) {
+  auto processor = std::make_unique<Processor>();
+  const auto status = processor->LoadFromSerializedProto(serialized);
+  GEMMAPOD_CHECK(status.ok(), origin, ": not a SentencePiece model: ", status.ToString());
+  return processor;
+}
+
+std::vector<int32_t> EncodeWith(const Processor& processor, std::string_view text,
+                                const std::string& origin) {
+  std::vector<int> ids;
+  const auto status = processor.Encode(text, &ids);
+  GEMMAPOD_CHECK(status.ok(), origin, ": cannot encode text: ", status.ToString());
+  return std::vector<int32_t>(ids.begin(), ids.end());
+}
+
+}  // namespace
 
 Tokenizer Tokenizer::FromFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -33,14 +63,37 @@ Tokenizer Tokenizer::FromBytes(std::string serialized, std::string origin) {
 }
 
 std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_bos) const {
-  std::vector<int> ids;
-  const auto status = impl_->processor.Encode(text, &ids);
-  GEMMAPOD_CHECK(status.ok(), impl_->origin, ": cannot encode text: ", status.ToString());
-  std::vector<int32_t> out;
-  out.reserve(ids.size() + 1);
-  if (add_bos) out.push_back(bos_id());
-  out.insert(out.end(), ids.begin(), ids.end());
-  return out;
+  std::vector<int32_t> ids;
+  if (add_bos) {
+    GEMMAPOD_CHECK(bos_id() >= 0, impl_->origin, ": the tokenizer has no BOS piece to prepend");
+    ids.push_back(bos_id());
+  }
+  const std::vector<int32_t> text_ids = EncodeWith(impl_->processor, text, impl_->origin);
+  ids.insert(ids.end(), text_ids.begin(), text_ids.end());
+  return ids;
+}
+
+std::vector<int32_t> Tokenizer::EncodeLiteral(
+    std::string_view text, const std::vector<std::string>& literal_pieces) const {
+  const bool spelled = std::any_of(
+      literal_pieces.begin(), literal_pieces.end(),
+      [&](const std::string& p) { return !p.empty() && text.find(p) != std::string_view::npos; });
+  // A piece the text does not spell cannot be matched in it, so the usual encoding is the answer.
+  if (!spelled) return Encode(text, false);
+
+  std::vector<std::string> key = literal_pieces;
+  std::sort(key.begin(), key.end());
+  key.erase(std::unique(key.begin(), key.end()), key.end());
+  std::shared_ptr<const Processor> processor;
+  {
+    const std::lock_guard<std::mutex> lock(impl_->literal_mutex);
+    std::shared_ptr<const Processor>& cached = impl_->literal[key];
+    if (!cached) {
+      cached = Load(MarkUserPiecesAsControl(impl_->serialized, key, impl_->origin), impl_->origin);
+    }
+    processor = cached;
+  }
+  return EncodeWith(*processor, text, impl_->origin);
 }
 
 std::string Tokenizer::Decode(std::span<const int32_t> ids) const {
@@ -74,43 +127,9 @@ std::optional<int32_t> Tokenizer::PieceId(std::string_view piece) const {
   return id;
 }
 
-namespace {
-
-// Bytes at the end of `s` that start a UTF-8 character whose continuation bytes are missing, or
-// that SentencePiece rendered as U+FFFD because the byte sequence is not complete yet.
-size_t IncompleteTail(const std::string& s) {
-  static const std::string kReplacement = "\xEF\xBF\xBD";
-  size_t cut = 0;
-  // Trailing replacement characters: byte-fallback tokens of a character still arriving.
-  while (s.size() - cut >= 3 && s.compare(s.size() - cut - 3, 3, kReplacement) == 0) cut += 3;
-  if (cut > 0) return cut;
-  // A lead byte whose sequence is cut short.
-  for (size_t back = 1; back <= 3 && back <= s.size(); ++back) {
-    const unsigned char c = static_cast<unsigned char>(s[s.size() - back]);
-    if ((c & 0xC0) == 0x80) continue;  // continuation byte: look further back
-    const size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
-    return need > back ? back : 0;
-  }
-  return 0;
-}
-
-}  // namespace
-
-std::string TextStream::Push(int32_t id) {
-  ids_.push_back(id);
-  const std::string text = tokenizer_.Decode(ids_);
-  const size_t stable = text.size() - IncompleteTail(text);
-  if (stable <= emitted_) return "";
-  std::string out = text.substr(emitted_, stable - emitted_);
-  emitted_ = stable;
-  return out;
-}
-
-std::string TextStream::Flush() {
-  const std::string text = tokenizer_.Decode(ids_);
-  std::string out = text.size() > emitted_ ? text.substr(emitted_) : "";
-  emitted_ = text.size();
-  return out;
+bool Tokenizer::DecodesOnItsOwn(int32_t id) const {
+  const Processor& p = impl_->processor;
+  return id >= 0 && id < vocab_size() && !p.IsByte(id) && !p.IsControl(id);
 }
 
 }  // namespace gemmapod
