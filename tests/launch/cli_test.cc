@@ -154,6 +154,13 @@ TEST(Cli, LaunchRunsPodlessSubcommandsAndRefusesNesting) {
   EXPECT_TRUE(Contains(nested.output, "cannot itself be 'launch'")) << nested.output;
 }
 
+TEST(Cli, DemoOnAGpuPodSaysItUsesTheHost) {
+  const Result r =
+      Gemmapod("launch --pod tests/launch/pods/local-gpu.yaml -- demo --steps 1 --layers 2", 120);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "the pod's gpu devices are not used")) << r.output;
+}
+
 TEST(Cli, DryRunWritesNoHostfile) {
   const std::string hostfile =
       testing::TempDir() + "gemmapod_dry_hosts_" + std::to_string(getpid()) + ".txt";
