@@ -48,6 +48,7 @@ struct ConvertCommandOptions {
   std::string destination;
   std::string dtype = "keep";  // keep, bf16, f32
   int64_t max_shard_mib = 2048;
+  bool force = false;  // replace an existing .h5 destination
 };
 int RunConvert(const ConvertCommandOptions& options);
 

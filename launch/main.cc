@@ -83,6 +83,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"keep", "bf16", "f32"}));
   convert_cmd->add_option("--max-shard-mib", convert.max_shard_mib,
                           "Safetensors shard size limit when writing a Hugging Face directory");
+  convert_cmd->add_flag("--force", convert.force,
+                        "Replace an existing .h5 destination (once the new one is complete)");
 
   auto add_model_files = [](CLI::App* cmd, ModelFiles& files) {
     cmd->add_option("--model", files.model_path, "Checkpoint (.h5, from gemmapod convert)")

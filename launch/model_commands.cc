@@ -71,6 +71,7 @@ int RunConvert(const ConvertCommandOptions& o) {
   ConvertOptions options;
   options.dtype = o.dtype;
   options.max_shard_bytes = o.max_shard_mib << 20;
+  options.overwrite = o.force;
   const ConvertReport r = Convert(o.source, o.destination, options);
   std::printf("converted %s (%s): %lld tensors, %lld parameters, %.1f MiB%s -> %s\n",
               o.source.c_str(), r.model_type.c_str(), static_cast<long long>(r.tensors),
@@ -110,6 +111,7 @@ int RunGenerate(const GenerateOptions& o) {
     std::fflush(stdout);
   });
   std::printf("\n");
+  std::fflush(stdout);  // the statistics go to stderr: keep them after the text
   if (o.stats) {
     const double decode_rate =
         r.decode_seconds > 0 ? static_cast<double>(r.tokens.size()) / r.decode_seconds : 0.0;

@@ -148,8 +148,8 @@ ConvertReport Convert(const std::string& source, const std::string& destination,
     GEMMAPOD_CHECK(IsOurs(destination), "convert: ", source,
                    " is a Hugging Face model; the destination must be a .h5 file, got ",
                    destination);
-    GEMMAPOD_CHECK(!fs::exists(destination), "convert: ", destination,
-                   " already exists; convert writes new files only (remove it first)");
+    GEMMAPOD_CHECK(options.overwrite || !fs::exists(destination), "convert: ", destination,
+                   " already exists; pass --force to replace it");
     return HfToOurs(source, destination, options);
   }
   if (IsOurs(source)) {

@@ -15,6 +15,9 @@ struct ConvertOptions {
   std::string dtype = "keep";
   // Safetensors shard size limit when writing a Hugging Face directory.
   int64_t max_shard_bytes = int64_t{2} << 30;
+  // Replace an existing .h5 destination (atomically, when the new file is complete). A Hugging
+  // Face destination directory must always be new or empty.
+  bool overwrite = false;
 };
 
 struct ConvertReport {

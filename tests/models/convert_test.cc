@@ -217,7 +217,12 @@ TEST_F(ConvertTest, ExportRefusesAnExistingDirectoryWithFiles) {
   Convert(hf.string(), h5.string(), ConvertOptions{});
   // Converting onto an existing checkpoint, or exporting over the source directory, must not
   // clobber either.
-  EXPECT_THAT(ConvertError(hf, h5), HasSubstr("already exists"));
+  EXPECT_THAT(ConvertError(hf, h5), HasSubstr("already exists; pass --force"));
+  ConvertOptions force;
+  force.overwrite = true;
+  force.dtype = "bf16";
+  Convert(hf.string(), h5.string(), force);
+  EXPECT_EQ(Hdf5CheckpointReader::Open(h5.string())->Info("model.norm.weight").dtype, DType::kBF16);
   EXPECT_TRUE(LoadGemmaCheckpoint(h5.string()).config().num_layers == 2);
   EXPECT_THAT(ConvertError(h5, hf), ::testing::Not(HasSubstr("(no error)")));
   EXPECT_TRUE(fs::exists(hf / "config.json"));
