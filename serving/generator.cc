@@ -28,10 +28,14 @@ GenerationResult Generate(GemmaDecoder& model, const Tokenizer& tokenizer,
   GEMMAPOD_CHECK(!request.prompt.empty(), "generate: the prompt has no tokens");
   GEMMAPOD_CHECK(request.max_new_tokens > 0, "generate: max_new_tokens must be positive, got ",
                  request.max_new_tokens);
-  const int64_t context = static_cast<int64_t>(request.prompt.size()) + request.max_new_tokens;
-  GEMMAPOD_CHECK(context <= config.max_position_embeddings, "generate: prompt (",
-                 request.prompt.size(), " tokens) + max_new_tokens (", request.max_new_tokens,
-                 ") exceeds the model's context of ", config.max_position_embeddings, " tokens");
+  const int64_t prompt = static_cast<int64_t>(request.prompt.size());
+  // Compared without adding first, so an enormous max_new_tokens cannot overflow.
+  GEMMAPOD_CHECK(prompt <= config.max_position_embeddings &&
+                     request.max_new_tokens <= config.max_position_embeddings - prompt,
+                 "generate: prompt (", prompt, " tokens) + max_new_tokens (",
+                 request.max_new_tokens, ") exceeds the model's context of ",
+                 config.max_position_embeddings, " tokens");
+  const int64_t context = prompt + request.max_new_tokens;
   Validate(request.sampling);
 
   KvCache cache(config, 1, context);

@@ -126,6 +126,7 @@ int32_t Sampler::Sample(std::span<const float> logits, std::span<const int32_t> 
   float top;
   if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < n) {
     SelectTop(scores, static_cast<size_t>(params_.top_k));
+    KeepTiesWithLast(scores);
     all = false;
     top = scores[static_cast<size_t>(candidates_[0])];
   } else {
@@ -173,7 +174,11 @@ std::span<const float> Sampler::Penalise(std::span<const float> logits,
     const auto i = static_cast<size_t>(id);
     if (seen_[i]) continue;
     seen_[i] = 1;
-    penalised_[i] = penalised_[i] > 0 ? penalised_[i] / p : penalised_[i] * p;
+    // A penalty far below 1 can overflow a positive logit to +inf; the largest finite float
+    // ranks it the same without breaking the softmax.
+    penalised_[i] = penalised_[i] > 0
+                        ? std::min(penalised_[i] / p, std::numeric_limits<float>::max())
+                        : penalised_[i] * p;
   }
   for (int32_t id : context) seen_[static_cast<size_t>(id)] = 0;
   return penalised_;
@@ -220,6 +225,24 @@ void Sampler::SelectTop(std::span<const float> scores, size_t m) {
     }
   }
   std::sort(candidates_.begin(), candidates_.end(), better);
+}
+
+void Sampler::KeepTiesWithLast(std::span<const float> scores) {
+  // Hugging Face's top-k drops only scores below the k-th one: every id tied with it stays.
+  const float kth = scores[static_cast<size_t>(candidates_.back())];
+  size_t tied_kept = 0;
+  while (tied_kept < candidates_.size() &&
+         scores[static_cast<size_t>(candidates_[candidates_.size() - 1 - tied_kept])] == kth) {
+    ++tied_kept;
+  }
+  const std::vector<int32_t> kept(candidates_.end() - static_cast<std::ptrdiff_t>(tied_kept),
+                                  candidates_.end());
+  for (size_t i = 0; i < scores.size(); ++i) {
+    const auto id = static_cast<int32_t>(i);
+    if (scores[i] == kth && std::find(kept.begin(), kept.end(), id) == kept.end()) {
+      candidates_.push_back(id);
+    }
+  }
 }
 
 void Sampler::KeepNucleus(std::span<const float> scores, bool all) {

@@ -44,6 +44,8 @@ class Sampler {
   void SelectTop(std::span<const float> scores, size_t m);
   // Keeps the smallest best-first set of ids (of all, or of candidates_, which are then best
   // first) whose weight reaches top_p of theirs; candidates_ is left in no particular order.
+  // After top-k: also keeps the ids tied with the k-th score (ids after it, in id order).
+  void KeepTiesWithLast(std::span<const float> scores);
   void KeepNucleus(std::span<const float> scores, bool all);
   // Keeps the ids (of all, or of candidates_) whose probability is at least min_p x the top one.
   void KeepAboveMinP(bool all);

@@ -1,6 +1,7 @@
 // TextStream: incremental detokenization over a short window of ids.
 #include <string>
 
+#include "runtime/error.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace gemmapod {
@@ -26,6 +27,9 @@ size_t IncompleteTail(const std::string& s) {
 }  // namespace
 
 std::string TextStream::Push(int32_t id) {
+  // Checked before it joins the window: a bad id must not poison every later call.
+  GEMMAPOD_CHECK(id >= 0 && id < tokenizer_.vocab_size(), tokenizer_.origin(), ": token id ", id,
+                 " is outside the vocabulary of ", tokenizer_.vocab_size());
   ids_.push_back(id);
   const std::string text = tokenizer_.Decode(ids_);
   const size_t stable = text.size() - IncompleteTail(text);

@@ -75,11 +75,18 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_bos) cons
 
 std::vector<int32_t> Tokenizer::EncodeLiteral(
     std::string_view text, const std::vector<std::string>& literal_pieces) const {
-  const bool spelled = std::any_of(
-      literal_pieces.begin(), literal_pieces.end(),
-      [&](const std::string& p) { return !p.empty() && text.find(p) != std::string_view::npos; });
-  // A piece the text does not spell cannot be matched in it, so the usual encoding is the answer.
-  if (!spelled) return Encode(text, false);
+  // The usual encoding is the answer unless it produced one of the pieces. Checking the ids, not
+  // the text, also catches spellings that only match after the model's normalisation (NFKC
+  // turns a full-width <start_of_turn> into the ASCII one).
+  std::vector<int32_t> plain = Encode(text, false);
+  std::vector<int32_t> piece_ids;
+  for (const std::string& p : literal_pieces) {
+    if (auto id = PieceId(p)) piece_ids.push_back(*id);
+  }
+  const bool produced = std::any_of(plain.begin(), plain.end(), [&](int32_t id) {
+    return std::find(piece_ids.begin(), piece_ids.end(), id) != piece_ids.end();
+  });
+  if (!produced) return plain;
 
   std::vector<std::string> key = literal_pieces;
   std::sort(key.begin(), key.end());

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "models/gemma_random.h"
 #include "runtime/cpu/ops.h"
 #include "runtime/error.h"
@@ -104,6 +106,14 @@ TEST_F(GeneratorTest, ContextIsCheckedBeforeAnyWork) {
   request.prompt = tokenizer_.Encode("The Program", true);
   request.max_new_tokens = 64;  // prompt + 64 > max_position_embeddings 64
   EXPECT_THROW(Run(request), Error);
+  request.max_new_tokens = std::numeric_limits<int64_t>::max();  // must not overflow the check
+  try {
+    Run(request);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("exceeds the model's context of 64"), std::string::npos)
+        << e.what();
+  }
   request.max_new_tokens = 4;
   request.sampling.top_p = 0;
   EXPECT_THROW(Run(request), Error);

@@ -100,8 +100,8 @@ TEST(Sampler, TopKKeepsOnlyTheKLargest) {
   p.temperature = 5.0f;  // flat: every token would show up without the cut
   p.top_k = 3;
   ExpectDrawnExactly(Counts(p, 5000), {1, 5, 2});
-  p.top_k = 1;  // ties go to the lower id
-  ExpectDrawnExactly(Counts(p, 100), {1});
+  p.top_k = 1;  // as Hugging Face's top-k: every id tied with the k-th score stays
+  ExpectDrawnExactly(Counts(p, 1000), {1, 5});
   p.top_k = 100;  // more than the vocabulary: off
   ExpectDrawnExactly(Counts(p, 20000), {0, 1, 2, 3, 4, 5, 6, 7});
 }
@@ -207,11 +207,15 @@ TEST(Sampler, LargeVocabularyCutsAgreeWithAFullSort) {
   EXPECT_GT(beyond_first_rounds, 0);
 
   p.top_p = 1.0f;
-  p.top_k = 40;  // the 40 lowest ids of the tie
+  p.top_k = 40;  // as Hugging Face's top-k: all 1000 tied with the 40th stay, nothing else
   const std::vector<int> top_k = Counts(p, draws, logits);
-  int in_top_k = 0;
-  for (size_t rank = 0; rank < 40; ++rank) in_top_k += top_k[tied[rank]];
+  int in_top_k = 0, beyond_40 = 0;
+  for (size_t rank = 0; rank < tied.size(); ++rank) {
+    in_top_k += top_k[tied[rank]];
+    if (rank >= 40) beyond_40 += top_k[tied[rank]];
+  }
   EXPECT_EQ(in_top_k, draws);
+  EXPECT_GT(beyond_40, 0);
 
   p.top_k = 0;
   p.min_p = 0.5f;  // only the tie (exp(-5) < 0.5)
@@ -219,6 +223,18 @@ TEST(Sampler, LargeVocabularyCutsAgreeWithAFullSort) {
   int in_tie = 0;
   for (size_t id : tied) in_tie += min_p[id];
   EXPECT_EQ(in_tie, draws);
+}
+
+TEST(Sampler, ExtremePenaltyNeverPicksAMaskedToken) {
+  // A penalty far below 1 once overflowed a logit to +inf and made every weight NaN.
+  std::vector<float> logits(3000, 1.0f);
+  logits[0] = -std::numeric_limits<float>::infinity();
+  logits[5] = 10.0f;
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.repetition_penalty = 1e-38f;
+  Sampler s(p);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(s.Sample(logits, std::vector<int32_t>{5}), 5);
 }
 
 TEST(Sampler, RepetitionPenaltyMovesTheArgmax) {

@@ -179,6 +179,17 @@ std::string Join(const std::vector<std::string>& pieces) {
   return out;
 }
 
+TEST(TextStream, ABadIdIsRefusedWithoutSpoilingTheStream) {
+  const Tokenizer t = Tokenizer::FromFile(kModel);
+  const std::vector<int32_t> ids = t.Encode("Hi there", false);
+  TextStream stream(t);
+  std::string text = stream.Push(ids.front());
+  EXPECT_THROW(stream.Push(100000), Error);
+  for (size_t i = 1; i < ids.size(); ++i) text += stream.Push(ids[i]);
+  text += stream.Flush();
+  EXPECT_EQ(text, "Hi there");
+}
+
 TEST(TextStream, EveryPrefixAddsUpToDecode) {
   const Tokenizer t = Tokenizer::FromFile(kModel);
   const std::string text = "Köln 😀😀 ok 日本 👍🏽 end";
