@@ -27,8 +27,9 @@ struct LaunchCommandOptions {
 };
 int RunLaunch(const LaunchCommandOptions& options, const std::string& self_exe);
 
-// A small random-weight model (no model family yet): a stack of Gemma-style RMSNorm + GeGLU MLP
-// blocks, sharded by the pod's tp/pp/dp, checked against the same model on one rank.
+// A small random-weight model (the Gemma models do not run sharded yet): a stack of Gemma-style
+// RMSNorm + GeGLU MLP blocks, sharded by the pod's tp/pp/dp, checked against the same model on one
+// rank.
 struct DemoOptions {
   std::string pod_path;  // empty: every rank of the job is one TP group
   int layers = 4;

@@ -1,4 +1,4 @@
-// `gemmapod demo`: the main job until real model families land. A small RANDOM-WEIGHT model —
+// `gemmapod demo`: the main job until the Gemma models run sharded. A small RANDOM-WEIGHT model —
 // a stack of Gemma-style blocks x += W_down(gelu(W_gate n(x)) * W_up n(x)), n = RMSNorm with
 // (1 + w) — runs sharded over the pod exactly as the model families will: gate/up
 // column-parallel and down row-parallel with one all-reduce per block (Megatron), blocks split

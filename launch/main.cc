@@ -51,10 +51,10 @@ int main(int argc, char** argv) {
       ->required();
 
   DemoOptions demo;
-  CLI::App* demo_cmd = app.add_subcommand(
-      "demo",
-      "Run a small RANDOM-WEIGHT model (no model family yet) sharded over the pod and check it "
-      "against one rank");
+  CLI::App* demo_cmd = app.add_subcommand("demo",
+                                          "Run a small RANDOM-WEIGHT model (Gemma models do not "
+                                          "shard yet) sharded over the pod and check it "
+                                          "against one rank");
   demo_cmd->add_option("--pod", demo.pod_path, "Pod file; default: all ranks form one TP group");
   demo_cmd->add_option("--layers", demo.layers, "MLP blocks")->check(CLI::Range(1, 4096));
   demo_cmd->add_option("--hidden", demo.hidden, "Model width")->check(CLI::Range(1, 1 << 16));

@@ -71,6 +71,26 @@ std::string ReadWholeFile(const fs::path& path) {
   return out.str();
 }
 
+void WriteWholeFile(const fs::path& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  GEMMAPOD_CHECK(out.good(), path.string(), ": write failed");
+}
+
+// Streams every parameter from `source` to `writer` (either format's writer), one tensor in
+// memory at a time, in the dtype asked for.
+template <typename Writer>
+void CopyParameters(const std::vector<GemmaParameter>& params, const TensorSource& source,
+                    Writer& writer, const std::string& dtype, ConvertReport& report) {
+  for (const GemmaParameter& p : params) {
+    const Tensor t = ToTargetDType(source.Read(p.name), dtype);
+    writer.Write(p.name, t);
+    ++report.tensors;
+    report.parameters += t.numel();
+    report.bytes_written += static_cast<int64_t>(t.nbytes());
+  }
+}
+
 ConvertReport HfToOurs(const std::string& dir, const std::string& dst,
                        const ConvertOptions& options) {
   const ModelConfig config = ReadHfConfig((fs::path(dir) / "config.json").string());
@@ -81,13 +101,7 @@ ConvertReport HfToOurs(const std::string& dir, const std::string& dst,
   report.model_type = ArchitectureName(config.architecture);
   Hdf5CheckpointWriter writer = Hdf5CheckpointWriter::Create(dst);
   writer.SetConfig(ToAttributes(config));
-  for (const GemmaParameter& p : params) {
-    const Tensor t = ToTargetDType(source->Read(p.name), options.dtype);
-    writer.Write(p.name, t);
-    ++report.tensors;
-    report.parameters += t.numel();
-    report.bytes_written += static_cast<int64_t>(t.nbytes());
-  }
+  CopyParameters(params, *source, writer, options.dtype, report);
   const fs::path tokenizer = fs::path(dir) / kTokenizerFile;
   if (fs::exists(tokenizer)) {
     writer.WriteFile(kTokenizerFile, ReadWholeFile(tokenizer));
@@ -113,24 +127,12 @@ ConvertReport OursToHf(const std::string& src, const std::string& dir,
   ConvertReport report;
   report.model_type = ArchitectureName(config.architecture);
   SafetensorsWriter writer(dir, planned, options.max_shard_bytes);
-  for (const GemmaParameter& p : params) {
-    const Tensor t = ToTargetDType(reader->Read(p.name), options.dtype);
-    writer.Write(p.name, t);
-    ++report.tensors;
-    report.parameters += t.numel();
-    report.bytes_written += static_cast<int64_t>(t.nbytes());
-  }
+  CopyParameters(params, *reader, writer, options.dtype, report);
   const fs::path staging = writer.staging_dir();
-  {
-    std::ofstream out(staging / "config.json");
-    out << HfConfigJson(config, written == DType::kBF16 ? "bfloat16" : "float32");
-    GEMMAPOD_CHECK(out.good(), (staging / "config.json").string(), ": write failed");
-  }
+  WriteWholeFile(staging / "config.json",
+                 HfConfigJson(config, written == DType::kBF16 ? "bfloat16" : "float32"));
   if (reader->HasFile(kTokenizerFile)) {
-    std::ofstream out(staging / kTokenizerFile, std::ios::binary);
-    const std::string bytes = reader->ReadFile(kTokenizerFile);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    GEMMAPOD_CHECK(out.good(), (staging / kTokenizerFile).string(), ": write failed");
+    WriteWholeFile(staging / kTokenizerFile, reader->ReadFile(kTokenizerFile));
     report.tokenizer_copied = true;
   }
   writer.Commit();

@@ -123,10 +123,13 @@ void RopeHalfSplit(float* x, int64_t rows, int64_t heads, int64_t head_dim,
   // Angles in double: position * inv_freq reaches thousands of radians, where f32 would lose
   // the low bits that sin/cos depend on. One table per row, shared by all heads.
   std::vector<float> cos_t(half), sin_t(half);
+  std::vector<double> inv_freq(half);  // the same for every row: computed once
+  for (int64_t i = 0; i < half; ++i) {
+    inv_freq[i] = std::pow(static_cast<double>(theta), -2.0 * i / rotary_dim) / position_scale;
+  }
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t i = 0; i < half; ++i) {
-      const double inv_freq = std::pow(static_cast<double>(theta), -2.0 * i / rotary_dim);
-      const double angle = positions[r] * inv_freq / position_scale;
+      const double angle = positions[r] * inv_freq[i];
       cos_t[i] = static_cast<float>(std::cos(angle));
       sin_t[i] = static_cast<float>(std::sin(angle));
     }

@@ -1,41 +1,20 @@
 // The gemmapod binary as a user runs it: exit codes, what it prints, and multi-rank jobs started
 // through `gemmapod launch` (which runs mpirun itself, as root if need be).
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
 #include <cstdio>
 #include <fstream>
-#include <regex>
 #include <sstream>
 #include <string>
 
+#include "tests/launch/run_gemmapod.h"
+
 namespace {
 
-struct Result {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-// Runs `gemmapod <args>` from the repository root with a hard time limit.
-Result Gemmapod(const std::string& args, int timeout_s = 60, const std::string& env = "") {
-  const std::string cmd = env + (env.empty() ? "" : " ") + "timeout " + std::to_string(timeout_s) +
-                          " " + GEMMAPOD_BIN + " " + args + " 2>&1";
-  Result r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
-
-bool Contains(const std::string& text, const std::string& pattern) {
-  return std::regex_search(text, std::regex(pattern));
-}
+using gemmapod::Contains;
+using gemmapod::Gemmapod;
+using Result = gemmapod::CliResult;
 
 TEST(Cli, InfoNamesTheKernelsAndLibraries) {
   const Result r = Gemmapod("info");

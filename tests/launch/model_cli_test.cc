@@ -1,45 +1,24 @@
 // The model subcommands as a user runs them: convert a Hugging Face fixture, tokenize, write
 // logits, generate, and the errors of bad input.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <string>
 
 #include "runtime/checkpoint/npy.h"
+#include "tests/launch/run_gemmapod.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-Result Gemmapod(const std::string& args, int timeout_s = 60) {
-  const std::string cmd =
-      "timeout " + std::to_string(timeout_s) + " " + GEMMAPOD_BIN + " " + args + " 2>&1";
-  Result r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
-
-bool Contains(const std::string& text, const std::string& pattern) {
-  return std::regex_search(text, std::regex(pattern));
-}
+using gemmapod::Contains;
+using gemmapod::Gemmapod;
+using Result = gemmapod::CliResult;
 
 class ModelCli : public ::testing::Test {
  protected:
@@ -84,7 +63,10 @@ TEST_F(ModelCli, LogitsMatchTheReferenceFile) {
   std::ifstream in("tests/fixtures/models/gemma3/reference.json");
   const auto sequence = nlohmann::json::parse(in).at("sequences").at(0).get<std::vector<int>>();
   std::string tokens;
-  for (int id : sequence) tokens += (tokens.empty() ? "" : ",") + std::to_string(id);
+  for (int id : sequence) {
+    if (!tokens.empty()) tokens += ',';
+    tokens += std::to_string(id);
+  }
   const Result r = Gemmapod("logits --model " + model_ + " --tokens " + tokens + " --out " + out);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const gemmapod::Tensor ours = gemmapod::ReadNpy(out);
@@ -125,6 +107,15 @@ TEST_F(ModelCli, BadInputIsNamed) {
   r = Gemmapod("generate --model " + model_ + " --prompt hi --temperature -1");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(Contains(r.output, "temperature")) << r.output;
+  r = Gemmapod("generate --model " + model_ + " --prompt hi --system 'Be brief.'");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.output, "--system needs --chat")) << r.output;
+  r = Gemmapod("tokenize --text hi");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.output, "give --model .* or --tokenizer")) << r.output;
+  r = Gemmapod("convert " + model_ + " " + (dir_ / "hf-out").string() + " --max-shard-mib 0");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.output, "--max-shard-mib must be positive")) << r.output;
   r = Gemmapod("convert tests/fixtures/models/gemma3 " + (dir_ / "out-dir").string());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(Contains(r.output, "destination must be a .h5 file")) << r.output;

@@ -6,20 +6,12 @@
 #include <gtest/gtest.h>
 
 #include "runtime/error.h"
+#include "tests/error_of.h"
 
 namespace gemmapod {
 namespace {
 
 using ::testing::HasSubstr;
-
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 struct Published {
   const char* file;

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "runtime/error.h"
+#include "tests/error_of.h"
 
 namespace gemmapod {
 namespace {
@@ -40,15 +41,6 @@ void ExpectDrawnExactly(const std::vector<int>& counts, const std::set<size_t>& 
       EXPECT_EQ(counts[i], 0) << "token " << i << " is excluded";
     }
   }
-}
-
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 TEST(Sampler, GreedyTakesTheFirstLargest) {

@@ -13,6 +13,7 @@
 #include <numeric>
 
 #include "runtime/error.h"
+#include "tests/error_of.h"
 
 namespace gemmapod {
 namespace {
@@ -47,15 +48,6 @@ class Hdf5CheckpointTest : public ::testing::Test {
     fs::create_directories(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
-
-  std::string Error(const std::function<void()>& fn) {
-    try {
-      fn();
-    } catch (const gemmapod::Error& e) {
-      return e.what();
-    }
-    return "(no error)";
-  }
 
   // A checkpoint with one tensor of each dtype, a big chunked one, attributes and a file.
   std::string WriteSample() {
@@ -163,10 +155,10 @@ TEST_F(Hdf5CheckpointTest, SlicesAlongAnyDimensionAreExact) {
       EXPECT_EQ(cols.data<BF16>()[i * 3 + j].bits, all.data<BF16>()[i * 5 + j + 1].bits);
     }
   }
-  EXPECT_THAT(Error([&] { r->ReadSlice("big", 1, 500, 514); }),
+  EXPECT_THAT(ErrorOf([&] { r->ReadSlice("big", 1, 500, 514); }),
               HasSubstr("tensor 'big' of shape [700, 513]: slice [500, 514) of dimension 1 is out "
                         "of range"));
-  EXPECT_THAT(Error([&] { r->Read("absent"); }), HasSubstr("no tensor named 'absent'"));
+  EXPECT_THAT(ErrorOf([&] { r->Read("absent"); }), HasSubstr("no tensor named 'absent'"));
 }
 
 TEST_F(Hdf5CheckpointTest, UncommittedWriterLeavesNothing) {
@@ -174,8 +166,9 @@ TEST_F(Hdf5CheckpointTest, UncommittedWriterLeavesNothing) {
   {
     Hdf5CheckpointWriter w = Hdf5CheckpointWriter::Create(path.string());
     w.Write("a", Iota({2}, DType::kF32));
-    EXPECT_THAT(Error([&] { w.Write("a", Iota({2}, DType::kF32)); }), HasSubstr("written twice"));
-    EXPECT_THAT(Error([&] { w.Write("x/y", Iota({2}, DType::kF32)); }), HasSubstr("invalid name"));
+    EXPECT_THAT(ErrorOf([&] { w.Write("a", Iota({2}, DType::kF32)); }), HasSubstr("written twice"));
+    EXPECT_THAT(ErrorOf([&] { w.Write("x/y", Iota({2}, DType::kF32)); }),
+                HasSubstr("invalid name"));
   }  // destroyed without Commit, as when an exception unwinds a conversion
   EXPECT_TRUE(fs::is_empty(dir_)) << "left: " << fs::directory_iterator(dir_)->path();
 }
@@ -206,9 +199,9 @@ TEST_F(Hdf5CheckpointTest, FlippedByteFailsItsChecksum) {
   bytes[at + 5] ^= 0x10;
   std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
   const auto r = Hdf5CheckpointReader::Open(path);
-  EXPECT_THAT(Error([&] { r->Read("model.norm.weight"); }),
+  EXPECT_THAT(ErrorOf([&] { r->Read("model.norm.weight"); }),
               HasSubstr("tensor 'model.norm.weight': checksum mismatch"));
-  EXPECT_THAT(Error([&] { r->VerifyAll(); }), HasSubstr("checksum mismatch"));
+  EXPECT_THAT(ErrorOf([&] { r->VerifyAll(); }), HasSubstr("checksum mismatch"));
   EXPECT_TRUE(SameBytes(r->Read("ids"), tensors_[2].second));  // the rest still reads
 }
 
@@ -217,16 +210,16 @@ TEST_F(Hdf5CheckpointTest, DamagedAndForeignFilesAreNamed) {
   const std::string truncated = (dir_ / "truncated.h5").string();
   fs::copy_file(path, truncated);
   fs::resize_file(truncated, fs::file_size(path) / 2);
-  EXPECT_THAT(Error([&] {
+  EXPECT_THAT(ErrorOf([&] {
                 const auto r = Hdf5CheckpointReader::Open(truncated);
                 r->VerifyAll();
               }),
               HasSubstr("truncated.h5"));
   const std::string text = (dir_ / "text.h5").string();
   std::ofstream(text) << "not hdf5";
-  EXPECT_THAT(Error([&] { Hdf5CheckpointReader::Open(text); }),
+  EXPECT_THAT(ErrorOf([&] { Hdf5CheckpointReader::Open(text); }),
               HasSubstr("text.h5: not an HDF5 file"));
-  EXPECT_THAT(Error([&] { Hdf5CheckpointReader::Open((dir_ / "absent.h5").string()); }),
+  EXPECT_THAT(ErrorOf([&] { Hdf5CheckpointReader::Open((dir_ / "absent.h5").string()); }),
               HasSubstr("absent.h5: no such file"));
 }
 
@@ -254,10 +247,10 @@ TEST_F(Hdf5CheckpointTest, CraftedMetadataIsRefused) {
     H5Fclose(f);
   };
   make(true, false);
-  EXPECT_THAT(Error([&] { Hdf5CheckpointReader::Open(path); }),
+  EXPECT_THAT(ErrorOf([&] { Hdf5CheckpointReader::Open(path); }),
               HasSubstr("attribute 'format_version' must be one integer"));
   make(false, true);
-  EXPECT_THAT(Error([&] { Hdf5CheckpointReader::Open(path); }),
+  EXPECT_THAT(ErrorOf([&] { Hdf5CheckpointReader::Open(path); }),
               HasSubstr("/params/w is a link, not a dataset"));
 }
 

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "runtime/error.h"
+#include "tests/error_of.h"
 
 namespace gemmapod {
 namespace {
@@ -25,15 +26,6 @@ class SafetensorsTest : public ::testing::Test {
     fs::create_directories(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
-
-  std::string ErrorOf(const std::function<void()>& fn) {
-    try {
-      fn();
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "(no error)";
-  }
 
   // A .safetensors file from a JSON header and raw data, as any writer would make it.
   fs::path HandMade(const std::string& name, const std::string& header, const std::string& data) {

@@ -13,6 +13,7 @@
 
 #include "runtime/error.h"
 #include "runtime/tokenizer/model_proto_edit.h"
+#include "tests/error_of.h"
 
 namespace gemmapod {
 namespace {
@@ -25,15 +26,6 @@ const char* kModel = "tests/fixtures/tokenizer/tiny_gemma.model";
 const char* kReplacement = "\xEF\xBF\xBD";  // U+FFFD, what Decode writes for incomplete bytes
 
 std::vector<int32_t> Ids(std::initializer_list<int32_t> ids) { return ids; }
-
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 TEST(Tokenizer, SpecialIdsComeFromTheModel) {
   const Tokenizer t = Tokenizer::FromFile(kModel);
