@@ -10,25 +10,16 @@
 //
 // A forward pass takes a ragged batch: each sequence brings a chunk of new tokens (a whole prompt,
 // or one token while decoding), all chunks' tokens share the matrix products, and each sequence
-// attends over its own cached past.
+// attends over its own cached past. The computation is GemmaStage's, with every weight whole.
 #pragma once
 
 #include <cstdint>
 #include <span>
 #include <vector>
 
-#include "models/gemma_weights.h"
-#include "models/kv_cache.h"
-#include "models/model_config.h"
-#include "runtime/cpu/matmul.h"
-#include "runtime/tensor.h"
+#include "models/gemma_stage.h"
 
 namespace gemmapod {
-
-struct SequenceChunk {
-  int64_t sequence = 0;         // slot in the KV cache
-  std::vector<int32_t> tokens;  // new tokens, at positions cache.length(sequence) onwards
-};
 
 // Which positions get logits: every token (scoring, `gemmapod logits`) or only the last token of
 // each chunk (generation, where the other rows would be thrown away).
@@ -38,9 +29,9 @@ class GemmaDecoder {
  public:
   GemmaDecoder(ModelConfig config, GemmaWeights weights);
 
-  const ModelConfig& config() const { return config_; }
-  const GemmaWeights& weights() const { return weights_; }
-  void set_matmul_precision(cpu::MatmulPrecision p) { precision_ = p; }
+  const ModelConfig& config() const { return stage_.config(); }
+  const GemmaWeights& weights() const { return stage_.weights(); }
+  void set_matmul_precision(cpu::MatmulPrecision p) { stage_.set_matmul_precision(p); }
 
   // Runs every chunk through the model, stores their keys and values in `cache` and advances each
   // sequence. Returns f32 logits [rows, vocab], rows in chunk order (all tokens of chunk 0, then
@@ -48,9 +39,7 @@ class GemmaDecoder {
   Tensor Forward(std::span<const SequenceChunk> batch, KvCache& cache, LogitRows rows);
 
  private:
-  ModelConfig config_;
-  GemmaWeights weights_;
-  cpu::MatmulPrecision precision_ = cpu::MatmulPrecision::kExact;
+  GemmaStage stage_;  // the whole model as one stage on one rank
 };
 
 }  // namespace gemmapod

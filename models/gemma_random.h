@@ -1,15 +1,18 @@
 // Random Gemma weights for tests and benchmarks, where a checkpoint would only add I/O: matrices
 // uniform with standard deviation 1/sqrt(in_features), so activations keep their scale through
 // the layers; norm weights with standard deviation 0.1, so the (1 + w) convention matters.
-// Deterministic in `seed`; fast enough for full-size models (a 2B model in seconds).
+// Counter-based: an element is a pure function of (seed, tensor name, index in the full tensor),
+// so a rank makes exactly its own shard, and every layout holds slices of the same model.
 #pragma once
 
 #include <cstdint>
 
-#include "models/gemma_weights.h"
+#include "models/gemma_shard.h"
 
 namespace gemmapod {
 
+GemmaWeights RandomGemmaShard(const ModelConfig& config, const GemmaShard& shard,
+                              DType matrix_dtype, uint64_t seed);
 GemmaWeights RandomGemmaWeights(const ModelConfig& config, DType matrix_dtype, uint64_t seed);
 
 }  // namespace gemmapod

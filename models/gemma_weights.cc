@@ -1,6 +1,6 @@
 #include "models/gemma_weights.h"
 
-#include <set>
+#include "models/gemma_shard.h"
 
 #include "runtime/error.h"
 
@@ -48,31 +48,7 @@ std::vector<GemmaParameter> GemmaParameters(const ModelConfig& config) {
 }
 
 GemmaWeights LoadGemmaWeights(const ModelConfig& config, const TensorSource& source) {
-  GemmaWeights w;
-  std::set<std::string> expected;
-  ForEachGemmaParameter(config, w, [&](const GemmaParameter& p, Tensor& slot) {
-    expected.insert(p.name);
-    GEMMAPOD_CHECK(source.Has(p.name), source.origin(), ": tensor '", p.name,
-                   "' is missing (the model config needs it)");
-    const TensorInfo info = source.Info(p.name);
-    GEMMAPOD_CHECK(info.shape == p.shape, source.origin(), ": tensor '", p.name, "' has shape ",
-                   ShapeToString(info.shape), " but the model config needs ",
-                   ShapeToString(p.shape));
-    GEMMAPOD_CHECK(info.dtype == DType::kF32 || info.dtype == DType::kBF16, source.origin(),
-                   ": tensor '", p.name, "' is stored as ", DTypeName(info.dtype),
-                   "; weights must be f32 or bf16");
-    Tensor t = source.Read(p.name);
-    slot = p.is_norm && t.dtype() != DType::kF32 ? t.To(DType::kF32) : std::move(t);
-  });
-  for (const TensorInfo& info : source.List()) {
-    // The tied output head duplicates the embedding; anything else means the file and the config
-    // disagree about the model.
-    if (info.name == "lm_head.weight") continue;
-    GEMMAPOD_CHECK(expected.count(info.name) == 1, source.origin(), ": unexpected tensor '",
-                   info.name, "' (not a parameter of this ", ArchitectureName(config.architecture),
-                   " config)");
-  }
-  return w;
+  return LoadGemmaShard(config, WholeGemma(config), source);
 }
 
 }  // namespace gemmapod

@@ -6,20 +6,44 @@
 
 namespace gemmapod {
 
+namespace {
+
+int64_t CapacityOf(const ModelConfig& config, int64_t layer, int64_t max_context) {
+  return config.layer_kinds[static_cast<size_t>(layer)] == AttentionKind::kSliding
+             ? std::min(config.sliding_window, max_context)
+             : max_context;
+}
+
+}  // namespace
+
+size_t KvCache::BytesFor(const ModelConfig& config, int64_t num_sequences, int64_t max_context,
+                         int64_t kv_heads, int64_t first_layer, int64_t end_layer) {
+  size_t per_sequence = 0;
+  for (int64_t l = first_layer; l < end_layer; ++l) {
+    per_sequence += 2 * static_cast<size_t>(CapacityOf(config, l, max_context) * kv_heads *
+                                            config.head_dim);
+  }
+  return per_sequence * static_cast<size_t>(num_sequences) * sizeof(float);
+}
+
 KvCache::KvCache(const ModelConfig& config, int64_t num_sequences, int64_t max_context,
-                 int64_t kv_heads)
-    : max_context_(max_context), kv_heads_(kv_heads), head_dim_(config.head_dim) {
+                 int64_t kv_heads, int64_t first_layer, int64_t end_layer)
+    : max_context_(max_context),
+      kv_heads_(kv_heads),
+      first_layer_(first_layer),
+      head_dim_(config.head_dim) {
   GEMMAPOD_CHECK(num_sequences > 0, "KV cache: needs at least one sequence, got ", num_sequences);
   GEMMAPOD_CHECK(max_context > 0, "KV cache: max_context must be positive, got ", max_context);
   GEMMAPOD_CHECK(max_context <= config.max_position_embeddings, "KV cache: max_context ",
                  max_context, " exceeds the model's max_position_embeddings ",
                  config.max_position_embeddings);
   GEMMAPOD_CHECK(kv_heads > 0, "KV cache: kv_heads must be positive, got ", kv_heads);
+  GEMMAPOD_CHECK(0 <= first_layer && first_layer <= end_layer && end_layer <= config.num_layers,
+                 "KV cache: layers [", first_layer, ", ", end_layer, ") outside the model's ",
+                 config.num_layers);
   const size_t row = static_cast<size_t>(kv_heads_ * head_dim_);
-  for (AttentionKind kind : config.layer_kinds) {
-    const int64_t cap = kind == AttentionKind::kSliding
-                            ? std::min(config.sliding_window, max_context)
-                            : max_context;
+  for (int64_t l = first_layer; l < end_layer; ++l) {
+    const int64_t cap = CapacityOf(config, l, max_context);
     capacity_.push_back(cap);
     offset_.push_back(per_sequence_);
     per_sequence_ += 2 * static_cast<size_t>(cap) * row;  // keys then values
@@ -50,18 +74,25 @@ void KvCache::Reset(int64_t sequence) {
   lengths_[static_cast<size_t>(sequence)] = 0;
 }
 
+size_t KvCache::LocalLayer(int64_t layer) const {
+  const int64_t end = first_layer_ + static_cast<int64_t>(capacity_.size());
+  GEMMAPOD_CHECK(layer >= first_layer_ && layer < end, "KV cache: layer ", layer,
+                 " is not held here (layers [", first_layer_, ", ", end, "))");
+  return static_cast<size_t>(layer - first_layer_);
+}
+
+int64_t KvCache::LayerCapacity(int64_t layer) const { return capacity_[LocalLayer(layer)]; }
+
 LayerKv KvCache::Layer(int64_t sequence, int64_t layer) {
   length(sequence);
-  GEMMAPOD_CHECK(layer >= 0 && layer < static_cast<int64_t>(capacity_.size()), "KV cache: layer ",
-                 layer, " outside [0, ", capacity_.size(), ")");
-  const size_t l = static_cast<size_t>(layer);
+  const size_t l = LocalLayer(layer);
   float* base = storage_.data() + static_cast<size_t>(sequence) * per_sequence_ + offset_[l];
   const size_t half = static_cast<size_t>(capacity_[l] * kv_heads_ * head_dim_);
   return {base, base + half, capacity_[l]};
 }
 
 size_t KvCache::LayerBytes(int64_t layer) const {
-  return 2 * static_cast<size_t>(capacity_[static_cast<size_t>(layer)] * kv_heads_ * head_dim_) *
+  return 2 * static_cast<size_t>(capacity_[LocalLayer(layer)] * kv_heads_ * head_dim_) *
          sizeof(float);
 }
 

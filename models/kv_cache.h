@@ -20,10 +20,17 @@ struct LayerKv {
 
 class KvCache {
  public:
-  // `kv_heads` is the number of key/value heads this rank holds (all of them on one rank).
-  KvCache(const ModelConfig& config, int64_t num_sequences, int64_t max_context, int64_t kv_heads);
+  // `kv_heads` is the number of key/value heads this rank holds (all of them on one rank);
+  // layers [first_layer, end_layer) are the ones this rank runs (a pipeline stage's). Layer()
+  // takes the model's layer index.
+  KvCache(const ModelConfig& config, int64_t num_sequences, int64_t max_context, int64_t kv_heads,
+          int64_t first_layer, int64_t end_layer);
   KvCache(const ModelConfig& config, int64_t num_sequences, int64_t max_context)
-      : KvCache(config, num_sequences, max_context, config.num_kv_heads) {}
+      : KvCache(config, num_sequences, max_context, config.num_kv_heads, 0, config.num_layers) {}
+
+  // Bytes the cache of this shape would hold, without allocating it (for `gemmapod plan`).
+  static size_t BytesFor(const ModelConfig& config, int64_t num_sequences, int64_t max_context,
+                         int64_t kv_heads, int64_t first_layer, int64_t end_layer);
 
   int64_t num_sequences() const { return static_cast<int64_t>(lengths_.size()); }
   int64_t max_context() const { return max_context_; }
@@ -40,7 +47,7 @@ class KvCache {
   void Reset(int64_t sequence);
 
   LayerKv Layer(int64_t sequence, int64_t layer);
-  int64_t LayerCapacity(int64_t layer) const { return capacity_[static_cast<size_t>(layer)]; }
+  int64_t LayerCapacity(int64_t layer) const;
 
   // Bytes of keys and values held, for all sequences and layers (fixed at construction).
   size_t bytes() const { return storage_.size() * sizeof(float); }
@@ -48,10 +55,13 @@ class KvCache {
   size_t LayerBytes(int64_t layer) const;
 
  private:
+  size_t LocalLayer(int64_t layer) const;  // index into capacity_/offset_; checks the range
+
   int64_t max_context_;
   int64_t kv_heads_;
+  int64_t first_layer_;
   int64_t head_dim_;
-  std::vector<int64_t> capacity_;  // per layer
+  std::vector<int64_t> capacity_;  // per layer held
   std::vector<size_t> offset_;     // per layer: start of sequence 0's keys in storage_
   size_t per_sequence_ = 0;        // floats one sequence holds over all layers
   std::vector<int64_t> lengths_;

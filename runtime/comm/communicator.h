@@ -13,6 +13,14 @@ namespace gemmapod {
 
 enum class ReduceOp { kSum, kMax, kMin };
 
+// A send that was started and may not have finished. It keeps the sent tensor's storage alive;
+// Wait() returns once the buffer may be reused. Destroying an unfinished transfer waits for it.
+class PendingSend {
+ public:
+  virtual ~PendingSend() = default;
+  virtual void Wait() = 0;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -32,6 +40,9 @@ class Communicator {
   virtual void Broadcast(Tensor& tensor, int root) = 0;
   virtual void Send(const Tensor& tensor, int dst, int tag = 0) = 0;
   virtual void Recv(Tensor& tensor, int src, int tag = 0) = 0;
+  // Starts a send and returns at once. Pipeline stages send results backwards this way, so a
+  // stage never blocks on a peer that is itself blocked sending forwards to it.
+  virtual std::unique_ptr<PendingSend> SendAsync(const Tensor& tensor, int dst, int tag = 0) = 0;
   virtual void Barrier() = 0;
 
   // A new communicator over the ranks that pass the same `color`, ordered by `key` (as

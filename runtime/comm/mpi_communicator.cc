@@ -4,6 +4,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
+#include <vector>
 
 namespace gemmapod {
 
@@ -177,6 +178,48 @@ void MpiCommunicator::Send(const Tensor& tensor, int dst, int tag) {
   const MPI_Datatype type = MpiType(tensor.dtype());
   InChunks(tensor,
            [&](void* p, int n) { CheckMpi(MPI_Send(p, n, type, dst, tag, comm_), "MPI_Send"); });
+}
+
+namespace {
+
+class MpiPendingSend final : public PendingSend {
+ public:
+  explicit MpiPendingSend(Tensor tensor) : tensor_(std::move(tensor)) {}
+  ~MpiPendingSend() override {
+    // A destructor must not throw: an error here means the job is already failing.
+    if (!requests_.empty()) {
+      MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
+    }
+  }
+  void Wait() override {
+    if (requests_.empty()) return;
+    CheckMpi(MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(),
+                         MPI_STATUSES_IGNORE),
+             "MPI_Waitall");
+    requests_.clear();
+  }
+  const Tensor& tensor() const { return tensor_; }
+  std::vector<MPI_Request>& requests() { return requests_; }
+
+ private:
+  Tensor tensor_;  // keeps the buffer alive until the send completes
+  std::vector<MPI_Request> requests_;
+};
+
+}  // namespace
+
+std::unique_ptr<PendingSend> MpiCommunicator::SendAsync(const Tensor& tensor, int dst, int tag) {
+  CheckHost(tensor, "SendAsync");
+  GEMMAPOD_CHECK(dst >= 0 && dst < size_ && dst != rank_, "SendAsync: bad destination ", dst,
+                 " from rank ", rank_, " of ", size_);
+  auto pending = std::make_unique<MpiPendingSend>(tensor);
+  const MPI_Datatype type = MpiType(tensor.dtype());
+  InChunks(pending->tensor(), [&](void* p, int n) {
+    MPI_Request request;
+    CheckMpi(MPI_Isend(p, n, type, dst, tag, comm_, &request), "MPI_Isend");
+    pending->requests().push_back(request);
+  });
+  return pending;
 }
 
 void MpiCommunicator::Recv(Tensor& tensor, int src, int tag) {

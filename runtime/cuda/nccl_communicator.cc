@@ -130,6 +130,47 @@ void NcclCommunicator::Send(const Tensor& tensor, int dst, int /*tag*/) {
   GEMMAPOD_CUDA_CHECK(cudaStreamSynchronize(handles_->stream));
 }
 
+namespace {
+
+// Completes when the communicator's stream has run the send and everything enqueued before it.
+class NcclPendingSend final : public PendingSend {
+ public:
+  NcclPendingSend(Tensor tensor, cudaStream_t stream, int device)
+      : tensor_(std::move(tensor)), stream_(stream), device_(device) {}
+  ~NcclPendingSend() override {
+    if (!done_) {
+      cudaSetDevice(device_);
+      cudaStreamSynchronize(stream_);
+    }
+  }
+  void Wait() override {
+    if (done_) return;
+    GEMMAPOD_CUDA_CHECK(cudaSetDevice(device_));
+    GEMMAPOD_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    done_ = true;
+  }
+
+ private:
+  Tensor tensor_;
+  cudaStream_t stream_;
+  int device_;
+  bool done_ = false;
+};
+
+}  // namespace
+
+// Enqueued on the communicator's one stream: later calls on this communicator run after the send
+// is matched, so a caller that needs to receive meanwhile uses a second communicator.
+std::unique_ptr<PendingSend> NcclCommunicator::SendAsync(const Tensor& tensor, int dst,
+                                                         int /*tag*/) {
+  CheckOnDevice(tensor, device_, "SendAsync");
+  GEMMAPOD_CHECK(dst >= 0 && dst < size_ && dst != rank_, "SendAsync: bad destination ", dst);
+  GEMMAPOD_CUDA_CHECK(cudaSetDevice(device_));
+  GEMMAPOD_NCCL_CHECK(ncclSend(tensor.raw(), tensor.numel(), NcclType(tensor.dtype()), dst,
+                               handles_->comm, handles_->stream));
+  return std::make_unique<NcclPendingSend>(tensor, handles_->stream, device_);
+}
+
 void NcclCommunicator::Recv(Tensor& tensor, int src, int /*tag*/) {
   CheckOnDevice(tensor, device_, "Recv");
   GEMMAPOD_CHECK(src >= 0 && src < size_ && src != rank_, "Recv: bad source ", src);

@@ -132,6 +132,23 @@ TEST_P(MpiCommunicatorTest, SendRecvAroundARing) {
   for (int64_t i = 0; i < 100; ++i) ASSERT_EQ(ValueAt(in, i), ValueAt(expect, i));
 }
 
+TEST_P(MpiCommunicatorTest, SendAsyncAroundARingDoesNotBlock) {
+  const int size = world_->size();
+  if (size < 2) GTEST_SKIP() << "needs two ranks";
+  const int next = (world_->rank() + 1) % size, prev = (world_->rank() + size - 1) % size;
+  // Every rank sends first: with blocking sends of a large buffer this ring would deadlock.
+  const int64_t n = 3 << 20;  // past the eager limit and over several 1 Mi-element pieces
+  Tensor out = MakeInput(world_->rank(), n, GetParam());
+  std::unique_ptr<PendingSend> pending = world_->SendAsync(out, next, 6);
+  out = Tensor();  // the pending send keeps the buffer alive
+  Tensor in = Tensor::Empty({n}, GetParam());
+  world_->Recv(in, prev, 6);
+  pending->Wait();
+  Tensor expect = MakeInput(prev, n, GetParam());
+  for (int64_t i = 0; i < n; i += 4099) ASSERT_EQ(ValueAt(in, i), ValueAt(expect, i)) << i;
+  ASSERT_EQ(ValueAt(in, n - 1), ValueAt(expect, n - 1));
+}
+
 INSTANTIATE_TEST_SUITE_P(AllDTypes, MpiCommunicatorTest,
                          testing::Values(DType::kF32, DType::kBF16, DType::kI32, DType::kI8),
                          [](const testing::TestParamInfo<DType>& info) {

@@ -1,0 +1,198 @@
+#include "models/gemma_stage.h"
+
+#include <cmath>
+#include <limits>
+#include <set>
+
+#include "models/layers/geglu_mlp.h"
+#include "runtime/comm/communicator.h"
+#include "runtime/cpu/ops.h"
+#include "runtime/error.h"
+
+namespace gemmapod {
+namespace {
+
+Tensor NewF32(int64_t rows, int64_t cols) { return Tensor::Empty({rows, cols}, DType::kF32); }
+
+void RmsNormRows(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
+  cpu::RmsNorm(x.data<float>(), weight.data<float>(), x.dim(0), x.dim(1), eps, out.data<float>());
+}
+
+}  // namespace
+
+BatchLayout LayOutBatch(std::span<const SequenceChunk> batch, const KvCache& cache,
+                        std::vector<int32_t>& tokens) {
+  BatchLayout layout;
+  tokens.clear();
+  std::set<int64_t> seen;
+  for (const SequenceChunk& chunk : batch) {
+    GEMMAPOD_CHECK(!chunk.tokens.empty(), "forward: sequence ", chunk.sequence,
+                   " brings no tokens");
+    GEMMAPOD_CHECK(seen.insert(chunk.sequence).second, "forward: sequence ", chunk.sequence,
+                   " appears twice in one batch");
+    const int64_t n = static_cast<int64_t>(chunk.tokens.size());
+    cache.CheckRoom(chunk.sequence, n);
+    const int64_t start = cache.length(chunk.sequence);
+    layout.sequence.push_back(chunk.sequence);
+    layout.offset.push_back(static_cast<int64_t>(tokens.size()));
+    layout.length.push_back(n);
+    layout.start.push_back(start);
+    for (int64_t i = 0; i < n; ++i) {
+      tokens.push_back(chunk.tokens[static_cast<size_t>(i)]);
+      layout.positions.push_back(static_cast<int32_t>(start + i));
+    }
+  }
+  GEMMAPOD_CHECK(!tokens.empty(), "forward: empty batch");
+  return layout;
+}
+
+Tensor LastTokenRows(const Tensor& h, const BatchLayout& layout) {
+  const int64_t d = h.dim(1);
+  Tensor last = NewF32(static_cast<int64_t>(layout.sequence.size()), d);
+  for (size_t b = 0; b < layout.sequence.size(); ++b) {
+    const int64_t row = layout.offset[b] + layout.length[b] - 1;
+    std::copy_n(h.data<float>() + row * d, d, last.data<float>() + static_cast<int64_t>(b) * d);
+  }
+  return last;
+}
+
+GemmaStage::GemmaStage(ModelConfig config, GemmaShard shard, GemmaWeights weights,
+                       Communicator* tp)
+    : config_(std::move(config)), shard_(shard), weights_(std::move(weights)), tp_(tp) {
+  Validate(config_, "model config");
+  GEMMAPOD_CHECK(static_cast<int64_t>(weights_.layers.size()) == config_.num_layers,
+                 "GemmaStage: ", weights_.layers.size(), " layers of weights for a ",
+                 config_.num_layers, "-layer config");
+  GEMMAPOD_CHECK(shard_.tp == 1 || (tp_ != nullptr && tp_->size() == shard_.tp &&
+                                    tp_->rank() == shard_.tp_rank),
+                 "GemmaStage: the shard is rank ", shard_.tp_rank, " of tp ", shard_.tp,
+                 " but the tensor-parallel communicator does not match");
+}
+
+KvCache GemmaStage::NewCache(int64_t num_sequences, int64_t max_context) const {
+  return KvCache(config_, num_sequences, max_context, shard_.kv_heads, shard_.first_layer,
+                 shard_.end_layer);
+}
+
+void GemmaStage::AllReduce(Tensor& partial) const {
+  if (shard_.tp > 1) tp_->AllReduce(partial, ReduceOp::kSum);
+}
+
+Tensor GemmaStage::Embed(std::span<const int32_t> tokens) const {
+  GEMMAPOD_CHECK(shard_.has_embedding, "GemmaStage: only the first stage embeds tokens");
+  const ModelConfig& c = config_;
+  const int64_t d = c.hidden_size, T = static_cast<int64_t>(tokens.size());
+  const Tensor& table = weights_.embed_tokens;
+  const float scale = c.EmbedScale(table.dtype());
+  Tensor h = Tensor::Zeros({T, d}, DType::kF32);
+  // Each rank fills the rows of the tokens in its part of the vocabulary; the others stay zero,
+  // so the all-reduce's sum is exactly the one rank's row.
+  for (int64_t t = 0; t < T; ++t) {
+    const int32_t id = tokens[static_cast<size_t>(t)];
+    GEMMAPOD_CHECK(id >= 0 && id < c.vocab_size, "forward: token ", id,
+                   " is outside the vocabulary of ", c.vocab_size);
+    const int32_t local = static_cast<int32_t>(id - shard_.vocab_begin);
+    if (local < 0 || local >= shard_.vocab_valid) continue;
+    float* row = h.data<float>() + t * d;
+    if (table.dtype() == DType::kBF16) {
+      cpu::EmbeddingGather(table.data<BF16>(), shard_.vocab_rows, d, &local, 1, scale, row);
+    } else {
+      cpu::EmbeddingGather(table.data<float>(), shard_.vocab_rows, d, &local, 1, scale, row);
+    }
+  }
+  AllReduce(h);
+  return h;
+}
+
+void GemmaStage::RunLayers(Tensor& h, const BatchLayout& layout, KvCache& cache) {
+  const ModelConfig& c = config_;
+  const int64_t T = h.dim(0), d = c.hidden_size, hd = c.head_dim;
+  const int64_t H = shard_.heads, KV = shard_.kv_heads, ffn = shard_.ffn;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  GEMMAPOD_CHECK(h.dim(1) == d, "GemmaStage: activation ", h.Describe(), " is not [T, ", d, "]");
+
+  Tensor normed = NewF32(T, d), block_out = NewF32(T, d);
+  Tensor q = NewF32(T, H * hd), k = NewF32(T, KV * hd), v = NewF32(T, KV * hd),
+         attn = NewF32(T, H * hd);
+  Tensor gate = NewF32(T, ffn), up = NewF32(T, ffn), hidden = NewF32(T, ffn);
+
+  for (int64_t l = shard_.first_layer; l < shard_.end_layer; ++l) {
+    const GemmaLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
+    const bool sliding = c.layer_kinds[static_cast<size_t>(l)] == AttentionKind::kSliding;
+
+    // h = h + [post_norm](attention(norm(h)))
+    const SelfAttentionSettings settings{
+        AttentionShape{H, KV, hd, c.attention_scale(), static_cast<float>(c.attn_logit_softcap),
+                       sliding ? c.sliding_window : 0},
+        static_cast<float>(sliding ? c.rope_theta_local : c.rope_theta_global),
+        static_cast<float>(sliding ? 1.0 : c.rope_scaling_global), eps};
+    const SelfAttentionWeights attention{w.q_proj,
+                                         w.k_proj,
+                                         w.v_proj,
+                                         w.o_proj,
+                                         c.qk_norm ? &w.q_norm : nullptr,
+                                         c.qk_norm ? &w.k_norm : nullptr};
+    RmsNormRows(h, w.attn_norm, eps, normed);
+    SelfAttentionForward(normed, attention, settings, layout, cache, l, q, k, v, attn, block_out,
+                         precision_);
+    AllReduce(block_out);  // o_proj is row-parallel: each rank holds a partial sum
+    if (c.post_norms) RmsNormRows(block_out, w.post_attn_norm, eps, block_out);
+    cpu::Add(h.data<float>(), block_out.data<float>(), h.data<float>(), T * d);
+
+    // h = h + [post_norm](mlp(norm(h)))
+    RmsNormRows(h, w.mlp_norm, eps, normed);
+    GegluMlpForward(normed, {w.gate_proj, w.up_proj, w.down_proj}, gate, up, hidden, block_out,
+                    precision_);
+    AllReduce(block_out);  // down_proj is row-parallel
+    if (c.post_norms) RmsNormRows(block_out, w.post_mlp_norm, eps, block_out);
+    cpu::Add(h.data<float>(), block_out.data<float>(), h.data<float>(), T * d);
+  }
+}
+
+Tensor GemmaStage::LogitShard(const Tensor& h) const {
+  GEMMAPOD_CHECK(shard_.has_head, "GemmaStage: only the last stage computes logits");
+  const ModelConfig& c = config_;
+  const int64_t rows = h.dim(0);
+  Tensor normed = NewF32(rows, c.hidden_size);
+  RmsNormRows(h, weights_.final_norm, static_cast<float>(c.rms_norm_eps), normed);
+  Tensor logits = NewF32(rows, shard_.vocab_rows);
+  cpu::MatMul(normed, weights_.embed_tokens, logits, precision_);
+  if (c.final_logit_softcap > 0) {
+    cpu::SoftCap(logits.data<float>(), static_cast<float>(c.final_logit_softcap),
+                 logits.data<float>(), logits.numel());
+  }
+  if (shard_.vocab_valid < shard_.vocab_rows) {
+    float* p = logits.data<float>();
+    for (int64_t r = 0; r < rows; ++r) {
+      std::fill(p + r * shard_.vocab_rows + shard_.vocab_valid, p + (r + 1) * shard_.vocab_rows,
+                -std::numeric_limits<float>::infinity());
+    }
+  }
+  return logits;
+}
+
+Tensor GemmaStage::GatherLogits(const Tensor& shard) const {
+  const int64_t rows = shard.dim(0), vs = shard_.vocab_rows, V = config_.vocab_size;
+  if (shard_.tp == 1) {
+    if (vs == V) return shard;
+  }
+  Tensor all = NewF32(shard_.tp, rows * vs);
+  if (shard_.tp == 1) {
+    all = shard.Reshape({1, rows * vs});
+  } else {
+    tp_->AllGather(shard.Reshape({1, rows * vs}), all);
+  }
+  // all[r] holds rank r's [rows, vs] block; the vocabulary is the ranks' columns side by side.
+  Tensor logits = NewF32(rows, V);
+  for (int64_t r = 0; r < shard_.tp; ++r) {
+    const int64_t begin = r * vs, width = std::min(vs, V - begin);
+    if (width <= 0) continue;
+    for (int64_t i = 0; i < rows; ++i) {
+      std::copy_n(all.data<float>() + r * rows * vs + i * vs, width,
+                  logits.data<float>() + i * V + begin);
+    }
+  }
+  return logits;
+}
+
+}  // namespace gemmapod
