@@ -20,11 +20,62 @@ const char* FinishReasonName(FinishReason r) {
   return "?";
 }
 
-GenerationResult Generate(GemmaDecoder& model, const Tokenizer& tokenizer,
-                          const GenerationRequest& request,
-                          const std::function<void(std::string_view)>& on_text) {
-  using Clock = std::chrono::steady_clock;
-  const ModelConfig& config = model.config();
+struct GenerationTracker::Streams {
+  StopCondition stop;
+  TextStream text;
+};
+
+GenerationTracker::GenerationTracker(const Tokenizer& tokenizer, const GenerationRequest& request,
+                                     std::function<void(std::string_view)> on_text)
+    : streams_(std::make_unique<Streams>(
+          Streams{StopCondition(request.stop_tokens, request.stop_strings), TextStream(tokenizer)})),
+      on_text_(std::move(on_text)),
+      max_new_tokens_(request.max_new_tokens),
+      context_(request.prompt) {}
+
+GenerationTracker::~GenerationTracker() = default;
+GenerationTracker::GenerationTracker(GenerationTracker&&) noexcept = default;
+
+void GenerationTracker::Emit(const std::string& text) {
+  if (text.empty()) return;
+  result_.text += text;
+  if (on_text_) on_text_(text);
+}
+
+bool GenerationTracker::Accept(int32_t id) {
+  bool stopped = false;
+  if (streams_->stop.IsStopToken(id)) {
+    result_.finish = FinishReason::kStopToken;
+    Finish();
+    return false;
+  }
+  result_.tokens.push_back(id);
+  context_.push_back(id);
+  Emit(streams_->stop.Push(streams_->text.Push(id), &stopped));
+  if (stopped) {
+    result_.finish = FinishReason::kStopString;
+    return false;
+  }
+  if (static_cast<int64_t>(result_.tokens.size()) == max_new_tokens_) {
+    result_.finish = FinishReason::kLength;
+    Finish();
+    return false;
+  }
+  return true;
+}
+
+void GenerationTracker::Finish() {
+  // The text held back (an incomplete character, a possible stop string's start) is final now.
+  bool stopped = false;
+  Emit(streams_->stop.Push(streams_->text.Flush(), &stopped));
+  if (stopped) {
+    result_.finish = FinishReason::kStopString;
+  } else {
+    Emit(streams_->stop.Flush());
+  }
+}
+
+void CheckRequest(const GenerationRequest& request, const ModelConfig& config) {
   GEMMAPOD_CHECK(!request.prompt.empty(), "generate: the prompt has no tokens");
   GEMMAPOD_CHECK(request.max_new_tokens > 0, "generate: max_new_tokens must be positive, got ",
                  request.max_new_tokens);
@@ -35,58 +86,37 @@ GenerationResult Generate(GemmaDecoder& model, const Tokenizer& tokenizer,
                  "generate: prompt (", prompt, " tokens) + max_new_tokens (",
                  request.max_new_tokens, ") exceeds the model's context of ",
                  config.max_position_embeddings, " tokens");
-  const int64_t context = prompt + request.max_new_tokens;
   Validate(request.sampling);
+}
+
+GenerationResult Generate(GemmaDecoder& model, const Tokenizer& tokenizer,
+                          const GenerationRequest& request,
+                          const std::function<void(std::string_view)>& on_text) {
+  using Clock = std::chrono::steady_clock;
+  const ModelConfig& config = model.config();
+  CheckRequest(request, config);
+  const int64_t context = static_cast<int64_t>(request.prompt.size()) + request.max_new_tokens;
 
   KvCache cache(config, 1, context);
   Sampler sampler(request.sampling);
-  StopCondition stop(request.stop_tokens, request.stop_strings);
-  TextStream stream(tokenizer);
-  std::vector<int32_t> history = request.prompt;
-  GenerationResult result;
-
-  auto emit = [&](const std::string& text) {
-    if (text.empty()) return;
-    result.text += text;
-    on_text(text);
-  };
+  GenerationTracker tracker(tokenizer, request, on_text);
 
   const auto t0 = Clock::now();
   Tensor logits = model.Forward({{SequenceChunk{0, request.prompt}}}, cache, LogitRows::kLastToken);
   const auto t1 = Clock::now();
-  result.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
 
   // Embedding tables are often padded past the tokenizer's pieces (a multiple of 64 or 128):
   // ids there mean nothing, so only the tokenizer's range is sampled.
   const size_t sampled =
       static_cast<size_t>(std::min<int64_t>(config.vocab_size, tokenizer.vocab_size()));
-  bool stopped = false;
-  for (int64_t step = 0; step < request.max_new_tokens; ++step) {
+  for (;;) {
     const int32_t id =
-        sampler.Sample(std::span<const float>(logits.data<float>(), sampled), history);
-    if (stop.IsStopToken(id)) {
-      result.finish = FinishReason::kStopToken;
-      stopped = true;
-      break;
-    }
-    result.tokens.push_back(id);
-    history.push_back(id);
-    emit(stop.Push(stream.Push(id), &stopped));
-    if (stopped) {
-      result.finish = FinishReason::kStopString;
-      break;
-    }
-    if (step + 1 == request.max_new_tokens) break;
+        sampler.Sample(std::span<const float>(logits.data<float>(), sampled), tracker.context());
+    if (!tracker.Accept(id)) break;
     logits = model.Forward({{SequenceChunk{0, {id}}}}, cache, LogitRows::kLastToken);
   }
-  if (!stopped || result.finish == FinishReason::kStopToken) {
-    emit(stop.Push(stream.Flush(), &stopped));
-    if (stopped) {
-      result.finish = FinishReason::kStopString;
-    } else {
-      emit(stop.Flush());
-    }
-  }
+  GenerationResult result = std::move(tracker.result());
+  result.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
   result.decode_seconds = std::chrono::duration<double>(Clock::now() - t1).count();
   return result;
 }

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,6 +33,37 @@ struct GenerationResult {
   double prefill_seconds = 0;
   double decode_seconds = 0;
 };
+
+// What happens to one request's sampled tokens: stop tokens and strings, the streamed text, the
+// result. Shared by every generation loop, so they all stop and stream alike.
+class GenerationTracker {
+ public:
+  GenerationTracker(const Tokenizer& tokenizer, const GenerationRequest& request,
+                    std::function<void(std::string_view)> on_text);
+  ~GenerationTracker();
+  GenerationTracker(GenerationTracker&&) noexcept;
+
+  // Takes the next sampled token. Returns true when the model should be fed it and sampled
+  // again; false when the request has finished (the result is then final).
+  bool Accept(int32_t id);
+  const std::vector<int32_t>& context() const { return context_; }  // prompt + generated
+  GenerationResult& result() { return result_; }
+
+ private:
+  void Finish();
+  void Emit(const std::string& text);
+
+  struct Streams;  // the stop condition and text stream
+  std::unique_ptr<Streams> streams_;
+  std::function<void(std::string_view)> on_text_;
+  int64_t max_new_tokens_;
+  std::vector<int32_t> context_;
+  GenerationResult result_;
+};
+
+// Checks a request against the model before any work: a prompt, room for it and max_new_tokens
+// in the context, valid sampling settings.
+void CheckRequest(const GenerationRequest& request, const ModelConfig& config);
 
 // `on_text` receives each piece of final text as soon as it is known (may be empty-handed when
 // nothing is final yet). The KV cache is sized to prompt + max_new_tokens and checked against the

@@ -1,0 +1,326 @@
+#include "serving/gemma_pipeline.h"
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+
+#include "runtime/comm/communicator.h"
+#include "runtime/error.h"
+#include "sharding/process_grid.h"
+
+namespace gemmapod {
+namespace {
+
+// Message tags on the pipeline communicator.
+constexpr int kHeaderTag = 101;
+constexpr int kPayloadTag = 102;
+constexpr int kActivationTag = 103;
+constexpr int kResultTag = 104;
+
+constexpr int32_t kEnd = 0;  // header kind: no more work
+// Per chunk in the payload: sequence, start, token count, the sampling parameters (7 words),
+// then the tokens.
+constexpr int64_t kChunkWords = 10;
+// Results the last stage may have in flight before it waits for the oldest.
+constexpr size_t kMaxPendingResults = 64;
+
+Tensor Header(int32_t kind, int64_t chunks, int64_t payload_words) {
+  Tensor t = Tensor::Empty({3}, DType::kI32);
+  t.data<int32_t>()[0] = kind;
+  t.data<int32_t>()[1] = static_cast<int32_t>(chunks);
+  t.data<int32_t>()[2] = static_cast<int32_t>(payload_words);
+  return t;
+}
+
+bool ValidOutput(int32_t kind) {
+  return kind >= static_cast<int32_t>(StageOutput::kNone) &&
+         kind <= static_cast<int32_t>(StageOutput::kSample);
+}
+
+}  // namespace
+
+GemmaPipeline::GemmaPipeline(const ProcessGrid& grid, GemmaStage stage,
+                             const PipelineOptions& options)
+    : stage_(std::move(stage)),
+      tp_(grid.tp()),
+      pp_(grid.pp()),
+      stages_(grid.shape().pp),
+      stage_index_(grid.coords().pp),
+      max_context_(options.max_context > 0 ? options.max_context
+                                           : stage_.config().max_position_embeddings),
+      sampled_vocab_(options.sampled_vocab > 0 ? options.sampled_vocab
+                                               : stage_.config().vocab_size),
+      cache_(stage_.NewCache(options.max_sequences, max_context_)) {
+  const GemmaShard& s = stage_.shard();
+  GEMMAPOD_CHECK(s.tp == grid.shape().tp && s.tp_rank == grid.coords().tp &&
+                     s.has_embedding == grid.is_first_stage() &&
+                     s.has_head == grid.is_last_stage(),
+                 "pipeline: the stage's shard (tp rank ", s.tp_rank, " of ", s.tp,
+                 ") is not this rank's place in the grid (tp rank ", grid.coords().tp, " of ",
+                 grid.shape().tp, ", stage ", grid.coords().pp, " of ", grid.shape().pp, ")");
+  GEMMAPOD_CHECK(sampled_vocab_ <= stage_.config().vocab_size, "pipeline: ", sampled_vocab_,
+                 " sampled ids exceed the vocabulary of ", stage_.config().vocab_size);
+}
+
+GemmaPipeline::~GemmaPipeline() = default;
+
+void GemmaPipeline::Reset(int64_t sequence) { cache_.Reset(sequence); }
+
+void GemmaPipeline::Submit(StageOutput output, std::span<const SequenceChunk> chunks,
+                           std::span<const SamplingParams> sampling) {
+  GEMMAPOD_CHECK(is_driver(), "pipeline: only the first stage submits work");
+  GEMMAPOD_CHECK(sampling.empty() || sampling.size() == chunks.size(), "pipeline: ",
+                 sampling.size(), " sampling settings for ", chunks.size(), " chunks");
+  std::vector<Chunk> work;
+  int64_t rows = 0;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    Chunk c{chunks[i], cache_.length(chunks[i].sequence), {}};
+    if (!sampling.empty()) c.sampling = sampling[i];
+    if (output == StageOutput::kSample && c.start == 0) Validate(c.sampling);
+    rows += output == StageOutput::kAllLogits ? static_cast<int64_t>(c.tokens.tokens.size()) : 1;
+    work.push_back(std::move(c));
+  }
+  std::vector<int32_t> tokens;
+  for (const Chunk& c : work) {
+    tokens.insert(tokens.end(), c.tokens.tokens.begin(), c.tokens.tokens.end());
+  }
+  // Checked here, before any stage has seen the micro-batch, so a bad request fails on the
+  // driver without leaving the other stages half-way through it.
+  std::vector<SequenceChunk> plain;
+  for (const Chunk& c : work) plain.push_back(c.tokens);
+  std::vector<int32_t> laid_out;
+  LayOutBatch(plain, cache_, laid_out);
+  Tensor h = stage_.Embed(tokens);
+  if (output != StageOutput::kNone) expected_.push_back({output, rows});
+  Process(output, work, std::move(h));
+}
+
+void GemmaPipeline::Process(StageOutput output, std::vector<Chunk>& chunks, Tensor h) {
+  std::vector<SequenceChunk> plain;
+  for (Chunk& c : chunks) {
+    if (c.start == 0 && cache_.length(c.tokens.sequence) != 0) cache_.Reset(c.tokens.sequence);
+    GEMMAPOD_CHECK(c.start == cache_.length(c.tokens.sequence), "pipeline stage ", stage_index_,
+                   ": sequence ", c.tokens.sequence, " arrives at position ", c.start,
+                   " but holds ", cache_.length(c.tokens.sequence), " tokens");
+    plain.push_back(c.tokens);
+  }
+  std::vector<int32_t> tokens;
+  const BatchLayout layout = LayOutBatch(plain, cache_, tokens);
+  stage_.RunLayers(h, layout, cache_);
+  for (const SequenceChunk& c : plain) {
+    cache_.Advance(c.sequence, static_cast<int64_t>(c.tokens.size()));
+  }
+
+  if (stage_index_ + 1 < stages_) {
+    std::vector<int32_t> payload;
+    for (const Chunk& c : chunks) {
+      const SamplingParams& p = c.sampling;
+      const int32_t words[kChunkWords] = {static_cast<int32_t>(c.tokens.sequence),
+                                          static_cast<int32_t>(c.start),
+                                          static_cast<int32_t>(c.tokens.tokens.size()),
+                                          std::bit_cast<int32_t>(p.temperature),
+                                          p.top_k,
+                                          std::bit_cast<int32_t>(p.top_p),
+                                          std::bit_cast<int32_t>(p.min_p),
+                                          std::bit_cast<int32_t>(p.repetition_penalty),
+                                          static_cast<int32_t>(p.seed & 0xffffffffu),
+                                          static_cast<int32_t>(p.seed >> 32)};
+      payload.insert(payload.end(), words, words + kChunkWords);
+      payload.insert(payload.end(), c.tokens.tokens.begin(), c.tokens.tokens.end());
+    }
+    const int64_t n = static_cast<int64_t>(payload.size());
+    pp_.Send(Header(static_cast<int32_t>(output), static_cast<int64_t>(chunks.size()), n),
+             stage_index_ + 1, kHeaderTag);
+    pp_.Send(Tensor::Borrow(payload.data(), {n}, DType::kI32), stage_index_ + 1, kPayloadTag);
+    pp_.Send(h, stage_index_ + 1, kActivationTag);
+    return;
+  }
+  // The last stage keeps each sequence's tokens for the repetition penalty.
+  for (const Chunk& c : chunks) {
+    SequenceSampling& s = sampling_[c.tokens.sequence];
+    if (c.start == 0) {
+      s.sampler = std::make_unique<ShardSampler>(c.sampling, &tp_);
+      s.context.clear();
+    }
+    s.context.insert(s.context.end(), c.tokens.tokens.begin(), c.tokens.tokens.end());
+  }
+  if (output == StageOutput::kNone) return;
+  Deliver(Finalise(output, chunks, h, layout));
+}
+
+Tensor GemmaPipeline::Finalise(StageOutput output, const std::vector<Chunk>& chunks,
+                               const Tensor& h, const BatchLayout& layout) {
+  if (output == StageOutput::kAllLogits) return stage_.GatherLogits(stage_.LogitShard(h));
+  const Tensor shard = stage_.LogitShard(LastTokenRows(h, layout));
+  if (output == StageOutput::kLastLogits) return stage_.GatherLogits(shard);
+  const int64_t width = shard.dim(1);
+  Tensor tokens = Tensor::Empty({static_cast<int64_t>(chunks.size())}, DType::kI32);
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    SequenceSampling& s = sampling_[chunks[i].tokens.sequence];
+    GEMMAPOD_CHECK(s.sampler != nullptr, "pipeline: sequence ", chunks[i].tokens.sequence,
+                   " is sampled before it was started");
+    const std::span<const float> row(shard.data<float>() + static_cast<int64_t>(i) * width,
+                                     static_cast<size_t>(width));
+    tokens.data<int32_t>()[i] =
+        s.sampler->Sample(row, stage_.shard().vocab_begin, sampled_vocab_, s.context);
+  }
+  return tokens;
+}
+
+void GemmaPipeline::Deliver(Tensor result) {
+  if (stages_ == 1) {
+    local_results_.push_back(std::move(result));
+    return;
+  }
+  pending_.push_back(pp_.SendAsync(result, 0, kResultTag));
+  while (pending_.size() > kMaxPendingResults) {
+    pending_.front()->Wait();
+    pending_.pop_front();
+  }
+}
+
+Tensor GemmaPipeline::TakeLogits() {
+  GEMMAPOD_CHECK(!expected_.empty() && expected_.front().output != StageOutput::kSample,
+                 "pipeline: no logits are on their way");
+  const Expected e = expected_.front();
+  expected_.pop_front();
+  if (stages_ == 1) {
+    Tensor t = std::move(local_results_.front());
+    local_results_.pop_front();
+    return t;
+  }
+  Tensor t = Tensor::Empty({e.rows, stage_.config().vocab_size}, DType::kF32);
+  pp_.Recv(t, stages_ - 1, kResultTag);
+  return t;
+}
+
+std::vector<int32_t> GemmaPipeline::TakeTokens() {
+  GEMMAPOD_CHECK(!expected_.empty() && expected_.front().output == StageOutput::kSample,
+                 "pipeline: no sampled tokens are on their way");
+  const Expected e = expected_.front();
+  expected_.pop_front();
+  Tensor t;
+  if (stages_ == 1) {
+    t = std::move(local_results_.front());
+    local_results_.pop_front();
+  } else {
+    t = Tensor::Empty({e.rows}, DType::kI32);
+    pp_.Recv(t, stages_ - 1, kResultTag);
+  }
+  return std::vector<int32_t>(t.data<int32_t>(), t.data<int32_t>() + t.numel());
+}
+
+void GemmaPipeline::Finish() {
+  GEMMAPOD_CHECK(is_driver(), "pipeline: only the first stage finishes");
+  // Results nobody took are still received: the last stage waits for its sends to complete.
+  while (!expected_.empty()) {
+    if (expected_.front().output == StageOutput::kSample) {
+      TakeTokens();
+    } else {
+      TakeLogits();
+    }
+  }
+  if (stages_ > 1) pp_.Send(Header(kEnd, 0, 0), 1, kHeaderTag);
+}
+
+void GemmaPipeline::Serve() {
+  GEMMAPOD_CHECK(!is_driver(), "pipeline: the first stage drives; it does not serve");
+  const int previous = stage_index_ - 1;
+  const int64_t d = stage_.config().hidden_size;
+  for (;;) {
+    Tensor header = Tensor::Empty({3}, DType::kI32);
+    pp_.Recv(header, previous, kHeaderTag);
+    const int32_t kind = header.data<int32_t>()[0];
+    const int64_t n_chunks = header.data<int32_t>()[1], words = header.data<int32_t>()[2];
+    if (kind == kEnd) {
+      if (stage_index_ + 1 < stages_) pp_.Send(header, stage_index_ + 1, kHeaderTag);
+      for (auto& p : pending_) p->Wait();
+      pending_.clear();
+      return;
+    }
+    GEMMAPOD_CHECK(ValidOutput(kind) && n_chunks > 0 && words >= n_chunks * kChunkWords,
+                   "pipeline stage ", stage_index_, ": malformed micro-batch header (kind ", kind,
+                   ", ", n_chunks, " chunks, ", words, " words)");
+    Tensor payload = Tensor::Empty({words}, DType::kI32);
+    pp_.Recv(payload, previous, kPayloadTag);
+    const int32_t* p = payload.data<int32_t>();
+    std::vector<Chunk> chunks;
+    int64_t at = 0, total = 0;
+    for (int64_t i = 0; i < n_chunks; ++i) {
+      GEMMAPOD_CHECK(at + kChunkWords <= words, "pipeline: truncated micro-batch payload");
+      Chunk c;
+      c.tokens.sequence = p[at];
+      c.start = p[at + 1];
+      const int64_t n = p[at + 2];
+      c.sampling.temperature = std::bit_cast<float>(p[at + 3]);
+      c.sampling.top_k = p[at + 4];
+      c.sampling.top_p = std::bit_cast<float>(p[at + 5]);
+      c.sampling.min_p = std::bit_cast<float>(p[at + 6]);
+      c.sampling.repetition_penalty = std::bit_cast<float>(p[at + 7]);
+      c.sampling.seed = static_cast<uint64_t>(static_cast<uint32_t>(p[at + 8])) |
+                        (static_cast<uint64_t>(static_cast<uint32_t>(p[at + 9])) << 32);
+      at += kChunkWords;
+      GEMMAPOD_CHECK(n > 0 && at + n <= words, "pipeline: truncated micro-batch payload");
+      c.tokens.tokens.assign(p + at, p + at + n);
+      at += n;
+      total += n;
+      chunks.push_back(std::move(c));
+    }
+    Tensor h = Tensor::Empty({total, d}, DType::kF32);
+    pp_.Recv(h, previous, kActivationTag);
+    Process(static_cast<StageOutput>(kind), chunks, std::move(h));
+  }
+}
+
+Tensor GemmaPipeline::Forward(std::span<const SequenceChunk> batch, bool all_tokens) {
+  if (!is_driver()) {
+    Serve();
+    return {};
+  }
+  GEMMAPOD_CHECK(!batch.empty(), "forward: empty batch");
+  int64_t total = 0;
+  for (const SequenceChunk& c : batch) total += static_cast<int64_t>(c.tokens.size());
+  // Micro-batches: groups of sequences, or a lone prompt cut into one piece per stage.
+  struct Piece {
+    std::vector<SequenceChunk> chunks;
+    StageOutput output;
+  };
+  std::vector<Piece> pieces;
+  const StageOutput rows = all_tokens ? StageOutput::kAllLogits : StageOutput::kLastLogits;
+  if (batch.size() == 1 && stages_ > 1 && total >= stages_) {
+    const std::vector<int32_t>& t = batch[0].tokens;
+    for (int64_t i = 0; i < stages_; ++i) {
+      const int64_t b = total * i / stages_, e = total * (i + 1) / stages_;
+      const bool last = i + 1 == stages_;
+      pieces.push_back({{SequenceChunk{batch[0].sequence, {t.begin() + b, t.begin() + e}}},
+                        all_tokens || last ? rows : StageOutput::kNone});
+    }
+  } else {
+    const size_t groups = std::min<size_t>(batch.size(), static_cast<size_t>(stages_));
+    for (size_t g = 0; g < groups; ++g) {
+      const size_t b = batch.size() * g / groups, e = batch.size() * (g + 1) / groups;
+      pieces.push_back({{batch.begin() + static_cast<ptrdiff_t>(b),
+                         batch.begin() + static_cast<ptrdiff_t>(e)},
+                        rows});
+    }
+  }
+  for (const Piece& piece : pieces) Submit(piece.output, piece.chunks);
+  std::vector<Tensor> parts;
+  int64_t out_rows = 0;
+  for (const Piece& piece : pieces) {
+    if (piece.output == StageOutput::kNone) continue;
+    parts.push_back(TakeLogits());
+    out_rows += parts.back().dim(0);
+  }
+  Finish();
+  const int64_t V = config().vocab_size;
+  Tensor logits = Tensor::Empty({out_rows, V}, DType::kF32);
+  int64_t at = 0;
+  for (const Tensor& part : parts) {
+    std::memcpy(logits.data<float>() + at * V, part.data<float>(), part.nbytes());
+    at += part.dim(0);
+  }
+  return logits;
+}
+
+}  // namespace gemmapod

@@ -1,0 +1,127 @@
+// GemmaPipeline: a decoder-only Gemma running over one data-parallel replica of a process grid,
+// its layers cut into pipeline stages and each stage's matrices split over a tensor-parallel
+// group (models/gemma_stage.h).
+//
+// The first stage drives. It submits micro-batches: each names its sequences, their new tokens
+// and what the last stage should return (the logits of every token, of each sequence's last
+// token, a sampled next token, or nothing). The first stage embeds the tokens, runs its layers
+// and sends the activations on; every later stage receives, runs its layers and sends on; the
+// last stage computes its vocabulary shard of the logits and returns what was asked for to the
+// first stage. Submissions do not wait for results, so while the last stage finishes micro-batch
+// i the first stage is already computing micro-batch i + 1: with as many micro-batches in flight
+// as stages, every stage is busy. Results come back in submission order.
+//
+// Stages other than the first call Serve(), which returns when the driver calls Finish(). Within
+// a stage every tensor-parallel rank makes the same calls; rank j of a stage talks to rank j of
+// the next. Activations go forwards with blocking sends; results go backwards with non-blocking
+// ones, so no cycle of waiting ranks can form.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "models/gemma_stage.h"
+#include "serving/shard_sampler.h"
+
+namespace gemmapod {
+
+class Communicator;
+class PendingSend;
+class ProcessGrid;
+
+enum class StageOutput : int32_t {
+  kNone = 1,        // fill the cache only (the first pieces of a long prompt)
+  kAllLogits = 2,   // f32 [tokens, vocab]
+  kLastLogits = 3,  // f32 [chunks, vocab]: each chunk's last token
+  kSample = 4,      // i32 [chunks]: a token drawn from each chunk's last logits
+};
+
+struct PipelineOptions {
+  int64_t max_sequences = 1;  // cache slots
+  int64_t max_context = 0;    // tokens per slot; 0: the model's max_position_embeddings
+  int64_t sampled_vocab = 0;  // ids kSample may draw (the tokenizer's); 0: the whole vocabulary
+};
+
+class GemmaPipeline {
+ public:
+  // Collective over the grid's replica. `stage` is this rank's part of the model; its shard
+  // must match the grid's tp coordinates and stage position.
+  GemmaPipeline(const ProcessGrid& grid, GemmaStage stage, const PipelineOptions& options);
+  ~GemmaPipeline();
+
+  const ModelConfig& config() const { return stage_.config(); }
+  const GemmaStage& stage() const { return stage_; }
+  GemmaStage& stage() { return stage_; }
+  int stages() const { return stages_; }
+  bool is_driver() const { return stage_index_ == 0; }
+  int64_t max_context() const { return max_context_; }
+  int64_t max_sequences() const { return cache_.num_sequences(); }
+
+  // --- The first stage ---
+  // Tokens of `sequence` the pipeline holds (the position of its next token).
+  int64_t length(int64_t sequence) const { return cache_.length(sequence); }
+  // Forgets a sequence: its next submission starts at position 0, on every stage.
+  void Reset(int64_t sequence);
+  // `sampling[i]` applies to chunk i when `output` is kSample and the chunk starts its sequence
+  // (position 0); it may be empty otherwise.
+  void Submit(StageOutput output, std::span<const SequenceChunk> chunks,
+              std::span<const SamplingParams> sampling = {});
+  // The oldest result not yet taken; its kind must be the one submitted.
+  Tensor TakeLogits();
+  std::vector<int32_t> TakeTokens();
+  // Tells the other stages that no more work comes; they return from Serve().
+  void Finish();
+
+  // --- Every other stage ---
+  void Serve();
+
+  // Collective over the replica: the logits of `batch` ([tokens or chunks, vocab], as `rows`),
+  // cut into micro-batches (by sequence, or a lone long prompt into pieces) so that every stage
+  // works at once. The first stage returns the logits; the others serve and return an empty
+  // tensor (their `batch` is not looked at).
+  Tensor Forward(std::span<const SequenceChunk> batch, bool all_tokens);
+
+ private:
+  struct Chunk {
+    SequenceChunk tokens;
+    int64_t start = 0;
+    SamplingParams sampling;
+  };
+  struct Expected {
+    StageOutput output;
+    int64_t rows;
+  };
+
+  // Runs this stage's layers over a micro-batch, then passes it on or finishes it.
+  void Process(StageOutput output, std::vector<Chunk>& chunks, Tensor h);
+  // The last stage: what `output` asks for, from the final activations.
+  Tensor Finalise(StageOutput output, const std::vector<Chunk>& chunks, const Tensor& h,
+                  const BatchLayout& layout);
+  void Deliver(Tensor result);
+
+  GemmaStage stage_;
+  Communicator& tp_;
+  Communicator& pp_;
+  int stages_;
+  int stage_index_;
+  int64_t max_context_;
+  int64_t sampled_vocab_;
+  KvCache cache_;
+
+  // The last stage's sampling state per sequence: its sampler and the tokens it has seen.
+  struct SequenceSampling {
+    std::unique_ptr<ShardSampler> sampler;
+    std::vector<int32_t> context;
+  };
+  std::map<int64_t, SequenceSampling> sampling_;
+
+  std::deque<Expected> expected_;                     // the driver's submissions awaiting results
+  std::deque<Tensor> local_results_;                  // one-stage pipelines deliver here
+  std::deque<std::unique_ptr<PendingSend>> pending_;  // the last stage's unfinished sends
+};
+
+}  // namespace gemmapod

@@ -1,0 +1,50 @@
+// Choosing the next token when the logits are split over the vocabulary shards of a
+// tensor-parallel group (each rank holds a contiguous range of ids). Every rank of the group
+// makes the same call and gets the same token, without any rank holding the whole row where it
+// can be avoided:
+//   greedy   each rank finds its best (score, id); the group exchanges one pair per rank
+//   top-k    each rank keeps its k best (and ties with its k-th); the group exchanges those
+//            candidates, and the usual sampler runs over them (temperature, top-k, top-p, min-p
+//            only ever look at the top-k set, so the result is the one-rank sampler's)
+//   other    temperature / top-p / min-p over the whole vocabulary gather the row (4 bytes per
+//            id per rank) and run the usual sampler
+// The repetition penalty is applied to each shard first, as the one-rank sampler applies it
+// before everything else.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "serving/sampler.h"
+
+namespace gemmapod {
+
+class Communicator;
+
+class ShardSampler {
+ public:
+  // `tp` may be null for a group of one.
+  ShardSampler(const SamplingParams& params, Communicator* tp);
+
+  // `shard`: this rank's logits for ids [vocab_begin, vocab_begin + shard.size()); ids at or past
+  // `sampled_vocab` are never chosen (the tokenizer's range). `context` as Sampler::Sample.
+  int32_t Sample(std::span<const float> shard, int64_t vocab_begin, int64_t sampled_vocab,
+                 std::span<const int32_t> context);
+
+ private:
+  int32_t Greedy(std::span<const float> scores, int64_t vocab_begin);
+  int32_t TopK(std::span<const float> scores, int64_t vocab_begin);
+  int32_t Gathered(std::span<const float> scores, int64_t stride, int64_t sampled_vocab);
+
+  SamplingParams params_;
+  Communicator* tp_;
+  Sampler sampler_;  // without the penalty (applied per shard); same seed on every rank
+  std::vector<float> penalised_;
+};
+
+// The penalty on the ids of `context` that fall in [begin, begin + logits.size()), each id once:
+// l -> l / p when l > 0, else l * p.
+void ApplyRepetitionPenalty(std::span<float> logits, int64_t begin,
+                            std::span<const int32_t> context, float penalty);
+
+}  // namespace gemmapod

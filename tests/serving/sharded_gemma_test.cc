@@ -1,0 +1,225 @@
+// Every tensor/pipeline/data-parallel layout of up to four ranks against the same model on one
+// rank, for Gemma 1 (MQA, a vocabulary that does not split evenly), Gemma 2 (GQA, soft-caps,
+// sliding window) and Gemma 3 (qk-norm, one key/value head, a global layer): the logits of a
+// batched prefill and of decode steps, and greedy generation. Weights come from an HDF5 file that
+// each rank reads only its slices of. Run under mpiexec with 4 ranks; a layout smaller than the
+// world runs on its first ranks.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <unistd.h>
+
+#include "models/gemma_checkpoint.h"
+#include "models/gemma_random.h"
+#include "models/model_config.h"
+#include "runtime/checkpoint/hdf5_checkpoint.h"
+#include "runtime/comm/mpi_communicator.h"
+#include "serving/gemma_layout.h"
+#include "serving/gemma_pipeline.h"
+#include "serving/pipelined_generate.h"
+
+namespace gemmapod {
+namespace {
+
+constexpr double kTolerance = 1e-5;  // max |sharded - one rank| / max |one rank|
+
+ModelConfig TestConfig(const std::string& name) {
+  ModelConfig c = LoadModelConfigYaml("configs/models/" + name + ".yaml");
+  if (c.architecture == Architecture::kGemma) {
+    // Four layers so that pp = 4 has one per stage; 509 ids so that tp = 2 and 4 pad the last
+    // shard of the vocabulary.
+    c.num_layers = 4;
+    c.vocab_size = 509;
+    c.layer_kinds = DefaultLayerKinds(c.architecture, c.num_layers);
+  }
+  Validate(c, name);
+  return c;
+}
+
+struct Layout {
+  int tp, pp, dp;
+};
+
+std::vector<Layout> LayoutsUpTo(int world) {
+  std::vector<Layout> out;
+  for (int dp : {1, 2}) {
+    for (int pp : {1, 2, 4}) {
+      for (int tp : {1, 2, 4}) {
+        if (tp * pp * dp <= world) out.push_back({tp, pp, dp});
+      }
+    }
+  }
+  return out;
+}
+
+// Every rank gets rank 0's string.
+std::string Broadcast(Communicator& world, std::string text) {
+  Tensor size = Tensor::Empty({1}, DType::kI32);
+  size.data<int32_t>()[0] = static_cast<int32_t>(text.size());
+  world.Broadcast(size, 0);
+  text.resize(static_cast<size_t>(size.data<int32_t>()[0]));
+  Tensor bytes = Tensor::Borrow(text.data(), {static_cast<int64_t>(text.size())}, DType::kI8);
+  world.Broadcast(bytes, 0);
+  return text;
+}
+
+// Largest |a - b| and |b| over a [rows, V] block of `got` against `want`.
+void Compare(const float* got, const float* want, int64_t n, double& diff, double& scale) {
+  for (int64_t i = 0; i < n; ++i) {
+    diff = std::max(diff, static_cast<double>(std::fabs(got[i] - want[i])));
+    scale = std::max(scale, static_cast<double>(std::fabs(want[i])));
+  }
+}
+
+class ShardedGemmaTest : public testing::TestWithParam<std::string> {};
+
+TEST_P(ShardedGemmaTest, EveryLayoutMatchesOneRank) {
+  auto world = MpiCommunicator::World();
+  const ModelConfig config = TestConfig(GetParam());
+  const int64_t V = config.vocab_size;
+  const Tokenizer tokenizer = Tokenizer::FromFile("tests/fixtures/tokenizer/tiny_gemma.model");
+  const int64_t sampled = std::min<int64_t>(V, tokenizer.vocab_size());
+
+  // One checkpoint for the job, written by rank 0.
+  std::string dir;
+  if (world->rank() == 0) {
+    char tmpl[] = "/tmp/gemmapod-sharded-XXXXXX";
+    dir = mkdtemp(tmpl);
+    GemmaWeights w = RandomGemmaWeights(config, DType::kF32, 7);
+    SaveGemmaCheckpoint(dir + "/model.h5", config, w, std::nullopt);
+  }
+  dir = Broadcast(*world, dir);
+  const std::string path = dir + "/model.h5";
+
+  // The one-rank reference, computed by every rank.
+  GemmaDecoder reference = LoadGemmaCheckpoint(path);
+  const std::vector<int64_t> lengths = {11, 5, 8};
+  constexpr int kDecodeSteps = 3, kGenerated = 6;
+  uint32_t lcg = 12345;
+  auto next_token = [&] {
+    lcg = lcg * 1664525u + 1013904223u;
+    return static_cast<int32_t>((lcg >> 8) % static_cast<uint32_t>(sampled));
+  };
+  std::vector<std::vector<int32_t>> prompts;
+  for (int64_t n : lengths) {
+    prompts.emplace_back();
+    for (int64_t i = 0; i < n; ++i) prompts.back().push_back(next_token());
+  }
+  std::vector<std::vector<int32_t>> steps(kDecodeSteps);
+  for (auto& s : steps) {
+    for (size_t i = 0; i < prompts.size(); ++i) s.push_back(next_token());
+  }
+  std::vector<Tensor> want_prefill, want_generated_logits;
+  std::vector<std::vector<Tensor>> want_decode(prompts.size());
+  std::vector<std::vector<int32_t>> want_tokens;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    KvCache cache(config, 1, 64);
+    want_prefill.push_back(
+        reference.Forward({{SequenceChunk{0, prompts[i]}}}, cache, LogitRows::kAllTokens));
+    for (int s = 0; s < kDecodeSteps; ++s) {
+      want_decode[i].push_back(
+          reference.Forward({{SequenceChunk{0, {steps[s][i]}}}}, cache, LogitRows::kLastToken));
+    }
+    GenerationRequest request;
+    request.prompt = prompts[i];
+    request.max_new_tokens = kGenerated;
+    want_tokens.push_back(Generate(reference, tokenizer, request, [](std::string_view) {}).tokens);
+  }
+  const int64_t whole_bytes = GemmaShardWeightBytes(config, WholeGemma(config), 4);
+
+  for (const Layout& layout : LayoutsUpTo(world->size())) {
+    const int size = layout.tp * layout.pp * layout.dp;
+    std::unique_ptr<Communicator> group = world->Split(world->rank() < size ? 0 : 1, world->rank());
+    if (world->rank() >= size) continue;
+    SCOPED_TRACE(testing::Message() << GetParam() << " tp=" << layout.tp << " pp=" << layout.pp
+                                    << " dp=" << layout.dp);
+    ProcessGrid grid = ProcessGrid::Create(*group, GridShape{layout.tp, layout.pp, layout.dp});
+    const std::vector<LayerRange> stages =
+        GemmaStageLayers(config, layout.tp, layout.pp, 4, nullptr);
+    const GemmaShard shard = GemmaShardAt(config, grid.shape(), grid.coords(), stages);
+    if (layout.tp * layout.pp > 1) {
+      EXPECT_LT(GemmaShardWeightBytes(config, shard, 4), whole_bytes) << "holds the whole model";
+    }
+    GemmaStage stage(config, shard,
+                     LoadGemmaShard(config, shard, *Hdf5CheckpointReader::Open(path)), &grid.tp());
+    GemmaPipeline pipeline(grid, std::move(stage), {3, 64, sampled});
+
+    // This replica's sequences: i % dp == its index, in cache slots 0, 1, ...
+    std::vector<size_t> mine;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      if (static_cast<int>(i) % layout.dp == grid.coords().dp) mine.push_back(i);
+    }
+    double diff = 0, scale = 0;
+    std::vector<SequenceChunk> batch;
+    for (size_t j = 0; j < mine.size(); ++j) {
+      batch.push_back({static_cast<int64_t>(j), prompts[mine[j]]});
+    }
+    const Tensor prefill = pipeline.Forward(batch, /*all_tokens=*/true);
+    if (pipeline.is_driver()) {
+      int64_t row = 0;
+      for (size_t i : mine) {
+        const Tensor& want = want_prefill[i];
+        ASSERT_LE((row + want.dim(0)) * V, prefill.numel());
+        Compare(prefill.data<float>() + row * V, want.data<float>(), want.numel(), diff, scale);
+        row += want.dim(0);
+      }
+      EXPECT_EQ(row, prefill.dim(0));
+    }
+    for (int s = 0; s < kDecodeSteps; ++s) {
+      batch.clear();
+      for (size_t j = 0; j < mine.size(); ++j) {
+        batch.push_back({static_cast<int64_t>(j), {steps[s][mine[j]]}});
+      }
+      const Tensor logits = pipeline.Forward(batch, /*all_tokens=*/false);
+      if (!pipeline.is_driver()) continue;
+      EXPECT_EQ(logits.dim(0), static_cast<int64_t>(mine.size()));
+      for (size_t j = 0; j < mine.size(); ++j) {
+        Compare(logits.data<float>() + static_cast<int64_t>(j) * V,
+                want_decode[mine[j]][static_cast<size_t>(s)].data<float>(), V, diff, scale);
+      }
+    }
+    if (pipeline.is_driver()) {
+      const double relative = diff / scale;
+      EXPECT_LE(relative, kTolerance);
+      if (grid.coords().tp == 0) {
+        std::printf("%s tp=%d pp=%d dp=%d replica %d: max |error| / max |logit| = %.2e\n",
+                    GetParam().c_str(), layout.tp, layout.pp, layout.dp, grid.coords().dp,
+                    relative);
+      }
+    }
+
+    // Greedy generation through the pipeline gives the one-rank tokens.
+    std::vector<GenerationRequest> requests;
+    for (size_t i : mine) {
+      GenerationRequest r;
+      r.prompt = prompts[i];
+      r.max_new_tokens = kGenerated;
+      requests.push_back(r);
+    }
+    if (pipeline.is_driver()) {
+      const std::vector<GenerationResult> got =
+          GeneratePipelined(pipeline, tokenizer, requests, [](size_t, std::string_view) {});
+      for (size_t j = 0; j < mine.size(); ++j) {
+        EXPECT_EQ(got[j].tokens, want_tokens[mine[j]]) << "sequence " << mine[j];
+      }
+    } else {
+      pipeline.Serve();
+    }
+  }
+  world->Barrier();
+  if (world->rank() == 0) std::filesystem::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, ShardedGemmaTest,
+                         testing::Values("tiny-gemma", "tiny-gemma2", "tiny-gemma3"),
+                         [](const testing::TestParamInfo<std::string>& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+}  // namespace
+}  // namespace gemmapod
