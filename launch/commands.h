@@ -16,6 +16,12 @@ int RunInfo();
 
 struct PlanOptions {
   std::string pod_path;
+  // With a model (a .h5 checkpoint or a config .yaml): per-rank weight and KV-cache bytes, and
+  // the layout refused when it cannot work.
+  std::string model_path;
+  std::string dtype = "bf16";  // matrix storage for a .yaml model (a .h5 says its own)
+  int64_t batch = 1;           // sequences per replica
+  int64_t context = 0;         // tokens per sequence; 0: the model's max_position_embeddings
 };
 int RunPlan(const PlanOptions& options);
 
@@ -27,7 +33,7 @@ struct LaunchCommandOptions {
 };
 int RunLaunch(const LaunchCommandOptions& options, const std::string& self_exe);
 
-// A small random-weight model (the Gemma models do not run sharded yet): a stack of Gemma-style
+// A small random-weight model: a stack of Gemma-style
 // RMSNorm + GeGLU MLP blocks, sharded by the pod's tp/pp/dp, checked against the same model on one
 // rank.
 struct DemoOptions {
@@ -63,6 +69,7 @@ struct ModelFiles {
 
 struct GenerateOptions {
   ModelFiles files;
+  std::string pod_path;  // empty: the job's ranks form one tensor-parallel group
   std::string prompt;
   std::string system;  // chat only: folded into the first user turn
   bool chat = false;
@@ -76,14 +83,27 @@ struct GenerateOptions {
   std::vector<std::string> stop;  // stop strings
   bool stats = false;             // print timing to stderr
 };
-int RunGenerate(const GenerateOptions& options);
+int RunGenerate(const GenerateOptions& options, int* argc, char*** argv);
 
 struct LogitsOptions {
   ModelFiles files;
+  std::string pod_path;
   std::string tokens;  // "2,651,..."
   std::string out;     // .npy path
 };
-int RunLogits(const LogitsOptions& options);
+int RunLogits(const LogitsOptions& options, int* argc, char*** argv);
+
+// gemmapod random-checkpoint: a checkpoint of a config with RANDOM weights (tests, benchmarks,
+// trying a layout without real weights).
+struct RandomCheckpointOptions {
+  std::string config_path;
+  std::string out;
+  std::string dtype = "bf16";
+  uint64_t seed = 1;
+  std::string tokenizer_path;  // embedded when given
+  bool force = false;
+};
+int RunRandomCheckpoint(const RandomCheckpointOptions& options);
 
 struct TokenizeOptions {
   ModelFiles files;

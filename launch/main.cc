@@ -35,9 +35,20 @@ int main(int argc, char** argv) {
       app.add_subcommand("info", "Print what this build and machine offer (kernels, MPI, CUDA)");
 
   PlanOptions plan;
-  CLI::App* plan_cmd =
-      app.add_subcommand("plan", "Print the rank -> host/device/(dp,pp,tp) map of a pod");
+  CLI::App* plan_cmd = app.add_subcommand(
+      "plan",
+      "Print the rank -> host/device/(dp,pp,tp) map of a pod; with --model, what each rank holds "
+      "and whether the layout fits");
   plan_cmd->add_option("--pod", plan.pod_path, "Pod file (YAML)")->required();
+  plan_cmd->add_option("--model", plan.model_path,
+                       "Checkpoint (.h5) or model config (.yaml) to lay out over the pod");
+  plan_cmd->add_option("--dtype", plan.dtype, "Weight storage of a .yaml model: bf16 or f32")
+      ->check(CLI::IsMember({"bf16", "f32"}));
+  plan_cmd->add_option("--batch", plan.batch, "Sequences per data-parallel replica")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  plan_cmd->add_option("--context", plan.context,
+                       "Tokens per sequence (default: the model's maximum)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
 
   LaunchCommandOptions launch;
   CLI::App* launch_cmd = app.add_subcommand(
@@ -52,9 +63,8 @@ int main(int argc, char** argv) {
 
   DemoOptions demo;
   CLI::App* demo_cmd = app.add_subcommand("demo",
-                                          "Run a small RANDOM-WEIGHT model (Gemma models do not "
-                                          "shard yet) sharded over the pod and check it "
-                                          "against one rank");
+                                          "Run a small RANDOM-WEIGHT stack of Gemma MLP blocks "
+                                          "sharded over the pod and check it against one rank");
   demo_cmd->add_option("--pod", demo.pod_path, "Pod file; default: all ranks form one TP group");
   demo_cmd->add_option("--layers", demo.layers, "MLP blocks")->check(CLI::Range(1, 4096));
   demo_cmd->add_option("--hidden", demo.hidden, "Model width")->check(CLI::Range(1, 1 << 16));
@@ -100,6 +110,8 @@ int main(int argc, char** argv) {
   CLI::App* generate_cmd =
       app.add_subcommand("generate", "Generate text from a prompt, streaming it as it comes");
   add_model_files(generate_cmd, generate.files);
+  generate_cmd->add_option("--pod", generate.pod_path,
+                           "Pod file: run sharded by its tp/pp/dp (under mpirun or launch)");
   generate_cmd->add_option("--prompt", generate.prompt, "The prompt text")->required();
   generate_cmd->add_flag("--chat", generate.chat,
                          "Wrap the prompt in the Gemma chat template (instruction-tuned models)");
@@ -121,9 +133,23 @@ int main(int argc, char** argv) {
   CLI::App* logits_cmd = app.add_subcommand(
       "logits", "Write the f32 logits of every position of a token sequence as a .npy file");
   add_model_files(logits_cmd, logits.files);
+  logits_cmd->add_option("--pod", logits.pod_path,
+                         "Pod file: run sharded by its tp/pp/dp (under mpirun or launch)");
   logits_cmd->add_option("--tokens", logits.tokens, "Token ids, comma-separated: 2,651,...")
       ->required();
   logits_cmd->add_option("--out", logits.out, "Output .npy file, f32 [tokens, vocab]")->required();
+
+  RandomCheckpointOptions random;
+  CLI::App* random_cmd = app.add_subcommand(
+      "random-checkpoint", "Write a checkpoint of a model config with RANDOM weights");
+  random_cmd->add_option("--config", random.config_path, "Model config (.yaml)")->required();
+  random_cmd->add_option("--out", random.out, "Output .h5 file")->required();
+  random_cmd->add_option("--dtype", random.dtype, "Weight storage: bf16 or f32")
+      ->check(CLI::IsMember({"bf16", "f32"}));
+  random_cmd->add_option("--seed", random.seed, "Weight seed");
+  random_cmd->add_option("--tokenizer", random.tokenizer_path,
+                         "SentencePiece model to embed in the checkpoint");
+  random_cmd->add_flag("--force", random.force, "Replace an existing output file");
 
   TokenizeOptions tokenize;
   CLI::App* tokenize_cmd =
@@ -143,8 +169,9 @@ int main(int argc, char** argv) {
     if (*launch_cmd) return RunLaunch(launch, SelfExecutable(argv[0]));
     if (*demo_cmd) return RunDemo(demo, &argc, &argv);
     if (*convert_cmd) return RunConvert(convert);
-    if (*generate_cmd) return RunGenerate(generate);
-    if (*logits_cmd) return RunLogits(logits);
+    if (*generate_cmd) return RunGenerate(generate, &argc, &argv);
+    if (*logits_cmd) return RunLogits(logits, &argc, &argv);
+    if (*random_cmd) return RunRandomCheckpoint(random);
     if (*tokenize_cmd) {
       if (tokenize.files.model_path.empty() && tokenize.files.tokenizer_path.empty()) {
         throw Error("tokenize: give --model (a checkpoint with a tokenizer) or --tokenizer");

@@ -1,10 +1,18 @@
-// convert, generate, logits, tokenize: the one-rank model subcommands.
+// convert, generate, logits, tokenize, random-checkpoint: the model subcommands. generate and
+// logits run on every rank of the job, sharded by the pod file.
+#include <algorithm>
 #include <cerrno>
+#include <filesystem>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
 
 #include "launch/commands.h"
+#include "launch/rank_runner.h"
+#include "launch/sharded_model.h"
+#include "models/gemma_random.h"
+#include "runtime/comm/communicator.h"
+#include "serving/pipelined_generate.h"
 #include "models/convert.h"
 #include "models/gemma_checkpoint.h"
 #include "runtime/checkpoint/npy.h"
@@ -22,15 +30,6 @@ Tokenizer LoadTokenizer(const ModelFiles& files) {
   GEMMAPOD_CHECK(embedded.has_value(), files.model_path,
                  ": the checkpoint carries no tokenizer; pass --tokenizer tokenizer.model");
   return Tokenizer::FromBytes(std::move(*embedded), files.model_path + ":/files/tokenizer.model");
-}
-
-GemmaDecoder LoadModel(const ModelFiles& files) {
-  GemmaDecoder model = LoadGemmaCheckpoint(files.model_path);
-  GEMMAPOD_CHECK(files.precision == "exact" || files.precision == "fast",
-                 "--precision must be exact or fast, got '", files.precision, "'");
-  model.set_matmul_precision(files.precision == "fast" ? cpu::MatmulPrecision::kFastBF16
-                                                       : cpu::MatmulPrecision::kExact);
-  return model;
 }
 
 void CheckTokenizerFits(const Tokenizer& tokenizer, const ModelConfig& config,
@@ -80,11 +79,10 @@ int RunConvert(const ConvertCommandOptions& o) {
   return 0;
 }
 
-int RunGenerate(const GenerateOptions& o) {
-  Tokenizer tokenizer = LoadTokenizer(o.files);
-  GemmaDecoder model = LoadModel(o.files);
-  CheckTokenizerFits(tokenizer, model.config(), o.files);
+namespace {
 
+GenerationRequest BuildRequest(const GenerateOptions& o, const Tokenizer& tokenizer,
+                               const ModelConfig& config) {
   GenerationRequest request;
   if (o.chat) {
     std::vector<ChatMessage> messages;
@@ -95,7 +93,7 @@ int RunGenerate(const GenerateOptions& o) {
   } else {
     GEMMAPOD_CHECK(o.system.empty(), "--system needs --chat");
     request.prompt = tokenizer.Encode(o.prompt, /*add_bos=*/true);
-    request.stop_tokens = {model.config().eos_id};
+    request.stop_tokens = {config.eos_id};
   }
   request.max_new_tokens = o.max_tokens;
   request.sampling.temperature = o.temperature;
@@ -105,40 +103,117 @@ int RunGenerate(const GenerateOptions& o) {
   request.sampling.repetition_penalty = o.repetition_penalty;
   request.sampling.seed = o.seed;
   request.stop_strings = o.stop;
+  return request;
+}
 
-  const GenerationResult r = Generate(model, tokenizer, request, [](std::string_view text) {
-    std::fwrite(text.data(), 1, text.size(), stdout);
-    std::fflush(stdout);
-  });
+std::string LayoutName(const ProcessGrid& grid) {
+  const GridShape& s = grid.shape();
+  return StrCat("tp=", s.tp, " pp=", s.pp, " dp=", s.dp);
+}
+
+int GenerateOnRanks(const GenerateOptions& o, Communicator& world) {
+  // Every rank reads the tokenizer and builds the same request: the first stage feeds the
+  // prompt, and the last stage samples only the tokenizer's ids.
+  Tokenizer tokenizer = LoadTokenizer(o.files);
+  const CheckpointModel model = ReadCheckpointModel(o.files.model_path);
+  CheckTokenizerFits(tokenizer, model.config, o.files);
+  const GenerationRequest request = BuildRequest(o, tokenizer, model.config);
+  CheckRequest(request, model.config);
+  const int64_t context = static_cast<int64_t>(request.prompt.size()) + request.max_new_tokens;
+  const int64_t sampled = std::min<int64_t>(model.config.vocab_size, tokenizer.vocab_size());
+  ShardedGemma run = LoadShardedGemma(world, o.pod_path, o.files, 1, context, sampled);
+
+  GemmaPipeline& pipeline = *run.pipeline;
+  if (!pipeline.is_driver()) {
+    pipeline.Serve();
+    return 0;
+  }
+  // One prompt: the first replica generates it; the others have nothing to do.
+  std::vector<GenerationRequest> requests;
+  if (run.grid->coords().dp == 0) requests.push_back(request);
+  const bool prints = world.rank() == 0;
+  const std::vector<GenerationResult> results =
+      GeneratePipelined(pipeline, tokenizer, requests, [&](size_t, std::string_view text) {
+        if (!prints) return;
+        std::fwrite(text.data(), 1, text.size(), stdout);
+        std::fflush(stdout);
+      });
+  if (!prints) return 0;
   std::printf("\n");
   std::fflush(stdout);  // the statistics go to stderr: keep them after the text
   if (o.stats) {
+    const GenerationResult& r = results.front();
     const double decode_rate =
-        r.decode_seconds > 0 ? static_cast<double>(r.tokens.size()) / r.decode_seconds : 0.0;
+        r.decode_seconds > 0 && r.tokens.size() > 1
+            ? static_cast<double>(r.tokens.size() - 1) / r.decode_seconds
+            : 0.0;
     std::fprintf(stderr,
                  "prompt %zu tokens in %.3f s; generated %zu tokens in %.3f s (%.1f tokens/s); "
-                 "finish: %s\n",
+                 "finish: %s; %s over %d rank(s)\n",
                  request.prompt.size(), r.prefill_seconds, r.tokens.size(), r.decode_seconds,
-                 decode_rate, FinishReasonName(r.finish));
+                 decode_rate, FinishReasonName(r.finish), LayoutName(*run.grid).c_str(),
+                 world.size());
   }
   return 0;
 }
 
-int RunLogits(const LogitsOptions& o) {
+int LogitsOnRanks(const LogitsOptions& o, Communicator& world) {
   const std::vector<int32_t> tokens = ParseTokenList(o.tokens);
-  GemmaDecoder model = LoadModel(o.files);
+  const CheckpointModel model = ReadCheckpointModel(o.files.model_path);
+  const ModelConfig& config = model.config;
   const int64_t n = static_cast<int64_t>(tokens.size());
-  GEMMAPOD_CHECK(n <= model.config().max_position_embeddings, "--tokens: ", n,
-                 " tokens exceed the model's context of ", model.config().max_position_embeddings);
+  GEMMAPOD_CHECK(n <= config.max_position_embeddings, "--tokens: ", n,
+                 " tokens exceed the model's context of ", config.max_position_embeddings);
   for (size_t i = 0; i < tokens.size(); ++i) {
-    GEMMAPOD_CHECK(tokens[i] < model.config().vocab_size, "--tokens: entry ", i, " (", tokens[i],
-                   ") is outside the vocabulary of ", model.config().vocab_size);
+    GEMMAPOD_CHECK(tokens[i] < config.vocab_size, "--tokens: entry ", i, " (", tokens[i],
+                   ") is outside the vocabulary of ", config.vocab_size);
   }
-  KvCache cache(model.config(), 1, n);
-  const Tensor logits = model.Forward({{SequenceChunk{0, tokens}}}, cache, LogitRows::kAllTokens);
+  ShardedGemma run = LoadShardedGemma(world, o.pod_path, o.files, 1, n, config.vocab_size);
+  GemmaPipeline& pipeline = *run.pipeline;
+  Tensor logits;
+  if (run.grid->coords().dp == 0) {
+    // The first replica computes; its first stage ends up with the full logits.
+    logits = pipeline.Forward({{SequenceChunk{0, tokens}}}, /*all_tokens=*/true);
+  } else if (pipeline.is_driver()) {
+    pipeline.Finish();
+  } else {
+    pipeline.Serve();
+  }
+  if (world.rank() != 0) return 0;
   WriteNpy(o.out, logits);
-  std::printf("wrote %s: f32 [%lld, %lld]\n", o.out.c_str(), static_cast<long long>(n),
-              static_cast<long long>(model.config().vocab_size));
+  std::printf("wrote %s: f32 [%lld, %lld] (%s over %d rank(s))\n", o.out.c_str(),
+              static_cast<long long>(n), static_cast<long long>(config.vocab_size),
+              LayoutName(*run.grid).c_str(), world.size());
+  return 0;
+}
+
+}  // namespace
+
+int RunGenerate(const GenerateOptions& options, int* argc, char*** argv) {
+  return RunOnRanks(argc, argv,
+                    [&](Communicator& world) { return GenerateOnRanks(options, world); });
+}
+
+int RunLogits(const LogitsOptions& options, int* argc, char*** argv) {
+  return RunOnRanks(argc, argv,
+                    [&](Communicator& world) { return LogitsOnRanks(options, world); });
+}
+
+int RunRandomCheckpoint(const RandomCheckpointOptions& o) {
+  GEMMAPOD_CHECK(o.dtype == "bf16" || o.dtype == "f32", "--dtype must be bf16 or f32, got '",
+                 o.dtype, "'");
+  GEMMAPOD_CHECK(o.force || !std::filesystem::exists(o.out), o.out,
+                 " exists; pass --force to replace it");
+  const ModelConfig config = LoadModelConfigYaml(o.config_path);
+  std::optional<std::string> tokenizer;
+  if (!o.tokenizer_path.empty()) tokenizer = Tokenizer::FromFile(o.tokenizer_path).serialized();
+  GemmaWeights weights =
+      RandomGemmaWeights(config, o.dtype == "bf16" ? DType::kBF16 : DType::kF32, o.seed);
+  SaveGemmaCheckpoint(o.out, config, weights, tokenizer);
+  std::printf("wrote %s: %s with RANDOM weights (seed %llu, %s, %lld parameters)%s\n",
+              o.out.c_str(), config.name.c_str(), static_cast<unsigned long long>(o.seed),
+              o.dtype.c_str(), static_cast<long long>(config.ParameterCount()),
+              tokenizer ? ", tokenizer embedded" : "");
   return 0;
 }
 

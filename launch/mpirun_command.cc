@@ -6,7 +6,9 @@
 
 namespace gemmapod {
 
-bool PodAwareSubcommand(const std::string& name) { return name == "demo" || name == "plan"; }
+bool PodAwareSubcommand(const std::string& name) {
+  return name == "demo" || name == "plan" || name == "generate" || name == "logits";
+}
 
 std::vector<std::string> MpirunCommand(const PodTopology& pod, const MpirunOptions& o) {
   GEMMAPOD_CHECK(!o.command.empty(), "launch: no subcommand given after `--`");

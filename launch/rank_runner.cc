@@ -13,8 +13,12 @@ int RunOnRanks(int* argc, char*** argv, const std::function<int(Communicator& wo
   try {
     return body(*world);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "gemmapod: rank %d of %d: error: %s\n", world->rank(), world->size(),
-                 e.what());
+    if (world->size() == 1) {
+      std::fprintf(stderr, "gemmapod: error: %s\n", e.what());
+    } else {
+      std::fprintf(stderr, "gemmapod: rank %d of %d: error: %s\n", world->rank(), world->size(),
+                   e.what());
+    }
     std::fflush(stderr);
     // Finalising would wait for ranks that are stuck waiting for this one: abort them all.
     if (world->size() > 1) MpiSession::Abort(1);

@@ -1,5 +1,6 @@
 #include "serving/gemma_layout.h"
 
+#include "models/kv_cache.h"
 #include "runtime/error.h"
 
 namespace gemmapod {
@@ -38,6 +39,67 @@ GemmaShard GemmaShardAt(const ModelConfig& config, const GridShape& shape, const
   const LayerRange& r = stages[static_cast<size_t>(at.pp)];
   return MakeGemmaShard(config, shape.tp, at.tp, r.first, r.end, at.pp == 0,
                         at.pp == shape.pp - 1);
+}
+
+GemmaPodPlan PlanGemmaOnPod(const PodTopology& pod, const ModelConfig& config, int64_t matrix_bytes,
+                            int64_t batch, int64_t context) {
+  GemmaPodPlan plan;
+  if (auto problem = TensorParallelProblem(config, pod.tp)) {
+    plan.problems.push_back(StrCat("parallelism.tp: ", *problem));
+    return plan;
+  }
+  try {
+    plan.stages = GemmaStageLayers(config, pod.tp, pod.pp, matrix_bytes, &pod);
+  } catch (const Error& e) {
+    plan.problems.push_back(e.what());
+    return plan;
+  }
+  if (context > config.max_position_embeddings) {
+    plan.problems.push_back(StrCat("a context of ", context, " tokens exceeds ", config.name,
+                                   "'s max_position_embeddings ", config.max_position_embeddings));
+  }
+  const GridShape shape{pod.tp, pod.pp, pod.dp};
+  for (int r = 0; r < shape.world_size(); ++r) {
+    RankPlan rp;
+    rp.rank = r;
+    rp.at = shape.CoordsOf(r);
+    rp.node = pod.node_of_rank(r);
+    const GemmaShard shard = GemmaShardAt(config, shape, rp.at, plan.stages);
+    rp.layers = plan.stages[static_cast<size_t>(rp.at.pp)];
+    rp.embedding = shard.has_embedding;
+    rp.head = shard.has_head;
+    rp.weight_bytes = GemmaShardWeightBytes(config, shard, matrix_bytes);
+    rp.kv_bytes = static_cast<int64_t>(KvCache::BytesFor(config, batch, context, shard.kv_heads,
+                                                         shard.first_layer, shard.end_layer));
+    plan.ranks.push_back(rp);
+  }
+  // Memory: a CPU node's ranks share its memory; an accelerator holds its own rank's part.
+  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+  for (size_t n = 0; n < pod.nodes.size(); ++n) {
+    const PodNode& node = pod.nodes[n];
+    int64_t node_bytes = 0, ranks = 0;
+    for (const RankPlan& rp : plan.ranks) {
+      if (rp.node != static_cast<int>(n)) continue;
+      const int64_t bytes = rp.weight_bytes + rp.kv_bytes;
+      node_bytes += bytes;
+      ++ranks;
+      if (node.kind != DeviceType::kCpu && node.device_memory_gib > 0 &&
+          static_cast<double>(bytes) > node.device_memory_gib * kGiB) {
+        plan.problems.push_back(StrCat("rank ", rp.rank, " on ", node.host, " needs ",
+                                       static_cast<double>(bytes) / kGiB, " GiB but its ",
+                                       DeviceTypeName(node.kind), " has ", node.device_memory_gib,
+                                       " GiB (nodes[", n, "].device_memory_gib)"));
+      }
+    }
+    if (node.kind == DeviceType::kCpu && node.memory_gib > 0 &&
+        static_cast<double>(node_bytes) > node.memory_gib * kGiB) {
+      plan.problems.push_back(StrCat("node ", node.host, " needs ",
+                                     static_cast<double>(node_bytes) / kGiB, " GiB for its ",
+                                     ranks, " ranks but has ", node.memory_gib,
+                                     " GiB (nodes[", n, "].memory_gib)"));
+    }
+  }
+  return plan;
 }
 
 }  // namespace gemmapod

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "models/gemma_shard.h"
@@ -29,5 +30,28 @@ std::vector<LayerRange> GemmaStageLayers(const ModelConfig& config, int tp, int 
 // The shard of the rank at `at` in a grid of `shape` with these stage layers.
 GemmaShard GemmaShardAt(const ModelConfig& config, const GridShape& shape, const GridCoords& at,
                         std::span<const LayerRange> stages);
+
+// What each rank of a pod holds for a model, and why the layout cannot work, if it cannot.
+struct RankPlan {
+  int rank = 0;
+  GridCoords at;
+  int node = 0;
+  LayerRange layers;
+  bool embedding = false;  // first stage
+  bool head = false;       // last stage
+  int64_t weight_bytes = 0;
+  int64_t kv_bytes = 0;  // for `batch` sequences of `context` tokens
+};
+
+struct GemmaPodPlan {
+  std::vector<LayerRange> stages;
+  std::vector<RankPlan> ranks;  // empty when the layout cannot be cut at all
+  std::vector<std::string> problems;
+};
+
+// `matrix_bytes`: bytes per weight element as stored (2 for bf16, 4 for f32); `batch` sequences
+// per replica of `context` tokens each.
+GemmaPodPlan PlanGemmaOnPod(const PodTopology& pod, const ModelConfig& config, int64_t matrix_bytes,
+                            int64_t batch, int64_t context);
 
 }  // namespace gemmapod

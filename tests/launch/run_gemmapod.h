@@ -16,12 +16,8 @@ struct CliResult {
   std::string output;  // stdout and stderr together
 };
 
-// Runs `gemmapod <args>` from the current directory under a hard time limit; `env` (e.g.
-// "VAR=value") is put in front of the command.
-inline CliResult Gemmapod(const std::string& args, int timeout_s = 60,
-                          const std::string& env = "") {
-  const std::string cmd = env + (env.empty() ? "" : " ") + "timeout " + std::to_string(timeout_s) +
-                          " " + GEMMAPOD_BIN + " " + args + " 2>&1";
+// Runs a shell command line, stdout and stderr together.
+inline CliResult RunShell(const std::string& cmd) {
   CliResult r;
   FILE* pipe = popen(cmd.c_str(), "r");
   if (pipe == nullptr) return r;
@@ -31,6 +27,23 @@ inline CliResult Gemmapod(const std::string& args, int timeout_s = 60,
   const int status = pclose(pipe);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return r;
+}
+
+// Runs `gemmapod <args>` from the current directory under a hard time limit; `env` (e.g.
+// "VAR=value") is put in front of the command.
+inline CliResult Gemmapod(const std::string& args, int timeout_s = 60,
+                          const std::string& env = "") {
+  return RunShell(env + (env.empty() ? "" : " ") + "timeout " + std::to_string(timeout_s) + " " +
+                  GEMMAPOD_BIN + " " + args + " 2>&1");
+}
+
+// Runs `mpirun -np <ranks> gemmapod <args>` directly (not through `gemmapod launch`), as a user
+// on a workstation would: shared memory only, oversubscribed, allowed to run as root.
+inline CliResult MpirunGemmapod(int ranks, const std::string& args, int timeout_s = 120) {
+  return RunShell("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+                  "OMPI_MCA_btl=self,vader OMPI_MCA_rmaps_base_oversubscribe=1 timeout " +
+                  std::to_string(timeout_s) + " mpirun -np " + std::to_string(ranks) + " " +
+                  GEMMAPOD_BIN + " " + args + " 2>&1");
 }
 
 // Whether `text` matches the regular expression `pattern` somewhere.

@@ -1,0 +1,192 @@
+// `gemmapod generate`, `logits` and `plan` sharded over pods, as users run them: under mpirun
+// directly and through `gemmapod launch`. Sharded logits and greedy text must equal one rank's;
+// `plan` must show what each rank holds and refuse layouts that cannot work; a rank killed
+// mid-run must end the job within seconds.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <sstream>
+#include <thread>
+
+#include "runtime/checkpoint/npy.h"
+#include "tests/launch/run_gemmapod.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+using gemmapod::Contains;
+using gemmapod::Gemmapod;
+using gemmapod::MpirunGemmapod;
+using Result = gemmapod::CliResult;
+
+class ShardedCli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("sharded-cli-" + std::to_string(getpid()));
+    fs::create_directories(dir_);
+    // Gemma 3 (one key/value head, seven layers, qk-norm) with its fixture's tokenizer.
+    model_ = (dir_ / "gemma3.h5").string();
+    convert_ = Gemmapod("convert tests/fixtures/models/gemma3 " + model_);
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+
+  static double RelativeError(const std::string& got_path, const std::string& want_path) {
+    const gemmapod::Tensor got = gemmapod::ReadNpy(got_path);
+    const gemmapod::Tensor want = gemmapod::ReadNpy(want_path);
+    EXPECT_EQ(got.shape(), want.shape());
+    if (got.shape() != want.shape()) return 1e9;
+    double diff = 0, scale = 0;
+    for (int64_t i = 0; i < want.numel(); ++i) {
+      diff = std::max(diff, double{std::fabs(got.data<float>()[i] - want.data<float>()[i])});
+      scale = std::max(scale, double{std::fabs(want.data<float>()[i])});
+    }
+    return diff / scale;
+  }
+
+  static inline fs::path dir_;
+  static inline std::string model_;
+  static inline Result convert_;
+};
+
+constexpr const char* kTokens = "2,17,300,45,9,128,77,5,300,211,64";
+
+TEST_F(ShardedCli, LogitsOfEveryPodEqualOneRank) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  const std::string args = "logits --model " + model_ + " --tokens " + kTokens + " --out ";
+  const std::string one = (dir_ / "one.npy").string();
+  const Result r1 = Gemmapod(args + one);
+  ASSERT_EQ(r1.exit_code, 0) << r1.output;
+  // mpirun directly: tp = 2.
+  const std::string tp2 = (dir_ / "tp2.npy").string();
+  const Result r2 = MpirunGemmapod(2, args + tp2 + " --pod configs/pods/local.yaml");
+  ASSERT_EQ(r2.exit_code, 0) << r2.output;
+  EXPECT_TRUE(Contains(r2.output, "tp=2 pp=1 dp=1 over 2 rank")) << r2.output;
+  EXPECT_LE(RelativeError(tp2, one), 1e-5);
+  // Through launch: tp = 2 x pp = 2, four stages, and two replicas of tp = 2.
+  for (const char* pod : {"configs/pods/local-4.yaml", "tests/launch/pods/pp4.yaml",
+                          "tests/launch/pods/tp2-dp2.yaml"}) {
+    const std::string out = (dir_ / "launched.npy").string();
+    const Result r = Gemmapod(std::string("launch --pod ") + pod + " -- " + args + out, 120);
+    ASSERT_EQ(r.exit_code, 0) << pod << "\n" << r.output;
+    EXPECT_LE(RelativeError(out, one), 1e-5) << pod;
+  }
+}
+
+TEST_F(ShardedCli, GreedyTextOfEveryPodEqualsOneRank) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  const std::string args = "generate --model " + model_ + " --prompt 'The license' --max-tokens 16";
+  const Result one = Gemmapod(args);
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  ASSERT_GT(one.output.size(), 1u);
+  const Result tp2 = MpirunGemmapod(2, args + " --pod configs/pods/local.yaml");
+  ASSERT_EQ(tp2.exit_code, 0) << tp2.output;
+  EXPECT_EQ(tp2.output, one.output);
+  const Result pp = Gemmapod("launch --pod configs/pods/local-4.yaml -- " + args + " --stats", 120);
+  ASSERT_EQ(pp.exit_code, 0) << pp.output;
+  // launch prints its mpirun command line first; the text follows on a line of its own.
+  EXPECT_NE(pp.output.find("\n" + one.output), std::string::npos) << pp.output;
+  EXPECT_TRUE(Contains(pp.output, "tp=2 pp=2 dp=1 over 4 rank")) << pp.output;
+  // Sampling on the vocabulary shards (top-k) runs and every rank agrees on the tokens.
+  const Result sampled = MpirunGemmapod(
+      2, args + " --pod configs/pods/local.yaml --temperature 0.9 --top-k 20 --seed 4");
+  EXPECT_EQ(sampled.exit_code, 0) << sampled.output;
+}
+
+TEST_F(ShardedCli, PlanShowsEachRanksBytesAndRefusesWhatCannotWork) {
+  Result r = Gemmapod("plan --pod configs/pods/local-4.yaml --model configs/models/gemma2-2b.yaml "
+                      "--context 4096");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  // tp = 2 halves the layers' bytes; the two stages split the 26 layers 13/13 (the embedding on
+  // the first stage weighs as much as the head on the last).
+  EXPECT_TRUE(Contains(r.output, "\\n0 +localhost +\\(0,0,0\\) +0-12 +E +[0-9.]+ MiB")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "\\n3 +localhost +\\(0,1,1\\) +13-25 +H ")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "fits")) << r.output;
+
+  r = Gemmapod("plan --pod configs/pods/2x8-h100.yaml --model configs/models/gemma3-270m.yaml");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "tp 8 does not divide the 4 query heads of gemma3-270m"))
+      << r.output;
+  r = Gemmapod("plan --pod tests/launch/pods/pp4.yaml --model configs/models/tiny-gemma.yaml");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "4 stages but tiny-gemma has only 3 layers")) << r.output;
+  r = Gemmapod("plan --pod configs/pods/local-4.yaml --model configs/models/gemma2-27b.yaml");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "node localhost needs [0-9.]+ GiB for its 4 ranks but has 24 GiB"))
+      << r.output;
+  r = Gemmapod("plan --pod tests/launch/pods/uneven-stages.yaml --model " + model_);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "uneven-stages.yaml: pipeline.stages: the last stage ends at "
+                                 "layer 4 but gemma3_text has layers 0..6"))
+      << r.output;
+  // A run refuses the same layouts before loading anything, on every rank.
+  r = Gemmapod("launch --pod tests/launch/pods/uneven-stages.yaml -- generate --model " + model_ +
+                   " --prompt hi",
+               60);
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "cannot run gemma3_text")) << r.output;
+}
+
+// The pid of the process running world rank `rank` of a job whose command line mentions
+// `marker`, or -1.
+pid_t FindRank(const std::string& marker, int rank) {
+  const std::string want = "OMPI_COMM_WORLD_RANK=" + std::to_string(rank);
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream cmdline(entry.path() / "cmdline"), environ(entry.path() / "environ");
+    std::stringstream cmd, env;
+    cmd << cmdline.rdbuf();
+    env << environ.rdbuf();
+    if (cmd.str().find(marker) == std::string::npos) continue;
+    if (cmd.str().find("mpirun") != std::string::npos) continue;
+    std::string var;
+    while (std::getline(env, var, '\0')) {
+      if (var == want) return static_cast<pid_t>(std::stoi(name));
+    }
+  }
+  return -1;
+}
+
+TEST_F(ShardedCli, KillingARankEndsTheJobWithinSeconds) {
+  const std::string model = (dir_ / "decode-long.h5").string();
+  const Result made = Gemmapod("random-checkpoint --config tests/launch/configs/decode-long.yaml "
+                               "--tokenizer tests/fixtures/tokenizer/tiny_gemma.model --out " +
+                               model);
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  const std::string out = (dir_ / "killed.txt").string();
+  auto job = std::async(std::launch::async, [&] {
+    return MpirunGemmapod(2,
+                          "generate --pod configs/pods/local.yaml --model " + model +
+                              " --prompt The --max-tokens 4000 > " + out,
+                          120);
+  });
+  // Wait until text streams (the job is mid-run), then kill rank 1 outright.
+  pid_t victim = -1;
+  for (int i = 0; i < 600 && victim < 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (fs::exists(out) && fs::file_size(out) > 0) victim = FindRank(model, 1);
+  }
+  ASSERT_GT(victim, 0) << "rank 1 never started generating";
+  const auto killed = std::chrono::steady_clock::now();
+  ASSERT_EQ(kill(victim, SIGKILL), 0);
+  Result r = job.get();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  std::ifstream text(out);
+  r.output.assign(std::istreambuf_iterator<char>(text), {});
+  std::printf("the job ended %.2f s after rank 1 was killed\n", seconds);
+  EXPECT_LT(seconds, 10.0) << r.output;
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.exit_code, 124) << "timed out: the surviving rank hung\n" << r.output;
+  EXPECT_TRUE(Contains(r.output, "rank 1 .*(signal 9|Killed)")) << r.output;
+  EXPECT_EQ(FindRank(model, 0), -1) << "rank 0 outlived the job";
+}
+
+}  // namespace
