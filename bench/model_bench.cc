@@ -4,11 +4,11 @@
 //
 //   build/bench/model_bench --config configs/models/gemma2-2b.yaml [--dtype bf16|f32]
 //       [--precision exact|fast] [--prompt 128] [--decode 32] [--batch 1]
-#include <chrono>
 #include <cstdio>
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "models/gemma_decoder.h"
 #include "models/gemma_random.h"
 #include "runtime/error.h"
@@ -16,23 +16,8 @@
 namespace gemmapod {
 namespace {
 
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// STREAM triad over 3 x 256 MiB, best of 5, counted as STREAM does (24 bytes per element).
-double TriadGBs() {
-  const size_t n = size_t{32} << 20;
-  std::vector<double> a(n, 1.0), b(n, 2.0), c(n, 3.0);
-  double best = 1e30;
-  for (int rep = 0; rep < 5; ++rep) {
-    const double t0 = Now();
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; ++i) a[i] = b[i] + 3.0 * c[i];
-    best = std::min(best, Now() - t0);
-  }
-  return 24.0 * static_cast<double>(n) / best / 1e9;
-}
+using bench::Now;
+using bench::TriadGBs;
 
 int Main(int argc, char** argv) {
   std::string config_path = "configs/models/gemma2-2b.yaml", dtype = "bf16", precision = "exact";

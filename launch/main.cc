@@ -46,8 +46,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"bf16", "f32"}));
   plan_cmd->add_option("--batch", plan.batch, "Sequences per data-parallel replica")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
-  plan_cmd->add_option("--context", plan.context,
-                       "Tokens per sequence (default: the model's maximum)")
+  plan_cmd
+      ->add_option("--context", plan.context, "Tokens per sequence (default: the model's maximum)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
 
   LaunchCommandOptions launch;

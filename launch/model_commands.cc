@@ -2,24 +2,24 @@
 // logits run on every rank of the job, sharded by the pod file.
 #include <algorithm>
 #include <cerrno>
-#include <filesystem>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 
 #include "launch/commands.h"
 #include "launch/rank_runner.h"
 #include "launch/sharded_model.h"
-#include "models/gemma_random.h"
-#include "runtime/comm/communicator.h"
-#include "serving/pipelined_generate.h"
 #include "models/convert.h"
 #include "models/gemma_checkpoint.h"
+#include "models/gemma_random.h"
 #include "runtime/checkpoint/npy.h"
+#include "runtime/comm/communicator.h"
 #include "runtime/error.h"
 #include "runtime/tokenizer/chat_template.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "serving/generator.h"
+#include "serving/pipelined_generate.h"
 
 namespace gemmapod {
 namespace {
@@ -143,10 +143,9 @@ int GenerateOnRanks(const GenerateOptions& o, Communicator& world) {
   std::fflush(stdout);  // the statistics go to stderr: keep them after the text
   if (o.stats) {
     const GenerationResult& r = results.front();
-    const double decode_rate =
-        r.decode_seconds > 0 && r.tokens.size() > 1
-            ? static_cast<double>(r.tokens.size() - 1) / r.decode_seconds
-            : 0.0;
+    const double decode_rate = r.decode_seconds > 0 && r.tokens.size() > 1
+                                   ? static_cast<double>(r.tokens.size() - 1) / r.decode_seconds
+                                   : 0.0;
     std::fprintf(stderr,
                  "prompt %zu tokens in %.3f s; generated %zu tokens in %.3f s (%.1f tokens/s); "
                  "finish: %s; %s over %d rank(s)\n",
@@ -195,8 +194,7 @@ int RunGenerate(const GenerateOptions& options, int* argc, char*** argv) {
 }
 
 int RunLogits(const LogitsOptions& options, int* argc, char*** argv) {
-  return RunOnRanks(argc, argv,
-                    [&](Communicator& world) { return LogitsOnRanks(options, world); });
+  return RunOnRanks(argc, argv, [&](Communicator& world) { return LogitsOnRanks(options, world); });
 }
 
 int RunRandomCheckpoint(const RandomCheckpointOptions& o) {

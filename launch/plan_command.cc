@@ -15,7 +15,6 @@ bool EndsWith(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
 
-
 std::string Bytes(int64_t bytes) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
@@ -33,12 +32,12 @@ int PrintModelPlan(const PodTopology& pod, const PlanOptions& o) {
   const ModelConfig& c = model.config;
   const int64_t context = o.context > 0 ? o.context : c.max_position_embeddings;
   const GemmaPodPlan plan = PlanGemmaOnPod(pod, c, model.matrix_bytes, o.batch, context);
-  std::printf("\nmodel %s (%s): %lld layers, %lld parameters, weights %s per element; KV cache "
-              "for %lld sequence(s) x %lld tokens per replica (f32)\n",
-              c.name.c_str(), o.model_path.c_str(), static_cast<long long>(c.num_layers),
-              static_cast<long long>(c.ParameterCount()),
-              model.matrix_bytes == 2 ? "bf16" : "f32", static_cast<long long>(o.batch),
-              static_cast<long long>(context));
+  std::printf(
+      "\nmodel %s (%s): %lld layers, %lld parameters, weights %s per element; KV cache "
+      "for %lld sequence(s) x %lld tokens per replica (f32)\n",
+      c.name.c_str(), o.model_path.c_str(), static_cast<long long>(c.num_layers),
+      static_cast<long long>(c.ParameterCount()), model.matrix_bytes == 2 ? "bf16" : "f32",
+      static_cast<long long>(o.batch), static_cast<long long>(context));
   if (!plan.ranks.empty()) {
     std::printf("%-5s %-16s %-10s %-9s %-6s %12s %12s %12s\n", "rank", "host", "(dp,pp,tp)",
                 "layers", "parts", "weights", "kv-cache", "total");

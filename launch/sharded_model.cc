@@ -11,7 +11,8 @@ CheckpointModel ReadCheckpointModel(const std::string& path) {
   const std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(path);
   CheckpointModel m{FromAttributes(reader->config(), path), 2};
   const std::string embed = "model.embed_tokens.weight";
-  if (reader->Has(embed)) m.matrix_bytes = static_cast<int64_t>(DTypeSize(reader->Info(embed).dtype));
+  if (reader->Has(embed))
+    m.matrix_bytes = static_cast<int64_t>(DTypeSize(reader->Info(embed).dtype));
   return m;
 }
 
@@ -22,8 +23,8 @@ ShardedGemma LoadShardedGemma(Communicator& world, const std::string& pod_path,
                  "--precision must be exact or fast, got '", files.precision, "'");
   const std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(files.model_path);
   const ModelConfig config = FromAttributes(reader->config(), files.model_path);
-  const int64_t matrix_bytes = static_cast<int64_t>(
-      DTypeSize(reader->Info("model.embed_tokens.weight").dtype));
+  const int64_t matrix_bytes =
+      static_cast<int64_t>(DTypeSize(reader->Info("model.embed_tokens.weight").dtype));
 
   ShardedGemma run;
   std::vector<LayerRange> stages;
@@ -48,8 +49,7 @@ ShardedGemma LoadShardedGemma(Communicator& world, const std::string& pod_path,
     run.grid = std::make_unique<ProcessGrid>(ProcessGrid::Create(world, GridShape{world.size()}));
     stages = GemmaStageLayers(config, world.size(), 1, matrix_bytes, nullptr);
   }
-  const GemmaShard shard =
-      GemmaShardAt(config, run.grid->shape(), run.grid->coords(), stages);
+  const GemmaShard shard = GemmaShardAt(config, run.grid->shape(), run.grid->coords(), stages);
   GemmaStage stage(config, shard, LoadGemmaShard(config, shard, *reader), &run.grid->tp());
   stage.set_matmul_precision(files.precision == "fast" ? cpu::MatmulPrecision::kFastBF16
                                                        : cpu::MatmulPrecision::kExact);

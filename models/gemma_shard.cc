@@ -138,8 +138,7 @@ GemmaWeights LoadGemmaShard(const ModelConfig& config, const GemmaShard& shard,
 
   GemmaWeights w;
   ForEachShardParameter(
-      config, shard, w,
-      [&](const GemmaParameter& p, const ParameterSlice& slice, Tensor& slot) {
+      config, shard, w, [&](const GemmaParameter& p, const ParameterSlice& slice, Tensor& slot) {
         Tensor t = slice.dim < 0 ? source.Read(p.name)
                                  : source.ReadSlice(p.name, slice.dim, slice.begin, slice.end);
         if (slice.padded_end > slice.end) {
@@ -157,11 +156,10 @@ int64_t GemmaShardWeightBytes(const ModelConfig& config, const GemmaShard& shard
                               int64_t matrix_bytes) {
   int64_t bytes = 0;
   GemmaWeights scratch;
-  ForEachShardParameter(config, shard, scratch,
-                        [&](const GemmaParameter& p, const ParameterSlice& slice, Tensor&) {
-                          bytes += NumElements(SliceShape(p, slice)) *
-                                   (p.is_norm ? int64_t{4} : matrix_bytes);
-                        });
+  ForEachShardParameter(
+      config, shard, scratch, [&](const GemmaParameter& p, const ParameterSlice& slice, Tensor&) {
+        bytes += NumElements(SliceShape(p, slice)) * (p.is_norm ? int64_t{4} : matrix_bytes);
+      });
   return bytes;
 }
 

@@ -56,15 +56,14 @@ Tensor LastTokenRows(const Tensor& h, const BatchLayout& layout) {
   return last;
 }
 
-GemmaStage::GemmaStage(ModelConfig config, GemmaShard shard, GemmaWeights weights,
-                       Communicator* tp)
+GemmaStage::GemmaStage(ModelConfig config, GemmaShard shard, GemmaWeights weights, Communicator* tp)
     : config_(std::move(config)), shard_(shard), weights_(std::move(weights)), tp_(tp) {
   Validate(config_, "model config");
   GEMMAPOD_CHECK(static_cast<int64_t>(weights_.layers.size()) == config_.num_layers,
                  "GemmaStage: ", weights_.layers.size(), " layers of weights for a ",
                  config_.num_layers, "-layer config");
-  GEMMAPOD_CHECK(shard_.tp == 1 || (tp_ != nullptr && tp_->size() == shard_.tp &&
-                                    tp_->rank() == shard_.tp_rank),
+  GEMMAPOD_CHECK(shard_.tp == 1 ||
+                     (tp_ != nullptr && tp_->size() == shard_.tp && tp_->rank() == shard_.tp_rank),
                  "GemmaStage: the shard is rank ", shard_.tp_rank, " of tp ", shard_.tp,
                  " but the tensor-parallel communicator does not match");
 }

@@ -1,7 +1,6 @@
 #include "models/gemma_weights.h"
 
 #include "models/gemma_shard.h"
-
 #include "runtime/error.h"
 
 namespace gemmapod {

@@ -20,8 +20,8 @@ size_t KvCache::BytesFor(const ModelConfig& config, int64_t num_sequences, int64
                          int64_t kv_heads, int64_t first_layer, int64_t end_layer) {
   size_t per_sequence = 0;
   for (int64_t l = first_layer; l < end_layer; ++l) {
-    per_sequence += 2 * static_cast<size_t>(CapacityOf(config, l, max_context) * kv_heads *
-                                            config.head_dim);
+    per_sequence +=
+        2 * static_cast<size_t>(CapacityOf(config, l, max_context) * kv_heads * config.head_dim);
   }
   return per_sequence * static_cast<size_t>(num_sequences) * sizeof(float);
 }

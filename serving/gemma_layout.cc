@@ -17,8 +17,8 @@ GemmaStageBytes GemmaBytesPerStagePart(const ModelConfig& config, int tp, int64_
                             matrix_bytes) -
       GemmaShardWeightBytes(config, none, matrix_bytes);
   b.first_extra = embedding;
-  b.last_extra = GemmaShardWeightBytes(config, MakeGemmaShard(config, tp, 0, 0, 0, false, true),
-                                       matrix_bytes);
+  b.last_extra =
+      GemmaShardWeightBytes(config, MakeGemmaShard(config, tp, 0, 0, 0, false, true), matrix_bytes);
   return b;
 }
 
@@ -37,8 +37,7 @@ GemmaShard GemmaShardAt(const ModelConfig& config, const GridShape& shape, const
   GEMMAPOD_CHECK(static_cast<int>(stages.size()) == shape.pp, "layout: ", stages.size(),
                  " stage ranges for pp ", shape.pp);
   const LayerRange& r = stages[static_cast<size_t>(at.pp)];
-  return MakeGemmaShard(config, shape.tp, at.tp, r.first, r.end, at.pp == 0,
-                        at.pp == shape.pp - 1);
+  return MakeGemmaShard(config, shape.tp, at.tp, r.first, r.end, at.pp == 0, at.pp == shape.pp - 1);
 }
 
 GemmaPodPlan PlanGemmaOnPod(const PodTopology& pod, const ModelConfig& config, int64_t matrix_bytes,
@@ -93,10 +92,9 @@ GemmaPodPlan PlanGemmaOnPod(const PodTopology& pod, const ModelConfig& config, i
     }
     if (node.kind == DeviceType::kCpu && node.memory_gib > 0 &&
         static_cast<double>(node_bytes) > node.memory_gib * kGiB) {
-      plan.problems.push_back(StrCat("node ", node.host, " needs ",
-                                     static_cast<double>(node_bytes) / kGiB, " GiB for its ",
-                                     ranks, " ranks but has ", node.memory_gib,
-                                     " GiB (nodes[", n, "].memory_gib)"));
+      plan.problems.push_back(StrCat(
+          "node ", node.host, " needs ", static_cast<double>(node_bytes) / kGiB, " GiB for its ",
+          ranks, " ranks but has ", node.memory_gib, " GiB (nodes[", n, "].memory_gib)"));
     }
   }
   return plan;

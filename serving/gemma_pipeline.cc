@@ -53,8 +53,7 @@ GemmaPipeline::GemmaPipeline(const ProcessGrid& grid, GemmaStage stage,
       cache_(stage_.NewCache(options.max_sequences, max_context_)) {
   const GemmaShard& s = stage_.shard();
   GEMMAPOD_CHECK(s.tp == grid.shape().tp && s.tp_rank == grid.coords().tp &&
-                     s.has_embedding == grid.is_first_stage() &&
-                     s.has_head == grid.is_last_stage(),
+                     s.has_embedding == grid.is_first_stage() && s.has_head == grid.is_last_stage(),
                  "pipeline: the stage's shard (tp rank ", s.tp_rank, " of ", s.tp,
                  ") is not this rank's place in the grid (tp rank ", grid.coords().tp, " of ",
                  grid.shape().tp, ", stage ", grid.coords().pp, " of ", grid.shape().pp, ")");
@@ -69,8 +68,9 @@ void GemmaPipeline::Reset(int64_t sequence) { cache_.Reset(sequence); }
 void GemmaPipeline::Submit(StageOutput output, std::span<const SequenceChunk> chunks,
                            std::span<const SamplingParams> sampling) {
   GEMMAPOD_CHECK(is_driver(), "pipeline: only the first stage submits work");
-  GEMMAPOD_CHECK(sampling.empty() || sampling.size() == chunks.size(), "pipeline: ",
-                 sampling.size(), " sampling settings for ", chunks.size(), " chunks");
+  GEMMAPOD_CHECK(sampling.empty() || sampling.size() == chunks.size(),
+                 "pipeline: ", sampling.size(), " sampling settings for ", chunks.size(),
+                 " chunks");
   std::vector<Chunk> work;
   int64_t rows = 0;
   for (size_t i = 0; i < chunks.size(); ++i) {
@@ -299,9 +299,9 @@ Tensor GemmaPipeline::Forward(std::span<const SequenceChunk> batch, bool all_tok
     const size_t groups = std::min<size_t>(batch.size(), static_cast<size_t>(stages_));
     for (size_t g = 0; g < groups; ++g) {
       const size_t b = batch.size() * g / groups, e = batch.size() * (g + 1) / groups;
-      pieces.push_back({{batch.begin() + static_cast<ptrdiff_t>(b),
-                         batch.begin() + static_cast<ptrdiff_t>(e)},
-                        rows});
+      pieces.push_back(
+          {{batch.begin() + static_cast<ptrdiff_t>(b), batch.begin() + static_cast<ptrdiff_t>(e)},
+           rows});
     }
   }
   for (const Piece& piece : pieces) Submit(piece.output, piece.chunks);

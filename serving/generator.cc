@@ -27,8 +27,8 @@ struct GenerationTracker::Streams {
 
 GenerationTracker::GenerationTracker(const Tokenizer& tokenizer, const GenerationRequest& request,
                                      std::function<void(std::string_view)> on_text)
-    : streams_(std::make_unique<Streams>(
-          Streams{StopCondition(request.stop_tokens, request.stop_strings), TextStream(tokenizer)})),
+    : streams_(std::make_unique<Streams>(Streams{
+          StopCondition(request.stop_tokens, request.stop_strings), TextStream(tokenizer)})),
       on_text_(std::move(on_text)),
       max_new_tokens_(request.max_new_tokens),
       context_(request.prompt) {}

@@ -19,10 +19,10 @@ std::vector<GenerationResult> GeneratePipelined(
   for (size_t i = 0; i < n; ++i) {
     const GenerationRequest& r = requests[i];
     CheckRequest(r, pipeline.config());
-    GEMMAPOD_CHECK(static_cast<int64_t>(r.prompt.size()) + r.max_new_tokens <=
-                       pipeline.max_context(),
-                   "generate: request ", i, " needs ", r.prompt.size() + r.max_new_tokens,
-                   " tokens of context but the pipeline holds ", pipeline.max_context());
+    GEMMAPOD_CHECK(
+        static_cast<int64_t>(r.prompt.size()) + r.max_new_tokens <= pipeline.max_context(),
+        "generate: request ", i, " needs ", r.prompt.size() + r.max_new_tokens,
+        " tokens of context but the pipeline holds ", pipeline.max_context());
     trackers.emplace_back(tokenizer, r, [&on_text, i](std::string_view t) { on_text(i, t); });
   }
 

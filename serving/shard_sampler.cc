@@ -51,8 +51,8 @@ int32_t ShardSampler::Sample(std::span<const float> shard, int64_t vocab_begin,
                    " sampled ids");
   }
   // This rank's part of the sampled range.
-  const int64_t n = std::clamp<int64_t>(sampled_vocab - vocab_begin, 0,
-                                        static_cast<int64_t>(shard.size()));
+  const int64_t n =
+      std::clamp<int64_t>(sampled_vocab - vocab_begin, 0, static_cast<int64_t>(shard.size()));
   penalised_.assign(shard.begin(), shard.begin() + n);
   ApplyRepetitionPenalty(penalised_, vocab_begin, context, params_.repetition_penalty);
   const std::span<const float> scores(penalised_);

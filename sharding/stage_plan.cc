@@ -73,8 +73,8 @@ std::vector<LayerRange> DecoderStages(const PodTopology& pod, const std::string&
   }
   GEMMAPOD_CHECK(!ranges.empty() && ranges.back().end == L, pod.source,
                  ": pipeline.stages: the last stage ends at layer ",
-                 ranges.empty() ? -1 : ranges.back().end - 1, " but ", model_name, " has layers 0..",
-                 L - 1, " (every layer needs a stage)");
+                 ranges.empty() ? -1 : ranges.back().end - 1, " but ", model_name,
+                 " has layers 0..", L - 1, " (every layer needs a stage)");
   return ranges;
 }
 

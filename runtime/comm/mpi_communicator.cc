@@ -193,8 +193,7 @@ class MpiPendingSend final : public PendingSend {
   }
   void Wait() override {
     if (requests_.empty()) return;
-    CheckMpi(MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(),
-                         MPI_STATUSES_IGNORE),
+    CheckMpi(MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE),
              "MPI_Waitall");
     requests_.clear();
   }

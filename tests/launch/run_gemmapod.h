@@ -40,10 +40,11 @@ inline CliResult Gemmapod(const std::string& args, int timeout_s = 60,
 // Runs `mpirun -np <ranks> gemmapod <args>` directly (not through `gemmapod launch`), as a user
 // on a workstation would: shared memory only, oversubscribed, allowed to run as root.
 inline CliResult MpirunGemmapod(int ranks, const std::string& args, int timeout_s = 120) {
-  return RunShell("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
-                  "OMPI_MCA_btl=self,vader OMPI_MCA_rmaps_base_oversubscribe=1 timeout " +
-                  std::to_string(timeout_s) + " mpirun -np " + std::to_string(ranks) + " " +
-                  GEMMAPOD_BIN + " " + args + " 2>&1");
+  return RunShell(
+      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+      "OMPI_MCA_btl=self,vader OMPI_MCA_rmaps_base_oversubscribe=1 timeout " +
+      std::to_string(timeout_s) + " mpirun -np " + std::to_string(ranks) + " " + GEMMAPOD_BIN +
+      " " + args + " 2>&1");
 }
 
 // Whether `text` matches the regular expression `pattern` somewhere.

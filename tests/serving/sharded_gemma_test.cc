@@ -5,12 +5,12 @@
 // each rank reads only its slices of. Run under mpiexec with 4 ranks; a layout smaller than the
 // world runs on its first ranks.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <unistd.h>
 
 #include "models/gemma_checkpoint.h"
 #include "models/gemma_random.h"

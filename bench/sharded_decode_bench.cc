@@ -1,0 +1,136 @@
+// Sharded decode benchmark: tokens/s of a published Gemma shape with random weights (each rank
+// makes only its own shard) over a tp x pp grid of this job's ranks, next to the bandwidth
+// roofline of the whole job. Run it once per layout and compare, e.g. tp = 1 against tp = 2:
+//
+//   OMP_NUM_THREADS=1 build/bench/sharded_decode_bench --config configs/models/gemma2-2b.yaml
+//   OMP_NUM_THREADS=1 mpirun -np 2 build/bench/sharded_decode_bench --tp 2 --config ...
+//
+// Flags: --config, --dtype bf16|f32, --tp N (default: the job's ranks), --pp N, --prompt 128,
+// --decode 32, --batch 1. Prints a markdown row for docs/performance.md on rank 0.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "bench/bench_util.h"
+#include "models/gemma_random.h"
+#include "runtime/comm/mpi_communicator.h"
+#include "runtime/error.h"
+#include "serving/gemma_layout.h"
+#include "serving/gemma_pipeline.h"
+
+namespace gemmapod {
+namespace {
+
+using bench::Now;
+
+int Main(int argc, char** argv, Communicator& world) {
+  std::string config_path = "configs/models/gemma2-2b.yaml", dtype = "bf16";
+  int tp = world.size(), pp = 1;
+  int64_t prompt = 128, decode = 32, batch = 1;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i], value = argv[i + 1];
+    if (flag == "--config") {
+      config_path = value;
+    } else if (flag == "--dtype") {
+      dtype = value;
+    } else if (flag == "--tp") {
+      tp = std::stoi(value);
+    } else if (flag == "--pp") {
+      pp = std::stoi(value);
+    } else if (flag == "--prompt") {
+      prompt = std::stoll(value);
+    } else if (flag == "--decode") {
+      decode = std::stoll(value);
+    } else if (flag == "--batch") {
+      batch = std::stoll(value);
+    } else {
+      throw Error("sharded_decode_bench: unknown flag " + flag);
+    }
+  }
+  GEMMAPOD_CHECK(world.size() % (tp * pp) == 0, "sharded_decode_bench: ", world.size(),
+                 " ranks do not hold tp ", tp, " x pp ", pp);
+  const ModelConfig config = LoadModelConfigYaml(config_path);
+  const DType weight_dtype = ParseDType(dtype);
+  ProcessGrid grid = ProcessGrid::Create(world, GridShape{tp, pp, world.size() / (tp * pp)});
+  const std::vector<LayerRange> stages =
+      GemmaStageLayers(config, tp, pp, static_cast<int64_t>(DTypeSize(weight_dtype)), nullptr);
+  const GemmaShard shard = GemmaShardAt(config, grid.shape(), grid.coords(), stages);
+  const double t_init = Now();
+  GemmaStage stage(config, shard, RandomGemmaShard(config, shard, weight_dtype, 1), &grid.tp());
+  if (world.rank() == 0) {
+    std::fprintf(stderr, "sharded_decode_bench: %s, %s, tp=%d pp=%d; shard built in %.1f s\n",
+                 config.name.c_str(), dtype.c_str(), tp, pp, Now() - t_init);
+  }
+  // Every rank measures the bandwidth at once: together they are the job's share of the machine.
+  world.Barrier();
+  Tensor triad = Tensor::Empty({1}, DType::kF32);
+  triad.data<float>()[0] = static_cast<float>(bench::TriadGBs());
+  world.AllReduce(triad, ReduceOp::kSum);
+  GemmaPipeline pipeline(grid, std::move(stage), {batch, prompt + 2 * decode + 2, 0});
+
+  std::vector<SequenceChunk> prompts;
+  for (int64_t s = 0; s < batch; ++s) {
+    std::vector<int32_t> tokens(static_cast<size_t>(prompt));
+    for (int64_t i = 0; i < prompt; ++i) {
+      tokens[static_cast<size_t>(i)] =
+          static_cast<int32_t>((i * 7919 + s * 104729) % config.vocab_size);
+    }
+    prompts.push_back({s, tokens});
+  }
+  double decode_seconds = 0, prefill_seconds = 0;
+  if (!pipeline.is_driver()) {
+    pipeline.Serve();
+  } else {
+    // Greedy decode: every step waits for the previous token, as one user's stream does. A first
+    // round of one step warms the buffers up and is not timed.
+    for (int round = 0; round < 2; ++round) {
+      const int64_t steps = round == 0 ? 1 : decode;
+      for (int64_t s = 0; s < batch; ++s) pipeline.Reset(s);
+      const double t0 = Now();
+      pipeline.Submit(StageOutput::kSample, prompts);
+      std::vector<int32_t> tokens = pipeline.TakeTokens();
+      const double t1 = Now();
+      for (int64_t i = 0; i < steps; ++i) {
+        std::vector<SequenceChunk> step;
+        for (int64_t s = 0; s < batch; ++s) step.push_back({s, {tokens[static_cast<size_t>(s)]}});
+        pipeline.Submit(StageOutput::kSample, step);
+        tokens = pipeline.TakeTokens();
+      }
+      prefill_seconds = t1 - t0;
+      decode_seconds = (Now() - t1) / static_cast<double>(steps);
+    }
+    pipeline.Finish();
+  }
+  if (world.rank() != 0) return 0;
+  // Per token the job reads every weight once (the ranks their slices, at the same time).
+  const double weight_bytes =
+      static_cast<double>(config.ParameterCount()) * static_cast<double>(DTypeSize(weight_dtype));
+  const double bandwidth = triad.data<float>()[0];
+  const double roofline_ms = weight_bytes / (bandwidth * 1e9) * 1e3;
+  std::printf(
+      "| model | weights | ranks | layout | batch | prefill tokens/s | decode ms/step | decode "
+      "tokens/s | roofline ms/step (weights / triad %.1f GB/s) | of roofline |\n",
+      bandwidth);
+  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "| %s | %s, %.2f GB | %d | tp=%d pp=%d | %lld | %.1f | %.1f | %.2f | %.1f | %.0f %% |\n",
+      config.name.c_str(), dtype.c_str(), weight_bytes / 1e9, world.size(), tp, pp,
+      static_cast<long long>(batch), static_cast<double>(batch * prompt) / prefill_seconds,
+      decode_seconds * 1e3, static_cast<double>(batch) / decode_seconds, roofline_ms,
+      100.0 * roofline_ms / (decode_seconds * 1e3));
+  return 0;
+}
+
+}  // namespace
+}  // namespace gemmapod
+
+int main(int argc, char** argv) {
+  gemmapod::MpiSession session(&argc, &argv);
+  auto world = gemmapod::MpiCommunicator::World();
+  try {
+    return gemmapod::Main(argc, argv, *world);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sharded_decode_bench: rank %d: %s\n", world->rank(), e.what());
+    gemmapod::MpiSession::Abort(1);
+  }
+}
