@@ -1,0 +1,147 @@
+// Sampling on vocabulary shards (run under mpiexec; each rank holds an equal slice of a padded
+// row): greedy is the argmax of the whole row, lowest id on ties; sampling without top-k is
+// exactly the one-rank sampler on the gathered row; top-k draws only the row's top-k (ties
+// included) with the tempered softmax's frequencies; every rank gets the same token; the
+// repetition penalty applies to ids on every shard.
+#include "serving/shard_sampler.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <numeric>
+
+#include "runtime/comm/mpi_communicator.h"
+
+namespace gemmapod {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+class ShardSamplerTest : public ::testing::Test {
+ protected:
+  ShardSamplerTest() : world_(MpiCommunicator::World()) {}
+
+  // A row of `vocab` logits, padded to a multiple of the ranks; this rank's slice.
+  void MakeRow(int64_t vocab, uint32_t seed) {
+    row_.assign(static_cast<size_t>(vocab), 0.0f);
+    uint32_t x = seed;
+    for (float& v : row_) {
+      x = x * 1664525u + 1013904223u;
+      v = static_cast<float>(x >> 8) / 16777216.0f * 8.0f - 4.0f;
+    }
+    const int64_t ranks = world_->size();
+    width_ = (vocab + ranks - 1) / ranks;
+    begin_ = width_ * world_->rank();
+    shard_.assign(static_cast<size_t>(width_), -kInf);
+    for (int64_t i = 0; i < width_ && begin_ + i < vocab; ++i) {
+      shard_[static_cast<size_t>(i)] = row_[static_cast<size_t>(begin_ + i)];
+    }
+  }
+
+  // Every rank drew the same token.
+  void ExpectAgreed(int32_t token) {
+    Tensor t = Tensor::Empty({1}, DType::kI32);
+    t.data<int32_t>()[0] = token;
+    Tensor lo = t.Clone(), hi = t.Clone();
+    world_->AllReduce(lo, ReduceOp::kMin);
+    world_->AllReduce(hi, ReduceOp::kMax);
+    EXPECT_EQ(lo.data<int32_t>()[0], hi.data<int32_t>()[0]) << "ranks drew different tokens";
+  }
+
+  std::unique_ptr<MpiCommunicator> world_;
+  std::vector<float> row_, shard_;
+  int64_t width_ = 0, begin_ = 0;
+};
+
+TEST_F(ShardSamplerTest, GreedyIsTheArgmaxOfTheWholeRow) {
+  for (uint32_t seed = 1; seed <= 20; ++seed) {
+    MakeRow(1003, seed);
+    if (seed % 2 == 0) {
+      // A tie across shards: the lower id wins, as on one rank.
+      row_[900] = row_[10] = 50.0f;
+      MakeRow(1003, seed);
+      row_[900] = row_[10] = 50.0f;
+      for (int64_t i = 0; i < width_ && begin_ + i < 1003; ++i) {
+        shard_[static_cast<size_t>(i)] = row_[static_cast<size_t>(begin_ + i)];
+      }
+    }
+    ShardSampler sampler({}, world_.get());
+    const int32_t got = sampler.Sample(shard_, begin_, 1003, {});
+    Sampler one({});
+    EXPECT_EQ(got, one.Sample(row_, {})) << "seed " << seed;
+    ExpectAgreed(got);
+  }
+}
+
+TEST_F(ShardSamplerTest, SamplingWithoutTopKIsTheOneRankSampler) {
+  MakeRow(1003, 7);
+  SamplingParams p;
+  p.temperature = 0.8f;
+  p.top_p = 0.9f;
+  p.min_p = 0.01f;
+  p.repetition_penalty = 1.3f;
+  p.seed = 42;
+  const std::vector<int32_t> context = {3, 500, 1002, 3};
+  ShardSampler sharded(p, world_.get());
+  Sampler one(p);
+  for (int i = 0; i < 200; ++i) {
+    const int32_t got = sharded.Sample(shard_, begin_, 1003, context);
+    ASSERT_EQ(got, one.Sample(row_, context)) << "draw " << i;
+    ExpectAgreed(got);
+  }
+}
+
+TEST_F(ShardSamplerTest, TopKDrawsTheTopKWithTheirProbabilities) {
+  MakeRow(1003, 11);
+  SamplingParams p;
+  p.temperature = 1.5f;
+  p.top_k = 5;
+  p.seed = 9;
+  // The row's top 5 and their tempered softmax.
+  std::vector<int32_t> ids(row_.size());
+  std::iota(ids.begin(), ids.end(), 0);
+  std::partial_sort(ids.begin(), ids.begin() + 5, ids.end(),
+                    [&](int32_t a, int32_t b) { return row_[a] > row_[b]; });
+  std::map<int32_t, double> want;
+  double sum = 0;
+  for (int k = 0; k < 5; ++k) sum += std::exp((row_[ids[k]] - row_[ids[0]]) / 1.5);
+  for (int k = 0; k < 5; ++k) want[ids[k]] = std::exp((row_[ids[k]] - row_[ids[0]]) / 1.5) / sum;
+
+  ShardSampler sampler(p, world_.get());
+  std::map<int32_t, int> counts;
+  const int draws = 4000;
+  for (int i = 0; i < draws; ++i) ++counts[sampler.Sample(shard_, begin_, 1003, {})];
+  for (const auto& [id, n] : counts) {
+    ASSERT_TRUE(want.count(id)) << "drew " << id << ", outside the top 5";
+  }
+  for (const auto& [id, prob] : want) {
+    // Four standard deviations of a binomial count.
+    const double sd = std::sqrt(draws * prob * (1 - prob));
+    EXPECT_NEAR(counts[id], draws * prob, 4 * sd + 1) << "id " << id;
+  }
+  ExpectAgreed(static_cast<int32_t>(counts.size()));
+}
+
+TEST_F(ShardSamplerTest, TheRepetitionPenaltyReachesEveryShard) {
+  // The top id sits on the last rank's shard; penalised, the runner-up on rank 0 wins.
+  MakeRow(1003, 3);
+  std::fill(row_.begin(), row_.end(), 0.0f);
+  row_[1000] = 4.0f;
+  row_[1] = 3.0f;
+  for (int64_t i = 0; i < width_ && begin_ + i < 1003; ++i) {
+    shard_[static_cast<size_t>(i)] = row_[static_cast<size_t>(begin_ + i)];
+  }
+  SamplingParams p;
+  p.repetition_penalty = 2.0f;
+  ShardSampler sampler(p, world_.get());
+  EXPECT_EQ(sampler.Sample(shard_, begin_, 1003, {}), 1000);
+  EXPECT_EQ(sampler.Sample(shard_, begin_, 1003, std::vector<int32_t>{1000}), 1);
+  // Ids past the sampled range are never drawn, whatever their logit.
+  EXPECT_EQ(sampler.Sample(shard_, begin_, 1000, {}), 1);
+}
+
+}  // namespace
+}  // namespace gemmapod
