@@ -7,6 +7,7 @@
 //
 // Flags: --config, --dtype bf16|f32, --tp N (default: the job's ranks), --pp N, --prompt 128,
 // --decode 32, --batch 1. Prints a markdown row for docs/performance.md on rank 0.
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -81,20 +82,40 @@ int Main(int argc, char** argv, Communicator& world) {
   if (!pipeline.is_driver()) {
     pipeline.Serve();
   } else {
-    // Greedy decode: every step waits for the previous token, as one user's stream does. A first
-    // round of one step warms the buffers up and is not timed.
+    // Greedy decode: each sequence's next step waits for its previous token, as a user's stream
+    // does. The batch is cut into up to pp micro-batches kept in flight (a group's next step is
+    // submitted as soon as its tokens return), so every stage has work. A first round of one step
+    // warms the buffers up and is not timed.
+    const int64_t groups = std::min<int64_t>(batch, pp);
     for (int round = 0; round < 2; ++round) {
       const int64_t steps = round == 0 ? 1 : decode;
       for (int64_t s = 0; s < batch; ++s) pipeline.Reset(s);
       const double t0 = Now();
-      pipeline.Submit(StageOutput::kSample, prompts);
-      std::vector<int32_t> tokens = pipeline.TakeTokens();
+      for (int64_t g = 0; g < groups; ++g) {
+        std::vector<SequenceChunk> part;
+        for (int64_t s = g; s < batch; s += groups) part.push_back(prompts[static_cast<size_t>(s)]);
+        pipeline.Submit(StageOutput::kSample, part);
+      }
+      std::vector<std::vector<int32_t>> tokens;
+      for (int64_t g = 0; g < groups; ++g) tokens.push_back(pipeline.TakeTokens());
       const double t1 = Now();
-      for (int64_t i = 0; i < steps; ++i) {
+      for (int64_t g = 0; g < groups; ++g) {
         std::vector<SequenceChunk> step;
-        for (int64_t s = 0; s < batch; ++s) step.push_back({s, {tokens[static_cast<size_t>(s)]}});
+        for (int64_t s = g, k = 0; s < batch; s += groups, ++k) {
+          step.push_back({s, {tokens[static_cast<size_t>(g)][static_cast<size_t>(k)]}});
+        }
         pipeline.Submit(StageOutput::kSample, step);
-        tokens = pipeline.TakeTokens();
+      }
+      for (int64_t i = 0; i < steps; ++i) {
+        for (int64_t g = 0; g < groups; ++g) {
+          const std::vector<int32_t> next = pipeline.TakeTokens();
+          if (i + 1 == steps) continue;
+          std::vector<SequenceChunk> step;
+          for (int64_t s = g, k = 0; s < batch; s += groups, ++k) {
+            step.push_back({s, {next[static_cast<size_t>(k)]}});
+          }
+          pipeline.Submit(StageOutput::kSample, step);
+        }
       }
       prefill_seconds = t1 - t0;
       decode_seconds = (Now() - t1) / static_cast<double>(steps);

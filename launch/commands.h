@@ -70,7 +70,9 @@ struct ModelFiles {
 struct GenerateOptions {
   ModelFiles files;
   std::string pod_path;  // empty: the job's ranks form one tensor-parallel group
-  std::string prompt;
+  // One prompt streams its text. Several run as one batch (pipelined over the stages, spread over
+  // the data-parallel replicas) and print in order once all are done.
+  std::vector<std::string> prompts;
   std::string system;  // chat only: folded into the first user turn
   bool chat = false;
   int64_t max_tokens = 128;

@@ -112,7 +112,10 @@ int main(int argc, char** argv) {
   add_model_files(generate_cmd, generate.files);
   generate_cmd->add_option("--pod", generate.pod_path,
                            "Pod file: run sharded by its tp/pp/dp (under mpirun or launch)");
-  generate_cmd->add_option("--prompt", generate.prompt, "The prompt text")->required();
+  generate_cmd
+      ->add_option("--prompt", generate.prompts,
+                   "The prompt text; repeat for a batch (spread over data-parallel replicas)")
+      ->required();
   generate_cmd->add_flag("--chat", generate.chat,
                          "Wrap the prompt in the Gemma chat template (instruction-tuned models)");
   generate_cmd->add_option("--system", generate.system,

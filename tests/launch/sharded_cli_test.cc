@@ -93,6 +93,17 @@ TEST_F(ShardedCli, GreedyTextOfEveryPodEqualsOneRank) {
   ASSERT_EQ(pp.exit_code, 0) << pp.output;
   // launch prints its mpirun command line first; the text follows on a line of its own.
   EXPECT_NE(pp.output.find("\n" + one.output), std::string::npos) << pp.output;
+  // Several prompts: one batch on one rank; over two tp = 2 replicas, each replica takes its
+  // share and rank 0 prints all in prompt order.
+  const std::string batch = "generate --model " + model_ +
+                            " --prompt 'The license' --prompt 'Hello world' --prompt abc "
+                            "--max-tokens 8";
+  const Result batch_one = Gemmapod(batch);
+  ASSERT_EQ(batch_one.exit_code, 0) << batch_one.output;
+  EXPECT_TRUE(Contains(batch_one.output, "--- prompt 2 ---")) << batch_one.output;
+  const Result batch_dp = Gemmapod("launch --pod tests/launch/pods/tp2-dp2.yaml -- " + batch, 120);
+  ASSERT_EQ(batch_dp.exit_code, 0) << batch_dp.output;
+  EXPECT_NE(batch_dp.output.find("\n" + batch_one.output), std::string::npos) << batch_dp.output;
   // Sampling on the vocabulary shards (top-k) runs and every rank agrees on the tokens.
   const Result sampled = MpirunGemmapod(
       2, args + " --pod configs/pods/local.yaml --temperature 0.9 --top-k 20 --seed 4");
