@@ -20,26 +20,17 @@ using bench::Now;
 using bench::TriadGBs;
 
 int Main(int argc, char** argv) {
-  std::string config_path = "configs/models/gemma2-2b.yaml", dtype = "bf16", precision = "exact";
-  int64_t prompt = 128, decode = 32, batch = 1;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--config") {
-      config_path = value;
-    } else if (flag == "--dtype") {
-      dtype = value;
-    } else if (flag == "--precision") {
-      precision = value;
-    } else if (flag == "--prompt") {
-      prompt = std::stoll(value);
-    } else if (flag == "--decode") {
-      decode = std::stoll(value);
-    } else if (flag == "--batch") {
-      batch = std::stoll(value);
-    } else {
-      throw Error("model_bench: unknown flag " + flag);
-    }
-  }
+  const bench::Flags flags(argc, argv,
+                           {{"--config", "configs/models/gemma2-2b.yaml"},
+                            {"--dtype", "bf16"},
+                            {"--precision", "exact"},
+                            {"--prompt", "128"},
+                            {"--decode", "32"},
+                            {"--batch", "1"}});
+  const std::string config_path = flags.Get("--config"), dtype = flags.Get("--dtype"),
+                    precision = flags.Get("--precision");
+  const int64_t prompt = flags.Int("--prompt"), decode = flags.Int("--decode"),
+                batch = flags.Int("--batch");
   const ModelConfig config = LoadModelConfigYaml(config_path);
   const DType weight_dtype = ParseDType(dtype);
   const double t_init = Now();
@@ -51,12 +42,7 @@ int Main(int argc, char** argv) {
 
   std::vector<SequenceChunk> chunks;
   for (int64_t s = 0; s < batch; ++s) {
-    std::vector<int32_t> tokens(static_cast<size_t>(prompt));
-    for (int64_t i = 0; i < prompt; ++i) {
-      tokens[static_cast<size_t>(i)] =
-          static_cast<int32_t>((i * 7919 + s * 104729) % config.vocab_size);
-    }
-    chunks.push_back({s, tokens});
+    chunks.push_back({s, bench::PromptTokens(prompt, s, config.vocab_size)});
   }
   {
     // A warm-up prefill of the same shape on a cache of its own: oneDNN builds its kernels for

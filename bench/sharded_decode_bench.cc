@@ -25,29 +25,18 @@ namespace {
 using bench::Now;
 
 int Main(int argc, char** argv, Communicator& world) {
-  std::string config_path = "configs/models/gemma2-2b.yaml", dtype = "bf16";
-  int tp = world.size(), pp = 1;
-  int64_t prompt = 128, decode = 32, batch = 1;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--config") {
-      config_path = value;
-    } else if (flag == "--dtype") {
-      dtype = value;
-    } else if (flag == "--tp") {
-      tp = std::stoi(value);
-    } else if (flag == "--pp") {
-      pp = std::stoi(value);
-    } else if (flag == "--prompt") {
-      prompt = std::stoll(value);
-    } else if (flag == "--decode") {
-      decode = std::stoll(value);
-    } else if (flag == "--batch") {
-      batch = std::stoll(value);
-    } else {
-      throw Error("sharded_decode_bench: unknown flag " + flag);
-    }
-  }
+  const bench::Flags flags(argc, argv,
+                           {{"--config", "configs/models/gemma2-2b.yaml"},
+                            {"--dtype", "bf16"},
+                            {"--tp", std::to_string(world.size())},
+                            {"--pp", "1"},
+                            {"--prompt", "128"},
+                            {"--decode", "32"},
+                            {"--batch", "1"}});
+  const std::string config_path = flags.Get("--config"), dtype = flags.Get("--dtype");
+  const int tp = static_cast<int>(flags.Int("--tp")), pp = static_cast<int>(flags.Int("--pp"));
+  const int64_t prompt = flags.Int("--prompt"), decode = flags.Int("--decode"),
+                batch = flags.Int("--batch");
   GEMMAPOD_CHECK(world.size() % (tp * pp) == 0, "sharded_decode_bench: ", world.size(),
                  " ranks do not hold tp ", tp, " x pp ", pp);
   const ModelConfig config = LoadModelConfigYaml(config_path);
@@ -71,12 +60,7 @@ int Main(int argc, char** argv, Communicator& world) {
 
   std::vector<SequenceChunk> prompts;
   for (int64_t s = 0; s < batch; ++s) {
-    std::vector<int32_t> tokens(static_cast<size_t>(prompt));
-    for (int64_t i = 0; i < prompt; ++i) {
-      tokens[static_cast<size_t>(i)] =
-          static_cast<int32_t>((i * 7919 + s * 104729) % config.vocab_size);
-    }
-    prompts.push_back({s, tokens});
+    prompts.push_back({s, bench::PromptTokens(prompt, s, config.vocab_size)});
   }
   double decode_seconds = 0, prefill_seconds = 0;
   if (!pipeline.is_driver()) {
