@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include "launch/commands.h"
 #include "launch/rank_runner.h"
@@ -148,23 +149,29 @@ std::vector<std::string> ReceiveTexts(Communicator& world, int from, size_t coun
 
 int GenerateOnRanks(const GenerateOptions& o, Communicator& world) {
   // Every rank reads the tokenizer and builds the same requests: the first stage feeds the
-  // prompts, and the last stage samples only the tokenizer's ids.
-  Tokenizer tokenizer = LoadTokenizer(o.files);
-  const CheckpointModel model = ReadCheckpointModel(o.files.model_path);
-  CheckTokenizerFits(tokenizer, model.config, o.files);
+  // prompts, and the last stage samples only the tokenizer's ids. Bad input is reported once.
+  std::optional<Tokenizer> tokenizer;
   std::vector<GenerationRequest> requests;
-  int64_t context = 0;
-  for (const std::string& prompt : o.prompts) {
-    requests.push_back(BuildRequest(o, prompt, tokenizer, model.config));
-    CheckRequest(requests.back(), model.config);
-    context = std::max<int64_t>(context,
-                                static_cast<int64_t>(requests.back().prompt.size()) + o.max_tokens);
-  }
-  const int dp = o.pod_path.empty() ? 1 : LoadPodTopology(o.pod_path).dp;
-  const int64_t per_replica = (static_cast<int64_t>(requests.size()) + dp - 1) / dp;
-  const int64_t sampled = std::min<int64_t>(model.config.vocab_size, tokenizer.vocab_size());
-  ShardedGemma run = LoadShardedGemma(world, o.pod_path, o.files, std::max<int64_t>(per_replica, 1),
-                                      context, sampled);
+  ShardedGemmaPlan plan;
+  CheckOnEveryRank(world, [&] {
+    tokenizer = LoadTokenizer(o.files);
+    const CheckpointModel model = ReadCheckpointModel(o.files.model_path);
+    CheckTokenizerFits(*tokenizer, model.config, o.files);
+    int64_t context = 0;
+    for (const std::string& prompt : o.prompts) {
+      requests.push_back(BuildRequest(o, prompt, *tokenizer, model.config));
+      CheckRequest(requests.back(), model.config);
+      context = std::max<int64_t>(
+          context, static_cast<int64_t>(requests.back().prompt.size()) + o.max_tokens);
+    }
+    const int dp = o.pod_path.empty() ? 1 : LoadPodTopology(o.pod_path).dp;
+    const int64_t per_replica = (static_cast<int64_t>(requests.size()) + dp - 1) / dp;
+    const int64_t sampled = std::min<int64_t>(model.config.vocab_size, tokenizer->vocab_size());
+    plan = PlanShardedGemma(world.size(), o.pod_path, o.files, std::max<int64_t>(per_replica, 1),
+                            context, sampled);
+  });
+  const int dp = plan.pod ? plan.pod->dp : 1;
+  ShardedGemma run = LoadShardedGemma(world, plan, o.files);
 
   GemmaPipeline& pipeline = *run.pipeline;
   if (!pipeline.is_driver()) {
@@ -179,7 +186,7 @@ int GenerateOnRanks(const GenerateOptions& o, Communicator& world) {
   }
   const bool streams = world.rank() == 0 && requests.size() == 1;
   const std::vector<GenerationResult> results =
-      GeneratePipelined(pipeline, tokenizer, mine, [&](size_t, std::string_view text) {
+      GeneratePipelined(pipeline, *tokenizer, mine, [&](size_t, std::string_view text) {
         if (!streams) return;
         std::fwrite(text.data(), 1, text.size(), stdout);
         std::fflush(stdout);
@@ -224,17 +231,23 @@ int GenerateOnRanks(const GenerateOptions& o, Communicator& world) {
 }
 
 int LogitsOnRanks(const LogitsOptions& o, Communicator& world) {
-  const std::vector<int32_t> tokens = ParseTokenList(o.tokens);
-  const CheckpointModel model = ReadCheckpointModel(o.files.model_path);
-  const ModelConfig& config = model.config;
+  std::vector<int32_t> tokens;
+  ShardedGemmaPlan plan;
+  CheckOnEveryRank(world, [&] {
+    tokens = ParseTokenList(o.tokens);
+    const ModelConfig config = ReadCheckpointModel(o.files.model_path).config;
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    GEMMAPOD_CHECK(n <= config.max_position_embeddings, "--tokens: ", n,
+                   " tokens exceed the model's context of ", config.max_position_embeddings);
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      GEMMAPOD_CHECK(tokens[i] < config.vocab_size, "--tokens: entry ", i, " (", tokens[i],
+                     ") is outside the vocabulary of ", config.vocab_size);
+    }
+    plan = PlanShardedGemma(world.size(), o.pod_path, o.files, 1, n, config.vocab_size);
+  });
+  const ModelConfig& config = plan.config;
   const int64_t n = static_cast<int64_t>(tokens.size());
-  GEMMAPOD_CHECK(n <= config.max_position_embeddings, "--tokens: ", n,
-                 " tokens exceed the model's context of ", config.max_position_embeddings);
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    GEMMAPOD_CHECK(tokens[i] < config.vocab_size, "--tokens: entry ", i, " (", tokens[i],
-                   ") is outside the vocabulary of ", config.vocab_size);
-  }
-  ShardedGemma run = LoadShardedGemma(world, o.pod_path, o.files, 1, n, config.vocab_size);
+  ShardedGemma run = LoadShardedGemma(world, plan, o.files);
   GemmaPipeline& pipeline = *run.pipeline;
   Tensor logits;
   if (run.grid->coords().dp == 0) {

@@ -11,4 +11,13 @@ class Communicator;
 
 int RunOnRanks(int* argc, char*** argv, const std::function<int(Communicator& world)>& body);
 
+// Runs `check` on every rank and agrees on the outcome (collective over `world`). When it throws
+// on any rank, the lowest such rank prints its message once and every rank throws JobFailed,
+// which RunOnRanks ends with exit code 1 and no further message. For the checks all ranks make
+// before they work together (files, configs, layouts): a bad path is one line, not one per rank,
+// and no rank is left waiting for one that failed.
+void CheckOnEveryRank(Communicator& world, const std::function<void()>& check);
+
+struct JobFailed {};
+
 }  // namespace gemmapod

@@ -11,50 +11,69 @@ CheckpointModel ReadCheckpointModel(const std::string& path) {
   const std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(path);
   CheckpointModel m{FromAttributes(reader->config(), path), 2};
   const std::string embed = "model.embed_tokens.weight";
-  if (reader->Has(embed))
-    m.matrix_bytes = static_cast<int64_t>(DTypeSize(reader->Info(embed).dtype));
+  GEMMAPOD_CHECK(reader->Has(embed), path, ": tensor '", embed,
+                 "' is missing (the model config needs it)");
+  m.matrix_bytes = static_cast<int64_t>(DTypeSize(reader->Info(embed).dtype));
   return m;
 }
 
-ShardedGemma LoadShardedGemma(Communicator& world, const std::string& pod_path,
-                              const ModelFiles& files, int64_t max_sequences, int64_t max_context,
-                              int64_t sampled_vocab) {
+ShardedGemmaPlan PlanShardedGemma(int world_size, const std::string& pod_path,
+                                  const ModelFiles& files, int64_t max_sequences,
+                                  int64_t max_context, int64_t sampled_vocab) {
   GEMMAPOD_CHECK(files.precision == "exact" || files.precision == "fast",
                  "--precision must be exact or fast, got '", files.precision, "'");
-  const std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(files.model_path);
-  const ModelConfig config = FromAttributes(reader->config(), files.model_path);
-  const int64_t matrix_bytes =
-      static_cast<int64_t>(DTypeSize(reader->Info("model.embed_tokens.weight").dtype));
-
-  ShardedGemma run;
-  std::vector<LayerRange> stages;
-  if (!pod_path.empty()) {
-    const PodTopology pod = LoadPodTopology(pod_path);
-    // Refuse a layout that cannot work before any rank reads a byte of weights.
-    const GemmaPodPlan plan = PlanGemmaOnPod(pod, config, matrix_bytes, max_sequences, max_context);
-    if (!plan.problems.empty()) {
-      std::string reasons;
-      for (const std::string& p : plan.problems) reasons += "\n  " + p;
-      throw Error(StrCat(pod_path, ": cannot run ", config.name, " (", files.model_path,
-                         ") on this pod:", reasons));
-    }
-    run.grid = std::make_unique<ProcessGrid>(ProcessGrid::Create(world, pod));
-    stages = plan.stages;
-  } else {
-    // No pod: every rank of the job in one tensor-parallel group.
-    if (auto problem = TensorParallelProblem(config, world.size())) {
-      throw Error(StrCat(*problem, " (", world.size(),
+  const CheckpointModel model = ReadCheckpointModel(files.model_path);
+  ShardedGemmaPlan plan;
+  plan.world_size = world_size;
+  plan.config = model.config;
+  plan.max_sequences = max_sequences;
+  plan.max_context = max_context;
+  plan.sampled_vocab = sampled_vocab;
+  if (pod_path.empty()) {
+    if (auto problem = TensorParallelProblem(model.config, world_size)) {
+      throw Error(StrCat(*problem, " (", world_size,
                          " ranks without --pod form one tensor-parallel group)"));
     }
-    run.grid = std::make_unique<ProcessGrid>(ProcessGrid::Create(world, GridShape{world.size()}));
-    stages = GemmaStageLayers(config, world.size(), 1, matrix_bytes, nullptr);
+    plan.stages = GemmaStageLayers(model.config, world_size, 1, model.matrix_bytes, nullptr);
+    return plan;
   }
-  const GemmaShard shard = GemmaShardAt(config, run.grid->shape(), run.grid->coords(), stages);
-  GemmaStage stage(config, shard, LoadGemmaShard(config, shard, *reader), &run.grid->tp());
+  plan.pod = LoadPodTopology(pod_path);
+  const PodTopology& pod = *plan.pod;
+  GEMMAPOD_CHECK(pod.world_size() == world_size, pod.source, ": the pod has ", pod.world_size(),
+                 " devices (one rank each) but this job has ", world_size,
+                 " rank(s); start it with `gemmapod launch --pod ", pod.source,
+                 " -- <command>` or `mpirun -np ", pod.world_size(), " ...`");
+  GEMMAPOD_CHECK(pod.device_type() != DeviceType::kTpu, pod.source,
+                 ": tpu pods can be planned but not run: this build has no TPU backend");
+  // Refuse a layout that cannot work before any rank reads a byte of weights.
+  const GemmaPodPlan layout =
+      PlanGemmaOnPod(pod, model.config, model.matrix_bytes, max_sequences, max_context);
+  if (!layout.problems.empty()) {
+    std::string reasons;
+    for (const std::string& p : layout.problems) reasons += "\n  " + p;
+    throw Error(StrCat(pod_path, ": cannot run ", model.config.name, " (", files.model_path,
+                       ") on this pod:", reasons));
+  }
+  plan.stages = layout.stages;
+  return plan;
+}
+
+ShardedGemma LoadShardedGemma(Communicator& world, const ShardedGemmaPlan& plan,
+                              const ModelFiles& files) {
+  ShardedGemma run;
+  run.grid = std::make_unique<ProcessGrid>(
+      plan.pod ? ProcessGrid::Create(world, *plan.pod)
+               : ProcessGrid::Create(world, GridShape{plan.world_size}));
+  const GemmaShard shard =
+      GemmaShardAt(plan.config, run.grid->shape(), run.grid->coords(), plan.stages);
+  const std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(files.model_path);
+  GemmaStage stage(plan.config, shard, LoadGemmaShard(plan.config, shard, *reader),
+                   &run.grid->tp());
   stage.set_matmul_precision(files.precision == "fast" ? cpu::MatmulPrecision::kFastBF16
                                                        : cpu::MatmulPrecision::kExact);
   run.pipeline = std::make_unique<GemmaPipeline>(
-      *run.grid, std::move(stage), PipelineOptions{max_sequences, max_context, sampled_vocab});
+      *run.grid, std::move(stage),
+      PipelineOptions{plan.max_sequences, plan.max_context, plan.sampled_vocab});
   return run;
 }
 

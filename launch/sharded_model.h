@@ -1,29 +1,23 @@
-// Loads this rank's part of a decoder-only Gemma checkpoint for a sharded run: the process grid
-// from the pod file (or, without one, every rank of the job in one tensor-parallel group), the
-// stage layers, the layout checked against the pod's memory, and only this rank's slices of the
-// weights read from the file.
+// A sharded run of a decoder-only Gemma checkpoint, in two steps. PlanShardedGemma decides the
+// layout without communicating: the pod file (or, without one, every rank of the job in one
+// tensor-parallel group), the stage layers, and the checks that refuse a layout that cannot work
+// (divisibility, stages, memory). LoadShardedGemma then builds the process grid and reads only
+// this rank's slices of the weights from the file.
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "serving/gemma_pipeline.h"
 #include "sharding/pod_topology.h"
 #include "sharding/process_grid.h"
+#include "sharding/stage_plan.h"
 
 namespace gemmapod {
 
 struct ModelFiles;
-
-struct ShardedGemma {
-  std::unique_ptr<ProcessGrid> grid;
-  std::unique_ptr<GemmaPipeline> pipeline;
-};
-
-// Collective over `world`. `max_sequences` and `max_context` size the KV cache (per replica).
-ShardedGemma LoadShardedGemma(Communicator& world, const std::string& pod_path,
-                              const ModelFiles& files, int64_t max_sequences, int64_t max_context,
-                              int64_t sampled_vocab);
 
 // The model config stored in a checkpoint and the bytes per element of its matrices.
 struct CheckpointModel {
@@ -31,5 +25,29 @@ struct CheckpointModel {
   int64_t matrix_bytes = 2;
 };
 CheckpointModel ReadCheckpointModel(const std::string& path);
+
+struct ShardedGemmaPlan {
+  std::optional<PodTopology> pod;  // absent: one tensor-parallel group of every rank
+  int world_size = 1;
+  ModelConfig config;
+  std::vector<LayerRange> stages;
+  int64_t max_sequences = 1;  // per replica
+  int64_t max_context = 1;
+  int64_t sampled_vocab = 0;
+};
+
+// Throws gemmapod::Error naming the pod file, the model and every reason the layout fails.
+ShardedGemmaPlan PlanShardedGemma(int world_size, const std::string& pod_path,
+                                  const ModelFiles& files, int64_t max_sequences,
+                                  int64_t max_context, int64_t sampled_vocab);
+
+struct ShardedGemma {
+  std::unique_ptr<ProcessGrid> grid;
+  std::unique_ptr<GemmaPipeline> pipeline;
+};
+
+// Collective over `world`.
+ShardedGemma LoadShardedGemma(Communicator& world, const ShardedGemmaPlan& plan,
+                              const ModelFiles& files);
 
 }  // namespace gemmapod

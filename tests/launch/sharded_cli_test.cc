@@ -55,6 +55,8 @@ class ShardedCli : public ::testing::Test {
   static inline Result convert_;
 };
 
+size_t Count(const std::string& text, const std::string& what);
+
 constexpr const char* kTokens = "2,17,300,45,9,128,77,5,300,211,64";
 
 TEST_F(ShardedCli, LogitsOfEveryPodEqualOneRank) {
@@ -144,6 +146,19 @@ TEST_F(ShardedCli, PlanShowsEachRanksBytesAndRefusesWhatCannotWork) {
                60);
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_TRUE(Contains(r.output, "cannot run gemma3_text")) << r.output;
+  // Every rank found the same problem; it is reported once, not once per rank.
+  EXPECT_EQ(Count(r.output, "gemmapod: error:"), 1) << r.output;
+  r = MpirunGemmapod(2,
+                     "logits --pod configs/pods/local.yaml --model /nonexistent/m.h5 --tokens "
+                     "2 --out /tmp/never.npy");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(Count(r.output, "gemmapod: error: /nonexistent/m.h5"), 1) << r.output;
+}
+
+size_t Count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
 }
 
 // The pid of the process running world rank `rank` of a job whose command line mentions
