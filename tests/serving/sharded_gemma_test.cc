@@ -74,11 +74,13 @@ void Compare(const float* got, const float* want, int64_t n, double& diff, doubl
   }
 }
 
-class ShardedGemmaTest : public testing::TestWithParam<std::string> {};
+// A model config name and the dtype its matrices are stored in.
+class ShardedGemmaTest : public testing::TestWithParam<std::pair<std::string, DType>> {};
 
 TEST_P(ShardedGemmaTest, EveryLayoutMatchesOneRank) {
   auto world = MpiCommunicator::World();
-  const ModelConfig config = TestConfig(GetParam());
+  const std::string name = GetParam().first;
+  const ModelConfig config = TestConfig(name);
   const int64_t V = config.vocab_size;
   const Tokenizer tokenizer = Tokenizer::FromFile("tests/fixtures/tokenizer/tiny_gemma.model");
   const int64_t sampled = std::min<int64_t>(V, tokenizer.vocab_size());
@@ -88,7 +90,7 @@ TEST_P(ShardedGemmaTest, EveryLayoutMatchesOneRank) {
   if (world->rank() == 0) {
     char tmpl[] = "/tmp/gemmapod-sharded-XXXXXX";
     dir = mkdtemp(tmpl);
-    GemmaWeights w = RandomGemmaWeights(config, DType::kF32, 7);
+    GemmaWeights w = RandomGemmaWeights(config, GetParam().second, 7);
     SaveGemmaCheckpoint(dir + "/model.h5", config, w, std::nullopt);
   }
   dir = Broadcast(*world, dir);
@@ -134,8 +136,8 @@ TEST_P(ShardedGemmaTest, EveryLayoutMatchesOneRank) {
     const int size = layout.tp * layout.pp * layout.dp;
     std::unique_ptr<Communicator> group = world->Split(world->rank() < size ? 0 : 1, world->rank());
     if (world->rank() >= size) continue;
-    SCOPED_TRACE(testing::Message() << GetParam() << " tp=" << layout.tp << " pp=" << layout.pp
-                                    << " dp=" << layout.dp);
+    SCOPED_TRACE(testing::Message() << name << " " << DTypeName(GetParam().second) << " tp="
+                                    << layout.tp << " pp=" << layout.pp << " dp=" << layout.dp);
     ProcessGrid grid = ProcessGrid::Create(*group, GridShape{layout.tp, layout.pp, layout.dp});
     const std::vector<LayerRange> stages =
         GemmaStageLayers(config, layout.tp, layout.pp, 4, nullptr);
@@ -185,9 +187,9 @@ TEST_P(ShardedGemmaTest, EveryLayoutMatchesOneRank) {
       const double relative = diff / scale;
       EXPECT_LE(relative, kTolerance);
       if (grid.coords().tp == 0) {
-        std::printf("%s tp=%d pp=%d dp=%d replica %d: max |error| / max |logit| = %.2e\n",
-                    GetParam().c_str(), layout.tp, layout.pp, layout.dp, grid.coords().dp,
-                    relative);
+        std::printf("%s %s tp=%d pp=%d dp=%d replica %d: max |error| / max |logit| = %.2e\n",
+                    name.c_str(), std::string(DTypeName(GetParam().second)).c_str(), layout.tp,
+                    layout.pp, layout.dp, grid.coords().dp, relative);
       }
     }
 
@@ -214,9 +216,13 @@ TEST_P(ShardedGemmaTest, EveryLayoutMatchesOneRank) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, ShardedGemmaTest,
-                         testing::Values("tiny-gemma", "tiny-gemma2", "tiny-gemma3"),
-                         [](const testing::TestParamInfo<std::string>& info) {
-                           std::string name = info.param;
+                         testing::Values(std::pair{std::string("tiny-gemma"), DType::kF32},
+                                         std::pair{std::string("tiny-gemma2"), DType::kF32},
+                                         std::pair{std::string("tiny-gemma3"), DType::kF32},
+                                         std::pair{std::string("tiny-gemma2"), DType::kBF16}),
+                         [](const testing::TestParamInfo<std::pair<std::string, DType>>& info) {
+                           std::string name =
+                               info.param.first + "_" + std::string(DTypeName(info.param.second));
                            std::replace(name.begin(), name.end(), '-', '_');
                            return name;
                          });
