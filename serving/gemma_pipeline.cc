@@ -21,8 +21,6 @@ constexpr int32_t kEnd = 0;  // header kind: no more work
 // Per chunk in the payload: sequence, start, token count, the sampling parameters (7 words),
 // then the tokens.
 constexpr int64_t kChunkWords = 10;
-// Results the last stage may have in flight before it waits for the oldest.
-constexpr size_t kMaxPendingResults = 64;
 
 Tensor Header(int32_t kind, int64_t chunks, int64_t payload_words) {
   Tensor t = Tensor::Empty({3}, DType::kI32);
@@ -172,11 +170,10 @@ void GemmaPipeline::Deliver(Tensor result) {
     local_results_.push_back(std::move(result));
     return;
   }
+  // Finished sends are dropped; unfinished ones wait for the driver to take their results. Never
+  // blocking here is what keeps the driver free to send more work while results pile up.
+  while (!pending_.empty() && pending_.front()->Done()) pending_.pop_front();
   pending_.push_back(pp_.SendAsync(result, 0, kResultTag));
-  while (pending_.size() > kMaxPendingResults) {
-    pending_.front()->Wait();
-    pending_.pop_front();
-  }
 }
 
 Tensor GemmaPipeline::TakeLogits() {

@@ -19,6 +19,8 @@ class PendingSend {
  public:
   virtual ~PendingSend() = default;
   virtual void Wait() = 0;
+  // Whether the send has completed, without waiting.
+  virtual bool Done() = 0;
 };
 
 class Communicator {

@@ -197,6 +197,15 @@ class MpiPendingSend final : public PendingSend {
              "MPI_Waitall");
     requests_.clear();
   }
+  bool Done() override {
+    if (requests_.empty()) return true;
+    int done = 0;
+    CheckMpi(MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &done,
+                         MPI_STATUSES_IGNORE),
+             "MPI_Testall");
+    if (done) requests_.clear();
+    return done != 0;
+  }
   const Tensor& tensor() const { return tensor_; }
   std::vector<MPI_Request>& requests() { return requests_; }
 

@@ -149,6 +149,15 @@ class NcclPendingSend final : public PendingSend {
     GEMMAPOD_CUDA_CHECK(cudaStreamSynchronize(stream_));
     done_ = true;
   }
+  bool Done() override {
+    if (done_) return true;
+    GEMMAPOD_CUDA_CHECK(cudaSetDevice(device_));
+    const cudaError_t status = cudaStreamQuery(stream_);
+    if (status == cudaErrorNotReady) return false;
+    GEMMAPOD_CUDA_CHECK(status);
+    done_ = true;
+    return true;
+  }
 
  private:
   Tensor tensor_;

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "models/gemma_checkpoint.h"
@@ -213,6 +214,45 @@ TEST_P(ShardedGemmaTest, EveryLayoutMatchesOneRank) {
   }
   world->Barrier();
   if (world->rank() == 0) std::filesystem::remove_all(dir);
+}
+
+// The driver may submit any number of micro-batches before it takes a result: the last stage
+// returns results without blocking, so it keeps receiving while they wait to be taken. Large
+// activations and logits (past MPI's eager limit) make a blocking return deadlock here.
+TEST(ShardedGemmaPipeline, ManyMicroBatchesInFlightDoNotBlock) {
+  auto world = MpiCommunicator::World();
+  if (world->size() < 2) GTEST_SKIP() << "needs two ranks";
+  std::unique_ptr<Communicator> group = world->Split(world->rank() < 2 ? 0 : 1, world->rank());
+  if (world->rank() >= 2) return;
+  const ModelConfig config = TestConfig("tiny-gemma2");
+  ProcessGrid grid = ProcessGrid::Create(*group, GridShape{1, 2, 1});
+  const std::vector<LayerRange> stages = GemmaStageLayers(config, 1, 2, 4, nullptr);
+  const GemmaShard shard = GemmaShardAt(config, grid.shape(), grid.coords(), stages);
+  GemmaStage stage(config, shard, RandomGemmaShard(config, shard, DType::kF32, 5), &grid.tp());
+  constexpr int kMicroBatches = 100;
+  GemmaPipeline pipeline(grid, std::move(stage), {kMicroBatches, 200, 0});
+  std::vector<int32_t> prompt(200);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 37) % 512);
+  if (!pipeline.is_driver()) {
+    pipeline.Serve();
+    return;
+  }
+  for (int m = 0; m < kMicroBatches; ++m) {
+    pipeline.Submit(StageOutput::kAllLogits, {{SequenceChunk{m, prompt}}});
+  }
+  const Tensor first = pipeline.TakeLogits();
+  for (int m = 1; m < kMicroBatches; ++m) {
+    const Tensor logits = pipeline.TakeLogits();
+    ASSERT_EQ(logits.shape(), first.shape());
+    ASSERT_EQ(0, std::memcmp(logits.raw(), first.raw(), first.nbytes())) << "micro-batch " << m;
+  }
+  pipeline.Finish();
+  GemmaDecoder reference(config, RandomGemmaWeights(config, DType::kF32, 5));
+  KvCache cache(config, 1, 200);
+  const Tensor want = reference.Forward({{SequenceChunk{0, prompt}}}, cache, LogitRows::kAllTokens);
+  double diff = 0, scale = 0;
+  Compare(first.data<float>(), want.data<float>(), want.numel(), diff, scale);
+  EXPECT_LE(diff / scale, kTolerance);
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, ShardedGemmaTest,
