@@ -1,6 +1,6 @@
-// `gemmapod demo`: the main job until the Gemma models run sharded. A small RANDOM-WEIGHT model —
-// a stack of Gemma-style blocks x += W_down(gelu(W_gate n(x)) * W_up n(x)), n = RMSNorm with
-// (1 + w) — runs sharded over the pod exactly as the model families will: gate/up
+// `gemmapod demo`: the main job until trained weights are at hand (then `generate` is). A small
+// RANDOM-WEIGHT model — a stack of Gemma-style blocks x += W_down(gelu(W_gate n(x)) * W_up n(x)),
+// n = RMSNorm with (1 + w) — runs sharded over the pod as the Gemma models do: gate/up
 // column-parallel and down row-parallel with one all-reduce per block (Megatron), blocks split
 // into pipeline stages that pass activations on, replicas on different inputs. World rank 0 then
 // runs the same model on one rank and checks every replica's output against it.
