@@ -99,21 +99,29 @@ Tensor MakeInput(const DemoOptions& o, int replica) {
 }
 
 int RunDemoOnRanks(const DemoOptions& o, Communicator& world) {
+  // Every rank checks the pod and the options alike; a problem is reported once.
   std::optional<PodTopology> pod;
-  if (!o.pod_path.empty()) pod = LoadPodTopology(o.pod_path);
+  CheckOnEveryRank(world, [&] {
+    if (!o.pod_path.empty()) {
+      pod = LoadPodTopology(o.pod_path);
+      CheckPodFitsJob(*pod, world.size());
+    }
+    const GridShape shape = pod ? GridShape{pod->tp, pod->pp, pod->dp} : GridShape{world.size()};
+    GEMMAPOD_CHECK(o.ffn % shape.tp == 0, "demo: --ffn ", o.ffn,
+                   " is not divisible by tp=", shape.tp);
+    GEMMAPOD_CHECK(o.layers >= shape.pp, "demo: ", o.layers, " layers cannot fill ", shape.pp,
+                   " pipeline stages");
+    if (pod && !pod->pipeline.automatic) {
+      GEMMAPOD_CHECK(pod->pipeline.stages.back().last_layer == o.layers - 1, pod->source,
+                     ": the pipeline stages cover layers 0-",
+                     pod->pipeline.stages.back().last_layer, " but the demo model has --layers ",
+                     o.layers);
+    }
+  });
   ProcessGrid grid = pod ? ProcessGrid::Create(world, *pod)
                          : ProcessGrid::Create(world, GridShape{world.size(), 1, 1});
   const GridShape& shape = grid.shape();
   const GridCoords& me = grid.coords();
-  GEMMAPOD_CHECK(o.ffn % shape.tp == 0, "demo: --ffn ", o.ffn,
-                 " is not divisible by tp=", shape.tp);
-  GEMMAPOD_CHECK(o.layers >= shape.pp, "demo: ", o.layers, " layers cannot fill ", shape.pp,
-                 " pipeline stages");
-  if (pod && !pod->pipeline.automatic) {
-    GEMMAPOD_CHECK(pod->pipeline.stages.back().last_layer == o.layers - 1, pod->source,
-                   ": the pipeline stages cover layers 0-", pod->pipeline.stages.back().last_layer,
-                   " but the demo model has --layers ", o.layers);
-  }
   const DType dtype = ParseDType(o.weight_dtype);
 
   const auto [first, last] = StageLayers(o, pod ? &*pod : nullptr, me.pp, shape.pp);

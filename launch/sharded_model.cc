@@ -39,12 +39,7 @@ ShardedGemmaPlan PlanShardedGemma(int world_size, const std::string& pod_path,
   }
   plan.pod = LoadPodTopology(pod_path);
   const PodTopology& pod = *plan.pod;
-  GEMMAPOD_CHECK(pod.world_size() == world_size, pod.source, ": the pod has ", pod.world_size(),
-                 " devices (one rank each) but this job has ", world_size,
-                 " rank(s); start it with `gemmapod launch --pod ", pod.source,
-                 " -- <command>` or `mpirun -np ", pod.world_size(), " ...`");
-  GEMMAPOD_CHECK(pod.device_type() != DeviceType::kTpu, pod.source,
-                 ": tpu pods can be planned but not run: this build has no TPU backend");
+  CheckPodFitsJob(pod, world_size);
   // Refuse a layout that cannot work before any rank reads a byte of weights.
   const GemmaPodPlan layout =
       PlanGemmaOnPod(pod, model.config, model.matrix_bytes, max_sequences, max_context);

@@ -56,13 +56,17 @@ ProcessGrid ProcessGrid::Create(Communicator& world, GridShape shape) {
   return grid;
 }
 
-ProcessGrid ProcessGrid::Create(Communicator& world, const PodTopology& pod) {
-  GEMMAPOD_CHECK(pod.world_size() == world.size(), pod.source, ": the pod has ", pod.world_size(),
-                 " devices (one rank each) but this job has ", world.size(),
+void CheckPodFitsJob(const PodTopology& pod, int world_size) {
+  GEMMAPOD_CHECK(pod.world_size() == world_size, pod.source, ": the pod has ", pod.world_size(),
+                 " devices (one rank each) but this job has ", world_size,
                  " rank(s); start it with `gemmapod launch --pod ", pod.source,
                  " -- <command>` or `mpirun -np ", pod.world_size(), " ...`");
   GEMMAPOD_CHECK(pod.device_type() != DeviceType::kTpu, pod.source,
                  ": tpu pods can be planned but not run: this build has no TPU backend");
+}
+
+ProcessGrid ProcessGrid::Create(Communicator& world, const PodTopology& pod) {
+  CheckPodFitsJob(pod, world.size());
   ProcessGrid grid = Create(world, GridShape{pod.tp, pod.pp, pod.dp});
   const int local = pod.local_device_of_rank(world.rank());
   grid.device_ = pod.device_type() == DeviceType::kGpu ? Device::Cuda(local) : Device::Cpu();

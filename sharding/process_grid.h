@@ -38,6 +38,10 @@ struct GridShape {
   std::vector<int> DpGroupOf(int rank) const;
 };
 
+// Throws gemmapod::Error (naming the pod file and how to start the job) unless a job of
+// `world_size` ranks can run `pod`: one rank per device, and a backend for its device kind.
+void CheckPodFitsJob(const PodTopology& pod, int world_size);
+
 class ProcessGrid {
  public:
   // Collective over `world`. Checks that the job has as many ranks as the pod has devices and

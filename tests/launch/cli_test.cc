@@ -104,6 +104,10 @@ TEST(Cli, DemoFollowsExplicitPipelineStages) {
   EXPECT_NE(bad.exit_code, 0) << bad.output;
   EXPECT_TRUE(Contains(bad.output, "uneven-stages.yaml: the pipeline stages cover layers 0-4"))
       << bad.output;
+  // Both ranks find the problem; it is reported once.
+  EXPECT_EQ(bad.output.find("the pipeline stages cover"),
+            bad.output.rfind("the pipeline stages cover"))
+      << bad.output;
 }
 
 TEST(Cli, LaunchWithAHostfileWritesItAndRuns) {
