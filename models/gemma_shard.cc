@@ -1,5 +1,6 @@
 #include "models/gemma_shard.h"
 
+#include <algorithm>
 #include <cstring>
 #include <set>
 
@@ -47,9 +48,11 @@ GemmaShard MakeGemmaShard(const ModelConfig& c, int tp, int tp_rank, int64_t fir
     s.kv_head_begin = tp_rank * c.num_kv_heads / tp;
   }
   s.ffn = c.intermediate_size / tp;
+  // Rank r holds ids [r * vocab_rows, (r + 1) * vocab_rows); with a vocabulary smaller than the
+  // padded one, the last ranks' rows may all be padding (vocab_valid 0).
   s.vocab_rows = (c.vocab_size + tp - 1) / tp;
-  s.vocab_begin = std::min<int64_t>(tp_rank * s.vocab_rows, c.vocab_size);
-  s.vocab_valid = std::min(s.vocab_rows, c.vocab_size - s.vocab_begin);
+  s.vocab_begin = tp_rank * s.vocab_rows;
+  s.vocab_valid = std::clamp<int64_t>(c.vocab_size - s.vocab_begin, 0, s.vocab_rows);
   return s;
 }
 
@@ -70,8 +73,10 @@ void ForEachShardParameter(
   const ParameterSlice ffn_rows{0, s.tp_rank * s.ffn, (s.tp_rank + 1) * s.ffn,
                                 (s.tp_rank + 1) * s.ffn};
   const ParameterSlice down_cols{1, ffn_rows.begin, ffn_rows.end, ffn_rows.end};
-  const ParameterSlice vocab_rows{0, s.vocab_begin, s.vocab_begin + s.vocab_valid,
-                                  s.vocab_begin + s.vocab_rows};
+  // The rows read from the file stop at the vocabulary; the rest of the shard is padding.
+  const int64_t read_begin = std::min(s.vocab_begin, c.vocab_size);
+  const ParameterSlice vocab_rows{0, read_begin, read_begin + s.vocab_valid,
+                                  read_begin + s.vocab_rows};
 
   ForEachGemmaParameter(c, weights, [&](const GemmaParameter& p, Tensor& slot) {
     if (p.name == "model.embed_tokens.weight") {
@@ -139,8 +144,12 @@ GemmaWeights LoadGemmaShard(const ModelConfig& config, const GemmaShard& shard,
   GemmaWeights w;
   ForEachShardParameter(
       config, shard, w, [&](const GemmaParameter& p, const ParameterSlice& slice, Tensor& slot) {
-        Tensor t = slice.dim < 0 ? source.Read(p.name)
-                                 : source.ReadSlice(p.name, slice.dim, slice.begin, slice.end);
+        // A slice that is the whole tensor is read whole, so the file's checksum is checked; a
+        // partial slice cannot be checked against a checksum of the whole tensor.
+        const bool whole = slice.dim < 0 || (slice.begin == 0 &&
+                                             slice.end == p.shape[static_cast<size_t>(slice.dim)]);
+        Tensor t = whole ? source.Read(p.name)
+                         : source.ReadSlice(p.name, slice.dim, slice.begin, slice.end);
         if (slice.padded_end > slice.end) {
           // Vocabulary padding: the rows after the real ones are zeros (dim 0 only).
           Tensor padded = Tensor::Zeros(SliceShape(p, slice), t.dtype());

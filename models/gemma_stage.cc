@@ -1,5 +1,6 @@
 #include "models/gemma_stage.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <set>
@@ -172,23 +173,26 @@ Tensor GemmaStage::LogitShard(const Tensor& h) const {
 
 Tensor GemmaStage::GatherLogits(const Tensor& shard) const {
   const int64_t rows = shard.dim(0), vs = shard_.vocab_rows, V = config_.vocab_size;
-  if (shard_.tp == 1) {
-    if (vs == V) return shard;
-  }
-  Tensor all = NewF32(shard_.tp, rows * vs);
-  if (shard_.tp == 1) {
-    all = shard.Reshape({1, rows * vs});
-  } else {
-    tp_->AllGather(shard.Reshape({1, rows * vs}), all);
-  }
-  // all[r] holds rank r's [rows, vs] block; the vocabulary is the ranks' columns side by side.
+  if (shard_.tp == 1 && vs == V) return shard;
   Tensor logits = NewF32(rows, V);
-  for (int64_t r = 0; r < shard_.tp; ++r) {
-    const int64_t begin = r * vs, width = std::min(vs, V - begin);
-    if (width <= 0) continue;
-    for (int64_t i = 0; i < rows; ++i) {
-      std::copy_n(all.data<float>() + r * rows * vs + i * vs, width,
-                  logits.data<float>() + i * V + begin);
+  // Gathered a block of rows at a time: each rank's block stays within MPI's int counts.
+  const int64_t block = std::max<int64_t>(1, (int64_t{1} << 28) / std::max<int64_t>(vs, 1));
+  for (int64_t r0 = 0; r0 < rows; r0 += block) {
+    const int64_t n = std::min(block, rows - r0);
+    const Tensor mine = shard.Slice(r0, r0 + n).Reshape({1, n * vs});
+    Tensor all = mine;
+    if (shard_.tp > 1) {
+      all = NewF32(shard_.tp, n * vs);
+      tp_->AllGather(mine, all);
+    }
+    // all[r] holds rank r's [n, vs] block; the vocabulary is the ranks' columns side by side.
+    for (int64_t r = 0; r < shard_.tp; ++r) {
+      const int64_t begin = r * vs, width = std::min(vs, V - begin);
+      if (width <= 0) continue;
+      for (int64_t i = 0; i < n; ++i) {
+        std::copy_n(all.data<float>() + r * n * vs + i * vs, width,
+                    logits.data<float>() + (r0 + i) * V + begin);
+      }
     }
   }
   return logits;

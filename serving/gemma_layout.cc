@@ -72,7 +72,8 @@ GemmaPodPlan PlanGemmaOnPod(const PodTopology& pod, const ModelConfig& config, i
                                                          shard.first_layer, shard.end_layer));
     plan.ranks.push_back(rp);
   }
-  // Memory: a CPU node's ranks share its memory; an accelerator holds its own rank's part.
+  // Memory: the model computes on the host today, so a node's ranks share its host memory
+  // whatever its kind; an accelerator must also hold its own rank's part, for when it runs there.
   constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
   for (size_t n = 0; n < pod.nodes.size(); ++n) {
     const PodNode& node = pod.nodes[n];
@@ -90,8 +91,7 @@ GemmaPodPlan PlanGemmaOnPod(const PodTopology& pod, const ModelConfig& config, i
                                        " GiB (nodes[", n, "].device_memory_gib)"));
       }
     }
-    if (node.kind == DeviceType::kCpu && node.memory_gib > 0 &&
-        static_cast<double>(node_bytes) > node.memory_gib * kGiB) {
+    if (node.memory_gib > 0 && static_cast<double>(node_bytes) > node.memory_gib * kGiB) {
       plan.problems.push_back(StrCat(
           "node ", node.host, " needs ", static_cast<double>(node_bytes) / kGiB, " GiB for its ",
           ranks, " ranks but has ", node.memory_gib, " GiB (nodes[", n, "].memory_gib)"));

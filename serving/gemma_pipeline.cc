@@ -73,8 +73,10 @@ void GemmaPipeline::Submit(StageOutput output, std::span<const SequenceChunk> ch
   int64_t rows = 0;
   for (size_t i = 0; i < chunks.size(); ++i) {
     Chunk c{chunks[i], cache_.length(chunks[i].sequence), {}};
-    if (!sampling.empty()) c.sampling = sampling[i];
-    if (output == StageOutput::kSample && c.start == 0) Validate(c.sampling);
+    if (!sampling.empty()) {
+      c.sampling = sampling[i];
+      Validate(c.sampling);
+    }
     rows += output == StageOutput::kAllLogits ? static_cast<int64_t>(c.tokens.tokens.size()) : 1;
     work.push_back(std::move(c));
   }
@@ -133,14 +135,18 @@ void GemmaPipeline::Process(StageOutput output, std::vector<Chunk>& chunks, Tens
     pp_.Send(h, stage_index_ + 1, kActivationTag);
     return;
   }
-  // The last stage keeps each sequence's tokens for the repetition penalty.
+  // The last stage keeps each sequence's tokens for the repetition penalty, and its sampler from
+  // the first chunk that asks for a sample (a prompt may arrive in pieces that do not).
   for (const Chunk& c : chunks) {
     SequenceSampling& s = sampling_[c.tokens.sequence];
     if (c.start == 0) {
-      s.sampler = std::make_unique<ShardSampler>(c.sampling, &tp_);
+      s.sampler.reset();
       s.context.clear();
     }
     s.context.insert(s.context.end(), c.tokens.tokens.begin(), c.tokens.tokens.end());
+    if (output == StageOutput::kSample && s.sampler == nullptr) {
+      s.sampler = std::make_unique<ShardSampler>(c.sampling, &tp_);
+    }
   }
   if (output == StageOutput::kNone) return;
   Deliver(Finalise(output, chunks, h, layout));
@@ -155,8 +161,6 @@ Tensor GemmaPipeline::Finalise(StageOutput output, const std::vector<Chunk>& chu
   Tensor tokens = Tensor::Empty({static_cast<int64_t>(chunks.size())}, DType::kI32);
   for (size_t i = 0; i < chunks.size(); ++i) {
     SequenceSampling& s = sampling_[chunks[i].tokens.sequence];
-    GEMMAPOD_CHECK(s.sampler != nullptr, "pipeline: sequence ", chunks[i].tokens.sequence,
-                   " is sampled before it was started");
     const std::span<const float> row(shard.data<float>() + static_cast<int64_t>(i) * width,
                                      static_cast<size_t>(width));
     tokens.data<int32_t>()[i] =

@@ -66,8 +66,8 @@ class GemmaPipeline {
   int64_t length(int64_t sequence) const { return cache_.length(sequence); }
   // Forgets a sequence: its next submission starts at position 0, on every stage.
   void Reset(int64_t sequence);
-  // `sampling[i]` applies to chunk i when `output` is kSample and the chunk starts its sequence
-  // (position 0); it may be empty otherwise.
+  // `sampling[i]` (checked when given) applies to chunk i's sequence from the first kSample
+  // chunk after the sequence started (position 0) until it starts again; may be empty (greedy).
   void Submit(StageOutput output, std::span<const SequenceChunk> chunks,
               std::span<const SamplingParams> sampling = {});
   // The oldest result not yet taken; its kind must be the one submitted.

@@ -4,6 +4,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
+#include <exception>
 #include <vector>
 
 namespace gemmapod {
@@ -186,10 +187,16 @@ class MpiPendingSend final : public PendingSend {
  public:
   explicit MpiPendingSend(Tensor tensor) : tensor_(std::move(tensor)) {}
   ~MpiPendingSend() override {
-    // A destructor must not throw: an error here means the job is already failing.
-    if (!requests_.empty()) {
-      MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
+    if (requests_.empty()) return;
+    if (std::uncaught_exceptions() > 0) {
+      // Unwinding towards MPI_Abort: the receiver may itself be blocked on this rank, so waiting
+      // could hang the job. Let the sends go and keep their buffer alive until the abort.
+      for (MPI_Request& r : requests_) MPI_Request_free(&r);
+      new Tensor(std::move(tensor_));  // deliberately leaked
+      return;
     }
+    // A destructor must not throw: an error here means the job is already failing.
+    MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
   }
   void Wait() override {
     if (requests_.empty()) return;

@@ -106,10 +106,17 @@ TEST_F(ShardedCli, GreedyTextOfEveryPodEqualsOneRank) {
   const Result batch_dp = Gemmapod("launch --pod tests/launch/pods/tp2-dp2.yaml -- " + batch, 120);
   ASSERT_EQ(batch_dp.exit_code, 0) << batch_dp.output;
   EXPECT_NE(batch_dp.output.find("\n" + batch_one.output), std::string::npos) << batch_dp.output;
-  // Sampling on the vocabulary shards (top-k) runs and every rank agrees on the tokens.
-  const Result sampled = MpirunGemmapod(
-      2, args + " --pod configs/pods/local.yaml --temperature 0.9 --top-k 20 --seed 4");
-  EXPECT_EQ(sampled.exit_code, 0) << sampled.output;
+  // Sampling on the vocabulary shards (top-k exchanges candidates, top-p alone gathers rows)
+  // draws what one rank draws with the same seed.
+  for (const char* sampling : {" --temperature 3 --top-k 20 --seed 4",
+                               " --temperature 4 --top-p 0.9 --repetition-penalty 1.3 --seed 9"}) {
+    const Result one_sampled = Gemmapod(args + sampling);
+    ASSERT_EQ(one_sampled.exit_code, 0) << one_sampled.output;
+    const Result sharded = MpirunGemmapod(2, args + " --pod configs/pods/local.yaml" + sampling);
+    EXPECT_EQ(sharded.exit_code, 0) << sharded.output;
+    EXPECT_EQ(sharded.output, one_sampled.output) << sampling;
+    EXPECT_NE(one_sampled.output, one.output) << "sampling changed nothing: " << sampling;
+  }
 }
 
 TEST_F(ShardedCli, PlanShowsEachRanksBytesAndRefusesWhatCannotWork) {

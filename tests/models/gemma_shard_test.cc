@@ -5,9 +5,13 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 
+#include "models/gemma_checkpoint.h"
 #include "models/gemma_random.h"
 #include "models/kv_cache.h"
 #include "tests/error_of.h"
@@ -15,6 +19,7 @@
 namespace gemmapod {
 namespace {
 
+namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
 ModelConfig Config(int64_t heads, int64_t kv_heads, int64_t vocab) {
@@ -67,6 +72,20 @@ TEST(GemmaShard, TheVocabularyIsPaddedToTheRanks) {
     covered += s.vocab_valid;
   }
   EXPECT_EQ(covered, 509);
+}
+
+TEST(GemmaShard, AVocabularySmallerThanThePaddedOneLeavesRanksWithOnlyPadding) {
+  const ModelConfig c = Config(4, 1, 5);  // 5 ids over 4 ranks: 2 rows each
+  const int64_t valid[] = {2, 2, 1, 0};
+  for (int r = 0; r < 4; ++r) {
+    const GemmaShard s = MakeGemmaShard(c, 4, r, 0, 3, true, true);
+    EXPECT_EQ(s.vocab_rows, 2);
+    EXPECT_EQ(s.vocab_begin, 2 * r);
+    EXPECT_EQ(s.vocab_valid, valid[r]);
+    const GemmaWeights w = RandomGemmaShard(c, s, DType::kF32, 1);
+    ASSERT_EQ(w.embed_tokens.shape(), (Shape{2, 32}));
+    for (int64_t i = valid[r] * 32; i < 64; ++i) ASSERT_EQ(w.embed_tokens.data<float>()[i], 0.0f);
+  }
 }
 
 TEST(GemmaShard, ShardsPutTogetherAreTheWholeModel) {
@@ -126,6 +145,29 @@ TEST(GemmaShard, SplitsThatCannotWorkAreRefused) {
   odd_mlp.intermediate_size = 50;
   EXPECT_THAT(ErrorOf([&] { MakeGemmaShard(odd_mlp, 4, 0, 0, 3, true, true); }),
               HasSubstr("tp 4 does not divide the MLP width 50"));
+}
+
+// Loading the whole model reads whole tensors, so the file's checksums are checked: a flipped
+// byte in a matrix is an error naming it, not different logits.
+TEST(GemmaShard, ADamagedMatrixIsCaughtByItsChecksum) {
+  const ModelConfig c = Config(8, 2, 100);
+  GemmaWeights w = RandomGemmaWeights(c, DType::kF32, 4);
+  const fs::path path =
+      fs::temp_directory_path() / ("shard-crc-" + std::to_string(getpid()) + ".h5");
+  SaveGemmaCheckpoint(path.string(), c, w, std::nullopt);
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const Tensor& q = w.layers[1].q_proj;
+  const size_t at = bytes.find(std::string(static_cast<const char*>(q.raw()), 256));
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + 100] ^= 0x01;
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  EXPECT_THAT(ErrorOf([&] { LoadGemmaCheckpoint(path.string()); }),
+              HasSubstr("tensor 'model.layers.1.self_attn.q_proj.weight': checksum mismatch"));
+  fs::remove(path);
 }
 
 TEST(GemmaShard, AStagesCacheHoldsOnlyItsLayers) {

@@ -1,8 +1,9 @@
 // Sampling on vocabulary shards (run under mpiexec; each rank holds an equal slice of a padded
 // row): greedy is the argmax of the whole row, lowest id on ties; sampling without top-k is
 // exactly the one-rank sampler on the gathered row; top-k draws only the row's top-k (ties
-// included) with the tempered softmax's frequencies; every rank gets the same token; the
-// repetition penalty applies to ids on every shard.
+// included) with the tempered softmax's frequencies, draw for draw as the one-rank sampler; every
+// rank gets the same token; the repetition penalty applies to ids on every shard; a rank whose
+// shard is all padding takes part.
 #include "serving/shard_sampler.h"
 
 #include <gtest/gtest.h>
@@ -12,7 +13,9 @@
 #include <limits>
 #include <map>
 #include <numeric>
+#include <tuple>
 
+#include "models/gemma_shard.h"
 #include "runtime/comm/mpi_communicator.h"
 
 namespace gemmapod {
@@ -32,9 +35,21 @@ class ShardSamplerTest : public ::testing::Test {
       x = x * 1664525u + 1013904223u;
       v = static_cast<float>(x >> 8) / 16777216.0f * 8.0f - 4.0f;
     }
-    const int64_t ranks = world_->size();
-    width_ = (vocab + ranks - 1) / ranks;
-    begin_ = width_ * world_->rank();
+    // The slice of the vocabulary the model's shards give this rank.
+    ModelConfig c;
+    c.name = "sampler-test";
+    c.architecture = Architecture::kGemma;
+    c.vocab_size = vocab;
+    c.hidden_size = 8;
+    c.num_layers = 1;
+    c.num_heads = 12;  // divisible by 2, 3 and 4 ranks
+    c.num_kv_heads = 1;
+    c.head_dim = 4;
+    c.intermediate_size = 24;
+    c.layer_kinds = DefaultLayerKinds(c.architecture, 1);
+    const GemmaShard shard = MakeGemmaShard(c, world_->size(), world_->rank(), 0, 1, true, true);
+    width_ = shard.vocab_rows;
+    begin_ = shard.vocab_begin;
     shard_.assign(static_cast<size_t>(width_), -kInf);
     for (int64_t i = 0; i < width_ && begin_ + i < vocab; ++i) {
       shard_[static_cast<size_t>(i)] = row_[static_cast<size_t>(begin_ + i)];
@@ -123,6 +138,60 @@ TEST_F(ShardSamplerTest, TopKDrawsTheTopKWithTheirProbabilities) {
     EXPECT_NEAR(counts[id], draws * prob, 4 * sd + 1) << "id " << id;
   }
   ExpectAgreed(static_cast<int32_t>(counts.size()));
+}
+
+// Top-k over shards draws exactly what the one-rank sampler draws with the same seed: whether the
+// sampled ids span every shard or sit on one, with ties at the k-th score across shards, and with
+// top-p, min-p and the penalty on top.
+TEST_F(ShardSamplerTest, TopKIsDrawForDrawTheOneRankSampler) {
+  for (int64_t sampled : {int64_t{1003}, int64_t{20}, int64_t{300}}) {
+    MakeRow(1003, 5);
+    // Ties at what becomes the k-th score, on ids that live on different ranks.
+    row_[2] = row_[700] = row_[999] = 3.9f;
+    row_[5] = 4.5f;
+    for (int64_t i = 0; i < width_ && begin_ + i < 1003; ++i) {
+      shard_[static_cast<size_t>(i)] = row_[static_cast<size_t>(begin_ + i)];
+    }
+    for (auto [k, top_p, min_p] : {std::tuple{5, 1.0f, 0.0f}, std::tuple{2, 1.0f, 0.0f},
+                                   std::tuple{8, 0.7f, 0.0f}, std::tuple{6, 1.0f, 0.2f}}) {
+      SamplingParams p;
+      p.temperature = 1.3f;
+      p.top_k = k;
+      p.top_p = top_p;
+      p.min_p = min_p;
+      p.repetition_penalty = 1.1f;
+      p.seed = 0x100000007ull;
+      const std::vector<int32_t> context = {5, 2, 3};
+      ShardSampler sharded(p, world_.get());
+      Sampler one(p);
+      const std::span<const float> row(row_.data(), static_cast<size_t>(sampled));
+      for (int i = 0; i < 100; ++i) {
+        const int32_t got = sharded.Sample(shard_, begin_, sampled, context);
+        ASSERT_EQ(got, one.Sample(row, context))
+            << "sampled " << sampled << " k " << k << " draw " << i;
+      }
+    }
+  }
+}
+
+// Fewer ids than the padded vocabulary: with 5 ids over 4 ranks (2 each), the last rank holds
+// only padding. Every sampler still works and agrees with one rank.
+TEST_F(ShardSamplerTest, ARankWithOnlyPaddingTakesPart) {
+  MakeRow(5, 13);
+  for (float temperature : {0.0f, 0.9f}) {
+    for (int top_k : {0, 3}) {
+      SamplingParams p;
+      p.temperature = temperature;
+      p.top_k = top_k;
+      p.seed = 21;
+      ShardSampler sharded(p, world_.get());
+      Sampler one(p);
+      for (int i = 0; i < 50; ++i) {
+        const int32_t got = sharded.Sample(shard_, begin_, 5, {});
+        ASSERT_EQ(got, one.Sample(row_, {})) << "temperature " << temperature << " k " << top_k;
+      }
+    }
+  }
 }
 
 TEST_F(ShardSamplerTest, TheRepetitionPenaltyReachesEveryShard) {

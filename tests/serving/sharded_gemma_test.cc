@@ -84,7 +84,7 @@ TEST_P(ShardedGemmaTest, EveryLayoutMatchesOneRank) {
   const ModelConfig config = TestConfig(name);
   const int64_t V = config.vocab_size;
   const Tokenizer tokenizer = Tokenizer::FromFile("tests/fixtures/tokenizer/tiny_gemma.model");
-  const int64_t sampled = std::min<int64_t>(V, tokenizer.vocab_size());
+  const int64_t sampled_vocab = std::min<int64_t>(V, tokenizer.vocab_size());
 
   // One checkpoint for the job, written by rank 0.
   std::string dir;
@@ -104,7 +104,7 @@ TEST_P(ShardedGemmaTest, EveryLayoutMatchesOneRank) {
   uint32_t lcg = 12345;
   auto next_token = [&] {
     lcg = lcg * 1664525u + 1013904223u;
-    return static_cast<int32_t>((lcg >> 8) % static_cast<uint32_t>(sampled));
+    return static_cast<int32_t>((lcg >> 8) % static_cast<uint32_t>(sampled_vocab));
   };
   std::vector<std::vector<int32_t>> prompts;
   for (int64_t n : lengths) {
@@ -117,7 +117,15 @@ TEST_P(ShardedGemmaTest, EveryLayoutMatchesOneRank) {
   }
   std::vector<Tensor> want_prefill, want_generated_logits;
   std::vector<std::vector<Tensor>> want_decode(prompts.size());
-  std::vector<std::vector<int32_t>> want_tokens;
+  std::vector<std::vector<int32_t>> want_tokens, want_sampled;
+  const SamplingParams greedy;
+  SamplingParams sampled;
+  sampled.temperature = 0.9f;
+  sampled.top_k = 40;
+  sampled.top_p = 0.95f;
+  sampled.min_p = 0.02f;
+  sampled.repetition_penalty = 1.15f;
+  sampled.seed = 0x500000003ull;  // the high word matters too
   for (size_t i = 0; i < prompts.size(); ++i) {
     KvCache cache(config, 1, 64);
     want_prefill.push_back(
@@ -130,6 +138,9 @@ TEST_P(ShardedGemmaTest, EveryLayoutMatchesOneRank) {
     request.prompt = prompts[i];
     request.max_new_tokens = kGenerated;
     want_tokens.push_back(Generate(reference, tokenizer, request, [](std::string_view) {}).tokens);
+    request.sampling = sampled;
+    request.sampling.seed += i;
+    want_sampled.push_back(Generate(reference, tokenizer, request, [](std::string_view) {}).tokens);
   }
   const int64_t whole_bytes = GemmaShardWeightBytes(config, WholeGemma(config), 4);
 
@@ -148,7 +159,7 @@ TEST_P(ShardedGemmaTest, EveryLayoutMatchesOneRank) {
     }
     GemmaStage stage(config, shard,
                      LoadGemmaShard(config, shard, *Hdf5CheckpointReader::Open(path)), &grid.tp());
-    GemmaPipeline pipeline(grid, std::move(stage), {3, 64, sampled});
+    GemmaPipeline pipeline(grid, std::move(stage), {3, 64, sampled_vocab});
 
     // This replica's sequences: i % dp == its index, in cache slots 0, 1, ...
     std::vector<size_t> mine;
@@ -165,7 +176,11 @@ TEST_P(ShardedGemmaTest, EveryLayoutMatchesOneRank) {
       int64_t row = 0;
       for (size_t i : mine) {
         const Tensor& want = want_prefill[i];
-        ASSERT_LE((row + want.dim(0)) * V, prefill.numel());
+        // A failed check must not return early: the other stages would wait in Serve().
+        if ((row + want.dim(0)) * V > prefill.numel()) {
+          ADD_FAILURE() << "prefill logits have " << prefill.dim(0) << " rows, too few";
+          break;
+        }
         Compare(prefill.data<float>() + row * V, want.data<float>(), want.numel(), diff, scale);
         row += want.dim(0);
       }
@@ -195,21 +210,29 @@ TEST_P(ShardedGemmaTest, EveryLayoutMatchesOneRank) {
     }
 
     // Greedy generation through the pipeline gives the one-rank tokens.
-    std::vector<GenerationRequest> requests;
-    for (size_t i : mine) {
-      GenerationRequest r;
-      r.prompt = prompts[i];
-      r.max_new_tokens = kGenerated;
-      requests.push_back(r);
-    }
-    if (pipeline.is_driver()) {
-      const std::vector<GenerationResult> got =
-          GeneratePipelined(pipeline, tokenizer, requests, [](size_t, std::string_view) {});
-      for (size_t j = 0; j < mine.size(); ++j) {
-        EXPECT_EQ(got[j].tokens, want_tokens[mine[j]]) << "sequence " << mine[j];
+    // Then sampled generation with every setting away from its default (the settings travel
+    // from stage to stage in each micro-batch): the same tokens as the one-rank sampler draws.
+    for (const SamplingParams* sampling : {&greedy, static_cast<const SamplingParams*>(&sampled)}) {
+      std::vector<GenerationRequest> requests;
+      for (size_t i : mine) {
+        GenerationRequest r;
+        r.prompt = prompts[i];
+        r.max_new_tokens = kGenerated;
+        r.sampling = *sampling;
+        r.sampling.seed += i;
+        requests.push_back(r);
       }
-    } else {
-      pipeline.Serve();
+      if (pipeline.is_driver()) {
+        const std::vector<GenerationResult> got =
+            GeneratePipelined(pipeline, tokenizer, requests, [](size_t, std::string_view) {});
+        const auto& want = sampling == &greedy ? want_tokens : want_sampled;
+        for (size_t j = 0; j < mine.size(); ++j) {
+          EXPECT_EQ(got[j].tokens, want[mine[j]])
+              << (sampling == &greedy ? "greedy" : "sampled") << " sequence " << mine[j];
+        }
+      } else {
+        pipeline.Serve();
+      }
     }
   }
   world->Barrier();
