@@ -62,7 +62,7 @@ ShardedGemma LoadShardedGemma(Communicator& world, const ShardedGemmaPlan& plan,
   const GemmaShard shard =
       GemmaShardAt(plan.config, run.grid->shape(), run.grid->coords(), plan.stages);
   const std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(files.model_path);
-  GemmaStage stage(plan.config, shard, LoadGemmaShard(plan.config, shard, *reader),
+  GemmaStage stage(plan.config, shard, LoadGemmaShard(plan.config, shard, *reader, &run.grid->tp()),
                    &run.grid->tp());
   stage.set_matmul_precision(files.precision == "fast" ? cpu::MatmulPrecision::kFastBF16
                                                        : cpu::MatmulPrecision::kExact);

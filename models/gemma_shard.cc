@@ -4,6 +4,8 @@
 #include <cstring>
 #include <set>
 
+#include "models/shard_checksum.h"
+#include "runtime/comm/communicator.h"
 #include "runtime/error.h"
 
 namespace gemmapod {
@@ -116,7 +118,8 @@ Shape SliceShape(const GemmaParameter& p, const ParameterSlice& slice) {
 }
 
 GemmaWeights LoadGemmaShard(const ModelConfig& config, const GemmaShard& shard,
-                            const TensorSource& source) {
+                            const TensorSource& source, Communicator* tp) {
+  const bool group_check = tp != nullptr && tp->size() > 1;
   // Every rank checks the whole file's names and shapes (metadata only), so a rank never loads a
   // slice of a tensor that another rank would find malformed.
   std::set<std::string> expected;
@@ -144,12 +147,18 @@ GemmaWeights LoadGemmaShard(const ModelConfig& config, const GemmaShard& shard,
   GemmaWeights w;
   ForEachShardParameter(
       config, shard, w, [&](const GemmaParameter& p, const ParameterSlice& slice, Tensor& slot) {
-        // A slice that is the whole tensor is read whole, so the file's checksum is checked; a
-        // partial slice cannot be checked against a checksum of the whole tensor.
-        const bool whole = slice.dim < 0 || (slice.begin == 0 &&
+        // A rank reading a whole tensor checks the file's checksum of it; the ranks of a group
+        // that read slices check it together (every rank of the group makes the same calls).
+        const bool whole = slice.dim < 0 || (!group_check && slice.begin == 0 &&
                                              slice.end == p.shape[static_cast<size_t>(slice.dim)]);
         Tensor t = whole ? source.Read(p.name)
                          : source.ReadSlice(p.name, slice.dim, slice.begin, slice.end);
+        if (!whole && group_check) {
+          if (const std::optional<uint32_t> crc = source.StoredCrc32(p.name)) {
+            CheckSlicedChecksum(t, p.shape, slice.dim, slice.begin, slice.end, *crc, *tp,
+                                StrCat(source.origin(), ": tensor '", p.name, "'"));
+          }
+        }
         if (slice.padded_end > slice.end) {
           // Vocabulary padding: the rows after the real ones are zeros (dim 0 only).
           Tensor padded = Tensor::Zeros(SliceShape(p, slice), t.dtype());

@@ -21,6 +21,8 @@
 
 namespace gemmapod {
 
+class Communicator;
+
 struct GemmaShard {
   int tp = 1;
   int tp_rank = 0;
@@ -67,9 +69,11 @@ void ForEachShardParameter(
 Shape SliceShape(const GemmaParameter& parameter, const ParameterSlice& slice);
 
 // Reads the shard's slices from `source` (hyperslab reads where the format has them), after
-// checking every tensor's name and shape against the config as LoadGemmaWeights does.
+// checking every tensor's name and shape against the config as LoadGemmaWeights does. Tensors
+// read whole have their stored checksums checked; with `tp` (this rank's tensor-parallel group,
+// collective over it) so have the tensors its ranks read in slices (models/shard_checksum.h).
 GemmaWeights LoadGemmaShard(const ModelConfig& config, const GemmaShard& shard,
-                            const TensorSource& source);
+                            const TensorSource& source, Communicator* tp = nullptr);
 
 // Bytes of the shard's weights when matrices take `matrix_bytes` per element (norms are f32).
 int64_t GemmaShardWeightBytes(const ModelConfig& config, const GemmaShard& shard,

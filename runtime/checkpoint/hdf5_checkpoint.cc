@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <hdf5.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -11,6 +10,7 @@
 #include <filesystem>
 #include <mutex>
 
+#include "runtime/checkpoint/crc32.h"
 #include "runtime/error.h"
 
 namespace gemmapod {
@@ -67,18 +67,6 @@ hid_t Check(hid_t id, const std::string& what) {
 
 void CheckStatus(herr_t status, const std::string& what) {
   if (status < 0) throw Error(what + Hdf5Detail());
-}
-
-uint32_t Crc32(const void* data, size_t n) {
-  uLong crc = crc32(0L, Z_NULL, 0);
-  const auto* p = static_cast<const Bytef*>(data);
-  while (n > 0) {  // zlib takes uInt lengths
-    const uInt chunk = static_cast<uInt>(std::min<size_t>(n, 1u << 30));
-    crc = crc32(crc, p, chunk);
-    p += chunk;
-    n -= chunk;
-  }
-  return static_cast<uint32_t>(crc);
 }
 
 // bfloat16 as an HDF5 float: sign bit 15, 8 exponent bits at 7 (bias 127), 7 mantissa bits at 0.
@@ -464,6 +452,14 @@ std::string Hdf5CheckpointReader::ReadFile(const std::string& name) const {
   GEMMAPOD_CHECK(static_cast<uint32_t>(stored) == Crc32(bytes.data(), bytes.size()), what,
                  ": checksum mismatch: the file is corrupt");
   return bytes;
+}
+
+std::optional<uint32_t> Hdf5CheckpointReader::StoredCrc32(const std::string& name) const {
+  Info(name);  // names the file and tensor when it is absent
+  const std::string what = StrCat(path_, ": tensor '", name, "'");
+  const std::string full = "params/" + name;
+  Handle ds(Check(H5Dopen2(file_, full.c_str(), H5P_DEFAULT), what), H5Dclose);
+  return static_cast<uint32_t>(ReadInt64Attribute(ds.get(), "crc32", what));
 }
 
 void Hdf5CheckpointReader::VerifyAll() const {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,6 +37,7 @@ class Hdf5CheckpointReader final : public TensorSource {
   // A true hyperslab read: only the slice's bytes leave the file. Not checksummed (the checksum
   // covers whole tensors); VerifyAll() checks everything.
   Tensor ReadSlice(const std::string& name, int dim, int64_t begin, int64_t end) const override;
+  std::optional<uint32_t> StoredCrc32(const std::string& name) const override;
   // Reads every tensor and file and checks its checksum.
   void VerifyAll() const;
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,11 @@ class TensorSource {
   // the slice one rank of a tensor-parallel group holds. Formats that can read a hyperslab (HDF5)
   // read only those bytes.
   virtual Tensor ReadSlice(const std::string& name, int dim, int64_t begin, int64_t end) const = 0;
+  // The CRC-32 the file stores for the whole tensor's bytes (row-major, as stored), for formats
+  // that store one; ranks reading slices combine theirs to check it (models/shard_checksum.h).
+  virtual std::optional<uint32_t> StoredCrc32(const std::string& /*name*/) const {
+    return std::nullopt;
+  }
 };
 
 }  // namespace gemmapod

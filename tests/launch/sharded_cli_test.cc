@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/checkpoint/npy.h"
 #include "tests/launch/run_gemmapod.h"
 
@@ -166,6 +167,32 @@ size_t Count(const std::string& text, const std::string& what) {
   size_t n = 0;
   for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
   return n;
+}
+
+// A flipped byte in a tensor that no rank reads whole (o_proj, split by columns over tp = 2) is
+// still caught: the ranks combine their slices' checksums into the whole tensor's.
+TEST_F(ShardedCli, ADamagedSlicedTensorIsCaughtByTheGroup) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  const std::string name = "model.layers.3.self_attn.o_proj.weight";
+  const gemmapod::Tensor o = gemmapod::Hdf5CheckpointReader::Open(model_)->Read(name);
+  std::string bytes;
+  {
+    std::ifstream in(model_, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const size_t at = bytes.find(std::string(static_cast<const char*>(o.raw()), o.nbytes()));
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + o.nbytes() / 2 + 3] ^= 0x04;
+  const std::string damaged = (dir_ / "damaged.h5").string();
+  std::ofstream(damaged, std::ios::binary | std::ios::trunc) << bytes;
+  const Result r =
+      MpirunGemmapod(2, "logits --pod configs/pods/local.yaml --model " + damaged + " --tokens " +
+                            kTokens + " --out " + (dir_ / "never.npy").string());
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output,
+                       "tensor 'model.layers.3.self_attn.o_proj.weight': checksum "
+                       "mismatch .*tensor-parallel group's slices"))
+      << r.output;
 }
 
 // The pid of the process running world rank `rank` of a job whose command line mentions

@@ -158,7 +158,8 @@ TEST_P(ShardedGemmaTest, EveryLayoutMatchesOneRank) {
       EXPECT_LT(GemmaShardWeightBytes(config, shard, 4), whole_bytes) << "holds the whole model";
     }
     GemmaStage stage(config, shard,
-                     LoadGemmaShard(config, shard, *Hdf5CheckpointReader::Open(path)), &grid.tp());
+                     LoadGemmaShard(config, shard, *Hdf5CheckpointReader::Open(path), &grid.tp()),
+                     &grid.tp());
     GemmaPipeline pipeline(grid, std::move(stage), {3, 64, sampled_vocab});
 
     // This replica's sequences: i % dp == its index, in cache slots 0, 1, ...

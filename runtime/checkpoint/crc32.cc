@@ -1,0 +1,25 @@
+#include "runtime/checkpoint/crc32.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+
+namespace gemmapod {
+
+uint32_t Crc32(const void* data, size_t n) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  const auto* p = static_cast<const Bytef*>(data);
+  while (n > 0) {  // zlib takes uInt lengths
+    const uInt chunk = static_cast<uInt>(std::min<size_t>(n, 1u << 30));
+    crc = crc32(crc, p, chunk);
+    p += chunk;
+    n -= chunk;
+  }
+  return static_cast<uint32_t>(crc);
+}
+
+uint32_t Crc32Combine(uint32_t crc_a, uint32_t crc_b, int64_t length_b) {
+  return static_cast<uint32_t>(crc32_combine64(crc_a, crc_b, static_cast<z_off64_t>(length_b)));
+}
+
+}  // namespace gemmapod
