@@ -219,12 +219,15 @@ int GenerateOnRanks(const GenerateOptions& o, Communicator& world) {
       const double decode_rate = r.decode_seconds > 0 && r.tokens.size() > 1
                                      ? static_cast<double>(r.tokens.size() - 1) / r.decode_seconds
                                      : 0.0;
+      // Rank 0 times the prompts of its own replica: prompts 0, dp, 2 dp, ...
+      const std::string which =
+          requests.size() > 1 ? StrCat("[prompt ", i * static_cast<size_t>(dp), "] ") : "";
       std::fprintf(stderr,
-                   "prompt %zu tokens in %.3f s; generated %zu tokens in %.3f s (%.1f tokens/s); "
-                   "finish: %s; %s over %d rank(s)\n",
-                   mine[i].prompt.size(), r.prefill_seconds, r.tokens.size(), r.decode_seconds,
-                   decode_rate, FinishReasonName(r.finish), LayoutName(*run.grid).c_str(),
-                   world.size());
+                   "%sprompt %zu tokens in %.3f s; generated %zu tokens in %.3f s (%.1f "
+                   "tokens/s); finish: %s; %s over %d rank(s)\n",
+                   which.c_str(), mine[i].prompt.size(), r.prefill_seconds, r.tokens.size(),
+                   r.decode_seconds, decode_rate, FinishReasonName(r.finish),
+                   LayoutName(*run.grid).c_str(), world.size());
     }
   }
   return 0;
