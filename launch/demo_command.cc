@@ -111,6 +111,9 @@ int RunDemoOnRanks(const DemoOptions& o, Communicator& world) {
                    " is not divisible by tp=", shape.tp);
     GEMMAPOD_CHECK(o.layers >= shape.pp, "demo: ", o.layers, " layers cannot fill ", shape.pp,
                    " pipeline stages");
+    GEMMAPOD_CHECK(!pod || pod->pipeline.encoder_stages == 0, pod->source,
+                   ": the demo model is decoder-only; the pod lays out ",
+                   pod->pipeline.encoder_stages, " encoder stage(s)");
     if (pod && !pod->pipeline.automatic) {
       GEMMAPOD_CHECK(pod->pipeline.stages.back().last_layer == o.layers - 1, pod->source,
                      ": the pipeline stages cover layers 0-",

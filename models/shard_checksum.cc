@@ -46,9 +46,17 @@ void CheckSlicedChecksum(const Tensor& slice, const Shape& shape, int dim, int64
   }
   std::sort(pieces.begin(), pieces.end(),
             [](const Piece& a, const Piece& b) { return a.begin < b.begin; });
+  // A range several ranks hold (replicated key/value heads) counts once in the whole tensor's
+  // CRC, but every copy must carry the same bytes: each rank uses its own.
   std::vector<Piece> order;
   for (const Piece& p : pieces) {
-    if (!order.empty() && p.begin == order.back().begin && p.end == order.back().end) continue;
+    if (!order.empty() && p.begin == order.back().begin && p.end == order.back().end) {
+      GEMMAPOD_CHECK(std::equal(p.crcs, p.crcs + runs, order.back().crcs), what,
+                     ": checksum mismatch: ranks holding the same rows [", p.begin, ", ", p.end,
+                     ") read different bytes (the file is corrupt, or the ranks read different "
+                     "copies of it)");
+      continue;
+    }
     order.push_back(p);
   }
   const int64_t extent = dim == 0 ? rows : cols;

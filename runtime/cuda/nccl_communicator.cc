@@ -1,5 +1,7 @@
 #include "runtime/cuda/nccl_communicator.h"
 
+#include <exception>
+
 #include "runtime/comm/mpi_communicator.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
@@ -138,10 +140,15 @@ class NcclPendingSend final : public PendingSend {
   NcclPendingSend(Tensor tensor, cudaStream_t stream, int device)
       : tensor_(std::move(tensor)), stream_(stream), device_(device) {}
   ~NcclPendingSend() override {
-    if (!done_) {
-      cudaSetDevice(device_);
-      cudaStreamSynchronize(stream_);
+    if (done_) return;
+    if (std::uncaught_exceptions() > 0) {
+      // Unwinding towards MPI_Abort: the peer may be blocked on this rank, so waiting could hang
+      // the job. Keep the buffer alive until the abort instead.
+      new Tensor(std::move(tensor_));  // deliberately leaked
+      return;
     }
+    cudaSetDevice(device_);
+    cudaStreamSynchronize(stream_);
   }
   void Wait() override {
     if (done_) return;
