@@ -273,6 +273,20 @@ void GemmaPipeline::Serve() {
   }
 }
 
+std::vector<std::pair<int64_t, int64_t>> GemmaPipeline::PromptPieces(int64_t tokens) const {
+  // k pieces through s stages take (k + s - 1) / k of the time one piece per stage would, so more
+  // pieces fill the pipeline better; pieces under kMinPiece tokens make the matrix products
+  // less efficient than the pipelining gains. At most 4 pieces per stage.
+  constexpr int64_t kMinPiece = 64;
+  const int64_t k =
+      stages_ == 1 ? 1
+                   : std::clamp<int64_t>(tokens / kMinPiece, std::min<int64_t>(tokens, stages_),
+                                         4 * static_cast<int64_t>(stages_));
+  std::vector<std::pair<int64_t, int64_t>> cuts;
+  for (int64_t i = 0; i < k; ++i) cuts.push_back({tokens * i / k, tokens * (i + 1) / k});
+  return cuts;
+}
+
 Tensor GemmaPipeline::Forward(std::span<const SequenceChunk> batch, bool all_tokens) {
   if (!is_driver()) {
     Serve();
@@ -288,11 +302,12 @@ Tensor GemmaPipeline::Forward(std::span<const SequenceChunk> batch, bool all_tok
   };
   std::vector<Piece> pieces;
   const StageOutput rows = all_tokens ? StageOutput::kAllLogits : StageOutput::kLastLogits;
-  if (batch.size() == 1 && stages_ > 1 && total >= stages_) {
+  const std::vector<std::pair<int64_t, int64_t>> cuts = PromptPieces(total);
+  if (batch.size() == 1 && cuts.size() > 1) {
     const std::vector<int32_t>& t = batch[0].tokens;
-    for (int64_t i = 0; i < stages_; ++i) {
-      const int64_t b = total * i / stages_, e = total * (i + 1) / stages_;
-      const bool last = i + 1 == stages_;
+    for (size_t i = 0; i < cuts.size(); ++i) {
+      const auto [b, e] = cuts[i];
+      const bool last = i + 1 == cuts.size();
       pieces.push_back({{SequenceChunk{batch[0].sequence, {t.begin() + b, t.begin() + e}}},
                         all_tokens || last ? rows : StageOutput::kNone});
     }

@@ -22,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "models/gemma_stage.h"
@@ -78,6 +79,10 @@ class GemmaPipeline {
 
   // --- Every other stage ---
   void Serve();
+
+  // How a lone prompt of `tokens` tokens is cut into micro-batches so that every stage works on
+  // it at once (chunked prefill): [begin, end) per piece, one piece with a single stage.
+  std::vector<std::pair<int64_t, int64_t>> PromptPieces(int64_t tokens) const;
 
   // Collective over the replica: the logits of `batch` ([tokens or chunks, vocab], as `rows`),
   // cut into micro-batches (by sequence, or a lone long prompt into pieces) so that every stage

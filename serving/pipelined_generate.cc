@@ -42,6 +42,19 @@ std::vector<GenerationResult> GeneratePipelined(
       chunks.push_back({static_cast<int64_t>(i), requests[i].prompt});
       sampling.push_back(requests[i].sampling);
     }
+    if (groups == 1 && chunks.size() == 1) {
+      // A lone prompt goes in pieces, so every stage works on it at once; only the last piece
+      // asks for a token.
+      const std::vector<int32_t>& prompt = chunks[0].tokens;
+      const auto cuts = pipeline.PromptPieces(static_cast<int64_t>(prompt.size()));
+      for (size_t c = 0; c + 1 < cuts.size(); ++c) {
+        const SequenceChunk piece{
+            chunks[0].sequence, {prompt.begin() + cuts[c].first, prompt.begin() + cuts[c].second}};
+        pipeline.Submit(StageOutput::kNone, {&piece, 1}, {&sampling[0], 1});
+      }
+      chunks[0].tokens.erase(chunks[0].tokens.begin(),
+                             chunks[0].tokens.begin() + cuts.back().first);
+    }
     pipeline.Submit(StageOutput::kSample, chunks, sampling);
     in_flight.push_back(g);
   }
