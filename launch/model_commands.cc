@@ -171,6 +171,7 @@ int GenerateOnRanks(const GenerateOptions& o, Communicator& world) {
                             context, sampled);
   });
   const int dp = plan.pod ? plan.pod->dp : 1;
+  if (world.rank() == 0) std::fputs(HostComputeNotice(plan).c_str(), stderr);
   ShardedGemma run = LoadShardedGemma(world, plan, o.files);
 
   GemmaPipeline& pipeline = *run.pipeline;
@@ -250,6 +251,7 @@ int LogitsOnRanks(const LogitsOptions& o, Communicator& world) {
   });
   const ModelConfig& config = plan.config;
   const int64_t n = static_cast<int64_t>(tokens.size());
+  if (world.rank() == 0) std::fputs(HostComputeNotice(plan).c_str(), stderr);
   ShardedGemma run = LoadShardedGemma(world, plan, o.files);
   GemmaPipeline& pipeline = *run.pipeline;
   Tensor logits;

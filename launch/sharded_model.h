@@ -46,6 +46,10 @@ struct ShardedGemma {
   std::unique_ptr<GemmaPipeline> pipeline;
 };
 
+// A line for rank 0 to print when the pod's devices are accelerators, which this build does not
+// compute on yet (so that host figures never pass for GPU ones); empty for CPU pods.
+std::string HostComputeNotice(const ShardedGemmaPlan& plan);
+
 // Collective over `world`.
 ShardedGemma LoadShardedGemma(Communicator& world, const ShardedGemmaPlan& plan,
                               const ModelFiles& files);

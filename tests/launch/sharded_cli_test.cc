@@ -82,6 +82,16 @@ TEST_F(ShardedCli, LogitsOfEveryPodEqualOneRank) {
   }
 }
 
+TEST_F(ShardedCli, AGpuPodSaysTheModelRunsOnTheHost) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  const Result r =
+      Gemmapod("launch --pod tests/launch/pods/local-gpu.yaml -- logits --model " + model_ +
+                   " --tokens " + kTokens + " --out " + (dir_ / "gpu.npy").string(),
+               120);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "host CPU; the pod's gpu devices are not used yet")) << r.output;
+}
+
 TEST_F(ShardedCli, GreedyTextOfEveryPodEqualsOneRank) {
   ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
   const std::string args = "generate --model " + model_ + " --prompt 'The license' --max-tokens 16";
