@@ -1,0 +1,30 @@
+#include "launch/model_files.h"
+
+#include "models/gemma_checkpoint.h"
+#include "runtime/error.h"
+#include "sharding/process_grid.h"
+
+namespace gemmapod {
+
+Tokenizer LoadTokenizer(const ModelFiles& files) {
+  if (!files.tokenizer_path.empty()) return Tokenizer::FromFile(files.tokenizer_path);
+  std::optional<std::string> embedded = ReadEmbeddedTokenizer(files.model_path);
+  GEMMAPOD_CHECK(embedded.has_value(), files.model_path,
+                 ": the checkpoint carries no tokenizer; pass --tokenizer tokenizer.model");
+  return Tokenizer::FromBytes(std::move(*embedded), files.model_path + ":/files/tokenizer.model");
+}
+
+void CheckTokenizerFits(const Tokenizer& tokenizer, const ModelConfig& config,
+                        const ModelFiles& files) {
+  GEMMAPOD_CHECK(tokenizer.vocab_size() <= config.vocab_size, "the tokenizer (",
+                 files.tokenizer_path.empty() ? files.model_path : files.tokenizer_path, ") has ",
+                 tokenizer.vocab_size(), " pieces but the model's vocabulary has ",
+                 config.vocab_size);
+}
+
+std::string LayoutName(const ProcessGrid& grid) {
+  const GridShape& s = grid.shape();
+  return StrCat("tp=", s.tp, " pp=", s.pp, " dp=", s.dp);
+}
+
+}  // namespace gemmapod

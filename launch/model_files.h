@@ -1,0 +1,23 @@
+// What the model subcommands share: the tokenizer a checkpoint carries (or the one named), the
+// check that it fits the model, and the name of a run's layout.
+#pragma once
+
+#include <string>
+
+#include "launch/commands.h"
+#include "models/model_config.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+namespace gemmapod {
+
+class ProcessGrid;
+
+// The checkpoint's embedded tokenizer unless --tokenizer names a SentencePiece model file.
+Tokenizer LoadTokenizer(const ModelFiles& files);
+// Error unless every piece of the tokenizer is an id of the model's vocabulary.
+void CheckTokenizerFits(const Tokenizer& tokenizer, const ModelConfig& config,
+                        const ModelFiles& files);
+// "tp=2 pp=1 dp=1"
+std::string LayoutName(const ProcessGrid& grid);
+
+}  // namespace gemmapod
