@@ -80,16 +80,12 @@ void GemmaPipeline::Submit(StageOutput output, std::span<const SequenceChunk> ch
     rows += output == StageOutput::kAllLogits ? static_cast<int64_t>(c.tokens.tokens.size()) : 1;
     work.push_back(std::move(c));
   }
-  std::vector<int32_t> tokens;
-  for (const Chunk& c : work) {
-    tokens.insert(tokens.end(), c.tokens.tokens.begin(), c.tokens.tokens.end());
-  }
-  // Checked here, before any stage has seen the micro-batch, so a bad request fails on the
-  // driver without leaving the other stages half-way through it.
+  // Laid out (and so checked) here, before any stage has seen the micro-batch: a bad request
+  // fails on the driver without leaving the other stages half-way through it.
   std::vector<SequenceChunk> plain;
   for (const Chunk& c : work) plain.push_back(c.tokens);
-  std::vector<int32_t> laid_out;
-  LayOutBatch(plain, cache_, laid_out);
+  std::vector<int32_t> tokens;
+  LayOutBatch(plain, cache_, tokens);
   Tensor h = stage_.Embed(tokens);
   if (output != StageOutput::kNone) expected_.push_back({output, rows});
   Process(output, work, std::move(h));
