@@ -90,8 +90,10 @@ int RunGenerate(const GenerateOptions& options, int* argc, char*** argv);
 struct LogitsOptions {
   ModelFiles files;
   std::string pod_path;
-  std::string tokens;  // "2,651,..."
-  std::string out;     // .npy path
+  // "2,651,..." per sequence. Several sequences (of one length) make a batch spread over the
+  // data-parallel replicas, written as [sequences, tokens, vocab].
+  std::vector<std::string> tokens;
+  std::string out;  // .npy path
 };
 int RunLogits(const LogitsOptions& options, int* argc, char*** argv);
 

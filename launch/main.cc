@@ -138,9 +138,14 @@ int main(int argc, char** argv) {
   add_model_files(logits_cmd, logits.files);
   logits_cmd->add_option("--pod", logits.pod_path,
                          "Pod file: run sharded by its tp/pp/dp (under mpirun or launch)");
-  logits_cmd->add_option("--tokens", logits.tokens, "Token ids, comma-separated: 2,651,...")
+  logits_cmd
+      ->add_option("--tokens", logits.tokens,
+                   "Token ids, comma-separated: 2,651,...; repeat for a batch of equal lengths")
       ->required();
-  logits_cmd->add_option("--out", logits.out, "Output .npy file, f32 [tokens, vocab]")->required();
+  logits_cmd
+      ->add_option("--out", logits.out,
+                   "Output .npy file, f32 [tokens, vocab] (a batch: [sequences, tokens, vocab])")
+      ->required();
 
   RandomCheckpointOptions random;
   CLI::App* random_cmd = app.add_subcommand(

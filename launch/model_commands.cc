@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 
@@ -60,39 +61,78 @@ int RunConvert(const ConvertCommandOptions& o) {
 namespace {
 
 int LogitsOnRanks(const LogitsOptions& o, Communicator& world) {
-  std::vector<int32_t> tokens;
+  std::vector<std::vector<int32_t>> sequences;
   ShardedGemmaPlan plan;
+  int dp = 1;
   CheckOnEveryRank(world, [&] {
-    tokens = ParseTokenList(o.tokens);
     const ModelConfig config = ReadCheckpointModel(o.files.model_path).config;
-    const int64_t n = static_cast<int64_t>(tokens.size());
-    GEMMAPOD_CHECK(n <= config.max_position_embeddings, "--tokens: ", n,
-                   " tokens exceed the model's context of ", config.max_position_embeddings);
-    for (size_t i = 0; i < tokens.size(); ++i) {
-      GEMMAPOD_CHECK(tokens[i] < config.vocab_size, "--tokens: entry ", i, " (", tokens[i],
-                     ") is outside the vocabulary of ", config.vocab_size);
+    for (size_t s = 0; s < o.tokens.size(); ++s) {
+      const std::string which = o.tokens.size() > 1 ? StrCat("--tokens #", s + 1, ": ") : "";
+      try {
+        sequences.push_back(ParseTokenList(o.tokens[s]));
+      } catch (const Error& e) {
+        throw Error(which + e.what());
+      }
+      const std::vector<int32_t>& tokens = sequences.back();
+      const int64_t n = static_cast<int64_t>(tokens.size());
+      GEMMAPOD_CHECK(n == static_cast<int64_t>(sequences.front().size()), which, n,
+                     " tokens, but the first sequence has ", sequences.front().size(),
+                     " (a batch's sequences have one length)");
+      GEMMAPOD_CHECK(n <= config.max_position_embeddings, which, "--tokens: ", n,
+                     " tokens exceed the model's context of ", config.max_position_embeddings);
+      for (size_t i = 0; i < tokens.size(); ++i) {
+        GEMMAPOD_CHECK(tokens[i] < config.vocab_size, which, "--tokens: entry ", i, " (", tokens[i],
+                       ") is outside the vocabulary of ", config.vocab_size);
+      }
     }
-    plan = PlanShardedGemma(world.size(), o.pod_path, o.files, 1, n, config.vocab_size);
+    dp = o.pod_path.empty() ? 1 : LoadPodTopology(o.pod_path).dp;
+    const int64_t per_replica = (static_cast<int64_t>(sequences.size()) + dp - 1) / dp;
+    plan = PlanShardedGemma(world.size(), o.pod_path, o.files, per_replica,
+                            static_cast<int64_t>(sequences.front().size()), config.vocab_size);
   });
-  const ModelConfig& config = plan.config;
-  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t V = plan.config.vocab_size, n = static_cast<int64_t>(sequences.front().size());
+  const int64_t count = static_cast<int64_t>(sequences.size());
   if (world.rank() == 0) std::fputs(HostComputeNotice(plan).c_str(), stderr);
   ShardedGemma run = LoadShardedGemma(world, plan, o.files);
   GemmaPipeline& pipeline = *run.pipeline;
-  Tensor logits;
-  if (run.grid->coords().dp == 0) {
-    // The first replica computes; its first stage ends up with the full logits.
-    logits = pipeline.Forward({{SequenceChunk{0, tokens}}}, /*all_tokens=*/true);
+
+  // Replica r scores sequences r, r + dp, ...; its first stage ends up with their logits.
+  const GridCoords at = run.grid->coords();
+  std::vector<SequenceChunk> mine;
+  for (int64_t s = at.dp; s < count; s += dp) {
+    mine.push_back({static_cast<int64_t>(mine.size()), sequences[static_cast<size_t>(s)]});
+  }
+  Tensor logits;  // [mine * n, V] on the replica's first stage
+  if (!mine.empty()) {
+    logits = pipeline.Forward(mine, /*all_tokens=*/true);
   } else if (pipeline.is_driver()) {
     pipeline.Finish();
   } else {
     pipeline.Serve();
   }
-  if (world.rank() != 0) return 0;
-  WriteNpy(o.out, logits);
-  std::printf("wrote %s: f32 [%lld, %lld] (%s over %d rank(s))\n", o.out.c_str(),
-              static_cast<long long>(n), static_cast<long long>(config.vocab_size),
-              LayoutName(*run.grid).c_str(), world.size());
+  constexpr int kLogitsTag = 11;
+  if (world.rank() != 0) {
+    if (pipeline.is_driver() && at.tp == 0 && !mine.empty()) world.Send(logits, 0, kLogitsTag);
+    return 0;
+  }
+  // Rank 0 puts every replica's rows in sequence order.
+  Tensor all = Tensor::Empty(count > 1 ? Shape{count, n, V} : Shape{n, V}, DType::kF32);
+  for (int r = 0; r < dp; ++r) {
+    Tensor part = logits;
+    const int64_t rows = (count - r + dp - 1) / dp;
+    if (rows == 0) continue;
+    if (r > 0) {
+      part = Tensor::Empty({rows * n, V}, DType::kF32);
+      world.Recv(part, run.grid->shape().RankOf({r, 0, 0}), kLogitsTag);
+    }
+    for (int64_t j = 0; j < rows; ++j) {
+      std::memcpy(all.data<float>() + (r + j * dp) * n * V, part.data<float>() + j * n * V,
+                  static_cast<size_t>(n * V) * sizeof(float));
+    }
+  }
+  WriteNpy(o.out, all);
+  std::printf("wrote %s: f32 %s (%s over %d rank(s))\n", o.out.c_str(),
+              ShapeToString(all.shape()).c_str(), LayoutName(*run.grid).c_str(), world.size());
   return 0;
 }
 

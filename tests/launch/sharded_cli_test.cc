@@ -82,6 +82,39 @@ TEST_F(ShardedCli, LogitsOfEveryPodEqualOneRank) {
   }
 }
 
+// Several sequences: one batch [sequences, tokens, vocab], spread over the data-parallel
+// replicas; each block is that sequence's logits alone.
+TEST_F(ShardedCli, ABatchOfSequencesIsScoredAcrossReplicas) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  const std::string batch = "logits --model " + model_ +
+                            " --tokens 2,17,300,45 --tokens 2,9,128,77 --tokens 2,5,300,211 --out ";
+  const std::string one = (dir_ / "batch-one.npy").string();
+  const Result r1 = Gemmapod(batch + one);
+  ASSERT_EQ(r1.exit_code, 0) << r1.output;
+  EXPECT_TRUE(Contains(r1.output, "f32 \\[3, 4, 512\\]")) << r1.output;
+  const std::string dp = (dir_ / "batch-dp.npy").string();
+  const Result r2 = Gemmapod("launch --pod tests/launch/pods/tp2-dp2.yaml -- " + batch + dp, 120);
+  ASSERT_EQ(r2.exit_code, 0) << r2.output;
+  EXPECT_LE(RelativeError(dp, one), 1e-5);
+  const std::string alone = (dir_ / "alone.npy").string();
+  ASSERT_EQ(Gemmapod("logits --model " + model_ + " --tokens 2,9,128,77 --out " + alone).exit_code,
+            0);
+  const gemmapod::Tensor all = gemmapod::ReadNpy(dp), single = gemmapod::ReadNpy(alone);
+  ASSERT_EQ(all.numel(), 3 * single.numel());
+  double diff = 0, scale = 0;
+  for (int64_t i = 0; i < single.numel(); ++i) {
+    const float got = all.data<float>()[single.numel() + i], want = single.data<float>()[i];
+    diff = std::max(diff, double{std::fabs(got - want)});
+    scale = std::max(scale, double{std::fabs(want)});
+  }
+  EXPECT_LE(diff / scale, 1e-5);
+  const Result bad = Gemmapod("logits --model " + model_ + " --tokens 2,3,4 --tokens 5,6 --out " +
+                              (dir_ / "never.npy").string());
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  EXPECT_TRUE(Contains(bad.output, "--tokens #2: 2 tokens, but the first sequence has 3"))
+      << bad.output;
+}
+
 TEST_F(ShardedCli, AGpuPodSaysTheModelRunsOnTheHost) {
   ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
   const Result r =
