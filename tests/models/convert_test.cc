@@ -16,6 +16,7 @@
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/checkpoint/safetensors.h"
 #include "runtime/error.h"
+#include "tests/small_gemma_config.h"
 
 namespace gemmapod {
 namespace {
@@ -24,23 +25,9 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
 ModelConfig TinyGemma2() {
-  ModelConfig c;
-  c.name = "tiny";
-  c.architecture = Architecture::kGemma2;
-  c.vocab_size = 64;
-  c.hidden_size = 16;
-  c.num_layers = 2;
-  c.num_heads = 2;
-  c.num_kv_heads = 1;
-  c.head_dim = 8;
-  c.intermediate_size = 24;
-  c.query_pre_attn_scalar = 8;
+  ModelConfig c = SmallGemma2Config("tiny", {64, 16, 2, 2, 1, 8, 24});
   c.attn_logit_softcap = 50;
   c.final_logit_softcap = 30;
-  c.sliding_window = 4;
-  c.layer_kinds = DefaultLayerKinds(c.architecture, 2);
-  c.post_norms = true;
-  c.max_position_embeddings = 64;
   return c;
 }
 

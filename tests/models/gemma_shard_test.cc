@@ -15,6 +15,7 @@
 #include "models/gemma_random.h"
 #include "models/kv_cache.h"
 #include "tests/error_of.h"
+#include "tests/small_gemma_config.h"
 
 namespace gemmapod {
 namespace {
@@ -23,23 +24,7 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
 ModelConfig Config(int64_t heads, int64_t kv_heads, int64_t vocab) {
-  ModelConfig c;
-  c.name = "shard-test";
-  c.architecture = Architecture::kGemma2;
-  c.vocab_size = vocab;
-  c.hidden_size = 32;
-  c.num_layers = 3;
-  c.num_heads = heads;
-  c.num_kv_heads = kv_heads;
-  c.head_dim = 8;
-  c.intermediate_size = 48;
-  c.query_pre_attn_scalar = 8;
-  c.sliding_window = 4;
-  c.layer_kinds = DefaultLayerKinds(c.architecture, c.num_layers);
-  c.post_norms = true;
-  c.max_position_embeddings = 64;
-  Validate(c, "test");
-  return c;
+  return SmallGemma2Config("shard-test", {vocab, 32, 3, heads, kv_heads, 8, 48});
 }
 
 TEST(GemmaShard, KeyValueHeadsSplitOrFollowTheirQueryHeads) {

@@ -9,27 +9,14 @@
 #include "models/gemma_random.h"
 #include "runtime/cpu/ops.h"
 #include "runtime/error.h"
+#include "tests/small_gemma_config.h"
 
 namespace gemmapod {
 namespace {
 
 ModelConfig TinyConfig() {
-  ModelConfig c;
-  c.name = "tiny";
-  c.architecture = Architecture::kGemma2;
-  c.vocab_size = 512;  // the tiny tokenizer's pieces
-  c.hidden_size = 32;
-  c.num_layers = 2;
-  c.num_heads = 2;
-  c.num_kv_heads = 1;
-  c.head_dim = 16;
-  c.intermediate_size = 64;
-  c.query_pre_attn_scalar = 16;
-  c.sliding_window = 4;
-  c.layer_kinds = DefaultLayerKinds(c.architecture, 2);
-  c.post_norms = true;
-  c.max_position_embeddings = 64;
-  return c;
+  // Vocabulary 512: the tiny tokenizer's pieces.
+  return SmallGemma2Config("tiny", {512, 32, 2, 2, 1, 16, 64});
 }
 
 class GeneratorTest : public ::testing::Test {

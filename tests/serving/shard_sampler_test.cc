@@ -17,6 +17,7 @@
 
 #include "models/gemma_shard.h"
 #include "runtime/comm/mpi_communicator.h"
+#include "tests/small_gemma_config.h"
 
 namespace gemmapod {
 namespace {
@@ -36,17 +37,8 @@ class ShardSamplerTest : public ::testing::Test {
       v = static_cast<float>(x >> 8) / 16777216.0f * 8.0f - 4.0f;
     }
     // The slice of the vocabulary the model's shards give this rank.
-    ModelConfig c;
-    c.name = "sampler-test";
-    c.architecture = Architecture::kGemma;
-    c.vocab_size = vocab;
-    c.hidden_size = 8;
-    c.num_layers = 1;
-    c.num_heads = 12;  // divisible by 2, 3 and 4 ranks
-    c.num_kv_heads = 1;
-    c.head_dim = 4;
-    c.intermediate_size = 24;
-    c.layer_kinds = DefaultLayerKinds(c.architecture, 1);
+    // 12 heads divide over 2, 3 and 4 ranks.
+    const ModelConfig c = SmallGemma2Config("sampler-test", {vocab, 8, 1, 12, 1, 4, 24});
     const GemmaShard shard = MakeGemmaShard(c, world_->size(), world_->rank(), 0, 1, true, true);
     width_ = shard.vocab_rows;
     begin_ = shard.vocab_begin;
