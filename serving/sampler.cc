@@ -124,7 +124,10 @@ int32_t Sampler::Sample(std::span<const float> logits, std::span<const int32_t> 
   weights_.resize(n);
   bool all = true;
   float top;
-  if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < n) {
+  // k equal to the row's length still takes the top-k path (its candidates best-first): a row
+  // that holds only the k best of a larger one (ShardSampler's exchanged candidates) then draws
+  // exactly as that larger row does.
+  if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) <= n) {
     SelectTop(scores, static_cast<size_t>(params_.top_k));
     KeepTiesWithLast(scores);
     all = false;

@@ -61,7 +61,7 @@ int32_t ShardSampler::Sample(std::span<const float> shard, int64_t vocab_begin,
     GEMMAPOD_CHECK(!std::isnan(s) && s != kInf, "sampling: a logit is NaN or +inf");
   }
   if (params_.temperature == 0.0f) return Greedy(scores, vocab_begin);
-  if (tp > 1 && params_.top_k > 0) return TopK(scores, vocab_begin, sampled_vocab);
+  if (tp > 1 && params_.top_k > 0) return TopK(scores, vocab_begin);
   GEMMAPOD_CHECK(tp == 1 || vocab_begin == tp_->rank() * static_cast<int64_t>(shard.size()),
                  "sampling: shard of rank ", tp_->rank(), " starts at id ", vocab_begin,
                  ", not at rank x its width ", shard.size());
@@ -97,8 +97,7 @@ int32_t ShardSampler::Greedy(std::span<const float> scores, int64_t vocab_begin)
   return best_id;
 }
 
-int32_t ShardSampler::TopK(std::span<const float> scores, int64_t vocab_begin,
-                           int64_t sampled_vocab) {
+int32_t ShardSampler::TopK(std::span<const float> scores, int64_t vocab_begin) {
   // This rank's candidates: its k best and every id tied with its k-th. The group's top-k set
   // (ties included) is inside the union of these.
   std::vector<int32_t> local(scores.size());
@@ -140,14 +139,6 @@ int32_t ShardSampler::TopK(std::span<const float> scores, int64_t vocab_begin,
     ids.push_back(a[2 * j + 1]);
   }
   GEMMAPOD_CHECK(!compact.empty(), "sampling: no token can be sampled");
-  // The one-rank sampler applies top-k only when k is below the row's length. Exactly k
-  // candidates (all from one shard, no ties) would skip that path and draw in id order instead
-  // of best-first; one -inf entry keeps the path, and is never drawn (its weight is 0).
-  if (compact.size() == static_cast<size_t>(params_.top_k) &&
-      sampled_vocab > static_cast<int64_t>(params_.top_k)) {
-    compact.push_back(-kInf);
-    ids.push_back(-1);
-  }
   const int32_t index = sampler_.Sample(compact, {});
   return ids[static_cast<size_t>(index)];
 }

@@ -33,7 +33,7 @@ class ShardSampler {
 
  private:
   int32_t Greedy(std::span<const float> scores, int64_t vocab_begin);
-  int32_t TopK(std::span<const float> scores, int64_t vocab_begin, int64_t sampled_vocab);
+  int32_t TopK(std::span<const float> scores, int64_t vocab_begin);
   int32_t Gathered(std::span<const float> scores, int64_t stride, int64_t sampled_vocab);
 
   SamplingParams params_;
