@@ -11,6 +11,7 @@
 
 #include "launch/commands.h"
 #include "launch/rank_runner.h"
+#include "launch/sharded_model.h"
 #include "runtime/cpu/matmul.h"
 #include "runtime/cpu/ops.h"
 #include "sharding/pod_topology.h"
@@ -194,13 +195,7 @@ int RunDemoOnRanks(const DemoOptions& o, Communicator& world) {
       o.layers, o.hidden, o.ffn, o.weight_dtype.c_str());
   std::printf("job: %d rank(s) as tp=%d pp=%d dp=%d%s%s\n", world.size(), shape.tp, shape.pp,
               shape.dp, pod ? ", pod " : "", pod ? pod->source.c_str() : "");
-  if (pod && !pod->nodes.empty() && pod->nodes.front().kind != DeviceType::kCpu) {
-    // Say so rather than let a GPU pod's figures pass for GPU figures.
-    std::printf(
-        "devices: the demo computes on each rank's host CPU; the pod's %s devices are "
-        "not used\n",
-        DeviceTypeName(pod->nodes.front().kind));
-  }
+  std::fputs(HostComputeNotice(pod ? &*pod : nullptr).c_str(), stdout);
   std::printf(
       "forward: %d tokens x %d steps per replica: %.3f ms/step, %.0f tokens/s per replica, "
       "rank 0 streams %.1f MB of weights per step\n",

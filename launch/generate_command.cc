@@ -102,7 +102,8 @@ int GenerateOnRanks(const GenerateOptions& o, Communicator& world) {
                             context, sampled);
   });
   const int dp = plan.pod ? plan.pod->dp : 1;
-  if (world.rank() == 0) std::fputs(HostComputeNotice(plan).c_str(), stderr);
+  if (world.rank() == 0)
+    std::fputs(HostComputeNotice(plan.pod ? &*plan.pod : nullptr).c_str(), stderr);
   ShardedGemma run = LoadShardedGemma(world, plan, o.files);
 
   GemmaPipeline& pipeline = *run.pipeline;

@@ -92,7 +92,8 @@ int LogitsOnRanks(const LogitsOptions& o, Communicator& world) {
   });
   const int64_t V = plan.config.vocab_size, n = static_cast<int64_t>(sequences.front().size());
   const int64_t count = static_cast<int64_t>(sequences.size());
-  if (world.rank() == 0) std::fputs(HostComputeNotice(plan).c_str(), stderr);
+  if (world.rank() == 0)
+    std::fputs(HostComputeNotice(plan.pod ? &*plan.pod : nullptr).c_str(), stderr);
   ShardedGemma run = LoadShardedGemma(world, plan, o.files);
   GemmaPipeline& pipeline = *run.pipeline;
 

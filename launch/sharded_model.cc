@@ -53,10 +53,10 @@ ShardedGemmaPlan PlanShardedGemma(int world_size, const std::string& pod_path,
   return plan;
 }
 
-std::string HostComputeNotice(const ShardedGemmaPlan& plan) {
-  if (!plan.pod || plan.pod->device_type() == DeviceType::kCpu) return "";
+std::string HostComputeNotice(const PodTopology* pod) {
+  if (pod == nullptr || pod->device_type() == DeviceType::kCpu) return "";
   return StrCat("gemmapod: note: the model computes on each rank's host CPU; the pod's ",
-                DeviceTypeName(plan.pod->device_type()), " devices are not used yet\n");
+                DeviceTypeName(pod->device_type()), " devices are not used yet\n");
 }
 
 ShardedGemma LoadShardedGemma(Communicator& world, const ShardedGemmaPlan& plan,

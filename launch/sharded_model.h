@@ -47,8 +47,8 @@ struct ShardedGemma {
 };
 
 // A line for rank 0 to print when the pod's devices are accelerators, which this build does not
-// compute on yet (so that host figures never pass for GPU ones); empty for CPU pods.
-std::string HostComputeNotice(const ShardedGemmaPlan& plan);
+// compute on yet (so that host figures never pass for GPU ones); empty for CPU pods or no pod.
+std::string HostComputeNotice(const PodTopology* pod);
 
 // Collective over `world`.
 ShardedGemma LoadShardedGemma(Communicator& world, const ShardedGemmaPlan& plan,
