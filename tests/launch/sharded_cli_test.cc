@@ -115,6 +115,30 @@ TEST_F(ShardedCli, ABatchOfSequencesIsScoredAcrossReplicas) {
       << bad.output;
 }
 
+TEST_F(ShardedCli, BadInputIsNamed) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  Result r = Gemmapod("random-checkpoint --config configs/models/tiny-gemma.yaml --out " + model_);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "gemma3.h5 exists; pass --force to replace it")) << r.output;
+  r = Gemmapod("random-checkpoint --config /nonexistent/m.yaml --out " +
+               (dir_ / "never.h5").string());
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "/nonexistent/m.yaml")) << r.output;
+  EXPECT_FALSE(fs::exists(dir_ / "never.h5"));
+  r = Gemmapod("plan --pod configs/pods/local.yaml --model /nonexistent/m.h5");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "/nonexistent/m.h5: no such file")) << r.output;
+  // A pod of 2 devices run as 1 rank, and 3 ranks without a pod over 4 heads.
+  r = Gemmapod("generate --pod configs/pods/local.yaml --model " + model_ + " --prompt hi");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "the pod has 2 devices \\(one rank each\\) but this job has 1"))
+      << r.output;
+  r = MpirunGemmapod(3, "generate --model " + model_ + " --prompt hi");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "tp 3 does not divide the 4 query heads .*3 ranks without --pod"))
+      << r.output;
+}
+
 TEST_F(ShardedCli, AGpuPodSaysTheModelRunsOnTheHost) {
   ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
   const Result r =
