@@ -53,7 +53,8 @@ int RunDemo(const DemoOptions& options, int* argc, char*** argv);
 struct ConvertCommandOptions {
   std::string source;
   std::string destination;
-  std::string dtype = "keep";  // keep, bf16, f32
+  std::string dtype = "keep";     // keep, bf16, f32
+  std::string quantize = "none";  // none, int8
   int64_t max_shard_mib = 2048;
   bool force = false;  // replace an existing .h5 destination
 };

@@ -42,8 +42,8 @@ int main(int argc, char** argv) {
   plan_cmd->add_option("--pod", plan.pod_path, "Pod file (YAML)")->required();
   plan_cmd->add_option("--model", plan.model_path,
                        "Checkpoint (.h5) or model config (.yaml) to lay out over the pod");
-  plan_cmd->add_option("--dtype", plan.dtype, "Weight storage of a .yaml model: bf16 or f32")
-      ->check(CLI::IsMember({"bf16", "f32"}));
+  plan_cmd->add_option("--dtype", plan.dtype, "Weight storage of a .yaml model: bf16, f32 or int8")
+      ->check(CLI::IsMember({"bf16", "f32", "int8"}));
   plan_cmd->add_option("--batch", plan.batch, "Sequences per data-parallel replica")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   plan_cmd
@@ -84,13 +84,19 @@ int main(int argc, char** argv) {
   ConvertCommandOptions convert;
   CLI::App* convert_cmd = app.add_subcommand(
       "convert",
-      "Convert a checkpoint: a Hugging Face directory (config.json + safetensors) <-> a .h5 file");
-  convert_cmd->add_option("source", convert.source, "Hugging Face model directory or .h5 file")
+      "Convert a checkpoint: a Hugging Face directory (config.json + safetensors) <-> a .h5 file, "
+      "or a GGUF file -> a .h5 file");
+  convert_cmd
+      ->add_option("source", convert.source, "Hugging Face model directory, .gguf file or .h5 file")
       ->required();
   convert_cmd->add_option("destination", convert.destination, ".h5 file or new directory")
       ->required();
   convert_cmd->add_option("--dtype", convert.dtype, "Weights written as: keep, bf16 or f32")
       ->check(CLI::IsMember({"keep", "bf16", "f32"}));
+  convert_cmd
+      ->add_option("--quantize", convert.quantize,
+                   "int8: matrices as int8 with one f32 scale per row (weight-only); none")
+      ->check(CLI::IsMember({"none", "int8"}));
   convert_cmd->add_option("--max-shard-mib", convert.max_shard_mib,
                           "Safetensors shard size limit when writing a Hugging Face directory");
   convert_cmd->add_flag("--force", convert.force,

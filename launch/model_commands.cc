@@ -48,6 +48,7 @@ int RunConvert(const ConvertCommandOptions& o) {
   GEMMAPOD_CHECK(o.max_shard_mib > 0, "--max-shard-mib must be positive");
   ConvertOptions options;
   options.dtype = o.dtype;
+  options.quantize = o.quantize;
   options.max_shard_bytes = o.max_shard_mib << 20;
   options.overwrite = o.force;
   const ConvertReport r = Convert(o.source, o.destination, options);

@@ -25,7 +25,8 @@ int PrintModelPlan(const PodTopology& pod, const PlanOptions& o) {
   CheckpointModel model;
   if (EndsWith(o.model_path, ".yaml") || EndsWith(o.model_path, ".yml")) {
     model.config = LoadModelConfigYaml(o.model_path);
-    model.matrix_bytes = o.dtype == "f32" ? 4 : 2;
+    model.matrix_bytes = o.dtype == "f32" ? 4 : o.dtype == "int8" ? 1 : 2;
+    if (o.dtype == "int8") model.config.quantization = WeightQuantization::kInt8;
   } else {
     model = ReadCheckpointModel(o.model_path);
   }
@@ -36,7 +37,10 @@ int PrintModelPlan(const PodTopology& pod, const PlanOptions& o) {
       "\nmodel %s (%s): %lld layers, %lld parameters, weights %s per element; KV cache "
       "for %lld sequence(s) x %lld tokens per replica (f32)\n",
       c.name.c_str(), o.model_path.c_str(), static_cast<long long>(c.num_layers),
-      static_cast<long long>(c.ParameterCount()), model.matrix_bytes == 2 ? "bf16" : "f32",
+      static_cast<long long>(c.ParameterCount()),
+      model.matrix_bytes == 1   ? "int8 (+ f32 row scales)"
+      : model.matrix_bytes == 2 ? "bf16"
+                                : "f32",
       static_cast<long long>(o.batch), static_cast<long long>(context));
   if (!plan.ranks.empty()) {
     std::printf("%-5s %-16s %-10s %-9s %-6s %12s %12s %12s\n", "rank", "host", "(dp,pp,tp)",

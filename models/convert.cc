@@ -2,14 +2,18 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 
+#include "models/gemma_shard.h"
 #include "models/gemma_weights.h"
+#include "models/gguf_gemma.h"
 #include "models/hf_config.h"
 #include "models/model_config.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/checkpoint/safetensors.h"
+#include "runtime/cpu/int8_matmul.h"
 #include "runtime/error.h"
 
 namespace gemmapod {
@@ -24,6 +28,8 @@ bool IsHfDirectory(const std::string& path) {
 }
 
 bool IsOurs(const std::string& path) { return fs::path(path).extension() == ".h5"; }
+
+bool IsGguf(const std::string& path) { return fs::path(path).extension() == ".gguf"; }
 
 // The dtype a tensor is written in, given what it was read as.
 Tensor ToTargetDType(Tensor t, const std::string& dtype) {
@@ -50,9 +56,7 @@ std::vector<GemmaParameter> CheckParameters(const ModelConfig& config, const Ten
     const TensorInfo info = source.Info(p.name);
     GEMMAPOD_CHECK(info.shape == p.shape, source.origin(), ": tensor '", p.name, "' has shape ",
                    ShapeToString(info.shape), " but the config needs ", ShapeToString(p.shape));
-    GEMMAPOD_CHECK(info.dtype == DType::kF32 || info.dtype == DType::kBF16, source.origin(),
-                   ": tensor '", p.name, "' is ", DTypeName(info.dtype),
-                   "; weights must be f32, bf16 or f16");
+    CheckStoredDType(config, p, info, source.origin());
   }
   for (const TensorInfo& info : source.List()) {
     if (info.name == "lm_head.weight") continue;  // tied to the embedding; dropped
@@ -83,31 +87,78 @@ template <typename Writer>
 void CopyParameters(const std::vector<GemmaParameter>& params, const TensorSource& source,
                     Writer& writer, const std::string& dtype, ConvertReport& report) {
   for (const GemmaParameter& p : params) {
-    const Tensor t = ToTargetDType(source.Read(p.name), dtype);
+    const Tensor t = p.is_scale ? source.Read(p.name) : ToTargetDType(source.Read(p.name), dtype);
     writer.Write(p.name, t);
     ++report.tensors;
-    report.parameters += t.numel();
+    report.parameters += p.is_scale ? 0 : t.numel();
     report.bytes_written += static_cast<int64_t>(t.nbytes());
   }
+}
+
+// Writes matrix `name` as int8 rows and their f32 scales, quantized from the source's values.
+void WriteInt8Matrix(const std::string& name, const Tensor& stored, Hdf5CheckpointWriter& writer,
+                     ConvertReport& report) {
+  const Tensor w = stored.dtype() == DType::kF32 ? stored : stored.To(DType::kF32);
+  const int64_t rows = w.dim(0), cols = w.dim(1);
+  Tensor q = Tensor::Zeros({rows, cols}, DType::kI8);
+  Tensor scale = Tensor::Zeros({rows}, DType::kF32);
+  cpu::QuantizeRowsInt8(w.data<float>(), rows, cols, q.data<int8_t>(), scale.data<float>());
+  writer.Write(name, q);
+  writer.Write(name + "_scale", scale);
+  report.tensors += 2;
+  report.parameters += q.numel();
+  report.bytes_written += static_cast<int64_t>(q.nbytes() + scale.nbytes());
+}
+
+// Writes `config`'s parameters from `source` (checked first) and the tokenizer into a new .h5.
+ConvertReport WriteOurs(const ModelConfig& config, const TensorSource& source,
+                        const std::optional<std::string>& tokenizer, const std::string& dst,
+                        const ConvertOptions& options) {
+  const std::vector<GemmaParameter> params = CheckParameters(config, source);
+  const bool int8 = options.quantize == "int8";
+  GEMMAPOD_CHECK(!int8 || config.quantization == WeightQuantization::kNone,
+                 "convert: ", source.origin(), " is already quantized");
+  ModelConfig written = config;
+  if (int8) written.quantization = WeightQuantization::kInt8;
+
+  ConvertReport report;
+  report.model_type = ArchitectureName(config.architecture);
+  Hdf5CheckpointWriter writer = Hdf5CheckpointWriter::Create(dst);
+  writer.SetConfig(ToAttributes(written));
+  if (int8) {
+    for (const GemmaParameter& p : params) {
+      if (p.is_norm) {
+        CopyParameters({p}, source, writer, options.dtype, report);
+      } else {
+        WriteInt8Matrix(p.name, source.Read(p.name), writer, report);
+      }
+    }
+  } else {
+    CopyParameters(params, source, writer, options.dtype, report);
+  }
+  if (tokenizer) {
+    writer.WriteFile(kTokenizerFile, *tokenizer);
+    report.tokenizer_copied = true;
+  }
+  writer.Commit();
+  return report;
 }
 
 ConvertReport HfToOurs(const std::string& dir, const std::string& dst,
                        const ConvertOptions& options) {
   const ModelConfig config = ReadHfConfig((fs::path(dir) / "config.json").string());
   const std::unique_ptr<TensorSource> source = OpenSafetensors(dir);
-  const std::vector<GemmaParameter> params = CheckParameters(config, *source);
+  const fs::path tokenizer_path = fs::path(dir) / kTokenizerFile;
+  std::optional<std::string> tokenizer;
+  if (fs::exists(tokenizer_path)) tokenizer = ReadWholeFile(tokenizer_path);
+  return WriteOurs(config, *source, tokenizer, dst, options);
+}
 
-  ConvertReport report;
-  report.model_type = ArchitectureName(config.architecture);
-  Hdf5CheckpointWriter writer = Hdf5CheckpointWriter::Create(dst);
-  writer.SetConfig(ToAttributes(config));
-  CopyParameters(params, *source, writer, options.dtype, report);
-  const fs::path tokenizer = fs::path(dir) / kTokenizerFile;
-  if (fs::exists(tokenizer)) {
-    writer.WriteFile(kTokenizerFile, ReadWholeFile(tokenizer));
-    report.tokenizer_copied = true;
-  }
-  writer.Commit();
+ConvertReport GgufToOurs(const std::string& path, const std::string& dst,
+                         const ConvertOptions& options) {
+  const GgufGemma gguf = OpenGgufGemma(path);
+  ConvertReport report = WriteOurs(gguf.config, *gguf.tensors, gguf.tokenizer_model, dst, options);
+  report.model_type = StrCat("GGUF ", ArchitectureName(gguf.config.architecture));
   return report;
 }
 
@@ -115,6 +166,9 @@ ConvertReport OursToHf(const std::string& src, const std::string& dir,
                        const ConvertOptions& options) {
   const std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(src);
   const ModelConfig config = FromAttributes(reader->config(), src);
+  GEMMAPOD_CHECK(config.quantization == WeightQuantization::kNone, "convert: ", src,
+                 " holds int8 weights, which Hugging Face checkpoints of this model do not "
+                 "store; export the f32 or bf16 checkpoint it was quantized from");
   const std::vector<GemmaParameter> params = CheckParameters(config, *reader);
 
   std::vector<TensorInfo> planned;
@@ -145,6 +199,8 @@ ConvertReport Convert(const std::string& source, const std::string& destination,
                       const ConvertOptions& options) {
   GEMMAPOD_CHECK(options.dtype == "keep" || options.dtype == "bf16" || options.dtype == "f32",
                  "convert: --dtype must be keep, bf16 or f32, got '", options.dtype, "'");
+  GEMMAPOD_CHECK(options.quantize == "none" || options.quantize == "int8",
+                 "convert: --quantize must be none or int8, got '", options.quantize, "'");
   GEMMAPOD_CHECK(fs::exists(source), source, ": no such file or directory");
   if (IsHfDirectory(source)) {
     GEMMAPOD_CHECK(IsOurs(destination), "convert: ", source,
@@ -154,13 +210,24 @@ ConvertReport Convert(const std::string& source, const std::string& destination,
                    " already exists; pass --force to replace it");
     return HfToOurs(source, destination, options);
   }
+  if (IsGguf(source)) {
+    GEMMAPOD_CHECK(IsOurs(destination), "convert: ", source,
+                   " is a GGUF file; the destination must be a .h5 file, got ", destination);
+    GEMMAPOD_CHECK(options.overwrite || !fs::exists(destination), "convert: ", destination,
+                   " already exists; pass --force to replace it");
+    return GgufToOurs(source, destination, options);
+  }
   if (IsOurs(source)) {
+    GEMMAPOD_CHECK(options.quantize == "none",
+                   "convert: --quantize applies when writing a .h5 "
+                   "checkpoint (from a Hugging Face directory or a GGUF file)");
     GEMMAPOD_CHECK(!IsOurs(destination), "convert: ", source, " is already a .h5 checkpoint; ",
                    "give a directory to write the Hugging Face model to");
     return OursToHf(source, destination, options);
   }
   throw Error(StrCat("convert: cannot tell the format of ", source,
-                     ": expected a directory with config.json (Hugging Face) or a .h5 file"));
+                     ": expected a directory with config.json (Hugging Face), a .gguf file or a "
+                     ".h5 file"));
 }
 
 }  // namespace gemmapod

@@ -1,7 +1,8 @@
 // Checkpoint conversion between Hugging Face model directories (config.json + safetensors) and
-// our HDF5 checkpoints, in both directions, one tensor at a time so a model larger than memory
-// converts too. Both directions validate everything against the model config before anything is
-// final, and write through atomic writers: a failed conversion leaves no output behind.
+// our HDF5 checkpoints, in both directions, and from GGUF files (llama.cpp's format, quantized
+// tensors dequantized), one tensor at a time so a model larger than memory converts too. Both
+// directions validate everything against the model config before anything is final, and write
+// through atomic writers: a failed conversion leaves no output behind.
 #pragma once
 
 #include <cstdint>
@@ -13,6 +14,9 @@ struct ConvertOptions {
   // Element type of the written weights: "keep" (as read), "bf16" or "f32". Norm weights follow
   // the same rule (the runtime widens them to f32 when loading).
   std::string dtype = "keep";
+  // "int8": write every matrix (the embedding too) as symmetric int8 with one f32 scale per row,
+  // quantized from the source's values; norms follow `dtype`. "none": as `dtype` says.
+  std::string quantize = "none";
   // Safetensors shard size limit when writing a Hugging Face directory.
   int64_t max_shard_bytes = int64_t{2} << 30;
   // Replace an existing .h5 destination (atomically, when the new file is complete). A Hugging
@@ -28,7 +32,8 @@ struct ConvertReport {
   bool tokenizer_copied = false;
 };
 
-// A directory holding config.json is a Hugging Face model; a path ending in .h5 is ours.
+// A directory holding config.json is a Hugging Face model; a path ending in .gguf is GGUF (read
+// only); a path ending in .h5 is ours.
 // Throws gemmapod::Error naming the file and tensor when the input is bad.
 ConvertReport Convert(const std::string& source, const std::string& destination,
                       const ConvertOptions& options);

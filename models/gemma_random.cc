@@ -22,6 +22,10 @@ uint64_t NameHash(const std::string& name) {
 
 GemmaWeights RandomGemmaShard(const ModelConfig& config, const GemmaShard& shard,
                               DType matrix_dtype, uint64_t seed) {
+  // A row's int8 scale depends on the whole row, which a rank holding a column slice never makes.
+  GEMMAPOD_CHECK(config.quantization == WeightQuantization::kNone,
+                 "random weights are f32 or bf16; write them with random-checkpoint and quantize "
+                 "with `gemmapod convert --quantize int8`");
   GemmaWeights w;
   ForEachShardParameter(
       config, shard, w, [&](const GemmaParameter& p, const ParameterSlice& slice, Tensor& slot) {

@@ -80,9 +80,18 @@ void ForEachShardParameter(
   const ParameterSlice vocab_rows{0, read_begin, read_begin + s.vocab_valid,
                                   read_begin + s.vocab_rows};
 
+  // The slice of a matrix's per-row scales follows its rows: split with a row split, whole with a
+  // column split (every rank's columns are scaled by the same rows' scales).
+  auto rows_of = [&](const ParameterSlice& matrix_slice) {
+    return matrix_slice.dim == 0 ? matrix_slice : whole;
+  };
   ForEachGemmaParameter(c, weights, [&](const GemmaParameter& p, Tensor& slot) {
-    if (p.name == "model.embed_tokens.weight") {
-      if (s.has_embedding || s.has_head) fn(p, vocab_rows, slot);
+    const std::string matrix = p.is_scale ? p.name.substr(0, p.name.size() - 6) : p.name;
+    auto visit = [&](const ParameterSlice& matrix_slice) {
+      fn(p, p.is_scale ? rows_of(matrix_slice) : matrix_slice, slot);
+    };
+    if (matrix == "model.embed_tokens.weight") {
+      if (s.has_embedding || s.has_head) visit(vocab_rows);
       return;
     }
     if (p.name == "model.norm.weight") {
@@ -93,17 +102,17 @@ void ForEachShardParameter(
     const size_t dot = p.name.find('.', 13);
     const int64_t layer = std::stoll(p.name.substr(13, dot - 13));
     if (layer < s.first_layer || layer >= s.end_layer) return;
-    const std::string rest = p.name.substr(dot + 1);
+    const std::string rest = matrix.substr(dot + 1);
     if (rest == "self_attn.q_proj.weight") {
-      fn(p, q_rows, slot);
+      visit(q_rows);
     } else if (rest == "self_attn.k_proj.weight" || rest == "self_attn.v_proj.weight") {
-      fn(p, kv_rows, slot);
+      visit(kv_rows);
     } else if (rest == "self_attn.o_proj.weight") {
-      fn(p, o_cols, slot);
+      visit(o_cols);
     } else if (rest == "mlp.gate_proj.weight" || rest == "mlp.up_proj.weight") {
-      fn(p, ffn_rows, slot);
+      visit(ffn_rows);
     } else if (rest == "mlp.down_proj.weight") {
-      fn(p, down_cols, slot);
+      visit(down_cols);
     } else {
       GEMMAPOD_CHECK(p.is_norm, "sharding: no split rule for parameter '", p.name, "'");
       fn(p, whole, slot);
@@ -115,6 +124,21 @@ Shape SliceShape(const GemmaParameter& p, const ParameterSlice& slice) {
   Shape shape = p.shape;
   if (slice.dim >= 0) shape[static_cast<size_t>(slice.dim)] = slice.padded_end - slice.begin;
   return shape;
+}
+
+void CheckStoredDType(const ModelConfig& config, const GemmaParameter& p, const TensorInfo& info,
+                      const std::string& origin) {
+  const DType t = info.dtype;
+  if (p.is_scale) {
+    GEMMAPOD_CHECK(t == DType::kF32, origin, ": tensor '", p.name, "' is stored as ", DTypeName(t),
+                   "; int8 scales must be f32");
+  } else if (!p.is_norm && config.quantization == WeightQuantization::kInt8) {
+    GEMMAPOD_CHECK(t == DType::kI8, origin, ": tensor '", p.name, "' is stored as ", DTypeName(t),
+                   " in an int8 checkpoint; its matrices must be i8");
+  } else {
+    GEMMAPOD_CHECK(t == DType::kF32 || t == DType::kBF16, origin, ": tensor '", p.name,
+                   "' is stored as ", DTypeName(t), "; weights must be f32 or bf16");
+  }
 }
 
 GemmaWeights LoadGemmaShard(const ModelConfig& config, const GemmaShard& shard,
@@ -131,9 +155,7 @@ GemmaWeights LoadGemmaShard(const ModelConfig& config, const GemmaShard& shard,
     GEMMAPOD_CHECK(info.shape == p.shape, source.origin(), ": tensor '", p.name, "' has shape ",
                    ShapeToString(info.shape), " but the model config needs ",
                    ShapeToString(p.shape));
-    GEMMAPOD_CHECK(info.dtype == DType::kF32 || info.dtype == DType::kBF16, source.origin(),
-                   ": tensor '", p.name, "' is stored as ", DTypeName(info.dtype),
-                   "; weights must be f32 or bf16");
+    CheckStoredDType(config, p, info, source.origin());
   }
   for (const TensorInfo& info : source.List()) {
     // The tied output head duplicates the embedding; anything else means the file and the config
@@ -174,10 +196,11 @@ int64_t GemmaShardWeightBytes(const ModelConfig& config, const GemmaShard& shard
                               int64_t matrix_bytes) {
   int64_t bytes = 0;
   GemmaWeights scratch;
-  ForEachShardParameter(
-      config, shard, scratch, [&](const GemmaParameter& p, const ParameterSlice& slice, Tensor&) {
-        bytes += NumElements(SliceShape(p, slice)) * (p.is_norm ? int64_t{4} : matrix_bytes);
-      });
+  ForEachShardParameter(config, shard, scratch,
+                        [&](const GemmaParameter& p, const ParameterSlice& slice, Tensor&) {
+                          bytes += NumElements(SliceShape(p, slice)) *
+                                   (p.is_norm || p.is_scale ? int64_t{4} : matrix_bytes);
+                        });
   return bytes;
 }
 

@@ -75,7 +75,12 @@ Shape SliceShape(const GemmaParameter& parameter, const ParameterSlice& slice);
 GemmaWeights LoadGemmaShard(const ModelConfig& config, const GemmaShard& shard,
                             const TensorSource& source, Communicator* tp = nullptr);
 
-// Bytes of the shard's weights when matrices take `matrix_bytes` per element (norms are f32).
+// Why `info` cannot hold parameter `p` of `config` (its stored dtype), as an Error naming `origin`.
+void CheckStoredDType(const ModelConfig& config, const GemmaParameter& p, const TensorInfo& info,
+                      const std::string& origin);
+
+// Bytes of the shard's weights when matrices take `matrix_bytes` per element (norms and int8
+// scales are f32).
 int64_t GemmaShardWeightBytes(const ModelConfig& config, const GemmaShard& shard,
                               int64_t matrix_bytes);
 

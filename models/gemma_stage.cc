@@ -82,8 +82,8 @@ Tensor GemmaStage::Embed(std::span<const int32_t> tokens) const {
   GEMMAPOD_CHECK(shard_.has_embedding, "GemmaStage: only the first stage embeds tokens");
   const ModelConfig& c = config_;
   const int64_t d = c.hidden_size, T = static_cast<int64_t>(tokens.size());
-  const Tensor& table = weights_.embed_tokens;
-  const float scale = c.EmbedScale(table.dtype());
+  const Linear& table = weights_.embed_tokens;
+  const float scale = c.EmbedScale(table.weight.dtype());
   Tensor h = Tensor::Zeros({T, d}, DType::kF32);
   // Each rank fills the rows of the tokens in its part of the vocabulary; the others stay zero,
   // so the all-reduce's sum is exactly the one rank's row.
@@ -94,11 +94,8 @@ Tensor GemmaStage::Embed(std::span<const int32_t> tokens) const {
     const int32_t local = static_cast<int32_t>(id - shard_.vocab_begin);
     if (local < 0 || local >= shard_.vocab_valid) continue;
     float* row = h.data<float>() + t * d;
-    if (table.dtype() == DType::kBF16) {
-      cpu::EmbeddingGather(table.data<BF16>(), shard_.vocab_rows, d, &local, 1, scale, row);
-    } else {
-      cpu::EmbeddingGather(table.data<float>(), shard_.vocab_rows, d, &local, 1, scale, row);
-    }
+    LinearRow(table, local, row);
+    cpu::Scale(row, scale, row, d);
   }
   AllReduce(h);
   return h;
@@ -156,7 +153,7 @@ Tensor GemmaStage::LogitShard(const Tensor& h) const {
   Tensor normed = NewF32(rows, c.hidden_size);
   RmsNormRows(h, weights_.final_norm, static_cast<float>(c.rms_norm_eps), normed);
   Tensor logits = NewF32(rows, shard_.vocab_rows);
-  cpu::MatMul(normed, weights_.embed_tokens, logits, precision_);
+  LinearForward(normed, weights_.embed_tokens, logits, precision_);
   if (c.final_logit_softcap > 0) {
     cpu::SoftCap(logits.data<float>(), static_cast<float>(c.final_logit_softcap),
                  logits.data<float>(), logits.numel());

@@ -8,34 +8,44 @@ namespace gemmapod {
 void ForEachGemmaParameter(const ModelConfig& c, GemmaWeights& w,
                            const std::function<void(const GemmaParameter&, Tensor&)>& fn) {
   const int64_t d = c.hidden_size;
+  const bool int8 = c.quantization == WeightQuantization::kInt8;
+  // A matrix, followed in an int8 checkpoint by its per-row scales.
+  auto matrix = [&](const std::string& name, Shape shape, Linear& slot) {
+    const int64_t rows = shape[0];
+    fn({name, std::move(shape), false, false}, slot.weight);
+    if (int8) fn({name + "_scale", {rows}, false, true}, slot.scale);
+  };
+  auto norm = [&](const std::string& name, int64_t n, Tensor& slot) {
+    fn({name, {n}, true, false}, slot);
+  };
   w.layers.resize(static_cast<size_t>(c.num_layers));
-  fn({"model.embed_tokens.weight", {c.vocab_size, d}, false}, w.embed_tokens);
+  matrix("model.embed_tokens.weight", {c.vocab_size, d}, w.embed_tokens);
   for (int64_t i = 0; i < c.num_layers; ++i) {
     GemmaLayerWeights& l = w.layers[static_cast<size_t>(i)];
     const std::string p = StrCat("model.layers.", i, ".");
-    fn({p + "input_layernorm.weight", {d}, true}, l.attn_norm);
-    fn({p + "self_attn.q_proj.weight", {c.q_width(), d}, false}, l.q_proj);
-    fn({p + "self_attn.k_proj.weight", {c.kv_width(), d}, false}, l.k_proj);
-    fn({p + "self_attn.v_proj.weight", {c.kv_width(), d}, false}, l.v_proj);
-    fn({p + "self_attn.o_proj.weight", {d, c.q_width()}, false}, l.o_proj);
+    norm(p + "input_layernorm.weight", d, l.attn_norm);
+    matrix(p + "self_attn.q_proj.weight", {c.q_width(), d}, l.q_proj);
+    matrix(p + "self_attn.k_proj.weight", {c.kv_width(), d}, l.k_proj);
+    matrix(p + "self_attn.v_proj.weight", {c.kv_width(), d}, l.v_proj);
+    matrix(p + "self_attn.o_proj.weight", {d, c.q_width()}, l.o_proj);
     if (c.qk_norm) {
-      fn({p + "self_attn.q_norm.weight", {c.head_dim}, true}, l.q_norm);
-      fn({p + "self_attn.k_norm.weight", {c.head_dim}, true}, l.k_norm);
+      norm(p + "self_attn.q_norm.weight", c.head_dim, l.q_norm);
+      norm(p + "self_attn.k_norm.weight", c.head_dim, l.k_norm);
     }
     if (c.post_norms) {
       // Gemma 2/3 name the four norms by position around each block.
-      fn({p + "post_attention_layernorm.weight", {d}, true}, l.post_attn_norm);
-      fn({p + "pre_feedforward_layernorm.weight", {d}, true}, l.mlp_norm);
-      fn({p + "post_feedforward_layernorm.weight", {d}, true}, l.post_mlp_norm);
+      norm(p + "post_attention_layernorm.weight", d, l.post_attn_norm);
+      norm(p + "pre_feedforward_layernorm.weight", d, l.mlp_norm);
+      norm(p + "post_feedforward_layernorm.weight", d, l.post_mlp_norm);
     } else {
       // Gemma 1's "post_attention_layernorm" is the norm in front of the MLP.
-      fn({p + "post_attention_layernorm.weight", {d}, true}, l.mlp_norm);
+      norm(p + "post_attention_layernorm.weight", d, l.mlp_norm);
     }
-    fn({p + "mlp.gate_proj.weight", {c.intermediate_size, d}, false}, l.gate_proj);
-    fn({p + "mlp.up_proj.weight", {c.intermediate_size, d}, false}, l.up_proj);
-    fn({p + "mlp.down_proj.weight", {d, c.intermediate_size}, false}, l.down_proj);
+    matrix(p + "mlp.gate_proj.weight", {c.intermediate_size, d}, l.gate_proj);
+    matrix(p + "mlp.up_proj.weight", {c.intermediate_size, d}, l.up_proj);
+    matrix(p + "mlp.down_proj.weight", {d, c.intermediate_size}, l.down_proj);
   }
-  fn({"model.norm.weight", {d}, true}, w.final_norm);
+  norm("model.norm.weight", d, w.final_norm);
 }
 
 std::vector<GemmaParameter> GemmaParameters(const ModelConfig& config) {

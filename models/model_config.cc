@@ -42,15 +42,25 @@ const char* EmbedScaleRoundingName(EmbedScaleRounding r) {
   return "?";
 }
 
+const char* WeightQuantizationName(WeightQuantization q) {
+  return q == WeightQuantization::kInt8 ? "int8" : "none";
+}
+
+WeightQuantization ParseWeightQuantization(const std::string& name, const std::string& where) {
+  if (name == "none") return WeightQuantization::kNone;
+  if (name == "int8") return WeightQuantization::kInt8;
+  throw Error(StrCat(where, ": quantization: unknown value '", name, "' (none, int8)"));
+}
+
 float ModelConfig::attention_scale() const {
   return static_cast<float>(1.0 / std::sqrt(query_pre_attn_scalar));
 }
 
 float ModelConfig::EmbedScale(DType table) const {
   const float s = static_cast<float>(std::sqrt(static_cast<double>(hidden_size)));
-  const bool to_bf16 =
-      embed_scale_rounding == EmbedScaleRounding::kBF16 ||
-      (embed_scale_rounding == EmbedScaleRounding::kWeightDType && table == DType::kBF16);
+  const bool to_bf16 = embed_scale_rounding == EmbedScaleRounding::kBF16 ||
+                       (embed_scale_rounding == EmbedScaleRounding::kWeightDType &&
+                        (table == DType::kBF16 || table == DType::kI8));
   return to_bf16 ? BF16ToFloat(FloatToBF16(s)) : s;
 }
 
@@ -175,6 +185,10 @@ Attributes ToAttributes(const ModelConfig& c) {
   a["bos_id"] = static_cast<int64_t>(c.bos_id);
   a["eos_id"] = static_cast<int64_t>(c.eos_id);
   a["pad_id"] = static_cast<int64_t>(c.pad_id);
+  // Written only when set, so files from before it read the same.
+  if (c.quantization != WeightQuantization::kNone) {
+    a["quantization"] = std::string(WeightQuantizationName(c.quantization));
+  }
   return a;
 }
 
@@ -223,6 +237,9 @@ ModelConfig FromAttributes(const Attributes& a, const std::string& where) {
   c.bos_id = static_cast<int32_t>(GetInt(a, "bos_id", where));
   c.eos_id = static_cast<int32_t>(GetInt(a, "eos_id", where));
   c.pad_id = static_cast<int32_t>(GetInt(a, "pad_id", where));
+  if (a.count("quantization") != 0) {
+    c.quantization = ParseWeightQuantization(GetString(a, "quantization", where), where);
+  }
   Validate(c, where);
   return c;
 }

@@ -31,6 +31,12 @@ enum class EmbedScaleRounding {
 };
 const char* EmbedScaleRoundingName(EmbedScaleRounding r);
 
+// How a checkpoint stores its weight matrices (the embedding included). kInt8: symmetric int8 per
+// output row, each matrix with an f32 "<name>.weight_scale" of its rows (models/layers/linear.h).
+enum class WeightQuantization { kNone, kInt8 };
+const char* WeightQuantizationName(WeightQuantization q);  // "none", "int8"
+WeightQuantization ParseWeightQuantization(const std::string& name, const std::string& where);
+
 struct ModelConfig {
   std::string name;  // "gemma2-2b"; informational
   Architecture architecture = Architecture::kGemma;
@@ -59,6 +65,9 @@ struct ModelConfig {
   bool qk_norm = false;     // Gemma 3: RMSNorm over head_dim on q and k
   bool post_norms = false;  // Gemma 2/3: RMSNorm on the attention and MLP outputs too
   EmbedScaleRounding embed_scale_rounding = EmbedScaleRounding::kActivation;
+  // A property of the stored weights rather than of the architecture, kept here because it
+  // decides which tensors a checkpoint holds (GemmaParameters).
+  WeightQuantization quantization = WeightQuantization::kNone;
 
   int64_t max_position_embeddings = 8192;
   int32_t bos_id = 2;
@@ -69,7 +78,8 @@ struct ModelConfig {
   int64_t q_width() const { return num_heads * head_dim; }
   int64_t kv_width() const { return num_kv_heads * head_dim; }
   float attention_scale() const;
-  // sqrt(hidden_size) rounded as the family's reference does, for an embedding stored as `table`.
+  // sqrt(hidden_size) rounded as the family's reference does, for an embedding stored as `table`
+  // (an int8 table counts as bf16: it is quantized from the released bf16 weights).
   float EmbedScale(DType table) const;
   // Parameters, tied head counted once.
   int64_t ParameterCount() const;

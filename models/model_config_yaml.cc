@@ -49,7 +49,8 @@ ModelConfig LoadModelConfigYaml(const std::string& path) {
                                "post_norms",
                                "embed_scale",
                                "max_position_embeddings",
-                               "tokens"});
+                               "tokens",
+                               "quantization"});
   ModelConfig c;
   c.name = m.Require("name").AsString();
   const YamlValue arch = m.Require("architecture");
@@ -103,6 +104,9 @@ ModelConfig LoadModelConfigYaml(const std::string& path) {
                                                : EmbedScaleRounding::kBF16;
   }
   if (auto v = m.Find("max_position_embeddings")) c.max_position_embeddings = v->AsInt();
+  if (auto v = m.Find("quantization")) {
+    c.quantization = ParseWeightQuantization(v->AsChoice({"none", "int8"}), path);
+  }
   if (auto v = m.Find("tokens")) {
     const YamlMap t = v->AsMap({"bos", "eos", "pad"});
     if (auto b = t.Find("bos")) c.bos_id = b->AsInt();

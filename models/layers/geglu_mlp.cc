@@ -6,11 +6,11 @@ namespace gemmapod {
 
 void GegluMlpForward(const Tensor& x, const GegluMlpWeights& w, Tensor& gate, Tensor& up,
                      Tensor& hidden, Tensor& out, cpu::MatmulPrecision precision) {
-  cpu::MatMul(x, w.gate_proj, gate, precision);
-  cpu::MatMul(x, w.up_proj, up, precision);
+  LinearForward(x, w.gate_proj, gate, precision);
+  LinearForward(x, w.up_proj, up, precision);
   cpu::GeluTanh(gate.data<float>(), hidden.data<float>(), gate.numel());
   cpu::Mul(hidden.data<float>(), up.data<float>(), hidden.data<float>(), hidden.numel());
-  cpu::MatMul(hidden, w.down_proj, out, precision);
+  LinearForward(hidden, w.down_proj, out, precision);
 }
 
 }  // namespace gemmapod

@@ -1,15 +1,16 @@
 // The GeGLU MLP of every Gemma: out = down(gelu_tanh(gate(x)) * up(x)).
 #pragma once
 
+#include "models/layers/linear.h"
 #include "runtime/cpu/matmul.h"
 #include "runtime/tensor.h"
 
 namespace gemmapod {
 
 struct GegluMlpWeights {
-  const Tensor& gate_proj;  // [ffn, d]
-  const Tensor& up_proj;    // [ffn, d]
-  const Tensor& down_proj;  // [d, ffn]
+  const Linear& gate_proj;  // [ffn, d]
+  const Linear& up_proj;    // [ffn, d]
+  const Linear& down_proj;  // [d, ffn]
 };
 
 // x: f32 [T, d]; out: f32 [T, d]. The caller's buffers gate, up and hidden ([T, ffn]) are left

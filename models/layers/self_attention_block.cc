@@ -10,9 +10,9 @@ void SelfAttentionForward(const Tensor& x, const SelfAttentionWeights& w,
                           cpu::MatmulPrecision precision) {
   const int64_t T = x.dim(0);
   const int64_t H = s.shape.num_heads, KV = s.shape.num_kv_heads, hd = s.shape.head_dim;
-  cpu::MatMul(x, w.q_proj, q, precision);
-  cpu::MatMul(x, w.k_proj, k, precision);
-  cpu::MatMul(x, w.v_proj, v, precision);
+  LinearForward(x, w.q_proj, q, precision);
+  LinearForward(x, w.k_proj, k, precision);
+  LinearForward(x, w.v_proj, v, precision);
   if (w.q_norm != nullptr) {
     cpu::RmsNorm(q.data<float>(), w.q_norm->data<float>(), T * H, hd, s.rms_norm_eps,
                  q.data<float>());
@@ -29,7 +29,7 @@ void SelfAttentionForward(const Tensor& x, const SelfAttentionWeights& w,
                         v.data<float>() + off * KV * hd, batch.length[b], batch.start[b],
                         cache.Layer(batch.sequence[b], layer), attn.data<float>() + off * H * hd);
   }
-  cpu::MatMul(attn, w.o_proj, out, precision);
+  LinearForward(attn, w.o_proj, out, precision);
 }
 
 }  // namespace gemmapod

@@ -9,16 +9,17 @@
 
 #include "models/kv_cache.h"
 #include "models/layers/attention.h"
+#include "models/layers/linear.h"
 #include "runtime/cpu/matmul.h"
 #include "runtime/tensor.h"
 
 namespace gemmapod {
 
 struct SelfAttentionWeights {
-  const Tensor& q_proj;  // [H*hd, d]
-  const Tensor& k_proj;  // [KV*hd, d]
-  const Tensor& v_proj;  // [KV*hd, d]
-  const Tensor& o_proj;  // [d, H*hd]
+  const Linear& q_proj;  // [H*hd, d]
+  const Linear& k_proj;  // [KV*hd, d]
+  const Linear& v_proj;  // [KV*hd, d]
+  const Linear& o_proj;  // [d, H*hd]
   const Tensor* q_norm;  // [hd], or null when the model has no qk-norm
   const Tensor* k_norm;
 };

@@ -68,8 +68,9 @@ TEST(GemmaShard, AVocabularySmallerThanThePaddedOneLeavesRanksWithOnlyPadding) {
     EXPECT_EQ(s.vocab_begin, 2 * r);
     EXPECT_EQ(s.vocab_valid, valid[r]);
     const GemmaWeights w = RandomGemmaShard(c, s, DType::kF32, 1);
-    ASSERT_EQ(w.embed_tokens.shape(), (Shape{2, 32}));
-    for (int64_t i = valid[r] * 32; i < 64; ++i) ASSERT_EQ(w.embed_tokens.data<float>()[i], 0.0f);
+    ASSERT_EQ(w.embed_tokens.weight.shape(), (Shape{2, 32}));
+    for (int64_t i = valid[r] * 32; i < 64; ++i)
+      ASSERT_EQ(w.embed_tokens.weight.data<float>()[i], 0.0f);
   }
 }
 
@@ -87,21 +88,23 @@ TEST(GemmaShard, ShardsPutTogetherAreTheWholeModel) {
     const GemmaLayerWeights& w = shards[static_cast<size_t>(r)].layers[1];
     const GemmaLayerWeights& full = whole.layers[1];
     // q_proj rows: heads 2r, 2r+1.
-    EXPECT_EQ(0, std::memcmp(w.q_proj.data<float>(), full.q_proj.data<float>() + 2 * r * hd * d,
-                             w.q_proj.nbytes()));
+    EXPECT_EQ(0, std::memcmp(w.q_proj.weight.data<float>(),
+                             full.q_proj.weight.data<float>() + 2 * r * hd * d,
+                             w.q_proj.weight.nbytes()));
     // k_proj rows: key/value head r / 2.
-    EXPECT_EQ(0, std::memcmp(w.k_proj.data<float>(), full.k_proj.data<float>() + (r / 2) * hd * d,
-                             w.k_proj.nbytes()));
+    EXPECT_EQ(0, std::memcmp(w.k_proj.weight.data<float>(),
+                             full.k_proj.weight.data<float>() + (r / 2) * hd * d,
+                             w.k_proj.weight.nbytes()));
     // down_proj columns [12r, 12r + 12).
     for (int64_t row = 0; row < d; ++row) {
-      EXPECT_EQ(0, std::memcmp(w.down_proj.data<float>() + row * 12,
-                               full.down_proj.data<float>() + row * 48 + 12 * r, 12 * 4));
+      EXPECT_EQ(0, std::memcmp(w.down_proj.weight.data<float>() + row * 12,
+                               full.down_proj.weight.data<float>() + row * 48 + 12 * r, 12 * 4));
     }
     // Embedding rows [128r, ...), zero past the vocabulary.
-    const Tensor& e = shards[static_cast<size_t>(r)].embed_tokens;
+    const Tensor& e = shards[static_cast<size_t>(r)].embed_tokens.weight;
     ASSERT_EQ(e.dim(0), 128);
     const int64_t valid = r < 3 ? 128 : 125;
-    EXPECT_EQ(0, std::memcmp(e.data<float>(), whole.embed_tokens.data<float>() + 128 * r * d,
+    EXPECT_EQ(0, std::memcmp(e.data<float>(), whole.embed_tokens.weight.data<float>() + 128 * r * d,
                              static_cast<size_t>(valid * d * 4)));
     for (int64_t i = valid * d; i < 128 * d; ++i) ASSERT_EQ(e.data<float>()[i], 0.0f);
     // Norms are whole on every rank.
@@ -113,10 +116,10 @@ TEST(GemmaShard, AStageHoldsOnlyItsLayersAndParts) {
   const ModelConfig c = Config(8, 2, 100);
   const GemmaShard middle = MakeGemmaShard(c, 2, 0, 1, 2, false, false);
   const GemmaWeights w = RandomGemmaShard(c, middle, DType::kBF16, 1);
-  EXPECT_FALSE(w.layers[0].q_proj.defined());
-  EXPECT_FALSE(w.layers[2].down_proj.defined());
-  EXPECT_EQ(w.layers[1].q_proj.shape(), (Shape{4 * 8, 32}));
-  EXPECT_FALSE(w.embed_tokens.defined());
+  EXPECT_FALSE(w.layers[0].q_proj.weight.defined());
+  EXPECT_FALSE(w.layers[2].down_proj.weight.defined());
+  EXPECT_EQ(w.layers[1].q_proj.weight.shape(), (Shape{4 * 8, 32}));
+  EXPECT_FALSE(w.embed_tokens.weight.defined());
   EXPECT_FALSE(w.final_norm.defined());
   EXPECT_LT(GemmaShardWeightBytes(c, middle, 2), GemmaShardWeightBytes(c, WholeGemma(c), 2) / 3);
 }
@@ -145,7 +148,7 @@ TEST(GemmaShard, ADamagedMatrixIsCaughtByItsChecksum) {
     std::ifstream in(path, std::ios::binary);
     bytes.assign(std::istreambuf_iterator<char>(in), {});
   }
-  const Tensor& q = w.layers[1].q_proj;
+  const Tensor& q = w.layers[1].q_proj.weight;
   const size_t at = bytes.find(std::string(static_cast<const char*>(q.raw()), 256));
   ASSERT_NE(at, std::string::npos);
   bytes[at + 100] ^= 0x01;

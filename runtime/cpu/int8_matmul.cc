@@ -1,0 +1,178 @@
+// MatMulInt8: validates tensors, then runs small M on the int8 GEMV kernels and large M as f32
+// GEMMs (oneDNN) on panels of dequantized weight rows.
+#include "runtime/cpu/int8_matmul.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "runtime/cpu/gemm.h"
+#include "runtime/cpu/gemv_kernels.h"
+#include "runtime/cpu/int8_kernels.h"
+#include "runtime/error.h"
+
+namespace gemmapod::cpu {
+namespace {
+
+using internal::kGemvBlockRows;
+
+// As in gemv.cc: below this many weight bytes per parallel region the region costs more than
+// it saves, and threads get column ranges in multiples of the kernels' passes (8, 6, 4, 3 rows).
+constexpr int64_t kMinParallelBytes = 256 * 1024;
+constexpr int64_t kColumnGrain = 24;
+
+// For M above one block, the GEMV walks the columns in tiles of about this many weight bytes and
+// runs every block of 8 activation rows over a tile before the next, so only the first block
+// reads the tile from memory and the others find it in L2 (1 MiB per core here).
+constexpr int64_t kGemvTileBytes = 256 * 1024;
+
+// Size of one dequantized f32 panel, for 16 to 256 weight rows. Larger panels amortise what each
+// oneDNN call costs besides the arithmetic (primitive lookup, packing setup); measured with
+// kernel_bench --int8-sweep at M = 128 and 512, 64-256 rows ran within a few percent of each
+// other for K = 640, 2304 and 9216, while 16-row panels lost 20-35 %.
+constexpr int64_t kPanelBytes = 4 << 20;
+// Below this much arithmetic a parallel region costs more than it saves (~20 us of one core).
+constexpr double kMinParallelFlops = 4e6;
+
+// Runs body(n_begin, n_end) over [0, n), in parallel when `bytes` of weights are worth it.
+template <typename Body>
+void ForColumns(int64_t n, int64_t bytes, const Body& body) {
+  const int max_threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const int64_t useful = std::max<int64_t>(1, bytes / kMinParallelBytes);
+  const int threads = static_cast<int>(std::min<int64_t>(max_threads, useful));
+  if (threads <= 1) {
+    body(int64_t{0}, n);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    const int nt = omp_get_num_threads();
+    const int64_t grains = (n + kColumnGrain - 1) / kColumnGrain;
+    const int64_t begin = std::min(n, grains * t / nt * kColumnGrain);
+    const int64_t end = std::min(n, grains * (t + 1) / nt * kColumnGrain);
+    if (begin < end) body(begin, end);
+  }
+}
+
+void CheckOperands(const Tensor& x, const Tensor& w, const Tensor& scale, const Tensor& y) {
+  auto what = [&] {
+    return StrCat(" (x: ", x.Describe(), ", w: ", w.Describe(), ", scale: ", scale.Describe(),
+                  ", y: ", y.Describe(), ")");
+  };
+  GEMMAPOD_CHECK(
+      x.device().is_cpu() && w.device().is_cpu() && scale.device().is_cpu() && y.device().is_cpu(),
+      "cpu::MatMulInt8 needs CPU tensors", what());
+  GEMMAPOD_CHECK(x.dtype() == DType::kF32 && y.dtype() == DType::kF32,
+                 "cpu::MatMulInt8 needs f32 activations and output", what());
+  GEMMAPOD_CHECK(w.dtype() == DType::kI8, "cpu::MatMulInt8 needs i8 weights", what());
+  GEMMAPOD_CHECK(w.rank() == 2, "cpu::MatMulInt8 weights must be [N, K]", what());
+  GEMMAPOD_CHECK(scale.dtype() == DType::kF32 && scale.rank() == 1 && scale.dim(0) == w.dim(0),
+                 "cpu::MatMulInt8: scale must be f32 [N] with N = w.dim(0) = ", w.dim(0), what());
+  GEMMAPOD_CHECK(x.rank() >= 1 && x.dim(-1) == w.dim(1),
+                 "cpu::MatMulInt8: last dimension of x must equal K = w.dim(1)", what());
+  Shape want = x.shape();
+  want.back() = w.dim(0);
+  GEMMAPOD_CHECK(y.shape() == want, "cpu::MatMulInt8: y must have shape ", ShapeToString(want),
+                 what());
+  GEMMAPOD_CHECK(x.defined() && w.defined() && scale.defined() && y.defined(),
+                 "cpu::MatMulInt8: undefined tensor", what());
+}
+
+void CheckSupported(CpuIsa isa) {
+  GEMMAPOD_CHECK(CpuSupports(isa), "int8 GEMV kernel family ", CpuIsaName(isa),
+                 " is not supported by this CPU (best: ", CpuIsaName(DetectedCpuIsa()), ")");
+}
+
+int64_t DefaultPanelRows(int64_t k) {
+  return std::clamp<int64_t>(kPanelBytes / (4 * std::max<int64_t>(k, 1)), 16, 256);
+}
+
+}  // namespace
+
+int64_t Int8GemvMaxRows() { return 8; }
+
+void GemvInt8(const float* x, int64_t m, int64_t k, const int8_t* w, const float* scale, int64_t n,
+              float* y, CpuIsa isa) {
+  CheckSupported(isa);
+  auto kernel = isa == CpuIsa::kPortable ? internal::GemvInt8Portable : internal::GemvInt8Avx512;
+  const int64_t blocks = (m + kGemvBlockRows - 1) / kGemvBlockRows;
+  ForColumns(n, n * k * blocks, [&](int64_t n_begin, int64_t n_end) {
+    const int64_t tile =
+        blocks == 1 ? n_end - n_begin
+                    : std::max<int64_t>(kColumnGrain, kGemvTileBytes / std::max<int64_t>(k, 1));
+    for (int64_t t0 = n_begin; t0 < n_end; t0 += tile) {
+      const int64_t t1 = std::min(n_end, t0 + tile);
+      for (int64_t m0 = 0; m0 < m; m0 += kGemvBlockRows) {
+        const int rows = static_cast<int>(std::min<int64_t>(kGemvBlockRows, m - m0));
+        kernel(x + m0 * k, k, rows, k, w, scale, t0, t1, y + m0 * n, n);
+      }
+    }
+  });
+}
+
+void GemmInt8(const float* x, int64_t m, int64_t k, const int8_t* w, const float* scale, int64_t n,
+              float* y, int64_t panel_rows) {
+  const int max_threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const double flops = 2.0 * m * n * k;
+  const int threads =
+      static_cast<int>(std::clamp<double>(std::floor(flops / kMinParallelFlops), 1, max_threads));
+  int64_t panel = panel_rows > 0 ? panel_rows : DefaultPanelRows(k);
+  if (panel_rows == 0 && threads > 1) {
+    // The same number of whole panels for every thread: with N = 640 and 256-row panels, two
+    // threads would otherwise split 3 panels 2 : 1.
+    const int64_t per_thread = ((n + panel - 1) / panel + threads - 1) / threads;
+    panel = (n + per_thread * threads - 1) / (per_thread * threads);
+  }
+  const int64_t panels = (n + panel - 1) / panel;
+  auto widen =
+      ActiveCpuIsa() == CpuIsa::kPortable ? internal::WidenInt8Portable : internal::WidenInt8Avx512;
+  // One panel: dequantize rows [n0, n0 + rows) into f32, multiply, scale into y's columns. The
+  // GEMM writes a dense [M, rows] block (GemmF32 has no output stride), so it goes through a
+  // scratch; the copy is M * rows floats against 2 * M * rows * K flops.
+  auto run_panel = [&](int64_t p) {
+    thread_local std::vector<float> weights, out;
+    const int64_t n0 = p * panel;
+    const int64_t rows = std::min(panel, n - n0);
+    weights.resize(static_cast<size_t>(rows * k));
+    out.resize(static_cast<size_t>(m * rows));
+    widen(w + n0 * k, rows * k, weights.data());
+    GemmF32(x, m, k, weights.data(), rows, out.data());
+    for (int64_t i = 0; i < m; ++i) {
+      const float* src = out.data() + i * rows;
+      float* dst = y + i * n + n0;
+      for (int64_t j = 0; j < rows; ++j) dst[j] = scale[n0 + j] * src[j];
+    }
+  };
+  if (threads == 1) {
+    for (int64_t p = 0; p < panels; ++p) run_panel(p);
+    return;
+  }
+  // Threads take whole panels, each running a one-thread GEMM (GemmF32 sees omp_in_parallel()):
+  // no barrier per panel.
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t p = 0; p < panels; ++p) run_panel(p);
+}
+
+void MatMulInt8(const Tensor& x, const Tensor& w, const Tensor& scale, Tensor& y) {
+  CheckOperands(x, w, scale, y);
+  const int64_t n = w.dim(0);
+  const int64_t k = w.dim(1);
+  const int64_t m = k == 0 ? y.numel() / std::max<int64_t>(n, 1) : x.numel() / k;
+  if (m == 0 || n == 0) return;
+  float* out = y.data<float>();
+  if (k == 0) {
+    std::fill(out, out + m * n, 0.0f);
+    return;
+  }
+  const float* in = x.data<float>();
+  if (m <= Int8GemvMaxRows()) {
+    GemvInt8(in, m, k, w.data<int8_t>(), scale.data<float>(), n, out, ActiveCpuIsa());
+  } else {
+    GemmInt8(in, m, k, w.data<int8_t>(), scale.data<float>(), n, out);
+  }
+}
+
+}  // namespace gemmapod::cpu
