@@ -5,8 +5,13 @@
 //   OMP_NUM_THREADS=1 build/bench/sharded_decode_bench --config configs/models/gemma2-2b.yaml
 //   OMP_NUM_THREADS=1 mpirun -np 2 build/bench/sharded_decode_bench --tp 2 --config ...
 //
-// Flags: --config, --dtype bf16|f32, --tp N (default: the job's ranks), --pp N, --prompt 128,
-// --decode 32, --batch 1. Prints a markdown row for docs/performance.md on rank 0.
+// or a real checkpoint (each rank reads its slices), e.g. Gemma 3 270M in bf16 or int8:
+//
+//   OMP_NUM_THREADS=1 mpirun -np 2 build/bench/sharded_decode_bench --model gemma3-270m-int8.h5
+//
+// Flags: --config, --dtype bf16|f32 (random weights), --model M.h5 (instead), --tp N (default:
+// the job's ranks), --pp N, --prompt 128, --decode 32, --batch 1. Prints a markdown row for
+// docs/performance.md on rank 0.
 #include <algorithm>
 #include <cstdio>
 #include <string>
@@ -14,6 +19,8 @@
 
 #include "bench/bench_util.h"
 #include "models/gemma_random.h"
+#include "models/gemma_shard.h"
+#include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/comm/mpi_communicator.h"
 #include "runtime/error.h"
 #include "serving/gemma_layout.h"
@@ -28,25 +35,40 @@ int Main(int argc, char** argv, Communicator& world) {
   const bench::Flags flags(argc, argv,
                            {{"--config", "configs/models/gemma2-2b.yaml"},
                             {"--dtype", "bf16"},
+                            {"--model", ""},
                             {"--tp", std::to_string(world.size())},
                             {"--pp", "1"},
                             {"--prompt", "128"},
                             {"--decode", "32"},
                             {"--batch", "1"}});
-  const std::string config_path = flags.Get("--config"), dtype = flags.Get("--dtype");
+  const std::string config_path = flags.Get("--config"), model_path = flags.Get("--model");
+  std::string dtype = flags.Get("--dtype");
   const int tp = static_cast<int>(flags.Int("--tp")), pp = static_cast<int>(flags.Int("--pp"));
   const int64_t prompt = flags.Int("--prompt"), decode = flags.Int("--decode"),
                 batch = flags.Int("--batch");
   GEMMAPOD_CHECK(world.size() % (tp * pp) == 0, "sharded_decode_bench: ", world.size(),
                  " ranks do not hold tp ", tp, " x pp ", pp);
-  const ModelConfig config = LoadModelConfigYaml(config_path);
-  const DType weight_dtype = ParseDType(dtype);
+  std::unique_ptr<Hdf5CheckpointReader> checkpoint;
+  ModelConfig config;
+  DType weight_dtype = DType::kBF16;
+  if (model_path.empty()) {
+    config = LoadModelConfigYaml(config_path);
+    weight_dtype = ParseDType(dtype);
+  } else {
+    checkpoint = Hdf5CheckpointReader::Open(model_path);
+    config = FromAttributes(checkpoint->config(), model_path);
+    weight_dtype = checkpoint->Info("model.embed_tokens.weight").dtype;
+    dtype = std::string(DTypeName(weight_dtype));
+  }
   ProcessGrid grid = ProcessGrid::Create(world, GridShape{tp, pp, world.size() / (tp * pp)});
   const std::vector<LayerRange> stages =
       GemmaStageLayers(config, tp, pp, static_cast<int64_t>(DTypeSize(weight_dtype)), nullptr);
   const GemmaShard shard = GemmaShardAt(config, grid.shape(), grid.coords(), stages);
   const double t_init = Now();
-  GemmaStage stage(config, shard, RandomGemmaShard(config, shard, weight_dtype, 1), &grid.tp());
+  GemmaStage stage(config, shard,
+                   checkpoint ? LoadGemmaShard(config, shard, *checkpoint, &grid.tp())
+                              : RandomGemmaShard(config, shard, weight_dtype, 1),
+                   &grid.tp());
   if (world.rank() == 0) {
     std::fprintf(stderr, "sharded_decode_bench: %s, %s, tp=%d pp=%d; shard built in %.1f s\n",
                  config.name.c_str(), dtype.c_str(), tp, pp, Now() - t_init);
@@ -107,9 +129,10 @@ int Main(int argc, char** argv, Communicator& world) {
     pipeline.Finish();
   }
   if (world.rank() != 0) return 0;
-  // Per token the job reads every weight once (the ranks their slices, at the same time).
-  const double weight_bytes =
-      static_cast<double>(config.ParameterCount()) * static_cast<double>(DTypeSize(weight_dtype));
+  // Per token the job reads every weight once (the ranks their slices, at the same time), int8
+  // row scales included.
+  const double weight_bytes = static_cast<double>(GemmaShardWeightBytes(
+      config, WholeGemma(config), static_cast<int64_t>(DTypeSize(weight_dtype))));
   const double bandwidth = triad.data<float>()[0];
   const double roofline_ms = weight_bytes / (bandwidth * 1e9) * 1e3;
   std::printf(

@@ -1,6 +1,7 @@
 #include "models/gemma_weights.h"
 
 #include "models/gemma_shard.h"
+#include "runtime/cpu/int8_matmul.h"
 #include "runtime/error.h"
 
 namespace gemmapod {
@@ -58,6 +59,34 @@ std::vector<GemmaParameter> GemmaParameters(const ModelConfig& config) {
 
 GemmaWeights LoadGemmaWeights(const ModelConfig& config, const TensorSource& source) {
   return LoadGemmaShard(config, WholeGemma(config), source);
+}
+
+namespace {
+
+void QuantizeInPlace(Linear& m) {
+  const Tensor w = m.weight.dtype() == DType::kF32 ? m.weight : m.weight.To(DType::kF32);
+  const int64_t rows = w.dim(0), cols = w.dim(1);
+  Tensor q = Tensor::Zeros({rows, cols}, DType::kI8);
+  m.scale = Tensor::Zeros({rows}, DType::kF32);
+  cpu::QuantizeRowsInt8(w.data<float>(), rows, cols, q.data<int8_t>(), m.scale.data<float>());
+  m.weight = std::move(q);
+}
+
+}  // namespace
+
+ModelConfig QuantizeGemmaWeightsInt8(const ModelConfig& config, GemmaWeights& weights) {
+  GEMMAPOD_CHECK(config.quantization == WeightQuantization::kNone,
+                 "QuantizeGemmaWeightsInt8: the weights are already quantized");
+  QuantizeInPlace(weights.embed_tokens);
+  for (GemmaLayerWeights& l : weights.layers) {
+    for (Linear* m :
+         {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj}) {
+      QuantizeInPlace(*m);
+    }
+  }
+  ModelConfig out = config;
+  out.quantization = WeightQuantization::kInt8;
+  return out;
 }
 
 }  // namespace gemmapod

@@ -59,4 +59,9 @@ std::vector<GemmaParameter> GemmaParameters(const ModelConfig& config);
 // lm_head.weight, which duplicates the embedding.
 GemmaWeights LoadGemmaWeights(const ModelConfig& config, const TensorSource& source);
 
+// Quantizes every matrix of whole f32 or bf16 weights (the embedding too) to int8 with one scale
+// per row, in place, as `gemmapod convert --quantize int8` stores them; returns the config that
+// describes the result (quantization int8).
+ModelConfig QuantizeGemmaWeightsInt8(const ModelConfig& config, GemmaWeights& weights);
+
 }  // namespace gemmapod

@@ -13,9 +13,10 @@ namespace gemmapod {
 void CheckSlicedChecksum(const Tensor& slice, const Shape& shape, int dim, int64_t begin,
                          int64_t end, uint32_t stored_crc, Communicator& group,
                          const std::string& what) {
-  GEMMAPOD_CHECK(shape.size() == 2 && (dim == 0 || dim == 1), what,
-                 ": sliced checksums need a matrix sliced by rows or columns");
-  const int64_t rows = shape[0], cols = shape[1];
+  // A vector sliced along its one dimension (int8 row scales) is a one-column matrix.
+  GEMMAPOD_CHECK((shape.size() == 2 && (dim == 0 || dim == 1)) || (shape.size() == 1 && dim == 0),
+                 what, ": sliced checksums need a matrix sliced by rows or columns, or a vector");
+  const int64_t rows = shape[0], cols = shape.size() == 2 ? shape[1] : 1;
   const int64_t element = static_cast<int64_t>(DTypeSize(slice.dtype()));
   // The contiguous runs of this rank's bytes in the tensor's order: one for a block of rows, one
   // per row for a block of columns.

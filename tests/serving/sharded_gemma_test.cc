@@ -81,7 +81,9 @@ class ShardedGemmaTest : public testing::TestWithParam<std::pair<std::string, DT
 TEST_P(ShardedGemmaTest, EveryLayoutMatchesOneRank) {
   auto world = MpiCommunicator::World();
   const std::string name = GetParam().first;
-  const ModelConfig config = TestConfig(name);
+  // kI8: random f32 weights quantized as `convert --quantize int8` stores them.
+  const bool int8 = GetParam().second == DType::kI8;
+  ModelConfig config = TestConfig(name);
   const int64_t V = config.vocab_size;
   const Tokenizer tokenizer = Tokenizer::FromFile("tests/fixtures/tokenizer/tiny_gemma.model");
   const int64_t sampled_vocab = std::min<int64_t>(V, tokenizer.vocab_size());
@@ -91,9 +93,11 @@ TEST_P(ShardedGemmaTest, EveryLayoutMatchesOneRank) {
   if (world->rank() == 0) {
     char tmpl[] = "/tmp/gemmapod-sharded-XXXXXX";
     dir = mkdtemp(tmpl);
-    GemmaWeights w = RandomGemmaWeights(config, GetParam().second, 7);
-    SaveGemmaCheckpoint(dir + "/model.h5", config, w, std::nullopt);
+    GemmaWeights w = RandomGemmaWeights(config, int8 ? DType::kF32 : GetParam().second, 7);
+    const ModelConfig stored = int8 ? QuantizeGemmaWeightsInt8(config, w) : config;
+    SaveGemmaCheckpoint(dir + "/model.h5", stored, w, std::nullopt);
   }
+  if (int8) config.quantization = WeightQuantization::kInt8;
   dir = Broadcast(*world, dir);
   const std::string path = dir + "/model.h5";
 
@@ -283,7 +287,9 @@ INSTANTIATE_TEST_SUITE_P(Families, ShardedGemmaTest,
                          testing::Values(std::pair{std::string("tiny-gemma"), DType::kF32},
                                          std::pair{std::string("tiny-gemma2"), DType::kF32},
                                          std::pair{std::string("tiny-gemma3"), DType::kF32},
-                                         std::pair{std::string("tiny-gemma2"), DType::kBF16}),
+                                         std::pair{std::string("tiny-gemma2"), DType::kBF16},
+                                         std::pair{std::string("tiny-gemma"), DType::kI8},
+                                         std::pair{std::string("tiny-gemma3"), DType::kI8}),
                          [](const testing::TestParamInfo<std::pair<std::string, DType>>& info) {
                            std::string name =
                                info.param.first + "_" + std::string(DTypeName(info.param.second));

@@ -93,7 +93,7 @@ std::string Describe(const Case& c) { return StrCat("M=", c.m, " K=", c.k, " N="
 // N: 1, below and above the passes of 3..8 rows and the 24-column thread grain.
 std::vector<Case> SmallCases() {
   std::vector<Case> cases;
-  for (int64_t m : {1, 2, 3, 7, 8, 9, 17, 64, 200})
+  for (int64_t m : {1, 2, 3, 7, 8, 9, 17, 64, 65, 200})
     for (int64_t k : {1, 15, 17, 63, 65, 100, 257})
       for (int64_t n : {1, 7, 25}) cases.push_back({m, k, n});
   return cases;
@@ -102,7 +102,7 @@ std::vector<Case> SmallCases() {
 // Over 512 KiB of weights with several L2 tiles and oneDNN panels: runs on two threads.
 std::vector<Case> ParallelCases() {
   std::vector<Case> cases;
-  for (int64_t m : {1, 3, 8, 9, 64}) cases.push_back({m, 1001, 531});
+  for (int64_t m : {1, 3, 8, 9, 64, 65}) cases.push_back({m, 1001, 531});
   return cases;
 }
 
@@ -187,6 +187,32 @@ TEST_P(Int8MatMulTest, EnvironmentSelectsTheKernelFamily) {
   RunGemv(x.data(), c, w, direct.data(), GetParam());
   RunMatMul(x.data(), c, w, via_matmul.data(), GetParam());
   EXPECT_EQ(0, std::memcmp(direct.data(), via_matmul.data(), direct.size() * sizeof(float)));
+  // The comparison tells the families apart: they sum in different orders.
+  if (CpuSupports(CpuIsa::kAvx512)) {
+    const CpuIsa other = GetParam() == CpuIsa::kPortable ? CpuIsa::kAvx512 : CpuIsa::kPortable;
+    std::vector<float> other_family(c.m * c.n);
+    RunGemv(x.data(), c, w, other_family.data(), other);
+    EXPECT_NE(0, std::memcmp(direct.data(), other_family.data(), direct.size() * sizeof(float)));
+  }
+}
+
+// Up to Int8GemvMaxRows() rows MatMulInt8 is the GEMV, bit for bit; above it, the panel GEMM.
+TEST_P(Int8MatMulTest, RowCountPicksTheRoute) {
+  for (int64_t m : {Int8GemvMaxRows(), Int8GemvMaxRows() + 1}) {
+    const Case c{m, 100, 40};
+    const auto x = testing::RandomFloats(c.m * c.k, 23);
+    const auto w = RandomInt8Weights(c.n, c.k, 24);
+    std::vector<float> direct(c.m * c.n), via_matmul(c.m * c.n);
+    ScopedIsa isa(std::string(CpuIsaName(GetParam())).c_str());
+    if (m <= Int8GemvMaxRows()) {
+      RunGemv(x.data(), c, w, direct.data(), GetParam());
+    } else {
+      RunGemm(x.data(), c, w, direct.data(), GetParam());
+    }
+    RunMatMul(x.data(), c, w, via_matmul.data(), GetParam());
+    EXPECT_EQ(0, std::memcmp(direct.data(), via_matmul.data(), direct.size() * sizeof(float)))
+        << "M=" << m;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllPaths, Int8MatMulTest,
