@@ -269,7 +269,7 @@ struct Int8Case {
 // and Gemma 2 2B (hidden 2304, MLP 9216).
 const std::vector<Int8Case>& Int8Cases() {
   static const std::vector<Int8Case> cases = {
-      {"270m q/o", 1024, 640},  {"270m k/v", 256, 640},     {"270m gate/up", 2048, 640},
+      {"270m q", 1024, 640},    {"270m k/v", 256, 640},     {"270m gate/up", 2048, 640},
       {"270m down", 640, 2048}, {"270m head", 262144, 640}, {"2b gate/up", 9216, 2304},
       {"2b down", 2304, 9216},
   };

@@ -108,6 +108,9 @@ Architecture GgufArchitecture(const GgufFile& f) {
 std::string GemmaNameForGgufTensor(const std::string& name, Architecture architecture) {
   if (name == "token_embd.weight") return "model.embed_tokens.weight";
   if (name == "output_norm.weight") return "model.norm.weight";
+  // An untied head (llama.cpp's Gemma 3 converter keeps a checkpoint's lm_head.weight): gemmapod's
+  // Gemma ties it to the embedding and drops it, as it drops lm_head.weight from safetensors.
+  if (name == "output.weight") return "lm_head.weight";
   if (name.rfind("blk.", 0) != 0) return name;
   const size_t dot = name.find('.', 4);
   if (dot == std::string::npos || dot == 4) return name;
@@ -160,7 +163,10 @@ ModelConfig GemmaConfigFromGguf(const GgufFile& f) {
     if (type == "linear") c.rope_scaling_global = f.Float(key("rope.scaling.factor"));
   }
   if (c.architecture != Architecture::kGemma) {
-    c.sliding_window = f.Int(key("attention.sliding_window"));
+    // Gemma 2 files from older converters lack the key; llama.cpp then uses the released 4096.
+    c.sliding_window = c.architecture == Architecture::kGemma2
+                           ? int_or(key("attention.sliding_window"), 4096)
+                           : f.Int(key("attention.sliding_window"));
     c.post_norms = true;
   }
   c.layer_kinds = DefaultLayerKinds(c.architecture, c.num_layers);
@@ -197,7 +203,23 @@ SentencePieceVocabulary GemmaVocabularyFromGguf(const GgufFile& f) {
   const std::vector<int64_t>& types = f.IntArray("tokenizer.ggml.token_type");
   GEMMAPOD_CHECK(scores.size() == n && types.size() == n, f.path(), ": ", n, " tokens but ",
                  scores.size(), " scores and ", types.size(), " token types");
-  v.unk_id = static_cast<int32_t>(f.Int("tokenizer.ggml.unknown_token_id"));
+  // The converter writes the id only when tokenizer.json or config.json names it (llama.cpp loads
+  // files without it); the unknown piece is then the one typed UNKNOWN, or spelled <unk>.
+  v.unk_id = -1;
+  if (f.Has("tokenizer.ggml.unknown_token_id")) {
+    v.unk_id = static_cast<int32_t>(f.Int("tokenizer.ggml.unknown_token_id"));
+  } else {
+    for (size_t id = 0; id < n && v.unk_id < 0; ++id) {
+      if (types[id] == static_cast<int64_t>(PieceType::kUnknown))
+        v.unk_id = static_cast<int32_t>(id);
+    }
+    for (size_t id = 0; id < n && v.unk_id < 0; ++id) {
+      if (v.pieces[id] == "<unk>") v.unk_id = static_cast<int32_t>(id);
+    }
+    GEMMAPOD_CHECK(v.unk_id >= 0, f.path(),
+                   ": no key 'tokenizer.ggml.unknown_token_id' and no piece of type UNKNOWN or "
+                   "spelled <unk>");
+  }
   v.bos_id = static_cast<int32_t>(f.Int("tokenizer.ggml.bos_token_id"));
   v.eos_id = static_cast<int32_t>(f.Int("tokenizer.ggml.eos_token_id"));
   v.pad_id = f.Has("tokenizer.ggml.padding_token_id")

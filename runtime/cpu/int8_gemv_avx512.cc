@@ -1,10 +1,9 @@
 // AVX-512 kernels for int8 weights with f32 activations: 16 weights at a time are sign-extended
 // to int32 (vpmovsxbd, folded into the load), converted to f32 (vcvtdq2ps, exact for int8) and
-// multiplied with f32 FMAs, so the products are exact and only the accumulation rounds.
-// Compiled with -mavx512f/bw/vl/dq; only called after a CPU check.
+// accumulated with f32 FMAs, which round once per product-and-add: the activations keep all
+// their bits. Compiled with -mavx512f/bw/vl/dq; only called after a CPU check.
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cstdint>
 
 #include "runtime/cpu/int8_kernels.h"
@@ -95,7 +94,8 @@ void Rows(const float* x, int64_t ldx, int64_t k, const int8_t* w, const float* 
   constexpr int R = RowsPerPass(M);
   int64_t n = n_begin;
   for (; n + R <= n_end; n += R) {
-    const int64_t next_rows = std::min<int64_t>(R, n_end - (n + R));
+    // No std::min here: see the top of gemv_kernels.h.
+    const int64_t next_rows = n_end - (n + R) < R ? n_end - (n + R) : R;
     Pass<M, R>(x, ldx, k, w, scale, n, y, ldy, w + (n + R) * k, next_rows * k);
   }
   // Fewer than R rows remain: the last full pass prefetched them.

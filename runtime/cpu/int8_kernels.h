@@ -7,9 +7,10 @@
 
 namespace gemmapod::cpu::internal {
 
-// y[m * ldy + n] = scale[n] * sum_k x[m * ldx + k] * w[n * k + k'] for m < rows (1..8) and n in
+// y[m * ldy + n] = scale[n] * sum_{i < k} x[m * ldx + i] * w[n * k + i] for m < rows (1..8), n in
 // [n_begin, n_end): each weight row is read once for all `rows` activation rows, widened to f32
-// and multiplied with f32 FMAs (exact products; f32 accumulation).
+// (exactly) and multiplied and accumulated in f32. The activations are never rounded to a
+// narrower type.
 void GemvInt8Portable(const float* x, int64_t ldx, int rows, int64_t k, const int8_t* w,
                       const float* scale, int64_t n_begin, int64_t n_end, float* y, int64_t ldy);
 void GemvInt8Avx512(const float* x, int64_t ldx, int rows, int64_t k, const int8_t* w,

@@ -35,6 +35,9 @@ constexpr int64_t kGemvTileBytes = 256 * 1024;
 // kernel_bench --int8-sweep at M = 128 and 512, 64-256 rows ran within a few percent of each
 // other for K = 640, 2304 and 9216, while 16-row panels lost 20-35 %.
 constexpr int64_t kPanelBytes = 4 << 20;
+// Panels hold a multiple of this many weight rows: oneDNN blocks N by 16, and a 113-row panel
+// (K = 9216, M = 128) ran at 185-190 GFLOP/s against 212-216 for 112 rows.
+constexpr int64_t kPanelGrain = 16;
 // Below this much arithmetic a parallel region costs more than it saves (~20 us of one core).
 constexpr double kMinParallelFlops = 4e6;
 
@@ -88,19 +91,23 @@ void CheckSupported(CpuIsa isa) {
                  " is not supported by this CPU (best: ", CpuIsaName(DetectedCpuIsa()), ")");
 }
 
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t RoundUp(int64_t a, int64_t multiple) { return CeilDiv(a, multiple) * multiple; }
+
 int64_t DefaultPanelRows(int64_t k) {
-  return std::clamp<int64_t>(kPanelBytes / (4 * std::max<int64_t>(k, 1)), 16, 256);
+  const int64_t rows = kPanelBytes / (4 * std::max<int64_t>(k, 1)) / kPanelGrain * kPanelGrain;
+  return std::clamp<int64_t>(rows, kPanelGrain, 256);
 }
 
 }  // namespace
 
-// Measured with kernel_bench --int8-sweep (one thread, weights cold, ms per call): the GEMV,
-// which reads the weights from memory once and then from L2 for every further block of 8 rows,
-// beats the panel GEMM by 2-5x up to M = 8 (fixed cost of widening every panel and of oneDNN's
-// packing) and still by 1.2-1.9x at M = 16-32; the two tie at M = 64 for gemma2-2b's 9216 x 2304
-// (14.8 ms each) and gemma3-270m's 2048 x 640 (0.91 ms), where oneDNN's f32 kernel (~210-225
-// GFLOP/s against the GEMV's ~190-200) starts to win; for 2304 x 9216 the GEMV was ahead up to
-// M = 192.
+// Measured with kernel_bench --int8-sweep (weights cold, ms per call, 1 and 2 threads): the
+// GEMV, which reads the weights from memory once and then from L2 for every further block of 8
+// rows, beats the panel GEMM 3-8x up to M = 8 (the GEMM widens every panel and oneDNN packs it on
+// every call) and 1.2-1.9x at M = 16-32. The two meet at M = 64-80 for gemma2-2b's 9216 x 2304
+// and 2304 x 9216 and gemma3-270m's 2048 x 640 (within 5 % either way at M = 64, e.g. 13.7
+// against 13.8 ms for 9216 x 2304 on one thread); from M = 96 oneDNN's f32 kernel (210-230
+// GFLOP/s on one thread against the GEMV's 190-200) is 5-15 % faster.
 int64_t Int8GemvMaxRows() { return 64; }
 
 void GemvInt8(const float* x, int64_t m, int64_t k, const int8_t* w, const float* scale, int64_t n,
@@ -131,44 +138,50 @@ void GemmInt8(const float* x, int64_t m, int64_t k, const int8_t* w, const float
     return;
   }
   const int max_threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  const double flops = 2.0 * m * n * k;
-  const int threads =
-      static_cast<int>(std::clamp<double>(std::floor(flops / kMinParallelFlops), 1, max_threads));
-  int64_t panel = panel_rows > 0 ? panel_rows : DefaultPanelRows(k);
-  if (panel_rows == 0 && threads > 1) {
-    // The same number of whole panels for every thread: with N = 640 and 256-row panels, two
-    // threads would otherwise split 3 panels 2 : 1.
-    const int64_t per_thread = ((n + panel - 1) / panel + threads - 1) / threads;
-    panel = (n + per_thread * threads - 1) / (per_thread * threads);
-  }
-  const int64_t panels = (n + panel - 1) / panel;
+  const int threads = static_cast<int>(
+      std::clamp<double>(std::floor(2.0 * m * n * k / kMinParallelFlops), 1, max_threads));
+  const int64_t max_panel = panel_rows > 0 ? panel_rows : DefaultPanelRows(k);
   auto widen =
       ActiveCpuIsa() == CpuIsa::kPortable ? internal::WidenInt8Portable : internal::WidenInt8Avx512;
-  // One panel: dequantize rows [n0, n0 + rows) into f32, multiply, scale into y's columns. The
-  // GEMM writes a dense [M, rows] block (GemmF32 has no output stride), so it goes through a
-  // scratch; the copy is M * rows floats against 2 * M * rows * K flops.
-  auto run_panel = [&](int64_t p) {
+  // Weight rows [begin, end) in panels: dequantize a panel into f32, multiply, scale into y's
+  // columns. The GEMM writes a dense [M, rows] block (GemmF32 has no output stride), so it goes
+  // through a scratch; the copy is M * rows floats against 2 * M * rows * K flops.
+  auto run_rows = [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> weights, out;
-    const int64_t n0 = p * panel;
-    const int64_t rows = std::min(panel, n - n0);
-    weights.resize(static_cast<size_t>(rows * k));
-    out.resize(static_cast<size_t>(m * rows));
-    widen(w + n0 * k, rows * k, weights.data());
-    GemmF32(x, m, k, weights.data(), rows, out.data());
-    for (int64_t i = 0; i < m; ++i) {
-      const float* src = out.data() + i * rows;
-      float* dst = y + i * n + n0;
-      for (int64_t j = 0; j < rows; ++j) dst[j] = scale[n0 + j] * src[j];
+    // Equal panels of a multiple of kPanelGrain rows, rather than full panels and a short one.
+    const int64_t count = (end - begin + max_panel - 1) / max_panel;
+    const int64_t panel =
+        panel_rows > 0 ? panel_rows : RoundUp(CeilDiv(end - begin, count), kPanelGrain);
+    for (int64_t n0 = begin; n0 < end; n0 += panel) {
+      const int64_t rows = std::min(panel, end - n0);
+      weights.resize(static_cast<size_t>(rows * k));
+      out.resize(static_cast<size_t>(m * rows));
+      widen(w + n0 * k, rows * k, weights.data());
+      GemmF32(x, m, k, weights.data(), rows, out.data());
+      for (int64_t i = 0; i < m; ++i) {
+        const float* src = out.data() + i * rows;
+        float* dst = y + i * n + n0;
+        for (int64_t j = 0; j < rows; ++j) dst[j] = scale[n0 + j] * src[j];
+      }
     }
   };
   if (threads == 1) {
-    for (int64_t p = 0; p < panels; ++p) run_panel(p);
+    run_rows(0, n);
     return;
   }
-  // Threads take whole panels, each running a one-thread GEMM (GemmF32 sees omp_in_parallel()):
-  // no barrier per panel.
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t p = 0; p < panels; ++p) run_panel(p);
+  // Each thread takes an equal share of the rows and runs one-thread GEMMs on it (GemmF32 sees
+  // omp_in_parallel()): no barrier per panel. Against panels run one after another, each by
+  // oneDNN on both threads, this was faster in 5 of 6 alternating runs (up to 2.7x) and equal
+  // in the sixth.
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    const int nt = omp_get_num_threads();
+    const int64_t grains = CeilDiv(n, kPanelGrain);
+    const int64_t begin = std::min(n, grains * t / nt * kPanelGrain);
+    const int64_t end = std::min(n, grains * (t + 1) / nt * kPanelGrain);
+    if (begin < end) run_rows(begin, end);
+  }
 }
 
 void MatMulInt8(const Tensor& x, const Tensor& w, const Tensor& scale, Tensor& y) {

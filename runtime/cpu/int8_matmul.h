@@ -40,12 +40,14 @@ int64_t Int8GemvMaxRows();
 
 // The two paths on raw dense row-major arrays (x [M, K], w [N, K], scale [N], y [M, N]), for
 // benchmarks and tests; MatMulInt8 picks between them.
-// Streams w once per block of up to 8 rows of x. Parallel over output columns with OpenMP;
+// Each weight row is read once for a block of up to 8 rows of x; more blocks walk w in column
+// tiles that stay in L2, so w comes from memory once. Parallel over output columns with OpenMP;
 // small problems and one-thread runs execute inline. `isa` must be supported by the CPU.
 void GemvInt8(const float* x, int64_t m, int64_t k, const int8_t* w, const float* scale, int64_t n,
               float* y, CpuIsa isa);
-// Dequantizes `panel_rows` weight rows at a time to f32 (0: chosen from K) into a per-thread
-// scratch and multiplies each panel with oneDNN; threads take whole panels.
+// Dequantizes `panel_rows` weight rows at a time to f32 (0: up to 256, a multiple of 16 chosen
+// from K) into a per-thread scratch and multiplies each panel with oneDNN; each OpenMP thread
+// takes an equal share of the weight rows.
 void GemmInt8(const float* x, int64_t m, int64_t k, const int8_t* w, const float* scale, int64_t n,
               float* y, int64_t panel_rows = 0);
 
