@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -11,6 +12,8 @@
 #include "models/gguf_gemma.h"
 #include "models/hf_config.h"
 #include "models/model_config.h"
+#include "models/recurrent_gemma_deepmind.h"
+#include "models/recurrent_gemma_weights.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/checkpoint/safetensors.h"
 #include "runtime/cpu/int8_matmul.h"
@@ -144,8 +147,76 @@ ConvertReport WriteOurs(const ModelConfig& config, const TensorSource& source,
   return report;
 }
 
+// The config's model_type, or "" when it has none (ReadHfConfig then reports what is wrong).
+std::string ModelType(const fs::path& config_json) {
+  std::ifstream in(config_json);
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("model_type") || !j["model_type"].is_string()) return "";
+  return j["model_type"].get<std::string>();
+}
+
+// RecurrentGemma: every parameter checked against the config, then copied as `dtype` says.
+ConvertReport WriteRecurrentGemma(const RecurrentGemmaConfig& config, const TensorSource& source,
+                                  const std::optional<std::string>& tokenizer,
+                                  const std::string& dst, const ConvertOptions& options) {
+  GEMMAPOD_CHECK(options.quantize == "none",
+                 "convert: --quantize int8 is not available for RecurrentGemma yet");
+  std::set<std::string> names;
+  for (const RecurrentGemmaParameter& p : RecurrentGemmaParameters(config)) {
+    names.insert(p.name);
+    GEMMAPOD_CHECK(source.Has(p.name), source.origin(), ": tensor '", p.name,
+                   "' is missing (a recurrent_gemma model with ", config.num_layers,
+                   " layers needs it)");
+    const TensorInfo info = source.Info(p.name);
+    GEMMAPOD_CHECK(info.shape == p.shape, source.origin(), ": tensor '", p.name, "' has shape ",
+                   ShapeToString(info.shape), " but the config needs ", ShapeToString(p.shape));
+  }
+  for (const TensorInfo& info : source.List()) {
+    if (info.name == "lm_head.weight") continue;
+    GEMMAPOD_CHECK(names.count(info.name) == 1, source.origin(), ": unexpected tensor '", info.name,
+                   "' (not a parameter of this recurrent_gemma config)");
+  }
+  ConvertReport report;
+  report.model_type = "recurrent_gemma";
+  Hdf5CheckpointWriter writer = Hdf5CheckpointWriter::Create(dst);
+  writer.SetConfig(ToAttributes(config));
+  for (const std::string& name : names) {
+    const Tensor t = ToTargetDType(source.Read(name), options.dtype);
+    writer.Write(name, t);
+    ++report.tensors;
+    report.parameters += t.numel();
+    report.bytes_written += static_cast<int64_t>(t.nbytes());
+  }
+  if (tokenizer) {
+    writer.WriteFile(kTokenizerFile, *tokenizer);
+    report.tokenizer_copied = true;
+  }
+  writer.Commit();
+  return report;
+}
+
+std::optional<std::string> TokenizerBeside(const fs::path& dir) {
+  const fs::path path = dir / kTokenizerFile;
+  if (!fs::exists(path)) return std::nullopt;
+  return ReadWholeFile(path);
+}
+
+// DeepMind's RecurrentGemma state dict in one .safetensors file (a tokenizer.model beside it is
+// embedded too).
+ConvertReport DeepMindToOurs(const std::string& file, const std::string& dst,
+                             const ConvertOptions& options) {
+  DeepMindRecurrentGemma dm = OpenDeepMindRecurrentGemma(OpenSafetensors(file));
+  return WriteRecurrentGemma(dm.config, *dm.tensors, TokenizerBeside(fs::path(file).parent_path()),
+                             dst, options);
+}
+
 ConvertReport HfToOurs(const std::string& dir, const std::string& dst,
                        const ConvertOptions& options) {
+  if (ModelType(fs::path(dir) / "config.json") == "recurrent_gemma") {
+    const RecurrentGemmaConfig config =
+        ReadHfRecurrentGemmaConfig((fs::path(dir) / "config.json").string());
+    return WriteRecurrentGemma(config, *OpenSafetensors(dir), TokenizerBeside(dir), dst, options);
+  }
   const ModelConfig config = ReadHfConfig((fs::path(dir) / "config.json").string());
   const std::unique_ptr<TensorSource> source = OpenSafetensors(dir);
   const fs::path tokenizer_path = fs::path(dir) / kTokenizerFile;
@@ -209,6 +280,13 @@ ConvertReport Convert(const std::string& source, const std::string& destination,
     GEMMAPOD_CHECK(options.overwrite || !fs::exists(destination), "convert: ", destination,
                    " already exists; pass --force to replace it");
     return HfToOurs(source, destination, options);
+  }
+  if (fs::path(source).extension() == ".safetensors") {
+    GEMMAPOD_CHECK(IsOurs(destination), "convert: ", source,
+                   " is a state dict; the destination must be a .h5 file, got ", destination);
+    GEMMAPOD_CHECK(options.overwrite || !fs::exists(destination), "convert: ", destination,
+                   " already exists; pass --force to replace it");
+    return DeepMindToOurs(source, destination, options);
   }
   if (IsGguf(source)) {
     GEMMAPOD_CHECK(IsOurs(destination), "convert: ", source,

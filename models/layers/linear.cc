@@ -1,6 +1,7 @@
 #include "models/layers/linear.h"
 
 #include "runtime/cpu/int8_matmul.h"
+#include "runtime/cpu/ops.h"
 #include "runtime/error.h"
 
 namespace gemmapod {
@@ -10,6 +11,13 @@ void LinearForward(const Tensor& x, const Linear& w, Tensor& y, cpu::MatmulPreci
     cpu::MatMulInt8(x, w.weight, w.scale, y);
   } else {
     cpu::MatMul(x, w.weight, y, precision);
+  }
+  if (w.bias.defined()) {
+    const int64_t n = w.bias.numel();
+    GEMMAPOD_CHECK(y.dim(-1) == n, "LinearForward: bias of ", n, " for output ", y.Describe());
+    const float* b = w.bias.data<float>();
+    float* out = y.data<float>();
+    for (int64_t r = 0; r < y.numel() / n; ++r) cpu::Add(out + r * n, b, out + r * n, n);
   }
 }
 

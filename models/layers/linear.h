@@ -11,11 +11,12 @@ namespace gemmapod {
 struct Linear {
   Tensor weight;  // [N, K]: f32, bf16 or i8
   Tensor scale;   // [N] f32 for an i8 weight (row n is scale[n] * weight[n, :]); else undefined
+  Tensor bias;    // [N] f32 added to every output row (RecurrentGemma's layers); else undefined
 
   bool quantized() const { return weight.defined() && weight.dtype() == DType::kI8; }
 };
 
-// y = x * W^T. x: f32 [..., K]; y: f32 [..., N], preallocated.
+// y = x * W^T (+ bias). x: f32 [..., K]; y: f32 [..., N], preallocated.
 void LinearForward(const Tensor& x, const Linear& w, Tensor& y, cpu::MatmulPrecision precision);
 
 // Row `row` of W as f32 (scaled when quantized) into out[0, K): embedding lookups of a tied table.

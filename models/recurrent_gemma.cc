@@ -1,0 +1,339 @@
+#include "models/recurrent_gemma.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "runtime/checkpoint/hdf5_checkpoint.h"
+#include "runtime/cpu/ops.h"
+#include "runtime/error.h"
+
+namespace gemmapod {
+namespace {
+
+constexpr float kGateExponent = 8.0f;  // Griffin's c: a = exp(-c * gate * softplus(Λ))
+
+Tensor NewF32(int64_t rows, int64_t cols) { return Tensor::Zeros({rows, cols}, DType::kF32); }
+
+float Softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+// out[t, h*bw + j] = sum_i x[t, h*bw + i] * w[h, i, j] + b[h, j]: one dense block per head.
+void BlockDiagonal(const float* x, int64_t T, int64_t H, int64_t bw, const float* w, const float* b,
+                   float* out) {
+  const int64_t width = H * bw;
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t h = 0; h < H; ++h) {
+      const float* xi = x + t * width + h * bw;
+      float* o = out + t * width + h * bw;
+      std::copy(b + h * bw, b + (h + 1) * bw, o);
+      for (int64_t i = 0; i < bw; ++i) {
+        cpu::AddScaled(w + (h * bw + i) * bw, xi[i], o, bw);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+RecurrentGemmaState::RecurrentGemmaState(const RecurrentGemmaConfig& c, int64_t num_sequences)
+    : num_sequences_(num_sequences), window_(c.attention_window) {
+  const int64_t S = num_sequences;
+  recurrent_.resize(static_cast<size_t>(c.num_layers));
+  attention_.resize(static_cast<size_t>(c.num_layers));
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    if (c.blocks[static_cast<size_t>(l)] == TemporalBlock::kRecurrent) {
+      recurrent_[static_cast<size_t>(l)] = {
+          Tensor::Zeros({S, c.conv1d_width - 1, c.lru_width}, DType::kF32),
+          Tensor::Zeros({S, c.lru_width}, DType::kF32)};
+    } else {
+      const int64_t kv = c.num_kv_heads * c.head_dim;
+      attention_[static_cast<size_t>(l)] = {Tensor::Zeros({S, window_, kv}, DType::kF32),
+                                            Tensor::Zeros({S, window_, kv}, DType::kF32)};
+    }
+  }
+  seen_.assign(static_cast<size_t>(S), 0);
+  next_position_.assign(static_cast<size_t>(S), 0);
+  document_.assign(static_cast<size_t>(S), 0);
+  slot_token_.assign(static_cast<size_t>(S * window_), -1);
+  slot_document_.assign(static_cast<size_t>(S * window_), -1);
+  conv_history_ = c.conv1d_width - 1;
+  recent_document_.assign(static_cast<size_t>(S * conv_history_), -1);
+}
+
+int64_t RecurrentGemmaState::bytes() const {
+  int64_t total = 0;
+  for (const RecurrentLayer& r : recurrent_) {
+    if (r.conv.defined()) total += static_cast<int64_t>(r.conv.nbytes() + r.lru.nbytes());
+  }
+  for (const AttentionLayer& a : attention_) {
+    if (a.keys.defined()) total += static_cast<int64_t>(a.keys.nbytes() + a.values.nbytes());
+  }
+  total += static_cast<int64_t>((slot_token_.size() + slot_document_.size()) * sizeof(int64_t));
+  total += static_cast<int64_t>(seen_.size() * (2 * sizeof(int64_t) + sizeof(int32_t)) +
+                                recent_document_.size() * sizeof(int64_t));
+  return total;
+}
+
+void RecurrentGemmaState::Reset(int64_t s) {
+  GEMMAPOD_CHECK(s >= 0 && s < num_sequences_, "RecurrentGemmaState: no sequence ", s);
+  for (RecurrentLayer& r : recurrent_) {
+    if (!r.conv.defined()) continue;
+    const int64_t conv = r.conv.numel() / num_sequences_, lru = r.lru.numel() / num_sequences_;
+    std::fill_n(r.conv.data<float>() + s * conv, conv, 0.0f);
+    std::fill_n(r.lru.data<float>() + s * lru, lru, 0.0f);
+  }
+  seen_[static_cast<size_t>(s)] = 0;
+  next_position_[static_cast<size_t>(s)] = 0;
+  document_[static_cast<size_t>(s)] = 0;
+  std::fill_n(slot_token_.begin() + s * window_, window_, -1);
+  std::fill_n(slot_document_.begin() + s * window_, window_, -1);
+  std::fill_n(recent_document_.begin() + s * conv_history_, conv_history_, -1);
+}
+
+RecurrentGemma::RecurrentGemma(RecurrentGemmaConfig config, RecurrentGemmaWeights weights)
+    : config_(std::move(config)), weights_(std::move(weights)) {
+  Validate(config_, "RecurrentGemma");
+}
+
+Tensor RecurrentGemma::Forward(const RecurrentChunk& chunk, RecurrentGemmaState& state,
+                               bool all_logits) {
+  const RecurrentGemmaConfig& c = config_;
+  const int64_t s = chunk.sequence, T = static_cast<int64_t>(chunk.tokens.size());
+  GEMMAPOD_CHECK(s >= 0 && s < state.num_sequences(), "forward: sequence ", s,
+                 " outside the state's ", state.num_sequences());
+  GEMMAPOD_CHECK(T > 0, "forward: sequence ", s, " brings no tokens");
+  GEMMAPOD_CHECK(chunk.segment_pos.empty() || static_cast<int64_t>(chunk.segment_pos.size()) == T,
+                 "forward: ", chunk.segment_pos.size(), " segment positions for ", T, " tokens");
+  const int64_t d = c.hidden_size, lru = c.lru_width, H = c.num_heads, hd = c.head_dim;
+  const int64_t KV = c.num_kv_heads, W = c.attention_window, width = c.conv1d_width;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const auto S = static_cast<size_t>(s);
+
+  // Where every token sits: its position in its document (RoPE), whether it starts one (reset),
+  // its document number and its index in the sequence (attention's window and ring slot).
+  std::vector<int32_t> pos(static_cast<size_t>(T));
+  std::vector<int64_t> doc(static_cast<size_t>(T)), index(static_cast<size_t>(T));
+  {
+    int32_t next = state.next_position_[S];
+    int64_t document = state.document_[S];
+    for (int64_t t = 0; t < T; ++t) {
+      const int32_t p =
+          chunk.segment_pos.empty() ? next : chunk.segment_pos[static_cast<size_t>(t)];
+      GEMMAPOD_CHECK(p >= 0, "forward: negative segment position ", p, " at token ", t);
+      if (p == 0 && (t > 0 || state.seen_[S] > 0)) ++document;
+      pos[static_cast<size_t>(t)] = p;
+      doc[static_cast<size_t>(t)] = document;
+      index[static_cast<size_t>(t)] = state.seen_[S] + t;
+      next = p + 1;
+    }
+  }
+
+  // Embedding, scaled by sqrt(d) rounded to bf16.
+  Tensor h = NewF32(T, d);
+  const float embed_scale = c.EmbedScale();
+  for (int64_t t = 0; t < T; ++t) {
+    const int32_t id = chunk.tokens[static_cast<size_t>(t)];
+    GEMMAPOD_CHECK(id >= 0 && id < c.vocab_size, "forward: token ", id,
+                   " is outside the vocabulary of ", c.vocab_size);
+    float* row = h.data<float>() + t * d;
+    LinearRow(weights_.embed_tokens, id, row);
+    cpu::Scale(row, embed_scale, row, d);
+  }
+
+  const auto precision = cpu::MatmulPrecision::kExact;
+  Tensor normed = NewF32(T, d), out = NewF32(T, d);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const RecurrentGemmaLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
+    cpu::RmsNorm(h.data<float>(), w.temporal_pre_norm.data<float>(), T, d, eps,
+                 normed.data<float>());
+    if (c.blocks[static_cast<size_t>(l)] == TemporalBlock::kRecurrent) {
+      const RecurrentBlockWeights& r = w.recurrent;
+      RecurrentGemmaState::RecurrentLayer& st = state.recurrent_[static_cast<size_t>(l)];
+      Tensor y = NewF32(T, lru), u = NewF32(T, lru), conv = NewF32(T, lru);
+      LinearForward(normed, r.linear_y, y, precision);
+      cpu::GeluTanh(y.data<float>(), y.data<float>(), T * lru);
+      LinearForward(normed, r.linear_x, u, precision);
+
+      // Causal depthwise convolution over time: tap k of channel ch multiplies the input
+      // width - 1 - k tokens back; before the chunk the inputs come from the state, and inputs
+      // of an earlier document count as zeros.
+      float* conv_state = st.conv.data<float>() + s * (width - 1) * lru;
+      const float* taps = r.conv_weight.data<float>();
+      for (int64_t t = 0; t < T; ++t) {
+        float* o = conv.data<float>() + t * lru;
+        std::copy(r.conv_bias.data<float>(), r.conv_bias.data<float>() + lru, o);
+        for (int64_t back = 0; back < width; ++back) {
+          const float* in = nullptr;
+          if (t - back >= 0) {
+            if (doc[static_cast<size_t>(t - back)] != doc[static_cast<size_t>(t)]) continue;
+            in = u.data<float>() + (t - back) * lru;
+          } else {
+            // The state's row width - 1 - j holds the input j tokens before the chunk.
+            const int64_t before = back - t;  // 1..width-1 tokens before the chunk
+            const int64_t row = width - 1 - before;
+            if (state.recent_document_[S * (width - 1) + row] != doc[static_cast<size_t>(t)]) {
+              continue;
+            }
+            in = conv_state + row * lru;
+          }
+          const int64_t k = width - 1 - back;
+          for (int64_t ch = 0; ch < lru; ++ch) o[ch] += taps[ch * width + k] * in[ch];
+        }
+      }
+      // The state keeps the last width - 1 inputs, oldest first.
+      {
+        std::vector<float> history((width - 1 + T) * lru);
+        std::copy(conv_state, conv_state + (width - 1) * lru, history.begin());
+        std::copy(u.data<float>(), u.data<float>() + T * lru, history.begin() + (width - 1) * lru);
+        std::copy(history.end() - (width - 1) * lru, history.end(), conv_state);
+      }
+
+      // RG-LRU: gates from the convolved input, then the linear recurrence in f32.
+      Tensor gate_x = NewF32(T, lru), gate_a = NewF32(T, lru);
+      const int64_t bw = c.lru_block_width();
+      BlockDiagonal(conv.data<float>(), T, H, bw, r.input_gate_weight.data<float>(),
+                    r.input_gate_bias.data<float>(), gate_x.data<float>());
+      BlockDiagonal(conv.data<float>(), T, H, bw, r.recurrent_gate_weight.data<float>(),
+                    r.recurrent_gate_bias.data<float>(), gate_a.data<float>());
+      float* hidden = st.lru.data<float>() + s * lru;
+      const float* lambda = r.recurrent_param.data<float>();
+      std::vector<float> softplus_lambda(static_cast<size_t>(lru));
+      for (int64_t ch = 0; ch < lru; ++ch) softplus_lambda[ch] = Softplus(lambda[ch]);
+      for (int64_t t = 0; t < T; ++t) {
+        const bool reset = pos[static_cast<size_t>(t)] == 0;
+        const float* cx = conv.data<float>() + t * lru;
+        const float* gx = gate_x.data<float>() + t * lru;
+        const float* ga = gate_a.data<float>() + t * lru;
+        float* yt = y.data<float>() + t * lru;
+        for (int64_t ch = 0; ch < lru; ++ch) {
+          const float log_a = -kGateExponent * Sigmoid(ga[ch]) * softplus_lambda[ch];
+          const float a = reset ? 0.0f : std::exp(log_a);
+          const float multiplier = reset ? 1.0f : std::sqrt(1.0f - std::exp(2.0f * log_a));
+          hidden[ch] = a * hidden[ch] + cx[ch] * Sigmoid(gx[ch]) * multiplier;
+          yt[ch] *= hidden[ch];  // the GELU branch gates the recurrence's output
+        }
+      }
+      LinearForward(y, r.linear_out, out, precision);
+    } else {
+      const LocalAttentionWeights& a = w.attention;
+      RecurrentGemmaState::AttentionLayer& st = state.attention_[static_cast<size_t>(l)];
+      Tensor q = NewF32(T, H * hd), k = NewF32(T, KV * hd), v = NewF32(T, KV * hd);
+      LinearForward(normed, a.q_proj, q, precision);
+      LinearForward(normed, a.k_proj, k, precision);
+      LinearForward(normed, a.v_proj, v, precision);
+      const float theta = static_cast<float>(c.rope_theta);
+      const float fraction = static_cast<float>(c.rotary_fraction);
+      cpu::RopeHalfSplit(q.data<float>(), T, H, hd, pos.data(), theta, fraction);
+      cpu::RopeHalfSplit(k.data<float>(), T, KV, hd, pos.data(), theta, fraction);
+
+      // Keys a query may read: its own document's, at most W tokens back, itself included. Older
+      // ones come from the ring, which holds the last W tokens before this chunk.
+      const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+      const int64_t group = H / KV;
+      float* ring_k = st.keys.data<float>() + s * W * KV * hd;
+      float* ring_v = st.values.data<float>() + s * W * KV * hd;
+      const int64_t* slot_token = state.slot_token_.data() + s * W;
+      const int64_t* slot_doc = state.slot_document_.data() + s * W;
+      Tensor attn = NewF32(T, H * hd);
+      std::vector<float> scores;
+      std::vector<const float*> key_rows, value_rows;
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t gq = index[static_cast<size_t>(t)];
+        for (int64_t kvh = 0; kvh < KV; ++kvh) {
+          key_rows.clear();
+          value_rows.clear();
+          for (int64_t gk = std::max<int64_t>(0, gq - W); gk <= gq; ++gk) {
+            if (gk < index[0]) {
+              const int64_t slot = gk % W;
+              if (slot_token[slot] != gk || slot_doc[slot] != doc[static_cast<size_t>(t)]) continue;
+              key_rows.push_back(ring_k + (slot * KV + kvh) * hd);
+              value_rows.push_back(ring_v + (slot * KV + kvh) * hd);
+            } else {
+              const int64_t j = gk - index[0];
+              if (doc[static_cast<size_t>(j)] != doc[static_cast<size_t>(t)]) continue;
+              key_rows.push_back(k.data<float>() + (j * KV + kvh) * hd);
+              value_rows.push_back(v.data<float>() + (j * KV + kvh) * hd);
+            }
+          }
+          const auto n = static_cast<int64_t>(key_rows.size());
+          scores.resize(static_cast<size_t>(n));
+          for (int64_t g = 0; g < group; ++g) {
+            const int64_t head = kvh * group + g;
+            const float* qh = q.data<float>() + (t * H + head) * hd;
+            float best = -INFINITY;
+            for (int64_t j = 0; j < n; ++j) {
+              float dot = 0;
+              for (int64_t e = 0; e < hd; ++e) dot += qh[e] * key_rows[static_cast<size_t>(j)][e];
+              scores[static_cast<size_t>(j)] = dot * scale;
+              best = std::max(best, scores[static_cast<size_t>(j)]);
+            }
+            const float sum = cpu::ExpShiftedSum(scores.data(), best, n);
+            float* o = attn.data<float>() + (t * H + head) * hd;
+            for (int64_t j = 0; j < n; ++j) {
+              cpu::AddScaled(value_rows[static_cast<size_t>(j)],
+                             scores[static_cast<size_t>(j)] / sum, o, hd);
+            }
+          }
+        }
+      }
+      // The ring keeps the last W tokens.
+      for (int64_t t = std::max<int64_t>(0, T - W); t < T; ++t) {
+        const int64_t slot = index[static_cast<size_t>(t)] % W;
+        std::memcpy(ring_k + slot * KV * hd, k.data<float>() + t * KV * hd,
+                    KV * hd * sizeof(float));
+        std::memcpy(ring_v + slot * KV * hd, v.data<float>() + t * KV * hd,
+                    KV * hd * sizeof(float));
+        state.slot_token_[static_cast<size_t>(s * W + slot)] = index[static_cast<size_t>(t)];
+        state.slot_document_[static_cast<size_t>(s * W + slot)] = doc[static_cast<size_t>(t)];
+      }
+      LinearForward(attn, a.o_proj, out, precision);
+    }
+    cpu::Add(h.data<float>(), out.data<float>(), h.data<float>(), T * d);
+
+    // MLP: down(gelu(gate(x)) * up(x)), every projection with its bias.
+    cpu::RmsNorm(h.data<float>(), w.channel_pre_norm.data<float>(), T, d, eps,
+                 normed.data<float>());
+    const int64_t ffn = c.intermediate_size;
+    Tensor gate = NewF32(T, ffn), up = NewF32(T, ffn);
+    LinearForward(normed, w.gate_proj, gate, precision);
+    LinearForward(normed, w.up_proj, up, precision);
+    cpu::GeluTanh(gate.data<float>(), gate.data<float>(), T * ffn);
+    cpu::Mul(gate.data<float>(), up.data<float>(), gate.data<float>(), T * ffn);
+    LinearForward(gate, w.down_proj, out, precision);
+    cpu::Add(h.data<float>(), out.data<float>(), h.data<float>(), T * d);
+  }
+  {
+    // The document numbers of the last width - 1 tokens, as the convolution state holds them.
+    const int64_t history = width - 1;
+    int64_t* recent = state.recent_document_.data() + s * history;
+    std::vector<int64_t> all(recent, recent + history);
+    all.insert(all.end(), doc.begin(), doc.end());
+    std::copy(all.end() - history, all.end(), recent);
+  }
+  state.seen_[S] += T;
+  state.next_position_[S] = pos.back() + 1;
+  state.document_[S] = doc.back();
+
+  const int64_t rows = all_logits ? T : 1;
+  const Tensor last = all_logits ? h : h.Slice(T - 1, T).Clone();
+  Tensor final_normed = NewF32(rows, d);
+  cpu::RmsNorm(last.data<float>(), weights_.final_norm.data<float>(), rows, d, eps,
+               final_normed.data<float>());
+  Tensor logits = NewF32(rows, c.vocab_size);
+  LinearForward(final_normed, weights_.embed_tokens, logits, precision);
+  if (c.final_logit_softcap > 0) {
+    cpu::SoftCap(logits.data<float>(), static_cast<float>(c.final_logit_softcap),
+                 logits.data<float>(), logits.numel());
+  }
+  return logits;
+}
+
+RecurrentGemma LoadRecurrentGemmaCheckpoint(const std::string& path) {
+  const std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(path);
+  RecurrentGemmaConfig config = RecurrentGemmaFromAttributes(reader->config(), path);
+  RecurrentGemmaWeights weights = LoadRecurrentGemmaWeights(config, *reader);
+  return RecurrentGemma(std::move(config), std::move(weights));
+}
+
+}  // namespace gemmapod

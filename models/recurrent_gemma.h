@@ -1,0 +1,90 @@
+// RecurrentGemma (Griffin), one rank. Reads like google-deepmind/recurrentgemma:
+//
+//   h = embed(tokens) * bf16(sqrt(d))
+//   for each layer (recurrent, recurrent, attention, ...):
+//     h = h + temporal_block(rms(h))      RG-LRU recurrent block, or local MQA attention
+//     h = h + mlp(rms(h))                 gelu(gate(x) + b) * (up(x) + b), down + b
+//   logits = 30 tanh(rms(h) . embed^T / 30)
+//
+// Decode keeps a fixed state per sequence whatever its length: per recurrent layer the last
+// conv1d_width - 1 inputs of the convolution and the RG-LRU state (f32), per attention layer a
+// ring of the last `attention_window` keys and values. A prompt runs every matrix product over
+// all its tokens at once and the recurrence as one pass over time.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "models/recurrent_gemma_weights.h"
+
+namespace gemmapod {
+
+// The decode state of `num_sequences` sequences. Its size depends on the config alone, never on
+// how many tokens went through it.
+class RecurrentGemmaState {
+ public:
+  RecurrentGemmaState(const RecurrentGemmaConfig& config, int64_t num_sequences);
+
+  int64_t num_sequences() const { return num_sequences_; }
+  // Tokens seen by sequence s (all documents), and the position of its next token in its current
+  // document.
+  int64_t tokens_seen(int64_t s) const { return seen_[static_cast<size_t>(s)]; }
+  // Bytes held, every layer's state together.
+  int64_t bytes() const;
+  void Reset(int64_t sequence);
+
+ private:
+  friend class RecurrentGemma;
+  struct RecurrentLayer {
+    Tensor conv;  // [S, width - 1, lru]: the inputs u of the last width - 1 tokens, oldest first
+    Tensor lru;   // [S, lru] f32
+  };
+  struct AttentionLayer {
+    Tensor keys;    // [S, window, KV * hd], slot = token index % window
+    Tensor values;  // [S, window, KV * hd]
+  };
+  int64_t num_sequences_ = 0;
+  int64_t window_ = 0;
+  std::vector<RecurrentLayer> recurrent_;  // per layer (empty tensors on attention layers)
+  std::vector<AttentionLayer> attention_;  // per layer (empty tensors on recurrent layers)
+  std::vector<int64_t> seen_;              // tokens seen per sequence
+  std::vector<int32_t> next_position_;     // next segment position per sequence
+  // Per sequence and ring slot: the token index held there and its document number, so a query
+  // never reads another document's keys or keys older than the window.
+  std::vector<int64_t> slot_token_;
+  std::vector<int64_t> slot_document_;
+  std::vector<int64_t> document_;  // current document number per sequence
+  // Per sequence, the document numbers of the last conv1d_width - 1 tokens, oldest first (-1:
+  // none), so the convolution never reads another document's inputs from the state.
+  std::vector<int64_t> recent_document_;
+  int64_t conv_history_ = 0;
+};
+
+// New tokens of one sequence. `segment_pos` gives each token's position in its document (0 starts
+// a new document: the recurrence and the convolution forget the past, attention stops reading
+// it); empty continues the sequence's current document.
+struct RecurrentChunk {
+  int64_t sequence = 0;
+  std::vector<int32_t> tokens;
+  std::vector<int32_t> segment_pos;
+};
+
+class RecurrentGemma {
+ public:
+  RecurrentGemma(RecurrentGemmaConfig config, RecurrentGemmaWeights weights);
+
+  const RecurrentGemmaConfig& config() const { return config_; }
+
+  // Runs the chunk through the model, updating `state`. Returns f32 logits [tokens, vocab] (every
+  // token) or [1, vocab] (the last one).
+  Tensor Forward(const RecurrentChunk& chunk, RecurrentGemmaState& state, bool all_logits);
+
+ private:
+  RecurrentGemmaConfig config_;
+  RecurrentGemmaWeights weights_;
+};
+
+RecurrentGemma LoadRecurrentGemmaCheckpoint(const std::string& path);
+
+}  // namespace gemmapod
