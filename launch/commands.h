@@ -55,6 +55,7 @@ struct ConvertCommandOptions {
   std::string destination;
   std::string dtype = "keep";     // keep, bf16, f32
   std::string quantize = "none";  // none, int8
+  std::string config_path;        // for state dicts without a config
   int64_t max_shard_mib = 2048;
   bool force = false;  // replace an existing .h5 destination
 };

@@ -87,7 +87,8 @@ int main(int argc, char** argv) {
       "Convert a checkpoint: a Hugging Face directory (config.json + safetensors) <-> a .h5 file, "
       "or a GGUF file -> a .h5 file");
   convert_cmd
-      ->add_option("source", convert.source, "Hugging Face model directory, .gguf file or .h5 file")
+      ->add_option("source", convert.source,
+                   "Hugging Face model directory, .gguf, DeepMind .safetensors or .h5 file")
       ->required();
   convert_cmd->add_option("destination", convert.destination, ".h5 file or new directory")
       ->required();
@@ -97,6 +98,9 @@ int main(int argc, char** argv) {
       ->add_option("--quantize", convert.quantize,
                    "int8: matrices as int8 with one f32 scale per row (weight-only); none")
       ->check(CLI::IsMember({"none", "int8"}));
+  convert_cmd->add_option("--config", convert.config_path,
+                          "Model config (.yaml) of a state dict that carries none (DeepMind's "
+                          "RecurrentGemma .safetensors)");
   convert_cmd->add_option("--max-shard-mib", convert.max_shard_mib,
                           "Safetensors shard size limit when writing a Hugging Face directory");
   convert_cmd->add_flag("--force", convert.force,

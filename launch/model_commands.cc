@@ -49,6 +49,7 @@ int RunConvert(const ConvertCommandOptions& o) {
   ConvertOptions options;
   options.dtype = o.dtype;
   options.quantize = o.quantize;
+  options.config_path = o.config_path;
   options.max_shard_bytes = o.max_shard_mib << 20;
   options.overwrite = o.force;
   const ConvertReport r = Convert(o.source, o.destination, options);

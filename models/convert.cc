@@ -206,7 +206,9 @@ std::optional<std::string> TokenizerBeside(const fs::path& dir) {
 ConvertReport DeepMindToOurs(const std::string& file, const std::string& dst,
                              const ConvertOptions& options) {
   DeepMindRecurrentGemma dm = OpenDeepMindRecurrentGemma(OpenSafetensors(file));
-  return WriteRecurrentGemma(dm.config, *dm.tensors, TokenizerBeside(fs::path(file).parent_path()),
+  const RecurrentGemmaConfig config =
+      options.config_path.empty() ? dm.config : LoadRecurrentGemmaConfigYaml(options.config_path);
+  return WriteRecurrentGemma(config, *dm.tensors, TokenizerBeside(fs::path(file).parent_path()),
                              dst, options);
 }
 

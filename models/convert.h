@@ -17,6 +17,10 @@ struct ConvertOptions {
   // "int8": write every matrix (the embedding too) as symmetric int8 with one f32 scale per row,
   // quantized from the source's values; norms follow `dtype`. "none": as `dtype` says.
   std::string quantize = "none";
+  // A model config (.yaml) for sources that carry none (DeepMind's RecurrentGemma state dict):
+  // the tensors are checked against it. Empty: read from the tensor shapes and the published
+  // models' settings.
+  std::string config_path;
   // Safetensors shard size limit when writing a Hugging Face directory.
   int64_t max_shard_bytes = int64_t{2} << 30;
   // Replace an existing .h5 destination (atomically, when the new file is complete). A Hugging

@@ -277,15 +277,14 @@ Tensor RecurrentGemma::Forward(const RecurrentChunk& chunk, RecurrentGemmaState&
           }
         }
       }
-      // The ring keeps the last W tokens.
+      // This layer's ring keeps the last W tokens (which token and document each slot holds is
+      // recorded once every layer has read the old ring).
       for (int64_t t = std::max<int64_t>(0, T - W); t < T; ++t) {
         const int64_t slot = index[static_cast<size_t>(t)] % W;
         std::memcpy(ring_k + slot * KV * hd, k.data<float>() + t * KV * hd,
                     KV * hd * sizeof(float));
         std::memcpy(ring_v + slot * KV * hd, v.data<float>() + t * KV * hd,
                     KV * hd * sizeof(float));
-        state.slot_token_[static_cast<size_t>(s * W + slot)] = index[static_cast<size_t>(t)];
-        state.slot_document_[static_cast<size_t>(s * W + slot)] = doc[static_cast<size_t>(t)];
       }
       LinearForward(attn, a.o_proj, out, precision);
     }
@@ -310,6 +309,11 @@ Tensor RecurrentGemma::Forward(const RecurrentChunk& chunk, RecurrentGemmaState&
     std::vector<int64_t> all(recent, recent + history);
     all.insert(all.end(), doc.begin(), doc.end());
     std::copy(all.end() - history, all.end(), recent);
+  }
+  for (int64_t t = std::max<int64_t>(0, T - W); t < T; ++t) {
+    const int64_t slot = index[static_cast<size_t>(t)] % W;
+    state.slot_token_[static_cast<size_t>(s * W + slot)] = index[static_cast<size_t>(t)];
+    state.slot_document_[static_cast<size_t>(s * W + slot)] = doc[static_cast<size_t>(t)];
   }
   state.seen_[S] += T;
   state.next_position_[S] = pos.back() + 1;

@@ -17,7 +17,7 @@ RecurrentGemmaConfig TinyConfig() {
   c.name = "tiny-recurrentgemma";
   c.vocab_size = 97;
   c.hidden_size = 32;
-  c.num_layers = 3;
+  c.num_layers = 6;  // two attention layers: they share the ring's bookkeeping
   c.num_heads = 4;
   c.head_dim = 8;
   c.lru_width = 48;
@@ -67,8 +67,8 @@ TEST(RecurrentGemma, DecodeStateBytesDoNotGrowWithTheText) {
   // Per recurrent layer: conv1d_width - 1 inputs and the LRU state; per attention layer: the
   // window's keys and values; plus the bookkeeping (ring slots, positions, the documents of the
   // convolution's inputs).
-  const int64_t recurrent = 2 * (3 * 48 + 48) * 4;
-  const int64_t attention = 2 * 6 * 8 * 4;
+  const int64_t recurrent = 4 * (3 * 48 + 48) * 4;
+  const int64_t attention = 2 * (2 * 6 * 8 * 4);
   EXPECT_EQ(initial, recurrent + attention + 2 * 6 * 8 + 20 + 3 * 8);
 }
 
