@@ -91,6 +91,38 @@ void RecurrentGemmaState::Reset(int64_t s) {
   std::fill_n(recent_document_.begin() + s * conv_history_, conv_history_, -1);
 }
 
+void RecurrentGemmaState::FillForBenchmark(int64_t s, int64_t tokens, uint32_t seed) {
+  Reset(s);
+  uint32_t x = seed * 2654435761u + 1;
+  auto next = [&] {
+    x = x * 1664525u + 1013904223u;
+    return static_cast<float>(x >> 8) / 16777216.0f - 0.5f;
+  };
+  auto fill = [&](Tensor& t) {
+    if (!t.defined()) return;
+    const int64_t per = t.numel() / num_sequences_;
+    for (int64_t i = 0; i < per; ++i) t.data<float>()[s * per + i] = next();
+  };
+  for (RecurrentLayer& r : recurrent_) {
+    fill(r.conv);
+    fill(r.lru);
+  }
+  for (AttentionLayer& a : attention_) {
+    fill(a.keys);
+    fill(a.values);
+  }
+  for (int64_t t = std::max<int64_t>(0, tokens - window_); t < tokens; ++t) {
+    slot_token_[static_cast<size_t>(s * window_ + t % window_)] = t;
+    slot_document_[static_cast<size_t>(s * window_ + t % window_)] = 0;
+  }
+  for (int64_t i = 0; i < conv_history_; ++i) {
+    recent_document_[static_cast<size_t>(s * conv_history_ + i)] =
+        tokens - conv_history_ + i >= 0 ? 0 : -1;
+  }
+  seen_[static_cast<size_t>(s)] = tokens;
+  next_position_[static_cast<size_t>(s)] = static_cast<int32_t>(tokens);
+}
+
 RecurrentGemma::RecurrentGemma(RecurrentGemmaConfig config, RecurrentGemmaWeights weights)
     : config_(std::move(config)), weights_(std::move(weights)) {
   Validate(config_, "RecurrentGemma");

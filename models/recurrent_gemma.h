@@ -33,6 +33,10 @@ class RecurrentGemmaState {
   // Bytes held, every layer's state together.
   int64_t bytes() const;
   void Reset(int64_t sequence);
+  // Makes `sequence` look as if `tokens` tokens of one document had gone through it, its state
+  // filled with random numbers (seeded): for benchmarks of decode at a given context, since what
+  // a step costs depends on how much the state holds, never on its values.
+  void FillForBenchmark(int64_t sequence, int64_t tokens, uint32_t seed);
 
  private:
   friend class RecurrentGemma;
