@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "runtime/checkpoint/hdf5_checkpoint.h"
+#include "runtime/comm/communicator.h"
 #include "runtime/cpu/ops.h"
 #include "runtime/error.h"
 
@@ -36,16 +37,17 @@ void BlockDiagonal(const float* x, int64_t T, int64_t H, int64_t bw, const float
 
 }  // namespace
 
-RecurrentGemmaState::RecurrentGemmaState(const RecurrentGemmaConfig& c, int64_t num_sequences)
+RecurrentGemmaState::RecurrentGemmaState(const RecurrentGemmaConfig& c, int64_t num_sequences,
+                                         const RecurrentGemmaShard& shard)
     : num_sequences_(num_sequences), window_(c.attention_window) {
   const int64_t S = num_sequences;
   recurrent_.resize(static_cast<size_t>(c.num_layers));
   attention_.resize(static_cast<size_t>(c.num_layers));
-  for (int64_t l = 0; l < c.num_layers; ++l) {
+  for (int64_t l = shard.first_layer; l < shard.end_layer; ++l) {
     if (c.blocks[static_cast<size_t>(l)] == TemporalBlock::kRecurrent) {
       recurrent_[static_cast<size_t>(l)] = {
-          Tensor::Zeros({S, c.conv1d_width - 1, c.lru_width}, DType::kF32),
-          Tensor::Zeros({S, c.lru_width}, DType::kF32)};
+          Tensor::Zeros({S, c.conv1d_width - 1, shard.lru}, DType::kF32),
+          Tensor::Zeros({S, shard.lru}, DType::kF32)};
     } else {
       const int64_t kv = c.num_kv_heads * c.head_dim;
       attention_[static_cast<size_t>(l)] = {Tensor::Zeros({S, window_, kv}, DType::kF32),
@@ -124,58 +126,96 @@ void RecurrentGemmaState::FillForBenchmark(int64_t s, int64_t tokens, uint32_t s
 }
 
 RecurrentGemma::RecurrentGemma(RecurrentGemmaConfig config, RecurrentGemmaWeights weights)
-    : config_(std::move(config)), weights_(std::move(weights)) {
+    : RecurrentGemma(config, WholeRecurrentGemma(config), std::move(weights), nullptr) {}
+
+RecurrentGemma::RecurrentGemma(RecurrentGemmaConfig config, RecurrentGemmaShard shard,
+                               RecurrentGemmaWeights weights, Communicator* tp)
+    : config_(std::move(config)), shard_(shard), weights_(std::move(weights)), tp_(tp) {
   Validate(config_, "RecurrentGemma");
+  GEMMAPOD_CHECK(shard_.tp == 1 || (tp_ != nullptr && tp_->size() == shard_.tp),
+                 "RecurrentGemma: a tp=", shard_.tp, " shard needs its tensor-parallel group");
 }
 
-Tensor RecurrentGemma::Forward(const RecurrentChunk& chunk, RecurrentGemmaState& state,
-                               bool all_logits) {
-  const RecurrentGemmaConfig& c = config_;
+void RecurrentGemma::AllReduce(Tensor& partial) const {
+  if (shard_.tp > 1) tp_->AllReduce(partial, ReduceOp::kSum);
+}
+
+void RecurrentGemma::RowParallel(const Tensor& x, const Linear& w, Tensor& y) const {
+  Linear no_bias = w;
+  no_bias.bias = Tensor();
+  LinearForward(x, no_bias, y, cpu::MatmulPrecision::kExact);
+  AllReduce(y);
+  if (w.bias.defined()) {
+    const int64_t n = w.bias.numel();
+    for (int64_t r = 0; r < y.numel() / n; ++r) {
+      cpu::Add(y.data<float>() + r * n, w.bias.data<float>(), y.data<float>() + r * n, n);
+    }
+  }
+}
+
+RecurrentPlacement RecurrentGemma::Place(const RecurrentChunk& chunk,
+                                         const RecurrentGemmaState& state) const {
   const int64_t s = chunk.sequence, T = static_cast<int64_t>(chunk.tokens.size());
   GEMMAPOD_CHECK(s >= 0 && s < state.num_sequences(), "forward: sequence ", s,
                  " outside the state's ", state.num_sequences());
   GEMMAPOD_CHECK(T > 0, "forward: sequence ", s, " brings no tokens");
   GEMMAPOD_CHECK(chunk.segment_pos.empty() || static_cast<int64_t>(chunk.segment_pos.size()) == T,
                  "forward: ", chunk.segment_pos.size(), " segment positions for ", T, " tokens");
-  const int64_t d = c.hidden_size, lru = c.lru_width, H = c.num_heads, hd = c.head_dim;
-  const int64_t KV = c.num_kv_heads, W = c.attention_window, width = c.conv1d_width;
-  const float eps = static_cast<float>(c.rms_norm_eps);
   const auto S = static_cast<size_t>(s);
-
-  // Where every token sits: its position in its document (RoPE), whether it starts one (reset),
-  // its document number and its index in the sequence (attention's window and ring slot).
-  std::vector<int32_t> pos(static_cast<size_t>(T));
-  std::vector<int64_t> doc(static_cast<size_t>(T)), index(static_cast<size_t>(T));
-  {
-    int32_t next = state.next_position_[S];
-    int64_t document = state.document_[S];
-    for (int64_t t = 0; t < T; ++t) {
-      const int32_t p =
-          chunk.segment_pos.empty() ? next : chunk.segment_pos[static_cast<size_t>(t)];
-      GEMMAPOD_CHECK(p >= 0, "forward: negative segment position ", p, " at token ", t);
-      if (p == 0 && (t > 0 || state.seen_[S] > 0)) ++document;
-      pos[static_cast<size_t>(t)] = p;
-      doc[static_cast<size_t>(t)] = document;
-      index[static_cast<size_t>(t)] = state.seen_[S] + t;
-      next = p + 1;
-    }
+  RecurrentPlacement at;
+  at.sequence = s;
+  at.pos.resize(static_cast<size_t>(T));
+  at.doc.resize(static_cast<size_t>(T));
+  at.index.resize(static_cast<size_t>(T));
+  int32_t next = state.next_position_[S];
+  int64_t document = state.document_[S];
+  for (int64_t t = 0; t < T; ++t) {
+    const int32_t p = chunk.segment_pos.empty() ? next : chunk.segment_pos[static_cast<size_t>(t)];
+    GEMMAPOD_CHECK(p >= 0, "forward: negative segment position ", p, " at token ", t);
+    if (p == 0 && (t > 0 || state.seen_[S] > 0)) ++document;
+    at.pos[static_cast<size_t>(t)] = p;
+    at.doc[static_cast<size_t>(t)] = document;
+    at.index[static_cast<size_t>(t)] = state.seen_[S] + t;
+    next = p + 1;
   }
+  return at;
+}
 
-  // Embedding, scaled by sqrt(d) rounded to bf16.
+Tensor RecurrentGemma::Embed(const std::vector<int32_t>& tokens) const {
+  GEMMAPOD_CHECK(shard_.has_embedding, "RecurrentGemma: only the first stage embeds tokens");
+  const RecurrentGemmaConfig& c = config_;
+  const int64_t d = c.hidden_size, T = static_cast<int64_t>(tokens.size());
+  // sqrt(d) rounded to bf16. Each rank writes the rows of its own ids; the sum is the row.
   Tensor h = NewF32(T, d);
   const float embed_scale = c.EmbedScale();
   for (int64_t t = 0; t < T; ++t) {
-    const int32_t id = chunk.tokens[static_cast<size_t>(t)];
+    const int32_t id = tokens[static_cast<size_t>(t)];
     GEMMAPOD_CHECK(id >= 0 && id < c.vocab_size, "forward: token ", id,
                    " is outside the vocabulary of ", c.vocab_size);
+    const int64_t local = id - shard_.vocab_begin;
+    if (local < 0 || local >= shard_.vocab_rows) continue;
     float* row = h.data<float>() + t * d;
-    LinearRow(weights_.embed_tokens, id, row);
+    LinearRow(weights_.embed_tokens, local, row);
     cpu::Scale(row, embed_scale, row, d);
   }
+  AllReduce(h);
+  return h;
+}
 
+void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
+                               RecurrentGemmaState& state) {
+  const RecurrentGemmaConfig& c = config_;
+  const int64_t s = at.sequence, T = h.dim(0);
+  const int64_t d = c.hidden_size, lru = shard_.lru, H = shard_.heads, hd = c.head_dim;
+  const int64_t KV = c.num_kv_heads, W = c.attention_window, width = c.conv1d_width;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const auto S = static_cast<size_t>(s);
+  const std::vector<int32_t>& pos = at.pos;
+  const std::vector<int64_t>& doc = at.doc;
+  const std::vector<int64_t>& index = at.index;
   const auto precision = cpu::MatmulPrecision::kExact;
   Tensor normed = NewF32(T, d), out = NewF32(T, d);
-  for (int64_t l = 0; l < c.num_layers; ++l) {
+  for (int64_t l = shard_.first_layer; l < shard_.end_layer; ++l) {
     const RecurrentGemmaLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
     cpu::RmsNorm(h.data<float>(), w.temporal_pre_norm.data<float>(), T, d, eps,
                  normed.data<float>());
@@ -223,7 +263,7 @@ Tensor RecurrentGemma::Forward(const RecurrentChunk& chunk, RecurrentGemmaState&
 
       // RG-LRU: gates from the convolved input, then the linear recurrence in f32.
       Tensor gate_x = NewF32(T, lru), gate_a = NewF32(T, lru);
-      const int64_t bw = c.lru_block_width();
+      const int64_t bw = c.lru_block_width();  // whole blocks per rank
       BlockDiagonal(conv.data<float>(), T, H, bw, r.input_gate_weight.data<float>(),
                     r.input_gate_bias.data<float>(), gate_x.data<float>());
       BlockDiagonal(conv.data<float>(), T, H, bw, r.recurrent_gate_weight.data<float>(),
@@ -246,7 +286,7 @@ Tensor RecurrentGemma::Forward(const RecurrentChunk& chunk, RecurrentGemmaState&
           yt[ch] *= hidden[ch];  // the GELU branch gates the recurrence's output
         }
       }
-      LinearForward(y, r.linear_out, out, precision);
+      RowParallel(y, r.linear_out, out);
     } else {
       const LocalAttentionWeights& a = w.attention;
       RecurrentGemmaState::AttentionLayer& st = state.attention_[static_cast<size_t>(l)];
@@ -318,22 +358,30 @@ Tensor RecurrentGemma::Forward(const RecurrentChunk& chunk, RecurrentGemmaState&
         std::memcpy(ring_v + slot * KV * hd, v.data<float>() + t * KV * hd,
                     KV * hd * sizeof(float));
       }
-      LinearForward(attn, a.o_proj, out, precision);
+      RowParallel(attn, a.o_proj, out);
     }
     cpu::Add(h.data<float>(), out.data<float>(), h.data<float>(), T * d);
 
     // MLP: down(gelu(gate(x)) * up(x)), every projection with its bias.
     cpu::RmsNorm(h.data<float>(), w.channel_pre_norm.data<float>(), T, d, eps,
                  normed.data<float>());
-    const int64_t ffn = c.intermediate_size;
+    const int64_t ffn = shard_.ffn;
     Tensor gate = NewF32(T, ffn), up = NewF32(T, ffn);
     LinearForward(normed, w.gate_proj, gate, precision);
     LinearForward(normed, w.up_proj, up, precision);
     cpu::GeluTanh(gate.data<float>(), gate.data<float>(), T * ffn);
     cpu::Mul(gate.data<float>(), up.data<float>(), gate.data<float>(), T * ffn);
-    LinearForward(gate, w.down_proj, out, precision);
+    RowParallel(gate, w.down_proj, out);
     cpu::Add(h.data<float>(), out.data<float>(), h.data<float>(), T * d);
   }
+}
+
+void RecurrentGemma::Commit(const RecurrentPlacement& at, RecurrentGemmaState& state) const {
+  const int64_t s = at.sequence, T = static_cast<int64_t>(at.pos.size());
+  const int64_t W = config_.attention_window, width = config_.conv1d_width;
+  const auto S = static_cast<size_t>(s);
+  const std::vector<int64_t>& doc = at.doc;
+  const std::vector<int64_t>& index = at.index;
   {
     // The document numbers of the last width - 1 tokens, as the convolution state holds them.
     const int64_t history = width - 1;
@@ -348,21 +396,50 @@ Tensor RecurrentGemma::Forward(const RecurrentChunk& chunk, RecurrentGemmaState&
     state.slot_document_[static_cast<size_t>(s * W + slot)] = doc[static_cast<size_t>(t)];
   }
   state.seen_[S] += T;
-  state.next_position_[S] = pos.back() + 1;
+  state.next_position_[S] = at.pos.back() + 1;
   state.document_[S] = doc.back();
+}
 
+Tensor RecurrentGemma::Logits(const Tensor& h, bool all_logits) const {
+  GEMMAPOD_CHECK(shard_.has_head, "RecurrentGemma: only the last stage computes logits");
+  const RecurrentGemmaConfig& c = config_;
+  const int64_t T = h.dim(0), d = c.hidden_size;
   const int64_t rows = all_logits ? T : 1;
   const Tensor last = all_logits ? h : h.Slice(T - 1, T).Clone();
-  Tensor final_normed = NewF32(rows, d);
-  cpu::RmsNorm(last.data<float>(), weights_.final_norm.data<float>(), rows, d, eps,
-               final_normed.data<float>());
-  Tensor logits = NewF32(rows, c.vocab_size);
-  LinearForward(final_normed, weights_.embed_tokens, logits, precision);
+  Tensor normed = NewF32(rows, d);
+  cpu::RmsNorm(last.data<float>(), weights_.final_norm.data<float>(), rows, d,
+               static_cast<float>(c.rms_norm_eps), normed.data<float>());
+  Tensor part = NewF32(rows, shard_.vocab_rows);
+  LinearForward(normed, weights_.embed_tokens, part, cpu::MatmulPrecision::kExact);
   if (c.final_logit_softcap > 0) {
-    cpu::SoftCap(logits.data<float>(), static_cast<float>(c.final_logit_softcap),
-                 logits.data<float>(), logits.numel());
+    cpu::SoftCap(part.data<float>(), static_cast<float>(c.final_logit_softcap), part.data<float>(),
+                 part.numel());
+  }
+  if (shard_.tp == 1) return part;
+  // Every rank's block of columns, gathered and laid side by side.
+  Tensor all =
+      Tensor::Empty({static_cast<int64_t>(shard_.tp), rows, shard_.vocab_rows}, DType::kF32);
+  tp_->AllGather(part.Reshape({1, rows, shard_.vocab_rows}), all);
+  Tensor logits = NewF32(rows, c.vocab_size);
+  for (int g = 0; g < shard_.tp; ++g) {
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(logits.data<float>() + r * c.vocab_size + g * shard_.vocab_rows,
+                  all.data<float>() + (g * rows + r) * shard_.vocab_rows,
+                  shard_.vocab_rows * sizeof(float));
+    }
   }
   return logits;
+}
+
+Tensor RecurrentGemma::Forward(const RecurrentChunk& chunk, RecurrentGemmaState& state,
+                               bool all_logits) {
+  GEMMAPOD_CHECK(shard_.has_embedding && shard_.has_head,
+                 "RecurrentGemma::Forward runs the whole model; a pipeline stage runs its part");
+  const RecurrentPlacement at = Place(chunk, state);
+  Tensor h = Embed(chunk.tokens);
+  RunLayers(h, at, state);
+  Commit(at, state);
+  return Logits(h, all_logits);
 }
 
 RecurrentGemma LoadRecurrentGemmaCheckpoint(const std::string& path) {

@@ -16,6 +16,11 @@
 #include <span>
 #include <vector>
 
+#include "models/recurrent_gemma_shard.h"
+
+namespace gemmapod {
+class Communicator;
+}
 #include "models/recurrent_gemma_weights.h"
 
 namespace gemmapod {
@@ -24,7 +29,12 @@ namespace gemmapod {
 // how many tokens went through it.
 class RecurrentGemmaState {
  public:
-  RecurrentGemmaState(const RecurrentGemmaConfig& config, int64_t num_sequences);
+  // The state of `shard`'s layers (its channels of the recurrent width; the attention ring holds
+  // the replicated key/value head whole).
+  RecurrentGemmaState(const RecurrentGemmaConfig& config, int64_t num_sequences,
+                      const RecurrentGemmaShard& shard);
+  RecurrentGemmaState(const RecurrentGemmaConfig& config, int64_t num_sequences)
+      : RecurrentGemmaState(config, num_sequences, WholeRecurrentGemma(config)) {}
 
   int64_t num_sequences() const { return num_sequences_; }
   // Tokens seen by sequence s (all documents), and the position of its next token in its current
@@ -74,19 +84,52 @@ struct RecurrentChunk {
   std::vector<int32_t> segment_pos;
 };
 
+// Where a chunk's tokens sit: position in their document (RoPE), document number and index in
+// the sequence (the attention window and ring slot). Every stage computes the same from the chunk
+// and its own copy of the sequence's bookkeeping.
+struct RecurrentPlacement {
+  int64_t sequence = 0;
+  std::vector<int32_t> pos;
+  std::vector<int64_t> doc, index;
+};
+
+// One rank's part of the model: the whole model on one rank (the default), or a shard of a
+// tensor-parallel group (`tp`, collective) and pipeline stage.
 class RecurrentGemma {
  public:
   RecurrentGemma(RecurrentGemmaConfig config, RecurrentGemmaWeights weights);
+  RecurrentGemma(RecurrentGemmaConfig config, RecurrentGemmaShard shard,
+                 RecurrentGemmaWeights weights, Communicator* tp);
 
   const RecurrentGemmaConfig& config() const { return config_; }
+  const RecurrentGemmaShard& shard() const { return shard_; }
+  RecurrentGemmaState NewState(int64_t num_sequences) const {
+    return RecurrentGemmaState(config_, num_sequences, shard_);
+  }
 
-  // Runs the chunk through the model, updating `state`. Returns f32 logits [tokens, vocab] (every
-  // token) or [1, vocab] (the last one).
+  // The whole model on this rank: runs the chunk, updates `state`, returns f32 logits
+  // [tokens, vocab] (every token) or [1, vocab] (the last one).
   Tensor Forward(const RecurrentChunk& chunk, RecurrentGemmaState& state, bool all_logits);
 
+  // The steps, for pipeline stages.
+  RecurrentPlacement Place(const RecurrentChunk& chunk, const RecurrentGemmaState& state) const;
+  Tensor Embed(const std::vector<int32_t>& tokens) const;  // first stage; [T, d]
+  void RunLayers(Tensor& h, const RecurrentPlacement& at, RecurrentGemmaState& state);
+  // Last stage: f32 logits of every row of h, or of the last; the whole vocabulary on every rank
+  // of the tensor-parallel group.
+  Tensor Logits(const Tensor& h, bool all_logits) const;
+  // Records the chunk in `state` once every layer has run.
+  void Commit(const RecurrentPlacement& at, RecurrentGemmaState& state) const;
+
  private:
+  void AllReduce(Tensor& partial) const;
+  // y = x W^T on this rank's columns, summed over the group, plus the bias once.
+  void RowParallel(const Tensor& x, const Linear& w, Tensor& y) const;
+
   RecurrentGemmaConfig config_;
+  RecurrentGemmaShard shard_;
   RecurrentGemmaWeights weights_;
+  Communicator* tp_ = nullptr;
 };
 
 RecurrentGemma LoadRecurrentGemmaCheckpoint(const std::string& path);
