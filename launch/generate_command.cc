@@ -8,6 +8,7 @@
 #include "launch/commands.h"
 #include "launch/model_files.h"
 #include "launch/rank_runner.h"
+#include "launch/recurrent_commands.h"
 #include "launch/sharded_model.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/error.h"
@@ -16,10 +17,10 @@
 #include "serving/pipelined_generate.h"
 
 namespace gemmapod {
-namespace {
+namespace {}  // namespace
 
-GenerationRequest BuildRequest(const GenerateOptions& o, const std::string& prompt,
-                               const Tokenizer& tokenizer, const ModelConfig& config) {
+GenerationRequest BuildGenerationRequest(const GenerateOptions& o, const std::string& prompt,
+                                         const Tokenizer& tokenizer, int32_t eos_id) {
   GenerationRequest request;
   if (o.chat) {
     std::vector<ChatMessage> messages;
@@ -30,7 +31,7 @@ GenerationRequest BuildRequest(const GenerateOptions& o, const std::string& prom
   } else {
     GEMMAPOD_CHECK(o.system.empty(), "--system needs --chat");
     request.prompt = tokenizer.Encode(prompt, /*add_bos=*/true);
-    request.stop_tokens = {config.eos_id};
+    request.stop_tokens = {eos_id};
   }
   request.max_new_tokens = o.max_tokens;
   request.sampling.temperature = o.temperature;
@@ -42,6 +43,8 @@ GenerationRequest BuildRequest(const GenerateOptions& o, const std::string& prom
   request.stop_strings = o.stop;
   return request;
 }
+
+namespace {
 
 // Replica r's results reach world rank 0 as the texts' lengths, then their bytes.
 void SendTexts(Communicator& world, const std::vector<GenerationResult>& results) {
@@ -79,6 +82,7 @@ std::vector<std::string> ReceiveTexts(Communicator& world, int from, size_t coun
 }
 
 int GenerateOnRanks(const GenerateOptions& o, Communicator& world) {
+  if (IsRecurrentGemmaCheckpoint(o.files.model_path)) return GenerateRecurrentOnRanks(o, world);
   // Every rank reads the tokenizer and builds the same requests: the first stage feeds the
   // prompts, and the last stage samples only the tokenizer's ids. Bad input is reported once.
   std::optional<Tokenizer> tokenizer;
@@ -90,7 +94,7 @@ int GenerateOnRanks(const GenerateOptions& o, Communicator& world) {
     CheckTokenizerFits(*tokenizer, model.config, o.files);
     int64_t context = 0;
     for (const std::string& prompt : o.prompts) {
-      requests.push_back(BuildRequest(o, prompt, *tokenizer, model.config));
+      requests.push_back(BuildGenerationRequest(o, prompt, *tokenizer, model.config.eos_id));
       CheckRequest(requests.back(), model.config);
       context = std::max<int64_t>(
           context, static_cast<int64_t>(requests.back().prompt.size()) + o.max_tokens);

@@ -10,6 +10,7 @@
 #include "launch/commands.h"
 #include "launch/model_files.h"
 #include "launch/rank_runner.h"
+#include "launch/recurrent_commands.h"
 #include "launch/sharded_model.h"
 #include "models/convert.h"
 #include "models/gemma_checkpoint.h"
@@ -63,6 +64,7 @@ int RunConvert(const ConvertCommandOptions& o) {
 namespace {
 
 int LogitsOnRanks(const LogitsOptions& o, Communicator& world) {
+  if (IsRecurrentGemmaCheckpoint(o.files.model_path)) return LogitsRecurrentOnRanks(o, world);
   std::vector<std::vector<int32_t>> sequences;
   ShardedGemmaPlan plan;
   int dp = 1;

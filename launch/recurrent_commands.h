@@ -1,0 +1,26 @@
+// `generate` and `logits` for RecurrentGemma checkpoints: every rank of the job runs them, the
+// model sharded by the pod file (tensor and pipeline parallelism; one replica), one sequence at a
+// time.
+#pragma once
+
+#include <string>
+
+#include "launch/commands.h"
+#include "serving/generator.h"
+
+namespace gemmapod {
+
+class Communicator;
+
+// Whether `path` is a .h5 checkpoint whose config says recurrent_gemma (false on any error: the
+// Gemma path then reports it).
+bool IsRecurrentGemmaCheckpoint(const std::string& path);
+
+int GenerateRecurrentOnRanks(const GenerateOptions& options, Communicator& world);
+int LogitsRecurrentOnRanks(const LogitsOptions& options, Communicator& world);
+
+// The request a `generate` prompt makes (chat template, sampling flags, stops).
+GenerationRequest BuildGenerationRequest(const GenerateOptions& options, const std::string& prompt,
+                                         const Tokenizer& tokenizer, int32_t eos_id);
+
+}  // namespace gemmapod

@@ -1,0 +1,95 @@
+// RecurrentGemma through the `gemmapod` binary: convert (Hugging Face directory and DeepMind state
+// dict), logits equal to the reference fixture, and the same logits and greedy text from one rank
+// and from four pipeline stages (launch); bad layouts named once.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "runtime/checkpoint/npy.h"
+#include "tests/launch/run_gemmapod.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using gemmapod::Contains;
+using gemmapod::Gemmapod;
+using gemmapod::MpirunGemmapod;
+using Result = gemmapod::CliResult;
+
+// Sequence 0 of tests/fixtures/models/recurrentgemma/reference.json (24 tokens, 3x the window).
+constexpr const char* kTokens =
+    "2,385,136,119,221,18,449,275,456,58,230,258,27,501,18,75,254,306,257,102,219,131,386,247";
+
+double RelativeError(const std::string& got_path, const std::string& want_path) {
+  const gemmapod::Tensor got = gemmapod::ReadNpy(got_path), want = gemmapod::ReadNpy(want_path);
+  EXPECT_EQ(got.shape(), want.shape());
+  if (got.shape() != want.shape()) return 1e9;
+  double diff = 0, scale = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    diff = std::max(diff, double{std::fabs(got.data<float>()[i] - want.data<float>()[i])});
+    scale = std::max(scale, double{std::fabs(want.data<float>()[i])});
+  }
+  return diff / scale;
+}
+
+class RecurrentCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("rg-cli-" + std::to_string(getpid()));
+    fs::create_directories(dir_);
+    model_ = (dir_ / "rg.h5").string();
+    const Result r = Gemmapod("convert tests/fixtures/models/recurrentgemma/hf " + model_);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path dir_;
+  std::string model_;
+};
+
+TEST_F(RecurrentCli, LogitsMatchTheReferenceOnOneRankAndOnFourStages) {
+  const std::string one = (dir_ / "one.npy").string(), four = (dir_ / "four.npy").string();
+  Result r = Gemmapod("logits --model " + model_ + " --tokens " + kTokens + " --out " + one);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_LE(RelativeError(one, "tests/fixtures/models/recurrentgemma/prefill_0.npy"), 1e-5);
+  r = Gemmapod("launch --pod tests/launch/pods/pp4.yaml -- logits --model " + model_ +
+                   " --tokens " + kTokens + " --out " + four,
+               120);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "tp=1 pp=4 dp=1 over 4 rank")) << r.output;
+  EXPECT_LE(RelativeError(four, one), 1e-6);
+}
+
+TEST_F(RecurrentCli, GreedyTextOfFourStagesEqualsOneRank) {
+  const std::string args = "generate --model " + model_ + " --prompt 'The license' --max-tokens 20";
+  const Result one = Gemmapod(args);
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  const Result four = Gemmapod("launch --pod tests/launch/pods/pp4.yaml -- " + args, 120);
+  ASSERT_EQ(four.exit_code, 0) << four.output;
+  EXPECT_NE(four.output.find(one.output), std::string::npos) << one.output << "\n" << four.output;
+}
+
+TEST_F(RecurrentCli, TheDeepMindStateDictConvertsToTheSameModel) {
+  const std::string dm = (dir_ / "dm.h5").string(), out = (dir_ / "dm.npy").string();
+  Result r = Gemmapod("convert tests/fixtures/models/recurrentgemma/dm.safetensors " + dm +
+                      " --config configs/models/tiny-recurrentgemma.yaml");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = Gemmapod("logits --model " + dm + " --tokens " + kTokens + " --out " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // The state dict holds bf16 weights (the same values as the f32 Hugging Face ones).
+  EXPECT_LE(RelativeError(out, "tests/fixtures/models/recurrentgemma/prefill_0.npy"), 1e-4);
+}
+
+TEST_F(RecurrentCli, LayoutsThatCannotWorkAreNamedOnce) {
+  // 3 heads do not split over 2 ranks.
+  Result r = MpirunGemmapod(2, "generate --model " + model_ + " --prompt hi");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(Contains(r.output, "tp 2 does not divide its 3 heads")) << r.output;
+  r = MpirunGemmapod(
+      4, "generate --model " + model_ + " --prompt hi --pod tests/launch/pods/tp2-dp2.yaml");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(Contains(r.output, "RecurrentGemma runs one replica for now")) << r.output;
+}
+
+}  // namespace
