@@ -26,8 +26,11 @@ struct RecurrentRun {
 };
 
 // Checks on every rank before any collective, so bad input is reported once.
-RecurrentGemmaConfig CheckRecurrentJob(Communicator& world, const std::string& model_path,
+RecurrentGemmaConfig CheckRecurrentJob(Communicator& world, const ModelFiles& files,
                                        const std::string& pod_path, GridShape& shape) {
+  const std::string& model_path = files.model_path;
+  GEMMAPOD_CHECK(files.precision == "exact", "--precision ", files.precision,
+                 ": RecurrentGemma computes its products at f32 precision only (exact)");
   const RecurrentGemmaConfig config =
       RecurrentGemmaFromAttributes(Hdf5CheckpointReader::Open(model_path)->config(), model_path);
   shape = GridShape{world.size(), 1, 1};
@@ -76,7 +79,7 @@ int GenerateRecurrentOnRanks(const GenerateOptions& o, Communicator& world) {
   RecurrentRun run;
   CheckOnEveryRank(world, [&] {
     tokenizer = LoadTokenizer(o.files);
-    run.config = CheckRecurrentJob(world, o.files.model_path, o.pod_path, shape);
+    run.config = CheckRecurrentJob(world, o.files, o.pod_path, shape);
     GEMMAPOD_CHECK(tokenizer->vocab_size() <= run.config.vocab_size, o.files.model_path,
                    ": the tokenizer has ", tokenizer->vocab_size(), " pieces, the model ",
                    run.config.vocab_size);
@@ -138,7 +141,7 @@ int LogitsRecurrentOnRanks(const LogitsOptions& o, Communicator& world) {
                    "logits: RecurrentGemma scores one --tokens sequence at "
                    "a time, got ",
                    o.tokens.size());
-    run.config = CheckRecurrentJob(world, o.files.model_path, o.pod_path, shape);
+    run.config = CheckRecurrentJob(world, o.files, o.pod_path, shape);
     tokens = ParseTokenList(o.tokens[0]);
     for (size_t i = 0; i < tokens.size(); ++i) {
       GEMMAPOD_CHECK(tokens[i] < run.config.vocab_size, "--tokens: entry ", i, " (", tokens[i],

@@ -1,6 +1,6 @@
 // `generate` and `logits` for RecurrentGemma checkpoints: every rank of the job runs them, the
-// model sharded by the pod file (tensor and pipeline parallelism; one replica), one sequence at a
-// time.
+// model sharded by the pod file's tp and pp (layers split evenly over the stages; one replica),
+// one sequence at a time.
 #pragma once
 
 #include <string>

@@ -205,10 +205,11 @@ std::optional<std::string> TokenizerBeside(const fs::path& dir) {
 // embedded too).
 ConvertReport DeepMindToOurs(const std::string& file, const std::string& dst,
                              const ConvertOptions& options) {
-  DeepMindRecurrentGemma dm = OpenDeepMindRecurrentGemma(OpenSafetensors(file));
-  const RecurrentGemmaConfig config =
-      options.config_path.empty() ? dm.config : LoadRecurrentGemmaConfigYaml(options.config_path);
-  return WriteRecurrentGemma(config, *dm.tensors, TokenizerBeside(fs::path(file).parent_path()),
+  std::optional<RecurrentGemmaConfig> given;
+  if (!options.config_path.empty()) given = LoadRecurrentGemmaConfigYaml(options.config_path);
+  DeepMindRecurrentGemma dm =
+      OpenDeepMindRecurrentGemma(OpenSafetensors(file), given ? &*given : nullptr);
+  return WriteRecurrentGemma(dm.config, *dm.tensors, TokenizerBeside(fs::path(file).parent_path()),
                              dst, options);
 }
 
@@ -274,6 +275,9 @@ ConvertReport Convert(const std::string& source, const std::string& destination,
                  "convert: --dtype must be keep, bf16 or f32, got '", options.dtype, "'");
   GEMMAPOD_CHECK(options.quantize == "none" || options.quantize == "int8",
                  "convert: --quantize must be none or int8, got '", options.quantize, "'");
+  GEMMAPOD_CHECK(options.config_path.empty() || fs::path(source).extension() == ".safetensors",
+                 "convert: --config applies to a state dict (.safetensors) without a config; ",
+                 source, " carries its own");
   GEMMAPOD_CHECK(fs::exists(source), source, ": no such file or directory");
   if (IsHfDirectory(source)) {
     GEMMAPOD_CHECK(IsOurs(destination), "convert: ", source,

@@ -170,6 +170,10 @@ RecurrentPlacement RecurrentGemma::Place(const RecurrentChunk& chunk,
   int32_t next = state.next_position_[S];
   int64_t document = state.document_[S];
   for (int64_t t = 0; t < T; ++t) {
+    // Every stage checks the ids, so a bad one stops them all before any send or receive.
+    const int32_t id = chunk.tokens[static_cast<size_t>(t)];
+    GEMMAPOD_CHECK(id >= 0 && id < config_.vocab_size, "forward: token ", id, " (position ", t,
+                   ") is outside the vocabulary of ", config_.vocab_size);
     const int32_t p = chunk.segment_pos.empty() ? next : chunk.segment_pos[static_cast<size_t>(t)];
     GEMMAPOD_CHECK(p >= 0, "forward: negative segment position ", p, " at token ", t);
     if (p == 0 && (t > 0 || state.seen_[S] > 0)) ++document;
@@ -213,6 +217,20 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
   const std::vector<int32_t>& pos = at.pos;
   const std::vector<int64_t>& doc = at.doc;
   const std::vector<int64_t>& index = at.index;
+  GEMMAPOD_CHECK(h.rank() == 2 && h.dim(1) == d, "RecurrentGemma: activation ", h.Describe(),
+                 " is not [T, ", d, "]");
+  GEMMAPOD_CHECK(state.window_ == W && state.conv_history_ == width - 1 &&
+                     static_cast<int64_t>(state.recurrent_.size()) == c.num_layers,
+                 "RecurrentGemma: the state was made for another config");
+  for (int64_t l = shard_.first_layer; l < shard_.end_layer; ++l) {
+    const bool recurrent = c.blocks[static_cast<size_t>(l)] == TemporalBlock::kRecurrent;
+    const Tensor& held = recurrent ? state.recurrent_[static_cast<size_t>(l)].lru
+                                   : state.attention_[static_cast<size_t>(l)].keys;
+    GEMMAPOD_CHECK(held.defined() && (!recurrent || held.dim(1) == lru),
+                   "RecurrentGemma: the "
+                   "state does not hold layer ",
+                   l, " of this shard (made for another shard?)");
+  }
   const auto precision = cpu::MatmulPrecision::kExact;
   Tensor normed = NewF32(T, d), out = NewF32(T, d);
   for (int64_t l = shard_.first_layer; l < shard_.end_layer; ++l) {
@@ -302,7 +320,9 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
       // Keys a query may read: its own document's, at most W tokens back, itself included. Older
       // ones come from the ring, which holds the last W tokens before this chunk.
       const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-      const int64_t group = H / KV;
+      // Query head h of the model reads key/value head h / (num_heads / KV); this rank holds
+      // query heads [tp_rank * H, (tp_rank + 1) * H) and every key/value head.
+      const int64_t heads_per_kv = c.num_heads / KV;
       float* ring_k = st.keys.data<float>() + s * W * KV * hd;
       float* ring_v = st.values.data<float>() + s * W * KV * hd;
       const int64_t* slot_token = state.slot_token_.data() + s * W;
@@ -312,40 +332,44 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
       std::vector<const float*> key_rows, value_rows;
       for (int64_t t = 0; t < T; ++t) {
         const int64_t gq = index[static_cast<size_t>(t)];
-        for (int64_t kvh = 0; kvh < KV; ++kvh) {
-          key_rows.clear();
-          value_rows.clear();
-          for (int64_t gk = std::max<int64_t>(0, gq - W); gk <= gq; ++gk) {
-            if (gk < index[0]) {
-              const int64_t slot = gk % W;
-              if (slot_token[slot] != gk || slot_doc[slot] != doc[static_cast<size_t>(t)]) continue;
-              key_rows.push_back(ring_k + (slot * KV + kvh) * hd);
-              value_rows.push_back(ring_v + (slot * KV + kvh) * hd);
-            } else {
-              const int64_t j = gk - index[0];
-              if (doc[static_cast<size_t>(j)] != doc[static_cast<size_t>(t)]) continue;
-              key_rows.push_back(k.data<float>() + (j * KV + kvh) * hd);
-              value_rows.push_back(v.data<float>() + (j * KV + kvh) * hd);
+        int64_t gathered = -1;  // the key/value head key_rows holds
+        for (int64_t head = 0; head < H; ++head) {
+          const int64_t kvh = (shard_.tp_rank * H + head) / heads_per_kv;
+          if (kvh != gathered) {
+            key_rows.clear();
+            value_rows.clear();
+            for (int64_t gk = std::max<int64_t>(0, gq - W); gk <= gq; ++gk) {
+              if (gk < index[0]) {
+                const int64_t slot = gk % W;
+                if (slot_token[slot] != gk || slot_doc[slot] != doc[static_cast<size_t>(t)]) {
+                  continue;
+                }
+                key_rows.push_back(ring_k + (slot * KV + kvh) * hd);
+                value_rows.push_back(ring_v + (slot * KV + kvh) * hd);
+              } else {
+                const int64_t j = gk - index[0];
+                if (doc[static_cast<size_t>(j)] != doc[static_cast<size_t>(t)]) continue;
+                key_rows.push_back(k.data<float>() + (j * KV + kvh) * hd);
+                value_rows.push_back(v.data<float>() + (j * KV + kvh) * hd);
+              }
             }
+            gathered = kvh;
           }
           const auto n = static_cast<int64_t>(key_rows.size());
           scores.resize(static_cast<size_t>(n));
-          for (int64_t g = 0; g < group; ++g) {
-            const int64_t head = kvh * group + g;
-            const float* qh = q.data<float>() + (t * H + head) * hd;
-            float best = -INFINITY;
-            for (int64_t j = 0; j < n; ++j) {
-              float dot = 0;
-              for (int64_t e = 0; e < hd; ++e) dot += qh[e] * key_rows[static_cast<size_t>(j)][e];
-              scores[static_cast<size_t>(j)] = dot * scale;
-              best = std::max(best, scores[static_cast<size_t>(j)]);
-            }
-            const float sum = cpu::ExpShiftedSum(scores.data(), best, n);
-            float* o = attn.data<float>() + (t * H + head) * hd;
-            for (int64_t j = 0; j < n; ++j) {
-              cpu::AddScaled(value_rows[static_cast<size_t>(j)],
-                             scores[static_cast<size_t>(j)] / sum, o, hd);
-            }
+          const float* qh = q.data<float>() + (t * H + head) * hd;
+          float best = -INFINITY;
+          for (int64_t j = 0; j < n; ++j) {
+            float dot = 0;
+            for (int64_t e = 0; e < hd; ++e) dot += qh[e] * key_rows[static_cast<size_t>(j)][e];
+            scores[static_cast<size_t>(j)] = dot * scale;
+            best = std::max(best, scores[static_cast<size_t>(j)]);
+          }
+          const float sum = cpu::ExpShiftedSum(scores.data(), best, n);
+          float* o = attn.data<float>() + (t * H + head) * hd;
+          for (int64_t j = 0; j < n; ++j) {
+            cpu::AddScaled(value_rows[static_cast<size_t>(j)], scores[static_cast<size_t>(j)] / sum,
+                           o, hd);
           }
         }
       }

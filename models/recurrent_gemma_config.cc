@@ -127,7 +127,7 @@ double GetNumber(const Attributes& a, const std::string& key, const std::string&
 TemporalBlock ParseBlock(const std::string& s, const std::string& where) {
   if (s == "recurrent") return TemporalBlock::kRecurrent;
   if (s == "attention") return TemporalBlock::kAttention;
-  throw Error(StrCat(where, ": blocks: unknown block '", s, "' (recurrent, attention)"));
+  throw Error(StrCat(where, ": unknown block '", s, "' (recurrent, attention)"));
 }
 
 }  // namespace
@@ -153,7 +153,7 @@ RecurrentGemmaConfig RecurrentGemmaFromAttributes(const Attributes& a, const std
   c.rotary_fraction = GetNumber(a, "rotary_fraction", where);
   c.rms_norm_eps = GetNumber(a, "rms_norm_eps", where);
   for (const std::string& b : Get<std::vector<std::string>>(a, "blocks", where)) {
-    c.blocks.push_back(ParseBlock(b, where));
+    c.blocks.push_back(ParseBlock(b, where + ": blocks"));
   }
   c.bos_id = static_cast<int32_t>(Get<int64_t>(a, "bos_id", where));
   c.eos_id = static_cast<int32_t>(Get<int64_t>(a, "eos_id", where));
@@ -195,7 +195,7 @@ RecurrentGemmaConfig LoadRecurrentGemmaConfigYaml(const std::string& path) {
   if (auto v = m.Find("blocks")) {
     std::vector<TemporalBlock> pattern;
     for (const YamlValue& item : v->AsList()) {
-      pattern.push_back(ParseBlock(item.AsChoice({"recurrent", "attention"}), path));
+      pattern.push_back(ParseBlock(item.AsChoice({"recurrent", "attention"}), path + ": blocks"));
     }
     if (pattern.empty()) v->Fail("must list at least one block");
     for (int64_t i = 0; i < c.num_layers; ++i) c.blocks.push_back(pattern[i % pattern.size()]);
@@ -234,12 +234,24 @@ RecurrentGemmaConfig ReadHfRecurrentGemmaConfig(const std::string& path) {
     GEMMAPOD_CHECK(j[key].is_number(), path, ": key '", key, "': expected a number");
     return j[key].get<double>();
   };
+  auto text = [&](const char* key, const std::string& fallback) {
+    if (!j.contains(key) || j[key].is_null()) return fallback;
+    GEMMAPOD_CHECK(j[key].is_string(), path, ": key '", key, "': expected a string");
+    return j[key].get<std::string>();
+  };
+  auto flag = [&](const char* key) {
+    if (!j.contains(key) || j[key].is_null()) return false;
+    GEMMAPOD_CHECK(j[key].is_boolean(), path, ": key '", key, "': expected true or false");
+    return j[key].get<bool>();
+  };
   RecurrentGemmaConfig c;
-  c.name = j.value("_name_or_path", std::string("recurrent_gemma"));
+  c.name = text("_name_or_path", "recurrent_gemma");
   c.vocab_size = integer("vocab_size");
   c.hidden_size = integer("hidden_size");
   c.num_layers = integer("num_hidden_layers");
   c.num_heads = integer("num_attention_heads");
+  GEMMAPOD_CHECK(c.num_heads > 0, path, ": key 'num_attention_heads': must be positive, got ",
+                 c.num_heads);
   c.num_kv_heads = j.contains("num_key_value_heads") ? integer("num_key_value_heads") : 1;
   c.head_dim = j.contains("head_dim") ? integer("head_dim") : c.hidden_size / c.num_heads;
   c.lru_width =
@@ -263,7 +275,8 @@ RecurrentGemmaConfig ReadHfRecurrentGemmaConfig(const std::string& path) {
                    ": key 'block_types': expected a non-empty list");
     std::vector<TemporalBlock> pattern;
     for (const Json& b : j["block_types"]) {
-      pattern.push_back(ParseBlock(b.is_string() ? b.get<std::string>() : b.dump(), path));
+      pattern.push_back(
+          ParseBlock(b.is_string() ? b.get<std::string>() : b.dump(), path + ": key 'block_types'"));
     }
     for (int64_t i = 0; i < c.num_layers; ++i) c.blocks.push_back(pattern[i % pattern.size()]);
   } else {

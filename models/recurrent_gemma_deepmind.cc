@@ -87,7 +87,8 @@ bool IsDeepMindRecurrentGemma(const TensorSource& source) {
   return source.Has("embedder.input_embedding");
 }
 
-DeepMindRecurrentGemma OpenDeepMindRecurrentGemma(std::unique_ptr<TensorSource> source) {
+DeepMindRecurrentGemma OpenDeepMindRecurrentGemma(std::unique_ptr<TensorSource> source,
+                                                  const RecurrentGemmaConfig* given) {
   const std::string where = source->origin();
   GEMMAPOD_CHECK(IsDeepMindRecurrentGemma(*source), where,
                  ": not a DeepMind RecurrentGemma state dict (no 'embedder.input_embedding')");
@@ -99,28 +100,59 @@ DeepMindRecurrentGemma OpenDeepMindRecurrentGemma(std::unique_ptr<TensorSource> 
   c.hidden_size = embed[1];
   while (source->Has(StrCat("blocks.", c.num_layers, ".temporal_pre_norm.scale"))) ++c.num_layers;
   GEMMAPOD_CHECK(c.num_layers > 0, where, ": no 'blocks.0.temporal_pre_norm.scale'");
+  auto shape_of = [&](const std::string& name, size_t rank) {
+    GEMMAPOD_CHECK(source->Has(name), where, ": tensor '", name, "' is missing");
+    const Shape shape = source->Info(name).shape;
+    GEMMAPOD_CHECK(shape.size() == rank, where, ": tensor '", name, "' has shape ",
+                   ShapeToString(shape), "; expected ", rank, " dimensions");
+    return shape;
+  };
   for (int64_t i = 0; i < c.num_layers; ++i) {
-    const bool recurrent = source->Has(StrCat("blocks.", i, ".recurrent_block.rg_lru.a_param"));
+    const std::string block = StrCat("blocks.", i, ".");
+    const bool recurrent = source->Has(block + "recurrent_block.linear_x.weight");
+    GEMMAPOD_CHECK(recurrent || source->Has(block + "attention_block.proj_q.weight"), where,
+                   ": layer ", i, " has neither '", block, "recurrent_block.linear_x.weight' nor '",
+                   block, "attention_block.proj_q.weight'");
     c.blocks.push_back(recurrent ? TemporalBlock::kRecurrent : TemporalBlock::kAttention);
     if (recurrent && c.lru_width == 0) {
       const std::string p = StrCat("blocks.", i, ".recurrent_block.");
-      c.lru_width = source->Info(p + "rg_lru.a_param").shape.at(0);
-      c.num_heads = source->Info(p + "rg_lru.input_gate.w").shape.at(0);
-      c.conv1d_width = source->Info(p + "conv_1d.w").shape.at(0);
+      c.lru_width = shape_of(p + "rg_lru.a_param", 1)[0];
+      c.num_heads = shape_of(p + "rg_lru.input_gate.w", 3)[0];
+      c.conv1d_width = shape_of(p + "conv_1d.w", 2)[0];
     }
     if (!recurrent && c.head_dim == 0) {
       const std::string p = StrCat("blocks.", i, ".attention_block.");
-      const Shape k = source->Info(p + "proj_k.weight").shape;
-      const Shape q = source->Info(p + "proj_q.weight").shape;
+      const Shape k = shape_of(p + "proj_k.weight", 2);
+      const Shape q = shape_of(p + "proj_q.weight", 2);
       c.head_dim = k.at(0);  // one key/value head
       c.num_kv_heads = 1;
       if (c.num_heads == 0) c.num_heads = q.at(0) / c.head_dim;
     }
   }
-  c.intermediate_size = source->Info("blocks.0.mlp_block.ffw_up.w").shape.at(2);
+  c.intermediate_size = shape_of("blocks.0.mlp_block.ffw_up.w", 3)[2];
   if (c.head_dim == 0) c.head_dim = c.hidden_size / c.num_heads;
   if (c.lru_width == 0) c.lru_width = c.hidden_size;
   Validate(c, where);
+  if (given != nullptr) c = *given;  // the tensors are checked against it below
+
+  // The tensors our layout derives (transposed, split) must have exactly DeepMind's shapes; a
+  // transposed tensor with the right element count would otherwise load scrambled.
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string block = StrCat("blocks.", i, ".");
+    auto expect = [&](const std::string& name, const Shape& want) {
+      GEMMAPOD_CHECK(source->Has(name), where, ": tensor '", name, "' is missing (layer ", i,
+                     " of the config is a ", TemporalBlockName(c.blocks[static_cast<size_t>(i)]),
+                     " block)");
+      const Shape got = source->Info(name).shape;
+      GEMMAPOD_CHECK(got == want, where, ": tensor '", name, "' has shape ", ShapeToString(got),
+                     " but the config needs ", ShapeToString(want));
+    };
+    if (c.blocks[static_cast<size_t>(i)] == TemporalBlock::kRecurrent) {
+      expect(block + "recurrent_block.conv_1d.w", {c.conv1d_width, c.lru_width});
+    }
+    expect(block + "mlp_block.ffw_up.w", {2, c.hidden_size, c.intermediate_size});
+    expect(block + "mlp_block.ffw_up.b", {2, 1, 1, c.intermediate_size});
+  }
 
   std::map<std::string, Origin> origins;
   std::map<std::string, Shape> shapes;

@@ -23,6 +23,8 @@ struct DeepMindRecurrentGemma {
   std::unique_ptr<TensorSource> tensors;  // Hugging Face names and shapes
 };
 
-DeepMindRecurrentGemma OpenDeepMindRecurrentGemma(std::unique_ptr<TensorSource> source);
+// `given` (optional) replaces the config read from the shapes; the tensors are checked against it.
+DeepMindRecurrentGemma OpenDeepMindRecurrentGemma(std::unique_ptr<TensorSource> source,
+                                                  const RecurrentGemmaConfig* given = nullptr);
 
 }  // namespace gemmapod

@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "runtime/checkpoint/npy.h"
 #include "tests/launch/run_gemmapod.h"
@@ -81,15 +83,54 @@ TEST_F(RecurrentCli, TheDeepMindStateDictConvertsToTheSameModel) {
   EXPECT_LE(RelativeError(out, "tests/fixtures/models/recurrentgemma/prefill_0.npy"), 1e-4);
 }
 
+size_t Count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
 TEST_F(RecurrentCli, LayoutsThatCannotWorkAreNamedOnce) {
   // 3 heads do not split over 2 ranks.
   Result r = MpirunGemmapod(2, "generate --model " + model_ + " --prompt hi");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_TRUE(Contains(r.output, "tp 2 does not divide its 3 heads")) << r.output;
+  EXPECT_EQ(Count(r.output, "tp 2 does not divide its 3 heads"), 1u) << r.output;
+  r = Gemmapod("generate --model " + model_ + " --prompt hi --precision fast");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(Contains(r.output, "f32 precision only")) << r.output;
   r = MpirunGemmapod(
       4, "generate --model " + model_ + " --prompt hi --pod tests/launch/pods/tp2-dp2.yaml");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(Contains(r.output, "RecurrentGemma runs one replica for now")) << r.output;
+}
+
+TEST_F(RecurrentCli, BadConversionInputIsNamed) {
+  // A Hugging Face config with no heads.
+  const fs::path hf = dir_ / "hf";
+  fs::copy("tests/fixtures/models/recurrentgemma/hf", hf);
+  {
+    std::ifstream in(hf / "config.json");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string heads = "\"num_attention_heads\": 3";
+    text.replace(text.find(heads), heads.size(), "\"num_attention_heads\": 0");
+    std::ofstream(hf / "config.json") << text;
+  }
+  const std::string out = (dir_ / "bad.h5").string();
+  Result r = Gemmapod("convert " + hf.string() + " " + out);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "key 'num_attention_heads': must be positive")) << r.output;
+  EXPECT_FALSE(fs::exists(out));
+  // A DeepMind state dict against a config of another shape: the tensor is named.
+  r = Gemmapod("convert tests/fixtures/models/recurrentgemma/dm.safetensors " + out +
+               " --config configs/models/recurrentgemma-2b.yaml");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "tensor 'blocks.0.recurrent_block.conv_1d.w' has shape"))
+      << r.output;
+  EXPECT_FALSE(fs::exists(out));
+  // --config means nothing for a source that carries its config.
+  r = Gemmapod("convert tests/fixtures/models/recurrentgemma/hf " + out +
+               " --config configs/models/tiny-recurrentgemma.yaml");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "--config applies to a state dict")) << r.output;
 }
 
 }  // namespace

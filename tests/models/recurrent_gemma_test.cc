@@ -84,15 +84,19 @@ TEST(RecurrentGemma, WholeChunkedAndStepwisePrefillAgree) {
   const Tensor whole = model.Forward({0, tokens, pos}, whole_state, true);
   ASSERT_EQ(whole.dim(0), 23);
 
-  // In chunks of 5 (chunk boundaries fall inside the window and next to the reset).
-  RecurrentGemmaState chunk_state(c, 1);
-  for (int begin = 0; begin < 23; begin += 5) {
-    const int end = std::min(begin + 5, 23);
-    const Tensor part = model.Forward({0,
-                                       {tokens.begin() + begin, tokens.begin() + end},
-                                       {pos.begin() + begin, pos.begin() + end}},
-                                      chunk_state, true);
-    EXPECT_LE(MaxDiff(part, whole.Slice(begin, end).Clone()), 1e-5) << "chunk at " << begin;
+  // In chunks of 5 (boundaries inside the window, next to the reset) and of 7 (longer than the
+  // window of 6, so a chunk overwrites the whole ring it also reads).
+  for (int size : {5, 7}) {
+    RecurrentGemmaState chunk_state(c, 1);
+    for (int begin = 0; begin < 23; begin += size) {
+      const int end = std::min(begin + size, 23);
+      const Tensor part = model.Forward({0,
+                                         {tokens.begin() + begin, tokens.begin() + end},
+                                         {pos.begin() + begin, pos.begin() + end}},
+                                        chunk_state, true);
+      EXPECT_LE(MaxDiff(part, whole.Slice(begin, end).Clone()), 1e-5)
+          << "chunks of " << size << " at " << begin;
+    }
   }
   // One token at a time.
   RecurrentGemmaState step_state(c, 1);
@@ -104,6 +108,30 @@ TEST(RecurrentGemma, WholeChunkedAndStepwisePrefillAgree) {
   RecurrentGemmaState fresh(c, 1);
   const Tensor second = model.Forward({0, {tokens.begin() + 9, tokens.end()}, {}}, fresh, true);
   EXPECT_LE(MaxDiff(second, whole.Slice(9, 23).Clone()), 1e-5);
+}
+
+TEST(RecurrentGemma, SequencesShareAStateWithoutMixing) {
+  const RecurrentGemmaConfig c = TinyConfig();
+  RecurrentGemma model(c, RandomWeights(c, 3));
+  std::vector<std::vector<int32_t>> texts = {{2, 5, 9, 14, 20, 27, 35, 44, 54, 65, 77},
+                                             {2, 90, 81, 73, 66, 60, 55, 51, 48, 46, 45}};
+  std::vector<Tensor> alone;
+  for (const auto& text : texts) {
+    RecurrentGemmaState state(c, 1);
+    alone.push_back(model.Forward({0, text, {}}, state, true));
+  }
+  // Both sequences token by token, interleaved, in one state of three slots (slot 1 unused).
+  RecurrentGemmaState shared(c, 3);
+  for (size_t t = 0; t < texts[0].size(); ++t) {
+    for (int s : {0, 2}) {
+      const Tensor row = model.Forward({s, {texts[s / 2][t]}, {}}, shared, false);
+      EXPECT_LE(MaxDiff(row, alone[s / 2].Slice(t, t + 1).Clone()), 1e-5) << s << " " << t;
+    }
+  }
+  // A slot reset holds a new sequence as if fresh.
+  shared.Reset(0);
+  EXPECT_EQ(shared.tokens_seen(0), 0);
+  EXPECT_LE(MaxDiff(model.Forward({0, texts[1], {}}, shared, true), alone[1]), 1e-5);
 }
 
 }  // namespace

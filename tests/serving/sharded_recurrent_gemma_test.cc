@@ -19,7 +19,7 @@ namespace {
 
 constexpr double kTolerance = 1e-5;  // max |sharded - one rank| / max |one rank|
 
-RecurrentGemmaConfig TestConfig() {
+RecurrentGemmaConfig TestConfig(int64_t kv_heads) {
   RecurrentGemmaConfig c;
   c.name = "tiny-recurrentgemma-sharded";
   c.vocab_size = 128;  // divisible by 4
@@ -27,6 +27,7 @@ RecurrentGemmaConfig TestConfig() {
   c.num_layers = 6;  // (R, R, A) twice: pp = 4 cuts through both kinds
   c.num_heads = 4;
   c.head_dim = 8;
+  c.num_kv_heads = kv_heads;  // 1 as published (MQA); 2 checks the query-to-key/value mapping
   c.lru_width = 48;
   c.intermediate_size = 64;
   c.attention_window = 6;
@@ -58,9 +59,11 @@ double RelativeError(const Tensor& got, const Tensor& want) {
   return diff / scale;
 }
 
-TEST(ShardedRecurrentGemma, EveryLayoutMatchesOneRank) {
+class ShardedRecurrentGemma : public testing::TestWithParam<int64_t> {};
+
+TEST_P(ShardedRecurrentGemma, EveryLayoutMatchesOneRank) {
   auto world = MpiCommunicator::World();
-  const RecurrentGemmaConfig config = TestConfig();
+  const RecurrentGemmaConfig config = TestConfig(GetParam());
   const std::string path = "/tmp/gemmapod-sharded-rg.h5";
   if (world->rank() == 0) {
     RecurrentGemmaWeights w = RandomWeights(config);
@@ -92,7 +95,8 @@ TEST(ShardedRecurrentGemma, EveryLayoutMatchesOneRank) {
         std::unique_ptr<Communicator> group =
             world->Split(world->rank() < size ? 0 : 1, world->rank());
         if (world->rank() >= size) continue;
-        SCOPED_TRACE(testing::Message() << "tp=" << tp << " pp=" << pp << " dp=" << dp);
+        SCOPED_TRACE(testing::Message()
+                     << "kv=" << GetParam() << " tp=" << tp << " pp=" << pp << " dp=" << dp);
         ProcessGrid grid = ProcessGrid::Create(*group, GridShape{tp, pp, dp});
         const RecurrentGemmaShard shard = RecurrentGemmaShardAt(config, grid);
         RecurrentGemma stage(
@@ -107,10 +111,9 @@ TEST(ShardedRecurrentGemma, EveryLayoutMatchesOneRank) {
               worst, RelativeError(ForwardOnGrid(stage, grid, {0, {steps[i]}, {}}, state, false),
                                    want_steps[i]));
         }
-        std::printf(
-            "recurrentgemma tp=%d pp=%d dp=%d replica %d: max |error| / max |logit| = "
-            "%.2e\n",
-            tp, pp, dp, grid.coords().dp, worst);
+        std::printf("recurrentgemma kv=%lld tp=%d pp=%d dp=%d replica %d: max |error| / max "
+                    "|logit| = %.2e\n",
+                    static_cast<long long>(GetParam()), tp, pp, dp, grid.coords().dp, worst);
         EXPECT_LE(worst, kTolerance);
       }
     }
@@ -118,6 +121,8 @@ TEST(ShardedRecurrentGemma, EveryLayoutMatchesOneRank) {
   world->Barrier();
   if (world->rank() == 0) std::filesystem::remove(path);
 }
+
+INSTANTIATE_TEST_SUITE_P(KeyValueHeads, ShardedRecurrentGemma, testing::Values(1, 2));
 
 }  // namespace
 }  // namespace gemmapod
