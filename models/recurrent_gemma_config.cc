@@ -275,8 +275,8 @@ RecurrentGemmaConfig ReadHfRecurrentGemmaConfig(const std::string& path) {
                    ": key 'block_types': expected a non-empty list");
     std::vector<TemporalBlock> pattern;
     for (const Json& b : j["block_types"]) {
-      pattern.push_back(
-          ParseBlock(b.is_string() ? b.get<std::string>() : b.dump(), path + ": key 'block_types'"));
+      pattern.push_back(ParseBlock(b.is_string() ? b.get<std::string>() : b.dump(),
+                                   path + ": key 'block_types'"));
     }
     for (int64_t i = 0; i < c.num_layers; ++i) c.blocks.push_back(pattern[i % pattern.size()]);
   } else {

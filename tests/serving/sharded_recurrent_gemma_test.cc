@@ -111,9 +111,10 @@ TEST_P(ShardedRecurrentGemma, EveryLayoutMatchesOneRank) {
               worst, RelativeError(ForwardOnGrid(stage, grid, {0, {steps[i]}, {}}, state, false),
                                    want_steps[i]));
         }
-        std::printf("recurrentgemma kv=%lld tp=%d pp=%d dp=%d replica %d: max |error| / max "
-                    "|logit| = %.2e\n",
-                    static_cast<long long>(GetParam()), tp, pp, dp, grid.coords().dp, worst);
+        std::printf(
+            "recurrentgemma kv=%lld tp=%d pp=%d dp=%d replica %d: max |error| / max "
+            "|logit| = %.2e\n",
+            static_cast<long long>(GetParam()), tp, pp, dp, grid.coords().dp, worst);
         EXPECT_LE(worst, kTolerance);
       }
     }
