@@ -1,11 +1,16 @@
 #include <cstdio>
+#include <fstream>
 
 #include "launch/commands.h"
 #include "launch/rank_map.h"
+#include "launch/recurrent_commands.h"
 #include "launch/sharded_model.h"
 #include "models/model_config.h"
+#include "models/recurrent_gemma.h"
+#include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/error.h"
 #include "serving/gemma_layout.h"
+#include "serving/recurrent_pipeline.h"
 #include "sharding/pod_topology.h"
 
 namespace gemmapod {
@@ -21,7 +26,90 @@ std::string Bytes(int64_t bytes) {
   return buf;
 }
 
+// RecurrentGemma: per rank its layers, weights and decode state, whose size does not depend on
+// the context; layers split evenly over the stages.
+int PrintRecurrentPlan(const PodTopology& pod, const PlanOptions& o) {
+  RecurrentGemmaConfig c;
+  int64_t matrix_bytes = o.dtype == "f32" ? 4 : 2;
+  if (EndsWith(o.model_path, ".yaml") || EndsWith(o.model_path, ".yml")) {
+    GEMMAPOD_CHECK(o.dtype != "int8", "plan: --dtype int8 is not available for RecurrentGemma");
+    c = LoadRecurrentGemmaConfigYaml(o.model_path);
+  } else {
+    const std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(o.model_path);
+    c = RecurrentGemmaFromAttributes(reader->config(), o.model_path);
+    matrix_bytes = static_cast<int64_t>(DTypeSize(reader->Info("model.embed_tokens.weight").dtype));
+  }
+  std::vector<std::string> problems;
+  if (auto p = RecurrentTensorParallelProblem(c, pod.tp)) problems.push_back(*p);
+  if (pod.pp > c.num_layers) {
+    problems.push_back(StrCat(pod.pp, " pipeline stages for ", c.num_layers, " layers"));
+  }
+  if (pod.dp != 1)
+    problems.push_back(StrCat("RecurrentGemma runs one replica for now (dp ", pod.dp, ")"));
+  if (!pod.pipeline.automatic) {
+    problems.push_back("explicit pipeline.stages: RecurrentGemma splits its layers evenly (auto)");
+  }
+  std::printf(
+      "\nmodel %s (%s): %lld layers, %lld parameters, weights %s per element; decode "
+      "state for %lld sequence(s) (f32, whatever the context)\n",
+      c.name.c_str(), o.model_path.c_str(), static_cast<long long>(c.num_layers),
+      static_cast<long long>(c.ParameterCount()), matrix_bytes == 2 ? "bf16" : "f32",
+      static_cast<long long>(o.batch));
+  if (problems.empty()) {
+    std::printf("%-5s %-16s %-10s %-9s %12s %12s %12s\n", "rank", "host", "(dp,pp,tp)", "layers",
+                "weights", "state", "total");
+    const auto stages = RecurrentStageLayers(c.num_layers, pod.pp);
+    const GridShape shape{pod.tp, pod.pp, pod.dp};
+    std::vector<int64_t> node_bytes(pod.nodes.size(), 0);
+    for (int rank = 0; rank < shape.world_size(); ++rank) {
+      const int node = pod.node_of_rank(rank);
+      const GridCoords at = shape.CoordsOf(rank);
+      const auto& [first, end] = stages[static_cast<size_t>(at.pp)];
+      const RecurrentGemmaShard shard =
+          MakeRecurrentGemmaShard(c, pod.tp, at.tp, first, end, at.pp == 0, at.pp == pod.pp - 1);
+      const int64_t weights = RecurrentGemmaShardWeightBytes(c, shard, matrix_bytes);
+      const int64_t state = RecurrentGemmaState::BytesFor(c, o.batch, shard);
+      node_bytes[static_cast<size_t>(node)] += weights + state;
+      std::printf("%-5d %-16s %-10s %-9s %12s %12s %12s\n", rank,
+                  pod.nodes[static_cast<size_t>(node)].host.c_str(),
+                  StrCat("(", at.dp, ",", at.pp, ",", at.tp, ")").c_str(),
+                  StrCat(first, "-", end - 1).c_str(), Bytes(weights).c_str(), Bytes(state).c_str(),
+                  Bytes(weights + state).c_str());
+    }
+    for (size_t n = 0; n < pod.nodes.size(); ++n) {
+      const double gib = pod.nodes[n].memory_gib;
+      if (gib > 0 && static_cast<double>(node_bytes[n]) > gib * (1 << 30)) {
+        problems.push_back(StrCat(pod.nodes[n].host, ": its ranks need ", Bytes(node_bytes[n]),
+                                  ", more than its ", gib, " GiB"));
+      }
+    }
+  }
+  if (!problems.empty()) {
+    std::fprintf(stderr, "gemmapod: plan: %s cannot run %s on %s:\n", pod.source.c_str(),
+                 c.name.c_str(), pod.name.c_str());
+    for (const std::string& p : problems) std::fprintf(stderr, "  %s\n", p.c_str());
+    return 1;
+  }
+  std::printf("fits: every rank's weights and decode state are within its memory\n");
+  return 0;
+}
+
+bool IsRecurrentModel(const std::string& path) {
+  if (EndsWith(path, ".yaml") || EndsWith(path, ".yml")) {
+    std::ifstream in(path);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("architecture:", 0) == 0) {
+        return line.find("recurrent_gemma") != std::string::npos;
+      }
+    }
+    return false;
+  }
+  return IsRecurrentGemmaCheckpoint(path);
+}
+
 int PrintModelPlan(const PodTopology& pod, const PlanOptions& o) {
+  if (IsRecurrentModel(o.model_path)) return PrintRecurrentPlan(pod, o);
   CheckpointModel model;
   if (EndsWith(o.model_path, ".yaml") || EndsWith(o.model_path, ".yml")) {
     model.config = LoadModelConfigYaml(o.model_path);

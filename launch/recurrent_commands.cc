@@ -38,7 +38,10 @@ RecurrentGemmaConfig CheckRecurrentJob(Communicator& world, const ModelFiles& fi
     const PodTopology pod = LoadPodTopology(pod_path);
     shape = GridShape{pod.tp, pod.pp, pod.dp};
     GEMMAPOD_CHECK(pod.dp == 1, pod_path, ": RecurrentGemma runs one replica for now (dp ", pod.dp,
-                   "); give the job tp x pp ranks");
+                   "): give the job tp x pp ranks");
+    GEMMAPOD_CHECK(pod.pipeline.automatic, pod_path,
+                   ": pipeline.stages: RecurrentGemma splits its layers evenly over the stages "
+                   "for now: give 'auto'");
   }
   GEMMAPOD_CHECK(shape.world_size() == world.size(), "the layout tp ", shape.tp, " x pp ", shape.pp,
                  " needs ", shape.world_size(), " ranks, the job has ", world.size());

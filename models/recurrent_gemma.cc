@@ -77,6 +77,19 @@ int64_t RecurrentGemmaState::bytes() const {
   return total;
 }
 
+int64_t RecurrentGemmaState::BytesFor(const RecurrentGemmaConfig& c, int64_t S,
+                                      const RecurrentGemmaShard& shard) {
+  const int64_t f32 = 4, history = c.conv1d_width - 1, W = c.attention_window;
+  int64_t total = 0;
+  for (int64_t l = shard.first_layer; l < shard.end_layer; ++l) {
+    total += c.blocks[static_cast<size_t>(l)] == TemporalBlock::kRecurrent
+                 ? S * (history + 1) * shard.lru * f32
+                 : 2 * S * W * c.num_kv_heads * c.head_dim * f32;
+  }
+  // Ring slots' tokens and documents, per sequence counters, the convolution inputs' documents.
+  return total + S * (2 * W * 8 + 2 * 8 + 4 + history * 8);
+}
+
 void RecurrentGemmaState::Reset(int64_t s) {
   GEMMAPOD_CHECK(s >= 0 && s < num_sequences_, "RecurrentGemmaState: no sequence ", s);
   for (RecurrentLayer& r : recurrent_) {

@@ -42,6 +42,9 @@ class RecurrentGemmaState {
   int64_t tokens_seen(int64_t s) const { return seen_[static_cast<size_t>(s)]; }
   // Bytes held, every layer's state together.
   int64_t bytes() const;
+  // What a state of this shape holds, without making it (for `gemmapod plan`).
+  static int64_t BytesFor(const RecurrentGemmaConfig& config, int64_t num_sequences,
+                          const RecurrentGemmaShard& shard);
   void Reset(int64_t sequence);
   // Makes `sequence` look as if `tokens` tokens of one document had gone through it, its state
   // filled with random numbers (seeded): for benchmarks of decode at a given context, since what

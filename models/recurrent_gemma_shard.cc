@@ -110,6 +110,20 @@ RecurrentGemmaShard WholeRecurrentGemma(const RecurrentGemmaConfig& c) {
   return MakeRecurrentGemmaShard(c, 1, 0, 0, c.num_layers, true, true);
 }
 
+int64_t RecurrentGemmaShardWeightBytes(const RecurrentGemmaConfig& c, const RecurrentGemmaShard& s,
+                                       int64_t matrix_bytes) {
+  int64_t bytes = 0;
+  for (const RecurrentGemmaParameter& p : RecurrentGemmaParameters(c)) {
+    const std::optional<Cutting> cut = CuttingOf(c, s, p.name);
+    if (!cut) continue;
+    Shape shape = p.shape;
+    if (cut->dim >= 0) shape[static_cast<size_t>(cut->dim)] = cut->end - cut->begin;
+    const bool matrix = p.shape.size() == 2 && p.name.find("gate_bias") == std::string::npos;
+    bytes += NumElements(shape) * (matrix ? matrix_bytes : 4);
+  }
+  return bytes;
+}
+
 RecurrentGemmaWeights SliceRecurrentGemmaWeights(const RecurrentGemmaConfig& c,
                                                  const RecurrentGemmaShard& s,
                                                  RecurrentGemmaWeights whole) {

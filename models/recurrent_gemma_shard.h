@@ -42,6 +42,11 @@ RecurrentGemmaShard WholeRecurrentGemma(const RecurrentGemmaConfig& config);
 RecurrentGemmaWeights LoadRecurrentGemmaShard(const RecurrentGemmaConfig& config,
                                               const RecurrentGemmaShard& shard,
                                               const TensorSource& source);
+// Bytes of the shard's weights when matrices take `matrix_bytes` per element (vectors, gate
+// blocks and biases are f32).
+int64_t RecurrentGemmaShardWeightBytes(const RecurrentGemmaConfig& config,
+                                       const RecurrentGemmaShard& shard, int64_t matrix_bytes);
+
 // The same cut of weights held whole (tests, benchmarks).
 RecurrentGemmaWeights SliceRecurrentGemmaWeights(const RecurrentGemmaConfig& config,
                                                  const RecurrentGemmaShard& shard,

@@ -103,6 +103,19 @@ TEST_F(RecurrentCli, LayoutsThatCannotWorkAreNamedOnce) {
   EXPECT_TRUE(Contains(r.output, "RecurrentGemma runs one replica for now")) << r.output;
 }
 
+TEST_F(RecurrentCli, PlanShowsEachRanksWeightsAndState) {
+  Result r = Gemmapod(
+      "plan --pod configs/pods/local-4.yaml --model "
+      "configs/models/recurrentgemma-2b.yaml --batch 8");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "2682862080 parameters")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "\\(0,1,1\\) +13-25")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "fits")) << r.output;
+  r = Gemmapod("plan --pod configs/pods/local.yaml --model " + model_);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "tp 2 does not divide its 3 heads")) << r.output;
+}
+
 TEST_F(RecurrentCli, BadConversionInputIsNamed) {
   // A Hugging Face config with no heads.
   const fs::path hf = dir_ / "hf";

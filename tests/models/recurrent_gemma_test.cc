@@ -70,6 +70,15 @@ TEST(RecurrentGemma, DecodeStateBytesDoNotGrowWithTheText) {
   const int64_t recurrent = 4 * (3 * 48 + 48) * 4;
   const int64_t attention = 2 * (2 * 6 * 8 * 4);
   EXPECT_EQ(initial, recurrent + attention + 2 * 6 * 8 + 20 + 3 * 8);
+  // `gemmapod plan` computes the same without making a state, for shards too.
+  EXPECT_EQ(RecurrentGemmaState::BytesFor(c, 1, WholeRecurrentGemma(c)), initial);
+  RecurrentGemmaConfig even = c;
+  even.vocab_size = 96;  // splits over 2 ranks
+  for (int rank = 0; rank < 2; ++rank) {
+    const RecurrentGemmaShard shard = MakeRecurrentGemmaShard(even, 2, rank, 2, 6, false, true);
+    EXPECT_EQ(RecurrentGemmaState::BytesFor(even, 3, shard),
+              RecurrentGemmaState(even, 3, shard).bytes());
+  }
 }
 
 TEST(RecurrentGemma, WholeChunkedAndStepwisePrefillAgree) {
