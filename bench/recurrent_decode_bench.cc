@@ -49,7 +49,7 @@ RecurrentGemmaWeights RandomRecurrentWeights(const RecurrentGemmaConfig& c, DTyp
       x = x * 1664525u + 1013904223u;
       v[i] = (static_cast<float>(x >> 8) / 8388608.0f - 1.0f) * a;
     }
-    const bool matrix = p.shape.size() == 2 && p.name.find("gate_bias") == std::string::npos;
+    const bool matrix = IsRecurrentGemmaMatrix(p);
     slot = matrix && dtype != DType::kF32 ? t.To(dtype) : std::move(t);
   });
   return w;

@@ -161,28 +161,14 @@ ConvertReport WriteRecurrentGemma(const RecurrentGemmaConfig& config, const Tens
                                   const std::string& dst, const ConvertOptions& options) {
   GEMMAPOD_CHECK(options.quantize == "none",
                  "convert: --quantize int8 is not available for RecurrentGemma yet");
-  std::set<std::string> names;
-  for (const RecurrentGemmaParameter& p : RecurrentGemmaParameters(config)) {
-    names.insert(p.name);
-    GEMMAPOD_CHECK(source.Has(p.name), source.origin(), ": tensor '", p.name,
-                   "' is missing (a recurrent_gemma model with ", config.num_layers,
-                   " layers needs it)");
-    const TensorInfo info = source.Info(p.name);
-    GEMMAPOD_CHECK(info.shape == p.shape, source.origin(), ": tensor '", p.name, "' has shape ",
-                   ShapeToString(info.shape), " but the config needs ", ShapeToString(p.shape));
-  }
-  for (const TensorInfo& info : source.List()) {
-    if (info.name == "lm_head.weight") continue;
-    GEMMAPOD_CHECK(names.count(info.name) == 1, source.origin(), ": unexpected tensor '", info.name,
-                   "' (not a parameter of this recurrent_gemma config)");
-  }
+  CheckRecurrentGemmaTensors(config, source);
   ConvertReport report;
   report.model_type = "recurrent_gemma";
   Hdf5CheckpointWriter writer = Hdf5CheckpointWriter::Create(dst);
   writer.SetConfig(ToAttributes(config));
-  for (const std::string& name : names) {
-    const Tensor t = ToTargetDType(source.Read(name), options.dtype);
-    writer.Write(name, t);
+  for (const RecurrentGemmaParameter& p : RecurrentGemmaParameters(config)) {
+    const Tensor t = ToTargetDType(source.Read(p.name), options.dtype);
+    writer.Write(p.name, t);
     ++report.tensors;
     report.parameters += t.numel();
     report.bytes_written += static_cast<int64_t>(t.nbytes());

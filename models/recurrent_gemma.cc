@@ -154,16 +154,9 @@ void RecurrentGemma::AllReduce(Tensor& partial) const {
 }
 
 void RecurrentGemma::RowParallel(const Tensor& x, const Linear& w, Tensor& y) const {
-  Linear no_bias = w;
-  no_bias.bias = Tensor();
-  LinearForward(x, no_bias, y, cpu::MatmulPrecision::kExact);
+  LinearProduct(x, w, y, cpu::MatmulPrecision::kExact);
   AllReduce(y);
-  if (w.bias.defined()) {
-    const int64_t n = w.bias.numel();
-    for (int64_t r = 0; r < y.numel() / n; ++r) {
-      cpu::Add(y.data<float>() + r * n, w.bias.data<float>(), y.data<float>() + r * n, n);
-    }
-  }
+  AddBias(w, y);
 }
 
 RecurrentPlacement RecurrentGemma::Place(const RecurrentChunk& chunk,

@@ -118,7 +118,7 @@ int64_t RecurrentGemmaShardWeightBytes(const RecurrentGemmaConfig& c, const Recu
     if (!cut) continue;
     Shape shape = p.shape;
     if (cut->dim >= 0) shape[static_cast<size_t>(cut->dim)] = cut->end - cut->begin;
-    const bool matrix = p.shape.size() == 2 && p.name.find("gate_bias") == std::string::npos;
+    const bool matrix = IsRecurrentGemmaMatrix(p);
     bytes += NumElements(shape) * (matrix ? matrix_bytes : 4);
   }
   return bytes;
@@ -144,21 +144,15 @@ RecurrentGemmaWeights SliceRecurrentGemmaWeights(const RecurrentGemmaConfig& c,
 RecurrentGemmaWeights LoadRecurrentGemmaShard(const RecurrentGemmaConfig& c,
                                               const RecurrentGemmaShard& s,
                                               const TensorSource& source) {
-  // Names, shapes and dtypes are checked on every tensor by the whole load's checks; the shard
-  // then keeps its cut. Reading tensors whole costs the other ranks' bytes too, and buys the
-  // stored checksum of every tensor.
+  // Every rank checks the whole file's names, shapes and dtypes (metadata only), then reads the
+  // tensors it holds part of whole, which checks their stored checksums, and keeps its cut.
+  CheckRecurrentGemmaTensors(c, source);
   RecurrentGemmaWeights out;
   ForEachRecurrentGemmaParameter(c, out, [&](const RecurrentGemmaParameter& p, Tensor& slot) {
-    GEMMAPOD_CHECK(source.Has(p.name), source.origin(), ": tensor '", p.name,
-                   "' is missing (the model config needs it)");
-    const TensorInfo info = source.Info(p.name);
-    GEMMAPOD_CHECK(info.shape == p.shape, source.origin(), ": tensor '", p.name, "' has shape ",
-                   ShapeToString(info.shape), " but the model config needs ",
-                   ShapeToString(p.shape));
     const std::optional<Cutting> cut = CuttingOf(c, s, p.name);
     if (!cut) return;
     Tensor t = source.Read(p.name);
-    const bool matrix = p.shape.size() == 2 && p.name.find("gate_bias") == std::string::npos;
+    const bool matrix = IsRecurrentGemmaMatrix(p);
     if (!matrix && t.dtype() != DType::kF32) t = t.To(DType::kF32);
     slot = cut->dim < 0 ? std::move(t) : Cut(t, cut->dim, cut->begin, cut->end);
   });

@@ -6,6 +6,10 @@
 
 namespace gemmapod {
 
+bool IsRecurrentGemmaMatrix(const RecurrentGemmaParameter& p) {
+  return p.shape.size() == 2 && p.name.find("gate_bias") == std::string::npos;
+}
+
 void ForEachRecurrentGemmaParameter(
     const RecurrentGemmaConfig& c, RecurrentGemmaWeights& w,
     const std::function<void(const RecurrentGemmaParameter&, Tensor&)>& fn) {
@@ -57,14 +61,13 @@ std::vector<RecurrentGemmaParameter> RecurrentGemmaParameters(const RecurrentGem
   return out;
 }
 
-RecurrentGemmaWeights LoadRecurrentGemmaWeights(const RecurrentGemmaConfig& config,
-                                                const TensorSource& source) {
+void CheckRecurrentGemmaTensors(const RecurrentGemmaConfig& config, const TensorSource& source) {
   std::set<std::string> expected;
-  RecurrentGemmaWeights w;
-  ForEachRecurrentGemmaParameter(config, w, [&](const RecurrentGemmaParameter& p, Tensor& slot) {
+  for (const RecurrentGemmaParameter& p : RecurrentGemmaParameters(config)) {
     expected.insert(p.name);
     GEMMAPOD_CHECK(source.Has(p.name), source.origin(), ": tensor '", p.name,
-                   "' is missing (the model config needs it)");
+                   "' is missing (a recurrent_gemma model with ", config.num_layers,
+                   " layers needs it)");
     const TensorInfo info = source.Info(p.name);
     GEMMAPOD_CHECK(info.shape == p.shape, source.origin(), ": tensor '", p.name, "' has shape ",
                    ShapeToString(info.shape), " but the model config needs ",
@@ -72,17 +75,22 @@ RecurrentGemmaWeights LoadRecurrentGemmaWeights(const RecurrentGemmaConfig& conf
     GEMMAPOD_CHECK(info.dtype == DType::kF32 || info.dtype == DType::kBF16, source.origin(),
                    ": tensor '", p.name, "' is stored as ", DTypeName(info.dtype),
                    "; weights must be f32 or bf16");
-    Tensor t = source.Read(p.name);
-    // Matrices keep their dtype; vectors, convolution taps and gate blocks are computed in
-    // f32 by our own loops.
-    const bool matrix = p.shape.size() == 2 && p.name.find("gate_bias") == std::string::npos;
-    slot = matrix || t.dtype() == DType::kF32 ? std::move(t) : t.To(DType::kF32);
-  });
-  for (const TensorInfo& info : source.List()) {
-    if (info.name == "lm_head.weight") continue;
-    GEMMAPOD_CHECK(expected.count(info.name) == 1, source.origin(), ": unexpected tensor '",
-                   info.name, "' (not a parameter of this RecurrentGemma config)");
   }
+  for (const TensorInfo& info : source.List()) {
+    if (info.name == "lm_head.weight") continue;  // tied to the embedding
+    GEMMAPOD_CHECK(expected.count(info.name) == 1, source.origin(), ": unexpected tensor '",
+                   info.name, "' (not a parameter of this recurrent_gemma config)");
+  }
+}
+
+RecurrentGemmaWeights LoadRecurrentGemmaWeights(const RecurrentGemmaConfig& config,
+                                                const TensorSource& source) {
+  CheckRecurrentGemmaTensors(config, source);
+  RecurrentGemmaWeights w;
+  ForEachRecurrentGemmaParameter(config, w, [&](const RecurrentGemmaParameter& p, Tensor& slot) {
+    Tensor t = source.Read(p.name);
+    slot = IsRecurrentGemmaMatrix(p) || t.dtype() == DType::kF32 ? std::move(t) : t.To(DType::kF32);
+  });
   return w;
 }
 

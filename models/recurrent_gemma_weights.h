@@ -57,10 +57,18 @@ struct RecurrentGemmaParameter {
   Shape shape;
 };
 
+// Whether a parameter is a weight matrix (kept in its stored dtype, f32 or bf16) rather than a
+// vector, convolution taps or gate blocks and biases (computed in f32 by the model's own loops).
+bool IsRecurrentGemmaMatrix(const RecurrentGemmaParameter& p);
+
 void ForEachRecurrentGemmaParameter(
     const RecurrentGemmaConfig& config, RecurrentGemmaWeights& weights,
     const std::function<void(const RecurrentGemmaParameter&, Tensor&)>& fn);
 std::vector<RecurrentGemmaParameter> RecurrentGemmaParameters(const RecurrentGemmaConfig& config);
+
+// Checks that `source` holds exactly the config's parameters (a tied lm_head.weight aside), with
+// their shapes, as f32 or bf16; the error names the origin and the tensor.
+void CheckRecurrentGemmaTensors(const RecurrentGemmaConfig& config, const TensorSource& source);
 
 // Reads every parameter (f32 or bf16 matrices; everything else becomes f32), checking names and
 // shapes; a tied lm_head.weight is skipped, any other unknown tensor is an error.

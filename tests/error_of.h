@@ -1,8 +1,11 @@
 // For tests of error paths: the message of the gemmapod::Error a call throws.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "runtime/error.h"
 
@@ -16,6 +19,18 @@ inline std::string ErrorOf(const std::function<void()>& fn) {
     return e.what();
   }
   return "(no error)";
+}
+
+// Runs f, expects gemmapod::Error whose message contains every string in `parts`.
+template <typename F>
+void ExpectErrorNaming(F f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "expected gemmapod::Error";
+  } catch (const Error& e) {
+    for (const auto& p : parts)
+      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace gemmapod

@@ -6,19 +6,26 @@
 
 namespace gemmapod {
 
-void LinearForward(const Tensor& x, const Linear& w, Tensor& y, cpu::MatmulPrecision precision) {
+void LinearProduct(const Tensor& x, const Linear& w, Tensor& y, cpu::MatmulPrecision precision) {
   if (w.quantized()) {
     cpu::MatMulInt8(x, w.weight, w.scale, y);
   } else {
     cpu::MatMul(x, w.weight, y, precision);
   }
-  if (w.bias.defined()) {
-    const int64_t n = w.bias.numel();
-    GEMMAPOD_CHECK(y.dim(-1) == n, "LinearForward: bias of ", n, " for output ", y.Describe());
-    const float* b = w.bias.data<float>();
-    float* out = y.data<float>();
-    for (int64_t r = 0; r < y.numel() / n; ++r) cpu::Add(out + r * n, b, out + r * n, n);
-  }
+}
+
+void AddBias(const Linear& w, Tensor& y) {
+  if (!w.bias.defined()) return;
+  const int64_t n = w.bias.numel();
+  GEMMAPOD_CHECK(y.dim(-1) == n, "AddBias: bias of ", n, " for output ", y.Describe());
+  const float* b = w.bias.data<float>();
+  float* out = y.data<float>();
+  for (int64_t r = 0; r < y.numel() / n; ++r) cpu::Add(out + r * n, b, out + r * n, n);
+}
+
+void LinearForward(const Tensor& x, const Linear& w, Tensor& y, cpu::MatmulPrecision precision) {
+  LinearProduct(x, w, y, precision);
+  AddBias(w, y);
 }
 
 void LinearRow(const Linear& w, int64_t row, float* out) {

@@ -18,6 +18,10 @@ struct Linear {
 
 // y = x * W^T (+ bias). x: f32 [..., K]; y: f32 [..., N], preallocated.
 void LinearForward(const Tensor& x, const Linear& w, Tensor& y, cpu::MatmulPrecision precision);
+// The two halves, for row-parallel layers: each rank's product of its columns, then the bias
+// added once to the all-reduced sum.
+void LinearProduct(const Tensor& x, const Linear& w, Tensor& y, cpu::MatmulPrecision precision);
+void AddBias(const Linear& w, Tensor& y);  // nothing without a bias
 
 // Row `row` of W as f32 (scaled when quantized) into out[0, K): embedding lookups of a tied table.
 void LinearRow(const Linear& w, int64_t row, float* out);

@@ -2,13 +2,12 @@
 // and shares the output columns among OpenMP threads.
 #include "runtime/cpu/gemv.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "runtime/cpu/column_split.h"
 #include "runtime/cpu/gemv_kernels.h"
 #include "runtime/error.h"
 
@@ -17,10 +16,7 @@ namespace {
 
 using internal::kGemvBlockRows;
 
-// Below this many weight bytes per block of rows a parallel region costs more than it saves.
-constexpr int64_t kMinParallelBytes = 256 * 1024;
-// Threads get contiguous column ranges in multiples of this, matching the kernels' passes.
-constexpr int64_t kColumnGrain = 24;
+using internal::ForColumns;
 
 CpuIsa DetectOnce() {
   __builtin_cpu_init();
@@ -28,27 +24,6 @@ CpuIsa DetectOnce() {
                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
   if (!avx512) return CpuIsa::kPortable;
   return __builtin_cpu_supports("avx512bf16") ? CpuIsa::kAvx512Bf16 : CpuIsa::kAvx512;
-}
-
-// Runs body(n_begin, n_end) over [0, n), in parallel when the work is worth it.
-template <typename Body>
-void ForColumns(int64_t n, int64_t bytes_per_column, const Body& body) {
-  const int max_threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  const int64_t useful = std::max<int64_t>(1, n * bytes_per_column / kMinParallelBytes);
-  const int threads = static_cast<int>(std::min<int64_t>(max_threads, useful));
-  if (threads <= 1) {
-    body(int64_t{0}, n);
-    return;
-  }
-#pragma omp parallel num_threads(threads)
-  {
-    const int t = omp_get_thread_num();
-    const int nt = omp_get_num_threads();
-    const int64_t grains = (n + kColumnGrain - 1) / kColumnGrain;
-    const int64_t begin = std::min(n, grains * t / nt * kColumnGrain);
-    const int64_t end = std::min(n, grains * (t + 1) / nt * kColumnGrain);
-    if (begin < end) body(begin, end);
-  }
 }
 
 void CheckSupported(CpuIsa isa) {
@@ -123,7 +98,7 @@ void GemvF32(const float* x, int64_t m, int64_t k, const float* w, int64_t n, fl
     const int rows = static_cast<int>(std::min<int64_t>(kGemvBlockRows, m - m0));
     const float* xb = x + m0 * k;
     float* yb = y + m0 * n;
-    ForColumns(n, k * 4, [&](int64_t b, int64_t e) { kernel(xb, k, rows, k, w, b, e, yb, n); });
+    ForColumns(n, n * k * 4, [&](int64_t b, int64_t e) { kernel(xb, k, rows, k, w, b, e, yb, n); });
   }
 }
 
@@ -137,7 +112,7 @@ void GemvBF16(const float* x, int64_t m, int64_t k, const BF16* w, int64_t n, fl
       const int rows = static_cast<int>(std::min<int64_t>(kGemvBlockRows, m - m0));
       const float* xb = x + m0 * k;
       float* yb = y + m0 * n;
-      ForColumns(n, k * 2,
+      ForColumns(n, n * k * 2,
                  [&](int64_t b, int64_t e) { kernel(xb, k, rows, k, wbits, b, e, yb, n); });
     }
     return;
@@ -152,7 +127,7 @@ void GemvBF16(const float* x, int64_t m, int64_t k, const BF16* w, int64_t n, fl
     const auto* hb = reinterpret_cast<const uint16_t*>(hi.data());
     const auto* lb = with_lo ? reinterpret_cast<const uint16_t*>(lo.data()) : nullptr;
     float* yb = y + m0 * n;
-    ForColumns(n, k * 2, [&](int64_t b, int64_t e) {
+    ForColumns(n, n * k * 2, [&](int64_t b, int64_t e) {
       internal::GemvBF16Avx512Bf16(hb, lb, ldx, rows, k, wbits, b, e, yb, n);
     });
   }

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <vector>
 
+#include "runtime/cpu/column_split.h"
 #include "runtime/cpu/gemm.h"
 #include "runtime/cpu/gemv_kernels.h"
 #include "runtime/cpu/int8_kernels.h"
@@ -18,10 +19,8 @@ namespace {
 
 using internal::kGemvBlockRows;
 
-// As in gemv.cc: below this many weight bytes per parallel region the region costs more than
-// it saves, and threads get column ranges in multiples of the kernels' passes (8, 6, 4, 3 rows).
-constexpr int64_t kMinParallelBytes = 256 * 1024;
-constexpr int64_t kColumnGrain = 24;
+using internal::ForColumns;
+using internal::kColumnGrain;
 
 // For M above one block, the GEMV walks the columns in tiles of about this many weight bytes and
 // runs every block of 8 activation rows over a tile before the next, so only the first block
@@ -40,27 +39,6 @@ constexpr int64_t kPanelBytes = 4 << 20;
 constexpr int64_t kPanelGrain = 16;
 // Below this much arithmetic a parallel region costs more than it saves (~20 us of one core).
 constexpr double kMinParallelFlops = 4e6;
-
-// Runs body(n_begin, n_end) over [0, n), in parallel when `bytes` of weights are worth it.
-template <typename Body>
-void ForColumns(int64_t n, int64_t bytes, const Body& body) {
-  const int max_threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  const int64_t useful = std::max<int64_t>(1, bytes / kMinParallelBytes);
-  const int threads = static_cast<int>(std::min<int64_t>(max_threads, useful));
-  if (threads <= 1) {
-    body(int64_t{0}, n);
-    return;
-  }
-#pragma omp parallel num_threads(threads)
-  {
-    const int t = omp_get_thread_num();
-    const int nt = omp_get_num_threads();
-    const int64_t grains = (n + kColumnGrain - 1) / kColumnGrain;
-    const int64_t begin = std::min(n, grains * t / nt * kColumnGrain);
-    const int64_t end = std::min(n, grains * (t + 1) / nt * kColumnGrain);
-    if (begin < end) body(begin, end);
-  }
-}
 
 void CheckOperands(const Tensor& x, const Tensor& w, const Tensor& scale, const Tensor& y) {
   auto what = [&] {

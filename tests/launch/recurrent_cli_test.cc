@@ -9,7 +9,7 @@
 #include <fstream>
 #include <iterator>
 
-#include "runtime/checkpoint/npy.h"
+#include "tests/launch/npy_relative_error.h"
 #include "tests/launch/run_gemmapod.h"
 
 namespace {
@@ -24,17 +24,7 @@ using Result = gemmapod::CliResult;
 constexpr const char* kTokens =
     "2,385,136,119,221,18,449,275,456,58,230,258,27,501,18,75,254,306,257,102,219,131,386,247";
 
-double RelativeError(const std::string& got_path, const std::string& want_path) {
-  const gemmapod::Tensor got = gemmapod::ReadNpy(got_path), want = gemmapod::ReadNpy(want_path);
-  EXPECT_EQ(got.shape(), want.shape());
-  if (got.shape() != want.shape()) return 1e9;
-  double diff = 0, scale = 0;
-  for (int64_t i = 0; i < want.numel(); ++i) {
-    diff = std::max(diff, double{std::fabs(got.data<float>()[i] - want.data<float>()[i])});
-    scale = std::max(scale, double{std::fabs(want.data<float>()[i])});
-  }
-  return diff / scale;
-}
+using gemmapod::NpyRelativeError;
 
 class RecurrentCli : public ::testing::Test {
  protected:
@@ -54,13 +44,13 @@ TEST_F(RecurrentCli, LogitsMatchTheReferenceOnOneRankAndOnFourStages) {
   const std::string one = (dir_ / "one.npy").string(), four = (dir_ / "four.npy").string();
   Result r = Gemmapod("logits --model " + model_ + " --tokens " + kTokens + " --out " + one);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_LE(RelativeError(one, "tests/fixtures/models/recurrentgemma/prefill_0.npy"), 1e-5);
+  EXPECT_LE(NpyRelativeError(one, "tests/fixtures/models/recurrentgemma/prefill_0.npy"), 1e-5);
   r = Gemmapod("launch --pod tests/launch/pods/pp4.yaml -- logits --model " + model_ +
                    " --tokens " + kTokens + " --out " + four,
                120);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(Contains(r.output, "tp=1 pp=4 dp=1 over 4 rank")) << r.output;
-  EXPECT_LE(RelativeError(four, one), 1e-6);
+  EXPECT_LE(NpyRelativeError(four, one), 1e-6);
 }
 
 TEST_F(RecurrentCli, GreedyTextOfFourStagesEqualsOneRank) {
@@ -80,7 +70,7 @@ TEST_F(RecurrentCli, TheDeepMindStateDictConvertsToTheSameModel) {
   r = Gemmapod("logits --model " + dm + " --tokens " + kTokens + " --out " + out);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   // The state dict holds bf16 weights (the same values as the f32 Hugging Face ones).
-  EXPECT_LE(RelativeError(out, "tests/fixtures/models/recurrentgemma/prefill_0.npy"), 1e-4);
+  EXPECT_LE(NpyRelativeError(out, "tests/fixtures/models/recurrentgemma/prefill_0.npy"), 1e-4);
 }
 
 size_t Count(const std::string& text, const std::string& what) {

@@ -16,6 +16,7 @@
 
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/checkpoint/npy.h"
+#include "tests/launch/npy_relative_error.h"
 #include "tests/launch/run_gemmapod.h"
 
 namespace {
@@ -39,16 +40,7 @@ class ShardedCli : public ::testing::Test {
   static void TearDownTestSuite() { fs::remove_all(dir_); }
 
   static double RelativeError(const std::string& got_path, const std::string& want_path) {
-    const gemmapod::Tensor got = gemmapod::ReadNpy(got_path);
-    const gemmapod::Tensor want = gemmapod::ReadNpy(want_path);
-    EXPECT_EQ(got.shape(), want.shape());
-    if (got.shape() != want.shape()) return 1e9;
-    double diff = 0, scale = 0;
-    for (int64_t i = 0; i < want.numel(); ++i) {
-      diff = std::max(diff, double{std::fabs(got.data<float>()[i] - want.data<float>()[i])});
-      scale = std::max(scale, double{std::fabs(want.data<float>()[i])});
-    }
-    return diff / scale;
+    return gemmapod::NpyRelativeError(got_path, want_path);
   }
 
   static inline fs::path dir_;

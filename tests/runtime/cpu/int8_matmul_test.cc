@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/error_of.h"
 #include "tests/runtime/cpu/matmul_reference.h"
 
 namespace gemmapod::cpu {
@@ -245,18 +246,6 @@ TEST(MatMulInt8, ZeroSizedDimensions) {
   Tensor w5 = Tensor::Zeros({3, 5}, DType::kI8);
   Tensor y_empty = Tensor::Zeros({0, 3}, DType::kF32);
   MatMulInt8(x_empty, w5, s, y_empty);  // nothing to do, nothing thrown
-}
-
-// Runs f, expects gemmapod::Error whose message contains every string in `parts`.
-template <typename F>
-void ExpectErrorNaming(F f, std::vector<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected gemmapod::Error";
-  } catch (const Error& e) {
-    for (const auto& p : parts)
-      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
 }
 
 TEST(MatMulInt8, BadOperandsNameTheProblem) {

@@ -11,6 +11,7 @@
 
 #include "runtime/cpu/gemm.h"
 #include "runtime/cpu/gemv.h"
+#include "tests/error_of.h"
 #include "tests/runtime/cpu/matmul_reference.h"
 
 namespace gemmapod::cpu {
@@ -126,18 +127,6 @@ TEST(MatMul, ZeroSizedDimensions) {
   Tensor y = F32(std::vector<float>(12, 7.0f), {4, 3});
   MatMul(x, w, y);
   for (int i = 0; i < 12; ++i) EXPECT_EQ(y.data<float>()[i], 0.0f);
-}
-
-// Runs f, expects gemmapod::Error whose message contains every string in `parts`.
-template <typename F>
-void ExpectErrorNaming(F f, std::vector<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected gemmapod::Error";
-  } catch (const Error& e) {
-    for (const auto& p : parts)
-      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
 }
 
 TEST(MatMul, BadShapesAndTypesNameTheTensors) {
