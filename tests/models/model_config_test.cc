@@ -119,6 +119,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadYaml{"no-window.yaml", "sliding_window: sliding layers need a positive window"},
         BadYaml{"bad-arch.yaml", "bad-arch.yaml:2:15: architecture"},
         BadYaml{"negative.yaml", "negative.yaml:6:12: num_heads: must be positive, got -4"},
+        BadYaml{"bad-quantization.yaml", "bad-quantization.yaml:11:15: quantization"},
         BadYaml{"bad-syntax.yaml",
                 "bad-syntax.yaml:4:1: YAML syntax error: end of sequence flow not found"}),
     [](const auto& info) {

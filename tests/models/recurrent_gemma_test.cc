@@ -4,10 +4,13 @@
 // reset.
 #include "models/recurrent_gemma.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
+
+#include "tests/error_of.h"
 
 namespace gemmapod {
 namespace {
@@ -141,6 +144,33 @@ TEST(RecurrentGemma, SequencesShareAStateWithoutMixing) {
   shared.Reset(0);
   EXPECT_EQ(shared.tokens_seen(0), 0);
   EXPECT_LE(MaxDiff(model.Forward({0, texts[1], {}}, shared, true), alone[1]), 1e-5);
+}
+
+TEST(RecurrentGemmaConfig, PublishedSizesAndRoundTrip) {
+  const RecurrentGemmaConfig two =
+      LoadRecurrentGemmaConfigYaml("configs/models/recurrentgemma-2b.yaml");
+  const RecurrentGemmaConfig nine =
+      LoadRecurrentGemmaConfigYaml("configs/models/recurrentgemma-9b.yaml");
+  // 2.7B and 9B as published (counted from MODEL_SPEC §4.1's shapes, tied embedding once).
+  EXPECT_EQ(two.ParameterCount(), 2682862080);
+  EXPECT_EQ(nine.ParameterCount(), 8579977216);
+  EXPECT_EQ(two.blocks[2], TemporalBlock::kAttention);
+  EXPECT_EQ(two.blocks[3], TemporalBlock::kRecurrent);
+  EXPECT_EQ(two.EmbedScale(), 50.5f);  // sqrt(2560) = 50.596 rounded to bf16
+  const RecurrentGemmaConfig back = RecurrentGemmaFromAttributes(ToAttributes(nine), "test");
+  EXPECT_EQ(ToAttributes(back), ToAttributes(nine));
+}
+
+TEST(RecurrentGemmaConfig, BadYamlIsNamed) {
+  EXPECT_THAT(
+      ErrorOf([] { LoadRecurrentGemmaConfigYaml("tests/models/configs/rg-bad-block.yaml"); }),
+      testing::HasSubstr("rg-bad-block.yaml:10:21: blocks[1]"));
+  EXPECT_THAT(ErrorOf([] { LoadRecurrentGemmaConfigYaml("tests/models/configs/rg-bad-lru.yaml"); }),
+              testing::HasSubstr("lru_width (70) must be a multiple of num_heads (3)"));
+  Attributes a = ToAttributes(TinyConfig());
+  a["architecture"] = std::string("gemma2");
+  EXPECT_THAT(ErrorOf([&] { RecurrentGemmaFromAttributes(a, "m.h5"); }),
+              testing::HasSubstr("m.h5: not a RecurrentGemma checkpoint (architecture 'gemma2')"));
 }
 
 }  // namespace
