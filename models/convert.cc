@@ -14,6 +14,7 @@
 #include "models/model_config.h"
 #include "models/recurrent_gemma_deepmind.h"
 #include "models/recurrent_gemma_weights.h"
+#include "models/t5gemma_weights.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/checkpoint/safetensors.h"
 #include "runtime/cpu/int8_matmul.h"
@@ -113,21 +114,16 @@ void WriteInt8Matrix(const std::string& name, const Tensor& stored, Hdf5Checkpoi
   report.bytes_written += static_cast<int64_t>(q.nbytes() + scale.nbytes());
 }
 
-// Writes `config`'s parameters from `source` (checked first) and the tokenizer into a new .h5.
-ConvertReport WriteOurs(const ModelConfig& config, const TensorSource& source,
-                        const std::optional<std::string>& tokenizer, const std::string& dst,
-                        const ConvertOptions& options) {
-  const std::vector<GemmaParameter> params = CheckParameters(config, source);
+// Writes `params` (checked against `source` already) from `source`, the config `attributes` and
+// the tokenizer into a new .h5; with int8, every matrix as int8 rows and their scales.
+ConvertReport WriteCheckpoint(const std::vector<GemmaParameter>& params,
+                              const Attributes& attributes, const TensorSource& source,
+                              const std::optional<std::string>& tokenizer, const std::string& dst,
+                              const ConvertOptions& options) {
   const bool int8 = options.quantize == "int8";
-  GEMMAPOD_CHECK(!int8 || config.quantization == WeightQuantization::kNone,
-                 "convert: ", source.origin(), " is already quantized");
-  ModelConfig written = config;
-  if (int8) written.quantization = WeightQuantization::kInt8;
-
   ConvertReport report;
-  report.model_type = ArchitectureName(config.architecture);
   Hdf5CheckpointWriter writer = Hdf5CheckpointWriter::Create(dst);
-  writer.SetConfig(ToAttributes(written));
+  writer.SetConfig(attributes);
   if (int8) {
     for (const GemmaParameter& p : params) {
       if (p.is_norm) {
@@ -144,6 +140,42 @@ ConvertReport WriteOurs(const ModelConfig& config, const TensorSource& source,
     report.tokenizer_copied = true;
   }
   writer.Commit();
+  return report;
+}
+
+// Writes `config`'s parameters from `source` (checked first) and the tokenizer into a new .h5.
+ConvertReport WriteOurs(const ModelConfig& config, const TensorSource& source,
+                        const std::optional<std::string>& tokenizer, const std::string& dst,
+                        const ConvertOptions& options) {
+  const std::vector<GemmaParameter> params = CheckParameters(config, source);
+  const bool int8 = options.quantize == "int8";
+  GEMMAPOD_CHECK(!int8 || config.quantization == WeightQuantization::kNone,
+                 "convert: ", source.origin(), " is already quantized");
+  ModelConfig written = config;
+  if (int8) written.quantization = WeightQuantization::kInt8;
+  ConvertReport report =
+      WriteCheckpoint(params, ToAttributes(written), source, tokenizer, dst, options);
+  report.model_type = ArchitectureName(config.architecture);
+  return report;
+}
+
+// T5Gemma: both stacks and the cross-attention checked against the config, then written as
+// `dtype` and `quantize` say.
+ConvertReport WriteT5Gemma(const T5GemmaConfig& config, const TensorSource& source,
+                           const std::optional<std::string>& tokenizer, const std::string& dst,
+                           const ConvertOptions& options) {
+  CheckT5GemmaTensors(config, source);
+  const bool int8 = options.quantize == "int8";
+  GEMMAPOD_CHECK(!int8 || config.decoder.quantization == WeightQuantization::kNone,
+                 "convert: ", source.origin(), " is already quantized");
+  T5GemmaConfig written = config;
+  if (int8) {
+    written.encoder.quantization = WeightQuantization::kInt8;
+    written.decoder.quantization = WeightQuantization::kInt8;
+  }
+  ConvertReport report = WriteCheckpoint(T5GemmaParameters(config), ToAttributes(written), source,
+                                         tokenizer, dst, options);
+  report.model_type = "t5gemma";
   return report;
 }
 
@@ -201,6 +233,10 @@ ConvertReport DeepMindToOurs(const std::string& file, const std::string& dst,
 
 ConvertReport HfToOurs(const std::string& dir, const std::string& dst,
                        const ConvertOptions& options) {
+  if (ModelType(fs::path(dir) / "config.json") == "t5gemma") {
+    const T5GemmaConfig config = ReadHfT5GemmaConfig((fs::path(dir) / "config.json").string());
+    return WriteT5Gemma(config, *OpenSafetensors(dir), TokenizerBeside(dir), dst, options);
+  }
   if (ModelType(fs::path(dir) / "config.json") == "recurrent_gemma") {
     const RecurrentGemmaConfig config =
         ReadHfRecurrentGemmaConfig((fs::path(dir) / "config.json").string());
@@ -222,9 +258,40 @@ ConvertReport GgufToOurs(const std::string& path, const std::string& dst,
   return report;
 }
 
+ConvertReport T5GemmaToHf(const std::string& src, const Hdf5CheckpointReader& reader,
+                          const std::string& dir, const ConvertOptions& options) {
+  const T5GemmaConfig config = T5GemmaFromAttributes(reader.config(), src);
+  GEMMAPOD_CHECK(config.decoder.quantization == WeightQuantization::kNone, "convert: ", src,
+                 " holds int8 weights, which Hugging Face checkpoints of this model do not "
+                 "store; export the f32 or bf16 checkpoint it was quantized from");
+  CheckT5GemmaTensors(config, reader);
+  const std::vector<GemmaParameter> params = T5GemmaParameters(config);
+  std::vector<TensorInfo> planned;
+  DType written = DType::kF32;
+  for (const GemmaParameter& p : params) {
+    const TensorInfo info = reader.Info(p.name);
+    planned.push_back({p.name, info.shape, TargetDType(info.dtype, options.dtype)});
+    if (p.name == "model.decoder.embed_tokens.weight") written = planned.back().dtype;
+  }
+  ConvertReport report;
+  report.model_type = "t5gemma";
+  SafetensorsWriter writer(dir, planned, options.max_shard_bytes);
+  CopyParameters(params, reader, writer, options.dtype, report);
+  const fs::path staging = writer.staging_dir();
+  WriteWholeFile(staging / "config.json",
+                 T5GemmaHfConfigJson(config, written == DType::kBF16 ? "bfloat16" : "float32"));
+  if (reader.HasFile(kTokenizerFile)) {
+    WriteWholeFile(staging / kTokenizerFile, reader.ReadFile(kTokenizerFile));
+    report.tokenizer_copied = true;
+  }
+  writer.Commit();
+  return report;
+}
+
 ConvertReport OursToHf(const std::string& src, const std::string& dir,
                        const ConvertOptions& options) {
   const std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(src);
+  if (IsT5GemmaAttributes(reader->config())) return T5GemmaToHf(src, *reader, dir, options);
   const ModelConfig config = FromAttributes(reader->config(), src);
   GEMMAPOD_CHECK(config.quantization == WeightQuantization::kNone, "convert: ", src,
                  " holds int8 weights, which Hugging Face checkpoints of this model do not "

@@ -141,9 +141,32 @@ void CheckStoredDType(const ModelConfig& config, const GemmaParameter& p, const 
   }
 }
 
+Tensor ReadParameterSlice(const TensorSource& source, const GemmaParameter& p,
+                          const ParameterSlice& slice, Communicator* tp) {
+  const bool group_check = tp != nullptr && tp->size() > 1;
+  // A rank reading a whole tensor checks the file's checksum of it; the ranks of a group that
+  // read slices check it together (every rank of the group makes the same calls).
+  const bool whole = slice.dim < 0 || (!group_check && slice.begin == 0 &&
+                                       slice.end == p.shape[static_cast<size_t>(slice.dim)]);
+  Tensor t =
+      whole ? source.Read(p.name) : source.ReadSlice(p.name, slice.dim, slice.begin, slice.end);
+  if (!whole && group_check) {
+    if (const std::optional<uint32_t> crc = source.StoredCrc32(p.name)) {
+      CheckSlicedChecksum(t, p.shape, slice.dim, slice.begin, slice.end, *crc, *tp,
+                          StrCat(source.origin(), ": tensor '", p.name, "'"));
+    }
+  }
+  if (slice.padded_end > slice.end) {
+    // Vocabulary padding: the rows after the real ones are zeros (dim 0 only).
+    Tensor padded = Tensor::Zeros(SliceShape(p, slice), t.dtype());
+    if (t.nbytes() > 0) std::memcpy(padded.raw(), t.raw(), t.nbytes());
+    t = std::move(padded);
+  }
+  return p.is_norm && t.dtype() != DType::kF32 ? t.To(DType::kF32) : std::move(t);
+}
+
 GemmaWeights LoadGemmaShard(const ModelConfig& config, const GemmaShard& shard,
                             const TensorSource& source, Communicator* tp) {
-  const bool group_check = tp != nullptr && tp->size() > 1;
   // Every rank checks the whole file's names and shapes (metadata only), so a rank never loads a
   // slice of a tensor that another rank would find malformed.
   std::set<std::string> expected;
@@ -167,28 +190,10 @@ GemmaWeights LoadGemmaShard(const ModelConfig& config, const GemmaShard& shard,
   }
 
   GemmaWeights w;
-  ForEachShardParameter(
-      config, shard, w, [&](const GemmaParameter& p, const ParameterSlice& slice, Tensor& slot) {
-        // A rank reading a whole tensor checks the file's checksum of it; the ranks of a group
-        // that read slices check it together (every rank of the group makes the same calls).
-        const bool whole = slice.dim < 0 || (!group_check && slice.begin == 0 &&
-                                             slice.end == p.shape[static_cast<size_t>(slice.dim)]);
-        Tensor t = whole ? source.Read(p.name)
-                         : source.ReadSlice(p.name, slice.dim, slice.begin, slice.end);
-        if (!whole && group_check) {
-          if (const std::optional<uint32_t> crc = source.StoredCrc32(p.name)) {
-            CheckSlicedChecksum(t, p.shape, slice.dim, slice.begin, slice.end, *crc, *tp,
-                                StrCat(source.origin(), ": tensor '", p.name, "'"));
-          }
-        }
-        if (slice.padded_end > slice.end) {
-          // Vocabulary padding: the rows after the real ones are zeros (dim 0 only).
-          Tensor padded = Tensor::Zeros(SliceShape(p, slice), t.dtype());
-          if (t.nbytes() > 0) std::memcpy(padded.raw(), t.raw(), t.nbytes());
-          t = std::move(padded);
-        }
-        slot = p.is_norm && t.dtype() != DType::kF32 ? t.To(DType::kF32) : std::move(t);
-      });
+  ForEachShardParameter(config, shard, w,
+                        [&](const GemmaParameter& p, const ParameterSlice& slice, Tensor& slot) {
+                          slot = ReadParameterSlice(source, p, slice, tp);
+                        });
   return w;
 }
 

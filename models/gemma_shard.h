@@ -75,6 +75,12 @@ Shape SliceShape(const GemmaParameter& parameter, const ParameterSlice& slice);
 GemmaWeights LoadGemmaShard(const ModelConfig& config, const GemmaShard& shard,
                             const TensorSource& source, Communicator* tp = nullptr);
 
+// One parameter's slice from `source`, as a shard holds it: the stored checksum checked (by this
+// rank for a whole tensor; with `tp`, collectively over the group for slices), vocabulary padding
+// added, norms widened to f32.
+Tensor ReadParameterSlice(const TensorSource& source, const GemmaParameter& parameter,
+                          const ParameterSlice& slice, Communicator* tp);
+
 // Why `info` cannot hold parameter `p` of `config` (its stored dtype), as an Error naming `origin`.
 void CheckStoredDType(const ModelConfig& config, const GemmaParameter& p, const TensorInfo& info,
                       const std::string& origin);

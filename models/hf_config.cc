@@ -119,16 +119,24 @@ std::vector<AttentionKind> ReadLayerTypes(const JsonFields& f, const Json& j, in
 ModelConfig ReadHfConfig(const std::string& path) {
   std::ifstream in(path);
   GEMMAPOD_CHECK(in.good(), path, ": cannot open the Hugging Face config");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return HfConfigFromJsonText(text.str(), path, "");
+}
+
+ModelConfig HfConfigFromJsonText(const std::string& text, const std::string& path,
+                                 const std::string& model_type_override) {
   Json j;
   try {
-    j = Json::parse(in);
+    j = Json::parse(text);
   } catch (const Json::exception& e) {
     throw Error(StrCat(path, ": not valid JSON: ", e.what()));
   }
   GEMMAPOD_CHECK(j.is_object(), path, ": expected a JSON object");
   const JsonFields f(j, path);
 
-  const std::string model_type = f.String("model_type", "");
+  const std::string model_type =
+      model_type_override.empty() ? f.String("model_type", "") : model_type_override;
   GEMMAPOD_CHECK(!model_type.empty(), path, ": key 'model_type' is missing");
   GEMMAPOD_CHECK(model_type != "gemma3", path,
                  ": model_type 'gemma3' is the multimodal Gemma 3; convert a text-only checkpoint "

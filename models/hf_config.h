@@ -12,6 +12,11 @@ namespace gemmapod {
 // rope_local_base_freq + rope_scaling, or rope_parameters per attention kind). Errors name the
 // file and the key.
 ModelConfig ReadHfConfig(const std::string& path);
+// The same from the text of a JSON object; `path` names it in errors (a file, or a file and the
+// key it sits under). A non-empty `model_type_override` is used instead of the object's
+// model_type (T5Gemma's encoder and decoder sections are Gemma 2 stacks).
+ModelConfig HfConfigFromJsonText(const std::string& text, const std::string& path,
+                                 const std::string& model_type_override);
 
 // The config.json a Hugging Face loader needs to rebuild the same model. `torch_dtype` is the
 // dtype the weights are written in ("bfloat16" or "float32").

@@ -1,5 +1,6 @@
 // configs/models/*.yaml -> ModelConfig. The format is documented in docs/model-config.md.
-#include "models/model_config.h"
+#include "models/model_config_yaml.h"
+
 #include "runtime/config/yaml_reader.h"
 #include "runtime/error.h"
 
@@ -26,7 +27,11 @@ std::vector<AttentionKind> ReadKinds(const YamlValue& list) {
 }  // namespace
 
 ModelConfig LoadModelConfigYaml(const std::string& path) {
-  const YamlValue doc = ParseYamlDocument(ReadConfigText(path, "model config"), path);
+  return ModelConfigFromYaml(ParseYamlDocument(ReadConfigText(path, "model config"), path), path,
+                             false);
+}
+
+ModelConfig ModelConfigFromYaml(const YamlValue& doc, const std::string& path, bool stack) {
   const YamlMap m = doc.AsMap({"name",
                                "architecture",
                                "vocab_size",
@@ -52,9 +57,19 @@ ModelConfig LoadModelConfigYaml(const std::string& path) {
                                "tokens",
                                "quantization"});
   ModelConfig c;
-  c.name = m.Require("name").AsString();
-  const YamlValue arch = m.Require("architecture");
-  c.architecture = ParseArchitecture(arch.AsChoice({"gemma", "gemma2", "gemma3_text"}), path);
+  if (stack) {
+    // A stack of an encoder-decoder model: a Gemma 2 stack unless it says otherwise; its name is
+    // the model's.
+    c.architecture = Architecture::kGemma2;
+    if (auto v = m.Find("name")) c.name = v->AsString();
+    if (auto v = m.Find("architecture")) {
+      c.architecture = ParseArchitecture(v->AsChoice({"gemma2"}), path);
+    }
+  } else {
+    c.name = m.Require("name").AsString();
+    const YamlValue arch = m.Require("architecture");
+    c.architecture = ParseArchitecture(arch.AsChoice({"gemma", "gemma2", "gemma3_text"}), path);
+  }
   c.vocab_size = ReadPositive(m, "vocab_size");
   c.hidden_size = ReadPositive(m, "hidden_size");
   c.num_layers = ReadPositive(m, "num_layers");

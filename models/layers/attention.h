@@ -24,4 +24,12 @@ struct AttentionShape {
 void CachedSelfAttention(const AttentionShape& shape, const float* q, const float* k_new,
                          const float* v_new, int64_t n, int64_t start, LayerKv cache, float* out);
 
+// Attention of n queries over m keys known all at once, without a cache: T5Gemma's encoder
+// self-attention (bidirectional; with shape.window > 0 query i sees key j only when
+// |i - j| < window, queries and keys indexed alike) and its decoder's cross-attention over the
+// encoder output (window 0: every key). Keys whose key_valid entry is 0 (padding) are never seen;
+// a query that sees no key at all outputs zeros. q: [n, H, hd]; k, v: [m, KV, hd]; out: [n, H, hd].
+void FullAttention(const AttentionShape& shape, const float* q, int64_t n, const float* k,
+                   const float* v, int64_t m, const uint8_t* key_valid, float* out);
+
 }  // namespace gemmapod
