@@ -80,7 +80,7 @@ FIXTURES = {
                  stack(64, 4, 4, 2, 16, 128, window=4, scalar=20)),
     # Encoder 96 wide, 5 layers, GQA; decoder 64 wide, 3 layers, MQA with heads x head_dim (96)
     # != hidden (64); its cross-attention k/v read the encoder's 96; different windows.
-    "unbalanced": (stack(96, 5, 6, 3, 16, 192, window=4, scalar=16),
+    "unbalanced": (stack(96, 5, 6, 2, 16, 192, window=4, scalar=16),
                    stack(64, 3, 4, 1, 24, 128, window=5, scalar=24)),
 }
 
