@@ -193,13 +193,18 @@ Interconnect ParseInterconnect(const YamlValue& value) {
 struct Degrees {
   int tp = 1;
   int pp = 1;
-  int dp = -1;  // -1: whatever world / (tp * pp) leaves
-  std::optional<YamlValue> tp_where, pp_where, dp_where;
+  int dp = -1;         // -1: whatever world / (tp * pp) leaves
+  int encoder_tp = 0;  // 0: tp
+  std::optional<YamlValue> tp_where, pp_where, dp_where, encoder_tp_where;
 };
 
 Degrees ParseParallelism(const YamlValue& value) {
-  const YamlMap map = value.AsMap({"tp", "pp", "dp"});
+  const YamlMap map = value.AsMap({"tp", "pp", "dp", "encoder_tp"});
   Degrees d;
+  if ((d.encoder_tp_where = map.Find("encoder_tp"))) {
+    d.encoder_tp = d.encoder_tp_where->AsInt();
+    if (d.encoder_tp < 1) d.encoder_tp_where->Fail(StrCat("must be >= 1, got ", d.encoder_tp));
+  }
   if ((d.tp_where = map.Find("tp"))) {
     d.tp = d.tp_where->AsInt();
     if (d.tp < 1) d.tp_where->Fail(StrCat("must be >= 1, got ", d.tp));
@@ -305,6 +310,39 @@ void CheckStageOrder(const std::vector<StageLayout>& stages, const std::vector<Y
   }
 }
 
+// An encoder-decoder pod whose encoder stages have their own tp: stages of different sizes, one
+// replica. Returns dp (1).
+int ResolveEncoderDegrees(const Degrees& d, const std::vector<NodeEntry>& nodes, int world,
+                          int encoder_stages) {
+  const YamlValue& where = *d.encoder_tp_where;
+  if (encoder_stages < 1) {
+    where.Fail(
+        "needs encoder stages of their own (pipeline.encoder_stages, or stages with "
+        "part: encoder); with none the encoder shares the decoder's ranks and tp");
+  }
+  if (d.dp_where && d.dp != 1 && d.dp != -1) {
+    d.dp_where->Fail(StrCat("must be 1 (or -1) when encoder_tp differs from tp, got ", d.dp));
+  }
+  for (const NodeEntry& entry : nodes) {
+    for (const auto& [tp, key] :
+         {std::pair<int, const YamlValue*>{d.tp, d.tp_where ? &*d.tp_where : &where},
+          {d.encoder_tp, &where}}) {
+      if (entry.node.devices % tp != 0) {
+        key->Fail(StrCat(tp, " does not divide the ", entry.node.devices, " devices of node '",
+                         entry.node.host, "' (line ", entry.where.position().line,
+                         "); a tensor-parallel group must stay inside one node"));
+      }
+    }
+  }
+  const int needed = encoder_stages * d.encoder_tp + (d.pp - encoder_stages) * d.tp;
+  if (needed != world) {
+    where.Fail(StrCat(encoder_stages, " encoder stage(s) x encoder_tp ", d.encoder_tp, " + ",
+                      d.pp - encoder_stages, " decoder stage(s) x tp ", d.tp, " = ", needed,
+                      " ranks, but the nodes hold ", world, " devices"));
+  }
+  return 1;
+}
+
 PipelineLayout ParsePipeline(const YamlValue& value, int pp) {
   const YamlMap map = value.AsMap({"stages", "encoder_stages"});
   PipelineLayout layout;
@@ -377,9 +415,13 @@ PodTopology ParseDocument(const YamlValue& root) {
   if (auto parallelism = map.Find("parallelism")) degrees = ParseParallelism(*parallelism);
   pod.tp = degrees.tp;
   pod.pp = degrees.pp;
-  pod.dp = ResolveDegrees(degrees, nodes, pod.world_size(), root);
-
   if (auto pipeline = map.Find("pipeline")) pod.pipeline = ParsePipeline(*pipeline, pod.pp);
+  if (degrees.encoder_tp_where && degrees.encoder_tp != degrees.tp) {
+    pod.encoder_tp = degrees.encoder_tp;
+    pod.dp = ResolveEncoderDegrees(degrees, nodes, pod.world_size(), pod.pipeline.encoder_stages);
+  } else {
+    pod.dp = ResolveDegrees(degrees, nodes, pod.world_size(), root);
+  }
   if (auto launch = map.Find("launch")) pod.launch = ParseLaunch(*launch);
   return pod;
 }

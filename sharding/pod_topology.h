@@ -66,6 +66,10 @@ struct PodTopology {
   int tp = 1;
   int pp = 1;
   int dp = 1;  // resolved: never -1 after parsing
+  // Encoder-decoder models: the tp of the encoder stages when it differs from `tp` (the
+  // decoder's); 0 when the encoder uses `tp` too. The pod then has encoder_stages x encoder_tp +
+  // (pp - encoder_stages) x tp devices and one replica.
+  int encoder_tp = 0;
   PipelineLayout pipeline;
   LaunchOptions launch;
 

@@ -1,0 +1,91 @@
+// T5Gemma over the ranks of a job: encoder stages before decoder stages (Megatron's "split rank"
+// scheme), each stage a tensor-parallel group of its own size, so the encoder and the decoder may
+// use different tp (an unbalanced pair's wide encoder over more ranks than its small decoder).
+// The last encoder stage sends its output once per request to every rank of every decoder stage,
+// which project their cross-attention keys and values from it; decode steps then run on the
+// decoder stages alone, passing activations forward, and the logits reach every rank.
+//
+//   ranks:  [ encoder stage 0 | encoder stage 1 | ... | decoder stage 0 | decoder stage 1 | ... ]
+//           each stage: tp consecutive ranks (its tensor-parallel group)
+//
+// With one stage (no split), every rank holds both stacks at the same tp.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "models/t5gemma.h"
+#include "sharding/stage_plan.h"
+
+namespace gemmapod {
+
+class Communicator;
+struct PodTopology;
+
+struct T5GemmaStagePlan {
+  bool encoder = false;  // runs encoder layers
+  bool decoder = false;  // runs decoder layers (both: the one-stage layout)
+  LayerRange encoder_layers;
+  LayerRange decoder_layers;
+  int tp = 1;
+  int first_rank = 0;  // its ranks: [first_rank, first_rank + tp)
+};
+
+struct T5GemmaLayout {
+  std::vector<T5GemmaStagePlan> stages;
+
+  int world_size() const;
+  int StageOf(int rank) const;  // throws for a rank outside the layout
+  int first_decoder_stage() const;
+  std::string Describe() const;  // "encoder tp 2 x 1 stage | decoder tp 1 x 2 stages"
+};
+
+// `encoder_stages` stages of `encoder_tp` ranks, then `decoder_stages` of `decoder_tp`, each
+// part's layers split as evenly as they go. encoder_stages 0: one stage of decoder_tp ranks
+// holding both stacks (encoder_tp must then equal decoder_tp). Errors name the problem (a tp that
+// does not divide the heads, more stages than layers).
+T5GemmaLayout MakeT5GemmaLayout(const T5GemmaConfig& config, int encoder_tp, int encoder_stages,
+                                int decoder_tp, int decoder_stages);
+// The pod file's layout: parallelism.tp for the decoder, parallelism.encoder_tp (default tp) for
+// the encoder, pipeline.encoder_stages (auto) or the explicit stages' parts and layer ranges.
+T5GemmaLayout T5GemmaLayoutFromPod(const PodTopology& pod, const T5GemmaConfig& config);
+
+// The shard rank `rank` holds.
+T5GemmaShard T5GemmaShardOf(const T5GemmaConfig& config, const T5GemmaLayout& layout, int rank);
+
+class T5GemmaPipeline {
+ public:
+  // Collective over `world` (exactly the layout's ranks): forms the stage groups and loads this
+  // rank's shard from `source` (checksums checked within each stage group).
+  T5GemmaPipeline(Communicator& world, T5GemmaLayout layout, const T5GemmaConfig& config,
+                  const TensorSource& source);
+
+  const T5GemmaLayout& layout() const { return layout_; }
+  const T5Gemma& model() const { return *model_; }
+  int stage() const { return stage_; }
+
+  T5GemmaDecodeState NewDecodeState(int64_t num_sequences, int64_t max_context) const;
+
+  // Collective over the world: runs the encoder over `prompts` (padding tokens masked) and leaves
+  // every decoder rank's state holding sequence b's cross-attention keys and values, its decoder
+  // cache empty.
+  void Encode(const std::vector<std::vector<int32_t>>& prompts, T5GemmaDecodeState& state);
+  // Collective over the world: decodes `chunks` (sequences of the state, new tokens at the
+  // positions their caches reached) and returns the logits on every rank: every token's
+  // [tokens, vocab], or each chunk's last [chunks, vocab].
+  Tensor Decode(std::span<const SequenceChunk> chunks, T5GemmaDecodeState& state, bool all_logits);
+
+ private:
+  void SendToStage(const Tensor& t, int stage, int tag) const;
+
+  Communicator& world_;
+  T5GemmaLayout layout_;
+  int stage_ = 0;
+  std::unique_ptr<Communicator> tp_;
+  std::unique_ptr<T5Gemma> model_;
+};
+
+}  // namespace gemmapod
