@@ -95,6 +95,8 @@ struct LogitsOptions {
   // "2,651,..." per sequence. Several sequences (of one length) make a batch spread over the
   // data-parallel replicas, written as [sequences, tokens, vocab].
   std::vector<std::string> tokens;
+  // Encoder-decoder models: the encoder's ids, one sequence per --tokens sequence.
+  std::vector<std::string> encoder_tokens;
   std::string out;  // .npy path
 };
 int RunLogits(const LogitsOptions& options, int* argc, char*** argv);

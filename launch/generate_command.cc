@@ -10,6 +10,7 @@
 #include "launch/rank_runner.h"
 #include "launch/recurrent_commands.h"
 #include "launch/sharded_model.h"
+#include "launch/t5gemma_commands.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/error.h"
 #include "runtime/tokenizer/chat_template.h"
@@ -83,6 +84,7 @@ std::vector<std::string> ReceiveTexts(Communicator& world, int from, size_t coun
 
 int GenerateOnRanks(const GenerateOptions& o, Communicator& world) {
   if (IsRecurrentGemmaCheckpoint(o.files.model_path)) return GenerateRecurrentOnRanks(o, world);
+  if (IsT5GemmaCheckpoint(o.files.model_path)) return GenerateT5GemmaOnRanks(o, world);
   // Every rank reads the tokenizer and builds the same requests: the first stage feeds the
   // prompts, and the last stage samples only the tokenizer's ids. Bad input is reported once.
   std::optional<Tokenizer> tokenizer;

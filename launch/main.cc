@@ -152,6 +152,9 @@ int main(int argc, char** argv) {
       ->add_option("--tokens", logits.tokens,
                    "Token ids, comma-separated: 2,651,...; repeat for a batch of equal lengths")
       ->required();
+  logits_cmd->add_option("--encoder-tokens", logits.encoder_tokens,
+                         "Encoder-decoder models (T5Gemma): the encoder's token ids, one per "
+                         "--tokens (the decoder's, starting with BOS); 0 is padding");
   logits_cmd
       ->add_option("--out", logits.out,
                    "Output .npy file, f32 [tokens, vocab] (a batch: [sequences, tokens, vocab])")

@@ -12,6 +12,7 @@
 #include "launch/rank_runner.h"
 #include "launch/recurrent_commands.h"
 #include "launch/sharded_model.h"
+#include "launch/t5gemma_commands.h"
 #include "models/convert.h"
 #include "models/gemma_checkpoint.h"
 #include "models/gemma_random.h"
@@ -64,6 +65,11 @@ int RunConvert(const ConvertCommandOptions& o) {
 namespace {
 
 int LogitsOnRanks(const LogitsOptions& o, Communicator& world) {
+  if (IsT5GemmaCheckpoint(o.files.model_path)) return LogitsT5GemmaOnRanks(o, world);
+  CheckOnEveryRank(world, [&] {
+    GEMMAPOD_CHECK(o.encoder_tokens.empty(), "--encoder-tokens: ", o.files.model_path,
+                   " is a decoder-only model; it takes --tokens alone");
+  });
   if (IsRecurrentGemmaCheckpoint(o.files.model_path)) return LogitsRecurrentOnRanks(o, world);
   std::vector<std::vector<int32_t>> sequences;
   ShardedGemmaPlan plan;

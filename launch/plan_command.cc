@@ -5,6 +5,7 @@
 #include "launch/rank_map.h"
 #include "launch/recurrent_commands.h"
 #include "launch/sharded_model.h"
+#include "launch/t5gemma_commands.h"
 #include "models/model_config.h"
 #include "models/recurrent_gemma.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
@@ -110,6 +111,7 @@ bool IsRecurrentModel(const std::string& path) {
 
 int PrintModelPlan(const PodTopology& pod, const PlanOptions& o) {
   if (IsRecurrentModel(o.model_path)) return PrintRecurrentPlan(pod, o);
+  if (IsT5GemmaModel(o.model_path)) return PrintT5GemmaPlan(pod, o);
   CheckpointModel model;
   if (EndsWith(o.model_path, ".yaml") || EndsWith(o.model_path, ".yml")) {
     model.config = LoadModelConfigYaml(o.model_path);

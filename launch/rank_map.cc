@@ -59,7 +59,21 @@ std::string RenderRankMap(const PodTopology& pod) {
   std::string out = fmt::format("{:>4}  {:<{}}  {:<8}  {:>2}  {:>2}  {:>2}  {}\n", "rank", "host",
                                 host_width, "device", "dp", "pp", "tp", "stage");
   for (int r = 0; r < pod.world_size(); ++r) {
-    const GridCoords c = shape.CoordsOf(r);
+    GridCoords c;
+    if (pod.encoder_tp > 0) {
+      // Encoder stages of encoder_tp ranks, then decoder stages of tp ranks; one replica.
+      int first = 0;
+      for (int stage = 0; stage < pod.pp; ++stage) {
+        const int size = stage < pod.pipeline.encoder_stages ? pod.encoder_tp : pod.tp;
+        if (r < first + size) {
+          c = {0, stage, r - first};
+          break;
+        }
+        first += size;
+      }
+    } else {
+      c = shape.CoordsOf(r);
+    }
     const PodNode& node = pod.nodes.at(pod.node_of_rank(r));
     out += fmt::format("{:>4}  {:<{}}  {:<8}  {:>2}  {:>2}  {:>2}  {}: {}\n", r, node.host,
                        host_width, DeviceLabel(node.kind, pod.local_device_of_rank(r)), c.dp, c.pp,

@@ -1,0 +1,276 @@
+#include "launch/t5gemma_commands.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <optional>
+
+#include "launch/model_files.h"
+#include "launch/rank_runner.h"
+#include "launch/recurrent_commands.h"
+#include "runtime/checkpoint/hdf5_checkpoint.h"
+#include "runtime/checkpoint/npy.h"
+#include "runtime/comm/communicator.h"
+#include "runtime/error.h"
+#include "serving/t5gemma_pipeline.h"
+#include "sharding/pod_topology.h"
+
+namespace gemmapod {
+namespace {
+
+std::string Bytes(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return buf;
+}
+
+// Checks on every rank before any collective, so bad input is reported once.
+T5GemmaLayout CheckT5GemmaJob(Communicator& world, const ModelFiles& files,
+                              const std::string& pod_path, T5GemmaConfig& config) {
+  GEMMAPOD_CHECK(files.precision == "exact", "--precision ", files.precision,
+                 ": T5Gemma computes its products at f32 precision only (exact)");
+  config = T5GemmaFromAttributes(Hdf5CheckpointReader::Open(files.model_path)->config(),
+                                 files.model_path);
+  T5GemmaLayout layout = pod_path.empty()
+                             ? MakeT5GemmaLayout(config, world.size(), 0, world.size(), 1)
+                             : T5GemmaLayoutFromPod(LoadPodTopology(pod_path), config);
+  GEMMAPOD_CHECK(layout.world_size() == world.size(), "the layout (", layout.Describe(), ") needs ",
+                 layout.world_size(), " ranks, the job has ", world.size());
+  return layout;
+}
+
+void CheckIds(const std::vector<int32_t>& ids, int64_t vocab, const std::string& what) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    GEMMAPOD_CHECK(ids[i] >= 0 && ids[i] < vocab, what, ": entry ", i, " (", ids[i],
+                   ") is outside the vocabulary of ", vocab);
+  }
+}
+
+}  // namespace
+
+bool IsT5GemmaCheckpoint(const std::string& path) {
+  try {
+    return IsT5GemmaAttributes(Hdf5CheckpointReader::Open(path)->config());
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+bool IsT5GemmaModel(const std::string& path) {
+  const std::string ext = std::filesystem::path(path).extension().string();
+  return ext == ".yaml" || ext == ".yml" ? IsT5GemmaYaml(path) : IsT5GemmaCheckpoint(path);
+}
+
+int PrintT5GemmaPlan(const PodTopology& pod, const PlanOptions& o) {
+  const std::string ext = std::filesystem::path(o.model_path).extension().string();
+  T5GemmaConfig c;
+  int64_t matrix_bytes = o.dtype == "f32" ? 4 : o.dtype == "int8" ? 1 : 2;
+  if (ext == ".yaml" || ext == ".yml") {
+    c = LoadT5GemmaConfigYaml(o.model_path);
+    if (o.dtype == "int8") {
+      c.encoder.quantization = c.decoder.quantization = WeightQuantization::kInt8;
+    }
+  } else {
+    const std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(o.model_path);
+    c = T5GemmaFromAttributes(reader->config(), o.model_path);
+    matrix_bytes =
+        static_cast<int64_t>(DTypeSize(reader->Info("model.decoder.embed_tokens.weight").dtype));
+  }
+  const int64_t context = o.context > 0 ? o.context : c.decoder.max_position_embeddings;
+  std::printf(
+      "\nmodel %s (%s): encoder %lld layers, decoder %lld layers, %lld parameters, weights %s per "
+      "element; for %lld sequence(s) of %lld encoder and %lld decoder tokens: decoder KV cache and "
+      "cross-attention keys/values (f32)\n",
+      c.name.c_str(), o.model_path.c_str(), static_cast<long long>(c.encoder.num_layers),
+      static_cast<long long>(c.decoder.num_layers), static_cast<long long>(c.ParameterCount()),
+      matrix_bytes == 1   ? "int8 (+ f32 row scales)"
+      : matrix_bytes == 2 ? "bf16"
+                          : "f32",
+      static_cast<long long>(o.batch), static_cast<long long>(context),
+      static_cast<long long>(context));
+  T5GemmaLayout layout;
+  try {
+    layout = T5GemmaLayoutFromPod(pod, c);
+    GEMMAPOD_CHECK(layout.world_size() == pod.world_size(), "the layout (", layout.Describe(),
+                   ") needs ", layout.world_size(), " ranks, the pod has ", pod.world_size(),
+                   " devices");
+  } catch (const Error& e) {
+    std::fprintf(stderr, "gemmapod: plan: %s cannot run %s on %s:\n  %s\n", pod.source.c_str(),
+                 c.name.c_str(), pod.name.c_str(), e.what());
+    return 1;
+  }
+  std::printf("layout: %s\n", layout.Describe().c_str());
+  std::printf("%-5s %-16s %-5s %-8s %-9s %-6s %12s %12s %12s %12s\n", "rank", "host", "stage",
+              "stack", "layers", "parts", "weights", "kv-cache", "cross-kv", "total");
+  std::vector<int64_t> node_bytes(pod.nodes.size(), 0);
+  for (int rank = 0; rank < layout.world_size(); ++rank) {
+    const int stage = layout.StageOf(rank);
+    const T5GemmaShard shard = T5GemmaShardOf(c, layout, rank);
+    const int64_t weights = T5GemmaShardWeightBytes(c, shard, matrix_bytes);
+    int64_t kv = 0, cross = 0;
+    std::string stack, layers, parts;
+    if (shard.has_encoder) {
+      stack = "enc";
+      layers = StrCat(shard.encoder.first_layer, "-", shard.encoder.end_layer - 1);
+      parts += shard.encoder.has_embedding ? "E" : "";
+      parts += shard.encoder.has_head ? "N" : "";
+    }
+    if (shard.has_decoder) {
+      const GemmaShard& d = shard.decoder;
+      stack += stack.empty() ? "dec" : "+dec";
+      layers += StrCat(layers.empty() ? "" : ",", d.first_layer, "-", d.end_layer - 1);
+      parts += d.has_embedding ? "e" : "";
+      parts += d.has_head ? "H" : "";
+      kv = static_cast<int64_t>(
+          KvCache::BytesFor(c.decoder, o.batch, context, d.kv_heads, d.first_layer, d.end_layer));
+      cross = 2 * o.batch * context * d.kv_heads * c.decoder.head_dim *
+              (d.end_layer - d.first_layer) * static_cast<int64_t>(sizeof(float));
+    }
+    const int node = pod.node_of_rank(rank);
+    node_bytes[static_cast<size_t>(node)] += weights + kv + cross;
+    std::printf("%-5d %-16s %-5d %-8s %-9s %-6s %12s %12s %12s %12s\n", rank,
+                pod.nodes[static_cast<size_t>(node)].host.c_str(), stage, stack.c_str(),
+                layers.c_str(), parts.empty() ? "-" : parts.c_str(), Bytes(weights).c_str(),
+                Bytes(kv).c_str(), Bytes(cross).c_str(), Bytes(weights + kv + cross).c_str());
+  }
+  std::printf(
+      "parts: E encoder embedding, N encoder final norm (last encoder stage), e decoder "
+      "embedding, H decoder final norm + tied output head\n");
+  std::vector<std::string> problems;
+  for (size_t n = 0; n < pod.nodes.size(); ++n) {
+    const double gib = pod.nodes[n].device_memory_gib > 0
+                           ? pod.nodes[n].device_memory_gib * pod.nodes[n].devices
+                           : pod.nodes[n].memory_gib;
+    if (gib > 0 && static_cast<double>(node_bytes[n]) > gib * (1 << 30)) {
+      problems.push_back(StrCat(pod.nodes[n].host, ": its ranks need ", Bytes(node_bytes[n]),
+                                ", more than its ", gib, " GiB"));
+    }
+  }
+  if (!problems.empty()) {
+    std::fprintf(stderr, "gemmapod: plan: %s cannot run %s on %s:\n", pod.source.c_str(),
+                 c.name.c_str(), pod.name.c_str());
+    for (const std::string& p : problems) std::fprintf(stderr, "  %s\n", p.c_str());
+    return 1;
+  }
+  std::printf("fits: every node's ranks hold their weights and caches within its memory\n");
+  return 0;
+}
+
+int GenerateT5GemmaOnRanks(const GenerateOptions& o, Communicator& world) {
+  std::optional<Tokenizer> tokenizer;
+  std::vector<GenerationRequest> requests;
+  std::vector<std::vector<int32_t>> prompts;
+  T5GemmaConfig config;
+  std::optional<T5GemmaLayout> layout;
+  CheckOnEveryRank(world, [&] {
+    tokenizer = LoadTokenizer(o.files);
+    layout = CheckT5GemmaJob(world, o.files, o.pod_path, config);
+    CheckTokenizerFits(*tokenizer, config.decoder, o.files);
+    CheckTokenizerFits(*tokenizer, config.encoder, o.files);
+    for (const std::string& prompt : o.prompts) {
+      // The prompt (chat-templated) is the encoder's input; the decoder's context starts at BOS.
+      GenerationRequest request =
+          BuildGenerationRequest(o, prompt, *tokenizer, config.decoder.eos_id);
+      GEMMAPOD_CHECK(
+          static_cast<int64_t>(request.prompt.size()) <= config.encoder.max_position_embeddings,
+          "generate: the prompt has ", request.prompt.size(),
+          " tokens, more than the encoder's max_position_embeddings ",
+          config.encoder.max_position_embeddings);
+      prompts.push_back(request.prompt);
+      request.prompt = {config.decoder.bos_id};
+      CheckRequest(request, config.decoder);
+      requests.push_back(std::move(request));
+    }
+  });
+  T5GemmaPipeline pipeline(world, *layout, config, *Hdf5CheckpointReader::Open(o.files.model_path));
+  const int64_t sampled = std::min<int64_t>(config.decoder.vocab_size, tokenizer->vocab_size());
+  using Clock = std::chrono::steady_clock;
+  // Every rank holds the same logits and samples the same token from the same seeded stream.
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const GenerationRequest& request = requests[i];
+    if (world.rank() == 0 && requests.size() > 1) std::printf("--- prompt %zu ---\n", i);
+    GenerationTracker tracker(*tokenizer, request, [&](std::string_view text) {
+      if (world.rank() != 0) return;
+      std::fwrite(text.data(), 1, text.size(), stdout);
+      std::fflush(stdout);
+    });
+    Sampler sampler(request.sampling);
+    T5GemmaDecodeState state = pipeline.NewDecodeState(1, 1 + request.max_new_tokens);
+    const auto t0 = Clock::now();
+    pipeline.Encode({prompts[i]}, state);
+    std::vector<SequenceChunk> step{{0, {config.decoder.bos_id}}};
+    Tensor logits = pipeline.Decode(step, state, false);
+    const auto t1 = Clock::now();
+    while (true) {
+      const int32_t id =
+          sampler.Sample({logits.data<float>(), static_cast<size_t>(sampled)}, tracker.context());
+      if (!tracker.Accept(id)) break;
+      step[0].tokens = {id};
+      logits = pipeline.Decode(step, state, false);
+    }
+    const auto t2 = Clock::now();
+    if (world.rank() != 0) continue;
+    std::printf("\n");
+    std::fflush(stdout);
+    if (o.stats) {
+      const GenerationResult& r = tracker.result();
+      const double decode = std::chrono::duration<double>(t2 - t1).count();
+      std::fprintf(stderr,
+                   "encoder prompt %zu tokens + first decoder step in %.3f s; generated %zu tokens "
+                   "in %.3f s (%.1f tokens/s); finish: %s; %s over %d rank(s)\n",
+                   prompts[i].size(), std::chrono::duration<double>(t1 - t0).count(),
+                   r.tokens.size(), decode, r.tokens.size() / std::max(decode, 1e-9),
+                   FinishReasonName(r.finish), pipeline.layout().Describe().c_str(), world.size());
+    }
+  }
+  return 0;
+}
+
+int LogitsT5GemmaOnRanks(const LogitsOptions& o, Communicator& world) {
+  std::vector<std::vector<int32_t>> encoder, decoder;
+  T5GemmaConfig config;
+  std::optional<T5GemmaLayout> layout;
+  CheckOnEveryRank(world, [&] {
+    layout = CheckT5GemmaJob(world, o.files, o.pod_path, config);
+    GEMMAPOD_CHECK(!o.encoder_tokens.empty(), o.files.model_path,
+                   " is an encoder-decoder model (T5Gemma): give the encoder's ids with "
+                   "--encoder-tokens and the decoder's (from BOS) with --tokens");
+    GEMMAPOD_CHECK(o.encoder_tokens.size() == o.tokens.size(), "logits: ", o.encoder_tokens.size(),
+                   " --encoder-tokens sequence(s) for ", o.tokens.size(),
+                   " --tokens sequence(s); give one of each per sequence");
+    for (size_t s = 0; s < o.tokens.size(); ++s) {
+      const std::string which = o.tokens.size() > 1 ? StrCat(" #", s + 1) : "";
+      encoder.push_back(ParseTokenList(o.encoder_tokens[s]));
+      CheckIds(encoder.back(), config.encoder.vocab_size, "--encoder-tokens" + which);
+      decoder.push_back(ParseTokenList(o.tokens[s]));
+      CheckIds(decoder.back(), config.decoder.vocab_size, "--tokens" + which);
+      GEMMAPOD_CHECK(decoder.back().front() == config.decoder.bos_id, "--tokens", which,
+                     ": the decoder's ids must start with BOS (", config.decoder.bos_id,
+                     "), as the decoder always starts from it; got ", decoder.back().front());
+      GEMMAPOD_CHECK(decoder.back().size() == decoder.front().size(), "--tokens", which, ": ",
+                     decoder.back().size(), " ids, but the first sequence has ",
+                     decoder.front().size(), "; a batch's decoder sequences share one length");
+      GEMMAPOD_CHECK(
+          static_cast<int64_t>(decoder.back().size()) <= config.decoder.max_position_embeddings,
+          "--tokens", which, ": longer than the decoder's max_position_embeddings");
+    }
+  });
+  T5GemmaPipeline pipeline(world, *layout, config, *Hdf5CheckpointReader::Open(o.files.model_path));
+  const int64_t B = static_cast<int64_t>(decoder.size());
+  const int64_t T = static_cast<int64_t>(decoder.front().size());
+  T5GemmaDecodeState state = pipeline.NewDecodeState(B, T);
+  pipeline.Encode(encoder, state);
+  std::vector<SequenceChunk> chunks;
+  for (int64_t b = 0; b < B; ++b) chunks.push_back({b, decoder[static_cast<size_t>(b)]});
+  Tensor logits = pipeline.Decode(chunks, state, true);
+  if (world.rank() != 0) return 0;
+  if (B > 1) logits = logits.Reshape({B, T, config.decoder.vocab_size});
+  WriteNpy(o.out, logits);
+  std::printf("wrote %s: f32 %s (%s, %d rank(s))\n", o.out.c_str(),
+              ShapeToString(logits.shape()).c_str(), pipeline.layout().Describe().c_str(),
+              world.size());
+  return 0;
+}
+
+}  // namespace gemmapod
