@@ -1,0 +1,151 @@
+// T5Gemma through the `gemmapod` binary: a converted fixture's logits equal transformers' (one
+// sequence and a right-padded batch), the encoder on two tensor-parallel ranks and the decoder on
+// two pipeline stages give one rank's logits and greedy text, the plan of the 9B-2B pair on two
+// nodes, and bad input named once.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "tests/launch/npy_relative_error.h"
+#include "tests/launch/run_gemmapod.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using gemmapod::Gemmapod;
+using gemmapod::NpyRelativeError;
+using Result = gemmapod::CliResult;
+
+const fs::path kFixture = "tests/fixtures/models/t5gemma/unbalanced";
+
+// Whether `text` holds `literal` (plain text: the messages are full of regex characters).
+bool Has(const std::string& text, const std::string& literal) {
+  return text.find(literal) != std::string::npos;
+}
+
+std::string Join(const std::vector<int32_t>& ids) {
+  std::string out;
+  for (int32_t id : ids) out += (out.empty() ? "" : ",") + std::to_string(id);
+  return out;
+}
+
+class T5GemmaCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("t5g-cli-" + std::to_string(getpid()));
+    fs::create_directories(dir_);
+    model_ = (dir_ / "t5.h5").string();
+    const Result r = Gemmapod("convert " + kFixture.string() + " " + model_);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    std::ifstream in(kFixture / "reference.json");
+    reference_ = nlohmann::json::parse(in);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string CaseArgs(size_t i) const {
+    const auto& c = reference_.at("cases")[i];
+    return " --encoder-tokens " + Join(c.at("encoder_ids").get<std::vector<int32_t>>()) +
+           " --tokens " + Join(c.at("decoder_ids").get<std::vector<int32_t>>());
+  }
+
+  fs::path dir_;
+  std::string model_;
+  nlohmann::json reference_;
+};
+
+TEST_F(T5GemmaCli, LogitsMatchTheReferenceOnOneRankAndSplitOverFour) {
+  const std::string one = (dir_ / "one.npy").string(), four = (dir_ / "four.npy").string();
+  Result r = Gemmapod("logits --model " + model_ + CaseArgs(0) + " --out " + one);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_LE(NpyRelativeError(one, (kFixture / "case_0_logits.npy").string()), 1e-4);
+  r = Gemmapod("launch --pod tests/launch/pods/t5gemma-split.yaml -- logits --model " + model_ +
+                   CaseArgs(0) + " --out " + four,
+               120);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Has(r.output, "encoder tp 2 x 1 stage(s) | decoder tp 1 x 2 stage(s)"))
+      << r.output;
+  EXPECT_LE(NpyRelativeError(four, one), 1e-5);
+}
+
+TEST_F(T5GemmaCli, APaddedBatchMatchesTheReference) {
+  const auto& padded = reference_.at("padded");
+  const auto encoder = padded.at("encoder_ids").get<std::vector<std::vector<int32_t>>>();
+  const auto decoder = padded.at("decoder_ids").get<std::vector<std::vector<int32_t>>>();
+  const std::string out = (dir_ / "padded.npy").string();
+  const Result r = Gemmapod("logits --model " + model_ + " --encoder-tokens " + Join(encoder[0]) +
+                            " --tokens " + Join(decoder[0]) + " --encoder-tokens " +
+                            Join(encoder[1]) + " --tokens " + Join(decoder[1]) + " --out " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Has(r.output, "[2, 7, 512]")) << r.output;
+  EXPECT_LE(NpyRelativeError(out, (kFixture / "padded_logits.npy").string()), 1e-4);
+}
+
+TEST_F(T5GemmaCli, GreedyTextSplitOverFourEqualsOneRank) {
+  const std::string args = "generate --model " + model_ + " --prompt 'The license' --max-tokens 12";
+  const Result one = Gemmapod(args);
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  ASSERT_FALSE(one.output.empty());
+  const Result four = Gemmapod("launch --pod tests/launch/pods/t5gemma-split.yaml -- " + args, 120);
+  ASSERT_EQ(four.exit_code, 0) << four.output;
+  EXPECT_NE(four.output.find(one.output), std::string::npos) << one.output << "\n" << four.output;
+}
+
+TEST_F(T5GemmaCli, PlansTheNineBTwoBPairOnTwoNodes) {
+  const Result r = Gemmapod(
+      "plan --pod configs/pods/2-node-t5gemma.yaml --model configs/models/t5gemma-9b-2b.yaml "
+      "--context 4096");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Has(r.output, "12292375296 parameters")) << r.output;
+  EXPECT_TRUE(Has(r.output, "encoder tp 2 x 1 stage(s) | decoder tp 2 x 1 stage(s)"));
+  // The encoder's ranks on the first node hold half the 9B stack each and no decoder cache; the
+  // decoder's on the second hold the 2B stack's halves and both caches.
+  EXPECT_TRUE(Has(r.output, "gpu-b0           0     enc      0-41      EN       8815.3 MiB"))
+      << r.output;
+  EXPECT_TRUE(Has(r.output, "gpu-b1           1     dec      0-25      eH       2910.4 MiB"))
+      << r.output;
+  EXPECT_TRUE(Has(r.output, "fits"));
+}
+
+TEST_F(T5GemmaCli, BadInputIsNamed) {
+  const std::string out = (dir_ / "bad.npy").string();
+  Result r = Gemmapod("logits --model " + model_ + " --tokens 2,5 --out " + out);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(Has(r.output, "give the encoder's ids with --encoder-tokens")) << r.output;
+  r = Gemmapod("logits --model " + model_ + " --encoder-tokens 2,5 --tokens 3,5 --out " + out);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(Has(r.output, "must start with BOS (2)")) << r.output;
+  r = Gemmapod("logits --model " + model_ + " --encoder-tokens 2,900 --tokens 2,5 --out " + out);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(
+      Has(r.output, "--encoder-tokens: entry 1 (900) is outside the vocabulary of 512"))
+      << r.output;
+  r = Gemmapod("logits --model " + model_ +
+               " --encoder-tokens 2,5 --tokens 2,5 --tokens 2,6 --out " + out);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(Has(r.output, "1 --encoder-tokens sequence(s) for 2 --tokens")) << r.output;
+  EXPECT_FALSE(fs::exists(out));
+  // A layout the model cannot take: the pod's encoder tp 2 over the 4-rank job is fine, but tp 3
+  // does not divide the decoder's heads.
+  const fs::path pod = dir_ / "tp3.yaml";
+  std::ofstream(pod) << "version: 1\nnodes:\n  - {host: localhost, devices: 3, kind: cpu}\n"
+                        "parallelism: {tp: 3, pp: 1}\nlaunch: {oversubscribe: true}\n";
+  r = Gemmapod("launch --pod " + pod.string() + " -- logits --model " + model_ + CaseArgs(0) +
+                   " --out " + out,
+               120);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(Has(r.output, "decoder tp: tp 3 does not divide the 4 query heads")) << r.output;
+}
+
+TEST_F(T5GemmaCli, EncoderTokensOnADecoderOnlyModelAreRefused) {
+  const std::string gemma = (dir_ / "g.h5").string(), out = (dir_ / "g.npy").string();
+  ASSERT_EQ(Gemmapod("convert tests/fixtures/models/gemma1 " + gemma).exit_code, 0);
+  const Result r =
+      Gemmapod("logits --model " + gemma + " --encoder-tokens 2,5 --tokens 2,5 --out " + out);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(Has(r.output, "is a decoder-only model; it takes --tokens alone")) << r.output;
+}
+
+}  // namespace
