@@ -339,3 +339,43 @@ INSTANTIATE_TEST_SUITE_P(EveryKind, BadPodFile, ::testing::ValuesIn(kBadPods),
 
 }  // namespace
 }  // namespace gemmapod
+
+namespace gemmapod {
+namespace {
+
+// An encoder-decoder pod whose encoder stages have their own tensor parallelism.
+TEST(PodTopology, EncoderTpGivesTheEncoderStagesTheirOwnWidth) {
+  const PodTopology pod = LoadPodTopology("configs/pods/2-node-t5gemma.yaml");
+  EXPECT_EQ(pod.encoder_tp, 0);  // equal to tp: nothing special
+  const PodTopology split = LoadPodTopology("tests/launch/pods/t5gemma-split.yaml");
+  EXPECT_EQ(split.encoder_tp, 2);
+  EXPECT_EQ(split.tp, 1);
+  EXPECT_EQ(split.pp, 3);
+  EXPECT_EQ(split.dp, 1);
+  EXPECT_EQ(split.pipeline.encoder_stages, 1);
+  EXPECT_EQ(split.world_size(), 4);
+}
+
+TEST(PodTopology, EncoderTpErrorsNameTheKey) {
+  const std::string nodes = "version: 1\nnodes:\n  - {host: a, devices: 4, kind: cpu}\n";
+  // No encoder stages of their own to give the width to.
+  EXPECT_THAT(ParseError(nodes + "parallelism: {tp: 1, encoder_tp: 2, pp: 1}\n"),
+              AllOf(StartsWith("inline.yaml:4:"), HasSubstr("parallelism.encoder_tp"),
+                    HasSubstr("needs encoder stages of their own")));
+  // 1 x 2 + 2 x 1 = 4 ranks fit; 1 x 2 + 1 x 1 = 3 do not.
+  EXPECT_THAT(ParseError(nodes + "parallelism: {tp: 1, encoder_tp: 2, pp: 2}\n"
+                                 "pipeline: {stages: auto, encoder_stages: 1}\n"),
+              AllOf(HasSubstr("parallelism.encoder_tp"), HasSubstr("= 3 ranks"),
+                    HasSubstr("the nodes hold 4 devices")));
+  EXPECT_THAT(ParseError(nodes + "parallelism: {tp: 1, encoder_tp: 3, pp: 2}\n"
+                                 "pipeline: {stages: auto, encoder_stages: 1}\n"),
+              HasSubstr("3 does not divide the 4 devices of node 'a'"));
+  EXPECT_THAT(ParseError(nodes + "parallelism: {tp: 1, encoder_tp: 0, pp: 2}\n"),
+              HasSubstr("must be >= 1, got 0"));
+  EXPECT_EQ(ParseError(nodes + "parallelism: {tp: 1, encoder_tp: 2, pp: 3}\n"
+                               "pipeline: {stages: auto, encoder_stages: 1}\n"),
+            "");
+}
+
+}  // namespace
+}  // namespace gemmapod
