@@ -323,18 +323,26 @@ int ResolveEncoderDegrees(const Degrees& d, const std::vector<NodeEntry>& nodes,
   if (d.dp_where && d.dp != 1 && d.dp != -1) {
     d.dp_where->Fail(StrCat("must be 1 (or -1) when encoder_tp differs from tp, got ", d.dp));
   }
-  for (const NodeEntry& entry : nodes) {
-    for (const auto& [tp, key] :
-         {std::pair<int, const YamlValue*>{d.tp, d.tp_where ? &*d.tp_where : &where},
-          {d.encoder_tp, &where}}) {
-      if (entry.node.devices % tp != 0) {
-        key->Fail(StrCat(tp, " does not divide the ", entry.node.devices, " devices of node '",
-                         entry.node.host, "' (line ", entry.where.position().line,
-                         "); a tensor-parallel group must stay inside one node"));
-      }
-    }
-  }
   const int needed = encoder_stages * d.encoder_tp + (d.pp - encoder_stages) * d.tp;
+  // Each stage's tensor-parallel group (consecutive ranks, encoder stages first) must stay inside
+  // one node: it all-reduces on every layer.
+  std::vector<int> node_of;
+  for (size_t n = 0; n < nodes.size(); ++n)
+    node_of.insert(node_of.end(), nodes[n].node.devices, static_cast<int>(n));
+  for (int stage = 0, first = 0; stage < d.pp && needed == world; ++stage) {
+    const int tp = stage < encoder_stages ? d.encoder_tp : d.tp;
+    const int a = node_of[static_cast<size_t>(first)],
+              b = node_of[static_cast<size_t>(first + tp - 1)];
+    if (a != b) {
+      const YamlValue& key = stage < encoder_stages || !d.tp_where ? where : *d.tp_where;
+      key.Fail(StrCat("stage ", stage, "'s tensor-parallel group (ranks ", first, "-",
+                      first + tp - 1, ") would span nodes '",
+                      nodes[static_cast<size_t>(a)].node.host, "' and '",
+                      nodes[static_cast<size_t>(b)].node.host,
+                      "'; a tensor-parallel group must stay inside one node"));
+    }
+    first += tp;
+  }
   if (needed != world) {
     where.Fail(StrCat(encoder_stages, " encoder stage(s) x encoder_tp ", d.encoder_tp, " + ",
                       d.pp - encoder_stages, " decoder stage(s) x tp ", d.tp, " = ", needed,

@@ -367,9 +367,19 @@ TEST(PodTopology, EncoderTpErrorsNameTheKey) {
                                  "pipeline: {stages: auto, encoder_stages: 1}\n"),
               AllOf(HasSubstr("parallelism.encoder_tp"), HasSubstr("= 3 ranks"),
                     HasSubstr("the nodes hold 4 devices")));
-  EXPECT_THAT(ParseError(nodes + "parallelism: {tp: 1, encoder_tp: 3, pp: 2}\n"
-                                 "pipeline: {stages: auto, encoder_stages: 1}\n"),
-              HasSubstr("3 does not divide the 4 devices of node 'a'"));
+  // Groups of different widths must each stay inside a node: ranks 0-2 would span a and b.
+  EXPECT_THAT(ParseError("version: 1\nnodes:\n  - {host: a, devices: 2, kind: cpu}\n"
+                         "  - {host: b, devices: 2, kind: cpu}\n"
+                         "parallelism: {tp: 1, encoder_tp: 3, pp: 2}\n"
+                         "pipeline: {stages: auto, encoder_stages: 1}\n"),
+              AllOf(HasSubstr("parallelism.encoder_tp"),
+                    HasSubstr("stage 0's tensor-parallel group (ranks 0-2) would span nodes 'a' "
+                              "and 'b'")));
+  // ... while 4 + 2 on one node of 6 is two groups inside it.
+  EXPECT_EQ(ParseError("version: 1\nnodes:\n  - {host: a, devices: 6, kind: cpu}\n"
+                       "parallelism: {tp: 2, encoder_tp: 4, pp: 2}\n"
+                       "pipeline: {stages: auto, encoder_stages: 1}\n"),
+            "");
   EXPECT_THAT(ParseError(nodes + "parallelism: {tp: 1, encoder_tp: 0, pp: 2}\n"),
               HasSubstr("must be >= 1, got 0"));
   EXPECT_EQ(ParseError(nodes + "parallelism: {tp: 1, encoder_tp: 2, pp: 3}\n"

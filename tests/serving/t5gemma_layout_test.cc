@@ -1,0 +1,134 @@
+// Where T5Gemma's parts go: stages of different tensor-parallel widths from explicit degrees and
+// from pod files (auto and explicit stage lists), the shard each rank holds, and the layouts the
+// model refuses, named.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "models/t5gemma_config.h"
+#include "runtime/error.h"
+#include "serving/t5gemma_pipeline.h"
+#include "sharding/pod_topology.h"
+
+namespace gemmapod {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string ErrorOf(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+PodTopology Pod(const std::string& body, int devices) {
+  return ParsePodTopology(
+      StrCat("version: 1\nnodes:\n  - {host: a, devices: ", devices, ", kind: cpu}\n", body),
+      "pod.yaml");
+}
+
+TEST(T5GemmaLayout, StagesOfTheirOwnWidthAndTheShardsTheyHold) {
+  const T5GemmaConfig c = LoadT5GemmaConfigYaml("configs/models/t5gemma-9b-2b.yaml");
+  // The 9B encoder over two stages of 4 ranks, the 2B decoder over one stage of 2.
+  const T5GemmaLayout layout = MakeT5GemmaLayout(c, 4, 2, 2, 1);
+  ASSERT_EQ(layout.stages.size(), 3u);
+  EXPECT_EQ(layout.world_size(), 10);
+  EXPECT_EQ(layout.first_decoder_stage(), 2);
+  EXPECT_EQ(layout.stages[0].encoder_layers, (LayerRange{0, 21}));
+  EXPECT_EQ(layout.stages[1].encoder_layers, (LayerRange{21, 42}));
+  EXPECT_EQ(layout.stages[2].decoder_layers, (LayerRange{0, 26}));
+  EXPECT_EQ(layout.stages[2].first_rank, 8);
+  EXPECT_EQ(layout.StageOf(7), 1);
+  EXPECT_EQ(layout.StageOf(9), 2);
+  EXPECT_THAT(ErrorOf([&] { layout.StageOf(10); }), HasSubstr("outside its 10 ranks"));
+
+  const T5GemmaShard first = T5GemmaShardOf(c, layout, 1);
+  EXPECT_TRUE(first.has_encoder && !first.has_decoder);
+  EXPECT_TRUE(first.encoder.has_embedding);
+  EXPECT_FALSE(first.encoder.has_head);
+  EXPECT_EQ(first.encoder.tp_rank, 1);
+  EXPECT_EQ(first.encoder.heads, 4);  // 16 / 4
+  const T5GemmaShard last_encoder = T5GemmaShardOf(c, layout, 4);
+  EXPECT_FALSE(last_encoder.encoder.has_embedding);
+  EXPECT_TRUE(last_encoder.encoder.has_head);  // its final norm
+  const T5GemmaShard decoder = T5GemmaShardOf(c, layout, 9);
+  EXPECT_TRUE(decoder.has_decoder && !decoder.has_encoder);
+  EXPECT_TRUE(decoder.decoder.has_embedding && decoder.decoder.has_head);
+  EXPECT_EQ(decoder.decoder.tp_rank, 1);
+  EXPECT_EQ(decoder.decoder.heads, 4);  // 8 / 2
+
+  // The last encoder stage holds its final norm but not the embedding: its weights are its layers
+  // and one norm, while the first stage carries the 256000 x 3584 table as well.
+  const int64_t first_bytes = T5GemmaShardWeightBytes(c, first, 2);
+  const int64_t last_bytes = T5GemmaShardWeightBytes(c, last_encoder, 2);
+  EXPECT_EQ(first_bytes - last_bytes, 256000 * 3584 / 4 * 2 - 3584 * 4);
+}
+
+TEST(T5GemmaLayout, PodFilesPlaceTheStacks) {
+  const T5GemmaConfig c = LoadT5GemmaConfigYaml("configs/models/t5gemma-9b-2b.yaml");
+  // Auto: the encoder takes the stages its share of the bytes earns (3 of 4 for 9B-2B).
+  const T5GemmaLayout automatic = T5GemmaLayoutFromPod(Pod("parallelism: {tp: 1, pp: 4}\n", 4), c);
+  EXPECT_EQ(automatic.first_decoder_stage(), 3);
+  // pp 1: one stage holds both stacks.
+  const T5GemmaLayout one = T5GemmaLayoutFromPod(Pod("parallelism: {tp: 2, pp: 1}\n", 2), c);
+  ASSERT_EQ(one.stages.size(), 1u);
+  EXPECT_TRUE(one.stages[0].encoder && one.stages[0].decoder);
+  // encoder_tp: the encoder stage wider than the decoder's.
+  const T5GemmaLayout wide =
+      T5GemmaLayoutFromPod(Pod("parallelism: {tp: 2, encoder_tp: 4, pp: 2}\npipeline: {stages: "
+                               "auto, encoder_stages: 1}\n",
+                               6),
+                           c);
+  EXPECT_EQ(wide.stages[0].tp, 4);
+  EXPECT_EQ(wide.stages[1].tp, 2);
+  EXPECT_EQ(wide.stages[1].first_rank, 4);
+  // Explicit stages: the pod's ranges, inclusive.
+  const T5GemmaLayout listed = T5GemmaLayoutFromPod(
+      Pod("parallelism: {tp: 1, pp: 3}\npipeline:\n  stages:\n"
+          "    - {part: encoder, layers: [0, 29]}\n    - {part: encoder, layers: [30, 41]}\n"
+          "    - {part: decoder, layers: [0, 25]}\n",
+          3),
+      c);
+  EXPECT_EQ(listed.stages[0].encoder_layers, (LayerRange{0, 30}));
+  EXPECT_EQ(listed.stages[1].encoder_layers, (LayerRange{30, 42}));
+  EXPECT_EQ(listed.stages[2].decoder_layers, (LayerRange{0, 26}));
+}
+
+TEST(T5GemmaLayout, RefusedLayoutsAreNamed) {
+  const T5GemmaConfig c = LoadT5GemmaConfigYaml("configs/models/t5gemma-9b-2b.yaml");
+  EXPECT_THAT(ErrorOf([&] { MakeT5GemmaLayout(c, 3, 1, 1, 1); }),
+              HasSubstr("encoder tp: tp 3 does not divide the 16 query heads"));
+  EXPECT_THAT(ErrorOf([&] { MakeT5GemmaLayout(c, 1, 1, 16, 1); }),
+              HasSubstr("decoder tp: tp 16 does not divide the 8 query heads"));
+  EXPECT_THAT(ErrorOf([&] { MakeT5GemmaLayout(c, 2, 0, 1, 1); }),
+              HasSubstr("give the encoder stages of its own"));
+  EXPECT_THAT(ErrorOf([&] { MakeT5GemmaLayout(c, 1, 1, 1, 27); }),
+              HasSubstr("decoder: 27 stage(s) for 26 layers"));
+  EXPECT_THAT(
+      ErrorOf([&] { T5GemmaLayoutFromPod(Pod("parallelism: {tp: 1, pp: 2, dp: 2}\n", 4), c); }),
+      HasSubstr("T5Gemma runs one replica for now (dp 2)"));
+  // A gap in the encoder's layers (the pod file's own check).
+  EXPECT_THAT(ErrorOf([&] {
+                T5GemmaLayoutFromPod(Pod("parallelism: {tp: 1, pp: 3}\npipeline:\n  stages:\n"
+                                         "    - {part: encoder, layers: [0, 19]}\n"
+                                         "    - {part: encoder, layers: [21, 41]}\n"
+                                         "    - {part: decoder, layers: [0, 25]}\n",
+                                         3),
+                                     c);
+              }),
+              HasSubstr("encoder layers must continue at layer 20 after stage 0, got 21"));
+  // Not covering the decoder.
+  EXPECT_THAT(ErrorOf([&] {
+                T5GemmaLayoutFromPod(Pod("parallelism: {tp: 1, pp: 2}\npipeline:\n  stages:\n"
+                                         "    - {part: encoder, layers: [0, 41]}\n"
+                                         "    - {part: decoder, layers: [0, 24]}\n",
+                                         2),
+                                     c);
+              }),
+              HasSubstr("must cover the encoder's 42 layers and the decoder's 26 layers"));
+}
+
+}  // namespace
+}  // namespace gemmapod
