@@ -45,9 +45,10 @@ void Validate(const T5GemmaConfig& c, const std::string& where) {
                  ": quantization: the encoder says ",
                  WeightQuantizationName(c.encoder.quantization), ", the decoder ",
                  WeightQuantizationName(c.decoder.quantization));
-  // The encoder masks its padding with its own pad id; the prompt is tokenized once for both.
-  GEMMAPOD_CHECK(c.encoder.pad_id < c.decoder.vocab_size, where, ": encoder.tokens.pad: id ",
-                 c.encoder.pad_id, " outside the decoder's vocabulary");
+  // One tokenizer feeds both stacks (the prompt is tokenized once).
+  GEMMAPOD_CHECK(c.encoder.vocab_size == c.decoder.vocab_size, where,
+                 ": vocab_size: the encoder has ", c.encoder.vocab_size, ", the decoder ",
+                 c.decoder.vocab_size, "; one tokenizer feeds both");
 }
 
 Attributes ToAttributes(const T5GemmaConfig& c) {
@@ -94,8 +95,8 @@ T5GemmaConfig LoadT5GemmaConfigYaml(const std::string& path) {
   T5GemmaConfig c;
   c.name = m.Require("name").AsString();
   m.Require("architecture").AsChoice({kArchitecture});
-  c.encoder = ModelConfigFromYaml(m.Require("encoder"), path, true);
-  c.decoder = ModelConfigFromYaml(m.Require("decoder"), path, true);
+  c.encoder = ModelConfigFromYaml(m.Require("encoder"), path + ": encoder", true);
+  c.decoder = ModelConfigFromYaml(m.Require("decoder"), path + ": decoder", true);
   if (c.encoder.name.empty()) c.encoder.name = c.name + " encoder";
   if (c.decoder.name.empty()) c.decoder.name = c.name + " decoder";
   Validate(c, path);
@@ -131,7 +132,12 @@ T5GemmaConfig ReadHfT5GemmaConfig(const std::string& path) {
   auto stack = [&](const char* key) {
     GEMMAPOD_CHECK(j.contains(key) && j[key].is_object(), path, ": key '", key,
                    "' is missing or not an object");
-    const Json& s = j[key];
+    Json s = j[key];
+    // transformers keeps the token ids at the top level (T5GemmaConfig copies the decoder's
+    // there); a stack without its own takes them.
+    for (const char* id : {"bos_token_id", "eos_token_id", "pad_token_id"}) {
+      if (!s.contains(id) && j.contains(id)) s[id] = j[id];
+    }
     GEMMAPOD_CHECK(!s.contains("attention_bias") || s["attention_bias"] == false, path, ": key '",
                    key, ".attention_bias': T5Gemma attention has no biases");
     ModelConfig m = HfConfigFromJsonText(s.dump(), StrCat(path, ": ", key), "gemma2");

@@ -65,8 +65,7 @@ TEST_F(T5GemmaCli, LogitsMatchTheReferenceOnOneRankAndSplitOverFour) {
                    CaseArgs(0) + " --out " + four,
                120);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_TRUE(Has(r.output, "encoder tp 2 x 1 stage(s) | decoder tp 1 x 2 stage(s)"))
-      << r.output;
+  EXPECT_TRUE(Has(r.output, "encoder tp 2 x 1 stage(s) | decoder tp 1 x 2 stage(s)")) << r.output;
   EXPECT_LE(NpyRelativeError(four, one), 1e-5);
 }
 
@@ -119,8 +118,7 @@ TEST_F(T5GemmaCli, BadInputIsNamed) {
   EXPECT_TRUE(Has(r.output, "must start with BOS (2)")) << r.output;
   r = Gemmapod("logits --model " + model_ + " --encoder-tokens 2,900 --tokens 2,5 --out " + out);
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_TRUE(
-      Has(r.output, "--encoder-tokens: entry 1 (900) is outside the vocabulary of 512"))
+  EXPECT_TRUE(Has(r.output, "--encoder-tokens: entry 1 (900) is outside the vocabulary of 512"))
       << r.output;
   r = Gemmapod("logits --model " + model_ +
                " --encoder-tokens 2,5 --tokens 2,5 --tokens 2,6 --out " + out);
