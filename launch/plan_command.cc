@@ -1,4 +1,5 @@
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "launch/commands.h"
@@ -12,6 +13,7 @@
 #include "runtime/error.h"
 #include "serving/gemma_layout.h"
 #include "serving/recurrent_pipeline.h"
+#include "serving/t5gemma_pipeline.h"
 #include "sharding/pod_topology.h"
 
 namespace gemmapod {
@@ -92,6 +94,103 @@ int PrintRecurrentPlan(const PodTopology& pod, const PlanOptions& o) {
     return 1;
   }
   std::printf("fits: every rank's weights and decode state are within its memory\n");
+  return 0;
+}
+
+// T5Gemma: per rank its stack, layers, weights, decoder KV cache and cross-attention keys and
+// values, the stages as T5GemmaLayoutFromPod places them.
+int PrintT5GemmaPlan(const PodTopology& pod, const PlanOptions& o) {
+  const std::string ext = std::filesystem::path(o.model_path).extension().string();
+  T5GemmaConfig c;
+  int64_t matrix_bytes = o.dtype == "f32" ? 4 : o.dtype == "int8" ? 1 : 2;
+  if (ext == ".yaml" || ext == ".yml") {
+    c = LoadT5GemmaConfigYaml(o.model_path);
+    if (o.dtype == "int8") {
+      c.encoder.quantization = c.decoder.quantization = WeightQuantization::kInt8;
+    }
+  } else {
+    const std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(o.model_path);
+    c = T5GemmaFromAttributes(reader->config(), o.model_path);
+    matrix_bytes =
+        static_cast<int64_t>(DTypeSize(reader->Info("model.decoder.embed_tokens.weight").dtype));
+  }
+  const int64_t context = o.context > 0 ? o.context : c.decoder.max_position_embeddings;
+  std::printf(
+      "\nmodel %s (%s): encoder %lld layers, decoder %lld layers, %lld parameters, weights %s per "
+      "element; for %lld sequence(s) of %lld encoder and %lld decoder tokens: decoder KV cache and "
+      "cross-attention keys/values (f32)\n",
+      c.name.c_str(), o.model_path.c_str(), static_cast<long long>(c.encoder.num_layers),
+      static_cast<long long>(c.decoder.num_layers), static_cast<long long>(c.ParameterCount()),
+      matrix_bytes == 1   ? "int8 (+ f32 row scales)"
+      : matrix_bytes == 2 ? "bf16"
+                          : "f32",
+      static_cast<long long>(o.batch), static_cast<long long>(context),
+      static_cast<long long>(context));
+  T5GemmaLayout layout;
+  try {
+    layout = T5GemmaLayoutFromPod(pod, c);
+    GEMMAPOD_CHECK(layout.world_size() == pod.world_size(), "the layout (", layout.Describe(),
+                   ") needs ", layout.world_size(), " ranks, the pod has ", pod.world_size(),
+                   " devices");
+  } catch (const Error& e) {
+    std::fprintf(stderr, "gemmapod: plan: %s cannot run %s on %s:\n  %s\n", pod.source.c_str(),
+                 c.name.c_str(), pod.name.c_str(), e.what());
+    return 1;
+  }
+  std::printf("layout: %s\n", layout.Describe().c_str());
+  std::printf("%-5s %-16s %-5s %-8s %-9s %-6s %12s %12s %12s %12s\n", "rank", "host", "stage",
+              "stack", "layers", "parts", "weights", "kv-cache", "cross-kv", "total");
+  std::vector<int64_t> node_bytes(pod.nodes.size(), 0);
+  for (int rank = 0; rank < layout.world_size(); ++rank) {
+    const int stage = layout.StageOf(rank);
+    const T5GemmaShard shard = T5GemmaShardOf(c, layout, rank);
+    const int64_t weights = T5GemmaShardWeightBytes(c, shard, matrix_bytes);
+    int64_t kv = 0, cross = 0;
+    std::string stack, layers, parts;
+    if (shard.has_encoder) {
+      stack = "enc";
+      layers = StrCat(shard.encoder.first_layer, "-", shard.encoder.end_layer - 1);
+      parts += shard.encoder.has_embedding ? "E" : "";
+      parts += shard.encoder.has_head ? "N" : "";
+    }
+    if (shard.has_decoder) {
+      const GemmaShard& d = shard.decoder;
+      stack += stack.empty() ? "dec" : "+dec";
+      layers += StrCat(layers.empty() ? "" : ",", d.first_layer, "-", d.end_layer - 1);
+      parts += d.has_embedding ? "e" : "";
+      parts += d.has_head ? "H" : "";
+      kv = static_cast<int64_t>(
+          KvCache::BytesFor(c.decoder, o.batch, context, d.kv_heads, d.first_layer, d.end_layer));
+      cross = 2 * o.batch * context * d.kv_heads * c.decoder.head_dim *
+              (d.end_layer - d.first_layer) * static_cast<int64_t>(sizeof(float));
+    }
+    const int node = pod.node_of_rank(rank);
+    node_bytes[static_cast<size_t>(node)] += weights + kv + cross;
+    std::printf("%-5d %-16s %-5d %-8s %-9s %-6s %12s %12s %12s %12s\n", rank,
+                pod.nodes[static_cast<size_t>(node)].host.c_str(), stage, stack.c_str(),
+                layers.c_str(), parts.empty() ? "-" : parts.c_str(), Bytes(weights).c_str(),
+                Bytes(kv).c_str(), Bytes(cross).c_str(), Bytes(weights + kv + cross).c_str());
+  }
+  std::printf(
+      "parts: E encoder embedding, N encoder final norm (last encoder stage), e decoder "
+      "embedding, H decoder final norm + tied output head\n");
+  std::vector<std::string> problems;
+  for (size_t n = 0; n < pod.nodes.size(); ++n) {
+    const double gib = pod.nodes[n].device_memory_gib > 0
+                           ? pod.nodes[n].device_memory_gib * pod.nodes[n].devices
+                           : pod.nodes[n].memory_gib;
+    if (gib > 0 && static_cast<double>(node_bytes[n]) > gib * (1 << 30)) {
+      problems.push_back(StrCat(pod.nodes[n].host, ": its ranks need ", Bytes(node_bytes[n]),
+                                ", more than its ", gib, " GiB"));
+    }
+  }
+  if (!problems.empty()) {
+    std::fprintf(stderr, "gemmapod: plan: %s cannot run %s on %s:\n", pod.source.c_str(),
+                 c.name.c_str(), pod.name.c_str());
+    for (const std::string& p : problems) std::fprintf(stderr, "  %s\n", p.c_str());
+    return 1;
+  }
+  std::printf("fits: every node's ranks hold their weights and caches within its memory\n");
   return 0;
 }
 

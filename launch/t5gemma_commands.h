@@ -11,16 +11,12 @@
 namespace gemmapod {
 
 class Communicator;
-struct PodTopology;
 
 // Whether `path` is a .h5 checkpoint whose config says t5gemma (false on any error).
 bool IsT5GemmaCheckpoint(const std::string& path);
 
 // Whether a .yaml model config or a .h5 checkpoint is a T5Gemma (false on any error).
 bool IsT5GemmaModel(const std::string& path);
-// `gemmapod plan --model` for T5Gemma: per rank its stack, layers, weights, decoder KV cache and
-// cross-attention keys/values; returns the exit code (1 when the layout cannot run).
-int PrintT5GemmaPlan(const PodTopology& pod, const PlanOptions& options);
 
 int GenerateT5GemmaOnRanks(const GenerateOptions& options, Communicator& world);
 int LogitsT5GemmaOnRanks(const LogitsOptions& options, Communicator& world);

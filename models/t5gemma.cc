@@ -27,6 +27,25 @@ void AddResidual(Tensor& h, Tensor& block_out, const Tensor& post_norm, float ep
   cpu::Add(h.data<float>(), block_out.data<float>(), h.data<float>(), h.numel());
 }
 
+}  // namespace
+
+// One layer's activations, reused by every layer of a stage.
+struct LayerBuffers {
+  LayerBuffers(int64_t T, int64_t d, int64_t q_width, int64_t kv_width, int64_t ffn)
+      : normed(NewF32(T, d)),
+        block_out(NewF32(T, d)),
+        q(NewF32(T, q_width)),
+        k(NewF32(T, kv_width)),
+        v(NewF32(T, kv_width)),
+        attn(NewF32(T, q_width)),
+        gate(NewF32(T, ffn)),
+        up(NewF32(T, ffn)),
+        hidden(NewF32(T, ffn)) {}
+  Tensor normed, block_out, q, k, v, attn, gate, up, hidden;
+};
+
+namespace {
+
 AttentionShape ShapeOf(const ModelConfig& c, const GemmaShard& s, bool sliding) {
   return {s.heads,
           s.kv_heads,
@@ -96,6 +115,21 @@ void T5Gemma::AllReduce(Tensor& partial) const {
   if (tp_ != nullptr && tp_->size() > 1) tp_->AllReduce(partial, ReduceOp::kSum);
 }
 
+void T5Gemma::OutputResidual(Tensor& h, const Linear& o_proj, const Tensor& post_norm, float eps,
+                             LayerBuffers& b) const {
+  LinearForward(b.attn, o_proj, b.block_out, kPrecision);
+  AllReduce(b.block_out);  // o_proj is row-parallel: each rank holds a partial sum
+  AddResidual(h, b.block_out, post_norm, eps);
+}
+
+void T5Gemma::MlpResidual(Tensor& h, const GemmaLayerWeights& w, float eps, LayerBuffers& b) const {
+  RmsNormRows(h, w.mlp_norm, eps, b.normed);
+  GegluMlpForward(b.normed, {w.gate_proj, w.up_proj, w.down_proj}, b.gate, b.up, b.hidden,
+                  b.block_out, kPrecision);
+  AllReduce(b.block_out);  // down_proj is row-parallel
+  AddResidual(h, b.block_out, w.post_mlp_norm, eps);
+}
+
 Tensor T5Gemma::EmbedEncoder(std::span<const int32_t> tokens) const {
   return encoder().Embed(tokens);
 }
@@ -109,10 +143,8 @@ void T5Gemma::RunEncoderLayers(Tensor& h, const EncoderBatch& batch) {
   const float eps = static_cast<float>(c.rms_norm_eps);
   GEMMAPOD_CHECK(h.dim(1) == d && T == batch.rows(), "T5Gemma encoder: activation ", h.Describe(),
                  " is not [", batch.rows(), ", ", d, "]");
-  Tensor normed = NewF32(T, d), block_out = NewF32(T, d);
-  Tensor q = NewF32(T, H * hd), k = NewF32(T, KV * hd), v = NewF32(T, KV * hd),
-         attn = NewF32(T, H * hd);
-  Tensor gate = NewF32(T, s.ffn), up = NewF32(T, s.ffn), hidden = NewF32(T, s.ffn);
+  LayerBuffers b(T, d, H * hd, KV * hd, s.ffn);
+  Tensor &normed = b.normed, &q = b.q, &k = b.k, &v = b.v, &attn = b.attn;
   for (int64_t l = s.first_layer; l < s.end_layer; ++l) {
     const GemmaLayerWeights& w = weights.layers[static_cast<size_t>(l)];
     const bool sliding = c.layer_kinds[static_cast<size_t>(l)] == AttentionKind::kSliding;
@@ -132,16 +164,9 @@ void T5Gemma::RunEncoderLayers(Tensor& h, const EncoderBatch& batch) {
                     v.data<float>() + off * KV * hd, n, batch.valid.data() + off,
                     attn.data<float>() + off * H * hd);
     }
-    LinearForward(attn, w.o_proj, block_out, kPrecision);
-    AllReduce(block_out);
-    AddResidual(h, block_out, w.post_attn_norm, eps);
+    OutputResidual(h, w.o_proj, w.post_attn_norm, eps, b);
 
-    // e += post(mlp(pre(e)))
-    RmsNormRows(h, w.mlp_norm, eps, normed);
-    GegluMlpForward(normed, {w.gate_proj, w.up_proj, w.down_proj}, gate, up, hidden, block_out,
-                    kPrecision);
-    AllReduce(block_out);
-    AddResidual(h, block_out, w.post_mlp_norm, eps);
+    MlpResidual(h, w, eps, b);  // e += post(mlp(pre(e)))
   }
 }
 
@@ -215,10 +240,8 @@ void T5Gemma::RunDecoderLayers(Tensor& h, const BatchLayout& layout, T5GemmaDeco
         m.length > 0 && static_cast<int64_t>(m.keys.size()) == s.end_layer - s.first_layer,
         "T5Gemma: sequence ", seq, " has no encoder output (SetEncoderMemory first)");
   }
-  Tensor normed = NewF32(T, d), block_out = NewF32(T, d);
-  Tensor q = NewF32(T, H * hd), k = NewF32(T, KV * hd), v = NewF32(T, KV * hd),
-         attn = NewF32(T, H * hd);
-  Tensor gate = NewF32(T, s.ffn), up = NewF32(T, s.ffn), hidden = NewF32(T, s.ffn);
+  LayerBuffers b(T, d, H * hd, KV * hd, s.ffn);
+  Tensor &normed = b.normed, &q = b.q, &attn = b.attn;
   for (int64_t l = s.first_layer; l < s.end_layer; ++l) {
     const GemmaLayerWeights& w = weights.layers[static_cast<size_t>(l)];
     const CrossAttentionWeights& x = cross_[static_cast<size_t>(l)];
@@ -230,9 +253,10 @@ void T5Gemma::RunDecoderLayers(Tensor& h, const BatchLayout& layout, T5GemmaDeco
         static_cast<float>(sliding ? c.rope_theta_local : c.rope_theta_global), 1.0f, eps};
     RmsNormRows(h, w.attn_norm, eps, normed);
     SelfAttentionForward(normed, {w.q_proj, w.k_proj, w.v_proj, w.o_proj, nullptr, nullptr},
-                         settings, layout, *state.self, l, q, k, v, attn, block_out, kPrecision);
-    AllReduce(block_out);
-    AddResidual(h, block_out, w.post_attn_norm, eps);
+                         settings, layout, *state.self, l, q, b.k, b.v, attn, b.block_out,
+                         kPrecision);
+    AllReduce(b.block_out);
+    AddResidual(h, b.block_out, w.post_attn_norm, eps);
 
     // h += post(cross_attn(pre(h), memory)): no RoPE, every unpadded encoder row.
     RmsNormRows(h, x.pre_norm, eps, normed);
@@ -246,16 +270,9 @@ void T5Gemma::RunDecoderLayers(Tensor& h, const BatchLayout& layout, T5GemmaDeco
                     m.keys[local].data<float>(), m.values[local].data<float>(), m.length,
                     m.valid.data(), attn.data<float>() + off * H * hd);
     }
-    LinearForward(attn, x.o_proj, block_out, kPrecision);
-    AllReduce(block_out);
-    AddResidual(h, block_out, x.post_norm, eps);
+    OutputResidual(h, x.o_proj, x.post_norm, eps, b);
 
-    // h += post(mlp(pre(h)))
-    RmsNormRows(h, w.mlp_norm, eps, normed);
-    GegluMlpForward(normed, {w.gate_proj, w.up_proj, w.down_proj}, gate, up, hidden, block_out,
-                    kPrecision);
-    AllReduce(block_out);
-    AddResidual(h, block_out, w.post_mlp_norm, eps);
+    MlpResidual(h, w, eps, b);  // h += post(mlp(pre(h)))
   }
 }
 

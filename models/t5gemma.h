@@ -28,6 +28,7 @@
 namespace gemmapod {
 
 class Communicator;
+struct LayerBuffers;
 
 // Encoder input as the rows of one activation: each sequence's tokens, padding included (tokens
 // equal to the encoder's pad id are masked out as keys, as the reference masks them).
@@ -97,6 +98,11 @@ class T5Gemma {
 
  private:
   void AllReduce(Tensor& partial) const;
+  // h += post_norm(o_proj(attention output in `b.attn`)), reduced over the group.
+  void OutputResidual(Tensor& h, const Linear& o_proj, const Tensor& post_norm, float eps,
+                      LayerBuffers& b) const;
+  // h += post_mlp_norm(mlp(mlp_norm(h))), reduced over the group.
+  void MlpResidual(Tensor& h, const GemmaLayerWeights& w, float eps, LayerBuffers& b) const;
   const GemmaStage& encoder() const;
   const GemmaStage& decoder() const;
 
