@@ -16,6 +16,8 @@
 #include "models/convert.h"
 #include "models/gemma_checkpoint.h"
 #include "models/gemma_random.h"
+#include "models/t5gemma.h"
+#include "models/t5gemma_random.h"
 #include "runtime/checkpoint/npy.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/error.h"
@@ -158,11 +160,21 @@ int RunRandomCheckpoint(const RandomCheckpointOptions& o) {
                  o.dtype, "'");
   GEMMAPOD_CHECK(o.force || !std::filesystem::exists(o.out), o.out,
                  " exists; pass --force to replace it");
-  const ModelConfig config = LoadModelConfigYaml(o.config_path);
   std::optional<std::string> tokenizer;
   if (!o.tokenizer_path.empty()) tokenizer = Tokenizer::FromFile(o.tokenizer_path).serialized();
-  GemmaWeights weights =
-      RandomGemmaWeights(config, o.dtype == "bf16" ? DType::kBF16 : DType::kF32, o.seed);
+  const DType dtype = o.dtype == "bf16" ? DType::kBF16 : DType::kF32;
+  if (IsT5GemmaYaml(o.config_path)) {
+    const T5GemmaConfig config = LoadT5GemmaConfigYaml(o.config_path);
+    T5GemmaWeights weights = RandomT5GemmaWeights(config, dtype, o.seed);
+    SaveT5GemmaCheckpoint(o.out, config, weights, tokenizer);
+    std::printf("wrote %s: %s with RANDOM weights (seed %llu, %s, %lld parameters)%s\n",
+                o.out.c_str(), config.name.c_str(), static_cast<unsigned long long>(o.seed),
+                o.dtype.c_str(), static_cast<long long>(config.ParameterCount()),
+                tokenizer ? ", tokenizer embedded" : "");
+    return 0;
+  }
+  const ModelConfig config = LoadModelConfigYaml(o.config_path);
+  GemmaWeights weights = RandomGemmaWeights(config, dtype, o.seed);
   SaveGemmaCheckpoint(o.out, config, weights, tokenizer);
   std::printf("wrote %s: %s with RANDOM weights (seed %llu, %s, %lld parameters)%s\n",
               o.out.c_str(), config.name.c_str(), static_cast<unsigned long long>(o.seed),

@@ -315,4 +315,20 @@ T5Gemma LoadT5GemmaCheckpoint(const std::string& path) {
   return T5Gemma(std::move(config), std::move(weights));
 }
 
+void SaveT5GemmaCheckpoint(const std::string& path, const T5GemmaConfig& config,
+                           T5GemmaWeights& weights, const std::optional<std::string>& tokenizer) {
+  Hdf5CheckpointWriter writer = Hdf5CheckpointWriter::Create(path);
+  writer.SetConfig(ToAttributes(config));
+  ForEachT5GemmaShardParameter(config, WholeT5Gemma(config), weights,
+                               [&](const GemmaParameter& p, const ParameterSlice&, Tensor& slot) {
+                                 GEMMAPOD_CHECK(slot.shape() == p.shape, "save ", path,
+                                                ": tensor '", p.name, "' has shape ",
+                                                ShapeToString(slot.shape()),
+                                                " but the config needs ", ShapeToString(p.shape));
+                                 writer.Write(p.name, slot);
+                               });
+  if (tokenizer) writer.WriteFile("tokenizer.model", *tokenizer);
+  writer.Commit();
+}
+
 }  // namespace gemmapod

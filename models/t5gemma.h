@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "models/gemma_stage.h"
@@ -116,5 +117,8 @@ class T5Gemma {
 };
 
 T5Gemma LoadT5GemmaCheckpoint(const std::string& path);
+// Writes whole weights (and a tokenizer) as a .h5 checkpoint, atomically.
+void SaveT5GemmaCheckpoint(const std::string& path, const T5GemmaConfig& config,
+                           T5GemmaWeights& weights, const std::optional<std::string>& tokenizer);
 
 }  // namespace gemmapod

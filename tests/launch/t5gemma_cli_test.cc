@@ -137,6 +137,25 @@ TEST_F(T5GemmaCli, BadInputIsNamed) {
   EXPECT_TRUE(Has(r.output, "decoder tp: tp 3 does not divide the 4 query heads")) << r.output;
 }
 
+TEST_F(T5GemmaCli, ARandomCheckpointOfAConfigRunsSplitAsOnOneRank) {
+  const std::string random = (dir_ / "random.h5").string();
+  Result r = Gemmapod("random-checkpoint --config configs/models/tiny-t5gemma.yaml --out " +
+                      random + " --tokenizer tests/fixtures/tokenizer/tiny_gemma.model");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Has(r.output, "tiny-t5gemma with RANDOM weights (seed 1, bf16, 655008 parameters)"))
+      << r.output;
+  const std::string one = (dir_ / "r1.npy").string(), four = (dir_ / "r4.npy").string();
+  r = Gemmapod("logits --model " + random + CaseArgs(1) + " --out " + one);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = Gemmapod("launch --pod tests/launch/pods/t5gemma-split.yaml -- logits --model " + random +
+                   CaseArgs(1) + " --out " + four,
+               120);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_LE(NpyRelativeError(four, one), 1e-5);
+  // Not the fixture's weights: the random model's logits are its own.
+  EXPECT_GT(NpyRelativeError(one, (kFixture / "case_1_logits.npy").string()), 0.1);
+}
+
 TEST_F(T5GemmaCli, EncoderTokensOnADecoderOnlyModelAreRefused) {
   const std::string gemma = (dir_ / "g.h5").string(), out = (dir_ / "g.npy").string();
   ASSERT_EQ(Gemmapod("convert tests/fixtures/models/gemma1 " + gemma).exit_code, 0);
