@@ -9,6 +9,7 @@
 #include "launch/model_files.h"
 #include "launch/rank_runner.h"
 #include "launch/recurrent_commands.h"
+#include "launch/sharded_model.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/checkpoint/npy.h"
 #include "runtime/comm/communicator.h"
@@ -26,9 +27,11 @@ T5GemmaLayout CheckT5GemmaJob(Communicator& world, const ModelFiles& files,
                  ": T5Gemma computes its products at f32 precision only (exact)");
   config = T5GemmaFromAttributes(Hdf5CheckpointReader::Open(files.model_path)->config(),
                                  files.model_path);
-  T5GemmaLayout layout = pod_path.empty()
-                             ? MakeT5GemmaLayout(config, world.size(), 0, world.size(), 1)
-                             : T5GemmaLayoutFromPod(LoadPodTopology(pod_path), config);
+  std::optional<PodTopology> pod;
+  if (!pod_path.empty()) pod = LoadPodTopology(pod_path);
+  T5GemmaLayout layout = pod ? T5GemmaLayoutFromPod(*pod, config)
+                             : MakeT5GemmaLayout(config, world.size(), 0, world.size(), 1);
+  if (world.rank() == 0) std::fputs(HostComputeNotice(pod ? &*pod : nullptr).c_str(), stderr);
   GEMMAPOD_CHECK(layout.world_size() == world.size(), "the layout (", layout.Describe(), ") needs ",
                  layout.world_size(), " ranks, the job has ", world.size());
   return layout;
