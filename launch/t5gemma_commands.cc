@@ -88,43 +88,62 @@ int GenerateT5GemmaOnRanks(const GenerateOptions& o, Communicator& world) {
   T5GemmaPipeline pipeline(world, *layout, config, *Hdf5CheckpointReader::Open(o.files.model_path));
   const int64_t sampled = std::min<int64_t>(config.decoder.vocab_size, tokenizer->vocab_size());
   using Clock = std::chrono::steady_clock;
-  // Every rank holds the same logits and samples the same token from the same seeded stream.
-  for (size_t i = 0; i < requests.size(); ++i) {
-    const GenerationRequest& request = requests[i];
-    if (world.rank() == 0 && requests.size() > 1) std::printf("--- prompt %zu ---\n", i);
-    GenerationTracker tracker(*tokenizer, request, [&](std::string_view text) {
-      if (world.rank() != 0) return;
-      std::fwrite(text.data(), 1, text.size(), stdout);
-      std::fflush(stdout);
-    });
-    Sampler sampler(request.sampling);
-    T5GemmaDecodeState state = pipeline.NewDecodeState(1, 1 + request.max_new_tokens);
-    const auto t0 = Clock::now();
-    pipeline.Encode({prompts[i]}, state);
-    std::vector<SequenceChunk> step{{0, {config.decoder.bos_id}}};
-    Tensor logits = pipeline.Decode(step, state, false);
-    const auto t1 = Clock::now();
-    while (true) {
+  // The prompts run as one batch: encoded together, then every unfinished sequence decodes one
+  // token per step. Every rank holds the same logits and samples the same tokens from the same
+  // seeded streams. One prompt streams its text; several print in order once all are done.
+  const size_t B = requests.size();
+  const bool stream = B == 1;
+  std::vector<std::unique_ptr<GenerationTracker>> trackers;
+  std::vector<Sampler> samplers;
+  int64_t longest = 1;
+  for (const GenerationRequest& request : requests) {
+    trackers.push_back(
+        std::make_unique<GenerationTracker>(*tokenizer, request, [&](std::string_view text) {
+          if (!stream || world.rank() != 0) return;
+          std::fwrite(text.data(), 1, text.size(), stdout);
+          std::fflush(stdout);
+        }));
+    samplers.emplace_back(request.sampling);
+    longest = std::max(longest, 1 + request.max_new_tokens);
+  }
+  T5GemmaDecodeState state = pipeline.NewDecodeState(static_cast<int64_t>(B), longest);
+  const auto t0 = Clock::now();
+  pipeline.Encode(prompts, state);
+  std::vector<SequenceChunk> step;
+  for (size_t b = 0; b < B; ++b) step.push_back({static_cast<int64_t>(b), {config.decoder.bos_id}});
+  Tensor logits = pipeline.Decode(step, state, false);
+  const auto t1 = Clock::now();
+  while (true) {
+    std::vector<SequenceChunk> next;
+    for (size_t row = 0; row < step.size(); ++row) {
+      const size_t b = static_cast<size_t>(step[row].sequence);
+      const float* scores = logits.data<float>() + static_cast<int64_t>(row) * logits.dim(1);
       const int32_t id =
-          sampler.Sample({logits.data<float>(), static_cast<size_t>(sampled)}, tracker.context());
-      if (!tracker.Accept(id)) break;
-      step[0].tokens = {id};
-      logits = pipeline.Decode(step, state, false);
+          samplers[b].Sample({scores, static_cast<size_t>(sampled)}, trackers[b]->context());
+      if (trackers[b]->Accept(id)) next.push_back({static_cast<int64_t>(b), {id}});
     }
-    const auto t2 = Clock::now();
-    if (world.rank() != 0) continue;
+    if (next.empty()) break;
+    step = std::move(next);
+    logits = pipeline.Decode(step, state, false);
+  }
+  const auto t2 = Clock::now();
+  if (world.rank() != 0) return 0;
+  size_t generated = 0;
+  for (size_t b = 0; b < B; ++b) {
+    const GenerationResult& r = trackers[b]->result();
+    generated += r.tokens.size();
+    if (!stream) std::printf("--- prompt %zu ---\n%s", b, r.text.c_str());
     std::printf("\n");
-    std::fflush(stdout);
-    if (o.stats) {
-      const GenerationResult& r = tracker.result();
-      const double decode = std::chrono::duration<double>(t2 - t1).count();
-      std::fprintf(stderr,
-                   "encoder prompt %zu tokens + first decoder step in %.3f s; generated %zu tokens "
-                   "in %.3f s (%.1f tokens/s); finish: %s; %s over %d rank(s)\n",
-                   prompts[i].size(), std::chrono::duration<double>(t1 - t0).count(),
-                   r.tokens.size(), decode, r.tokens.size() / std::max(decode, 1e-9),
-                   FinishReasonName(r.finish), pipeline.layout().Describe().c_str(), world.size());
-    }
+  }
+  std::fflush(stdout);
+  if (o.stats) {
+    const double decode = std::chrono::duration<double>(t2 - t1).count();
+    std::fprintf(stderr,
+                 "%zu prompt(s) encoded + first decoder step in %.3f s; generated %zu tokens in "
+                 "%.3f s (%.1f tokens/s); finish: %s; %s over %d rank(s)\n",
+                 B, std::chrono::duration<double>(t1 - t0).count(), generated, decode,
+                 generated / std::max(decode, 1e-9), FinishReasonName(trackers[0]->result().finish),
+                 pipeline.layout().Describe().c_str(), world.size());
   }
   return 0;
 }

@@ -92,6 +92,23 @@ TEST_F(T5GemmaCli, GreedyTextSplitOverFourEqualsOneRank) {
   EXPECT_NE(four.output.find(one.output), std::string::npos) << one.output << "\n" << four.output;
 }
 
+TEST_F(T5GemmaCli, PromptsBatchedTogetherGiveWhatEachGivesAlone) {
+  const std::string model = "generate --model " + model_ + " --max-tokens 10";
+  const Result a = Gemmapod(model + " --prompt 'The license'");
+  const Result b = Gemmapod(model + " --prompt 'Hello world, again'");
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  const std::string batch = " --prompt 'The license' --prompt 'Hello world, again'";
+  const std::string want = "--- prompt 0 ---\n" + a.output + "--- prompt 1 ---\n" + b.output;
+  const Result one = Gemmapod(model + batch);
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  EXPECT_EQ(one.output, want);
+  const Result four =
+      Gemmapod("launch --pod tests/launch/pods/t5gemma-split.yaml -- " + model + batch, 120);
+  ASSERT_EQ(four.exit_code, 0) << four.output;
+  EXPECT_TRUE(Has(four.output, want)) << four.output;
+}
+
 TEST_F(T5GemmaCli, PlansTheNineBTwoBPairOnTwoNodes) {
   const Result r = Gemmapod(
       "plan --pod configs/pods/2-node-t5gemma.yaml --model configs/models/t5gemma-9b-2b.yaml "
