@@ -163,23 +163,24 @@ int RunRandomCheckpoint(const RandomCheckpointOptions& o) {
   std::optional<std::string> tokenizer;
   if (!o.tokenizer_path.empty()) tokenizer = Tokenizer::FromFile(o.tokenizer_path).serialized();
   const DType dtype = o.dtype == "bf16" ? DType::kBF16 : DType::kF32;
+  std::string name;
+  int64_t parameters = 0;
   if (IsT5GemmaYaml(o.config_path)) {
     const T5GemmaConfig config = LoadT5GemmaConfigYaml(o.config_path);
     T5GemmaWeights weights = RandomT5GemmaWeights(config, dtype, o.seed);
     SaveT5GemmaCheckpoint(o.out, config, weights, tokenizer);
-    std::printf("wrote %s: %s with RANDOM weights (seed %llu, %s, %lld parameters)%s\n",
-                o.out.c_str(), config.name.c_str(), static_cast<unsigned long long>(o.seed),
-                o.dtype.c_str(), static_cast<long long>(config.ParameterCount()),
-                tokenizer ? ", tokenizer embedded" : "");
-    return 0;
+    name = config.name;
+    parameters = config.ParameterCount();
+  } else {
+    const ModelConfig config = LoadModelConfigYaml(o.config_path);
+    GemmaWeights weights = RandomGemmaWeights(config, dtype, o.seed);
+    SaveGemmaCheckpoint(o.out, config, weights, tokenizer);
+    name = config.name;
+    parameters = config.ParameterCount();
   }
-  const ModelConfig config = LoadModelConfigYaml(o.config_path);
-  GemmaWeights weights = RandomGemmaWeights(config, dtype, o.seed);
-  SaveGemmaCheckpoint(o.out, config, weights, tokenizer);
   std::printf("wrote %s: %s with RANDOM weights (seed %llu, %s, %lld parameters)%s\n",
-              o.out.c_str(), config.name.c_str(), static_cast<unsigned long long>(o.seed),
-              o.dtype.c_str(), static_cast<long long>(config.ParameterCount()),
-              tokenizer ? ", tokenizer embedded" : "");
+              o.out.c_str(), name.c_str(), static_cast<unsigned long long>(o.seed), o.dtype.c_str(),
+              static_cast<long long>(parameters), tokenizer ? ", tokenizer embedded" : "");
   return 0;
 }
 

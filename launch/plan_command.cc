@@ -63,7 +63,7 @@ int PrintRecurrentPlan(const PodTopology& pod, const PlanOptions& o) {
                 "weights", "state", "total");
     const auto stages = RecurrentStageLayers(c.num_layers, pod.pp);
     const GridShape shape{pod.tp, pod.pp, pod.dp};
-    std::vector<int64_t> node_bytes(pod.nodes.size(), 0);
+    std::vector<int64_t> rank_bytes;
     for (int rank = 0; rank < shape.world_size(); ++rank) {
       const int node = pod.node_of_rank(rank);
       const GridCoords at = shape.CoordsOf(rank);
@@ -72,20 +72,14 @@ int PrintRecurrentPlan(const PodTopology& pod, const PlanOptions& o) {
           MakeRecurrentGemmaShard(c, pod.tp, at.tp, first, end, at.pp == 0, at.pp == pod.pp - 1);
       const int64_t weights = RecurrentGemmaShardWeightBytes(c, shard, matrix_bytes);
       const int64_t state = RecurrentGemmaState::BytesFor(c, o.batch, shard);
-      node_bytes[static_cast<size_t>(node)] += weights + state;
+      rank_bytes.push_back(weights + state);
       std::printf("%-5d %-16s %-10s %-9s %12s %12s %12s\n", rank,
                   pod.nodes[static_cast<size_t>(node)].host.c_str(),
                   StrCat("(", at.dp, ",", at.pp, ",", at.tp, ")").c_str(),
                   StrCat(first, "-", end - 1).c_str(), Bytes(weights).c_str(), Bytes(state).c_str(),
                   Bytes(weights + state).c_str());
     }
-    for (size_t n = 0; n < pod.nodes.size(); ++n) {
-      const double gib = pod.nodes[n].memory_gib;
-      if (gib > 0 && static_cast<double>(node_bytes[n]) > gib * (1 << 30)) {
-        problems.push_back(StrCat(pod.nodes[n].host, ": its ranks need ", Bytes(node_bytes[n]),
-                                  ", more than its ", gib, " GiB"));
-      }
-    }
+    for (std::string& p : MemoryProblems(pod, rank_bytes)) problems.push_back(std::move(p));
   }
   if (!problems.empty()) {
     std::fprintf(stderr, "gemmapod: plan: %s cannot run %s on %s:\n", pod.source.c_str(),
@@ -140,7 +134,7 @@ int PrintT5GemmaPlan(const PodTopology& pod, const PlanOptions& o) {
   std::printf("layout: %s\n", layout.Describe().c_str());
   std::printf("%-5s %-16s %-5s %-8s %-9s %-6s %12s %12s %12s %12s\n", "rank", "host", "stage",
               "stack", "layers", "parts", "weights", "kv-cache", "cross-kv", "total");
-  std::vector<int64_t> node_bytes(pod.nodes.size(), 0);
+  std::vector<int64_t> rank_bytes;
   for (int rank = 0; rank < layout.world_size(); ++rank) {
     const int stage = layout.StageOf(rank);
     const T5GemmaShard shard = T5GemmaShardOf(c, layout, rank);
@@ -165,7 +159,7 @@ int PrintT5GemmaPlan(const PodTopology& pod, const PlanOptions& o) {
               (d.end_layer - d.first_layer) * static_cast<int64_t>(sizeof(float));
     }
     const int node = pod.node_of_rank(rank);
-    node_bytes[static_cast<size_t>(node)] += weights + kv + cross;
+    rank_bytes.push_back(weights + kv + cross);
     std::printf("%-5d %-16s %-5d %-8s %-9s %-6s %12s %12s %12s %12s\n", rank,
                 pod.nodes[static_cast<size_t>(node)].host.c_str(), stage, stack.c_str(),
                 layers.c_str(), parts.empty() ? "-" : parts.c_str(), Bytes(weights).c_str(),
@@ -174,23 +168,14 @@ int PrintT5GemmaPlan(const PodTopology& pod, const PlanOptions& o) {
   std::printf(
       "parts: E encoder embedding, N encoder final norm (last encoder stage), e decoder "
       "embedding, H decoder final norm + tied output head\n");
-  std::vector<std::string> problems;
-  for (size_t n = 0; n < pod.nodes.size(); ++n) {
-    const double gib = pod.nodes[n].device_memory_gib > 0
-                           ? pod.nodes[n].device_memory_gib * pod.nodes[n].devices
-                           : pod.nodes[n].memory_gib;
-    if (gib > 0 && static_cast<double>(node_bytes[n]) > gib * (1 << 30)) {
-      problems.push_back(StrCat(pod.nodes[n].host, ": its ranks need ", Bytes(node_bytes[n]),
-                                ", more than its ", gib, " GiB"));
-    }
-  }
+  const std::vector<std::string> problems = MemoryProblems(pod, rank_bytes);
   if (!problems.empty()) {
     std::fprintf(stderr, "gemmapod: plan: %s cannot run %s on %s:\n", pod.source.c_str(),
                  c.name.c_str(), pod.name.c_str());
     for (const std::string& p : problems) std::fprintf(stderr, "  %s\n", p.c_str());
     return 1;
   }
-  std::printf("fits: every node's ranks hold their weights and caches within its memory\n");
+  std::printf("fits: every rank's weights and caches are within its memory\n");
   return 0;
 }
 

@@ -50,24 +50,11 @@ DType TargetDType(DType stored, const std::string& dtype) {
 // Checks that `source` holds exactly the parameters `config` needs, with the right shapes and
 // dtypes, before a single byte is written.
 std::vector<GemmaParameter> CheckParameters(const ModelConfig& config, const TensorSource& source) {
-  const std::vector<GemmaParameter> params = GemmaParameters(config);
-  std::set<std::string> names;
-  for (const GemmaParameter& p : params) {
-    names.insert(p.name);
-    GEMMAPOD_CHECK(source.Has(p.name), source.origin(), ": tensor '", p.name, "' is missing (a ",
-                   ArchitectureName(config.architecture), " model with ", config.num_layers,
-                   " layers needs it)");
-    const TensorInfo info = source.Info(p.name);
-    GEMMAPOD_CHECK(info.shape == p.shape, source.origin(), ": tensor '", p.name, "' has shape ",
-                   ShapeToString(info.shape), " but the config needs ", ShapeToString(p.shape));
-    CheckStoredDType(config, p, info, source.origin());
-  }
-  for (const TensorInfo& info : source.List()) {
-    if (info.name == "lm_head.weight") continue;  // tied to the embedding; dropped
-    GEMMAPOD_CHECK(names.count(info.name) == 1, source.origin(), ": unexpected tensor '", info.name,
-                   "' (not a parameter of this ", ArchitectureName(config.architecture),
-                   " config)");
-  }
+  std::vector<GemmaParameter> params = GemmaParameters(config);
+  // A stored lm_head.weight is the tied embedding again; it is dropped.
+  CheckTensorsAreExactly(params, config, source, "lm_head.weight",
+                         StrCat("a ", ArchitectureName(config.architecture), " model with ",
+                                config.num_layers, " layers"));
   return params;
 }
 

@@ -11,6 +11,10 @@
 
 namespace gemmapod {
 
+// `slice` of parameter `p` (its full name and shape), f32 for norms, else `matrix_dtype`: the
+// element function every random model (Gemma's stacks, T5Gemma's) draws from.
+Tensor RandomParameterSlice(const GemmaParameter& p, const ParameterSlice& slice,
+                            DType matrix_dtype, uint64_t seed);
 GemmaWeights RandomGemmaShard(const ModelConfig& config, const GemmaShard& shard,
                               DType matrix_dtype, uint64_t seed);
 GemmaWeights RandomGemmaWeights(const ModelConfig& config, DType matrix_dtype, uint64_t seed);

@@ -141,6 +141,28 @@ void CheckStoredDType(const ModelConfig& config, const GemmaParameter& p, const 
   }
 }
 
+void CheckTensorsAreExactly(const std::vector<GemmaParameter>& params, const ModelConfig& config,
+                            const TensorSource& source, const std::string& tied_head,
+                            const std::string& model) {
+  std::set<std::string> expected;
+  for (const GemmaParameter& p : params) {
+    expected.insert(p.name);
+    GEMMAPOD_CHECK(source.Has(p.name), source.origin(), ": tensor '", p.name, "' is missing (",
+                   model, " needs it)");
+    const TensorInfo info = source.Info(p.name);
+    GEMMAPOD_CHECK(info.shape == p.shape, source.origin(), ": tensor '", p.name, "' has shape ",
+                   ShapeToString(info.shape), " but the config needs ", ShapeToString(p.shape));
+    CheckStoredDType(config, p, info, source.origin());
+  }
+  for (const TensorInfo& info : source.List()) {
+    // A stored copy of the tied output head duplicates the embedding; anything else means the
+    // file and the config disagree about the model.
+    if (info.name == tied_head) continue;
+    GEMMAPOD_CHECK(expected.count(info.name) == 1, source.origin(), ": unexpected tensor '",
+                   info.name, "' (not a parameter of ", model, ")");
+  }
+}
+
 Tensor ReadParameterSlice(const TensorSource& source, const GemmaParameter& p,
                           const ParameterSlice& slice, Communicator* tp) {
   const bool group_check = tp != nullptr && tp->size() > 1;
@@ -169,25 +191,8 @@ GemmaWeights LoadGemmaShard(const ModelConfig& config, const GemmaShard& shard,
                             const TensorSource& source, Communicator* tp) {
   // Every rank checks the whole file's names and shapes (metadata only), so a rank never loads a
   // slice of a tensor that another rank would find malformed.
-  std::set<std::string> expected;
-  for (const GemmaParameter& p : GemmaParameters(config)) {
-    expected.insert(p.name);
-    GEMMAPOD_CHECK(source.Has(p.name), source.origin(), ": tensor '", p.name,
-                   "' is missing (the model config needs it)");
-    const TensorInfo info = source.Info(p.name);
-    GEMMAPOD_CHECK(info.shape == p.shape, source.origin(), ": tensor '", p.name, "' has shape ",
-                   ShapeToString(info.shape), " but the model config needs ",
-                   ShapeToString(p.shape));
-    CheckStoredDType(config, p, info, source.origin());
-  }
-  for (const TensorInfo& info : source.List()) {
-    // The tied output head duplicates the embedding; anything else means the file and the config
-    // disagree about the model.
-    if (info.name == "lm_head.weight") continue;
-    GEMMAPOD_CHECK(expected.count(info.name) == 1, source.origin(), ": unexpected tensor '",
-                   info.name, "' (not a parameter of this ", ArchitectureName(config.architecture),
-                   " config)");
-  }
+  CheckTensorsAreExactly(GemmaParameters(config), config, source, "lm_head.weight",
+                         StrCat("this ", ArchitectureName(config.architecture), " config"));
 
   GemmaWeights w;
   ForEachShardParameter(config, shard, w,

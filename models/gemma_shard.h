@@ -75,6 +75,14 @@ Shape SliceShape(const GemmaParameter& parameter, const ParameterSlice& slice);
 GemmaWeights LoadGemmaShard(const ModelConfig& config, const GemmaShard& shard,
                             const TensorSource& source, Communicator* tp = nullptr);
 
+// Checks that `source` holds exactly `params` with their shapes and a dtype `config` allows
+// (its quantization), before anything is read: errors name the origin, the tensor and `model`
+// ("this gemma2 config"). A tensor named `tied_head` (a stored copy of the tied output head) is
+// accepted and ignored.
+void CheckTensorsAreExactly(const std::vector<GemmaParameter>& params, const ModelConfig& config,
+                            const TensorSource& source, const std::string& tied_head,
+                            const std::string& model);
+
 // One parameter's slice from `source`, as a shard holds it: the stored checksum checked (by this
 // rank for a whole tensor; with `tp`, collectively over the group for slices), vocabulary padding
 // added, norms widened to f32.

@@ -1,9 +1,8 @@
 #include "models/recurrent_gemma_config.h"
 
 #include <cmath>
-#include <fstream>
-#include <nlohmann/json.hpp>
 
+#include "models/json_file.h"
 #include "runtime/config/yaml_reader.h"
 #include "runtime/dtype.h"
 #include "runtime/error.h"
@@ -214,14 +213,7 @@ RecurrentGemmaConfig LoadRecurrentGemmaConfigYaml(const std::string& path) {
 
 RecurrentGemmaConfig ReadHfRecurrentGemmaConfig(const std::string& path) {
   using Json = nlohmann::json;
-  std::ifstream in(path);
-  GEMMAPOD_CHECK(in.good(), path, ": cannot open the Hugging Face config");
-  Json j;
-  try {
-    j = Json::parse(in);
-  } catch (const Json::exception& e) {
-    throw Error(StrCat(path, ": not valid JSON: ", e.what()));
-  }
+  const nlohmann::json j = ReadJsonFile(path);
   GEMMAPOD_CHECK(j.is_object() && j.value("model_type", "") == "recurrent_gemma", path,
                  ": key 'model_type' must be 'recurrent_gemma'");
   auto integer = [&](const char* key) -> int64_t {

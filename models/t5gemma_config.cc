@@ -1,10 +1,8 @@
 #include "models/t5gemma_config.h"
 
-#include <fstream>
-#include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "models/hf_config.h"
+#include "models/json_file.h"
 #include "models/model_config_yaml.h"
 #include "runtime/config/yaml_reader.h"
 #include "runtime/error.h"
@@ -116,14 +114,7 @@ bool IsT5GemmaYaml(const std::string& path) {
 }
 
 T5GemmaConfig ReadHfT5GemmaConfig(const std::string& path) {
-  std::ifstream in(path);
-  GEMMAPOD_CHECK(in.good(), path, ": cannot open the Hugging Face config");
-  Json j;
-  try {
-    j = Json::parse(in);
-  } catch (const Json::exception& e) {
-    throw Error(StrCat(path, ": not valid JSON: ", e.what()));
-  }
+  const nlohmann::json j = ReadJsonFile(path);
   GEMMAPOD_CHECK(j.is_object() && j.value("model_type", std::string()) == kArchitecture, path,
                  ": key 'model_type': expected \"t5gemma\"");
   T5GemmaConfig c;

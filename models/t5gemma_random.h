@@ -3,10 +3,9 @@
 // deviation 0.1, every element a pure function of (seed, tensor name, index in the full tensor),
 // so a rank makes exactly its own shard and every layout holds slices of the same model.
 //
-// Each stack is RandomGemmaShard's Gemma 2 stack under a seed of its own (derived from `seed` and
-// the stack's name), so an encoder and a decoder of the same shape are different; the encoder's
-// final norm and the decoder's cross-attention blocks are made under their Hugging Face names
-// ("model.encoder.norm.weight", "model.decoder.layers.3.cross_attn.q_proj.weight", ...).
+// Every parameter, the cross-attention blocks included, is drawn under its Hugging Face name
+// ("model.encoder.layers.0.mlp.up_proj.weight", "model.decoder.layers.3.cross_attn.q_proj.weight"),
+// so an encoder and a decoder of the same shape differ.
 #pragma once
 
 #include <cstdint>

@@ -1,7 +1,5 @@
 #include "models/t5gemma_weights.h"
 
-#include <set>
-
 #include "runtime/error.h"
 
 namespace gemmapod {
@@ -91,22 +89,9 @@ std::vector<GemmaParameter> T5GemmaParameters(const T5GemmaConfig& config) {
 }
 
 void CheckT5GemmaTensors(const T5GemmaConfig& config, const TensorSource& source) {
-  std::set<std::string> expected;
-  for (const GemmaParameter& p : T5GemmaParameters(config)) {
-    expected.insert(p.name);
-    GEMMAPOD_CHECK(source.Has(p.name), source.origin(), ": tensor '", p.name,
-                   "' is missing (the T5Gemma config ", config.name, " needs it)");
-    const TensorInfo info = source.Info(p.name);
-    GEMMAPOD_CHECK(info.shape == p.shape, source.origin(), ": tensor '", p.name, "' has shape ",
-                   ShapeToString(info.shape), " but the config needs ", ShapeToString(p.shape));
-    CheckStoredDType(config.decoder, p, info, source.origin());
-  }
-  for (const TensorInfo& info : source.List()) {
-    // The output head is the decoder's embedding (tied); a stored copy is dropped.
-    if (info.name == "lm_head.out_proj.weight") continue;
-    GEMMAPOD_CHECK(expected.count(info.name) == 1, source.origin(), ": unexpected tensor '",
-                   info.name, "' (not a parameter of the T5Gemma config ", config.name, ")");
-  }
+  // The output head is the decoder's embedding (tied); a stored copy is dropped.
+  CheckTensorsAreExactly(T5GemmaParameters(config), config.decoder, source,
+                         "lm_head.out_proj.weight", StrCat("the T5Gemma config ", config.name));
 }
 
 T5GemmaWeights LoadT5GemmaShard(const T5GemmaConfig& config, const T5GemmaShard& shard,

@@ -72,31 +72,9 @@ GemmaPodPlan PlanGemmaOnPod(const PodTopology& pod, const ModelConfig& config, i
                                                          shard.first_layer, shard.end_layer));
     plan.ranks.push_back(rp);
   }
-  // Memory: the model computes on the host today, so a node's ranks share its host memory
-  // whatever its kind; an accelerator must also hold its own rank's part, for when it runs there.
-  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
-  for (size_t n = 0; n < pod.nodes.size(); ++n) {
-    const PodNode& node = pod.nodes[n];
-    int64_t node_bytes = 0, ranks = 0;
-    for (const RankPlan& rp : plan.ranks) {
-      if (rp.node != static_cast<int>(n)) continue;
-      const int64_t bytes = rp.weight_bytes + rp.kv_bytes;
-      node_bytes += bytes;
-      ++ranks;
-      if (node.kind != DeviceType::kCpu && node.device_memory_gib > 0 &&
-          static_cast<double>(bytes) > node.device_memory_gib * kGiB) {
-        plan.problems.push_back(StrCat("rank ", rp.rank, " on ", node.host, " needs ",
-                                       static_cast<double>(bytes) / kGiB, " GiB but its ",
-                                       DeviceTypeName(node.kind), " has ", node.device_memory_gib,
-                                       " GiB (nodes[", n, "].device_memory_gib)"));
-      }
-    }
-    if (node.memory_gib > 0 && static_cast<double>(node_bytes) > node.memory_gib * kGiB) {
-      plan.problems.push_back(StrCat(
-          "node ", node.host, " needs ", static_cast<double>(node_bytes) / kGiB, " GiB for its ",
-          ranks, " ranks but has ", node.memory_gib, " GiB (nodes[", n, "].memory_gib)"));
-    }
-  }
+  std::vector<int64_t> rank_bytes;
+  for (const RankPlan& rp : plan.ranks) rank_bytes.push_back(rp.weight_bytes + rp.kv_bytes);
+  for (std::string& p : MemoryProblems(pod, rank_bytes)) plan.problems.push_back(std::move(p));
   return plan;
 }
 

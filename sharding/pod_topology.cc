@@ -436,6 +436,35 @@ PodTopology ParseDocument(const YamlValue& root) {
 
 }  // namespace
 
+std::vector<std::string> MemoryProblems(const PodTopology& pod,
+                                        const std::vector<int64_t>& rank_bytes) {
+  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+  std::vector<std::string> problems;
+  for (size_t n = 0; n < pod.nodes.size(); ++n) {
+    const PodNode& node = pod.nodes[n];
+    int64_t node_bytes = 0, ranks = 0;
+    for (size_t r = 0; r < rank_bytes.size(); ++r) {
+      if (pod.node_of_rank(static_cast<int>(r)) != static_cast<int>(n)) continue;
+      const int64_t bytes = rank_bytes[r];
+      node_bytes += bytes;
+      ++ranks;
+      if (node.kind != DeviceType::kCpu && node.device_memory_gib > 0 &&
+          static_cast<double>(bytes) > node.device_memory_gib * kGiB) {
+        problems.push_back(StrCat("rank ", r, " on ", node.host, " needs ",
+                                  static_cast<double>(bytes) / kGiB, " GiB but its ",
+                                  DeviceTypeName(node.kind), " has ", node.device_memory_gib,
+                                  " GiB (nodes[", n, "].device_memory_gib)"));
+      }
+    }
+    if (node.memory_gib > 0 && static_cast<double>(node_bytes) > node.memory_gib * kGiB) {
+      problems.push_back(StrCat(
+          "node ", node.host, " needs ", static_cast<double>(node_bytes) / kGiB, " GiB for its ",
+          ranks, " ranks but has ", node.memory_gib, " GiB (nodes[", n, "].memory_gib)"));
+    }
+  }
+  return problems;
+}
+
 PodTopology ParsePodTopology(const std::string& yaml_text, const std::string& source) {
   return ParseDocument(ParseYamlDocument(yaml_text, source));
 }

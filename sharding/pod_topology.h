@@ -4,6 +4,7 @@
 // The file format is documented in docs/pod-file.md.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -80,6 +81,13 @@ struct PodTopology {
   int node_of_rank(int rank) const;
   int local_device_of_rank(int rank) const;
 };
+
+// Whether each node can hold what its ranks need (`rank_bytes[r]`: rank r's weights and caches),
+// one line per problem naming the node (or rank) and the pod key. The model computes on the host
+// today, so a node's ranks share its host memory whatever its kind; an accelerator must also hold
+// its own rank's part, for when it runs there.
+std::vector<std::string> MemoryProblems(const PodTopology& pod,
+                                        const std::vector<int64_t>& rank_bytes);
 
 // Parses and validates a pod file. Throws gemmapod::Error("path:line:col: key: message").
 PodTopology LoadPodTopology(const std::string& path);

@@ -4,7 +4,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "models/t5gemma_config.h"
+#include "models/t5gemma_random.h"
 #include "runtime/error.h"
 #include "serving/t5gemma_pipeline.h"
 #include "sharding/pod_topology.h"
@@ -128,6 +131,33 @@ TEST(T5GemmaLayout, RefusedLayoutsAreNamed) {
                                      c);
               }),
               HasSubstr("must cover the encoder's 42 layers and the decoder's 26 layers"));
+}
+
+// Random weights made for one rank are that rank's slices of the whole random model, so every
+// layout of a random checkpoint holds the same model.
+TEST(T5GemmaLayout, RandomShardsAreSlicesOfTheWholeRandomModel) {
+  const T5GemmaConfig c = LoadT5GemmaConfigYaml("configs/models/tiny-t5gemma.yaml");
+  const T5GemmaWeights whole = RandomT5GemmaWeights(c, DType::kF32, 5);
+  const T5GemmaLayout layout = MakeT5GemmaLayout(c, 2, 1, 1, 1);
+  auto rows_equal = [](const Tensor& part, const Tensor& full, int64_t first_row) {
+    const int64_t n = part.numel();
+    return std::equal(part.data<float>(), part.data<float>() + n,
+                      full.data<float>() + first_row * part.dim(part.rank() - 1));
+  };
+  const T5GemmaShard encoder_rank1 = T5GemmaShardOf(c, layout, 1);
+  const T5GemmaWeights mine = RandomT5GemmaShard(c, encoder_rank1, DType::kF32, 5);
+  // Query heads 3..5 of 6 (16 wide) and vocabulary rows 256..511.
+  EXPECT_TRUE(
+      rows_equal(mine.encoder.layers[0].q_proj.weight, whole.encoder.layers[0].q_proj.weight, 48));
+  EXPECT_TRUE(rows_equal(mine.encoder.embed_tokens.weight, whole.encoder.embed_tokens.weight, 256));
+  EXPECT_FALSE(mine.decoder.embed_tokens.weight.defined());
+  const T5GemmaWeights decoder =
+      RandomT5GemmaShard(c, T5GemmaShardOf(c, layout, 2), DType::kF32, 5);
+  EXPECT_TRUE(rows_equal(decoder.cross[2].k_proj.weight, whole.cross[2].k_proj.weight, 0));
+  EXPECT_TRUE(rows_equal(decoder.cross[2].pre_norm, whole.cross[2].pre_norm, 0));
+  // Another seed, another model.
+  const T5GemmaWeights other = RandomT5GemmaWeights(c, DType::kF32, 6);
+  EXPECT_FALSE(rows_equal(other.cross[2].k_proj.weight, whole.cross[2].k_proj.weight, 0));
 }
 
 }  // namespace
