@@ -164,6 +164,11 @@ int LogitsT5GemmaOnRanks(const LogitsOptions& o, Communicator& world) {
       const std::string which = o.tokens.size() > 1 ? StrCat(" #", s + 1) : "";
       encoder.push_back(ParseTokenList(o.encoder_tokens[s]));
       CheckIds(encoder.back(), config.encoder.vocab_size, "--encoder-tokens" + which);
+      GEMMAPOD_CHECK(
+          static_cast<int64_t>(encoder.back().size()) <= config.encoder.max_position_embeddings,
+          "--encoder-tokens", which, ": ", encoder.back().size(),
+          " ids, more than the encoder's max_position_embeddings ",
+          config.encoder.max_position_embeddings);
       decoder.push_back(ParseTokenList(o.tokens[s]));
       CheckIds(decoder.back(), config.decoder.vocab_size, "--tokens" + which);
       GEMMAPOD_CHECK(decoder.back().front() == config.decoder.bos_id, "--tokens", which,

@@ -141,6 +141,16 @@ TEST_F(T5GemmaCli, BadInputIsNamed) {
                " --encoder-tokens 2,5 --tokens 2,5 --tokens 2,6 --out " + out);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(Has(r.output, "1 --encoder-tokens sequence(s) for 2 --tokens")) << r.output;
+  // The tiny model's encoder takes 256 positions.
+  std::string long_ids = "2";
+  for (int i = 0; i < 256; ++i) long_ids += ",7";
+  r = Gemmapod("logits --model " + model_ + " --encoder-tokens " + long_ids +
+               " --tokens 2,5 --out " + out);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(Has(r.output,
+                  "--encoder-tokens: 257 ids, more than the encoder's "
+                  "max_position_embeddings 256"))
+      << r.output;
   EXPECT_FALSE(fs::exists(out));
   // A layout the model cannot take: the pod's encoder tp 2 over the 4-rank job is fine, but tp 3
   // does not divide the decoder's heads.
