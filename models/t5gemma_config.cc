@@ -1,6 +1,5 @@
 #include "models/t5gemma_config.h"
 
-
 #include "models/hf_config.h"
 #include "models/json_file.h"
 #include "models/model_config_yaml.h"
