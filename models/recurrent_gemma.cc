@@ -159,6 +159,75 @@ void RecurrentGemma::RowParallel(const Tensor& x, const Linear& w, Tensor& y) co
   AddBias(w, y);
 }
 
+std::vector<int64_t> RecurrentGemma::DocumentStarts(const RecurrentPlacement& at,
+                                                    const RecurrentGemmaState& state) const {
+  const int64_t s = at.sequence, W = config_.attention_window;
+  const auto S = static_cast<size_t>(s);
+  const int64_t seen = state.seen_[S];
+  // The current document's oldest token in the ring (its older tokens are out of every window).
+  int64_t ring_start = seen;
+  for (int64_t slot = 0; slot < W; ++slot) {
+    const int64_t token = state.slot_token_[S * W + slot];
+    if (token >= 0 && state.slot_document_[S * W + slot] == state.document_[S]) {
+      ring_start = std::min(ring_start, token);
+    }
+  }
+  std::vector<int64_t> starts(at.doc.size());
+  for (size_t t = 0; t < at.doc.size(); ++t) {
+    if (at.doc[t] == state.document_[S] && state.seen_[S] > 0) {
+      starts[t] = ring_start;
+    } else {
+      starts[t] = t > 0 && at.doc[t] == at.doc[t - 1] ? starts[t - 1] : at.index[t];
+    }
+  }
+  return starts;
+}
+
+void RecurrentGemma::LocalAttention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const KeyRing& ring, const std::vector<int64_t>& lo,
+                                    const std::vector<int64_t>& hi, Tensor& out) const {
+  const RecurrentGemmaConfig& c = config_;
+  const int64_t T = q.dim(0), H = shard_.heads, hd = c.head_dim, KV = c.num_kv_heads;
+  const int64_t start = ring.to, heads_per_kv = c.num_heads / KV;
+  // This rank holds query heads [first_head, first_head + H) of the model; query head g of the
+  // model reads key/value head g / heads_per_kv.
+  const int64_t first_head = shard_.tp_rank * H;
+  const int64_t first_kv = first_head / heads_per_kv;
+  const int64_t local_kv = (first_head + H - 1) / heads_per_kv - first_kv + 1;
+  AttentionShape shape{H, local_kv, hd, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f, 0};
+  shape.kv_row_stride = KV * hd;
+  bool grouped = H % local_kv == 0;
+  for (int64_t h = 0; grouped && h < H; ++h) {
+    grouped = (first_head + h) / heads_per_kv - first_kv == h / (H / local_kv);
+  }
+  auto shifted = [&](int64_t kv) {
+    KeyRing r = ring;
+    r.keys += kv * hd;
+    r.values += kv * hd;
+    return r;
+  };
+  if (grouped) {  // the usual case: one call for every head
+    RingAttention(shape, q.data<float>(), k.data<float>() + first_kv * hd,
+                  v.data<float>() + first_kv * hd, T, start, shifted(first_kv), lo.data(),
+                  hi.data(), out.data<float>());
+    return;
+  }
+  // A tensor-parallel split that cuts a group of query heads unevenly: one head at a time.
+  shape.num_heads = shape.num_kv_heads = 1;
+  std::vector<float> q_head(static_cast<size_t>(T * hd)), out_head(q_head.size());
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t kv = (first_head + h) / heads_per_kv;
+    for (int64_t t = 0; t < T; ++t) {
+      std::copy_n(q.data<float>() + (t * H + h) * hd, hd, q_head.data() + t * hd);
+    }
+    RingAttention(shape, q_head.data(), k.data<float>() + kv * hd, v.data<float>() + kv * hd, T,
+                  start, shifted(kv), lo.data(), hi.data(), out_head.data());
+    for (int64_t t = 0; t < T; ++t) {
+      std::copy_n(out_head.data() + t * hd, hd, out.data<float>() + (t * H + h) * hd);
+    }
+  }
+}
+
 RecurrentPlacement RecurrentGemma::Place(const RecurrentChunk& chunk,
                                          const RecurrentGemmaState& state) const {
   const int64_t s = chunk.sequence, T = static_cast<int64_t>(chunk.tokens.size());
@@ -325,60 +394,19 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
 
       // Keys a query may read: its own document's, at most W tokens back, itself included. Older
       // ones come from the ring, which holds the last W tokens before this chunk.
-      const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-      // Query head h of the model reads key/value head h / (num_heads / KV); this rank holds
-      // query heads [tp_rank * H, (tp_rank + 1) * H) and every key/value head.
-      const int64_t heads_per_kv = c.num_heads / KV;
       float* ring_k = st.keys.data<float>() + s * W * KV * hd;
       float* ring_v = st.values.data<float>() + s * W * KV * hd;
-      const int64_t* slot_token = state.slot_token_.data() + s * W;
-      const int64_t* slot_doc = state.slot_document_.data() + s * W;
       Tensor attn = NewF32(T, H * hd);
-      std::vector<float> scores;
-      std::vector<const float*> key_rows, value_rows;
+      const std::vector<int64_t> doc_start = DocumentStarts(at, state);
+      std::vector<int64_t> lo(static_cast<size_t>(T)), hi(static_cast<size_t>(T));
       for (int64_t t = 0; t < T; ++t) {
         const int64_t gq = index[static_cast<size_t>(t)];
-        int64_t gathered = -1;  // the key/value head key_rows holds
-        for (int64_t head = 0; head < H; ++head) {
-          const int64_t kvh = (shard_.tp_rank * H + head) / heads_per_kv;
-          if (kvh != gathered) {
-            key_rows.clear();
-            value_rows.clear();
-            for (int64_t gk = std::max<int64_t>(0, gq - W); gk <= gq; ++gk) {
-              if (gk < index[0]) {
-                const int64_t slot = gk % W;
-                if (slot_token[slot] != gk || slot_doc[slot] != doc[static_cast<size_t>(t)]) {
-                  continue;
-                }
-                key_rows.push_back(ring_k + (slot * KV + kvh) * hd);
-                value_rows.push_back(ring_v + (slot * KV + kvh) * hd);
-              } else {
-                const int64_t j = gk - index[0];
-                if (doc[static_cast<size_t>(j)] != doc[static_cast<size_t>(t)]) continue;
-                key_rows.push_back(k.data<float>() + (j * KV + kvh) * hd);
-                value_rows.push_back(v.data<float>() + (j * KV + kvh) * hd);
-              }
-            }
-            gathered = kvh;
-          }
-          const auto n = static_cast<int64_t>(key_rows.size());
-          scores.resize(static_cast<size_t>(n));
-          const float* qh = q.data<float>() + (t * H + head) * hd;
-          float best = -INFINITY;
-          for (int64_t j = 0; j < n; ++j) {
-            float dot = 0;
-            for (int64_t e = 0; e < hd; ++e) dot += qh[e] * key_rows[static_cast<size_t>(j)][e];
-            scores[static_cast<size_t>(j)] = dot * scale;
-            best = std::max(best, scores[static_cast<size_t>(j)]);
-          }
-          const float sum = cpu::ExpShiftedSum(scores.data(), best, n);
-          float* o = attn.data<float>() + (t * H + head) * hd;
-          for (int64_t j = 0; j < n; ++j) {
-            cpu::AddScaled(value_rows[static_cast<size_t>(j)], scores[static_cast<size_t>(j)] / sum,
-                           o, hd);
-          }
-        }
+        lo[static_cast<size_t>(t)] = std::max(gq - W, doc_start[static_cast<size_t>(t)]);
+        hi[static_cast<size_t>(t)] = gq + 1;
       }
+      const int64_t seen = index[0];
+      const KeyRing ring{ring_k, ring_v, W, std::max<int64_t>(0, seen - W), seen};
+      LocalAttention(q, k, v, ring, lo, hi, attn);
       // This layer's ring keeps the last W tokens (which token and document each slot holds is
       // recorded once every layer has read the old ring).
       for (int64_t t = std::max<int64_t>(0, T - W); t < T; ++t) {

@@ -16,6 +16,7 @@
 #include <span>
 #include <vector>
 
+#include "models/layers/attention.h"
 #include "models/recurrent_gemma_shard.h"
 
 namespace gemmapod {
@@ -126,6 +127,15 @@ class RecurrentGemma {
 
  private:
   void AllReduce(Tensor& partial) const;
+  // Per token of the chunk, the index (in the sequence) of its document's first token that the
+  // attention ring or the chunk still holds: no query reads across a document start.
+  std::vector<int64_t> DocumentStarts(const RecurrentPlacement& at,
+                                      const RecurrentGemmaState& state) const;
+  // Local MQA of this rank's query heads q [T, H, hd] over the ring and the chunk's keys k, v
+  // [T, KV, hd] (every key/value head: they are replicated), query t seeing [lo[t], hi[t]).
+  void LocalAttention(const Tensor& q, const Tensor& k, const Tensor& v, const KeyRing& ring,
+                      const std::vector<int64_t>& lo, const std::vector<int64_t>& hi,
+                      Tensor& out) const;
   // y = x W^T on this rank's columns, summed over the group, plus the bias once.
   void RowParallel(const Tensor& x, const Linear& w, Tensor& y) const;
 

@@ -1,9 +1,12 @@
-// Causal self-attention of a chunk of new tokens of one sequence over that sequence's cached past
-// and over themselves, with the exact semantics of the Gemma references: scores scaled, soft-capped
-// (before the mask), masked to the causal (or sliding) window, softmax in f32, then values.
+// The attention of every Gemma family, on the CPU attention kernel (runtime/cpu/attention.h):
+// causal self-attention over a KV cache (global or sliding window), T5Gemma's bidirectional
+// encoder and its cross-attention, Griffin's local MQA over its ring. Exact semantics of the
+// references: scores scaled, soft-capped (before the mask), masked, softmax in f32, then values.
+// What differs between them is only which positions hold keys and which a query sees.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "models/kv_cache.h"
 
@@ -16,7 +19,26 @@ struct AttentionShape {
   float scale = 1;     // multiplies q.k
   float softcap = 0;   // 0: off
   int64_t window = 0;  // 0: global; else a query at p sees keys p - window < j <= p
+  // Floats from one position's key row to the next; 0: num_kv_heads * head_dim (dense). Larger
+  // when the heads read are some of the heads a row holds (a tensor-parallel rank's).
+  int64_t kv_row_stride = 0;
 };
+
+// A ring of key/value rows [capacity, row stride]: position p lives in slot p % capacity, and the
+// positions [from, to) are held (to - from <= capacity).
+struct KeyRing {
+  const float* keys = nullptr;
+  const float* values = nullptr;
+  int64_t capacity = 0;
+  int64_t from = 0, to = 0;
+};
+
+// Attention of n queries at positions [start, start + n) over the keys `ring` holds (positions
+// below start) and the chunk's own keys k_new, v_new [n, KV, hd]. Query i sees the positions
+// [lo[i], hi[i]). q, out: [n, H, hd].
+void RingAttention(const AttentionShape& shape, const float* q, const float* k_new,
+                   const float* v_new, int64_t n, int64_t start, const KeyRing& ring,
+                   const int64_t* lo, const int64_t* hi, float* out);
 
 // q: [n, H, hd] and k_new, v_new: [n, KV, hd] for positions [start, start + n), RoPE applied.
 // Positions below `start` are read from `cache`. out: [n, H, hd]. Afterwards the new keys and
