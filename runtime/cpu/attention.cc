@@ -146,6 +146,18 @@ void AttentionRun::Chunk(const Tile& t, int64_t c, Softmax& s, std::vector<float
       }
     }
     if (!any) continue;
+    // The next block's rows, a block ahead: a head's rows are hd floats every kv_row_stride, a
+    // pattern the hardware prefetchers do not follow across pages when the cache holds many heads.
+    if (b + B < end) {
+      const int64_t ahead = B * p_.kv_row_stride;
+      for (int j = 0; j < B; ++j) {
+        if (!held[j]) continue;
+        for (int64_t e = 0; e < hd; e += 16) {
+          __builtin_prefetch(keys[j] + ahead + e, 0, 1);
+          __builtin_prefetch(values[j] + ahead + e, 0, 1);
+        }
+      }
+    }
     kernels_.scores(q_rows, t.rows, keys, hd, scores);
     for (int i = 0; i < t.rows * B; ++i) scores[i] *= p_.scale;
     // Soft-cap before the mask, as the references do.

@@ -33,6 +33,30 @@ __m512 SumEachOf16(__m512 a[16]) {
                        _mm512_shuffle_f32x4(octs[0], octs[1], 0xDD));
 }
 
+// scores[r * 16 + k] = q_rows[r] . keys[k] for r < kRows, k < kKeys (kRows * kKeys = 16): one
+// accumulator per pair, summed across lanes together at the end.
+template <int kRows, int kKeys>
+void ScoreTile(const float* const* q_rows, const float* const* keys, int64_t head_dim,
+               float* scores) {
+  static_assert(kRows * kKeys == 16);
+  __m512 acc[16];
+  for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
+  for (int64_t e = 0; e < head_dim; e += 16) {
+    __m512 k[kKeys];
+    for (int j = 0; j < kKeys; ++j) k[j] = _mm512_loadu_ps(keys[j] + e);
+    for (int r = 0; r < kRows; ++r) {
+      const __m512 q = _mm512_loadu_ps(q_rows[r] + e);
+      for (int j = 0; j < kKeys; ++j)
+        acc[r * kKeys + j] = _mm512_fmadd_ps(q, k[j], acc[r * kKeys + j]);
+    }
+  }
+  alignas(64) float sums[16];
+  _mm512_store_ps(sums, SumEachOf16(acc));
+  for (int r = 0; r < kRows; ++r) {
+    for (int j = 0; j < kKeys; ++j) scores[r * kAttentionKeyBlock + j] = sums[r * kKeys + j];
+  }
+}
+
 template <int kRows>
 void AccumulateRows(float* acc, const float* rescale, const float* p, const float* const* values,
                     int64_t head_dim) {
@@ -65,18 +89,18 @@ void AccumulateRows(float* acc, const float* rescale, const float* p, const floa
 
 void AttentionScoresAvx512(const float* const* q_rows, int rows, const float* const* keys,
                            int64_t head_dim, float* scores) {
-  for (int r = 0; r < rows; ++r) {
-    const float* q = q_rows[r];
-    __m512 acc[kAttentionKeyBlock];
-    for (int j = 0; j < kAttentionKeyBlock; ++j) acc[j] = _mm512_setzero_ps();
-    for (int64_t e = 0; e < head_dim; e += 16) {
-      const __m512 qv = _mm512_loadu_ps(q + e);
-      for (int j = 0; j < kAttentionKeyBlock; ++j) {
-        acc[j] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(keys[j] + e), acc[j]);
-      }
-    }
-    _mm512_storeu_ps(scores + r * kAttentionKeyBlock, SumEachOf16(acc));
+  int r = 0;
+  // Four rows against four keys at a time: eight loads feed sixteen FMAs.
+  for (; r + 4 <= rows; r += 4) {
+    for (int k = 0; k < kAttentionKeyBlock; k += 4)
+      ScoreTile<4, 4>(q_rows + r, keys + k, head_dim, scores + r * kAttentionKeyBlock + k);
   }
+  for (; r + 2 <= rows; r += 2) {
+    for (int k = 0; k < kAttentionKeyBlock; k += 8)
+      ScoreTile<2, 8>(q_rows + r, keys + k, head_dim, scores + r * kAttentionKeyBlock + k);
+  }
+  for (; r < rows; ++r)
+    ScoreTile<1, 16>(q_rows + r, keys, head_dim, scores + r * kAttentionKeyBlock);
 }
 
 void AttentionAccumulateAvx512(float* acc, int rows, const float* rescale, const float* p,
