@@ -27,4 +27,10 @@ std::string LayoutName(const ProcessGrid& grid) {
   return StrCat("tp=", s.tp, " pp=", s.pp, " dp=", s.dp);
 }
 
+cpu::MatmulPrecision ParsePrecision(const ModelFiles& files) {
+  GEMMAPOD_CHECK(files.precision == "exact" || files.precision == "fast",
+                 "--precision must be exact or fast, got '", files.precision, "'");
+  return files.precision == "fast" ? cpu::MatmulPrecision::kFastBF16 : cpu::MatmulPrecision::kExact;
+}
+
 }  // namespace gemmapod

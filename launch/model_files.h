@@ -6,6 +6,7 @@
 
 #include "launch/commands.h"
 #include "models/model_config.h"
+#include "runtime/cpu/matmul.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace gemmapod {
@@ -17,6 +18,9 @@ Tokenizer LoadTokenizer(const ModelFiles& files);
 // Error unless every piece of the tokenizer is an id of the model's vocabulary.
 void CheckTokenizerFits(const Tokenizer& tokenizer, const ModelConfig& config,
                         const ModelFiles& files);
+// --precision: exact (f32-grade products) or fast (activations rounded to bf16); any other value
+// is an error naming it. Every family takes both.
+cpu::MatmulPrecision ParsePrecision(const ModelFiles& files);
 // "tp=2 pp=1 dp=1"
 std::string LayoutName(const ProcessGrid& grid);
 

@@ -29,8 +29,7 @@ struct RecurrentRun {
 RecurrentGemmaConfig CheckRecurrentJob(Communicator& world, const ModelFiles& files,
                                        const std::string& pod_path, GridShape& shape) {
   const std::string& model_path = files.model_path;
-  GEMMAPOD_CHECK(files.precision == "exact", "--precision ", files.precision,
-                 ": RecurrentGemma computes its products at f32 precision only (exact)");
+  ParsePrecision(files);
   const RecurrentGemmaConfig config =
       RecurrentGemmaFromAttributes(Hdf5CheckpointReader::Open(model_path)->config(), model_path);
   shape = GridShape{world.size(), 1, 1};
@@ -51,14 +50,16 @@ RecurrentGemmaConfig CheckRecurrentJob(Communicator& world, const ModelFiles& fi
   return config;
 }
 
-void LoadRun(Communicator& world, const std::string& model_path, const GridShape& shape,
+void LoadRun(Communicator& world, const ModelFiles& files, const GridShape& shape,
              RecurrentRun& run) {
+  const std::string& model_path = files.model_path;
   run.grid.emplace(ProcessGrid::Create(world, shape));
   const RecurrentGemmaShard shard = RecurrentGemmaShardAt(run.config, *run.grid);
   run.stage.emplace(
       run.config, shard,
       LoadRecurrentGemmaShard(run.config, shard, *Hdf5CheckpointReader::Open(model_path)),
       &run.grid->tp());
+  run.stage->set_matmul_precision(ParsePrecision(files));
 }
 
 }  // namespace
@@ -93,7 +94,7 @@ int GenerateRecurrentOnRanks(const GenerateOptions& o, Communicator& world) {
       Validate(requests.back().sampling);
     }
   });
-  LoadRun(world, o.files.model_path, shape, run);
+  LoadRun(world, o.files, shape, run);
   const int64_t sampled = std::min<int64_t>(run.config.vocab_size, tokenizer->vocab_size());
   using Clock = std::chrono::steady_clock;
   // Every rank holds the same logits and samples the same token from the same seeded stream.
@@ -151,7 +152,7 @@ int LogitsRecurrentOnRanks(const LogitsOptions& o, Communicator& world) {
                      ") is outside the vocabulary of ", run.config.vocab_size);
     }
   });
-  LoadRun(world, o.files.model_path, shape, run);
+  LoadRun(world, o.files, shape, run);
   RecurrentGemmaState state = run.stage->NewState(1);
   const Tensor logits = ForwardOnGrid(*run.stage, *run.grid, {0, tokens, {}}, state, true);
   if (world.rank() != 0) return 0;

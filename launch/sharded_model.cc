@@ -1,6 +1,7 @@
 #include "launch/sharded_model.h"
 
 #include "launch/commands.h"
+#include "launch/model_files.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/error.h"
 #include "serving/gemma_layout.h"
@@ -20,8 +21,7 @@ CheckpointModel ReadCheckpointModel(const std::string& path) {
 ShardedGemmaPlan PlanShardedGemma(int world_size, const std::string& pod_path,
                                   const ModelFiles& files, int64_t max_sequences,
                                   int64_t max_context, int64_t sampled_vocab) {
-  GEMMAPOD_CHECK(files.precision == "exact" || files.precision == "fast",
-                 "--precision must be exact or fast, got '", files.precision, "'");
+  ParsePrecision(files);
   const CheckpointModel model = ReadCheckpointModel(files.model_path);
   ShardedGemmaPlan plan;
   plan.world_size = world_size;
@@ -70,8 +70,7 @@ ShardedGemma LoadShardedGemma(Communicator& world, const ShardedGemmaPlan& plan,
   const std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(files.model_path);
   GemmaStage stage(plan.config, shard, LoadGemmaShard(plan.config, shard, *reader, &run.grid->tp()),
                    &run.grid->tp());
-  stage.set_matmul_precision(files.precision == "fast" ? cpu::MatmulPrecision::kFastBF16
-                                                       : cpu::MatmulPrecision::kExact);
+  stage.set_matmul_precision(ParsePrecision(files));
   run.pipeline = std::make_unique<GemmaPipeline>(
       *run.grid, std::move(stage),
       PipelineOptions{plan.max_sequences, plan.max_context, plan.sampled_vocab});

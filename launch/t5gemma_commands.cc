@@ -23,8 +23,7 @@ namespace {
 // Checks on every rank before any collective, so bad input is reported once.
 T5GemmaLayout CheckT5GemmaJob(Communicator& world, const ModelFiles& files,
                               const std::string& pod_path, T5GemmaConfig& config) {
-  GEMMAPOD_CHECK(files.precision == "exact", "--precision ", files.precision,
-                 ": T5Gemma computes its products at f32 precision only (exact)");
+  ParsePrecision(files);
   config = T5GemmaFromAttributes(Hdf5CheckpointReader::Open(files.model_path)->config(),
                                  files.model_path);
   std::optional<PodTopology> pod;
@@ -86,6 +85,7 @@ int GenerateT5GemmaOnRanks(const GenerateOptions& o, Communicator& world) {
     }
   });
   T5GemmaPipeline pipeline(world, *layout, config, *Hdf5CheckpointReader::Open(o.files.model_path));
+  pipeline.set_matmul_precision(ParsePrecision(o.files));
   const int64_t sampled = std::min<int64_t>(config.decoder.vocab_size, tokenizer->vocab_size());
   using Clock = std::chrono::steady_clock;
   // The prompts run as one batch: encoded together, then every unfinished sequence decodes one
@@ -183,6 +183,7 @@ int LogitsT5GemmaOnRanks(const LogitsOptions& o, Communicator& world) {
     }
   });
   T5GemmaPipeline pipeline(world, *layout, config, *Hdf5CheckpointReader::Open(o.files.model_path));
+  pipeline.set_matmul_precision(ParsePrecision(o.files));
   const int64_t B = static_cast<int64_t>(decoder.size());
   const int64_t T = static_cast<int64_t>(decoder.front().size());
   T5GemmaDecodeState state = pipeline.NewDecodeState(B, T);

@@ -74,31 +74,15 @@ KvCache GemmaStage::NewCache(int64_t num_sequences, int64_t max_context) const {
                  shard_.end_layer);
 }
 
-void GemmaStage::AllReduce(Tensor& partial) const {
-  if (shard_.tp > 1) tp_->AllReduce(partial, ReduceOp::kSum);
+VocabSlice GemmaStage::Vocab() const {
+  return {config_.vocab_size, shard_.vocab_begin, shard_.vocab_rows, shard_.vocab_valid};
 }
 
 Tensor GemmaStage::Embed(std::span<const int32_t> tokens) const {
   GEMMAPOD_CHECK(shard_.has_embedding, "GemmaStage: only the first stage embeds tokens");
-  const ModelConfig& c = config_;
-  const int64_t d = c.hidden_size, T = static_cast<int64_t>(tokens.size());
   const Linear& table = weights_.embed_tokens;
-  const float scale = c.EmbedScale(table.weight.dtype());
-  Tensor h = Tensor::Zeros({T, d}, DType::kF32);
-  // Each rank fills the rows of the tokens in its part of the vocabulary; the others stay zero,
-  // so the all-reduce's sum is exactly the one rank's row.
-  for (int64_t t = 0; t < T; ++t) {
-    const int32_t id = tokens[static_cast<size_t>(t)];
-    GEMMAPOD_CHECK(id >= 0 && id < c.vocab_size, "forward: token ", id,
-                   " is outside the vocabulary of ", c.vocab_size);
-    const int32_t local = static_cast<int32_t>(id - shard_.vocab_begin);
-    if (local < 0 || local >= shard_.vocab_valid) continue;
-    float* row = h.data<float>() + t * d;
-    LinearRow(table, local, row);
-    cpu::Scale(row, scale, row, d);
-  }
-  AllReduce(h);
-  return h;
+  return VocabParallelEmbedding(table, Vocab(), config_.EmbedScale(table.weight.dtype()), TpGroup())
+      .Forward(tokens);
 }
 
 void GemmaStage::RunLayers(Tensor& h, const BatchLayout& layout, KvCache& cache) {
@@ -130,69 +114,32 @@ void GemmaStage::RunLayers(Tensor& h, const BatchLayout& layout, KvCache& cache)
                                          c.qk_norm ? &w.q_norm : nullptr,
                                          c.qk_norm ? &w.k_norm : nullptr};
     RmsNormRows(h, w.attn_norm, eps, normed);
-    SelfAttentionForward(normed, attention, settings, layout, cache, l, q, k, v, attn, block_out,
-                         precision_);
-    AllReduce(block_out);  // o_proj is row-parallel: each rank holds a partial sum
+    SelfAttentionForward(normed, attention, settings, layout, cache, l, TpGroup(), q, k, v, attn,
+                         block_out, precision_);
     if (c.post_norms) RmsNormRows(block_out, w.post_attn_norm, eps, block_out);
     cpu::Add(h.data<float>(), block_out.data<float>(), h.data<float>(), T * d);
 
     // h = h + [post_norm](mlp(norm(h)))
     RmsNormRows(h, w.mlp_norm, eps, normed);
-    GegluMlpForward(normed, {w.gate_proj, w.up_proj, w.down_proj}, gate, up, hidden, block_out,
-                    precision_);
-    AllReduce(block_out);  // down_proj is row-parallel
+    GegluMlpForward(normed, {w.gate_proj, w.up_proj, w.down_proj}, TpGroup(), gate, up, hidden,
+                    block_out, precision_);
     if (c.post_norms) RmsNormRows(block_out, w.post_mlp_norm, eps, block_out);
     cpu::Add(h.data<float>(), block_out.data<float>(), h.data<float>(), T * d);
   }
 }
 
-Tensor GemmaStage::LogitShard(const Tensor& h) const {
-  GEMMAPOD_CHECK(shard_.has_head, "GemmaStage: only the last stage computes logits");
-  const ModelConfig& c = config_;
-  const int64_t rows = h.dim(0);
-  Tensor normed = NewF32(rows, c.hidden_size);
-  RmsNormRows(h, weights_.final_norm, static_cast<float>(c.rms_norm_eps), normed);
-  Tensor logits = NewF32(rows, shard_.vocab_rows);
-  LinearForward(normed, weights_.embed_tokens, logits, precision_);
-  if (c.final_logit_softcap > 0) {
-    cpu::SoftCap(logits.data<float>(), static_cast<float>(c.final_logit_softcap),
-                 logits.data<float>(), logits.numel());
-  }
-  if (shard_.vocab_valid < shard_.vocab_rows) {
-    float* p = logits.data<float>();
-    for (int64_t r = 0; r < rows; ++r) {
-      std::fill(p + r * shard_.vocab_rows + shard_.vocab_valid, p + (r + 1) * shard_.vocab_rows,
-                -std::numeric_limits<float>::infinity());
-    }
-  }
-  return logits;
+VocabParallelHead GemmaStage::Head() const {
+  return VocabParallelHead(weights_.embed_tokens, Vocab(),
+                           static_cast<float>(config_.final_logit_softcap), TpGroup());
 }
 
-Tensor GemmaStage::GatherLogits(const Tensor& shard) const {
-  const int64_t rows = shard.dim(0), vs = shard_.vocab_rows, V = config_.vocab_size;
-  if (shard_.tp == 1 && vs == V) return shard;
-  Tensor logits = NewF32(rows, V);
-  // Gathered a block of rows at a time: each rank's block stays within MPI's int counts.
-  const int64_t block = std::max<int64_t>(1, (int64_t{1} << 28) / std::max<int64_t>(vs, 1));
-  for (int64_t r0 = 0; r0 < rows; r0 += block) {
-    const int64_t n = std::min(block, rows - r0);
-    const Tensor mine = shard.Slice(r0, r0 + n).Reshape({1, n * vs});
-    Tensor all = mine;
-    if (shard_.tp > 1) {
-      all = NewF32(shard_.tp, n * vs);
-      tp_->AllGather(mine, all);
-    }
-    // all[r] holds rank r's [n, vs] block; the vocabulary is the ranks' columns side by side.
-    for (int64_t r = 0; r < shard_.tp; ++r) {
-      const int64_t begin = r * vs, width = std::min(vs, V - begin);
-      if (width <= 0) continue;
-      for (int64_t i = 0; i < n; ++i) {
-        std::copy_n(all.data<float>() + r * n * vs + i * vs, width,
-                    logits.data<float>() + (r0 + i) * V + begin);
-      }
-    }
-  }
-  return logits;
+Tensor GemmaStage::LogitShard(const Tensor& h) const {
+  GEMMAPOD_CHECK(shard_.has_head, "GemmaStage: only the last stage computes logits");
+  Tensor normed = NewF32(h.dim(0), config_.hidden_size);
+  RmsNormRows(h, weights_.final_norm, static_cast<float>(config_.rms_norm_eps), normed);
+  return Head().LogitShard(normed, precision_);
 }
+
+Tensor GemmaStage::GatherLogits(const Tensor& shard) const { return Head().Gather(shard); }
 
 }  // namespace gemmapod

@@ -13,6 +13,7 @@
 
 #include "models/gemma_shard.h"
 #include "models/kv_cache.h"
+#include "models/layers/parallel.h"
 #include "models/layers/self_attention_block.h"
 #include "models/model_config.h"
 #include "runtime/cpu/matmul.h"
@@ -59,7 +60,10 @@ class GemmaStage {
   Tensor GatherLogits(const Tensor& shard) const;
 
  private:
-  void AllReduce(Tensor& partial) const;
+  // The tensor-parallel group, or null when the stage runs whole.
+  Communicator* TpGroup() const { return shard_.tp > 1 ? tp_ : nullptr; }
+  VocabSlice Vocab() const;
+  VocabParallelHead Head() const;
 
   ModelConfig config_;
   GemmaShard shard_;

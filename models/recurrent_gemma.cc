@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "models/layers/geglu_mlp.h"
+#include "models/layers/parallel.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/cpu/ops.h"
@@ -149,16 +151,6 @@ RecurrentGemma::RecurrentGemma(RecurrentGemmaConfig config, RecurrentGemmaShard 
                  "RecurrentGemma: a tp=", shard_.tp, " shard needs its tensor-parallel group");
 }
 
-void RecurrentGemma::AllReduce(Tensor& partial) const {
-  if (shard_.tp > 1) tp_->AllReduce(partial, ReduceOp::kSum);
-}
-
-void RecurrentGemma::RowParallel(const Tensor& x, const Linear& w, Tensor& y) const {
-  LinearProduct(x, w, y, cpu::MatmulPrecision::kExact);
-  AllReduce(y);
-  AddBias(w, y);
-}
-
 std::vector<int64_t> RecurrentGemma::DocumentStarts(const RecurrentPlacement& at,
                                                     const RecurrentGemmaState& state) const {
   const int64_t s = at.sequence, W = config_.attention_window;
@@ -260,25 +252,16 @@ RecurrentPlacement RecurrentGemma::Place(const RecurrentChunk& chunk,
   return at;
 }
 
+VocabSlice RecurrentGemma::Vocab() const {
+  // tp divides the vocabulary (RecurrentTensorParallelProblem), so no row is padding.
+  return {config_.vocab_size, shard_.vocab_begin, shard_.vocab_rows, shard_.vocab_rows};
+}
+
 Tensor RecurrentGemma::Embed(const std::vector<int32_t>& tokens) const {
   GEMMAPOD_CHECK(shard_.has_embedding, "RecurrentGemma: only the first stage embeds tokens");
-  const RecurrentGemmaConfig& c = config_;
-  const int64_t d = c.hidden_size, T = static_cast<int64_t>(tokens.size());
-  // sqrt(d) rounded to bf16. Each rank writes the rows of its own ids; the sum is the row.
-  Tensor h = NewF32(T, d);
-  const float embed_scale = c.EmbedScale();
-  for (int64_t t = 0; t < T; ++t) {
-    const int32_t id = tokens[static_cast<size_t>(t)];
-    GEMMAPOD_CHECK(id >= 0 && id < c.vocab_size, "forward: token ", id,
-                   " is outside the vocabulary of ", c.vocab_size);
-    const int64_t local = id - shard_.vocab_begin;
-    if (local < 0 || local >= shard_.vocab_rows) continue;
-    float* row = h.data<float>() + t * d;
-    LinearRow(weights_.embed_tokens, local, row);
-    cpu::Scale(row, embed_scale, row, d);
-  }
-  AllReduce(h);
-  return h;
+  // sqrt(d) rounded to bf16.
+  return VocabParallelEmbedding(weights_.embed_tokens, Vocab(), config_.EmbedScale(), TpGroup())
+      .Forward(tokens);
 }
 
 void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
@@ -306,7 +289,7 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
                    "state does not hold layer ",
                    l, " of this shard (made for another shard?)");
   }
-  const auto precision = cpu::MatmulPrecision::kExact;
+  const cpu::MatmulPrecision precision = precision_;
   Tensor normed = NewF32(T, d), out = NewF32(T, d);
   for (int64_t l = shard_.first_layer; l < shard_.end_layer; ++l) {
     const RecurrentGemmaLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
@@ -316,9 +299,9 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
       const RecurrentBlockWeights& r = w.recurrent;
       RecurrentGemmaState::RecurrentLayer& st = state.recurrent_[static_cast<size_t>(l)];
       Tensor y = NewF32(T, lru), u = NewF32(T, lru), conv = NewF32(T, lru);
-      LinearForward(normed, r.linear_y, y, precision);
+      ColumnParallelLinear(r.linear_y).Forward(normed, y, precision);
       cpu::GeluTanh(y.data<float>(), y.data<float>(), T * lru);
-      LinearForward(normed, r.linear_x, u, precision);
+      ColumnParallelLinear(r.linear_x).Forward(normed, u, precision);
 
       // Causal depthwise convolution over time: tap k of channel ch multiplies the input
       // width - 1 - k tokens back; before the chunk the inputs come from the state, and inputs
@@ -379,14 +362,14 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
           yt[ch] *= hidden[ch];  // the GELU branch gates the recurrence's output
         }
       }
-      RowParallel(y, r.linear_out, out);
+      RowParallelLinear(r.linear_out, TpGroup()).Forward(y, out, precision);
     } else {
       const LocalAttentionWeights& a = w.attention;
       RecurrentGemmaState::AttentionLayer& st = state.attention_[static_cast<size_t>(l)];
       Tensor q = NewF32(T, H * hd), k = NewF32(T, KV * hd), v = NewF32(T, KV * hd);
-      LinearForward(normed, a.q_proj, q, precision);
-      LinearForward(normed, a.k_proj, k, precision);
-      LinearForward(normed, a.v_proj, v, precision);
+      ColumnParallelLinear(a.q_proj).Forward(normed, q, precision);
+      ColumnParallelLinear(a.k_proj).Forward(normed, k, precision);
+      ColumnParallelLinear(a.v_proj).Forward(normed, v, precision);
       const float theta = static_cast<float>(c.rope_theta);
       const float fraction = static_cast<float>(c.rotary_fraction);
       cpu::RopeHalfSplit(q.data<float>(), T, H, hd, pos.data(), theta, fraction);
@@ -416,7 +399,7 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
         std::memcpy(ring_v + slot * KV * hd, v.data<float>() + t * KV * hd,
                     KV * hd * sizeof(float));
       }
-      RowParallel(attn, a.o_proj, out);
+      RowParallelLinear(a.o_proj, TpGroup()).Forward(attn, out, precision);
     }
     cpu::Add(h.data<float>(), out.data<float>(), h.data<float>(), T * d);
 
@@ -424,12 +407,9 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
     cpu::RmsNorm(h.data<float>(), w.channel_pre_norm.data<float>(), T, d, eps,
                  normed.data<float>());
     const int64_t ffn = shard_.ffn;
-    Tensor gate = NewF32(T, ffn), up = NewF32(T, ffn);
-    LinearForward(normed, w.gate_proj, gate, precision);
-    LinearForward(normed, w.up_proj, up, precision);
-    cpu::GeluTanh(gate.data<float>(), gate.data<float>(), T * ffn);
-    cpu::Mul(gate.data<float>(), up.data<float>(), gate.data<float>(), T * ffn);
-    RowParallel(gate, w.down_proj, out);
+    Tensor gate = NewF32(T, ffn), up = NewF32(T, ffn), hidden = NewF32(T, ffn);
+    GegluMlpForward(normed, {w.gate_proj, w.up_proj, w.down_proj}, TpGroup(), gate, up, hidden, out,
+                    precision);
     cpu::Add(h.data<float>(), out.data<float>(), h.data<float>(), T * d);
   }
 }
@@ -461,32 +441,14 @@ void RecurrentGemma::Commit(const RecurrentPlacement& at, RecurrentGemmaState& s
 Tensor RecurrentGemma::Logits(const Tensor& h, bool all_logits) const {
   GEMMAPOD_CHECK(shard_.has_head, "RecurrentGemma: only the last stage computes logits");
   const RecurrentGemmaConfig& c = config_;
-  const int64_t T = h.dim(0), d = c.hidden_size;
-  const int64_t rows = all_logits ? T : 1;
+  const int64_t T = h.dim(0), rows = all_logits ? T : 1;
   const Tensor last = all_logits ? h : h.Slice(T - 1, T).Clone();
-  Tensor normed = NewF32(rows, d);
-  cpu::RmsNorm(last.data<float>(), weights_.final_norm.data<float>(), rows, d,
+  Tensor normed = NewF32(rows, c.hidden_size);
+  cpu::RmsNorm(last.data<float>(), weights_.final_norm.data<float>(), rows, c.hidden_size,
                static_cast<float>(c.rms_norm_eps), normed.data<float>());
-  Tensor part = NewF32(rows, shard_.vocab_rows);
-  LinearForward(normed, weights_.embed_tokens, part, cpu::MatmulPrecision::kExact);
-  if (c.final_logit_softcap > 0) {
-    cpu::SoftCap(part.data<float>(), static_cast<float>(c.final_logit_softcap), part.data<float>(),
-                 part.numel());
-  }
-  if (shard_.tp == 1) return part;
-  // Every rank's block of columns, gathered and laid side by side.
-  Tensor all =
-      Tensor::Empty({static_cast<int64_t>(shard_.tp), rows, shard_.vocab_rows}, DType::kF32);
-  tp_->AllGather(part.Reshape({1, rows, shard_.vocab_rows}), all);
-  Tensor logits = NewF32(rows, c.vocab_size);
-  for (int g = 0; g < shard_.tp; ++g) {
-    for (int64_t r = 0; r < rows; ++r) {
-      std::memcpy(logits.data<float>() + r * c.vocab_size + g * shard_.vocab_rows,
-                  all.data<float>() + (g * rows + r) * shard_.vocab_rows,
-                  shard_.vocab_rows * sizeof(float));
-    }
-  }
-  return logits;
+  const VocabParallelHead head(weights_.embed_tokens, Vocab(),
+                               static_cast<float>(c.final_logit_softcap), TpGroup());
+  return head.Gather(head.LogitShard(normed, precision_));
 }
 
 Tensor RecurrentGemma::Forward(const RecurrentChunk& chunk, RecurrentGemmaState& state,

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "models/layers/attention.h"
+#include "models/layers/parallel.h"
 #include "models/recurrent_gemma_shard.h"
 
 namespace gemmapod {
@@ -106,6 +107,9 @@ class RecurrentGemma {
                  RecurrentGemmaWeights weights, Communicator* tp);
 
   const RecurrentGemmaConfig& config() const { return config_; }
+  // kExact (the default: f32-grade products) or kFastBF16 (activations rounded to bf16 once, as
+  // bf16 inference in PyTorch does); bf16 and int8 weights only differ.
+  void set_matmul_precision(cpu::MatmulPrecision p) { precision_ = p; }
   const RecurrentGemmaShard& shard() const { return shard_; }
   RecurrentGemmaState NewState(int64_t num_sequences) const {
     return RecurrentGemmaState(config_, num_sequences, shard_);
@@ -126,7 +130,9 @@ class RecurrentGemma {
   void Commit(const RecurrentPlacement& at, RecurrentGemmaState& state) const;
 
  private:
-  void AllReduce(Tensor& partial) const;
+  // The tensor-parallel group, or null when the model runs whole.
+  Communicator* TpGroup() const { return shard_.tp > 1 ? tp_ : nullptr; }
+  VocabSlice Vocab() const;
   // Per token of the chunk, the index (in the sequence) of its document's first token that the
   // attention ring or the chunk still holds: no query reads across a document start.
   std::vector<int64_t> DocumentStarts(const RecurrentPlacement& at,
@@ -136,13 +142,12 @@ class RecurrentGemma {
   void LocalAttention(const Tensor& q, const Tensor& k, const Tensor& v, const KeyRing& ring,
                       const std::vector<int64_t>& lo, const std::vector<int64_t>& hi,
                       Tensor& out) const;
-  // y = x W^T on this rank's columns, summed over the group, plus the bias once.
-  void RowParallel(const Tensor& x, const Linear& w, Tensor& y) const;
 
   RecurrentGemmaConfig config_;
   RecurrentGemmaShard shard_;
   RecurrentGemmaWeights weights_;
   Communicator* tp_ = nullptr;
+  cpu::MatmulPrecision precision_ = cpu::MatmulPrecision::kExact;
 };
 
 RecurrentGemma LoadRecurrentGemmaCheckpoint(const std::string& path);

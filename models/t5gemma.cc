@@ -13,8 +13,6 @@
 namespace gemmapod {
 namespace {
 
-constexpr auto kPrecision = cpu::MatmulPrecision::kExact;
-
 Tensor NewF32(int64_t rows, int64_t cols) { return Tensor::Empty({rows, cols}, DType::kF32); }
 
 void RmsNormRows(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
@@ -111,22 +109,24 @@ const GemmaStage& T5Gemma::decoder() const {
   return *decoder_;
 }
 
-void T5Gemma::AllReduce(Tensor& partial) const {
-  if (tp_ != nullptr && tp_->size() > 1) tp_->AllReduce(partial, ReduceOp::kSum);
+void T5Gemma::set_matmul_precision(cpu::MatmulPrecision p) {
+  precision_ = p;
+  if (encoder_) encoder_->set_matmul_precision(p);
+  if (decoder_) decoder_->set_matmul_precision(p);
 }
+
+Communicator* T5Gemma::TpGroup() const { return tp_ != nullptr && tp_->size() > 1 ? tp_ : nullptr; }
 
 void T5Gemma::OutputResidual(Tensor& h, const Linear& o_proj, const Tensor& post_norm, float eps,
                              LayerBuffers& b) const {
-  LinearForward(b.attn, o_proj, b.block_out, kPrecision);
-  AllReduce(b.block_out);  // o_proj is row-parallel: each rank holds a partial sum
+  RowParallelLinear(o_proj, TpGroup()).Forward(b.attn, b.block_out, precision_);
   AddResidual(h, b.block_out, post_norm, eps);
 }
 
 void T5Gemma::MlpResidual(Tensor& h, const GemmaLayerWeights& w, float eps, LayerBuffers& b) const {
   RmsNormRows(h, w.mlp_norm, eps, b.normed);
-  GegluMlpForward(b.normed, {w.gate_proj, w.up_proj, w.down_proj}, b.gate, b.up, b.hidden,
-                  b.block_out, kPrecision);
-  AllReduce(b.block_out);  // down_proj is row-parallel
+  GegluMlpForward(b.normed, {w.gate_proj, w.up_proj, w.down_proj}, TpGroup(), b.gate, b.up,
+                  b.hidden, b.block_out, precision_);
   AddResidual(h, b.block_out, w.post_mlp_norm, eps);
 }
 
@@ -153,9 +153,9 @@ void T5Gemma::RunEncoderLayers(Tensor& h, const EncoderBatch& batch) {
 
     // e += post(self_attn(pre(e))): every token sees every unpadded token (in its window).
     RmsNormRows(h, w.attn_norm, eps, normed);
-    LinearForward(normed, w.q_proj, q, kPrecision);
-    LinearForward(normed, w.k_proj, k, kPrecision);
-    LinearForward(normed, w.v_proj, v, kPrecision);
+    ColumnParallelLinear(w.q_proj).Forward(normed, q, precision_);
+    ColumnParallelLinear(w.k_proj).Forward(normed, k, precision_);
+    ColumnParallelLinear(w.v_proj).Forward(normed, v, precision_);
     cpu::RopeHalfSplit(q.data<float>(), T, H, hd, batch.positions.data(), theta, 1.0f, 1.0f);
     cpu::RopeHalfSplit(k.data<float>(), T, KV, hd, batch.positions.data(), theta, 1.0f, 1.0f);
     for (size_t b = 0; b < batch.offset.size(); ++b) {
@@ -210,8 +210,8 @@ void T5Gemma::SetEncoderMemory(const Tensor& memory, const EncoderBatch& batch,
   for (int64_t l = s.first_layer; l < s.end_layer; ++l) {
     const CrossAttentionWeights& w = cross_[static_cast<size_t>(l)];
     // Computed once per request: every decode step reads them.
-    LinearForward(memory, w.k_proj, k, kPrecision);
-    LinearForward(memory, w.v_proj, v, kPrecision);
+    ColumnParallelLinear(w.k_proj).Forward(memory, k, precision_);
+    ColumnParallelLinear(w.v_proj).Forward(memory, v, precision_);
     for (size_t b = 0; b < batch.offset.size(); ++b) {
       T5GemmaDecodeState::CrossMemory& m = state.cross[b];
       m.keys.push_back(k.Slice(batch.offset[b], batch.offset[b] + batch.length[b]).Clone());
@@ -253,14 +253,13 @@ void T5Gemma::RunDecoderLayers(Tensor& h, const BatchLayout& layout, T5GemmaDeco
         static_cast<float>(sliding ? c.rope_theta_local : c.rope_theta_global), 1.0f, eps};
     RmsNormRows(h, w.attn_norm, eps, normed);
     SelfAttentionForward(normed, {w.q_proj, w.k_proj, w.v_proj, w.o_proj, nullptr, nullptr},
-                         settings, layout, *state.self, l, q, b.k, b.v, attn, b.block_out,
-                         kPrecision);
-    AllReduce(b.block_out);
+                         settings, layout, *state.self, l, TpGroup(), q, b.k, b.v, attn,
+                         b.block_out, precision_);
     AddResidual(h, b.block_out, w.post_attn_norm, eps);
 
     // h += post(cross_attn(pre(h), memory)): no RoPE, every unpadded encoder row.
     RmsNormRows(h, x.pre_norm, eps, normed);
-    LinearForward(normed, x.q_proj, q, kPrecision);
+    ColumnParallelLinear(x.q_proj).Forward(normed, q, precision_);
     const AttentionShape cross_shape = ShapeOf(c, s, false);
     const size_t local = static_cast<size_t>(l - s.first_layer);
     for (size_t b = 0; b < layout.sequence.size(); ++b) {

@@ -71,6 +71,8 @@ class T5Gemma {
 
   const T5GemmaConfig& config() const { return config_; }
   const T5GemmaShard& shard() const { return shard_; }
+  // kExact (the default) or kFastBF16, for both stacks, the cross-attention and the head.
+  void set_matmul_precision(cpu::MatmulPrecision p);
 
   // --- the encoder (ranks with encoder layers)
   Tensor EmbedEncoder(std::span<const int32_t> tokens) const;  // first encoder stage; [T, d_enc]
@@ -98,7 +100,8 @@ class T5Gemma {
                  const std::vector<std::vector<int32_t>>& decoder_tokens);
 
  private:
-  void AllReduce(Tensor& partial) const;
+  // The tensor-parallel group, or null when this rank runs its stacks whole.
+  Communicator* TpGroup() const;
   // h += post_norm(o_proj(attention output in `b.attn`)), reduced over the group.
   void OutputResidual(Tensor& h, const Linear& o_proj, const Tensor& post_norm, float eps,
                       LayerBuffers& b) const;
@@ -114,6 +117,7 @@ class T5Gemma {
   std::optional<GemmaStage> decoder_;
   std::vector<CrossAttentionWeights> cross_;
   Communicator* tp_;
+  cpu::MatmulPrecision precision_ = cpu::MatmulPrecision::kExact;
 };
 
 T5Gemma LoadT5GemmaCheckpoint(const std::string& path);

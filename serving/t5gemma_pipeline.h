@@ -65,6 +65,7 @@ class T5GemmaPipeline {
 
   const T5GemmaLayout& layout() const { return layout_; }
   const T5Gemma& model() const { return *model_; }
+  void set_matmul_precision(cpu::MatmulPrecision p) { model_->set_matmul_precision(p); }
   int stage() const { return stage_; }
 
   T5GemmaDecodeState NewDecodeState(int64_t num_sequences, int64_t max_context) const;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "models/layers/linear.h"
+#include "models/layers/parallel.h"
 #include "runtime/cpu/matmul.h"
 #include "runtime/tensor.h"
 
@@ -16,9 +17,10 @@ struct GegluMlpWeights {
 // x: f32 [T, d]; out: f32 [T, d]. The caller's buffers gate, up and hidden ([T, ffn]) are left
 // holding gate(x) before the activation, up(x), and their GeGLU product: what a backward pass
 // needs (the activation's derivative at gate(x), and both factors) without recomputing.
-// With tensor parallelism the weights are this rank's slices (gate/up by rows, down by columns)
-// and `out` is a partial sum the caller all-reduces.
-void GegluMlpForward(const Tensor& x, const GegluMlpWeights& w, Tensor& gate, Tensor& up,
-                     Tensor& hidden, Tensor& out, cpu::MatmulPrecision precision);
+// With tensor parallelism (`tp`, may be null) the weights are this rank's slices: gate and up
+// column-parallel, down row-parallel, so `out` is the whole sum on every rank. Biases, where a
+// family has them (RecurrentGemma), are added as the parallel layers add them.
+void GegluMlpForward(const Tensor& x, const GegluMlpWeights& w, Communicator* tp, Tensor& gate,
+                     Tensor& up, Tensor& hidden, Tensor& out, cpu::MatmulPrecision precision);
 
 }  // namespace gemmapod

@@ -6,13 +6,13 @@ namespace gemmapod {
 
 void SelfAttentionForward(const Tensor& x, const SelfAttentionWeights& w,
                           const SelfAttentionSettings& s, const BatchLayout& batch, KvCache& cache,
-                          int64_t layer, Tensor& q, Tensor& k, Tensor& v, Tensor& attn, Tensor& out,
-                          cpu::MatmulPrecision precision) {
+                          int64_t layer, Communicator* tp, Tensor& q, Tensor& k, Tensor& v,
+                          Tensor& attn, Tensor& out, cpu::MatmulPrecision precision) {
   const int64_t T = x.dim(0);
   const int64_t H = s.shape.num_heads, KV = s.shape.num_kv_heads, hd = s.shape.head_dim;
-  LinearForward(x, w.q_proj, q, precision);
-  LinearForward(x, w.k_proj, k, precision);
-  LinearForward(x, w.v_proj, v, precision);
+  ColumnParallelLinear(w.q_proj).Forward(x, q, precision);
+  ColumnParallelLinear(w.k_proj).Forward(x, k, precision);
+  ColumnParallelLinear(w.v_proj).Forward(x, v, precision);
   if (w.q_norm != nullptr) {
     cpu::RmsNorm(q.data<float>(), w.q_norm->data<float>(), T * H, hd, s.rms_norm_eps,
                  q.data<float>());
@@ -29,7 +29,7 @@ void SelfAttentionForward(const Tensor& x, const SelfAttentionWeights& w,
                         v.data<float>() + off * KV * hd, batch.length[b], batch.start[b],
                         cache.Layer(batch.sequence[b], layer), attn.data<float>() + off * H * hd);
   }
-  LinearForward(attn, w.o_proj, out, precision);
+  RowParallelLinear(w.o_proj, tp).Forward(attn, out, precision);
 }
 
 }  // namespace gemmapod

@@ -10,6 +10,7 @@
 #include "models/kv_cache.h"
 #include "models/layers/attention.h"
 #include "models/layers/linear.h"
+#include "models/layers/parallel.h"
 #include "runtime/cpu/matmul.h"
 #include "runtime/tensor.h"
 
@@ -40,13 +41,15 @@ struct BatchLayout {
   std::vector<int32_t> positions;  // per row
 };
 
-// x: f32 [T, d] (normed); out: f32 [T, d]. q [T, H*hd], k and v [T, KV*hd] and attn [T, H*hd]
-// are the caller's buffers, left holding the rotated queries and keys, the values and the
-// attention output (what a backward pass starts from). The new keys and values are stored in
-// `cache` for layer `layer`; the caller advances the sequences once every layer ran.
+// x: f32 [T, d] (normed); out: f32 [T, d], summed over the tensor-parallel group `tp` (may be
+// null): q/k/v are column-parallel (this rank's heads), o_proj row-parallel. q [T, H*hd], k and v
+// [T, KV*hd] and attn [T, H*hd] are the caller's buffers, left holding the rotated queries and
+// keys, the values and the attention output (what a backward pass starts from). The new keys and
+// values are stored in `cache` for layer `layer`; the caller advances the sequences once every
+// layer ran.
 void SelfAttentionForward(const Tensor& x, const SelfAttentionWeights& w,
                           const SelfAttentionSettings& s, const BatchLayout& batch, KvCache& cache,
-                          int64_t layer, Tensor& q, Tensor& k, Tensor& v, Tensor& attn, Tensor& out,
-                          cpu::MatmulPrecision precision);
+                          int64_t layer, Communicator* tp, Tensor& q, Tensor& k, Tensor& v,
+                          Tensor& attn, Tensor& out, cpu::MatmulPrecision precision);
 
 }  // namespace gemmapod

@@ -73,6 +73,28 @@ TEST_F(RecurrentCli, TheDeepMindStateDictConvertsToTheSameModel) {
   EXPECT_LE(NpyRelativeError(out, "tests/fixtures/models/recurrentgemma/prefill_0.npy"), 1e-4);
 }
 
+// --precision fast rounds the activations to bf16 before each product with bf16 weights: the
+// logits move by bf16's rounding, and four pipeline stages give one rank's logits.
+TEST_F(RecurrentCli, FastPrecisionOnFourStagesEqualsOneRank) {
+  const std::string bf16 = (dir_ / "rg-bf16.h5").string();
+  Result r = Gemmapod("convert tests/fixtures/models/recurrentgemma/hf " + bf16 + " --dtype bf16");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string exact = (dir_ / "exact.npy").string(), fast = (dir_ / "fast.npy").string(),
+                    four = (dir_ / "fast4.npy").string();
+  const std::string args = "logits --model " + bf16 + " --tokens " + kTokens + " --out ";
+  r = Gemmapod(args + exact);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = Gemmapod(args + fast + " --precision fast");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = Gemmapod("launch --pod tests/launch/pods/pp4.yaml -- " + args + four + " --precision fast",
+               120);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const double moved = NpyRelativeError(fast, exact);
+  EXPECT_GT(moved, 1e-5) << "--precision fast changed nothing";
+  EXPECT_LE(moved, 3e-2);
+  EXPECT_LE(NpyRelativeError(four, fast), 1e-6);
+}
+
 size_t Count(const std::string& text, const std::string& what) {
   size_t n = 0;
   for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
@@ -84,9 +106,9 @@ TEST_F(RecurrentCli, LayoutsThatCannotWorkAreNamedOnce) {
   Result r = MpirunGemmapod(2, "generate --model " + model_ + " --prompt hi");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_EQ(Count(r.output, "tp 2 does not divide its 3 heads"), 1u) << r.output;
-  r = Gemmapod("generate --model " + model_ + " --prompt hi --precision fast");
+  r = Gemmapod("generate --model " + model_ + " --prompt hi --precision half");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_TRUE(Contains(r.output, "f32 precision only")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "--precision: half not in")) << r.output;
   r = MpirunGemmapod(
       4, "generate --model " + model_ + " --prompt hi --pod tests/launch/pods/tp2-dp2.yaml");
   EXPECT_NE(r.exit_code, 0);

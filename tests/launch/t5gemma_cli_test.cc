@@ -69,6 +69,29 @@ TEST_F(T5GemmaCli, LogitsMatchTheReferenceOnOneRankAndSplitOverFour) {
   EXPECT_LE(NpyRelativeError(four, one), 1e-5);
 }
 
+// --precision fast rounds the activations to bf16 before each product with bf16 weights: the
+// logits move by bf16's rounding, and the four-rank split gives one rank's logits.
+TEST_F(T5GemmaCli, FastPrecisionSplitOverFourEqualsOneRank) {
+  const std::string bf16 = (dir_ / "t5-bf16.h5").string();
+  Result r = Gemmapod("convert " + kFixture.string() + " " + bf16 + " --dtype bf16");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string exact = (dir_ / "exact.npy").string(), fast = (dir_ / "fast.npy").string(),
+                    four = (dir_ / "fast4.npy").string();
+  const std::string args = "logits --model " + bf16 + CaseArgs(0) + " --out ";
+  r = Gemmapod(args + exact);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = Gemmapod(args + fast + " --precision fast");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = Gemmapod(
+      "launch --pod tests/launch/pods/t5gemma-split.yaml -- " + args + four + " --precision fast",
+      120);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const double moved = NpyRelativeError(fast, exact);
+  EXPECT_GT(moved, 1e-5) << "--precision fast changed nothing";
+  EXPECT_LE(moved, 3e-2);
+  EXPECT_LE(NpyRelativeError(four, fast), 1e-5);
+}
+
 TEST_F(T5GemmaCli, APaddedBatchMatchesTheReference) {
   const auto& padded = reference_.at("padded");
   const auto encoder = padded.at("encoder_ids").get<std::vector<std::vector<int32_t>>>();

@@ -1,0 +1,95 @@
+#include "models/layers/parallel.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "runtime/comm/communicator.h"
+#include "runtime/cpu/ops.h"
+#include "runtime/error.h"
+
+namespace gemmapod {
+namespace {
+
+int GroupSize(const Communicator* tp) { return tp == nullptr ? 1 : tp->size(); }
+
+}  // namespace
+
+void AllReduceSum(Communicator* tp, Tensor& partial) {
+  if (GroupSize(tp) > 1) tp->AllReduce(partial, ReduceOp::kSum);
+}
+
+void ColumnParallelLinear::Forward(const Tensor& x, Tensor& y,
+                                   cpu::MatmulPrecision precision) const {
+  LinearForward(x, w_, y, precision);
+}
+
+void RowParallelLinear::Forward(const Tensor& x, Tensor& y, cpu::MatmulPrecision precision) const {
+  LinearProduct(x, w_, y, precision);
+  AllReduceSum(tp_, y);
+  AddBias(w_, y);
+}
+
+Tensor VocabParallelEmbedding::Forward(std::span<const int32_t> tokens) const {
+  const int64_t T = static_cast<int64_t>(tokens.size()), d = table_.weight.dim(1);
+  Tensor h = Tensor::Zeros({T, d}, DType::kF32);
+  for (int64_t t = 0; t < T; ++t) {
+    const int32_t id = tokens[static_cast<size_t>(t)];
+    GEMMAPOD_CHECK(id >= 0 && id < vocab_.vocab_size, "forward: token ", id,
+                   " is outside the vocabulary of ", vocab_.vocab_size);
+    const int64_t local = id - vocab_.begin;
+    if (local < 0 || local >= vocab_.valid) continue;
+    float* row = h.data<float>() + t * d;
+    LinearRow(table_, local, row);
+    cpu::Scale(row, scale_, row, d);
+  }
+  AllReduceSum(tp_, h);
+  return h;
+}
+
+Tensor VocabParallelHead::LogitShard(const Tensor& x, cpu::MatmulPrecision precision) const {
+  const int64_t rows = x.dim(0);
+  Tensor logits = Tensor::Empty({rows, vocab_.rows}, DType::kF32);
+  LinearForward(x, table_, logits, precision);
+  if (softcap_ > 0) {
+    cpu::SoftCap(logits.data<float>(), softcap_, logits.data<float>(), logits.numel());
+  }
+  if (vocab_.valid < vocab_.rows) {
+    float* p = logits.data<float>();
+    for (int64_t r = 0; r < rows; ++r) {
+      std::fill(p + r * vocab_.rows + vocab_.valid, p + (r + 1) * vocab_.rows,
+                -std::numeric_limits<float>::infinity());
+    }
+  }
+  return logits;
+}
+
+Tensor VocabParallelHead::Gather(const Tensor& shard) const {
+  const int64_t rows = shard.dim(0), vs = vocab_.rows, V = vocab_.vocab_size;
+  const int tp = GroupSize(tp_);
+  GEMMAPOD_CHECK(shard.rank() == 2 && shard.dim(1) == vs, "logits: shard ", shard.Describe(),
+                 " is not [rows, ", vs, "]");
+  if (tp == 1 && vs == V) return shard;
+  Tensor logits = Tensor::Empty({rows, V}, DType::kF32);
+  const int64_t block = std::max<int64_t>(1, (int64_t{1} << 28) / std::max<int64_t>(vs, 1));
+  for (int64_t r0 = 0; r0 < rows; r0 += block) {
+    const int64_t n = std::min(block, rows - r0);
+    const Tensor mine = shard.Slice(r0, r0 + n).Reshape({1, n * vs});
+    Tensor all = mine;
+    if (tp > 1) {
+      all = Tensor::Empty({tp, n * vs}, DType::kF32);
+      tp_->AllGather(mine, all);
+    }
+    // all[r] holds rank r's [n, vs] block; the vocabulary is the ranks' columns side by side.
+    for (int64_t r = 0; r < tp; ++r) {
+      const int64_t begin = r * vs, width = std::min(vs, V - begin);
+      if (width <= 0) continue;
+      for (int64_t i = 0; i < n; ++i) {
+        std::copy_n(all.data<float>() + r * n * vs + i * vs, width,
+                    logits.data<float>() + (r0 + i) * V + begin);
+      }
+    }
+  }
+  return logits;
+}
+
+}  // namespace gemmapod

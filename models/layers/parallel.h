@@ -1,0 +1,90 @@
+// Megatron's tensor-parallel layers, over this rank's slices of the weights (models/*_shard.h
+// cut them) and its tensor-parallel group. Communication sits where Megatron puts it: none in a
+// column-parallel layer (its input is whole on every rank, its output split by features), one
+// all-reduce after a row-parallel layer (its input split, its output a sum), one after the
+// vocabulary-parallel embedding; the vocabulary-parallel head yields each rank's columns of the
+// logits and gathers them only when a caller asks. A null group (or one of size 1) is the whole
+// layer on one rank. Every family builds its blocks from these.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "models/layers/linear.h"
+#include "runtime/cpu/matmul.h"
+#include "runtime/tensor.h"
+
+namespace gemmapod {
+
+class Communicator;
+
+// Sums `partial` over the group in place (nothing for a null group or one of size 1).
+void AllReduceSum(Communicator* tp, Tensor& partial);
+
+// y = x W_r^T + b_r: rank r holds some output features (rows of W, and of the bias).
+class ColumnParallelLinear {
+ public:
+  explicit ColumnParallelLinear(const Linear& w) : w_(w) {}
+  void Forward(const Tensor& x, Tensor& y, cpu::MatmulPrecision precision) const;
+
+ private:
+  const Linear& w_;
+};
+
+// y = sum_r x_r W_r^T + b: rank r holds some input features (columns of W); the bias, held whole,
+// is added once to the sum.
+class RowParallelLinear {
+ public:
+  RowParallelLinear(const Linear& w, Communicator* tp) : w_(w), tp_(tp) {}
+  void Forward(const Tensor& x, Tensor& y, cpu::MatmulPrecision precision) const;
+
+ private:
+  const Linear& w_;
+  Communicator* tp_;
+};
+
+// This rank's rows of the vocabulary: token ids [begin, begin + valid); `rows` >= valid rows are
+// held, those past `valid` being zero padding (the vocabulary padded to a multiple of tp).
+struct VocabSlice {
+  int64_t vocab_size = 0;
+  int64_t begin = 0;
+  int64_t rows = 0;
+  int64_t valid = 0;
+};
+
+// h[t] = table[tokens[t]] * scale, whole on every rank: each rank writes the rows of the tokens
+// it holds and zeros elsewhere, and one all-reduce sums them (exactly: one term is non-zero).
+class VocabParallelEmbedding {
+ public:
+  VocabParallelEmbedding(const Linear& table, VocabSlice vocab, float scale, Communicator* tp)
+      : table_(table), vocab_(vocab), scale_(scale), tp_(tp) {}
+  // f32 [T, d]; an id outside the vocabulary is an error naming it.
+  Tensor Forward(std::span<const int32_t> tokens) const;
+
+ private:
+  const Linear& table_;
+  VocabSlice vocab_;
+  float scale_;
+  Communicator* tp_;
+};
+
+// The output head tied to the embedding table: logits = softcap(x table^T), soft-capped on each
+// rank's columns (the cap is per element, so no exchange is needed for it).
+class VocabParallelHead {
+ public:
+  VocabParallelHead(const Linear& table, VocabSlice vocab, float softcap, Communicator* tp)
+      : table_(table), vocab_(vocab), softcap_(softcap), tp_(tp) {}
+  // This rank's columns, f32 [rows, vocab.rows]; padding columns are -inf. No communication.
+  Tensor LogitShard(const Tensor& x, cpu::MatmulPrecision precision) const;
+  // The full logits [rows, vocab_size] from every rank's shard (collective over the group),
+  // gathered a block of rows at a time so each rank's block stays within MPI's int counts.
+  Tensor Gather(const Tensor& shard) const;
+
+ private:
+  const Linear& table_;
+  VocabSlice vocab_;
+  float softcap_;
+  Communicator* tp_;
+};
+
+}  // namespace gemmapod

@@ -1,0 +1,158 @@
+// Megatron's parallel layers under mpiexec: every rank's slice of a layer, with its group's
+// communication, against the same layer whole on one rank. Slices are cut the way the shard
+// visitors cut them; the vocabulary (11 rows) is padded to a multiple of the group.
+#include "models/layers/parallel.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "runtime/comm/mpi_communicator.h"
+#include "tests/error_of.h"
+
+namespace gemmapod {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr int64_t kVocab = 11, kWidth = 6;
+
+Tensor Random(std::vector<int64_t> shape, uint32_t seed) {
+  Tensor t = Tensor::Empty(shape, DType::kF32);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
+  return t;
+}
+
+// Columns [begin, end) of a matrix.
+Tensor Columns(const Tensor& m, int64_t begin, int64_t end) {
+  Tensor t = Tensor::Empty({m.dim(0), end - begin}, DType::kF32);
+  for (int64_t r = 0; r < m.dim(0); ++r) {
+    for (int64_t c = begin; c < end; ++c) {
+      t.data<float>()[r * (end - begin) + c - begin] = m.data<float>()[r * m.dim(1) + c];
+    }
+  }
+  return t;
+}
+
+class ParallelLayersTest : public ::testing::Test {
+ protected:
+  ParallelLayersTest() : world_(MpiCommunicator::World()) {
+    tp_ = world_->size();
+    rank_ = world_->rank();
+    table_.weight = Random({kVocab, kWidth}, 1);
+    // This rank's rows of the padded vocabulary; rows past the vocabulary are zeros.
+    const int64_t rows = (kVocab + tp_ - 1) / tp_, begin = rank_ * rows;
+    slice_ = {kVocab, begin, rows, std::max<int64_t>(0, std::min(rows, kVocab - begin))};
+    mine_.weight = Tensor::Zeros({rows, kWidth}, DType::kF32);
+    for (int64_t r = 0; r < slice_.valid; ++r) {
+      std::copy_n(table_.weight.data<float>() + (begin + r) * kWidth, kWidth,
+                  mine_.weight.data<float>() + r * kWidth);
+    }
+  }
+  std::unique_ptr<MpiCommunicator> world_;
+  int tp_ = 1, rank_ = 0;
+  Linear table_, mine_;
+  VocabSlice slice_;
+  const VocabSlice whole_{kVocab, 0, kVocab, kVocab};
+};
+
+TEST_F(ParallelLayersTest, VocabParallelEmbeddingIsTheWholeLookupOnEveryRank) {
+  const std::vector<int32_t> tokens = {0, 10, 5, 3, 7, 10};
+  const Tensor want = VocabParallelEmbedding(table_, whole_, 1.5f, nullptr).Forward(tokens);
+  const Tensor got = VocabParallelEmbedding(mine_, slice_, 1.5f, world_.get()).Forward(tokens);
+  ASSERT_EQ(got.shape(), want.shape());
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    // One rank contributes each row; the others add zeros: exact.
+    ASSERT_EQ(got.data<float>()[i], want.data<float>()[i]) << i;
+  }
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    EXPECT_EQ(want.data<float>()[t * kWidth],
+              table_.weight.data<float>()[tokens[t] * kWidth] * 1.5f);
+  }
+  // Every rank sees the bad id before the all-reduce, so all of them stop.
+  const std::vector<int32_t> bad = {3, 11};
+  EXPECT_THAT(
+      ErrorOf([&] { VocabParallelEmbedding(mine_, slice_, 1.0f, world_.get()).Forward(bad); }),
+      HasSubstr("token 11 is outside the vocabulary of 11"));
+}
+
+TEST_F(ParallelLayersTest, VocabParallelHeadShardsAreTheWholeLogitsColumns) {
+  const Tensor x = Random({3, kWidth}, 2);
+  const VocabParallelHead whole(table_, whole_, 2.0f, nullptr);
+  const Tensor want = whole.LogitShard(x, cpu::MatmulPrecision::kExact);
+  const VocabParallelHead head(mine_, slice_, 2.0f, world_.get());
+  const Tensor shard = head.LogitShard(x, cpu::MatmulPrecision::kExact);
+  const Tensor gathered = head.Gather(shard);  // collective: before any check can return early
+  ASSERT_EQ(shard.dim(1), slice_.rows);
+  for (int64_t r = 0; r < 3; ++r) {
+    for (int64_t c = 0; c < slice_.rows; ++c) {
+      const float got = shard.data<float>()[r * slice_.rows + c];
+      if (c < slice_.valid) {
+        // The soft-cap's vector tanh and its scalar tail may round the last bit differently
+        // when the shard's width moves an element between them.
+        EXPECT_NEAR(got, want.data<float>()[r * kVocab + slice_.begin + c], 1e-6f);
+        EXPECT_LE(std::fabs(got), 2.0f);  // soft-capped
+      } else {
+        EXPECT_EQ(got, -std::numeric_limits<float>::infinity());  // padding never wins
+      }
+    }
+  }
+  ASSERT_EQ(gathered.shape(), want.shape());
+  for (int64_t r = 0; r < 3; ++r) {
+    for (int64_t v = 0; v < kVocab; ++v) {
+      // Column v comes from the rank holding it, whole.
+      const int64_t owner = v / slice_.rows;
+      if (owner == rank_) {
+        EXPECT_EQ(gathered.data<float>()[r * kVocab + v],
+                  shard.data<float>()[r * slice_.rows + v - slice_.begin]);
+      }
+      EXPECT_NEAR(gathered.data<float>()[r * kVocab + v], want.data<float>()[r * kVocab + v],
+                  1e-6f);
+    }
+  }
+}
+
+TEST_F(ParallelLayersTest, RowParallelSumsOverTheGroupAndAddsTheBiasOnce) {
+  const int64_t in = 8, out = 5;
+  Linear whole;
+  whole.weight = Random({out, in}, 3);
+  whole.bias = Random({out}, 4);
+  const Tensor x = Random({2, in}, 5);
+  Tensor want = Tensor::Empty({2, out}, DType::kF32);
+  RowParallelLinear(whole, nullptr).Forward(x, want, cpu::MatmulPrecision::kExact);
+
+  const int64_t begin = in * rank_ / tp_, end = in * (rank_ + 1) / tp_;
+  Linear part;
+  part.weight = Columns(whole.weight, begin, end);
+  part.bias = whole.bias;  // held whole, added after the sum
+  Tensor got = Tensor::Empty({2, out}, DType::kF32);
+  RowParallelLinear(part, world_.get())
+      .Forward(Columns(x, begin, end), got, cpu::MatmulPrecision::kExact);
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    EXPECT_NEAR(got.data<float>()[i], want.data<float>()[i], 1e-5f) << i;
+  }
+
+  // Column-parallel: this rank's output features, no communication, the rows' own bias.
+  Linear rows;
+  const int64_t first = out * rank_ / tp_, last = out * (rank_ + 1) / tp_;
+  rows.weight = whole.weight.Slice(first, last).Clone();
+  rows.bias = whole.bias.Slice(first, last).Clone();
+  Tensor local = Tensor::Empty({2, last - first}, DType::kF32);
+  ColumnParallelLinear(rows).Forward(x, local, cpu::MatmulPrecision::kExact);
+  Tensor all = Tensor::Empty({2, out}, DType::kF32);
+  ColumnParallelLinear(whole).Forward(x, all, cpu::MatmulPrecision::kExact);
+  for (int64_t r = 0; r < 2; ++r) {
+    for (int64_t c = first; c < last; ++c) {
+      ASSERT_EQ(local.data<float>()[r * (last - first) + c - first],
+                all.data<float>()[r * out + c]);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace gemmapod
