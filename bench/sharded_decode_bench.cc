@@ -23,8 +23,9 @@
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/comm/mpi_communicator.h"
 #include "runtime/error.h"
+#include "serving/engine/gemma_stage_model.h"
+#include "serving/engine/pipeline_engine.h"
 #include "serving/gemma_layout.h"
-#include "serving/gemma_pipeline.h"
 
 namespace gemmapod {
 namespace {
@@ -78,7 +79,8 @@ int Main(int argc, char** argv, Communicator& world) {
   Tensor triad = Tensor::Empty({1}, DType::kF32);
   triad.data<float>()[0] = static_cast<float>(bench::TriadGBs());
   world.AllReduce(triad, ReduceOp::kSum);
-  GemmaPipeline pipeline(grid, std::move(stage), {batch, prompt + 2 * decode + 2, 0});
+  PipelineEngine pipeline(
+      grid, MakeGemmaStageModel(grid, std::move(stage), batch, prompt + 2 * decode + 2), {});
 
   std::vector<SequenceChunk> prompts;
   for (int64_t s = 0; s < batch; ++s) {

@@ -14,8 +14,8 @@
 #include "runtime/comm/communicator.h"
 #include "runtime/error.h"
 #include "runtime/tokenizer/chat_template.h"
+#include "serving/engine/generate.h"
 #include "serving/generator.h"
-#include "serving/pipelined_generate.h"
 
 namespace gemmapod {
 namespace {}  // namespace
@@ -112,7 +112,7 @@ int GenerateOnRanks(const GenerateOptions& o, Communicator& world) {
     std::fputs(HostComputeNotice(plan.pod ? &*plan.pod : nullptr).c_str(), stderr);
   ShardedGemma run = LoadShardedGemma(world, plan, o.files);
 
-  GemmaPipeline& pipeline = *run.pipeline;
+  PipelineEngine& pipeline = *run.pipeline;
   if (!pipeline.is_driver()) {
     pipeline.Serve();
     return 0;

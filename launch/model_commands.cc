@@ -107,7 +107,7 @@ int LogitsOnRanks(const LogitsOptions& o, Communicator& world) {
   if (world.rank() == 0)
     std::fputs(HostComputeNotice(plan.pod ? &*plan.pod : nullptr).c_str(), stderr);
   ShardedGemma run = LoadShardedGemma(world, plan, o.files);
-  GemmaPipeline& pipeline = *run.pipeline;
+  PipelineEngine& pipeline = *run.pipeline;
 
   // Replica r scores sequences r, r + dp, ...; its first stage ends up with their logits.
   const GridCoords at = run.grid->coords();

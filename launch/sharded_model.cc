@@ -4,6 +4,7 @@
 #include "launch/model_files.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/error.h"
+#include "serving/engine/gemma_stage_model.h"
 #include "serving/gemma_layout.h"
 
 namespace gemmapod {
@@ -71,9 +72,10 @@ ShardedGemma LoadShardedGemma(Communicator& world, const ShardedGemmaPlan& plan,
   GemmaStage stage(plan.config, shard, LoadGemmaShard(plan.config, shard, *reader, &run.grid->tp()),
                    &run.grid->tp());
   stage.set_matmul_precision(ParsePrecision(files));
-  run.pipeline = std::make_unique<GemmaPipeline>(
-      *run.grid, std::move(stage),
-      PipelineOptions{plan.max_sequences, plan.max_context, plan.sampled_vocab});
+  run.pipeline = std::make_unique<PipelineEngine>(
+      *run.grid,
+      MakeGemmaStageModel(*run.grid, std::move(stage), plan.max_sequences, plan.max_context),
+      PipelineOptions{plan.sampled_vocab});
   return run;
 }
 

@@ -10,7 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "serving/gemma_pipeline.h"
+#include "models/model_config.h"
+#include "serving/engine/pipeline_engine.h"
 #include "sharding/pod_topology.h"
 #include "sharding/process_grid.h"
 #include "sharding/stage_plan.h"
@@ -43,7 +44,7 @@ ShardedGemmaPlan PlanShardedGemma(int world_size, const std::string& pod_path,
 
 struct ShardedGemma {
   std::unique_ptr<ProcessGrid> grid;
-  std::unique_ptr<GemmaPipeline> pipeline;
+  std::unique_ptr<PipelineEngine> pipeline;
 };
 
 // A line for rank 0 to print when the pod's devices are accelerators, which this build does not

@@ -16,17 +16,13 @@
 #include "models/layers/parallel.h"
 #include "models/layers/self_attention_block.h"
 #include "models/model_config.h"
+#include "models/sequence_chunk.h"
 #include "runtime/cpu/matmul.h"
 #include "runtime/tensor.h"
 
 namespace gemmapod {
 
 class Communicator;
-
-struct SequenceChunk {
-  int64_t sequence = 0;         // slot in the KV cache
-  std::vector<int32_t> tokens;  // new tokens, at positions cache.length(sequence) onwards
-};
 
 // Lays the chunks out as rows of one activation, checking them against `cache` (no empty chunk,
 // no sequence twice, room in the context). `tokens` receives the rows' token ids.

@@ -18,9 +18,10 @@
 #include "models/model_config.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/comm/mpi_communicator.h"
+#include "serving/engine/gemma_stage_model.h"
+#include "serving/engine/generate.h"
+#include "serving/engine/pipeline_engine.h"
 #include "serving/gemma_layout.h"
-#include "serving/gemma_pipeline.h"
-#include "serving/pipelined_generate.h"
 
 namespace gemmapod {
 namespace {
@@ -164,7 +165,8 @@ TEST_P(ShardedGemmaTest, EveryLayoutMatchesOneRank) {
     GemmaStage stage(config, shard,
                      LoadGemmaShard(config, shard, *Hdf5CheckpointReader::Open(path), &grid.tp()),
                      &grid.tp());
-    GemmaPipeline pipeline(grid, std::move(stage), {3, 64, sampled_vocab});
+    PipelineEngine pipeline(grid, MakeGemmaStageModel(grid, std::move(stage), 3, 64),
+                            {sampled_vocab});
 
     // This replica's sequences: i % dp == its index, in cache slots 0, 1, ...
     std::vector<size_t> mine;
@@ -258,7 +260,8 @@ TEST(ShardedGemmaPipeline, ManyMicroBatchesInFlightDoNotBlock) {
   const GemmaShard shard = GemmaShardAt(config, grid.shape(), grid.coords(), stages);
   GemmaStage stage(config, shard, RandomGemmaShard(config, shard, DType::kF32, 5), &grid.tp());
   constexpr int kMicroBatches = 100;
-  GemmaPipeline pipeline(grid, std::move(stage), {kMicroBatches, 200, 0});
+  PipelineEngine pipeline(grid, MakeGemmaStageModel(grid, std::move(stage), kMicroBatches, 200),
+                          {});
   std::vector<int32_t> prompt(200);
   for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 37) % 512);
   if (!pipeline.is_driver()) {

@@ -1,4 +1,4 @@
-#include "serving/gemma_pipeline.h"
+#include "serving/engine/pipeline_engine.h"
 
 #include <algorithm>
 #include <bit>
@@ -37,34 +37,36 @@ bool ValidOutput(int32_t kind) {
 
 }  // namespace
 
-GemmaPipeline::GemmaPipeline(const ProcessGrid& grid, GemmaStage stage,
-                             const PipelineOptions& options)
-    : stage_(std::move(stage)),
+Tensor LastTokenRows(const Tensor& h, std::span<const SequenceChunk> chunks) {
+  const int64_t d = h.dim(1);
+  Tensor last = Tensor::Empty({static_cast<int64_t>(chunks.size()), d}, DType::kF32);
+  int64_t row = 0;
+  for (size_t b = 0; b < chunks.size(); ++b) {
+    row += static_cast<int64_t>(chunks[b].tokens.size());
+    std::copy_n(h.data<float>() + (row - 1) * d, d,
+                last.data<float>() + static_cast<int64_t>(b) * d);
+  }
+  return last;
+}
+
+PipelineEngine::PipelineEngine(const ProcessGrid& grid, std::unique_ptr<StageModel> model,
+                               const PipelineOptions& options)
+    : model_(std::move(model)),
       tp_(grid.tp()),
       pp_(grid.pp()),
       stages_(grid.shape().pp),
       stage_index_(grid.coords().pp),
-      max_context_(options.max_context > 0 ? options.max_context
-                                           : stage_.config().max_position_embeddings),
-      sampled_vocab_(options.sampled_vocab > 0 ? options.sampled_vocab
-                                               : stage_.config().vocab_size),
-      cache_(stage_.NewCache(options.max_sequences, max_context_)) {
-  const GemmaShard& s = stage_.shard();
-  GEMMAPOD_CHECK(s.tp == grid.shape().tp && s.tp_rank == grid.coords().tp &&
-                     s.has_embedding == grid.is_first_stage() && s.has_head == grid.is_last_stage(),
-                 "pipeline: the stage's shard (tp rank ", s.tp_rank, " of ", s.tp,
-                 ") is not this rank's place in the grid (tp rank ", grid.coords().tp, " of ",
-                 grid.shape().tp, ", stage ", grid.coords().pp, " of ", grid.shape().pp, ")");
-  GEMMAPOD_CHECK(sampled_vocab_ <= stage_.config().vocab_size, "pipeline: ", sampled_vocab_,
-                 " sampled ids exceed the vocabulary of ", stage_.config().vocab_size);
+      sampled_vocab_(options.sampled_vocab > 0 ? options.sampled_vocab : model_->vocab_size()) {
+  GEMMAPOD_CHECK(sampled_vocab_ <= model_->vocab_size(), "pipeline: ", sampled_vocab_,
+                 " sampled ids exceed the vocabulary of ", model_->vocab_size());
 }
 
-GemmaPipeline::~GemmaPipeline() = default;
+PipelineEngine::~PipelineEngine() = default;
 
-void GemmaPipeline::Reset(int64_t sequence) { cache_.Reset(sequence); }
+void PipelineEngine::Reset(int64_t sequence) { model_->Reset(sequence); }
 
-void GemmaPipeline::Submit(StageOutput output, std::span<const SequenceChunk> chunks,
-                           std::span<const SamplingParams> sampling) {
+void PipelineEngine::Submit(StageOutput output, std::span<const SequenceChunk> chunks,
+                            std::span<const SamplingParams> sampling) {
   GEMMAPOD_CHECK(is_driver(), "pipeline: only the first stage submits work");
   GEMMAPOD_CHECK(sampling.empty() || sampling.size() == chunks.size(),
                  "pipeline: ", sampling.size(), " sampling settings for ", chunks.size(),
@@ -72,7 +74,7 @@ void GemmaPipeline::Submit(StageOutput output, std::span<const SequenceChunk> ch
   std::vector<Chunk> work;
   int64_t rows = 0;
   for (size_t i = 0; i < chunks.size(); ++i) {
-    Chunk c{chunks[i], cache_.length(chunks[i].sequence), {}};
+    Chunk c{chunks[i], 0, {}};
     if (!sampling.empty()) {
       c.sampling = sampling[i];
       Validate(c.sampling);
@@ -80,32 +82,32 @@ void GemmaPipeline::Submit(StageOutput output, std::span<const SequenceChunk> ch
     rows += output == StageOutput::kAllLogits ? static_cast<int64_t>(c.tokens.tokens.size()) : 1;
     work.push_back(std::move(c));
   }
-  // Laid out (and so checked) here, before any stage has seen the micro-batch: a bad request
-  // fails on the driver without leaving the other stages half-way through it.
+  // Checked (and embedded, which checks the ids) here, before any stage has seen the
+  // micro-batch: a bad request fails on the driver without leaving the other stages half-way
+  // through it.
   std::vector<SequenceChunk> plain;
   for (const Chunk& c : work) plain.push_back(c.tokens);
+  model_->Check(plain);
   std::vector<int32_t> tokens;
-  LayOutBatch(plain, cache_, tokens);
-  Tensor h = stage_.Embed(tokens);
+  for (Chunk& c : work) {
+    c.start = model_->length(c.tokens.sequence);
+    tokens.insert(tokens.end(), c.tokens.tokens.begin(), c.tokens.tokens.end());
+  }
+  Tensor h = model_->Embed(tokens);
   if (output != StageOutput::kNone) expected_.push_back({output, rows});
   Process(output, work, std::move(h));
 }
 
-void GemmaPipeline::Process(StageOutput output, std::vector<Chunk>& chunks, Tensor h) {
+void PipelineEngine::Process(StageOutput output, std::vector<Chunk>& chunks, Tensor h) {
   std::vector<SequenceChunk> plain;
   for (Chunk& c : chunks) {
-    if (c.start == 0 && cache_.length(c.tokens.sequence) != 0) cache_.Reset(c.tokens.sequence);
-    GEMMAPOD_CHECK(c.start == cache_.length(c.tokens.sequence), "pipeline stage ", stage_index_,
+    if (c.start == 0 && model_->length(c.tokens.sequence) != 0) model_->Reset(c.tokens.sequence);
+    GEMMAPOD_CHECK(c.start == model_->length(c.tokens.sequence), "pipeline stage ", stage_index_,
                    ": sequence ", c.tokens.sequence, " arrives at position ", c.start,
-                   " but holds ", cache_.length(c.tokens.sequence), " tokens");
+                   " but holds ", model_->length(c.tokens.sequence), " tokens");
     plain.push_back(c.tokens);
   }
-  std::vector<int32_t> tokens;
-  const BatchLayout layout = LayOutBatch(plain, cache_, tokens);
-  stage_.RunLayers(h, layout, cache_);
-  for (const SequenceChunk& c : plain) {
-    cache_.Advance(c.sequence, static_cast<int64_t>(c.tokens.size()));
-  }
+  model_->Forward(h, plain);
 
   if (stage_index_ + 1 < stages_) {
     std::vector<int32_t> payload;
@@ -145,14 +147,16 @@ void GemmaPipeline::Process(StageOutput output, std::vector<Chunk>& chunks, Tens
     }
   }
   if (output == StageOutput::kNone) return;
-  Deliver(Finalise(output, chunks, h, layout));
+  Deliver(Finalise(output, chunks, h));
 }
 
-Tensor GemmaPipeline::Finalise(StageOutput output, const std::vector<Chunk>& chunks,
-                               const Tensor& h, const BatchLayout& layout) {
-  if (output == StageOutput::kAllLogits) return stage_.GatherLogits(stage_.LogitShard(h));
-  const Tensor shard = stage_.LogitShard(LastTokenRows(h, layout));
-  if (output == StageOutput::kLastLogits) return stage_.GatherLogits(shard);
+Tensor PipelineEngine::Finalise(StageOutput output, const std::vector<Chunk>& chunks,
+                                const Tensor& h) {
+  if (output == StageOutput::kAllLogits) return model_->GatherLogits(model_->LogitShard(h));
+  std::vector<SequenceChunk> plain;
+  for (const Chunk& c : chunks) plain.push_back(c.tokens);
+  const Tensor shard = model_->LogitShard(LastTokenRows(h, plain));
+  if (output == StageOutput::kLastLogits) return model_->GatherLogits(shard);
   const int64_t width = shard.dim(1);
   Tensor tokens = Tensor::Empty({static_cast<int64_t>(chunks.size())}, DType::kI32);
   for (size_t i = 0; i < chunks.size(); ++i) {
@@ -160,12 +164,12 @@ Tensor GemmaPipeline::Finalise(StageOutput output, const std::vector<Chunk>& chu
     const std::span<const float> row(shard.data<float>() + static_cast<int64_t>(i) * width,
                                      static_cast<size_t>(width));
     tokens.data<int32_t>()[i] =
-        s.sampler->Sample(row, stage_.shard().vocab_begin, sampled_vocab_, s.context);
+        s.sampler->Sample(row, model_->vocab_begin(), sampled_vocab_, s.context);
   }
   return tokens;
 }
 
-void GemmaPipeline::Deliver(Tensor result) {
+void PipelineEngine::Deliver(Tensor result) {
   if (stages_ == 1) {
     local_results_.push_back(std::move(result));
     return;
@@ -176,7 +180,7 @@ void GemmaPipeline::Deliver(Tensor result) {
   pending_.push_back(pp_.SendAsync(result, 0, kResultTag));
 }
 
-Tensor GemmaPipeline::TakeLogits() {
+Tensor PipelineEngine::TakeLogits() {
   GEMMAPOD_CHECK(!expected_.empty() && expected_.front().output != StageOutput::kSample,
                  "pipeline: no logits are on their way");
   const Expected e = expected_.front();
@@ -186,12 +190,12 @@ Tensor GemmaPipeline::TakeLogits() {
     local_results_.pop_front();
     return t;
   }
-  Tensor t = Tensor::Empty({e.rows, stage_.config().vocab_size}, DType::kF32);
+  Tensor t = Tensor::Empty({e.rows, model_->vocab_size()}, DType::kF32);
   pp_.Recv(t, stages_ - 1, kResultTag);
   return t;
 }
 
-std::vector<int32_t> GemmaPipeline::TakeTokens() {
+std::vector<int32_t> PipelineEngine::TakeTokens() {
   GEMMAPOD_CHECK(!expected_.empty() && expected_.front().output == StageOutput::kSample,
                  "pipeline: no sampled tokens are on their way");
   const Expected e = expected_.front();
@@ -207,7 +211,7 @@ std::vector<int32_t> GemmaPipeline::TakeTokens() {
   return std::vector<int32_t>(t.data<int32_t>(), t.data<int32_t>() + t.numel());
 }
 
-void GemmaPipeline::Finish() {
+void PipelineEngine::Finish() {
   GEMMAPOD_CHECK(is_driver(), "pipeline: only the first stage finishes");
   // Results nobody took are still received: the last stage waits for its sends to complete.
   while (!expected_.empty()) {
@@ -220,10 +224,10 @@ void GemmaPipeline::Finish() {
   if (stages_ > 1) pp_.Send(Header(kEnd, 0, 0), 1, kHeaderTag);
 }
 
-void GemmaPipeline::Serve() {
+void PipelineEngine::Serve() {
   GEMMAPOD_CHECK(!is_driver(), "pipeline: the first stage drives; it does not serve");
   const int previous = stage_index_ - 1;
-  const int64_t d = stage_.config().hidden_size;
+  const int64_t d = model_->hidden_size();
   for (;;) {
     Tensor header = Tensor::Empty({3}, DType::kI32);
     pp_.Recv(header, previous, kHeaderTag);
@@ -269,7 +273,7 @@ void GemmaPipeline::Serve() {
   }
 }
 
-std::vector<std::pair<int64_t, int64_t>> GemmaPipeline::PromptPieces(int64_t tokens) const {
+std::vector<std::pair<int64_t, int64_t>> PipelineEngine::PromptPieces(int64_t tokens) const {
   // k pieces through s stages take (k + s - 1) / k of the time one piece per stage would, so more
   // pieces fill the pipeline better; pieces under kMinPiece tokens make the matrix products
   // less efficient than the pipelining gains. At most 4 pieces per stage.
@@ -283,7 +287,7 @@ std::vector<std::pair<int64_t, int64_t>> GemmaPipeline::PromptPieces(int64_t tok
   return cuts;
 }
 
-Tensor GemmaPipeline::Forward(std::span<const SequenceChunk> batch, bool all_tokens) {
+Tensor PipelineEngine::Forward(std::span<const SequenceChunk> batch, bool all_tokens) {
   if (!is_driver()) {
     Serve();
     return {};
@@ -325,7 +329,7 @@ Tensor GemmaPipeline::Forward(std::span<const SequenceChunk> batch, bool all_tok
     out_rows += parts.back().dim(0);
   }
   Finish();
-  const int64_t V = config().vocab_size;
+  const int64_t V = model_->vocab_size();
   Tensor logits = Tensor::Empty({out_rows, V}, DType::kF32);
   int64_t at = 0;
   for (const Tensor& part : parts) {

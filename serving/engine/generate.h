@@ -1,8 +1,9 @@
-// Generation for several requests at once through a GemmaPipeline: every request's prompt is
+// Generation for several requests at once through a PipelineEngine: every request's prompt is
 // prefilled, then each decode step feeds the tokens just sampled. The requests are cut into
 // micro-batches (up to one per pipeline stage), and a micro-batch's next step is submitted as
 // soon as its tokens return, so with several micro-batches every stage is busy. Runs on the
-// pipeline's first stage; the other stages call GemmaPipeline::Serve() meanwhile.
+// pipeline's first stage; the other stages call PipelineEngine::Serve() meanwhile. One loop for
+// every family: the CLI, and later the server and RLHF rollouts, drive it.
 #pragma once
 
 #include <cstddef>
@@ -11,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-#include "serving/gemma_pipeline.h"
+#include "serving/engine/pipeline_engine.h"
 #include "serving/generator.h"
 
 namespace gemmapod {
@@ -20,7 +21,7 @@ namespace gemmapod {
 // needs max_sequences >= n and a max_context that fits each prompt + max_new_tokens. Finishes
 // the pipeline (the other stages return from Serve()).
 std::vector<GenerationResult> GeneratePipelined(
-    GemmaPipeline& pipeline, const Tokenizer& tokenizer,
+    PipelineEngine& pipeline, const Tokenizer& tokenizer,
     std::span<const GenerationRequest> requests,
     const std::function<void(size_t, std::string_view)>& on_text);
 

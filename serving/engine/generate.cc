@@ -1,4 +1,4 @@
-#include "serving/pipelined_generate.h"
+#include "serving/engine/generate.h"
 
 #include <chrono>
 #include <deque>
@@ -8,7 +8,7 @@
 namespace gemmapod {
 
 std::vector<GenerationResult> GeneratePipelined(
-    GemmaPipeline& pipeline, const Tokenizer& tokenizer,
+    PipelineEngine& pipeline, const Tokenizer& tokenizer,
     std::span<const GenerationRequest> requests,
     const std::function<void(size_t, std::string_view)>& on_text) {
   using Clock = std::chrono::steady_clock;
@@ -18,10 +18,15 @@ std::vector<GenerationResult> GeneratePipelined(
   std::vector<GenerationTracker> trackers;
   for (size_t i = 0; i < n; ++i) {
     const GenerationRequest& r = requests[i];
-    CheckRequest(r, pipeline.config());
+    GEMMAPOD_CHECK(!r.prompt.empty(), "generate: request ", i, " has no prompt tokens");
+    GEMMAPOD_CHECK(r.max_new_tokens > 0, "generate: max_new_tokens must be positive, got ",
+                   r.max_new_tokens);
+    Validate(r.sampling);
+    // Compared without adding first, so an enormous max_new_tokens cannot overflow.
+    const int64_t prompt = static_cast<int64_t>(r.prompt.size());
     GEMMAPOD_CHECK(
-        static_cast<int64_t>(r.prompt.size()) + r.max_new_tokens <= pipeline.max_context(),
-        "generate: request ", i, " needs ", r.prompt.size() + r.max_new_tokens,
+        prompt <= pipeline.max_context() && r.max_new_tokens <= pipeline.max_context() - prompt,
+        "generate: request ", i, " needs ", prompt, " + ", r.max_new_tokens,
         " tokens of context but the pipeline holds ", pipeline.max_context());
     trackers.emplace_back(tokenizer, r, [&on_text, i](std::string_view t) { on_text(i, t); });
   }

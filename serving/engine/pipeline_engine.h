@@ -1,6 +1,7 @@
-// GemmaPipeline: a decoder-only Gemma running over one data-parallel replica of a process grid,
-// its layers cut into pipeline stages and each stage's matrices split over a tensor-parallel
-// group (models/gemma_stage.h).
+// PipelineEngine: a model running over one data-parallel replica of a process grid, its layers
+// cut into pipeline stages and each stage's matrices split over a tensor-parallel group. The
+// engine knows no family: each rank's part is a StageModel (stage_model.h), and Gemma and
+// RecurrentGemma run through the same code.
 //
 // The first stage drives. It submits micro-batches: each names its sequences, their new tokens
 // and what the last stage should return (the logits of every token, of each sequence's last
@@ -25,7 +26,7 @@
 #include <utility>
 #include <vector>
 
-#include "models/gemma_stage.h"
+#include "serving/engine/stage_model.h"
 #include "serving/shard_sampler.h"
 
 namespace gemmapod {
@@ -41,30 +42,33 @@ enum class StageOutput : int32_t {
   kSample = 4,      // i32 [chunks]: a token drawn from each chunk's last logits
 };
 
+// What the engine needs beyond the model. The state's size (slots, context) is the StageModel's.
 struct PipelineOptions {
-  int64_t max_sequences = 1;  // cache slots
-  int64_t max_context = 0;    // tokens per slot; 0: the model's max_position_embeddings
   int64_t sampled_vocab = 0;  // ids kSample may draw (the tokenizer's); 0: the whole vocabulary
 };
 
-class GemmaPipeline {
- public:
-  // Collective over the grid's replica. `stage` is this rank's part of the model; its shard
-  // must match the grid's tp coordinates and stage position.
-  GemmaPipeline(const ProcessGrid& grid, GemmaStage stage, const PipelineOptions& options);
-  ~GemmaPipeline();
+// The rows of each chunk's last token, from h [tokens, d] whose rows are the chunks' tokens in
+// order: [chunks, d].
+Tensor LastTokenRows(const Tensor& h, std::span<const SequenceChunk> chunks);
 
-  const ModelConfig& config() const { return stage_.config(); }
-  const GemmaStage& stage() const { return stage_; }
-  GemmaStage& stage() { return stage_; }
+class PipelineEngine {
+ public:
+  // Collective over the grid's replica. `model` is this rank's part of the model, made for this
+  // rank's place in the grid (its tp coordinates and stage).
+  PipelineEngine(const ProcessGrid& grid, std::unique_ptr<StageModel> model,
+                 const PipelineOptions& options);
+  ~PipelineEngine();
+
+  const StageModel& model() const { return *model_; }
+  int64_t vocab_size() const { return model_->vocab_size(); }
   int stages() const { return stages_; }
   bool is_driver() const { return stage_index_ == 0; }
-  int64_t max_context() const { return max_context_; }
-  int64_t max_sequences() const { return cache_.num_sequences(); }
+  int64_t max_context() const { return model_->max_context(); }
+  int64_t max_sequences() const { return model_->max_sequences(); }
 
   // --- The first stage ---
   // Tokens of `sequence` the pipeline holds (the position of its next token).
-  int64_t length(int64_t sequence) const { return cache_.length(sequence); }
+  int64_t length(int64_t sequence) const { return model_->length(sequence); }
   // Forgets a sequence: its next submission starts at position 0, on every stage.
   void Reset(int64_t sequence);
   // `sampling[i]` (checked when given) applies to chunk i's sequence from the first kSample
@@ -104,18 +108,15 @@ class GemmaPipeline {
   // Runs this stage's layers over a micro-batch, then passes it on or finishes it.
   void Process(StageOutput output, std::vector<Chunk>& chunks, Tensor h);
   // The last stage: what `output` asks for, from the final activations.
-  Tensor Finalise(StageOutput output, const std::vector<Chunk>& chunks, const Tensor& h,
-                  const BatchLayout& layout);
+  Tensor Finalise(StageOutput output, const std::vector<Chunk>& chunks, const Tensor& h);
   void Deliver(Tensor result);
 
-  GemmaStage stage_;
+  std::unique_ptr<StageModel> model_;
   Communicator& tp_;
   Communicator& pp_;
   int stages_;
   int stage_index_;
-  int64_t max_context_;
   int64_t sampled_vocab_;
-  KvCache cache_;
 
   // The last stage's sampling state per sequence: its sampler and the tokens it has seen.
   struct SequenceSampling {
