@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "launch/commands.h"
+#include "launch/engine_commands.h"
 #include "launch/model_files.h"
 #include "launch/rank_runner.h"
 #include "launch/recurrent_commands.h"
@@ -102,51 +103,10 @@ int LogitsOnRanks(const LogitsOptions& o, Communicator& world) {
     plan = PlanShardedGemma(world.size(), o.pod_path, o.files, per_replica,
                             static_cast<int64_t>(sequences.front().size()), config.vocab_size);
   });
-  const int64_t V = plan.config.vocab_size, n = static_cast<int64_t>(sequences.front().size());
-  const int64_t count = static_cast<int64_t>(sequences.size());
   if (world.rank() == 0)
     std::fputs(HostComputeNotice(plan.pod ? &*plan.pod : nullptr).c_str(), stderr);
-  ShardedGemma run = LoadShardedGemma(world, plan, o.files);
-  PipelineEngine& pipeline = *run.pipeline;
-
-  // Replica r scores sequences r, r + dp, ...; its first stage ends up with their logits.
-  const GridCoords at = run.grid->coords();
-  std::vector<SequenceChunk> mine;
-  for (int64_t s = at.dp; s < count; s += dp) {
-    mine.push_back({static_cast<int64_t>(mine.size()), sequences[static_cast<size_t>(s)]});
-  }
-  Tensor logits;  // [mine * n, V] on the replica's first stage
-  if (!mine.empty()) {
-    logits = pipeline.Forward(mine, /*all_tokens=*/true);
-  } else if (pipeline.is_driver()) {
-    pipeline.Finish();
-  } else {
-    pipeline.Serve();
-  }
-  constexpr int kLogitsTag = 11;
-  if (world.rank() != 0) {
-    if (pipeline.is_driver() && at.tp == 0 && !mine.empty()) world.Send(logits, 0, kLogitsTag);
-    return 0;
-  }
-  // Rank 0 puts every replica's rows in sequence order.
-  Tensor all = Tensor::Empty(count > 1 ? Shape{count, n, V} : Shape{n, V}, DType::kF32);
-  for (int r = 0; r < dp; ++r) {
-    Tensor part = logits;
-    const int64_t rows = (count - r + dp - 1) / dp;
-    if (rows == 0) continue;
-    if (r > 0) {
-      part = Tensor::Empty({rows * n, V}, DType::kF32);
-      world.Recv(part, run.grid->shape().RankOf({r, 0, 0}), kLogitsTag);
-    }
-    for (int64_t j = 0; j < rows; ++j) {
-      std::memcpy(all.data<float>() + (r + j * dp) * n * V, part.data<float>() + j * n * V,
-                  static_cast<size_t>(n * V) * sizeof(float));
-    }
-  }
-  WriteNpy(o.out, all);
-  std::printf("wrote %s: f32 %s (%s over %d rank(s))\n", o.out.c_str(),
-              ShapeToString(all.shape()).c_str(), LayoutName(*run.grid).c_str(), world.size());
-  return 0;
+  ShardedRun run = LoadShardedGemma(world, plan, o.files);
+  return LogitsOnEngine(o, world, sequences, run);
 }
 
 }  // namespace

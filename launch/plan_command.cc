@@ -47,8 +47,6 @@ int PrintRecurrentPlan(const PodTopology& pod, const PlanOptions& o) {
   if (pod.pp > c.num_layers) {
     problems.push_back(StrCat(pod.pp, " pipeline stages for ", c.num_layers, " layers"));
   }
-  if (pod.dp != 1)
-    problems.push_back(StrCat("RecurrentGemma runs one replica for now (dp ", pod.dp, ")"));
   if (!pod.pipeline.automatic) {
     problems.push_back("explicit pipeline.stages: RecurrentGemma splits its layers evenly (auto)");
   }

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <optional>
 
+#include "launch/engine_commands.h"
 #include "launch/model_files.h"
 #include "launch/rank_runner.h"
 #include "models/recurrent_gemma.h"
@@ -12,18 +13,12 @@
 #include "runtime/checkpoint/npy.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/error.h"
+#include "serving/engine/recurrent_stage_model.h"
 #include "serving/recurrent_pipeline.h"
 #include "sharding/pod_topology.h"
 
 namespace gemmapod {
 namespace {
-
-// The job's grid: the pod's layout, or every rank in one tensor-parallel group. One replica.
-struct RecurrentRun {
-  RecurrentGemmaConfig config;
-  std::optional<ProcessGrid> grid;
-  std::optional<RecurrentGemma> stage;
-};
 
 // Checks on every rank before any collective, so bad input is reported once.
 RecurrentGemmaConfig CheckRecurrentJob(Communicator& world, const ModelFiles& files,
@@ -36,31 +31,39 @@ RecurrentGemmaConfig CheckRecurrentJob(Communicator& world, const ModelFiles& fi
   if (!pod_path.empty()) {
     const PodTopology pod = LoadPodTopology(pod_path);
     shape = GridShape{pod.tp, pod.pp, pod.dp};
-    GEMMAPOD_CHECK(pod.dp == 1, pod_path, ": RecurrentGemma runs one replica for now (dp ", pod.dp,
-                   "): give the job tp x pp ranks");
     GEMMAPOD_CHECK(pod.pipeline.automatic, pod_path,
                    ": pipeline.stages: RecurrentGemma splits its layers evenly over the stages "
                    "for now: give 'auto'");
   }
   GEMMAPOD_CHECK(shape.world_size() == world.size(), "the layout tp ", shape.tp, " x pp ", shape.pp,
-                 " needs ", shape.world_size(), " ranks, the job has ", world.size());
+                 " x dp ", shape.dp, " needs ", shape.world_size(), " ranks, the job has ",
+                 world.size());
   if (auto problem = RecurrentTensorParallelProblem(config, shape.tp)) throw Error(*problem);
   GEMMAPOD_CHECK(shape.pp <= config.num_layers, config.name, ": ", shape.pp,
                  " pipeline stages for ", config.num_layers, " layers");
   return config;
 }
 
-void LoadRun(Communicator& world, const ModelFiles& files, const GridShape& shape,
-             RecurrentRun& run) {
-  const std::string& model_path = files.model_path;
-  run.grid.emplace(ProcessGrid::Create(world, shape));
-  const RecurrentGemmaShard shard = RecurrentGemmaShardAt(run.config, *run.grid);
-  run.stage.emplace(
-      run.config, shard,
-      LoadRecurrentGemmaShard(run.config, shard, *Hdf5CheckpointReader::Open(model_path)),
+// Collective over `world`: this rank's shard of the layout, in an engine whose state holds
+// `sequences` sequences (this replica's share).
+ShardedRun LoadRecurrentRun(Communicator& world, const ModelFiles& files, const GridShape& shape,
+                            const RecurrentGemmaConfig& config, int64_t sequences,
+                            int64_t sampled_vocab) {
+  ShardedRun run;
+  run.grid = std::make_unique<ProcessGrid>(ProcessGrid::Create(world, shape));
+  const RecurrentGemmaShard shard = RecurrentGemmaShardAt(config, *run.grid);
+  RecurrentGemma model(
+      config, shard,
+      LoadRecurrentGemmaShard(config, shard, *Hdf5CheckpointReader::Open(files.model_path)),
       &run.grid->tp());
-  run.stage->set_matmul_precision(ParsePrecision(files));
+  model.set_matmul_precision(ParsePrecision(files));
+  run.pipeline = std::make_unique<PipelineEngine>(
+      *run.grid, MakeRecurrentStageModel(std::move(model), std::max<int64_t>(sequences, 1)),
+      PipelineOptions{sampled_vocab});
+  return run;
 }
+
+int64_t PerReplica(size_t count, int dp) { return (static_cast<int64_t>(count) + dp - 1) / dp; }
 
 }  // namespace
 
@@ -80,86 +83,52 @@ int GenerateRecurrentOnRanks(const GenerateOptions& o, Communicator& world) {
   std::optional<Tokenizer> tokenizer;
   std::vector<GenerationRequest> requests;
   GridShape shape;
-  RecurrentRun run;
+  RecurrentGemmaConfig config;
   CheckOnEveryRank(world, [&] {
     tokenizer = LoadTokenizer(o.files);
-    run.config = CheckRecurrentJob(world, o.files, o.pod_path, shape);
-    GEMMAPOD_CHECK(tokenizer->vocab_size() <= run.config.vocab_size, o.files.model_path,
+    config = CheckRecurrentJob(world, o.files, o.pod_path, shape);
+    GEMMAPOD_CHECK(tokenizer->vocab_size() <= config.vocab_size, o.files.model_path,
                    ": the tokenizer has ", tokenizer->vocab_size(), " pieces, the model ",
-                   run.config.vocab_size);
+                   config.vocab_size);
     for (const std::string& prompt : o.prompts) {
-      requests.push_back(BuildGenerationRequest(o, prompt, *tokenizer, run.config.eos_id));
+      requests.push_back(BuildGenerationRequest(o, prompt, *tokenizer, config.eos_id));
       GEMMAPOD_CHECK(!requests.back().prompt.empty(), "generate: the prompt has no tokens");
       GEMMAPOD_CHECK(o.max_tokens > 0, "generate: --max-tokens must be positive");
       Validate(requests.back().sampling);
     }
   });
-  LoadRun(world, o.files, shape, run);
-  const int64_t sampled = std::min<int64_t>(run.config.vocab_size, tokenizer->vocab_size());
-  using Clock = std::chrono::steady_clock;
-  // Every rank holds the same logits and samples the same token from the same seeded stream.
-  for (size_t i = 0; i < requests.size(); ++i) {
-    const GenerationRequest& request = requests[i];
-    if (world.rank() == 0 && requests.size() > 1) std::printf("--- prompt %zu ---\n", i);
-    GenerationTracker tracker(*tokenizer, request, [&](std::string_view text) {
-      if (world.rank() != 0) return;
-      std::fwrite(text.data(), 1, text.size(), stdout);
-      std::fflush(stdout);
-    });
-    Sampler sampler(request.sampling);
-    RecurrentGemmaState state = run.stage->NewState(1);
-    const auto t0 = Clock::now();
-    Tensor logits = ForwardOnGrid(*run.stage, *run.grid, {0, request.prompt, {}}, state, false);
-    const auto t1 = Clock::now();
-    while (true) {
-      const int32_t id =
-          sampler.Sample({logits.data<float>(), static_cast<size_t>(sampled)}, tracker.context());
-      if (!tracker.Accept(id)) break;
-      logits = ForwardOnGrid(*run.stage, *run.grid, {0, {id}, {}}, state, false);
-    }
-    const auto t2 = Clock::now();
-    if (world.rank() != 0) continue;
-    std::printf("\n");
-    std::fflush(stdout);
-    if (o.stats) {
-      const GenerationResult& r = tracker.result();
-      const double decode = std::chrono::duration<double>(t2 - t1).count();
-      std::fprintf(stderr,
-                   "prompt %zu tokens in %.3f s; generated %zu tokens in %.3f s (%.1f tokens/s); "
-                   "finish: %s; decode state %.1f MiB; %s over %d rank(s)\n",
-                   request.prompt.size(), std::chrono::duration<double>(t1 - t0).count(),
-                   r.tokens.size(), decode, r.tokens.size() / std::max(decode, 1e-9),
-                   FinishReasonName(r.finish), state.bytes() / 1048576.0,
-                   LayoutName(*run.grid).c_str(), world.size());
-    }
-  }
-  return 0;
+  const int64_t sampled = std::min<int64_t>(config.vocab_size, tokenizer->vocab_size());
+  ShardedRun run = LoadRecurrentRun(world, o.files, shape, config,
+                                    PerReplica(requests.size(), shape.dp), sampled);
+  return GenerateOnEngine(o, world, *tokenizer, requests, run);
 }
 
 int LogitsRecurrentOnRanks(const LogitsOptions& o, Communicator& world) {
-  std::vector<int32_t> tokens;
+  std::vector<std::vector<int32_t>> sequences;
   GridShape shape;
-  RecurrentRun run;
+  RecurrentGemmaConfig config;
   CheckOnEveryRank(world, [&] {
-    GEMMAPOD_CHECK(o.tokens.size() == 1,
-                   "logits: RecurrentGemma scores one --tokens sequence at "
-                   "a time, got ",
-                   o.tokens.size());
-    run.config = CheckRecurrentJob(world, o.files, o.pod_path, shape);
-    tokens = ParseTokenList(o.tokens[0]);
-    for (size_t i = 0; i < tokens.size(); ++i) {
-      GEMMAPOD_CHECK(tokens[i] < run.config.vocab_size, "--tokens: entry ", i, " (", tokens[i],
-                     ") is outside the vocabulary of ", run.config.vocab_size);
+    config = CheckRecurrentJob(world, o.files, o.pod_path, shape);
+    for (size_t s = 0; s < o.tokens.size(); ++s) {
+      const std::string which = o.tokens.size() > 1 ? StrCat("--tokens #", s + 1, ": ") : "";
+      try {
+        sequences.push_back(ParseTokenList(o.tokens[s]));
+      } catch (const Error& e) {
+        throw Error(which + e.what());
+      }
+      const std::vector<int32_t>& tokens = sequences.back();
+      GEMMAPOD_CHECK(tokens.size() == sequences.front().size(), which, tokens.size(),
+                     " tokens, but the first sequence has ", sequences.front().size(),
+                     " (a batch's sequences have one length)");
+      for (size_t i = 0; i < tokens.size(); ++i) {
+        GEMMAPOD_CHECK(tokens[i] < config.vocab_size, which, "--tokens: entry ", i, " (", tokens[i],
+                       ") is outside the vocabulary of ", config.vocab_size);
+      }
     }
   });
-  LoadRun(world, o.files, shape, run);
-  RecurrentGemmaState state = run.stage->NewState(1);
-  const Tensor logits = ForwardOnGrid(*run.stage, *run.grid, {0, tokens, {}}, state, true);
-  if (world.rank() != 0) return 0;
-  WriteNpy(o.out, logits);
-  std::printf("wrote %s: f32 %s (%s over %d rank(s))\n", o.out.c_str(),
-              ShapeToString(logits.shape()).c_str(), LayoutName(*run.grid).c_str(), world.size());
-  return 0;
+  ShardedRun run = LoadRecurrentRun(world, o.files, shape, config,
+                                    PerReplica(sequences.size(), shape.dp), config.vocab_size);
+  return LogitsOnEngine(o, world, sequences, run);
 }
 
 }  // namespace gemmapod

@@ -60,9 +60,9 @@ std::string HostComputeNotice(const PodTopology* pod) {
                 DeviceTypeName(pod->device_type()), " devices are not used yet\n");
 }
 
-ShardedGemma LoadShardedGemma(Communicator& world, const ShardedGemmaPlan& plan,
-                              const ModelFiles& files) {
-  ShardedGemma run;
+ShardedRun LoadShardedGemma(Communicator& world, const ShardedGemmaPlan& plan,
+                            const ModelFiles& files) {
+  ShardedRun run;
   run.grid = std::make_unique<ProcessGrid>(
       plan.pod ? ProcessGrid::Create(world, *plan.pod)
                : ProcessGrid::Create(world, GridShape{plan.world_size}));

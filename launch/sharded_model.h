@@ -42,7 +42,8 @@ ShardedGemmaPlan PlanShardedGemma(int world_size, const std::string& pod_path,
                                   const ModelFiles& files, int64_t max_sequences,
                                   int64_t max_context, int64_t sampled_vocab);
 
-struct ShardedGemma {
+// A loaded sharded model of any family: this rank's place in the grid and its pipeline engine.
+struct ShardedRun {
   std::unique_ptr<ProcessGrid> grid;
   std::unique_ptr<PipelineEngine> pipeline;
 };
@@ -52,7 +53,7 @@ struct ShardedGemma {
 std::string HostComputeNotice(const PodTopology* pod);
 
 // Collective over `world`.
-ShardedGemma LoadShardedGemma(Communicator& world, const ShardedGemmaPlan& plan,
-                              const ModelFiles& files);
+ShardedRun LoadShardedGemma(Communicator& world, const ShardedGemmaPlan& plan,
+                            const ModelFiles& files);
 
 }  // namespace gemmapod

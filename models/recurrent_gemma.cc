@@ -438,17 +438,25 @@ void RecurrentGemma::Commit(const RecurrentPlacement& at, RecurrentGemmaState& s
   state.document_[S] = doc.back();
 }
 
-Tensor RecurrentGemma::Logits(const Tensor& h, bool all_logits) const {
+VocabParallelHead RecurrentGemma::Head() const {
+  return VocabParallelHead(weights_.embed_tokens, Vocab(),
+                           static_cast<float>(config_.final_logit_softcap), TpGroup());
+}
+
+Tensor RecurrentGemma::LogitShard(const Tensor& h) const {
   GEMMAPOD_CHECK(shard_.has_head, "RecurrentGemma: only the last stage computes logits");
-  const RecurrentGemmaConfig& c = config_;
-  const int64_t T = h.dim(0), rows = all_logits ? T : 1;
-  const Tensor last = all_logits ? h : h.Slice(T - 1, T).Clone();
-  Tensor normed = NewF32(rows, c.hidden_size);
-  cpu::RmsNorm(last.data<float>(), weights_.final_norm.data<float>(), rows, c.hidden_size,
-               static_cast<float>(c.rms_norm_eps), normed.data<float>());
-  const VocabParallelHead head(weights_.embed_tokens, Vocab(),
-                               static_cast<float>(c.final_logit_softcap), TpGroup());
-  return head.Gather(head.LogitShard(normed, precision_));
+  const int64_t rows = h.dim(0), d = config_.hidden_size;
+  Tensor normed = NewF32(rows, d);
+  cpu::RmsNorm(h.data<float>(), weights_.final_norm.data<float>(), rows, d,
+               static_cast<float>(config_.rms_norm_eps), normed.data<float>());
+  return Head().LogitShard(normed, precision_);
+}
+
+Tensor RecurrentGemma::GatherLogits(const Tensor& shard) const { return Head().Gather(shard); }
+
+Tensor RecurrentGemma::Logits(const Tensor& h, bool all_logits) const {
+  const int64_t T = h.dim(0);
+  return GatherLogits(LogitShard(all_logits ? h : h.Slice(T - 1, T).Clone()));
 }
 
 Tensor RecurrentGemma::Forward(const RecurrentChunk& chunk, RecurrentGemmaState& state,

@@ -126,6 +126,10 @@ class RecurrentGemma {
   // Last stage: f32 logits of every row of h, or of the last; the whole vocabulary on every rank
   // of the tensor-parallel group.
   Tensor Logits(const Tensor& h, bool all_logits) const;
+  // The same in two steps: this rank's vocabulary columns of the logits of every row of h
+  // (no communication), then every rank's columns gathered (collective over tp).
+  Tensor LogitShard(const Tensor& h) const;
+  Tensor GatherLogits(const Tensor& shard) const;
   // Records the chunk in `state` once every layer has run.
   void Commit(const RecurrentPlacement& at, RecurrentGemmaState& state) const;
 
@@ -133,6 +137,7 @@ class RecurrentGemma {
   // The tensor-parallel group, or null when the model runs whole.
   Communicator* TpGroup() const { return shard_.tp > 1 ? tp_ : nullptr; }
   VocabSlice Vocab() const;
+  VocabParallelHead Head() const;
   // Per token of the chunk, the index (in the sequence) of its document's first token that the
   // attention ring or the chunk still holds: no query reads across a document start.
   std::vector<int64_t> DocumentStarts(const RecurrentPlacement& at,

@@ -50,7 +50,9 @@ TEST_F(RecurrentCli, LogitsMatchTheReferenceOnOneRankAndOnFourStages) {
                120);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(Contains(r.output, "tp=1 pp=4 dp=1 over 4 rank")) << r.output;
-  EXPECT_LE(NpyRelativeError(four, one), 1e-6);
+  // Four stages take the prompt in four pieces (chunked prefill), whose matrix products sum in
+  // another order than one 24-row product: the bound of Gemma's pipelines.
+  EXPECT_LE(NpyRelativeError(four, one), 1e-5);
 }
 
 TEST_F(RecurrentCli, GreedyTextOfFourStagesEqualsOneRank) {
@@ -81,7 +83,11 @@ TEST_F(RecurrentCli, FastPrecisionOnFourStagesEqualsOneRank) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string exact = (dir_ / "exact.npy").string(), fast = (dir_ / "fast.npy").string(),
                     four = (dir_ / "fast4.npy").string();
-  const std::string args = "logits --model " + bf16 + " --tokens " + kTokens + " --out ";
+  // Two sequences: the four stages then take one sequence each, whole, so each product has the
+  // rows it has on one rank (a lone prompt would go in pieces, whose bf16-rounded products differ
+  // from one 24-row product by bf16's rounding).
+  const std::string args =
+      "logits --model " + bf16 + " --tokens " + kTokens + " --tokens " + kTokens + " --out ";
   r = Gemmapod(args + exact);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   r = Gemmapod(args + fast + " --precision fast");
@@ -101,6 +107,36 @@ size_t Count(const std::string& text, const std::string& what) {
   return n;
 }
 
+// Two data-parallel replicas of a two-stage pipeline score two sequences each as one rank does,
+// and four stages generate three prompts at once (micro-batches in flight) with one rank's text.
+TEST_F(RecurrentCli, DataParallelReplicasAndMicroBatchesEqualOneRank) {
+  const std::string second = "2,17,300,41,42,43,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22";
+  const std::string one = (dir_ / "one.npy").string(), two = (dir_ / "dp.npy").string();
+  const std::string args =
+      "logits --model " + model_ + " --tokens " + kTokens + " --tokens " + second + " --out ";
+  Result r = Gemmapod(args + one);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = Gemmapod("launch --pod tests/launch/pods/pp2-dp2.yaml -- " + args + two, 120);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "tp=1 pp=2 dp=2 over 4 rank")) << r.output;
+  EXPECT_LE(NpyRelativeError(two, one), 1e-6);
+
+  const std::string prompts =
+      "generate --model " + model_ +
+      " --prompt 'The license' --prompt 'Copyright holders' --prompt 'a b c' --max-tokens 12";
+  const Result ref = Gemmapod(prompts);
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  EXPECT_EQ(Count(ref.output, "--- prompt "), 3u) << ref.output;
+  for (const char* pod : {"pp4", "pp2-dp2"}) {
+    const Result got =
+        Gemmapod("launch --pod tests/launch/pods/" + std::string(pod) + ".yaml -- " + prompts, 120);
+    ASSERT_EQ(got.exit_code, 0) << got.output;
+    EXPECT_NE(got.output.find(ref.output), std::string::npos) << pod << "\n"
+                                                              << ref.output << "\n"
+                                                              << got.output;
+  }
+}
+
 TEST_F(RecurrentCli, LayoutsThatCannotWorkAreNamedOnce) {
   // 3 heads do not split over 2 ranks.
   Result r = MpirunGemmapod(2, "generate --model " + model_ + " --prompt hi");
@@ -109,10 +145,6 @@ TEST_F(RecurrentCli, LayoutsThatCannotWorkAreNamedOnce) {
   r = Gemmapod("generate --model " + model_ + " --prompt hi --precision half");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(Contains(r.output, "--precision: half not in")) << r.output;
-  r = MpirunGemmapod(
-      4, "generate --model " + model_ + " --prompt hi --pod tests/launch/pods/tp2-dp2.yaml");
-  EXPECT_NE(r.exit_code, 0);
-  EXPECT_TRUE(Contains(r.output, "RecurrentGemma runs one replica for now")) << r.output;
 }
 
 TEST_F(RecurrentCli, PlanShowsEachRanksWeightsAndState) {
