@@ -14,8 +14,6 @@
 #include "serving/engine/generate.h"
 
 namespace gemmapod {
-namespace {
-
 // Replica r's results reach world rank 0 as the texts' lengths, then their bytes.
 void SendTexts(Communicator& world, const std::vector<GenerationResult>& results) {
   Tensor lengths = Tensor::Empty({static_cast<int64_t>(results.size())}, DType::kI32);
@@ -50,8 +48,6 @@ std::vector<std::string> ReceiveTexts(Communicator& world, int from, size_t coun
   }
   return texts;
 }
-
-}  // namespace
 
 int GenerateOnEngine(const GenerateOptions& o, Communicator& world, const Tokenizer& tokenizer,
                      const std::vector<GenerationRequest>& requests, ShardedRun& run) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "launch/commands.h"
@@ -12,6 +13,10 @@ namespace gemmapod {
 
 class Communicator;
 class Tokenizer;
+
+// Texts of `results` to world rank 0 (lengths, then bytes), and their receipt there.
+void SendTexts(Communicator& world, const std::vector<GenerationResult>& results);
+std::vector<std::string> ReceiveTexts(Communicator& world, int from, size_t count);
 
 // Collective over `world`: replica r generates requests r, r + dp, ...; rank 0 streams a lone
 // request's text or prints every text in request order.

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <optional>
 
+#include "launch/engine_commands.h"
 #include "launch/model_files.h"
 #include "launch/rank_runner.h"
 #include "launch/recurrent_commands.h"
@@ -84,66 +85,54 @@ int GenerateT5GemmaOnRanks(const GenerateOptions& o, Communicator& world) {
       requests.push_back(std::move(request));
     }
   });
-  T5GemmaPipeline pipeline(world, *layout, config, *Hdf5CheckpointReader::Open(o.files.model_path));
-  pipeline.set_matmul_precision(ParsePrecision(o.files));
   const int64_t sampled = std::min<int64_t>(config.decoder.vocab_size, tokenizer->vocab_size());
-  using Clock = std::chrono::steady_clock;
-  // The prompts run as one batch: encoded together, then every unfinished sequence decodes one
-  // token per step. Every rank holds the same logits and samples the same tokens from the same
-  // seeded streams. One prompt streams its text; several print in order once all are done.
   const size_t B = requests.size();
-  const bool stream = B == 1;
-  std::vector<std::unique_ptr<GenerationTracker>> trackers;
-  std::vector<Sampler> samplers;
   int64_t longest = 1;
   for (const GenerationRequest& request : requests) {
-    trackers.push_back(
-        std::make_unique<GenerationTracker>(*tokenizer, request, [&](std::string_view text) {
-          if (!stream || world.rank() != 0) return;
-          std::fwrite(text.data(), 1, text.size(), stdout);
-          std::fflush(stdout);
-        }));
-    samplers.emplace_back(request.sampling);
-    longest = std::max(longest, 1 + request.max_new_tokens);
+    longest = std::max<int64_t>(longest, 1 + request.max_new_tokens);
   }
-  T5GemmaDecodeState state = pipeline.NewDecodeState(static_cast<int64_t>(B), longest);
+  T5GemmaPipeline pipeline(world, *layout, config, *Hdf5CheckpointReader::Open(o.files.model_path),
+                           static_cast<int64_t>(B), longest, PipelineOptions{sampled});
+  pipeline.set_matmul_precision(ParsePrecision(o.files));
+  using Clock = std::chrono::steady_clock;
+  // The prompts are encoded together; then the decoder stages generate them through the engine,
+  // as micro-batches in flight, with tokens sampled on the vocabulary shards. One prompt streams
+  // its text when rank 0 drives the decoder; otherwise the driver sends the texts to rank 0.
   const auto t0 = Clock::now();
-  pipeline.Encode(prompts, state);
-  std::vector<SequenceChunk> step;
-  for (size_t b = 0; b < B; ++b) step.push_back({static_cast<int64_t>(b), {config.decoder.bos_id}});
-  Tensor logits = pipeline.Decode(step, state, false);
+  pipeline.Encode(prompts);
   const auto t1 = Clock::now();
-  while (true) {
-    std::vector<SequenceChunk> next;
-    for (size_t row = 0; row < step.size(); ++row) {
-      const size_t b = static_cast<size_t>(step[row].sequence);
-      const float* scores = logits.data<float>() + static_cast<int64_t>(row) * logits.dim(1);
-      const int32_t id =
-          samplers[b].Sample({scores, static_cast<size_t>(sampled)}, trackers[b]->context());
-      if (trackers[b]->Accept(id)) next.push_back({static_cast<int64_t>(b), {id}});
-    }
-    if (next.empty()) break;
-    step = std::move(next);
-    logits = pipeline.Decode(step, state, false);
-  }
+  const int driver = pipeline.driver_rank();
+  const bool stream = B == 1 && driver == 0;
+  const std::vector<GenerationResult> results =
+      pipeline.Generate(*tokenizer, requests, [&](size_t, std::string_view text) {
+        if (!stream || world.rank() != 0) return;
+        std::fwrite(text.data(), 1, text.size(), stdout);
+        std::fflush(stdout);
+      });
   const auto t2 = Clock::now();
+  if (driver != 0 && world.rank() == driver) SendTexts(world, results);
   if (world.rank() != 0) return 0;
-  size_t generated = 0;
+  std::vector<std::string> texts;
+  for (const GenerationResult& r : results) texts.push_back(r.text);
+  if (driver != 0) texts = ReceiveTexts(world, driver, B);
   for (size_t b = 0; b < B; ++b) {
-    const GenerationResult& r = trackers[b]->result();
-    generated += r.tokens.size();
-    if (!stream) std::printf("--- prompt %zu ---\n%s", b, r.text.c_str());
+    if (B > 1) std::printf("--- prompt %zu ---\n", b);
+    if (!stream) std::fputs(texts[b].c_str(), stdout);
     std::printf("\n");
   }
   std::fflush(stdout);
   if (o.stats) {
+    size_t generated = 0;
+    for (const GenerationResult& r : results) generated += r.tokens.size();
     const double decode = std::chrono::duration<double>(t2 - t1).count();
-    std::fprintf(stderr,
-                 "%zu prompt(s) encoded + first decoder step in %.3f s; generated %zu tokens in "
-                 "%.3f s (%.1f tokens/s); finish: %s; %s over %d rank(s)\n",
-                 B, std::chrono::duration<double>(t1 - t0).count(), generated, decode,
-                 generated / std::max(decode, 1e-9), FinishReasonName(trackers[0]->result().finish),
-                 pipeline.layout().Describe().c_str(), world.size());
+    std::fprintf(
+        stderr, "%zu prompt(s) encoded in %.3f s; decoded in %.3f s (%s); %s over %d rank(s)\n", B,
+        std::chrono::duration<double>(t1 - t0).count(), decode,
+        results.empty()
+            ? "token counts are on the driver rank"
+            : StrCat(generated, " tokens, ", generated / std::max(decode, 1e-9), " tokens/s")
+                  .c_str(),
+        pipeline.layout().Describe().c_str(), world.size());
   }
   return 0;
 }
@@ -182,15 +171,15 @@ int LogitsT5GemmaOnRanks(const LogitsOptions& o, Communicator& world) {
           "--tokens", which, ": longer than the decoder's max_position_embeddings");
     }
   });
-  T5GemmaPipeline pipeline(world, *layout, config, *Hdf5CheckpointReader::Open(o.files.model_path));
-  pipeline.set_matmul_precision(ParsePrecision(o.files));
   const int64_t B = static_cast<int64_t>(decoder.size());
   const int64_t T = static_cast<int64_t>(decoder.front().size());
-  T5GemmaDecodeState state = pipeline.NewDecodeState(B, T);
-  pipeline.Encode(encoder, state);
+  T5GemmaPipeline pipeline(world, *layout, config, *Hdf5CheckpointReader::Open(o.files.model_path),
+                           B, T);
+  pipeline.set_matmul_precision(ParsePrecision(o.files));
+  pipeline.Encode(encoder);
   std::vector<SequenceChunk> chunks;
   for (int64_t b = 0; b < B; ++b) chunks.push_back({b, decoder[static_cast<size_t>(b)]});
-  Tensor logits = pipeline.Decode(chunks, state, true);
+  Tensor logits = pipeline.Decode(chunks, true);
   if (world.rank() != 0) return 0;
   if (B > 1) logits = logits.Reshape({B, T, config.decoder.vocab_size});
   WriteNpy(o.out, logits);

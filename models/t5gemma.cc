@@ -193,7 +193,7 @@ void T5Gemma::SetEncoderMemory(const Tensor& memory, const EncoderBatch& batch,
   GEMMAPOD_CHECK(memory.dim(0) == rows && memory.dim(1) == config_.encoder.hidden_size,
                  "T5Gemma: encoder output ", memory.Describe(), " is not [", rows, ", ",
                  config_.encoder.hidden_size, "]");
-  GEMMAPOD_CHECK(static_cast<int64_t>(batch.offset.size()) == state.num_sequences(),
+  GEMMAPOD_CHECK(static_cast<int64_t>(batch.offset.size()) <= state.num_sequences(),
                  "T5Gemma: ", batch.offset.size(), " encoded sequences for a state of ",
                  state.num_sequences());
   for (size_t b = 0; b < batch.offset.size(); ++b) {
@@ -275,9 +275,11 @@ void T5Gemma::RunDecoderLayers(Tensor& h, const BatchLayout& layout, T5GemmaDeco
   }
 }
 
-Tensor T5Gemma::Logits(const Tensor& h) const {
-  return decoder().GatherLogits(decoder().LogitShard(h));
-}
+Tensor T5Gemma::Logits(const Tensor& h) const { return GatherLogits(LogitShard(h)); }
+
+Tensor T5Gemma::LogitShard(const Tensor& h) const { return decoder().LogitShard(h); }
+
+Tensor T5Gemma::GatherLogits(const Tensor& shard) const { return decoder().GatherLogits(shard); }
 
 Tensor T5Gemma::Forward(const std::vector<std::vector<int32_t>>& encoder_tokens,
                         const std::vector<std::vector<int32_t>>& decoder_tokens) {

@@ -83,8 +83,8 @@ class T5Gemma {
   // A state for `num_sequences` sequences of up to `max_context` decoder tokens.
   T5GemmaDecodeState NewDecodeState(int64_t num_sequences, int64_t max_context) const;
   // Projects this rank's cross-attention keys and values for its layers from the encoder output
-  // `memory` [rows, d_enc]; batch entry b becomes sequence b of `state`, whose decoder cache starts
-  // empty.
+  // `memory` [rows, d_enc]; batch entry b becomes sequence b of `state` (the others keep theirs),
+  // whose decoder cache starts empty.
   void SetEncoderMemory(const Tensor& memory, const EncoderBatch& batch,
                         T5GemmaDecodeState& state) const;
   Tensor EmbedDecoder(std::span<const int32_t> tokens) const;  // first decoder stage
@@ -93,6 +93,10 @@ class T5Gemma {
   void RunDecoderLayers(Tensor& h, const BatchLayout& layout, T5GemmaDecodeState& state);
   // Last decoder stage: the full logits of every row of h, [rows, vocab] (collective over tp).
   Tensor Logits(const Tensor& h) const;
+  // The same in two steps: this rank's vocabulary columns (no communication), then every rank's
+  // columns gathered (collective over tp).
+  Tensor LogitShard(const Tensor& h) const;
+  Tensor GatherLogits(const Tensor& shard) const;
 
   // The whole model on this rank: every decoder row's logits for teacher-forced decoder inputs
   // (sequence b decodes decoder_tokens[b] over encoder_tokens[b]), [sum of lengths, vocab].

@@ -4,16 +4,16 @@
 
 #include "runtime/comm/communicator.h"
 #include "runtime/error.h"
+#include "serving/engine/generate.h"
 #include "sharding/pod_topology.h"
 
 namespace gemmapod {
 namespace {
 
 // Message tags: the encoder's activations between encoder stages, its output to the decoder
-// ranks, the decoder's activations between decoder stages.
+// ranks (the decoder stages talk through the engine's own communicator).
 constexpr int kTagEncoder = 31;
 constexpr int kTagMemory = 32;
-constexpr int kTagDecoder = 33;
 
 std::vector<LayerRange> EvenRanges(int64_t layers, int stages, const std::string& what) {
   GEMMAPOD_CHECK(stages >= 1 && stages <= layers, what, ": ", stages, " stage(s) for ", layers,
@@ -165,21 +165,86 @@ T5GemmaShard T5GemmaShardOf(const T5GemmaConfig& config, const T5GemmaLayout& la
   return shard;
 }
 
+// T5Gemma's decoder stages as the engine drives them: the model is the pipeline's, the state
+// (self-attention caches and cross-attention memory) this object's own, filled by Encode.
+class T5GemmaDecoderStage final : public StageModel {
+ public:
+  T5GemmaDecoderStage(T5Gemma& model, int64_t max_sequences, int64_t max_context)
+      : model_(model),
+        max_context_(max_context),
+        state_(model.NewDecodeState(max_sequences, max_context)) {}
+
+  T5GemmaDecodeState& state() { return state_; }
+
+  int64_t hidden_size() const override { return model_.config().decoder.hidden_size; }
+  int64_t vocab_size() const override { return model_.config().decoder.vocab_size; }
+  int64_t max_sequences() const override { return state_.num_sequences(); }
+  int64_t max_context() const override { return max_context_; }
+  int64_t length(int64_t sequence) const override { return state_.self->length(sequence); }
+  void Reset(int64_t sequence) override { state_.self->Reset(sequence); }
+
+  void Check(std::span<const SequenceChunk> chunks) const override {
+    std::vector<int32_t> tokens;
+    LayOutBatch(chunks, *state_.self, tokens);
+    for (const SequenceChunk& c : chunks) {
+      GEMMAPOD_CHECK(state_.cross[static_cast<size_t>(c.sequence)].length > 0, "T5Gemma: sequence ",
+                     c.sequence, " has no encoder output (Encode first)");
+    }
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      GEMMAPOD_CHECK(tokens[i] >= 0 && tokens[i] < vocab_size(), "decoder token ", tokens[i],
+                     " is outside the vocabulary of ", vocab_size());
+    }
+  }
+  Tensor Embed(std::span<const int32_t> tokens) const override {
+    return model_.EmbedDecoder(tokens);
+  }
+  void Forward(Tensor& h, std::span<const SequenceChunk> chunks) override {
+    std::vector<int32_t> tokens;
+    const BatchLayout layout = LayOutBatch(chunks, *state_.self, tokens);
+    model_.RunDecoderLayers(h, layout, state_);
+    for (const SequenceChunk& c : chunks) {
+      state_.self->Advance(c.sequence, static_cast<int64_t>(c.tokens.size()));
+    }
+  }
+  Tensor LogitShard(const Tensor& rows) const override { return model_.LogitShard(rows); }
+  int64_t vocab_begin() const override { return model_.shard().decoder.vocab_begin; }
+  Tensor GatherLogits(const Tensor& shard) const override { return model_.GatherLogits(shard); }
+
+ private:
+  T5Gemma& model_;
+  int64_t max_context_;
+  T5GemmaDecodeState state_;
+};
+
 T5GemmaPipeline::T5GemmaPipeline(Communicator& world, T5GemmaLayout layout,
-                                 const T5GemmaConfig& config, const TensorSource& source)
+                                 const T5GemmaConfig& config, const TensorSource& source,
+                                 int64_t max_sequences, int64_t max_context,
+                                 const PipelineOptions& options)
     : world_(world), layout_(std::move(layout)) {
   GEMMAPOD_CHECK(world.size() == layout_.world_size(), "T5Gemma: the layout (", layout_.Describe(),
                  ") needs ", layout_.world_size(), " ranks, the job has ", world.size());
+  GEMMAPOD_CHECK(max_sequences >= 1 && max_context >= 1, "T5Gemma: ", max_sequences,
+                 " sequences of ", max_context, " tokens");
   stage_ = layout_.StageOf(world.rank());
   tp_ = world.Split(stage_, world.rank());
   const T5GemmaShard shard = T5GemmaShardOf(config, layout_, world.rank());
   model_ = std::make_unique<T5Gemma>(config, shard,
                                      LoadT5GemmaShard(config, shard, source, tp_.get()), tp_.get());
+  // Rank j of every decoder stage, in stage order (encoder ranks form groups of their own).
+  const T5GemmaStagePlan& me = layout_.stages[static_cast<size_t>(stage_)];
+  const int tp_rank = world.rank() - me.first_rank;
+  decoder_pp_ = world.Split(me.decoder ? tp_rank : world.size() + world.rank(), stage_);
+  if (me.decoder) {
+    auto decoder = std::make_unique<T5GemmaDecoderStage>(*model_, max_sequences, max_context);
+    decoder_ = decoder.get();
+    engine_ = std::make_unique<PipelineEngine>(*tp_, *decoder_pp_, std::move(decoder), options);
+  }
 }
 
-T5GemmaDecodeState T5GemmaPipeline::NewDecodeState(int64_t num_sequences,
-                                                   int64_t max_context) const {
-  return model_->NewDecodeState(num_sequences, max_context);
+T5GemmaPipeline::~T5GemmaPipeline() = default;
+
+int T5GemmaPipeline::driver_rank() const {
+  return layout_.stages[static_cast<size_t>(layout_.first_decoder_stage())].first_rank;
 }
 
 void T5GemmaPipeline::SendToStage(const Tensor& t, int stage, int tag) const {
@@ -187,8 +252,7 @@ void T5GemmaPipeline::SendToStage(const Tensor& t, int stage, int tag) const {
   for (int r = s.first_rank; r < s.first_rank + s.tp; ++r) world_.Send(t, r, tag);
 }
 
-void T5GemmaPipeline::Encode(const std::vector<std::vector<int32_t>>& prompts,
-                             T5GemmaDecodeState& state) {
+void T5GemmaPipeline::Encode(const std::vector<std::vector<int32_t>>& prompts) {
   const T5GemmaConfig& c = model_->config();
   const T5GemmaShard& shard = model_->shard();
   const T5GemmaStagePlan& me = layout_.stages[static_cast<size_t>(stage_)];
@@ -227,50 +291,35 @@ void T5GemmaPipeline::Encode(const std::vector<std::vector<int32_t>>& prompts,
       world_.Recv(memory, layout_.stages[static_cast<size_t>(first_decoder - 1)].first_rank,
                   kTagMemory);
     }
-    model_->SetEncoderMemory(memory, batch, state);
+    model_->SetEncoderMemory(memory, batch, decoder_->state());
   }
 }
 
-Tensor T5GemmaPipeline::Decode(std::span<const SequenceChunk> chunks, T5GemmaDecodeState& state,
-                               bool all_logits) {
-  const T5GemmaConfig& c = model_->config();
-  const T5GemmaStagePlan& me = layout_.stages[static_cast<size_t>(stage_)];
-  const int last = static_cast<int>(layout_.stages.size()) - 1;
+Tensor T5GemmaPipeline::Decode(std::span<const SequenceChunk> chunks, bool all_logits) {
   int64_t total = 0;
   for (const SequenceChunk& chunk : chunks) total += static_cast<int64_t>(chunk.tokens.size());
-  Tensor logits = Tensor::Empty(
-      {all_logits ? total : static_cast<int64_t>(chunks.size()), c.decoder.vocab_size},
-      DType::kF32);
-  if (me.decoder) {
-    const T5GemmaShard& shard = model_->shard();
-    const bool leader = world_.rank() == me.first_rank;
-    std::vector<int32_t> tokens;
-    const BatchLayout layout = LayOutBatch(chunks, *state.self, tokens);
-    for (size_t i = 0; i < tokens.size(); ++i) {
-      GEMMAPOD_CHECK(tokens[i] >= 0 && tokens[i] < c.decoder.vocab_size, "decoder token ",
-                     tokens[i], " is outside the vocabulary of ", c.decoder.vocab_size);
-    }
-    Tensor h = shard.decoder.has_embedding
-                   ? model_->EmbedDecoder(tokens)
-                   : Tensor::Empty({total, c.decoder.hidden_size}, DType::kF32);
-    if (!shard.decoder.has_embedding) {
-      world_.Recv(h, layout_.stages[static_cast<size_t>(stage_ - 1)].first_rank, kTagDecoder);
-    }
-    model_->RunDecoderLayers(h, layout, state);
-    for (const SequenceChunk& chunk : chunks) {
-      state.self->Advance(chunk.sequence, static_cast<int64_t>(chunk.tokens.size()));
-    }
-    if (!shard.decoder.has_head) {
-      if (leader) SendToStage(h, stage_ + 1, kTagDecoder);
-    } else {
-      logits = model_->Logits(all_logits ? h : LastTokenRows(h, layout));
-    }
+  Tensor logits = Tensor::Empty({all_logits ? total : static_cast<int64_t>(chunks.size()),
+                                 model_->config().decoder.vocab_size},
+                                DType::kF32);
+  if (engine_ != nullptr) {
+    // The first decoder stage drives and ends up with the logits; the others serve.
+    Tensor got = engine_->Forward(chunks, all_logits);
+    if (engine_->is_driver()) logits = std::move(got);
   }
-  // One stage: every rank of its group already holds the gathered logits.
-  if (layout_.stages.size() > 1) {
-    world_.Broadcast(logits, layout_.stages[static_cast<size_t>(last)].first_rank);
-  }
+  if (layout_.stages.size() > 1) world_.Broadcast(logits, driver_rank());
   return logits;
+}
+
+std::vector<GenerationResult> T5GemmaPipeline::Generate(
+    const Tokenizer& tokenizer, std::span<const GenerationRequest> requests,
+    const std::function<void(size_t, std::string_view)>& on_text) {
+  if (engine_ == nullptr) return {};
+  if (!engine_->is_driver()) {
+    engine_->Serve();
+    return {};
+  }
+  std::vector<GenerationResult> results = GeneratePipelined(*engine_, tokenizer, requests, on_text);
+  return world_.rank() == driver_rank() ? results : std::vector<GenerationResult>{};
 }
 
 }  // namespace gemmapod

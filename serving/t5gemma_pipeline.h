@@ -3,7 +3,9 @@
 // use different tp (an unbalanced pair's wide encoder over more ranks than its small decoder).
 // The last encoder stage sends its output once per request to every rank of every decoder stage,
 // which project their cross-attention keys and values from it; decode steps then run on the
-// decoder stages alone, passing activations forward, and the logits reach every rank.
+// decoder stages alone, through the pipeline engine (serving/engine/): micro-batches of
+// sequences in flight across the decoder stages, a lone sequence prefilled in pieces, tokens
+// sampled on the vocabulary shards.
 //
 //   ranks:  [ encoder stage 0 | encoder stage 1 | ... | decoder stage 0 | decoder stage 1 | ... ]
 //           each stage: tp consecutive ranks (its tensor-parallel group)
@@ -12,12 +14,16 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "models/t5gemma.h"
+#include "serving/engine/pipeline_engine.h"
+#include "serving/generator.h"
 #include "sharding/stage_plan.h"
 
 namespace gemmapod {
@@ -56,28 +62,40 @@ T5GemmaLayout T5GemmaLayoutFromPod(const PodTopology& pod, const T5GemmaConfig& 
 // The shard rank `rank` holds.
 T5GemmaShard T5GemmaShardOf(const T5GemmaConfig& config, const T5GemmaLayout& layout, int rank);
 
+class T5GemmaDecoderStage;
+
 class T5GemmaPipeline {
  public:
   // Collective over `world` (exactly the layout's ranks): forms the stage groups and loads this
-  // rank's shard from `source` (checksums checked within each stage group).
+  // rank's shard from `source` (checksums checked within each stage group). The decoder ranks'
+  // state holds `max_sequences` sequences of up to `max_context` decoder tokens.
   T5GemmaPipeline(Communicator& world, T5GemmaLayout layout, const T5GemmaConfig& config,
-                  const TensorSource& source);
+                  const TensorSource& source, int64_t max_sequences, int64_t max_context,
+                  const PipelineOptions& options = {});
+  ~T5GemmaPipeline();
 
   const T5GemmaLayout& layout() const { return layout_; }
   const T5Gemma& model() const { return *model_; }
   void set_matmul_precision(cpu::MatmulPrecision p) { model_->set_matmul_precision(p); }
   int stage() const { return stage_; }
+  // The world rank that drives decoding (the first rank of the first decoder stage): Generate's
+  // results are there.
+  int driver_rank() const;
 
-  T5GemmaDecodeState NewDecodeState(int64_t num_sequences, int64_t max_context) const;
-
-  // Collective over the world: runs the encoder over `prompts` (padding tokens masked) and leaves
-  // every decoder rank's state holding sequence b's cross-attention keys and values, its decoder
-  // cache empty.
-  void Encode(const std::vector<std::vector<int32_t>>& prompts, T5GemmaDecodeState& state);
+  // Collective over the world: runs the encoder over `prompts` (padding tokens masked, at most
+  // max_sequences) and leaves sequence b of every decoder rank's state holding its
+  // cross-attention keys and values, its decoder cache empty.
+  void Encode(const std::vector<std::vector<int32_t>>& prompts);
   // Collective over the world: decodes `chunks` (sequences of the state, new tokens at the
   // positions their caches reached) and returns the logits on every rank: every token's
   // [tokens, vocab], or each chunk's last [chunks, vocab].
-  Tensor Decode(std::span<const SequenceChunk> chunks, T5GemmaDecodeState& state, bool all_logits);
+  Tensor Decode(std::span<const SequenceChunk> chunks, bool all_logits);
+  // Collective over the world, after Encode: request b decodes sequence b (its prompt, the
+  // decoder's start, is usually BOS) through the engine's generation loop. The driver returns the
+  // results and streams text through on_text; every other rank returns none.
+  std::vector<GenerationResult> Generate(
+      const Tokenizer& tokenizer, std::span<const GenerationRequest> requests,
+      const std::function<void(size_t, std::string_view)>& on_text);
 
  private:
   void SendToStage(const Tensor& t, int stage, int tag) const;
@@ -87,6 +105,11 @@ class T5GemmaPipeline {
   int stage_ = 0;
   std::unique_ptr<Communicator> tp_;
   std::unique_ptr<T5Gemma> model_;
+  // Decoder ranks only: rank j of every decoder stage, and the engine over them, whose stage
+  // model (decoder_) holds the decode state.
+  std::unique_ptr<Communicator> decoder_pp_;
+  std::unique_ptr<PipelineEngine> engine_;
+  T5GemmaDecoderStage* decoder_ = nullptr;
 };
 
 }  // namespace gemmapod

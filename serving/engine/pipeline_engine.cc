@@ -51,11 +51,15 @@ Tensor LastTokenRows(const Tensor& h, std::span<const SequenceChunk> chunks) {
 
 PipelineEngine::PipelineEngine(const ProcessGrid& grid, std::unique_ptr<StageModel> model,
                                const PipelineOptions& options)
+    : PipelineEngine(grid.tp(), grid.pp(), std::move(model), options) {}
+
+PipelineEngine::PipelineEngine(Communicator& tp, Communicator& pp,
+                               std::unique_ptr<StageModel> model, const PipelineOptions& options)
     : model_(std::move(model)),
-      tp_(grid.tp()),
-      pp_(grid.pp()),
-      stages_(grid.shape().pp),
-      stage_index_(grid.coords().pp),
+      tp_(tp),
+      pp_(pp),
+      stages_(pp.size()),
+      stage_index_(pp.rank()),
       sampled_vocab_(options.sampled_vocab > 0 ? options.sampled_vocab : model_->vocab_size()) {
   GEMMAPOD_CHECK(sampled_vocab_ <= model_->vocab_size(), "pipeline: ", sampled_vocab_,
                  " sampled ids exceed the vocabulary of ", model_->vocab_size());

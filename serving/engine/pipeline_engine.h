@@ -57,6 +57,10 @@ class PipelineEngine {
   // rank's place in the grid (its tp coordinates and stage).
   PipelineEngine(const ProcessGrid& grid, std::unique_ptr<StageModel> model,
                  const PipelineOptions& options);
+  // The same over groups formed by the caller: `tp` is this stage's tensor-parallel group, `pp`
+  // holds rank j of every stage in stage order (rank `stage_index` of `pp` is this one).
+  PipelineEngine(Communicator& tp, Communicator& pp, std::unique_ptr<StageModel> model,
+                 const PipelineOptions& options);
   ~PipelineEngine();
 
   const StageModel& model() const { return *model_; }

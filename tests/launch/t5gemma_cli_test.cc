@@ -115,6 +115,20 @@ TEST_F(T5GemmaCli, GreedyTextSplitOverFourEqualsOneRank) {
   EXPECT_NE(four.output.find(one.output), std::string::npos) << one.output << "\n" << four.output;
 }
 
+// Three prompts through two decoder stages move as micro-batches in flight (the engine's
+// generation loop, tokens sampled on the vocabulary shards) and give one rank's texts.
+TEST_F(T5GemmaCli, BatchedPromptsSplitOverFourEqualOneRank) {
+  const std::string args = "generate --model " + model_ +
+                           " --prompt 'The license' --prompt 'Hello world, again' --prompt 'a b c'"
+                           " --max-tokens 10";
+  const Result one = Gemmapod(args);
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  ASSERT_TRUE(Has(one.output, "--- prompt 2 ---")) << one.output;
+  const Result four = Gemmapod("launch --pod tests/launch/pods/t5gemma-split.yaml -- " + args, 120);
+  ASSERT_EQ(four.exit_code, 0) << four.output;
+  EXPECT_TRUE(Has(four.output, one.output)) << one.output << "\n" << four.output;
+}
+
 TEST_F(T5GemmaCli, PromptsBatchedTogetherGiveWhatEachGivesAlone) {
   const std::string model = "generate --model " + model_ + " --max-tokens 10";
   const Result a = Gemmapod(model + " --prompt 'The license'");

@@ -96,23 +96,22 @@ TEST_P(ShardedT5Gemma, EveryLayoutMatchesOneRank) {
     std::unique_ptr<Communicator> group = world_->Split(in ? 0 : 1, world_->rank());
     if (!in) continue;
     SCOPED_TRACE(layout.Describe());
-    T5GemmaPipeline pipeline(*group, layout, config, *reader);
+    T5GemmaPipeline pipeline(*group, layout, config, *reader, 2, 16);
 
-    // A right-padded batch of two, teacher-forced.
-    T5GemmaDecodeState batch_state = pipeline.NewDecodeState(2, 16);
-    pipeline.Encode(padded_encoder_, batch_state);
+    // A right-padded batch of two, teacher-forced: two micro-batches in flight over two decoder
+    // stages.
+    pipeline.Encode(padded_encoder_);
     const std::vector<SequenceChunk> chunks{{0, padded_decoder_[0]}, {1, padded_decoder_[1]}};
-    const Tensor got_batch = pipeline.Decode(chunks, batch_state, true);
+    const Tensor got_batch = pipeline.Decode(chunks, true);
     const double batch_error = RelativeError(got_batch, want_batch);
     EXPECT_LT(batch_error, kTolerance);
 
     // Token by token: the encoder once, then one decoder token per step.
-    T5GemmaDecodeState state = pipeline.NewDecodeState(1, 16);
-    pipeline.Encode({encoder_}, state);
+    pipeline.Encode({encoder_});
     double step_error = 0;
     for (size_t i = 0; i < decoder_.size(); ++i) {
       const std::vector<SequenceChunk> step{{0, {decoder_[i]}}};
-      const Tensor got = pipeline.Decode(step, state, false);
+      const Tensor got = pipeline.Decode(step, false);
       const Tensor want = want_steps.Slice(static_cast<int64_t>(i), static_cast<int64_t>(i) + 1);
       ASSERT_EQ(got.dim(1), V);
       step_error = std::max(step_error, RelativeError(got, want));
