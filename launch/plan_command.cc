@@ -121,21 +121,28 @@ int PrintT5GemmaPlan(const PodTopology& pod, const PlanOptions& o) {
   T5GemmaLayout layout;
   try {
     layout = T5GemmaLayoutFromPod(pod, c);
-    GEMMAPOD_CHECK(layout.world_size() == pod.world_size(), "the layout (", layout.Describe(),
-                   ") needs ", layout.world_size(), " ranks, the pod has ", pod.world_size(),
-                   " devices");
+    const int needed = layout.world_size() * pod.dp;
+    GEMMAPOD_CHECK(needed == pod.world_size(), "the layout (", layout.Describe(),
+                   pod.dp > 1 ? StrCat(") x dp ", pod.dp) : std::string(")"), " needs ", needed,
+                   " ranks, the pod has ", pod.world_size(), " devices");
   } catch (const Error& e) {
     std::fprintf(stderr, "gemmapod: plan: %s cannot run %s on %s:\n  %s\n", pod.source.c_str(),
                  c.name.c_str(), pod.name.c_str(), e.what());
     return 1;
   }
-  std::printf("layout: %s\n", layout.Describe().c_str());
+  std::printf("layout: %s%s\n", layout.Describe().c_str(),
+              pod.dp > 1 ? StrCat(" (one replica of ", pod.dp,
+                                  ": stage s of each replica on the "
+                                  "same node)")
+                               .c_str()
+                         : "");
   std::printf("%-5s %-16s %-5s %-8s %-9s %-6s %12s %12s %12s %12s\n", "rank", "host", "stage",
               "stack", "layers", "parts", "weights", "kv-cache", "cross-kv", "total");
   std::vector<int64_t> rank_bytes;
-  for (int rank = 0; rank < layout.world_size(); ++rank) {
-    const int stage = layout.StageOf(rank);
-    const T5GemmaShard shard = T5GemmaShardOf(c, layout, rank);
+  for (int rank = 0; rank < pod.world_size(); ++rank) {
+    const int local = T5GemmaReplicaOf(&pod, rank).rank;  // its rank within its replica
+    const int stage = layout.StageOf(local);
+    const T5GemmaShard shard = T5GemmaShardOf(c, layout, local);
     const int64_t weights = T5GemmaShardWeightBytes(c, shard, matrix_bytes);
     int64_t kv = 0, cross = 0;
     std::string stack, layers, parts;

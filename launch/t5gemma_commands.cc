@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 
@@ -17,24 +18,59 @@
 #include "runtime/error.h"
 #include "serving/t5gemma_pipeline.h"
 #include "sharding/pod_topology.h"
+#include "sharding/process_grid.h"
 
 namespace gemmapod {
 namespace {
 
+// One data-parallel replica's layout, how many replicas the job has, and where this rank sits.
+struct T5GemmaJob {
+  T5GemmaLayout layout;
+  int dp = 1;
+  std::optional<PodTopology> pod;
+  T5GemmaReplicaRank me;
+
+  // The world rank of rank `local` of replica `replica`.
+  int WorldRank(int replica, int local) const {
+    if (dp == 1) return local;
+    const GridShape shape{pod->tp, pod->pp, pod->dp};
+    return shape.RankOf({replica, local / pod->tp, local % pod->tp});
+  }
+  // Items r, r + dp, r + 2 dp, ... of `count` belong to replica r.
+  size_t CountOf(int replica, size_t count) const {
+    return count > static_cast<size_t>(replica)
+               ? (count - static_cast<size_t>(replica) + dp - 1) / static_cast<size_t>(dp)
+               : 0;
+  }
+};
+
 // Checks on every rank before any collective, so bad input is reported once.
-T5GemmaLayout CheckT5GemmaJob(Communicator& world, const ModelFiles& files,
-                              const std::string& pod_path, T5GemmaConfig& config) {
+T5GemmaJob CheckT5GemmaJob(Communicator& world, const ModelFiles& files,
+                           const std::string& pod_path, T5GemmaConfig& config) {
   ParsePrecision(files);
   config = T5GemmaFromAttributes(Hdf5CheckpointReader::Open(files.model_path)->config(),
                                  files.model_path);
-  std::optional<PodTopology> pod;
-  if (!pod_path.empty()) pod = LoadPodTopology(pod_path);
-  T5GemmaLayout layout = pod ? T5GemmaLayoutFromPod(*pod, config)
-                             : MakeT5GemmaLayout(config, world.size(), 0, world.size(), 1);
-  if (world.rank() == 0) std::fputs(HostComputeNotice(pod ? &*pod : nullptr).c_str(), stderr);
-  GEMMAPOD_CHECK(layout.world_size() == world.size(), "the layout (", layout.Describe(), ") needs ",
-                 layout.world_size(), " ranks, the job has ", world.size());
-  return layout;
+  T5GemmaJob job;
+  if (!pod_path.empty()) job.pod = LoadPodTopology(pod_path);
+  const PodTopology* pod = job.pod ? &*job.pod : nullptr;
+  job.layout = pod ? T5GemmaLayoutFromPod(*pod, config)
+                   : MakeT5GemmaLayout(config, world.size(), 0, world.size(), 1);
+  job.dp = pod ? pod->dp : 1;
+  if (world.rank() == 0) std::fputs(HostComputeNotice(pod).c_str(), stderr);
+  const int needed = job.layout.world_size() * job.dp;
+  GEMMAPOD_CHECK(needed == world.size(), "the layout (", job.layout.Describe(),
+                 job.dp > 1 ? StrCat(") x dp ", job.dp) : std::string(")"), " needs ", needed,
+                 " ranks, the job has ", world.size());
+  job.me = T5GemmaReplicaOf(pod, world.rank());
+  return job;
+}
+
+// This rank's replica: the world itself with one replica, else its own group.
+Communicator& ReplicaGroup(Communicator& world, const T5GemmaJob& job,
+                           std::unique_ptr<Communicator>& holder) {
+  if (job.dp == 1) return world;
+  holder = world.Split(job.me.replica, job.me.rank);
+  return *holder;
 }
 
 void CheckIds(const std::vector<int32_t>& ids, int64_t vocab, const std::string& what) {
@@ -64,10 +100,10 @@ int GenerateT5GemmaOnRanks(const GenerateOptions& o, Communicator& world) {
   std::vector<GenerationRequest> requests;
   std::vector<std::vector<int32_t>> prompts;
   T5GemmaConfig config;
-  std::optional<T5GemmaLayout> layout;
+  T5GemmaJob job;
   CheckOnEveryRank(world, [&] {
     tokenizer = LoadTokenizer(o.files);
-    layout = CheckT5GemmaJob(world, o.files, o.pod_path, config);
+    job = CheckT5GemmaJob(world, o.files, o.pod_path, config);
     CheckTokenizerFits(*tokenizer, config.decoder, o.files);
     CheckTokenizerFits(*tokenizer, config.encoder, o.files);
     for (const std::string& prompt : o.prompts) {
@@ -91,33 +127,58 @@ int GenerateT5GemmaOnRanks(const GenerateOptions& o, Communicator& world) {
   for (const GenerationRequest& request : requests) {
     longest = std::max<int64_t>(longest, 1 + request.max_new_tokens);
   }
-  T5GemmaPipeline pipeline(world, *layout, config, *Hdf5CheckpointReader::Open(o.files.model_path),
-                           static_cast<int64_t>(B), longest, PipelineOptions{sampled});
+  // Replica r takes prompts r, r + dp, ...
+  std::vector<std::vector<int32_t>> my_prompts;
+  std::vector<GenerationRequest> mine;
+  for (size_t i = static_cast<size_t>(job.me.replica); i < B; i += static_cast<size_t>(job.dp)) {
+    my_prompts.push_back(prompts[i]);
+    mine.push_back(requests[i]);
+  }
+  std::unique_ptr<Communicator> holder;
+  Communicator& replica = ReplicaGroup(world, job, holder);
+  T5GemmaPipeline pipeline(
+      replica, job.layout, config, *Hdf5CheckpointReader::Open(o.files.model_path),
+      std::max<int64_t>(1, static_cast<int64_t>(mine.size())), longest, PipelineOptions{sampled});
   pipeline.set_matmul_precision(ParsePrecision(o.files));
   using Clock = std::chrono::steady_clock;
-  // The prompts are encoded together; then the decoder stages generate them through the engine,
-  // as micro-batches in flight, with tokens sampled on the vocabulary shards. One prompt streams
-  // its text when rank 0 drives the decoder; otherwise the driver sends the texts to rank 0.
+  // Each replica encodes its prompts together; then its decoder stages generate them through
+  // the engine, as micro-batches in flight, with tokens sampled on the vocabulary shards. One
+  // prompt streams its text when rank 0 drives the decoder; otherwise each replica's driver
+  // sends its texts to rank 0, which prints them in prompt order.
   const auto t0 = Clock::now();
-  pipeline.Encode(prompts);
-  const auto t1 = Clock::now();
-  const int driver = pipeline.driver_rank();
-  const bool stream = B == 1 && driver == 0;
-  const std::vector<GenerationResult> results =
-      pipeline.Generate(*tokenizer, requests, [&](size_t, std::string_view text) {
-        if (!stream || world.rank() != 0) return;
-        std::fwrite(text.data(), 1, text.size(), stdout);
-        std::fflush(stdout);
-      });
+  std::vector<GenerationResult> results;
+  const int driver = job.WorldRank(job.me.replica, pipeline.driver_rank());
+  const bool stream = B == 1 && job.WorldRank(0, pipeline.driver_rank()) == 0;
+  auto t1 = t0;
+  if (!mine.empty()) {
+    pipeline.Encode(my_prompts);
+    t1 = Clock::now();
+    results = pipeline.Generate(*tokenizer, mine, [&](size_t, std::string_view text) {
+      if (!stream || world.rank() != 0) return;
+      std::fwrite(text.data(), 1, text.size(), stdout);
+      std::fflush(stdout);
+    });
+  }
   const auto t2 = Clock::now();
-  if (driver != 0 && world.rank() == driver) SendTexts(world, results);
+  if (world.rank() == driver && driver != 0 && !mine.empty()) SendTexts(world, results);
   if (world.rank() != 0) return 0;
-  std::vector<std::string> texts;
-  for (const GenerationResult& r : results) texts.push_back(r.text);
-  if (driver != 0) texts = ReceiveTexts(world, driver, B);
+  std::vector<std::vector<std::string>> texts(static_cast<size_t>(job.dp));
+  for (int r = 0; r < job.dp; ++r) {
+    const size_t count = job.CountOf(r, B);
+    const int from = job.WorldRank(r, pipeline.driver_rank());
+    if (count == 0) continue;
+    if (from == 0) {
+      for (const GenerationResult& g : results) texts[0].push_back(g.text);
+    } else {
+      texts[static_cast<size_t>(r)] = ReceiveTexts(world, from, count);
+    }
+  }
   for (size_t b = 0; b < B; ++b) {
     if (B > 1) std::printf("--- prompt %zu ---\n", b);
-    if (!stream) std::fputs(texts[b].c_str(), stdout);
+    if (!stream) {
+      std::fputs(texts[b % static_cast<size_t>(job.dp)][b / static_cast<size_t>(job.dp)].c_str(),
+                 stdout);
+    }
     std::printf("\n");
   }
   std::fflush(stdout);
@@ -126,13 +187,14 @@ int GenerateT5GemmaOnRanks(const GenerateOptions& o, Communicator& world) {
     for (const GenerationResult& r : results) generated += r.tokens.size();
     const double decode = std::chrono::duration<double>(t2 - t1).count();
     std::fprintf(
-        stderr, "%zu prompt(s) encoded in %.3f s; decoded in %.3f s (%s); %s over %d rank(s)\n", B,
-        std::chrono::duration<double>(t1 - t0).count(), decode,
+        stderr, "%zu prompt(s) encoded in %.3f s; decoded in %.3f s (%s); %s%s over %d rank(s)\n",
+        B, std::chrono::duration<double>(t1 - t0).count(), decode,
         results.empty()
             ? "token counts are on the driver rank"
             : StrCat(generated, " tokens, ", generated / std::max(decode, 1e-9), " tokens/s")
                   .c_str(),
-        pipeline.layout().Describe().c_str(), world.size());
+        pipeline.layout().Describe().c_str(), job.dp > 1 ? StrCat(" x dp ", job.dp).c_str() : "",
+        world.size());
   }
   return 0;
 }
@@ -140,9 +202,9 @@ int GenerateT5GemmaOnRanks(const GenerateOptions& o, Communicator& world) {
 int LogitsT5GemmaOnRanks(const LogitsOptions& o, Communicator& world) {
   std::vector<std::vector<int32_t>> encoder, decoder;
   T5GemmaConfig config;
-  std::optional<T5GemmaLayout> layout;
+  T5GemmaJob job;
   CheckOnEveryRank(world, [&] {
-    layout = CheckT5GemmaJob(world, o.files, o.pod_path, config);
+    job = CheckT5GemmaJob(world, o.files, o.pod_path, config);
     GEMMAPOD_CHECK(!o.encoder_tokens.empty(), o.files.model_path,
                    " is an encoder-decoder model (T5Gemma): give the encoder's ids with "
                    "--encoder-tokens and the decoder's (from BOS) with --tokens");
@@ -173,19 +235,49 @@ int LogitsT5GemmaOnRanks(const LogitsOptions& o, Communicator& world) {
   });
   const int64_t B = static_cast<int64_t>(decoder.size());
   const int64_t T = static_cast<int64_t>(decoder.front().size());
-  T5GemmaPipeline pipeline(world, *layout, config, *Hdf5CheckpointReader::Open(o.files.model_path),
-                           B, T);
-  pipeline.set_matmul_precision(ParsePrecision(o.files));
-  pipeline.Encode(encoder);
+  const int64_t V = config.decoder.vocab_size;
+  // Replica r scores sequences r, r + dp, ...; each of its ranks ends up with their logits.
+  std::vector<std::vector<int32_t>> my_encoder;
   std::vector<SequenceChunk> chunks;
-  for (int64_t b = 0; b < B; ++b) chunks.push_back({b, decoder[static_cast<size_t>(b)]});
-  Tensor logits = pipeline.Decode(chunks, true);
-  if (world.rank() != 0) return 0;
-  if (B > 1) logits = logits.Reshape({B, T, config.decoder.vocab_size});
-  WriteNpy(o.out, logits);
-  std::printf("wrote %s: f32 %s (%s, %d rank(s))\n", o.out.c_str(),
-              ShapeToString(logits.shape()).c_str(), pipeline.layout().Describe().c_str(),
-              world.size());
+  for (int64_t b = job.me.replica; b < B; b += job.dp) {
+    my_encoder.push_back(encoder[static_cast<size_t>(b)]);
+    chunks.push_back({static_cast<int64_t>(chunks.size()), decoder[static_cast<size_t>(b)]});
+  }
+  std::unique_ptr<Communicator> holder;
+  Communicator& replica = ReplicaGroup(world, job, holder);
+  T5GemmaPipeline pipeline(replica, job.layout, config,
+                           *Hdf5CheckpointReader::Open(o.files.model_path),
+                           std::max<int64_t>(1, static_cast<int64_t>(chunks.size())), T);
+  pipeline.set_matmul_precision(ParsePrecision(o.files));
+  Tensor logits;  // [mine * T, V]
+  if (!chunks.empty()) {
+    pipeline.Encode(my_encoder);
+    logits = pipeline.Decode(chunks, true);
+  }
+  constexpr int kLogitsTag = 21;
+  if (world.rank() != 0) {
+    if (job.me.rank == 0 && !chunks.empty()) world.Send(logits, 0, kLogitsTag);
+    return 0;
+  }
+  // Rank 0 puts every replica's rows in sequence order.
+  Tensor all = Tensor::Empty(B > 1 ? Shape{B, T, V} : Shape{T, V}, DType::kF32);
+  for (int r = 0; r < job.dp; ++r) {
+    const int64_t rows = static_cast<int64_t>(job.CountOf(r, static_cast<size_t>(B)));
+    if (rows == 0) continue;
+    Tensor part = logits;
+    if (r > 0) {
+      part = Tensor::Empty({rows * T, V}, DType::kF32);
+      world.Recv(part, job.WorldRank(r, 0), kLogitsTag);
+    }
+    for (int64_t j = 0; j < rows; ++j) {
+      std::memcpy(all.data<float>() + (r + j * job.dp) * T * V, part.data<float>() + j * T * V,
+                  static_cast<size_t>(T * V) * sizeof(float));
+    }
+  }
+  WriteNpy(o.out, all);
+  std::printf("wrote %s: f32 %s (%s%s, %d rank(s))\n", o.out.c_str(),
+              ShapeToString(all.shape()).c_str(), pipeline.layout().Describe().c_str(),
+              job.dp > 1 ? StrCat(" x dp ", job.dp).c_str() : "", world.size());
   return 0;
 }
 

@@ -6,6 +6,7 @@
 #include "runtime/error.h"
 #include "serving/engine/generate.h"
 #include "sharding/pod_topology.h"
+#include "sharding/process_grid.h"
 
 namespace gemmapod {
 namespace {
@@ -96,9 +97,14 @@ T5GemmaLayout MakeT5GemmaLayout(const T5GemmaConfig& config, int encoder_tp, int
   return layout;
 }
 
+T5GemmaReplicaRank T5GemmaReplicaOf(const PodTopology* pod, int world_rank) {
+  if (pod == nullptr || pod->dp == 1) return {0, world_rank};
+  const GridShape shape{pod->tp, pod->pp, pod->dp};
+  const GridCoords at = shape.CoordsOf(world_rank);
+  return {at.dp, at.pp * pod->tp + at.tp};
+}
+
 T5GemmaLayout T5GemmaLayoutFromPod(const PodTopology& pod, const T5GemmaConfig& config) {
-  GEMMAPOD_CHECK(pod.dp == 1, pod.source, ": T5Gemma runs one replica for now (dp ", pod.dp,
-                 "); give the job tp x pp ranks");
   const int encoder_tp = pod.encoder_tp > 0 ? pod.encoder_tp : pod.tp;
   const PipelineLayout& p = pod.pipeline;
   if (p.automatic) {

@@ -55,9 +55,18 @@ struct T5GemmaLayout {
 // does not divide the heads, more stages than layers).
 T5GemmaLayout MakeT5GemmaLayout(const T5GemmaConfig& config, int encoder_tp, int encoder_stages,
                                 int decoder_tp, int decoder_stages);
-// The pod file's layout: parallelism.tp for the decoder, parallelism.encoder_tp (default tp) for
-// the encoder, pipeline.encoder_stages (auto) or the explicit stages' parts and layer ranges.
+// The pod file's layout of one data-parallel replica: parallelism.tp for the decoder,
+// parallelism.encoder_tp (default tp) for the encoder, pipeline.encoder_stages (auto) or the
+// explicit stages' parts and layer ranges. The pod has dp such replicas (its parser allows dp > 1
+// only where encoder_tp equals tp, so a replica is a tp x pp block of the process grid).
 T5GemmaLayout T5GemmaLayoutFromPod(const PodTopology& pod, const T5GemmaConfig& config);
+// The replica `world_rank` belongs to, and its rank inside it: the process grid's convention
+// (tp innermost, then dp, then pp), so stage s of every replica sits on the same node.
+struct T5GemmaReplicaRank {
+  int replica = 0;
+  int rank = 0;
+};
+T5GemmaReplicaRank T5GemmaReplicaOf(const PodTopology* pod, int world_rank);
 
 // The shard rank `rank` holds.
 T5GemmaShard T5GemmaShardOf(const T5GemmaConfig& config, const T5GemmaLayout& layout, int rank);

@@ -129,6 +129,37 @@ TEST_F(T5GemmaCli, BatchedPromptsSplitOverFourEqualOneRank) {
   EXPECT_TRUE(Has(four.output, one.output)) << one.output << "\n" << four.output;
 }
 
+// Two data-parallel replicas (encoder and decoder on a stage each) split the sequences and the
+// prompts, and give one rank's logits and texts in order.
+TEST_F(T5GemmaCli, DataParallelReplicasEqualOneRank) {
+  const std::string one = (dir_ / "one.npy").string(), two = (dir_ / "dp.npy").string();
+  // Three sequences of one decoder length: case 0, then case 1's encoder input under case 0's
+  // decoder ids, then case 0 again.
+  const auto& cases = reference_.at("cases");
+  const std::string other =
+      " --encoder-tokens " + Join(cases[1].at("encoder_ids").get<std::vector<int32_t>>()) +
+      " --tokens " + Join(cases[0].at("decoder_ids").get<std::vector<int32_t>>());
+  const std::string args =
+      "logits --model " + model_ + CaseArgs(0) + other + CaseArgs(0) + " --out ";
+  Result r = Gemmapod(args + one);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = Gemmapod("launch --pod tests/launch/pods/t5gemma-dp2.yaml -- " + args + two, 120);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Has(r.output, "x dp 2, 4 rank(s)")) << r.output;
+  // One rank runs the three sequences as one batch, the replicas two and one: products of other
+  // row counts, so f32 rounding differs (measured 1.6e-6), as for the split layouts above.
+  EXPECT_LE(NpyRelativeError(two, one), 1e-5);
+
+  const std::string prompts = "generate --model " + model_ +
+                              " --prompt 'The license' --prompt 'Hello world, again'"
+                              " --prompt 'a b c' --max-tokens 10";
+  const Result ref = Gemmapod(prompts);
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  const Result got = Gemmapod("launch --pod tests/launch/pods/t5gemma-dp2.yaml -- " + prompts, 120);
+  ASSERT_EQ(got.exit_code, 0) << got.output;
+  EXPECT_TRUE(Has(got.output, ref.output)) << ref.output << "\n" << got.output;
+}
+
 TEST_F(T5GemmaCli, PromptsBatchedTogetherGiveWhatEachGivesAlone) {
   const std::string model = "generate --model " + model_ + " --max-tokens 10";
   const Result a = Gemmapod(model + " --prompt 'The license'");

@@ -99,6 +99,24 @@ TEST(T5GemmaLayout, PodFilesPlaceTheStacks) {
   EXPECT_EQ(listed.stages[2].decoder_layers, (LayerRange{0, 26}));
 }
 
+// With dp replicas the pod's layout is one replica's (tp x pp ranks), and the replicas follow
+// the process grid's order: stage s of every replica on the same node.
+TEST(T5GemmaLayout, DataParallelPodsLayOutOneReplica) {
+  const T5GemmaConfig c = LoadT5GemmaConfigYaml("configs/models/t5gemma-9b-2b.yaml");
+  const PodTopology pod = Pod("parallelism: {tp: 1, pp: 2, dp: 2}\n", 4);
+  const T5GemmaLayout layout = T5GemmaLayoutFromPod(pod, c);
+  EXPECT_EQ(layout.world_size(), 2);
+  EXPECT_EQ(layout.Describe(), "encoder tp 1 x 1 stage(s) | decoder tp 1 x 1 stage(s)");
+  // Ranks 0 and 1 are stage 0 of replicas 0 and 1; ranks 2 and 3 their stage 1.
+  const int replica[] = {0, 1, 0, 1}, local[] = {0, 0, 1, 1};
+  for (int rank = 0; rank < 4; ++rank) {
+    const T5GemmaReplicaRank at = T5GemmaReplicaOf(&pod, rank);
+    EXPECT_EQ(at.replica, replica[rank]) << rank;
+    EXPECT_EQ(at.rank, local[rank]) << rank;
+  }
+  EXPECT_EQ(T5GemmaReplicaOf(nullptr, 3).rank, 3);
+}
+
 TEST(T5GemmaLayout, RefusedLayoutsAreNamed) {
   const T5GemmaConfig c = LoadT5GemmaConfigYaml("configs/models/t5gemma-9b-2b.yaml");
   EXPECT_THAT(ErrorOf([&] { MakeT5GemmaLayout(c, 3, 1, 1, 1); }),
@@ -109,9 +127,6 @@ TEST(T5GemmaLayout, RefusedLayoutsAreNamed) {
               HasSubstr("give the encoder stages of its own"));
   EXPECT_THAT(ErrorOf([&] { MakeT5GemmaLayout(c, 1, 1, 1, 27); }),
               HasSubstr("decoder: 27 stage(s) for 26 layers"));
-  EXPECT_THAT(
-      ErrorOf([&] { T5GemmaLayoutFromPod(Pod("parallelism: {tp: 1, pp: 2, dp: 2}\n", 4), c); }),
-      HasSubstr("T5Gemma runs one replica for now (dp 2)"));
   // A gap in the encoder's layers (the pod file's own check).
   EXPECT_THAT(ErrorOf([&] {
                 T5GemmaLayoutFromPod(Pod("parallelism: {tp: 1, pp: 3}\npipeline:\n  stages:\n"
