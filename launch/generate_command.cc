@@ -7,6 +7,7 @@
 
 #include "launch/commands.h"
 #include "launch/engine_commands.h"
+#include "launch/families.h"
 #include "launch/model_files.h"
 #include "launch/rank_runner.h"
 #include "launch/recurrent_commands.h"
@@ -19,7 +20,6 @@
 #include "serving/generator.h"
 
 namespace gemmapod {
-namespace {}  // namespace
 
 GenerationRequest BuildGenerationRequest(const GenerateOptions& o, const std::string& prompt,
                                          const Tokenizer& tokenizer, int32_t eos_id) {
@@ -46,11 +46,7 @@ GenerationRequest BuildGenerationRequest(const GenerateOptions& o, const std::st
   return request;
 }
 
-namespace {
-
-int GenerateOnRanks(const GenerateOptions& o, Communicator& world) {
-  if (IsRecurrentGemmaCheckpoint(o.files.model_path)) return GenerateRecurrentOnRanks(o, world);
-  if (IsT5GemmaCheckpoint(o.files.model_path)) return GenerateT5GemmaOnRanks(o, world);
+int GenerateGemmaOnRanks(const GenerateOptions& o, Communicator& world) {
   // Every rank reads the tokenizer and builds the same requests: the first stage feeds the
   // prompts, and the last stage samples only the tokenizer's ids. Bad input is reported once.
   std::optional<Tokenizer> tokenizer;
@@ -79,11 +75,10 @@ int GenerateOnRanks(const GenerateOptions& o, Communicator& world) {
   return GenerateOnEngine(o, world, *tokenizer, requests, run);
 }
 
-}  // namespace
-
 int RunGenerate(const GenerateOptions& options, int* argc, char*** argv) {
-  return RunOnRanks(argc, argv,
-                    [&](Communicator& world) { return GenerateOnRanks(options, world); });
+  return RunOnRanks(argc, argv, [&](Communicator& world) {
+    return FamilyOf(options.files.model_path).generate(options, world);
+  });
 }
 
 }  // namespace gemmapod

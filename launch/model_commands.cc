@@ -9,6 +9,7 @@
 
 #include "launch/commands.h"
 #include "launch/engine_commands.h"
+#include "launch/families.h"
 #include "launch/model_files.h"
 #include "launch/rank_runner.h"
 #include "launch/recurrent_commands.h"
@@ -68,12 +69,19 @@ int RunConvert(const ConvertCommandOptions& o) {
 namespace {
 
 int LogitsOnRanks(const LogitsOptions& o, Communicator& world) {
-  if (IsT5GemmaCheckpoint(o.files.model_path)) return LogitsT5GemmaOnRanks(o, world);
-  CheckOnEveryRank(world, [&] {
-    GEMMAPOD_CHECK(o.encoder_tokens.empty(), "--encoder-tokens: ", o.files.model_path,
-                   " is a decoder-only model; it takes --tokens alone");
-  });
-  if (IsRecurrentGemmaCheckpoint(o.files.model_path)) return LogitsRecurrentOnRanks(o, world);
+  const ModelFamily& family = FamilyOf(o.files.model_path);
+  if (!family.encoder_decoder) {
+    CheckOnEveryRank(world, [&] {
+      GEMMAPOD_CHECK(o.encoder_tokens.empty(), "--encoder-tokens: ", o.files.model_path,
+                     " is a decoder-only model; it takes --tokens alone");
+    });
+  }
+  return family.logits(o, world);
+}
+
+}  // namespace
+
+int LogitsGemmaOnRanks(const LogitsOptions& o, Communicator& world) {
   std::vector<std::vector<int32_t>> sequences;
   ShardedGemmaPlan plan;
   int dp = 1;
@@ -109,10 +117,35 @@ int LogitsOnRanks(const LogitsOptions& o, Communicator& world) {
   return LogitsOnEngine(o, world, sequences, run);
 }
 
-}  // namespace
-
 int RunLogits(const LogitsOptions& options, int* argc, char*** argv) {
   return RunOnRanks(argc, argv, [&](Communicator& world) { return LogitsOnRanks(options, world); });
+}
+
+namespace {
+
+std::optional<std::string> TokenizerToEmbed(const RandomCheckpointOptions& o) {
+  if (o.tokenizer_path.empty()) return std::nullopt;
+  return Tokenizer::FromFile(o.tokenizer_path).serialized();
+}
+
+DType RandomDType(const RandomCheckpointOptions& o) {
+  return o.dtype == "bf16" ? DType::kBF16 : DType::kF32;
+}
+
+}  // namespace
+
+RandomCheckpointReport RandomGemmaCheckpoint(const RandomCheckpointOptions& o) {
+  const ModelConfig config = LoadModelConfigYaml(o.config_path);
+  GemmaWeights weights = RandomGemmaWeights(config, RandomDType(o), o.seed);
+  SaveGemmaCheckpoint(o.out, config, weights, TokenizerToEmbed(o));
+  return {config.name, config.ParameterCount()};
+}
+
+RandomCheckpointReport RandomT5GemmaCheckpoint(const RandomCheckpointOptions& o) {
+  const T5GemmaConfig config = LoadT5GemmaConfigYaml(o.config_path);
+  T5GemmaWeights weights = RandomT5GemmaWeights(config, RandomDType(o), o.seed);
+  SaveT5GemmaCheckpoint(o.out, config, weights, TokenizerToEmbed(o));
+  return {config.name, config.ParameterCount()};
 }
 
 int RunRandomCheckpoint(const RandomCheckpointOptions& o) {
@@ -120,27 +153,16 @@ int RunRandomCheckpoint(const RandomCheckpointOptions& o) {
                  o.dtype, "'");
   GEMMAPOD_CHECK(o.force || !std::filesystem::exists(o.out), o.out,
                  " exists; pass --force to replace it");
-  std::optional<std::string> tokenizer;
-  if (!o.tokenizer_path.empty()) tokenizer = Tokenizer::FromFile(o.tokenizer_path).serialized();
-  const DType dtype = o.dtype == "bf16" ? DType::kBF16 : DType::kF32;
-  std::string name;
-  int64_t parameters = 0;
-  if (IsT5GemmaYaml(o.config_path)) {
-    const T5GemmaConfig config = LoadT5GemmaConfigYaml(o.config_path);
-    T5GemmaWeights weights = RandomT5GemmaWeights(config, dtype, o.seed);
-    SaveT5GemmaCheckpoint(o.out, config, weights, tokenizer);
-    name = config.name;
-    parameters = config.ParameterCount();
-  } else {
-    const ModelConfig config = LoadModelConfigYaml(o.config_path);
-    GemmaWeights weights = RandomGemmaWeights(config, dtype, o.seed);
-    SaveGemmaCheckpoint(o.out, config, weights, tokenizer);
-    name = config.name;
-    parameters = config.ParameterCount();
-  }
+  const ModelFamily& family = FamilyOf(o.config_path);
+  GEMMAPOD_CHECK(family.random_checkpoint != nullptr, "random-checkpoint: ", o.config_path,
+                 " is a ", family.name,
+                 " config; random checkpoints are made for gemma and "
+                 "t5gemma configs");
+  const RandomCheckpointReport r = family.random_checkpoint(o);
   std::printf("wrote %s: %s with RANDOM weights (seed %llu, %s, %lld parameters)%s\n",
-              o.out.c_str(), name.c_str(), static_cast<unsigned long long>(o.seed), o.dtype.c_str(),
-              static_cast<long long>(parameters), tokenizer ? ", tokenizer embedded" : "");
+              o.out.c_str(), r.name.c_str(), static_cast<unsigned long long>(o.seed),
+              o.dtype.c_str(), static_cast<long long>(r.parameters),
+              o.tokenizer_path.empty() ? "" : ", tokenizer embedded");
   return 0;
 }
 

@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "launch/commands.h"
+#include "launch/families.h"
 #include "launch/rank_map.h"
 #include "launch/recurrent_commands.h"
 #include "launch/sharded_model.h"
@@ -28,6 +29,8 @@ std::string Bytes(int64_t bytes) {
   std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
   return buf;
 }
+
+}  // namespace
 
 // RecurrentGemma: per rank its layers, weights and decode state, whose size does not depend on
 // the context; layers split evenly over the stages.
@@ -184,23 +187,7 @@ int PrintT5GemmaPlan(const PodTopology& pod, const PlanOptions& o) {
   return 0;
 }
 
-bool IsRecurrentModel(const std::string& path) {
-  if (EndsWith(path, ".yaml") || EndsWith(path, ".yml")) {
-    std::ifstream in(path);
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.rfind("architecture:", 0) == 0) {
-        return line.find("recurrent_gemma") != std::string::npos;
-      }
-    }
-    return false;
-  }
-  return IsRecurrentGemmaCheckpoint(path);
-}
-
-int PrintModelPlan(const PodTopology& pod, const PlanOptions& o) {
-  if (IsRecurrentModel(o.model_path)) return PrintRecurrentPlan(pod, o);
-  if (IsT5GemmaModel(o.model_path)) return PrintT5GemmaPlan(pod, o);
+int PrintGemmaPlan(const PodTopology& pod, const PlanOptions& o) {
   CheckpointModel model;
   if (EndsWith(o.model_path, ".yaml") || EndsWith(o.model_path, ".yml")) {
     model.config = LoadModelConfigYaml(o.model_path);
@@ -246,14 +233,12 @@ int PrintModelPlan(const PodTopology& pod, const PlanOptions& o) {
   return 0;
 }
 
-}  // namespace
-
 int RunPlan(const PlanOptions& options) {
   const PodTopology pod = LoadPodTopology(options.pod_path);
   std::fputs(RenderPodSummary(pod).c_str(), stdout);
   std::fputs(RenderRankMap(pod).c_str(), stdout);
   if (options.model_path.empty()) return 0;
-  return PrintModelPlan(pod, options);
+  return FamilyOf(options.model_path).plan(pod, options);
 }
 
 }  // namespace gemmapod

@@ -67,18 +67,6 @@ int64_t PerReplica(size_t count, int dp) { return (static_cast<int64_t>(count) +
 
 }  // namespace
 
-bool IsRecurrentGemmaCheckpoint(const std::string& path) {
-  try {
-    const Attributes a = Hdf5CheckpointReader::Open(path)->config();
-    const auto it = a.find("architecture");
-    if (it == a.end()) return false;
-    const auto* name = std::get_if<std::string>(&it->second);
-    return name != nullptr && *name == "recurrent_gemma";
-  } catch (const Error&) {
-    return false;
-  }
-}
-
 int GenerateRecurrentOnRanks(const GenerateOptions& o, Communicator& world) {
   std::optional<Tokenizer> tokenizer;
   std::vector<GenerationRequest> requests;

@@ -12,10 +12,6 @@ namespace gemmapod {
 
 class Communicator;
 
-// Whether `path` is a .h5 checkpoint whose config says recurrent_gemma (false on any error: the
-// Gemma path then reports it).
-bool IsRecurrentGemmaCheckpoint(const std::string& path);
-
 int GenerateRecurrentOnRanks(const GenerateOptions& options, Communicator& world);
 int LogitsRecurrentOnRanks(const LogitsOptions& options, Communicator& world);
 

@@ -82,19 +82,6 @@ void CheckIds(const std::vector<int32_t>& ids, int64_t vocab, const std::string&
 
 }  // namespace
 
-bool IsT5GemmaCheckpoint(const std::string& path) {
-  try {
-    return IsT5GemmaAttributes(Hdf5CheckpointReader::Open(path)->config());
-  } catch (const Error&) {
-    return false;
-  }
-}
-
-bool IsT5GemmaModel(const std::string& path) {
-  const std::string ext = std::filesystem::path(path).extension().string();
-  return ext == ".yaml" || ext == ".yml" ? IsT5GemmaYaml(path) : IsT5GemmaCheckpoint(path);
-}
-
 int GenerateT5GemmaOnRanks(const GenerateOptions& o, Communicator& world) {
   std::optional<Tokenizer> tokenizer;
   std::vector<GenerationRequest> requests;

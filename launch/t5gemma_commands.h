@@ -12,12 +12,6 @@ namespace gemmapod {
 
 class Communicator;
 
-// Whether `path` is a .h5 checkpoint whose config says t5gemma (false on any error).
-bool IsT5GemmaCheckpoint(const std::string& path);
-
-// Whether a .yaml model config or a .h5 checkpoint is a T5Gemma (false on any error).
-bool IsT5GemmaModel(const std::string& path);
-
 int GenerateT5GemmaOnRanks(const GenerateOptions& options, Communicator& world);
 int LogitsT5GemmaOnRanks(const LogitsOptions& options, Communicator& world);
 
