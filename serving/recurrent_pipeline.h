@@ -1,7 +1,5 @@
-// RecurrentGemma over a replica of the process grid: each pipeline stage runs its layer range on
-// its tensor-parallel shard, activations pass forward with blocking sends, and the last stage's
-// logits reach every rank of the replica. One chunk at a time (no micro-batches in flight yet,
-// unlike GemmaPipeline).
+// RecurrentGemma's place in a process grid: the layer ranges of its stages and a rank's shard.
+// The commands run it on the pipeline engine (serving/engine/recurrent_stage_model.h).
 #pragma once
 
 #include <vector>
@@ -19,8 +17,10 @@ std::vector<std::pair<int64_t, int64_t>> RecurrentStageLayers(int64_t num_layers
 RecurrentGemmaShard RecurrentGemmaShardAt(const RecurrentGemmaConfig& config,
                                           const ProcessGrid& grid);
 
-// Runs `chunk` through every stage of this rank's replica (collective over the replica) and
-// returns the logits on every rank: [tokens, vocab] or [1, vocab].
+// Runs `chunk` through every stage of this rank's replica (collective over the replica), one chunk
+// at a time, and returns the logits on every rank: [tokens, vocab] or [1, vocab]. Unlike the
+// engine's chunks, `chunk` may carry document starts (segment positions): the sharded
+// equivalence test feeds a document reset through every layout with it.
 Tensor ForwardOnGrid(RecurrentGemma& stage, const ProcessGrid& grid, const RecurrentChunk& chunk,
                      RecurrentGemmaState& state, bool all_logits);
 
