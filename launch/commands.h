@@ -122,5 +122,9 @@ int RunTokenize(const TokenizeOptions& options);
 
 // "2,651,7" -> ids; errors name the bad entry. Exposed for tests.
 std::vector<int32_t> ParseTokenList(const std::string& text);
+// Every --tokens list of a decoder-only `logits` batch: one length, ids below `vocab_size`, at
+// most `max_tokens` each; errors name the list ("--tokens #2: ...") and the entry.
+std::vector<std::vector<int32_t>> ParseTokenBatch(const std::vector<std::string>& lists,
+                                                  int64_t vocab_size, int64_t max_tokens);
 
 }  // namespace gemmapod

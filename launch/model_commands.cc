@@ -50,6 +50,31 @@ std::vector<int32_t> ParseTokenList(const std::string& text) {
   return ids;
 }
 
+std::vector<std::vector<int32_t>> ParseTokenBatch(const std::vector<std::string>& lists,
+                                                  int64_t vocab_size, int64_t max_tokens) {
+  std::vector<std::vector<int32_t>> sequences;
+  for (size_t s = 0; s < lists.size(); ++s) {
+    const std::string which = lists.size() > 1 ? StrCat("--tokens #", s + 1, ": ") : "";
+    try {
+      sequences.push_back(ParseTokenList(lists[s]));
+    } catch (const Error& e) {
+      throw Error(which + e.what());
+    }
+    const std::vector<int32_t>& tokens = sequences.back();
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    GEMMAPOD_CHECK(n == static_cast<int64_t>(sequences.front().size()), which, n,
+                   " tokens, but the first sequence has ", sequences.front().size(),
+                   " (a batch's sequences have one length)");
+    GEMMAPOD_CHECK(n <= max_tokens, which, "--tokens: ", n,
+                   " tokens exceed the model's context of ", max_tokens);
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      GEMMAPOD_CHECK(tokens[i] < vocab_size, which, "--tokens: entry ", i, " (", tokens[i],
+                     ") is outside the vocabulary of ", vocab_size);
+    }
+  }
+  return sequences;
+}
+
 int RunConvert(const ConvertCommandOptions& o) {
   GEMMAPOD_CHECK(o.max_shard_mib > 0, "--max-shard-mib must be positive");
   ConvertOptions options;
@@ -87,25 +112,7 @@ int LogitsGemmaOnRanks(const LogitsOptions& o, Communicator& world) {
   int dp = 1;
   CheckOnEveryRank(world, [&] {
     const ModelConfig config = ReadCheckpointModel(o.files.model_path).config;
-    for (size_t s = 0; s < o.tokens.size(); ++s) {
-      const std::string which = o.tokens.size() > 1 ? StrCat("--tokens #", s + 1, ": ") : "";
-      try {
-        sequences.push_back(ParseTokenList(o.tokens[s]));
-      } catch (const Error& e) {
-        throw Error(which + e.what());
-      }
-      const std::vector<int32_t>& tokens = sequences.back();
-      const int64_t n = static_cast<int64_t>(tokens.size());
-      GEMMAPOD_CHECK(n == static_cast<int64_t>(sequences.front().size()), which, n,
-                     " tokens, but the first sequence has ", sequences.front().size(),
-                     " (a batch's sequences have one length)");
-      GEMMAPOD_CHECK(n <= config.max_position_embeddings, which, "--tokens: ", n,
-                     " tokens exceed the model's context of ", config.max_position_embeddings);
-      for (size_t i = 0; i < tokens.size(); ++i) {
-        GEMMAPOD_CHECK(tokens[i] < config.vocab_size, which, "--tokens: entry ", i, " (", tokens[i],
-                       ") is outside the vocabulary of ", config.vocab_size);
-      }
-    }
+    sequences = ParseTokenBatch(o.tokens, config.vocab_size, config.max_position_embeddings);
     dp = o.pod_path.empty() ? 1 : LoadPodTopology(o.pod_path).dp;
     const int64_t per_replica = (static_cast<int64_t>(sequences.size()) + dp - 1) / dp;
     plan = PlanShardedGemma(world.size(), o.pod_path, o.files, per_replica,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <limits>
 #include <optional>
 
 #include "launch/engine_commands.h"
@@ -97,22 +98,8 @@ int LogitsRecurrentOnRanks(const LogitsOptions& o, Communicator& world) {
   RecurrentGemmaConfig config;
   CheckOnEveryRank(world, [&] {
     config = CheckRecurrentJob(world, o.files, o.pod_path, shape);
-    for (size_t s = 0; s < o.tokens.size(); ++s) {
-      const std::string which = o.tokens.size() > 1 ? StrCat("--tokens #", s + 1, ": ") : "";
-      try {
-        sequences.push_back(ParseTokenList(o.tokens[s]));
-      } catch (const Error& e) {
-        throw Error(which + e.what());
-      }
-      const std::vector<int32_t>& tokens = sequences.back();
-      GEMMAPOD_CHECK(tokens.size() == sequences.front().size(), which, tokens.size(),
-                     " tokens, but the first sequence has ", sequences.front().size(),
-                     " (a batch's sequences have one length)");
-      for (size_t i = 0; i < tokens.size(); ++i) {
-        GEMMAPOD_CHECK(tokens[i] < config.vocab_size, which, "--tokens: entry ", i, " (", tokens[i],
-                       ") is outside the vocabulary of ", config.vocab_size);
-      }
-    }
+    // A fixed state: no context limit from the model.
+    sequences = ParseTokenBatch(o.tokens, config.vocab_size, std::numeric_limits<int64_t>::max());
   });
   ShardedRun run = LoadRecurrentRun(world, o.files, shape, config,
                                     PerReplica(sequences.size(), shape.dp), config.vocab_size);
