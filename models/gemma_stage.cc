@@ -9,6 +9,7 @@
 #include "runtime/comm/communicator.h"
 #include "runtime/cpu/ops.h"
 #include "runtime/error.h"
+#include "runtime/ops/ops.h"
 
 namespace gemmapod {
 namespace {
@@ -16,7 +17,7 @@ namespace {
 Tensor NewF32(int64_t rows, int64_t cols) { return Tensor::Empty({rows, cols}, DType::kF32); }
 
 void RmsNormRows(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
-  cpu::RmsNorm(x.data<float>(), weight.data<float>(), x.dim(0), x.dim(1), eps, out.data<float>());
+  ops::RmsNorm(x, weight, eps, out);
 }
 
 }  // namespace
@@ -117,14 +118,14 @@ void GemmaStage::RunLayers(Tensor& h, const BatchLayout& layout, KvCache& cache)
     SelfAttentionForward(normed, attention, settings, layout, cache, l, TpGroup(), q, k, v, attn,
                          block_out, precision_);
     if (c.post_norms) RmsNormRows(block_out, w.post_attn_norm, eps, block_out);
-    cpu::Add(h.data<float>(), block_out.data<float>(), h.data<float>(), T * d);
+    ops::Add(h, block_out, h);
 
     // h = h + [post_norm](mlp(norm(h)))
     RmsNormRows(h, w.mlp_norm, eps, normed);
     GegluMlpForward(normed, {w.gate_proj, w.up_proj, w.down_proj}, TpGroup(), gate, up, hidden,
                     block_out, precision_);
     if (c.post_norms) RmsNormRows(block_out, w.post_mlp_norm, eps, block_out);
-    cpu::Add(h.data<float>(), block_out.data<float>(), h.data<float>(), T * d);
+    ops::Add(h, block_out, h);
   }
 }
 

@@ -10,6 +10,7 @@
 #include "runtime/comm/communicator.h"
 #include "runtime/cpu/ops.h"
 #include "runtime/error.h"
+#include "runtime/ops/ops.h"
 
 namespace gemmapod {
 namespace {
@@ -293,14 +294,13 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
   Tensor normed = NewF32(T, d), out = NewF32(T, d);
   for (int64_t l = shard_.first_layer; l < shard_.end_layer; ++l) {
     const RecurrentGemmaLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
-    cpu::RmsNorm(h.data<float>(), w.temporal_pre_norm.data<float>(), T, d, eps,
-                 normed.data<float>());
+    ops::RmsNorm(h, w.temporal_pre_norm, eps, normed);
     if (c.blocks[static_cast<size_t>(l)] == TemporalBlock::kRecurrent) {
       const RecurrentBlockWeights& r = w.recurrent;
       RecurrentGemmaState::RecurrentLayer& st = state.recurrent_[static_cast<size_t>(l)];
       Tensor y = NewF32(T, lru), u = NewF32(T, lru), conv = NewF32(T, lru);
       ColumnParallelLinear(r.linear_y).Forward(normed, y, precision);
-      cpu::GeluTanh(y.data<float>(), y.data<float>(), T * lru);
+      ops::GeluTanh(y, y);
       ColumnParallelLinear(r.linear_x).Forward(normed, u, precision);
 
       // Causal depthwise convolution over time: tap k of channel ch multiplies the input
@@ -372,8 +372,8 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
       ColumnParallelLinear(a.v_proj).Forward(normed, v, precision);
       const float theta = static_cast<float>(c.rope_theta);
       const float fraction = static_cast<float>(c.rotary_fraction);
-      cpu::RopeHalfSplit(q.data<float>(), T, H, hd, pos.data(), theta, fraction);
-      cpu::RopeHalfSplit(k.data<float>(), T, KV, hd, pos.data(), theta, fraction);
+      ops::RopeHalfSplit(q, H, hd, pos, {theta, fraction, 1.0f});
+      ops::RopeHalfSplit(k, KV, hd, pos, {theta, fraction, 1.0f});
 
       // Keys a query may read: its own document's, at most W tokens back, itself included. Older
       // ones come from the ring, which holds the last W tokens before this chunk.
@@ -401,16 +401,15 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
       }
       RowParallelLinear(a.o_proj, TpGroup()).Forward(attn, out, precision);
     }
-    cpu::Add(h.data<float>(), out.data<float>(), h.data<float>(), T * d);
+    ops::Add(h, out, h);
 
     // MLP: down(gelu(gate(x)) * up(x)), every projection with its bias.
-    cpu::RmsNorm(h.data<float>(), w.channel_pre_norm.data<float>(), T, d, eps,
-                 normed.data<float>());
+    ops::RmsNorm(h, w.channel_pre_norm, eps, normed);
     const int64_t ffn = shard_.ffn;
     Tensor gate = NewF32(T, ffn), up = NewF32(T, ffn), hidden = NewF32(T, ffn);
     GegluMlpForward(normed, {w.gate_proj, w.up_proj, w.down_proj}, TpGroup(), gate, up, hidden, out,
                     precision);
-    cpu::Add(h.data<float>(), out.data<float>(), h.data<float>(), T * d);
+    ops::Add(h, out, h);
   }
 }
 
@@ -445,10 +444,8 @@ VocabParallelHead RecurrentGemma::Head() const {
 
 Tensor RecurrentGemma::LogitShard(const Tensor& h) const {
   GEMMAPOD_CHECK(shard_.has_head, "RecurrentGemma: only the last stage computes logits");
-  const int64_t rows = h.dim(0), d = config_.hidden_size;
-  Tensor normed = NewF32(rows, d);
-  cpu::RmsNorm(h.data<float>(), weights_.final_norm.data<float>(), rows, d,
-               static_cast<float>(config_.rms_norm_eps), normed.data<float>());
+  Tensor normed = NewF32(h.dim(0), config_.hidden_size);
+  ops::RmsNorm(h, weights_.final_norm, static_cast<float>(config_.rms_norm_eps), normed);
   return Head().LogitShard(normed, precision_);
 }
 

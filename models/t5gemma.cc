@@ -9,6 +9,7 @@
 #include "runtime/comm/communicator.h"
 #include "runtime/cpu/ops.h"
 #include "runtime/error.h"
+#include "runtime/ops/ops.h"
 
 namespace gemmapod {
 namespace {
@@ -16,13 +17,13 @@ namespace {
 Tensor NewF32(int64_t rows, int64_t cols) { return Tensor::Empty({rows, cols}, DType::kF32); }
 
 void RmsNormRows(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
-  cpu::RmsNorm(x.data<float>(), weight.data<float>(), x.dim(0), x.dim(1), eps, out.data<float>());
+  ops::RmsNorm(x, weight, eps, out);
 }
 
 // h += [post_norm](block_out), after the row-parallel block's partial sums are reduced.
 void AddResidual(Tensor& h, Tensor& block_out, const Tensor& post_norm, float eps) {
   RmsNormRows(block_out, post_norm, eps, block_out);
-  cpu::Add(h.data<float>(), block_out.data<float>(), h.data<float>(), h.numel());
+  ops::Add(h, block_out, h);
 }
 
 }  // namespace
@@ -156,8 +157,8 @@ void T5Gemma::RunEncoderLayers(Tensor& h, const EncoderBatch& batch) {
     ColumnParallelLinear(w.q_proj).Forward(normed, q, precision_);
     ColumnParallelLinear(w.k_proj).Forward(normed, k, precision_);
     ColumnParallelLinear(w.v_proj).Forward(normed, v, precision_);
-    cpu::RopeHalfSplit(q.data<float>(), T, H, hd, batch.positions.data(), theta, 1.0f, 1.0f);
-    cpu::RopeHalfSplit(k.data<float>(), T, KV, hd, batch.positions.data(), theta, 1.0f, 1.0f);
+    ops::RopeHalfSplit(q, H, hd, batch.positions, {theta, 1.0f, 1.0f});
+    ops::RopeHalfSplit(k, KV, hd, batch.positions, {theta, 1.0f, 1.0f});
     for (size_t b = 0; b < batch.offset.size(); ++b) {
       const int64_t off = batch.offset[b], n = batch.length[b];
       FullAttention(shape, q.data<float>() + off * H * hd, n, k.data<float>() + off * KV * hd,

@@ -1,6 +1,7 @@
 #include "models/layers/geglu_mlp.h"
 
 #include "runtime/cpu/ops.h"
+#include "runtime/ops/ops.h"
 
 namespace gemmapod {
 
@@ -8,8 +9,8 @@ void GegluMlpForward(const Tensor& x, const GegluMlpWeights& w, Communicator* tp
                      Tensor& up, Tensor& hidden, Tensor& out, cpu::MatmulPrecision precision) {
   ColumnParallelLinear(w.gate_proj).Forward(x, gate, precision);
   ColumnParallelLinear(w.up_proj).Forward(x, up, precision);
-  cpu::GeluTanh(gate.data<float>(), hidden.data<float>(), gate.numel());
-  cpu::Mul(hidden.data<float>(), up.data<float>(), hidden.data<float>(), hidden.numel());
+  ops::GeluTanh(gate, hidden);
+  ops::Mul(hidden, up, hidden);
   RowParallelLinear(w.down_proj, tp).Forward(hidden, out, precision);
 }
 

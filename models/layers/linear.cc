@@ -3,24 +3,21 @@
 #include "runtime/cpu/int8_matmul.h"
 #include "runtime/cpu/ops.h"
 #include "runtime/error.h"
+#include "runtime/ops/ops.h"
 
 namespace gemmapod {
 
 void LinearProduct(const Tensor& x, const Linear& w, Tensor& y, cpu::MatmulPrecision precision) {
   if (w.quantized()) {
-    cpu::MatMulInt8(x, w.weight, w.scale, y);
+    ops::MatMulInt8(x, w.weight, w.scale, y);
   } else {
-    cpu::MatMul(x, w.weight, y, precision);
+    ops::MatMul(x, w.weight, y, precision);
   }
 }
 
 void AddBias(const Linear& w, Tensor& y) {
   if (!w.bias.defined()) return;
-  const int64_t n = w.bias.numel();
-  GEMMAPOD_CHECK(y.dim(-1) == n, "AddBias: bias of ", n, " for output ", y.Describe());
-  const float* b = w.bias.data<float>();
-  float* out = y.data<float>();
-  for (int64_t r = 0; r < y.numel() / n; ++r) cpu::Add(out + r * n, b, out + r * n, n);
+  ops::AddRowBias(w.bias, y);
 }
 
 void LinearForward(const Tensor& x, const Linear& w, Tensor& y, cpu::MatmulPrecision precision) {

@@ -6,6 +6,7 @@
 #include "runtime/comm/communicator.h"
 #include "runtime/cpu/ops.h"
 #include "runtime/error.h"
+#include "runtime/ops/ops.h"
 
 namespace gemmapod {
 namespace {
@@ -51,7 +52,7 @@ Tensor VocabParallelHead::LogitShard(const Tensor& x, cpu::MatmulPrecision preci
   Tensor logits = Tensor::Empty({rows, vocab_.rows}, DType::kF32);
   LinearForward(x, table_, logits, precision);
   if (softcap_ > 0) {
-    cpu::SoftCap(logits.data<float>(), softcap_, logits.data<float>(), logits.numel());
+    ops::SoftCap(logits, softcap_, logits);
   }
   if (vocab_.valid < vocab_.rows) {
     float* p = logits.data<float>();

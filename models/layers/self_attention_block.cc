@@ -1,6 +1,6 @@
 #include "models/layers/self_attention_block.h"
 
-#include "runtime/cpu/ops.h"
+#include "runtime/ops/ops.h"
 
 namespace gemmapod {
 
@@ -13,16 +13,14 @@ void SelfAttentionForward(const Tensor& x, const SelfAttentionWeights& w,
   ColumnParallelLinear(w.q_proj).Forward(x, q, precision);
   ColumnParallelLinear(w.k_proj).Forward(x, k, precision);
   ColumnParallelLinear(w.v_proj).Forward(x, v, precision);
-  if (w.q_norm != nullptr) {
-    cpu::RmsNorm(q.data<float>(), w.q_norm->data<float>(), T * H, hd, s.rms_norm_eps,
-                 q.data<float>());
-    cpu::RmsNorm(k.data<float>(), w.k_norm->data<float>(), T * KV, hd, s.rms_norm_eps,
-                 k.data<float>());
+  if (w.q_norm != nullptr) {  // Gemma 3's per-head qk-norm: rows of head_dim
+    Tensor q_heads = q.Reshape({T * H, hd}), k_heads = k.Reshape({T * KV, hd});
+    ops::RmsNorm(q_heads, *w.q_norm, s.rms_norm_eps, q_heads);
+    ops::RmsNorm(k_heads, *w.k_norm, s.rms_norm_eps, k_heads);
   }
-  cpu::RopeHalfSplit(q.data<float>(), T, H, hd, batch.positions.data(), s.rope_theta, 1.0f,
-                     s.rope_position_scale);
-  cpu::RopeHalfSplit(k.data<float>(), T, KV, hd, batch.positions.data(), s.rope_theta, 1.0f,
-                     s.rope_position_scale);
+  const ops::Rope rope{s.rope_theta, 1.0f, s.rope_position_scale};
+  ops::RopeHalfSplit(q, H, hd, batch.positions, rope);
+  ops::RopeHalfSplit(k, KV, hd, batch.positions, rope);
   for (size_t b = 0; b < batch.sequence.size(); ++b) {
     const int64_t off = batch.offset[b];
     CachedSelfAttention(s.shape, q.data<float>() + off * H * hd, k.data<float>() + off * KV * hd,

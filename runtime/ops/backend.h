@@ -1,0 +1,35 @@
+// What a device implements to run the operations of runtime/ops/ops.h. The operations have
+// checked their operands (one device, dtypes, shapes) before a backend sees them.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "runtime/device.h"
+#include "runtime/ops/ops.h"
+
+namespace gemmapod::ops {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual void MatMul(const Tensor& x, const Tensor& w, Tensor& y, MatmulPrecision precision) = 0;
+  virtual void MatMulInt8(const Tensor& x, const Tensor& w, const Tensor& scale, Tensor& y) = 0;
+  virtual void AddRowBias(const Tensor& bias, Tensor& y) = 0;
+  virtual void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) = 0;
+  virtual void Add(const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  virtual void Mul(const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  virtual void Scale(const Tensor& x, float s, Tensor& out) = 0;
+  virtual void GeluTanh(const Tensor& x, Tensor& out) = 0;
+  virtual void SoftCap(const Tensor& x, float cap, Tensor& out) = 0;
+  virtual void RopeHalfSplit(Tensor& x, int64_t heads, int64_t head_dim,
+                             std::span<const int32_t> positions, const Rope& rope) = 0;
+};
+
+// Called once by a device backend at start-up; the backend must outlive every call. The CPU's is
+// built in.
+void RegisterBackend(DeviceKind kind, Backend* backend);
+// The backend for `kind`, or null when none is registered.
+Backend* BackendFor(DeviceKind kind);
+
+}  // namespace gemmapod::ops

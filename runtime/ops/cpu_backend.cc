@@ -1,0 +1,65 @@
+#include "runtime/ops/cpu_backend.h"
+
+#include "runtime/cpu/int8_matmul.h"
+#include "runtime/cpu/matmul.h"
+#include "runtime/cpu/ops.h"
+
+namespace gemmapod::ops {
+namespace {
+
+// Rows of a [..., n] tensor.
+int64_t Rows(const Tensor& t, int64_t n) { return n == 0 ? 0 : t.numel() / n; }
+
+class Cpu final : public Backend {
+ public:
+  void MatMul(const Tensor& x, const Tensor& w, Tensor& y, MatmulPrecision precision) override {
+    const int64_t k = w.dim(1), n = w.dim(0);
+    // The kernels take 2-d operands: [rows, K] x [N, K] -> [rows, N], views of the same bytes.
+    Tensor out = y.Reshape({Rows(y, n), n});
+    cpu::MatMul(x.Reshape({Rows(x, k), k}), w, out, precision);
+  }
+  void MatMulInt8(const Tensor& x, const Tensor& w, const Tensor& scale, Tensor& y) override {
+    const int64_t k = w.dim(1), n = w.dim(0);
+    Tensor out = y.Reshape({Rows(y, n), n});
+    cpu::MatMulInt8(x.Reshape({Rows(x, k), k}), w, scale, out);
+  }
+  void AddRowBias(const Tensor& bias, Tensor& y) override {
+    const int64_t n = bias.numel();
+    const float* b = bias.data<float>();
+    float* out = y.data<float>();
+    for (int64_t r = 0; r < Rows(y, n); ++r) cpu::Add(out + r * n, b, out + r * n, n);
+  }
+  void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
+    const int64_t d = weight.numel();
+    cpu::RmsNorm(x.data<float>(), weight.data<float>(), Rows(x, d), d, eps, out.data<float>());
+  }
+  void Add(const Tensor& a, const Tensor& b, Tensor& out) override {
+    cpu::Add(a.data<float>(), b.data<float>(), out.data<float>(), a.numel());
+  }
+  void Mul(const Tensor& a, const Tensor& b, Tensor& out) override {
+    cpu::Mul(a.data<float>(), b.data<float>(), out.data<float>(), a.numel());
+  }
+  void Scale(const Tensor& x, float s, Tensor& out) override {
+    cpu::Scale(x.data<float>(), s, out.data<float>(), x.numel());
+  }
+  void GeluTanh(const Tensor& x, Tensor& out) override {
+    cpu::GeluTanh(x.data<float>(), out.data<float>(), x.numel());
+  }
+  void SoftCap(const Tensor& x, float cap, Tensor& out) override {
+    cpu::SoftCap(x.data<float>(), cap, out.data<float>(), x.numel());
+  }
+  void RopeHalfSplit(Tensor& x, int64_t heads, int64_t head_dim, std::span<const int32_t> positions,
+                     const Rope& rope) override {
+    cpu::RopeHalfSplit(x.data<float>(), static_cast<int64_t>(positions.size()), heads, head_dim,
+                       positions.data(), rope.theta, rope.rotary_fraction, rope.position_scale);
+  }
+};
+
+}  // namespace
+
+Backend& CpuBackend() {
+  static Cpu cpu;
+  return cpu;
+}
+
+}  // namespace gemmapod::ops

@@ -1,0 +1,146 @@
+#include "runtime/ops/ops.h"
+
+#include <array>
+#include <mutex>
+
+#include "runtime/error.h"
+#include "runtime/ops/backend.h"
+#include "runtime/ops/cpu_backend.h"
+
+namespace gemmapod::ops {
+namespace {
+
+std::mutex registry_mutex;
+std::array<Backend*, 2> registry = {nullptr, nullptr};  // by DeviceKind
+
+// The backend for the device all of `tensors` live on; the operation's name in every error.
+Backend& On(const char* op, std::initializer_list<const Tensor*> tensors) {
+  const Device device = (*tensors.begin())->device();
+  for (const Tensor* t : tensors) {
+    GEMMAPOD_CHECK(t->device() == device, op, ": operands on ", device.ToString(), " and ",
+                   t->device().ToString(), " (", t->Describe(), "); move them to one device");
+  }
+  Backend* backend = BackendFor(device.kind);
+  GEMMAPOD_CHECK(backend != nullptr, op, ": no operations backend for ", device.ToString(),
+                 " in this build");
+  return *backend;
+}
+
+void CheckF32(const char* op, std::initializer_list<const Tensor*> tensors) {
+  for (const Tensor* t : tensors) {
+    GEMMAPOD_CHECK(t->dtype() == DType::kF32, op, ": ", t->Describe(), " is not f32");
+  }
+}
+
+void CheckSameShape(const char* op, const Tensor& a, const Tensor& b) {
+  GEMMAPOD_CHECK(a.shape() == b.shape(), op, ": ", a.Describe(), " and ", b.Describe(),
+                 " differ in shape");
+}
+
+// x [..., K] against w [N, K] into y [..., N].
+void CheckProduct(const char* op, const Tensor& x, const Tensor& w, const Tensor& y) {
+  GEMMAPOD_CHECK(w.rank() == 2 && x.rank() >= 1 && y.rank() == x.rank() && x.dim(-1) == w.dim(1) &&
+                     y.dim(-1) == w.dim(0) &&
+                     x.numel() / std::max<int64_t>(x.dim(-1), 1) ==
+                         y.numel() / std::max<int64_t>(y.dim(-1), 1),
+                 op, ": ", x.Describe(), " x ", w.Describe(), "^T does not fit ", y.Describe());
+  CheckF32(op, {&x, &y});
+}
+
+}  // namespace
+
+void RegisterBackend(DeviceKind kind, Backend* backend) {
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  registry[static_cast<size_t>(kind)] = backend;
+}
+
+Backend* BackendFor(DeviceKind kind) {
+  if (kind == DeviceKind::kCpu) return &CpuBackend();
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  return registry[static_cast<size_t>(kind)];
+}
+
+void MatMul(const Tensor& x, const Tensor& w, Tensor& y, MatmulPrecision precision) {
+  Backend& b = On("MatMul", {&x, &w, &y});
+  CheckProduct("MatMul", x, w, y);
+  GEMMAPOD_CHECK(w.dtype() == DType::kF32 || w.dtype() == DType::kBF16, "MatMul: weights ",
+                 w.Describe(), " are neither f32 nor bf16");
+  b.MatMul(x, w, y, precision);
+}
+
+void MatMulInt8(const Tensor& x, const Tensor& w, const Tensor& scale, Tensor& y) {
+  Backend& b = On("MatMulInt8", {&x, &w, &scale, &y});
+  CheckProduct("MatMulInt8", x, w, y);
+  GEMMAPOD_CHECK(
+      w.dtype() == DType::kI8 && scale.dtype() == DType::kF32 && scale.numel() == w.dim(0),
+      "MatMulInt8: weights ", w.Describe(), " with scales ", scale.Describe());
+  b.MatMulInt8(x, w, scale, y);
+}
+
+void AddRowBias(const Tensor& bias, Tensor& y) {
+  Backend& b = On("AddRowBias", {&bias, &y});
+  CheckF32("AddRowBias", {&bias, &y});
+  GEMMAPOD_CHECK(y.rank() >= 1 && y.dim(-1) == bias.numel(), "AddRowBias: bias ", bias.Describe(),
+                 " for output ", y.Describe());
+  b.AddRowBias(bias, y);
+}
+
+void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
+  Backend& b = On("RmsNorm", {&x, &weight, &out});
+  CheckF32("RmsNorm", {&x, &weight, &out});
+  CheckSameShape("RmsNorm", x, out);
+  GEMMAPOD_CHECK(x.rank() >= 1 && x.dim(-1) == weight.numel(), "RmsNorm: weight ",
+                 weight.Describe(), " for ", x.Describe());
+  b.RmsNorm(x, weight, eps, out);
+}
+
+void Add(const Tensor& a, const Tensor& c, Tensor& out) {
+  Backend& b = On("Add", {&a, &c, &out});
+  CheckF32("Add", {&a, &c, &out});
+  CheckSameShape("Add", a, c);
+  CheckSameShape("Add", a, out);
+  b.Add(a, c, out);
+}
+
+void Mul(const Tensor& a, const Tensor& c, Tensor& out) {
+  Backend& b = On("Mul", {&a, &c, &out});
+  CheckF32("Mul", {&a, &c, &out});
+  CheckSameShape("Mul", a, c);
+  CheckSameShape("Mul", a, out);
+  b.Mul(a, c, out);
+}
+
+void Scale(const Tensor& x, float s, Tensor& out) {
+  Backend& b = On("Scale", {&x, &out});
+  CheckF32("Scale", {&x, &out});
+  CheckSameShape("Scale", x, out);
+  b.Scale(x, s, out);
+}
+
+void GeluTanh(const Tensor& x, Tensor& out) {
+  Backend& b = On("GeluTanh", {&x, &out});
+  CheckF32("GeluTanh", {&x, &out});
+  CheckSameShape("GeluTanh", x, out);
+  b.GeluTanh(x, out);
+}
+
+void SoftCap(const Tensor& x, float cap, Tensor& out) {
+  Backend& b = On("SoftCap", {&x, &out});
+  CheckF32("SoftCap", {&x, &out});
+  CheckSameShape("SoftCap", x, out);
+  GEMMAPOD_CHECK(cap > 0, "SoftCap: cap ", cap, " must be positive");
+  b.SoftCap(x, cap, out);
+}
+
+void RopeHalfSplit(Tensor& x, int64_t heads, int64_t head_dim, std::span<const int32_t> positions,
+                   const Rope& rope) {
+  Backend& b = On("RopeHalfSplit", {&x});
+  CheckF32("RopeHalfSplit", {&x});
+  GEMMAPOD_CHECK(x.rank() == 2 && x.dim(0) == static_cast<int64_t>(positions.size()) &&
+                     x.dim(1) == heads * head_dim,
+                 "RopeHalfSplit: ", x.Describe(), " is not [", positions.size(), " positions, ",
+                 heads, " heads x ", head_dim, "]");
+  b.RopeHalfSplit(x, heads, head_dim, positions, rope);
+}
+
+}  // namespace gemmapod::ops

@@ -1,0 +1,46 @@
+// The device seam: the operations model layers call, on tensors, dispatched on the device the
+// tensors live on. Each operation checks what every backend would (one device for all operands,
+// f32 activations, shapes that agree) and names the operation and the tensors when they do not,
+// then runs the backend registered for that device (runtime/ops/backend.h). The CPU backend is
+// built in (today's kernels); a device backend registers itself at start-up, as its allocator
+// does, and passes tests/runtime/ops/backend_ops_test.cc.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "runtime/precision.h"
+#include "runtime/tensor.h"
+
+namespace gemmapod::ops {
+
+// y = x w^T. x: f32 [..., K]; w: f32 or bf16 [N, K]; y: f32 [..., N], preallocated.
+void MatMul(const Tensor& x, const Tensor& w, Tensor& y, MatmulPrecision precision);
+// The same with int8 weights and one f32 scale per output row (row n of W is scale[n] * w[n, :]).
+void MatMulInt8(const Tensor& x, const Tensor& w, const Tensor& scale, Tensor& y);
+// y[r, :] += bias for every row r of y [..., N]; bias f32 [N].
+void AddRowBias(const Tensor& bias, Tensor& y);
+
+// Gemma's RMSNorm over the last dimension: out = x / sqrt(mean(x^2) + eps) * (1 + weight).
+// x, out: f32 [..., d] (out may be x); weight: f32 [d].
+void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out);
+
+// Elementwise over equal shapes (out may alias an input).
+void Add(const Tensor& a, const Tensor& b, Tensor& out);
+void Mul(const Tensor& a, const Tensor& b, Tensor& out);
+void Scale(const Tensor& x, float s, Tensor& out);
+void GeluTanh(const Tensor& x, Tensor& out);            // Gemma's gelu (tanh approximation)
+void SoftCap(const Tensor& x, float cap, Tensor& out);  // cap * tanh(x / cap)
+
+// Half-split rotary embedding in place: x f32 [rows, heads * head_dim], row r at positions[r];
+// the first head_dim * rotary_fraction features of each head rotate, by angles position /
+// position_scale * theta^(-2i / rotary_dim).
+struct Rope {
+  float theta = 10000;
+  float rotary_fraction = 1;
+  float position_scale = 1;
+};
+void RopeHalfSplit(Tensor& x, int64_t heads, int64_t head_dim, std::span<const int32_t> positions,
+                   const Rope& rope);
+
+}  // namespace gemmapod::ops

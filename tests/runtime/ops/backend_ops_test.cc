@@ -1,0 +1,222 @@
+// Every operation of the device seam (runtime/ops/ops.h) on every backend this build has, over
+// odd shapes, against straightforward double-precision references (llama.cpp's test-backend-ops
+// in spirit). The CPU backend is always there; a device whose backend is not registered (CUDA
+// until the GPU work adds it, or no GPU) skips with the reason. Then the seam's own checks: one
+// device for all operands, f32 activations, shapes that agree, each named in the error.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "runtime/dtype.h"
+#include "runtime/ops/backend.h"
+#include "runtime/ops/ops.h"
+#include "tests/error_of.h"
+
+namespace gemmapod::ops {
+namespace {
+
+using ::testing::HasSubstr;
+
+Tensor Random(Shape shape, uint32_t seed, float scale = 1.0f) {
+  Tensor t = Tensor::Empty(std::move(shape), DType::kF32);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
+  return t;
+}
+
+double MaxRelative(const Tensor& got, const std::vector<double>& want) {
+  double worst = 0, scale = 1e-30;
+  for (double w : want) scale = std::max(scale, std::fabs(w));
+  for (size_t i = 0; i < want.size(); ++i) {
+    worst = std::max(worst, std::fabs(got.data<float>()[i] - want[i]));
+  }
+  return worst / scale;
+}
+
+class BackendOps : public ::testing::TestWithParam<DeviceKind> {
+ protected:
+  void SetUp() override {
+    if (BackendFor(GetParam()) == nullptr) {
+      GTEST_SKIP() << "no operations backend registered for this device kind in this build";
+    }
+    // A device backend runs on device copies; only the CPU's is registered so far.
+    if (GetParam() != DeviceKind::kCpu) GTEST_SKIP() << "device copies for this test are CPU-only";
+  }
+};
+
+// Odd shapes: a single row and element, lengths off every vector width, a 3-d activation.
+TEST_P(BackendOps, MatMulInEveryWeightTypeAndPrecision) {
+  const std::vector<std::vector<int64_t>> cases = {{1, 1, 1}, {3, 17, 5}, {9, 33, 70}, {40, 64, 3}};
+  uint32_t seed = 1;
+  for (const auto& c : cases) {
+    const int64_t M = c[0], K = c[1], N = c[2];
+    const Tensor x = Random({M, K}, seed++), w = Random({N, K}, seed++);
+    for (DType wt : {DType::kF32, DType::kBF16}) {
+      const Tensor weights = w.To(wt);
+      const Tensor exact_w = weights.To(DType::kF32);  // the values the kernel multiplies
+      std::vector<double> want(static_cast<size_t>(M * N), 0.0);
+      for (int64_t m = 0; m < M; ++m) {
+        for (int64_t n = 0; n < N; ++n) {
+          for (int64_t k = 0; k < K; ++k) {
+            want[m * N + n] +=
+                double{x.data<float>()[m * K + k]} * exact_w.data<float>()[n * K + k];
+          }
+        }
+      }
+      for (MatmulPrecision p : {MatmulPrecision::kExact, MatmulPrecision::kFastBF16}) {
+        Tensor y = Tensor::Empty({M, N}, DType::kF32);
+        MatMul(x, weights, y, p);
+        // Exact: f32-grade; fast rounds the activations to bf16 (2^-9 relative each).
+        const double bound = p == MatmulPrecision::kExact ? 1e-5 : 2e-2;
+        EXPECT_LT(MaxRelative(y, want), bound) << M << "x" << K << "x" << N << " " << DTypeName(wt)
+                                               << " fast=" << (p != MatmulPrecision::kExact);
+      }
+    }
+  }
+  // A 3-d activation is its rows.
+  const Tensor x = Random({2, 3, 8}, 50), w = Random({5, 8}, 51);
+  Tensor y3 = Tensor::Empty({2, 3, 5}, DType::kF32), y2 = Tensor::Empty({6, 5}, DType::kF32);
+  MatMul(x, w, y3, MatmulPrecision::kExact);
+  MatMul(x.Reshape({6, 8}), w, y2, MatmulPrecision::kExact);
+  for (int64_t i = 0; i < 30; ++i) EXPECT_EQ(y3.data<float>()[i], y2.data<float>()[i]);
+}
+
+TEST_P(BackendOps, MatMulInt8AndRowBias) {
+  const int64_t M = 5, K = 37, N = 11;
+  const Tensor x = Random({M, K}, 2);
+  Tensor w = Tensor::Empty({N, K}, DType::kI8), scale = Random({N}, 3, 0.05f);
+  for (int64_t i = 0; i < w.numel(); ++i)
+    w.data<int8_t>()[i] = static_cast<int8_t>(i * 37 % 255 - 127);
+  const Tensor bias = Random({N}, 4);
+  std::vector<double> want(static_cast<size_t>(M * N), 0.0);
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t k = 0; k < K; ++k) {
+        want[m * N + n] += double{x.data<float>()[m * K + k]} * w.data<int8_t>()[n * K + k] *
+                           scale.data<float>()[n];
+      }
+      want[m * N + n] += bias.data<float>()[n];
+    }
+  }
+  Tensor y = Tensor::Empty({M, N}, DType::kF32);
+  MatMulInt8(x, w, scale, y);
+  AddRowBias(bias, y);
+  EXPECT_LT(MaxRelative(y, want), 1e-5);
+}
+
+TEST_P(BackendOps, RmsNormIsGemmasOnePlusWeight) {
+  for (int64_t d : {1, 15, 33, 257}) {
+    const Tensor x = Random({3, d}, 5, 3.0f), weight = Random({d}, 6);
+    Tensor out = Tensor::Empty({3, d}, DType::kF32);
+    RmsNorm(x, weight, 1e-6f, out);
+    std::vector<double> want;
+    for (int64_t r = 0; r < 3; ++r) {
+      double ms = 0;
+      for (int64_t j = 0; j < d; ++j) ms += std::pow(double{x.data<float>()[r * d + j]}, 2);
+      const double inv = 1 / std::sqrt(ms / d + 1e-6);
+      for (int64_t j = 0; j < d; ++j) {
+        want.push_back(x.data<float>()[r * d + j] * inv * (1 + double{weight.data<float>()[j]}));
+      }
+    }
+    EXPECT_LT(MaxRelative(out, want), 2e-6) << d;
+  }
+}
+
+TEST_P(BackendOps, ElementwiseOperations) {
+  const int64_t n = 1003;  // past every vector width, with a tail
+  const Tensor a = Random({n}, 7, 6.0f), b = Random({n}, 8, 6.0f);
+  const auto check = [&](const char* what, const std::function<void(Tensor&)>& run,
+                         const std::function<double(double, double)>& f, double bound) {
+    Tensor out = Tensor::Empty({n}, DType::kF32);
+    run(out);
+    std::vector<double> want;
+    for (int64_t i = 0; i < n; ++i) want.push_back(f(a.data<float>()[i], b.data<float>()[i]));
+    EXPECT_LT(MaxRelative(out, want), bound) << what;
+  };
+  check(
+      "Add", [&](Tensor& o) { Add(a, b, o); }, [](double x, double y) { return x + y; }, 1e-7);
+  check(
+      "Mul", [&](Tensor& o) { Mul(a, b, o); }, [](double x, double y) { return x * y; }, 1e-7);
+  check(
+      "Scale", [&](Tensor& o) { Scale(a, 0.37f, o); },
+      [](double x, double) { return x * double{0.37f}; }, 1e-7);
+  check(
+      "GeluTanh", [&](Tensor& o) { GeluTanh(a, o); },
+      [](double x, double) {
+        return 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+      },
+      1e-6);
+  check(
+      "SoftCap", [&](Tensor& o) { SoftCap(a, 2.5f, o); },
+      [](double x, double) { return 2.5 * std::tanh(x / 2.5); }, 1e-6);
+  // In place.
+  Tensor c = a.Clone();
+  Add(c, b, c);
+  EXPECT_EQ(c.data<float>()[n - 1], a.data<float>()[n - 1] + b.data<float>()[n - 1]);
+}
+
+TEST_P(BackendOps, RopeRotatesHalfSplitPairs) {
+  const int64_t rows = 3, heads = 2, hd = 12;
+  const std::vector<int32_t> positions = {0, 5, 1000};
+  for (const Rope rope : {Rope{10000, 1, 1}, Rope{10000, 0.5f, 1}, Rope{1e6f, 1, 8}}) {
+    const Tensor x = Random({rows, heads * hd}, 9);
+    Tensor y = x.Clone();
+    RopeHalfSplit(y, heads, hd, positions, rope);
+    const int64_t rot = static_cast<int64_t>(hd * rope.rotary_fraction), half = rot / 2;
+    std::vector<double> want(static_cast<size_t>(x.numel()));
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t h = 0; h < heads; ++h) {
+        const float* v = x.data<float>() + (r * heads + h) * hd;
+        double* o = want.data() + (r * heads + h) * hd;
+        for (int64_t e = rot; e < hd; ++e) o[e] = v[e];  // past the rotary part: unchanged
+        for (int64_t i = 0; i < half; ++i) {
+          const double angle = positions[r] / double{rope.position_scale} *
+                               std::pow(double{rope.theta}, -2.0 * i / rot);
+          o[i] = v[i] * std::cos(angle) - v[i + half] * std::sin(angle);
+          o[i + half] = v[i + half] * std::cos(angle) + v[i] * std::sin(angle);
+        }
+      }
+    }
+    EXPECT_LT(MaxRelative(y, want), 2e-5) << rope.rotary_fraction << " " << rope.position_scale;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Devices, BackendOps,
+                         ::testing::Values(DeviceKind::kCpu, DeviceKind::kCuda),
+                         [](const auto& info) {
+                           return info.param == DeviceKind::kCpu ? "cpu" : "cuda";
+                         });
+
+// The seam's checks, before any backend runs.
+TEST(OpsSeam, MisplacedOrMisshapenOperandsAreNamed) {
+  Tensor a = Random({4}, 10), b = Random({4}, 11), out = Tensor::Empty({4}, DType::kF32);
+  // A tensor that says it lives on a GPU (its bytes are never read: the check comes first).
+  float fake[4] = {};
+  Tensor on_gpu = Tensor::Borrow(fake, {4}, DType::kF32, Device::Cuda(0));
+  EXPECT_THAT(ErrorOf([&] { Add(a, on_gpu, out); }),
+              HasSubstr("Add: operands on cpu:0 and cuda:0"));
+  EXPECT_THAT(ErrorOf([&] { Add(on_gpu, on_gpu, on_gpu); }),
+              HasSubstr("Add: no operations backend for cuda:0"));
+  Tensor longer = Random({5}, 12);
+  EXPECT_THAT(ErrorOf([&] { Mul(a, longer, out); }), HasSubstr("Mul: f32[4]"));
+  const Tensor ints = Tensor::Empty({4}, DType::kI32);
+  EXPECT_THAT(ErrorOf([&] { GeluTanh(ints, out); }), HasSubstr("is not f32"));
+  const Tensor x = Random({2, 8}, 13), w = Random({3, 7}, 14);
+  Tensor y = Tensor::Empty({2, 3}, DType::kF32);
+  EXPECT_THAT(ErrorOf([&] { MatMul(x, w, y, MatmulPrecision::kExact); }),
+              HasSubstr("MatMul: f32[2, 8]"));
+  Tensor q = Random({3, 8}, 15);
+  EXPECT_THAT(ErrorOf([&] {
+                RopeHalfSplit(q, 2, 4, std::vector<int32_t>{0, 1}, {});
+              }),
+              HasSubstr("is not [2 positions, 2 heads x 4]"));
+  EXPECT_THAT(ErrorOf([&] { SoftCap(a, 0.0f, out); }), HasSubstr("SoftCap: cap 0"));
+}
+
+}  // namespace
+}  // namespace gemmapod::ops
