@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <vector>
 
 #include "runtime/comm/communicator.h"
 #include "runtime/cpu/ops.h"
@@ -32,17 +33,18 @@ void RowParallelLinear::Forward(const Tensor& x, Tensor& y, cpu::MatmulPrecision
 
 Tensor VocabParallelEmbedding::Forward(std::span<const int32_t> tokens) const {
   const int64_t T = static_cast<int64_t>(tokens.size()), d = table_.weight.dim(1);
-  Tensor h = Tensor::Zeros({T, d}, DType::kF32);
+  // This rank's row of each token, or -1 where another rank's slice holds it (zeros here: the
+  // all-reduce's sum is then exactly the holder's row).
+  std::vector<int64_t> rows(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t) {
     const int32_t id = tokens[static_cast<size_t>(t)];
     GEMMAPOD_CHECK(id >= 0 && id < vocab_.vocab_size, "forward: token ", id,
                    " is outside the vocabulary of ", vocab_.vocab_size);
     const int64_t local = id - vocab_.begin;
-    if (local < 0 || local >= vocab_.valid) continue;
-    float* row = h.data<float>() + t * d;
-    LinearRow(table_, local, row);
-    cpu::Scale(row, scale_, row, d);
+    rows[static_cast<size_t>(t)] = local >= 0 && local < vocab_.valid ? local : -1;
   }
+  Tensor h = Tensor::Empty({T, d}, DType::kF32);
+  ops::GatherRows(table_.weight, table_.quantized() ? &table_.scale : nullptr, rows, scale_, h);
   AllReduceSum(tp_, h);
   return h;
 }

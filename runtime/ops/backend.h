@@ -16,6 +16,8 @@ class Backend {
   virtual void MatMul(const Tensor& x, const Tensor& w, Tensor& y, MatmulPrecision precision) = 0;
   virtual void MatMulInt8(const Tensor& x, const Tensor& w, const Tensor& scale, Tensor& y) = 0;
   virtual void AddRowBias(const Tensor& bias, Tensor& y) = 0;
+  virtual void GatherRows(const Tensor& table, const Tensor* row_scale,
+                          std::span<const int64_t> rows, float scale, Tensor& out) = 0;
   virtual void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) = 0;
   virtual void Add(const Tensor& a, const Tensor& b, Tensor& out) = 0;
   virtual void Mul(const Tensor& a, const Tensor& b, Tensor& out) = 0;

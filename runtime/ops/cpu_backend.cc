@@ -1,5 +1,7 @@
 #include "runtime/ops/cpu_backend.h"
 
+#include <algorithm>
+
 #include "runtime/cpu/int8_matmul.h"
 #include "runtime/cpu/matmul.h"
 #include "runtime/cpu/ops.h"
@@ -28,6 +30,29 @@ class Cpu final : public Backend {
     const float* b = bias.data<float>();
     float* out = y.data<float>();
     for (int64_t r = 0; r < Rows(y, n); ++r) cpu::Add(out + r * n, b, out + r * n, n);
+  }
+  void GatherRows(const Tensor& table, const Tensor* row_scale, std::span<const int64_t> rows,
+                  float scale, Tensor& out) override {
+    const int64_t k = table.dim(1);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      float* o = out.data<float>() + static_cast<int64_t>(i) * k;
+      const int64_t r = rows[i];
+      if (r < 0) {
+        std::fill(o, o + k, 0.0f);
+        continue;
+      }
+      switch (table.dtype()) {
+        case DType::kI8:
+          cpu::DequantizeRowInt8(table.data<int8_t>() + r * k, row_scale->data<float>()[r], o, k);
+          break;
+        case DType::kBF16:
+          ConvertBF16ToF32(table.data<BF16>() + r * k, o, static_cast<size_t>(k));
+          break;
+        default:
+          std::copy_n(table.data<float>() + r * k, k, o);
+      }
+      cpu::Scale(o, scale, o, k);
+    }
   }
   void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
     const int64_t d = weight.numel();

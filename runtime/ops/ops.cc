@@ -85,6 +85,28 @@ void AddRowBias(const Tensor& bias, Tensor& y) {
   b.AddRowBias(bias, y);
 }
 
+void GatherRows(const Tensor& table, const Tensor* row_scale, std::span<const int64_t> rows,
+                float scale, Tensor& out) {
+  Backend& b = row_scale != nullptr ? On("GatherRows", {&table, row_scale, &out})
+                                    : On("GatherRows", {&table, &out});
+  CheckF32("GatherRows", {&out});
+  GEMMAPOD_CHECK(table.rank() == 2 && out.rank() == 2 &&
+                     out.dim(0) == static_cast<int64_t>(rows.size()) && out.dim(1) == table.dim(1),
+                 "GatherRows: ", rows.size(), " rows of ", table.Describe(), " into ",
+                 out.Describe());
+  const bool quantized = table.dtype() == DType::kI8;
+  GEMMAPOD_CHECK(table.dtype() == DType::kF32 || table.dtype() == DType::kBF16 ||
+                     (quantized && row_scale != nullptr && row_scale->dtype() == DType::kF32 &&
+                      row_scale->numel() == table.dim(0)),
+                 "GatherRows: table ", table.Describe(),
+                 quantized ? " needs one f32 scale per row" : " is not f32, bf16 or int8");
+  for (size_t i = 0; i < rows.size(); ++i) {
+    GEMMAPOD_CHECK(rows[i] >= -1 && rows[i] < table.dim(0), "GatherRows: row ", rows[i], " (entry ",
+                   i, ") of ", table.Describe());
+  }
+  b.GatherRows(table, row_scale, rows, scale, out);
+}
+
 void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
   Backend& b = On("RmsNorm", {&x, &weight, &out});
   CheckF32("RmsNorm", {&x, &weight, &out});

@@ -21,6 +21,12 @@ void MatMulInt8(const Tensor& x, const Tensor& w, const Tensor& scale, Tensor& y
 // y[r, :] += bias for every row r of y [..., N]; bias f32 [N].
 void AddRowBias(const Tensor& bias, Tensor& y);
 
+// Embedding lookup: out[i, :] = table[rows[i], :] * scale for every i, zeros where rows[i] is -1
+// (a token another rank's vocabulary slice holds). table: f32, bf16, or int8 with `row_scale`
+// f32 [table rows] (null otherwise); out: f32 [rows.size(), table columns].
+void GatherRows(const Tensor& table, const Tensor* row_scale, std::span<const int64_t> rows,
+                float scale, Tensor& out);
+
 // Gemma's RMSNorm over the last dimension: out = x / sqrt(mean(x^2) + eps) * (1 + weight).
 // x, out: f32 [..., d] (out may be x); weight: f32 [d].
 void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out);

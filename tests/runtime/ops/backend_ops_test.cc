@@ -109,6 +109,40 @@ TEST_P(BackendOps, MatMulInt8AndRowBias) {
   EXPECT_LT(MaxRelative(y, want), 1e-5);
 }
 
+TEST_P(BackendOps, GatherRowsInEveryTableType) {
+  const int64_t V = 7, d = 19;
+  const Tensor table = Random({V, d}, 20);
+  Tensor q = Tensor::Empty({V, d}, DType::kI8), scale = Random({V}, 21, 0.1f);
+  for (int64_t i = 0; i < q.numel(); ++i)
+    q.data<int8_t>()[i] = static_cast<int8_t>(i * 29 % 255 - 127);
+  const std::vector<int64_t> rows = {3, -1, 0, 6, 3};
+  for (int kind = 0; kind < 3; ++kind) {
+    const Tensor t = kind == 0 ? table : kind == 1 ? table.To(DType::kBF16) : q;
+    const Tensor values = kind == 2 ? Tensor() : t.To(DType::kF32);
+    Tensor out = Tensor::Empty({5, d}, DType::kF32);
+    GatherRows(t, kind == 2 ? &scale : nullptr, rows, 1.5f, out);
+    std::vector<double> want;
+    for (int64_t r : rows) {
+      for (int64_t e = 0; e < d; ++e) {
+        if (r < 0) {
+          want.push_back(0.0);
+        } else if (kind == 2) {
+          want.push_back(1.5 * q.data<int8_t>()[r * d + e] * double{scale.data<float>()[r]});
+        } else {
+          want.push_back(1.5 * double{values.data<float>()[r * d + e]});
+        }
+      }
+    }
+    EXPECT_LT(MaxRelative(out, want), 1e-6) << "table type " << kind;
+    EXPECT_EQ(out.data<float>()[d], 0.0f);  // row -1: another rank's token
+  }
+  Tensor out = Tensor::Empty({1, d}, DType::kF32);
+  EXPECT_THAT(ErrorOf([&] { GatherRows(table, nullptr, std::vector<int64_t>{7}, 1, out); }),
+              HasSubstr("GatherRows: row 7 (entry 0)"));
+  EXPECT_THAT(ErrorOf([&] { GatherRows(q, nullptr, std::vector<int64_t>{0}, 1, out); }),
+              HasSubstr("needs one f32 scale per row"));
+}
+
 TEST_P(BackendOps, RmsNormIsGemmasOnePlusWeight) {
   for (int64_t d : {1, 15, 33, 257}) {
     const Tensor x = Random({3, d}, 5, 3.0f), weight = Random({d}, 6);
