@@ -69,12 +69,12 @@ double GemmaStepSeconds(GemmaDecoder& model, int64_t context, int64_t steps, siz
   KvCache cache(c, 1, context + steps + 1);
   uint32_t x = 99;
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    const LayerKv kv = cache.Layer(0, l);
+    LayerKv kv = cache.Layer(0, l);
     const int64_t n = std::min(kv.capacity, context) * cache.kv_heads() * cache.head_dim();
     for (int64_t i = 0; i < n; ++i) {
       x = x * 1664525u + 1013904223u;
-      kv.keys[i] = static_cast<float>(x >> 8) / 16777216.0f - 0.5f;
-      kv.values[i] = static_cast<float>(x >> 9) / 8388608.0f - 0.5f;
+      kv.keys.data<float>()[i] = static_cast<float>(x >> 8) / 16777216.0f - 0.5f;
+      kv.values.data<float>()[i] = static_cast<float>(x >> 9) / 8388608.0f - 0.5f;
     }
   }
   cache.Advance(0, context);

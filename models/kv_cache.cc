@@ -49,7 +49,7 @@ KvCache::KvCache(const ModelConfig& config, int64_t num_sequences, int64_t max_c
     per_sequence_ += 2 * static_cast<size_t>(cap) * row;  // keys then values
   }
   lengths_.assign(static_cast<size_t>(num_sequences), 0);
-  storage_.assign(per_sequence_ * static_cast<size_t>(num_sequences), 0.0f);
+  storage_ = Tensor::Zeros({static_cast<int64_t>(per_sequence_) * num_sequences}, DType::kF32);
 }
 
 int64_t KvCache::length(int64_t sequence) const {
@@ -86,9 +86,11 @@ int64_t KvCache::LayerCapacity(int64_t layer) const { return capacity_[LocalLaye
 LayerKv KvCache::Layer(int64_t sequence, int64_t layer) {
   length(sequence);
   const size_t l = LocalLayer(layer);
-  float* base = storage_.data() + static_cast<size_t>(sequence) * per_sequence_ + offset_[l];
-  const size_t half = static_cast<size_t>(capacity_[l] * kv_heads_ * head_dim_);
-  return {base, base + half, capacity_[l]};
+  const int64_t base =
+      sequence * static_cast<int64_t>(per_sequence_) + static_cast<int64_t>(offset_[l]);
+  const int64_t row = kv_heads_ * head_dim_, half = capacity_[l] * row;
+  return {storage_.Slice(base, base + half).Reshape({capacity_[l], row}),
+          storage_.Slice(base + half, base + 2 * half).Reshape({capacity_[l], row}), capacity_[l]};
 }
 
 size_t KvCache::LayerBytes(int64_t layer) const {

@@ -8,13 +8,14 @@
 #include <vector>
 
 #include "models/model_config.h"
+#include "runtime/tensor.h"
 
 namespace gemmapod {
 
 // One layer's store for one sequence. Position p lives in slot p % capacity.
 struct LayerKv {
-  float* keys = nullptr;    // [capacity, kv_heads, head_dim]
-  float* values = nullptr;  // [capacity, kv_heads, head_dim]
+  Tensor keys;    // [capacity, kv_heads * head_dim], a view of the cache's storage
+  Tensor values;  // [capacity, kv_heads * head_dim]
   int64_t capacity = 0;
 };
 
@@ -50,7 +51,7 @@ class KvCache {
   int64_t LayerCapacity(int64_t layer) const;
 
   // Bytes of keys and values held, for all sequences and layers (fixed at construction).
-  size_t bytes() const { return storage_.size() * sizeof(float); }
+  size_t bytes() const { return storage_.nbytes(); }
   // Bytes one sequence's layer holds.
   size_t LayerBytes(int64_t layer) const;
 
@@ -65,7 +66,7 @@ class KvCache {
   std::vector<size_t> offset_;     // per layer: start of sequence 0's keys in storage_
   size_t per_sequence_ = 0;        // floats one sequence holds over all layers
   std::vector<int64_t> lengths_;
-  std::vector<float> storage_;
+  Tensor storage_;  // f32, every sequence's layers one after another
 };
 
 }  // namespace gemmapod

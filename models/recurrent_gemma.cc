@@ -188,35 +188,27 @@ void RecurrentGemma::LocalAttention(const Tensor& q, const Tensor& k, const Tens
   const int64_t first_kv = first_head / heads_per_kv;
   const int64_t local_kv = (first_head + H - 1) / heads_per_kv - first_kv + 1;
   AttentionShape shape{H, local_kv, hd, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f, 0};
-  shape.kv_row_stride = KV * hd;
+  shape.first_kv_head = first_kv;
   bool grouped = H % local_kv == 0;
   for (int64_t h = 0; grouped && h < H; ++h) {
     grouped = (first_head + h) / heads_per_kv - first_kv == h / (H / local_kv);
   }
-  auto shifted = [&](int64_t kv) {
-    KeyRing r = ring;
-    r.keys += kv * hd;
-    r.values += kv * hd;
-    return r;
-  };
   if (grouped) {  // the usual case: one call for every head
-    RingAttention(shape, q.data<float>(), k.data<float>() + first_kv * hd,
-                  v.data<float>() + first_kv * hd, T, start, shifted(first_kv), lo.data(),
-                  hi.data(), out.data<float>());
+    RingAttention(shape, q, k, v, start, ring, lo, hi, out);
     return;
   }
   // A tensor-parallel split that cuts a group of query heads unevenly: one head at a time.
   shape.num_heads = shape.num_kv_heads = 1;
-  std::vector<float> q_head(static_cast<size_t>(T * hd)), out_head(q_head.size());
+  Tensor q_head = Tensor::Empty({T, hd}, DType::kF32),
+         out_head = Tensor::Empty({T, hd}, DType::kF32);
   for (int64_t h = 0; h < H; ++h) {
-    const int64_t kv = (first_head + h) / heads_per_kv;
+    shape.first_kv_head = (first_head + h) / heads_per_kv;
     for (int64_t t = 0; t < T; ++t) {
-      std::copy_n(q.data<float>() + (t * H + h) * hd, hd, q_head.data() + t * hd);
+      std::copy_n(q.data<float>() + (t * H + h) * hd, hd, q_head.data<float>() + t * hd);
     }
-    RingAttention(shape, q_head.data(), k.data<float>() + kv * hd, v.data<float>() + kv * hd, T,
-                  start, shifted(kv), lo.data(), hi.data(), out_head.data());
+    RingAttention(shape, q_head, k, v, start, ring, lo, hi, out_head);
     for (int64_t t = 0; t < T; ++t) {
-      std::copy_n(out_head.data() + t * hd, hd, out.data<float>() + (t * H + h) * hd);
+      std::copy_n(out_head.data<float>() + t * hd, hd, out.data<float>() + (t * H + h) * hd);
     }
   }
 }
@@ -377,8 +369,10 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
 
       // Keys a query may read: its own document's, at most W tokens back, itself included. Older
       // ones come from the ring, which holds the last W tokens before this chunk.
-      float* ring_k = st.keys.data<float>() + s * W * KV * hd;
-      float* ring_v = st.values.data<float>() + s * W * KV * hd;
+      Tensor ring_keys = st.keys.Slice(s, s + 1).Reshape({W, KV * hd});
+      Tensor ring_values = st.values.Slice(s, s + 1).Reshape({W, KV * hd});
+      float* ring_k = ring_keys.data<float>();
+      float* ring_v = ring_values.data<float>();
       Tensor attn = NewF32(T, H * hd);
       const std::vector<int64_t> doc_start = DocumentStarts(at, state);
       std::vector<int64_t> lo(static_cast<size_t>(T)), hi(static_cast<size_t>(T));
@@ -388,7 +382,7 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
         hi[static_cast<size_t>(t)] = gq + 1;
       }
       const int64_t seen = index[0];
-      const KeyRing ring{ring_k, ring_v, W, std::max<int64_t>(0, seen - W), seen};
+      const KeyRing ring{ring_keys, ring_values, W, std::max<int64_t>(0, seen - W), seen};
       LocalAttention(q, k, v, ring, lo, hi, attn);
       // This layer's ring keeps the last W tokens (which token and document each slot holds is
       // recorded once every layer has read the old ring).

@@ -160,10 +160,10 @@ void T5Gemma::RunEncoderLayers(Tensor& h, const EncoderBatch& batch) {
     ops::RopeHalfSplit(q, H, hd, batch.positions, {theta, 1.0f, 1.0f});
     ops::RopeHalfSplit(k, KV, hd, batch.positions, {theta, 1.0f, 1.0f});
     for (size_t b = 0; b < batch.offset.size(); ++b) {
-      const int64_t off = batch.offset[b], n = batch.length[b];
-      FullAttention(shape, q.data<float>() + off * H * hd, n, k.data<float>() + off * KV * hd,
-                    v.data<float>() + off * KV * hd, n, batch.valid.data() + off,
-                    attn.data<float>() + off * H * hd);
+      const int64_t off = batch.offset[b], end = off + batch.length[b];
+      Tensor attn_rows = attn.Slice(off, end);
+      FullAttention(shape, q.Slice(off, end), k.Slice(off, end), v.Slice(off, end),
+                    batch.valid.data() + off, attn_rows);
     }
     OutputResidual(h, w.o_proj, w.post_attn_norm, eps, b);
 
@@ -265,10 +265,10 @@ void T5Gemma::RunDecoderLayers(Tensor& h, const BatchLayout& layout, T5GemmaDeco
     const size_t local = static_cast<size_t>(l - s.first_layer);
     for (size_t b = 0; b < layout.sequence.size(); ++b) {
       const auto& m = state.cross[static_cast<size_t>(layout.sequence[b])];
-      const int64_t off = layout.offset[b];
-      FullAttention(cross_shape, q.data<float>() + off * H * hd, layout.length[b],
-                    m.keys[local].data<float>(), m.values[local].data<float>(), m.length,
-                    m.valid.data(), attn.data<float>() + off * H * hd);
+      const int64_t off = layout.offset[b], end = off + layout.length[b];
+      Tensor attn_rows = attn.Slice(off, end);
+      FullAttention(cross_shape, q.Slice(off, end), m.keys[local], m.values[local], m.valid.data(),
+                    attn_rows);
     }
     OutputResidual(h, x.o_proj, x.post_norm, eps, b);
 

@@ -22,10 +22,10 @@ void SelfAttentionForward(const Tensor& x, const SelfAttentionWeights& w,
   ops::RopeHalfSplit(q, H, hd, batch.positions, rope);
   ops::RopeHalfSplit(k, KV, hd, batch.positions, rope);
   for (size_t b = 0; b < batch.sequence.size(); ++b) {
-    const int64_t off = batch.offset[b];
-    CachedSelfAttention(s.shape, q.data<float>() + off * H * hd, k.data<float>() + off * KV * hd,
-                        v.data<float>() + off * KV * hd, batch.length[b], batch.start[b],
-                        cache.Layer(batch.sequence[b], layer), attn.data<float>() + off * H * hd);
+    const int64_t off = batch.offset[b], end = off + batch.length[b];
+    Tensor attn_rows = attn.Slice(off, end);
+    CachedSelfAttention(s.shape, q.Slice(off, end), k.Slice(off, end), v.Slice(off, end),
+                        batch.start[b], cache.Layer(batch.sequence[b], layer), attn_rows);
   }
   RowParallelLinear(w.o_proj, tp).Forward(attn, out, precision);
 }

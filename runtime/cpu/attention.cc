@@ -341,6 +341,10 @@ void Attention(const AttentionProblem& p, const float* q, int64_t n, const KeyRu
   GEMMAPOD_CHECK(p.kv_row_stride >= p.num_kv_heads * p.head_dim, "attention: key row stride ",
                  p.kv_row_stride, " is shorter than ", p.num_kv_heads, " heads of ", p.head_dim);
   GEMMAPOD_CHECK(n >= 0 && num_runs >= 0, "attention: ", n, " queries, ", num_runs, " key runs");
+  GEMMAPOD_CHECK(p.first_kv_head == 0,
+                 "attention: the CPU kernel takes runs pointing at the first "
+                 "head read (first_kv_head ",
+                 p.first_kv_head, ")");
   if (n == 0) return;
   std::vector<KeyRun> sorted(runs, runs + num_runs);
   std::sort(sorted.begin(), sorted.end(),

@@ -17,16 +17,13 @@
 
 #include <cstdint>
 
+#include "runtime/attention_problem.h"
+
 namespace gemmapod::cpu {
 
-struct AttentionProblem {
-  int64_t num_heads = 0;     // query heads; query head h reads key/value head h / (H / KV)
-  int64_t num_kv_heads = 0;  // key/value heads
-  int64_t head_dim = 0;
-  int64_t kv_row_stride = 0;  // floats from one position's key row to the next (>= KV * hd)
-  float scale = 1;            // multiplies q.k
-  float softcap = 0;          // > 0: scores become cap * tanh(score / cap) before masking
-};
+// The problem's shape (runtime/attention_problem.h); the CPU kernel takes raw key rows, so its
+// first_kv_head must be 0 (the caller points the runs at the first head read).
+using AttentionProblem = gemmapod::AttentionProblem;
 
 // Positions [first, first + count): the key of position p and key/value head g starts at
 // keys + (p - first) * kv_row_stride + g * head_dim, its value likewise in `values`.

@@ -19,6 +19,9 @@ class Backend {
   virtual void GatherRows(const Tensor& table, const Tensor* row_scale,
                           std::span<const int64_t> rows, float scale, Tensor& out) = 0;
   virtual void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) = 0;
+  virtual void Attention(const AttentionProblem& problem, const Tensor& q,
+                         std::span<const KeyRunTensors> runs, std::span<const int64_t> lo,
+                         std::span<const int64_t> hi, Tensor& out) = 0;
   virtual void Add(const Tensor& a, const Tensor& b, Tensor& out) = 0;
   virtual void Mul(const Tensor& a, const Tensor& b, Tensor& out) = 0;
   virtual void Scale(const Tensor& x, float s, Tensor& out) = 0;

@@ -1,7 +1,9 @@
 #include "runtime/ops/cpu_backend.h"
 
 #include <algorithm>
+#include <vector>
 
+#include "runtime/cpu/attention.h"
 #include "runtime/cpu/int8_matmul.h"
 #include "runtime/cpu/matmul.h"
 #include "runtime/cpu/ops.h"
@@ -53,6 +55,22 @@ class Cpu final : public Backend {
       }
       cpu::Scale(o, scale, o, k);
     }
+  }
+  void Attention(const AttentionProblem& problem, const Tensor& q,
+                 std::span<const KeyRunTensors> runs, std::span<const int64_t> lo,
+                 std::span<const int64_t> hi, Tensor& out) override {
+    // The kernel takes raw rows: point each run at the first head the problem reads.
+    const int64_t offset = problem.first_kv_head * problem.head_dim;
+    std::vector<cpu::KeyRun> raw;
+    for (const KeyRunTensors& r : runs) {
+      if (r.keys.numel() == 0) continue;
+      raw.push_back({r.keys.data<float>() + offset, r.values.data<float>() + offset, r.first,
+                     r.keys.dim(0), r.valid});
+    }
+    AttentionProblem p = problem;
+    p.first_kv_head = 0;
+    cpu::Attention(p, q.data<float>(), q.dim(0), raw.data(), static_cast<int64_t>(raw.size()),
+                   lo.data(), hi.data(), out.data<float>());
   }
   void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
     const int64_t d = weight.numel();

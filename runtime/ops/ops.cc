@@ -107,6 +107,33 @@ void GatherRows(const Tensor& table, const Tensor* row_scale, std::span<const in
   b.GatherRows(table, row_scale, rows, scale, out);
 }
 
+void Attention(const AttentionProblem& p, const Tensor& q, std::span<const KeyRunTensors> runs,
+               std::span<const int64_t> lo, std::span<const int64_t> hi, Tensor& out) {
+  Backend& b = On("Attention", {&q, &out});
+  CheckF32("Attention", {&q, &out});
+  const int64_t n = q.rank() >= 1 ? q.dim(0) : 0;
+  GEMMAPOD_CHECK(q.rank() == 2 && q.dim(1) == p.num_heads * p.head_dim && out.shape() == q.shape(),
+                 "Attention: queries ", q.Describe(), " and output ", out.Describe(),
+                 " are not [n, ", p.num_heads, " heads x ", p.head_dim, "]");
+  GEMMAPOD_CHECK(static_cast<int64_t>(lo.size()) == n && static_cast<int64_t>(hi.size()) == n,
+                 "Attention: ", lo.size(), " and ", hi.size(), " visible ranges for ", n,
+                 " queries");
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const KeyRunTensors& r = runs[i];
+    if (r.keys.numel() == 0) continue;
+    On("Attention", {&q, &r.keys, &r.values});
+    CheckF32("Attention", {&r.keys, &r.values});
+    GEMMAPOD_CHECK(r.keys.rank() == 2 && r.values.shape() == r.keys.shape() &&
+                       r.keys.dim(1) == p.kv_row_stride &&
+                       (p.first_kv_head + p.num_kv_heads) * p.head_dim <= p.kv_row_stride,
+                   "Attention: key run ", i, " (", r.keys.Describe(), ", values ",
+                   r.values.Describe(), ") does not hold heads [", p.first_kv_head, ", ",
+                   p.first_kv_head + p.num_kv_heads, ") of ", p.head_dim, " in rows of ",
+                   p.kv_row_stride);
+  }
+  b.Attention(p, q, runs, lo, hi, out);
+}
+
 void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
   Backend& b = On("RmsNorm", {&x, &weight, &out});
   CheckF32("RmsNorm", {&x, &weight, &out});

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <span>
 
+#include "runtime/attention_problem.h"
 #include "runtime/precision.h"
 #include "runtime/tensor.h"
 
@@ -48,5 +49,23 @@ struct Rope {
 };
 void RopeHalfSplit(Tensor& x, int64_t heads, int64_t head_dim, std::span<const int32_t> positions,
                    const Rope& rope);
+
+// Positions [first, first + keys.dim(0)) of a key run: keys and values f32 [rows, row width]
+// (views of a KV cache, a ring, an encoder output); `valid`, when not null, has one entry per row
+// and 0 hides that position (padding).
+struct KeyRunTensors {
+  Tensor keys;
+  Tensor values;
+  int64_t first = 0;
+  const uint8_t* valid = nullptr;
+};
+
+// Attention of n queries q [n, H * hd] over the positions the runs hold, query i seeing
+// [lo[i], hi[i]) of them: scores scaled, soft-capped, masked, softmax in f32, then values, into
+// out [n, H * hd]. A query that sees no key gets zeros. The problem's kv_row_stride is the runs'
+// row width.
+void Attention(const AttentionProblem& problem, const Tensor& q,
+               std::span<const KeyRunTensors> runs, std::span<const int64_t> lo,
+               std::span<const int64_t> hi, Tensor& out);
 
 }  // namespace gemmapod::ops

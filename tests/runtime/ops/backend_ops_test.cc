@@ -6,6 +6,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <random>
@@ -218,6 +219,56 @@ TEST_P(BackendOps, RopeRotatesHalfSplitPairs) {
     }
     EXPECT_LT(MaxRelative(y, want), 2e-5) << rope.rotary_fraction << " " << rope.position_scale;
   }
+}
+
+// Attention through the seam: runs as tensor views, a problem reading the second of two
+// key/value heads per row (a tensor-parallel rank's), soft-capped, against a double softmax.
+// (runtime/cpu's attention_test covers the kernel's shapes, masks and invariances at length.)
+TEST_P(BackendOps, AttentionOverTensorRuns) {
+  const int64_t H = 3, hd = 16, row = 2 * hd, positions = 40, n = 4;
+  const Tensor keys = Random({positions, row}, 30, 1.5f), values = Random({positions, row}, 31);
+  const Tensor q = Random({n, H * hd}, 32, 2.0f);
+  AttentionProblem p;
+  p.num_heads = H;
+  p.num_kv_heads = 1;
+  p.head_dim = hd;
+  p.kv_row_stride = row;
+  p.scale = 0.25f;
+  p.softcap = 3.0f;
+  p.first_kv_head = 1;
+  const std::vector<KeyRunTensors> runs = {{keys.Slice(25, 40), values.Slice(25, 40), 25},
+                                           {keys.Slice(0, 25), values.Slice(0, 25), 0}};
+  const std::vector<int64_t> lo = {0, 10, 30, 5}, hi = {40, 26, 31, 5};
+  Tensor out = Tensor::Empty({n, H * hd}, DType::kF32);
+  Attention(p, q, runs, lo, hi, out);
+  std::vector<double> want(static_cast<size_t>(n * H * hd), 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t h = 0; h < H; ++h) {
+      std::vector<double> scores;
+      for (int64_t j = lo[i]; j < hi[i]; ++j) {
+        double dot = 0;
+        for (int64_t e = 0; e < hd; ++e) {
+          dot +=
+              double{q.data<float>()[(i * H + h) * hd + e]} * keys.data<float>()[j * row + hd + e];
+        }
+        scores.push_back(3.0 * std::tanh(dot * 0.25 / 3.0));
+      }
+      if (scores.empty()) continue;  // query 3 sees nothing: zeros
+      const double m = *std::max_element(scores.begin(), scores.end());
+      double sum = 0;
+      for (double& x : scores) sum += (x = std::exp(x - m));
+      for (int64_t j = lo[i]; j < hi[i]; ++j) {
+        for (int64_t e = 0; e < hd; ++e) {
+          want[(i * H + h) * hd + e] +=
+              scores[j - lo[i]] / sum * values.data<float>()[j * row + hd + e];
+        }
+      }
+    }
+  }
+  EXPECT_LT(MaxRelative(out, want), 2e-6);
+  p.first_kv_head = 2;  // past the rows' two heads
+  EXPECT_THAT(ErrorOf([&] { Attention(p, q, runs, lo, hi, out); }),
+              HasSubstr("does not hold heads [2, 3) of 16 in rows of 32"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, BackendOps,
