@@ -371,8 +371,6 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
       // ones come from the ring, which holds the last W tokens before this chunk.
       Tensor ring_keys = st.keys.Slice(s, s + 1).Reshape({W, KV * hd});
       Tensor ring_values = st.values.Slice(s, s + 1).Reshape({W, KV * hd});
-      float* ring_k = ring_keys.data<float>();
-      float* ring_v = ring_values.data<float>();
       Tensor attn = NewF32(T, H * hd);
       const std::vector<int64_t> doc_start = DocumentStarts(at, state);
       std::vector<int64_t> lo(static_cast<size_t>(T)), hi(static_cast<size_t>(T));
@@ -386,13 +384,12 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
       LocalAttention(q, k, v, ring, lo, hi, attn);
       // This layer's ring keeps the last W tokens (which token and document each slot holds is
       // recorded once every layer has read the old ring).
+      std::vector<int64_t> slots(static_cast<size_t>(T), -1);
       for (int64_t t = std::max<int64_t>(0, T - W); t < T; ++t) {
-        const int64_t slot = index[static_cast<size_t>(t)] % W;
-        std::memcpy(ring_k + slot * KV * hd, k.data<float>() + t * KV * hd,
-                    KV * hd * sizeof(float));
-        std::memcpy(ring_v + slot * KV * hd, v.data<float>() + t * KV * hd,
-                    KV * hd * sizeof(float));
+        slots[static_cast<size_t>(t)] = index[static_cast<size_t>(t)] % W;
       }
+      ops::ScatterRows(k, slots, ring_keys);
+      ops::ScatterRows(v, slots, ring_values);
       RowParallelLinear(a.o_proj, TpGroup()).Forward(attn, out, precision);
     }
     ops::Add(h, out, h);

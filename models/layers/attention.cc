@@ -1,7 +1,6 @@
 #include "models/layers/attention.h"
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include "runtime/error.h"
@@ -61,16 +60,11 @@ void CachedSelfAttention(const AttentionShape& s, const Tensor& q, const Tensor&
   RingAttention(s, q, k_new, v_new, start, ring, lo, hi, out);
 
   // Store the new keys and values; a chunk longer than a sliding ring keeps only its tail.
-  // (A host copy: the KV cache write is not an operation of the seam yet.)
-  const int64_t row = k_new.dim(1);
+  std::vector<int64_t> slots(static_cast<size_t>(n), -1);
+  for (int64_t i = std::max<int64_t>(0, n - cap); i < n; ++i) slots[i] = (start + i) % cap;
   Tensor keys = cache.keys, values = cache.values;
-  for (int64_t i = std::max<int64_t>(0, n - cap); i < n; ++i) {
-    const int64_t slot = (start + i) % cap;
-    std::memcpy(keys.data<float>() + slot * row, k_new.data<float>() + i * row,
-                static_cast<size_t>(row) * sizeof(float));
-    std::memcpy(values.data<float>() + slot * row, v_new.data<float>() + i * row,
-                static_cast<size_t>(row) * sizeof(float));
-  }
+  ops::ScatterRows(k_new, slots, keys);
+  ops::ScatterRows(v_new, slots, values);
 }
 
 void FullAttention(const AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v,

@@ -18,6 +18,7 @@ class Backend {
   virtual void AddRowBias(const Tensor& bias, Tensor& y) = 0;
   virtual void GatherRows(const Tensor& table, const Tensor* row_scale,
                           std::span<const int64_t> rows, float scale, Tensor& out) = 0;
+  virtual void ScatterRows(const Tensor& src, std::span<const int64_t> rows, Tensor& dst) = 0;
   virtual void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) = 0;
   virtual void Attention(const AttentionProblem& problem, const Tensor& q,
                          std::span<const KeyRunTensors> runs, std::span<const int64_t> lo,

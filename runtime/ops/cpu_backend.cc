@@ -72,6 +72,14 @@ class Cpu final : public Backend {
     cpu::Attention(p, q.data<float>(), q.dim(0), raw.data(), static_cast<int64_t>(raw.size()),
                    lo.data(), hi.data(), out.data<float>());
   }
+  void ScatterRows(const Tensor& src, std::span<const int64_t> rows, Tensor& dst) override {
+    const int64_t width = src.dim(1);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (rows[i] < 0) continue;
+      std::copy_n(src.data<float>() + static_cast<int64_t>(i) * width, width,
+                  dst.data<float>() + rows[i] * width);
+    }
+  }
   void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
     const int64_t d = weight.numel();
     cpu::RmsNorm(x.data<float>(), weight.data<float>(), Rows(x, d), d, eps, out.data<float>());

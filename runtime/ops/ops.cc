@@ -134,6 +134,20 @@ void Attention(const AttentionProblem& p, const Tensor& q, std::span<const KeyRu
   b.Attention(p, q, runs, lo, hi, out);
 }
 
+void ScatterRows(const Tensor& src, std::span<const int64_t> rows, Tensor& dst) {
+  Backend& b = On("ScatterRows", {&src, &dst});
+  CheckF32("ScatterRows", {&src, &dst});
+  GEMMAPOD_CHECK(src.rank() == 2 && dst.rank() == 2 && src.dim(1) == dst.dim(1) &&
+                     src.dim(0) == static_cast<int64_t>(rows.size()),
+                 "ScatterRows: ", rows.size(), " rows of ", src.Describe(), " into ",
+                 dst.Describe());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    GEMMAPOD_CHECK(rows[i] >= -1 && rows[i] < dst.dim(0), "ScatterRows: row ", rows[i], " (entry ",
+                   i, ") of ", dst.Describe());
+  }
+  b.ScatterRows(src, rows, dst);
+}
+
 void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
   Backend& b = On("RmsNorm", {&x, &weight, &out});
   CheckF32("RmsNorm", {&x, &weight, &out});

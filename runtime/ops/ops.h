@@ -28,6 +28,10 @@ void AddRowBias(const Tensor& bias, Tensor& y);
 void GatherRows(const Tensor& table, const Tensor* row_scale, std::span<const int64_t> rows,
                 float scale, Tensor& out);
 
+// KV cache and ring writes: dst[rows[i], :] = src[i, :] for every i, skipping entries of -1 (rows
+// a ring has no room for). src, dst: f32 [.., width] with equal widths.
+void ScatterRows(const Tensor& src, std::span<const int64_t> rows, Tensor& dst);
+
 // Gemma's RMSNorm over the last dimension: out = x / sqrt(mean(x^2) + eps) * (1 + weight).
 // x, out: f32 [..., d] (out may be x); weight: f32 [d].
 void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out);

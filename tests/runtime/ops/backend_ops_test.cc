@@ -144,6 +144,29 @@ TEST_P(BackendOps, GatherRowsInEveryTableType) {
               HasSubstr("needs one f32 scale per row"));
 }
 
+TEST_P(BackendOps, ScatterRowsWritesARing) {
+  const Tensor src = Random({4, 9}, 40);
+  Tensor ring = Random({5, 9}, 41);
+  const Tensor before = ring.Clone();
+  const std::vector<int64_t> slots = {-1, 4, 0, 2};  // the first row finds no room
+  ScatterRows(src, slots, ring);
+  for (int64_t r = 0; r < 5; ++r) {
+    int64_t from = -1;
+    for (size_t i = 0; i < slots.size(); ++i) {
+      if (slots[i] == r) from = static_cast<int64_t>(i);
+    }
+    for (int64_t e = 0; e < 9; ++e) {
+      const float want =
+          from >= 0 ? src.data<float>()[from * 9 + e] : before.data<float>()[r * 9 + e];
+      ASSERT_EQ(ring.data<float>()[r * 9 + e], want) << r << "," << e;
+    }
+  }
+  EXPECT_THAT(ErrorOf([&] {
+                ScatterRows(src, std::vector<int64_t>{0, 1, 2, 5}, ring);
+              }),
+              HasSubstr("ScatterRows: row 5 (entry 3)"));
+}
+
 TEST_P(BackendOps, RmsNormIsGemmasOnePlusWeight) {
   for (int64_t d : {1, 15, 33, 257}) {
     const Tensor x = Random({3, d}, 5, 3.0f), weight = Random({d}, 6);
