@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "models/layers/geglu_mlp.h"
 #include "models/layers/parallel.h"
@@ -283,6 +282,15 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
                    l, " of this shard (made for another shard?)");
   }
   const cpu::MatmulPrecision precision = precision_;
+  // What each query of the chunk sees in every attention layer: its own document's keys, at most
+  // W tokens back, itself included (the ring holds the last W tokens before the chunk).
+  const std::vector<int64_t> doc_start = DocumentStarts(at, state);
+  std::vector<int64_t> lo(static_cast<size_t>(T)), hi(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t gq = index[static_cast<size_t>(t)];
+    lo[static_cast<size_t>(t)] = std::max(gq - W, doc_start[static_cast<size_t>(t)]);
+    hi[static_cast<size_t>(t)] = gq + 1;
+  }
   Tensor normed = NewF32(T, d), out = NewF32(T, d);
   for (int64_t l = shard_.first_layer; l < shard_.end_layer; ++l) {
     const RecurrentGemmaLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
@@ -372,13 +380,6 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
       Tensor ring_keys = st.keys.Slice(s, s + 1).Reshape({W, KV * hd});
       Tensor ring_values = st.values.Slice(s, s + 1).Reshape({W, KV * hd});
       Tensor attn = NewF32(T, H * hd);
-      const std::vector<int64_t> doc_start = DocumentStarts(at, state);
-      std::vector<int64_t> lo(static_cast<size_t>(T)), hi(static_cast<size_t>(T));
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t gq = index[static_cast<size_t>(t)];
-        lo[static_cast<size_t>(t)] = std::max(gq - W, doc_start[static_cast<size_t>(t)]);
-        hi[static_cast<size_t>(t)] = gq + 1;
-      }
       const int64_t seen = index[0];
       const KeyRing ring{ring_keys, ring_values, W, std::max<int64_t>(0, seen - W), seen};
       LocalAttention(q, k, v, ring, lo, hi, attn);

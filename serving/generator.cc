@@ -75,18 +75,20 @@ void GenerationTracker::Finish() {
   }
 }
 
-void CheckRequest(const GenerationRequest& request, const ModelConfig& config) {
+void CheckRequest(const GenerationRequest& request, int64_t max_context, std::string_view holder) {
   GEMMAPOD_CHECK(!request.prompt.empty(), "generate: the prompt has no tokens");
   GEMMAPOD_CHECK(request.max_new_tokens > 0, "generate: max_new_tokens must be positive, got ",
                  request.max_new_tokens);
   const int64_t prompt = static_cast<int64_t>(request.prompt.size());
   // Compared without adding first, so an enormous max_new_tokens cannot overflow.
-  GEMMAPOD_CHECK(prompt <= config.max_position_embeddings &&
-                     request.max_new_tokens <= config.max_position_embeddings - prompt,
+  GEMMAPOD_CHECK(prompt <= max_context && request.max_new_tokens <= max_context - prompt,
                  "generate: prompt (", prompt, " tokens) + max_new_tokens (",
-                 request.max_new_tokens, ") exceeds the model's context of ",
-                 config.max_position_embeddings, " tokens");
+                 request.max_new_tokens, ") exceeds ", holder, " of ", max_context, " tokens");
   Validate(request.sampling);
+}
+
+void CheckRequest(const GenerationRequest& request, const ModelConfig& config) {
+  CheckRequest(request, config.max_position_embeddings, "the model's context");
 }
 
 GenerationResult Generate(GemmaDecoder& model, const Tokenizer& tokenizer,

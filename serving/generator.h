@@ -64,6 +64,9 @@ class GenerationTracker {
 // Checks a request against the model before any work: a prompt, room for it and max_new_tokens
 // in the context, valid sampling settings.
 void CheckRequest(const GenerationRequest& request, const ModelConfig& config);
+// The same against a context of `max_context` tokens; `holder` names it in the error ("the
+// model's context", "the pipeline's context").
+void CheckRequest(const GenerationRequest& request, int64_t max_context, std::string_view holder);
 
 // `on_text` receives each piece of final text as soon as it is known (may be empty-handed when
 // nothing is final yet). The KV cache is sized to prompt + max_new_tokens and checked against the

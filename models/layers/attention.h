@@ -8,7 +8,6 @@
 
 #include <cstdint>
 #include <span>
-#include <vector>
 
 #include "models/kv_cache.h"
 #include "runtime/tensor.h"

@@ -18,16 +18,7 @@ std::vector<GenerationResult> GeneratePipelined(
   std::vector<GenerationTracker> trackers;
   for (size_t i = 0; i < n; ++i) {
     const GenerationRequest& r = requests[i];
-    GEMMAPOD_CHECK(!r.prompt.empty(), "generate: request ", i, " has no prompt tokens");
-    GEMMAPOD_CHECK(r.max_new_tokens > 0, "generate: max_new_tokens must be positive, got ",
-                   r.max_new_tokens);
-    Validate(r.sampling);
-    // Compared without adding first, so an enormous max_new_tokens cannot overflow.
-    const int64_t prompt = static_cast<int64_t>(r.prompt.size());
-    GEMMAPOD_CHECK(
-        prompt <= pipeline.max_context() && r.max_new_tokens <= pipeline.max_context() - prompt,
-        "generate: request ", i, " needs ", prompt, " + ", r.max_new_tokens,
-        " tokens of context but the pipeline holds ", pipeline.max_context());
+    CheckRequest(r, pipeline.max_context(), "the pipeline's context");
     trackers.emplace_back(tokenizer, r, [&on_text, i](std::string_view t) { on_text(i, t); });
   }
 

@@ -47,7 +47,8 @@ TEST(Families, CheckpointsAreRecognisedByTheirAttributes) {
 TEST(Families, RandomCheckpointsOfAFamilyWithoutThemAreNamed) {
   RandomCheckpointOptions o;
   o.config_path = "configs/models/tiny-recurrentgemma.yaml";
-  o.out = "/tmp/never-written.h5";
+  o.out =
+      (fs::temp_directory_path() / ("never-written-" + std::to_string(getpid()) + ".h5")).string();
   EXPECT_NE(ErrorOf([&] { RunRandomCheckpoint(o); }).find("is a recurrent_gemma config"),
             std::string::npos);
   EXPECT_FALSE(fs::exists(o.out));

@@ -106,6 +106,23 @@ TEST_F(GeneratorTest, ContextIsCheckedBeforeAnyWork) {
   EXPECT_THROW(Run(request), Error);
 }
 
+// The same check serves the pipeline engine's loop, against the context its state holds.
+TEST_F(GeneratorTest, TheEnginesContextCheckNamesItsHolder) {
+  GenerationRequest request;
+  request.prompt = {2, 5, 7};
+  request.max_new_tokens = 8;
+  EXPECT_NO_THROW(CheckRequest(request, 11, "the pipeline's context"));
+  try {
+    CheckRequest(request, 10, "the pipeline's context");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("prompt (3 tokens) + max_new_tokens (8) exceeds the "
+                                         "pipeline's context of 10 tokens"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST_F(GeneratorTest, SampledGenerationIsReproducibleFromItsSeed) {
   GenerationRequest request;
   request.prompt = tokenizer_.Encode("The Program", true);
