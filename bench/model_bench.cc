@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "bench/bench_util.h"
-#include "models/gemma_decoder.h"
-#include "models/gemma_random.h"
+#include "models/gemma/gemma_decoder.h"
+#include "models/gemma/gemma_random.h"
 #include "runtime/error.h"
 
 namespace gemmapod {

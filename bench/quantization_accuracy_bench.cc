@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "bench/bench_util.h"
-#include "models/gemma_checkpoint.h"
+#include "models/gemma/gemma_checkpoint.h"
 #include "runtime/cpu/ops.h"
 #include "runtime/error.h"
 #include "runtime/tokenizer/tokenizer.h"

@@ -19,9 +19,9 @@
 #include <vector>
 
 #include "bench/bench_util.h"
-#include "models/gemma_decoder.h"
-#include "models/gemma_random.h"
-#include "models/recurrent_gemma.h"
+#include "models/gemma/gemma_decoder.h"
+#include "models/gemma/gemma_random.h"
+#include "models/recurrent_gemma/recurrent_gemma.h"
 #include "runtime/error.h"
 
 namespace gemmapod {

@@ -18,14 +18,14 @@
 #include <vector>
 
 #include "bench/bench_util.h"
-#include "models/gemma_random.h"
-#include "models/gemma_shard.h"
+#include "models/gemma/gemma_random.h"
+#include "models/gemma/gemma_shard.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/comm/mpi_communicator.h"
 #include "runtime/error.h"
 #include "serving/engine/gemma_stage_model.h"
 #include "serving/engine/pipeline_engine.h"
-#include "serving/gemma_layout.h"
+#include "sharding/gemma_layout.h"
 
 namespace gemmapod {
 namespace {

@@ -34,11 +34,11 @@
 #include <vector>
 
 #include "bench/bench_util.h"
-#include "models/gemma_decoder.h"
-#include "models/gemma_random.h"
-#include "models/model_config_yaml.h"
-#include "models/t5gemma.h"
-#include "models/t5gemma_random.h"
+#include "models/gemma/gemma_decoder.h"
+#include "models/gemma/gemma_random.h"
+#include "models/gemma/model_config_yaml.h"
+#include "models/t5gemma/t5gemma.h"
+#include "models/t5gemma/t5gemma_random.h"
 #include "runtime/error.h"
 
 namespace gemmapod {

@@ -5,7 +5,7 @@
 
 #include "launch/recurrent_commands.h"
 #include "launch/t5gemma_commands.h"
-#include "models/t5gemma_config.h"
+#include "models/t5gemma/t5gemma_config.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/error.h"
 

@@ -1,6 +1,6 @@
 #include "launch/model_files.h"
 
-#include "models/gemma_checkpoint.h"
+#include "models/gemma/gemma_checkpoint.h"
 #include "runtime/error.h"
 #include "sharding/process_grid.h"
 

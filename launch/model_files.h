@@ -5,7 +5,7 @@
 #include <string>
 
 #include "launch/commands.h"
-#include "models/model_config.h"
+#include "models/gemma/model_config.h"
 #include "runtime/cpu/matmul.h"
 #include "runtime/tokenizer/tokenizer.h"
 

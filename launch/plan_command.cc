@@ -8,14 +8,14 @@
 #include "launch/recurrent_commands.h"
 #include "launch/sharded_model.h"
 #include "launch/t5gemma_commands.h"
-#include "models/model_config.h"
-#include "models/recurrent_gemma.h"
+#include "models/gemma/model_config.h"
+#include "models/recurrent_gemma/recurrent_gemma.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/error.h"
-#include "serving/gemma_layout.h"
-#include "serving/recurrent_pipeline.h"
-#include "serving/t5gemma_pipeline.h"
+#include "sharding/gemma_layout.h"
 #include "sharding/pod_topology.h"
+#include "sharding/recurrent_gemma_layout.h"
+#include "sharding/t5gemma_layout.h"
 
 namespace gemmapod {
 namespace {

@@ -9,14 +9,14 @@
 #include "launch/engine_commands.h"
 #include "launch/model_files.h"
 #include "launch/rank_runner.h"
-#include "models/recurrent_gemma.h"
+#include "models/recurrent_gemma/recurrent_gemma.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/checkpoint/npy.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/error.h"
 #include "serving/engine/recurrent_stage_model.h"
-#include "serving/recurrent_pipeline.h"
 #include "sharding/pod_topology.h"
+#include "sharding/recurrent_gemma_layout.h"
 
 namespace gemmapod {
 namespace {

@@ -5,7 +5,7 @@
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/error.h"
 #include "serving/engine/gemma_stage_model.h"
-#include "serving/gemma_layout.h"
+#include "sharding/gemma_layout.h"
 
 namespace gemmapod {
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "models/model_config.h"
+#include "models/gemma/model_config.h"
 #include "serving/engine/pipeline_engine.h"
 #include "sharding/pod_topology.h"
 #include "sharding/process_grid.h"

@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include "models/gemma_decoder.h"
+#include "models/gemma/gemma_decoder.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "serving/sampler.h"
 

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-#include "models/model_config.h"
+#include "models/gemma/model_config.h"
 
 namespace gemmapod {
 

@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <span>
 
-#include "models/kv_cache.h"
+#include "models/layers/kv_cache.h"
 #include "runtime/tensor.h"
 
 namespace gemmapod {

@@ -7,8 +7,8 @@
 #include <span>
 #include <vector>
 
-#include "models/kv_cache.h"
 #include "models/layers/attention.h"
+#include "models/layers/kv_cache.h"
 #include "models/layers/linear.h"
 #include "models/layers/parallel.h"
 #include "runtime/cpu/matmul.h"

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "models/gemma_stage.h"
+#include "models/gemma/gemma_stage.h"
 #include "serving/engine/stage_model.h"
 
 namespace gemmapod {

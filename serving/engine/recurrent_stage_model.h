@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "models/recurrent_gemma.h"
+#include "models/recurrent_gemma/recurrent_gemma.h"
 #include "serving/engine/stage_model.h"
 
 namespace gemmapod {

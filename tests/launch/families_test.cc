@@ -8,11 +8,11 @@
 #include <filesystem>
 #include <string>
 
-#include "models/gemma_checkpoint.h"
-#include "models/gemma_random.h"
-#include "models/model_config_yaml.h"
-#include "models/t5gemma.h"
-#include "models/t5gemma_random.h"
+#include "models/gemma/gemma_checkpoint.h"
+#include "models/gemma/gemma_random.h"
+#include "models/gemma/model_config_yaml.h"
+#include "models/t5gemma/t5gemma.h"
+#include "models/t5gemma/t5gemma_random.h"
 #include "tests/error_of.h"
 
 namespace gemmapod {

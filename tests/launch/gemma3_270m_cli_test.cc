@@ -1,7 +1,7 @@
 // The real Gemma 3 270M through the `gemmapod` binary, as the README's main job runs it: one rank
 // and two ranks (tp = 2, mpirun directly) in bf16 and int8 give the same text and logits; GGUF
 // conversion's bad input is named. The checkpoints come from the ctest fixture
-// gemma3_270m_prepare ($GEMMAPOD_GEMMA3_270M_DIR, tests/models/prepare_gemma3_270m.sh).
+// gemma3_270m_prepare ($GEMMAPOD_GEMMA3_270M_DIR, tests/models/gemma/prepare_gemma3_270m.sh).
 #include <gtest/gtest.h>
 
 #include <cmath>

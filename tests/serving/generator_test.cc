@@ -6,7 +6,7 @@
 
 #include <limits>
 
-#include "models/gemma_random.h"
+#include "models/gemma/gemma_random.h"
 #include "runtime/cpu/ops.h"
 #include "runtime/error.h"
 #include "tests/small_gemma_config.h"

@@ -15,7 +15,7 @@
 #include <numeric>
 #include <tuple>
 
-#include "models/gemma_shard.h"
+#include "models/gemma/gemma_shard.h"
 #include "runtime/comm/mpi_communicator.h"
 #include "tests/small_gemma_config.h"
 

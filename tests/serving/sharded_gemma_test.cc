@@ -13,15 +13,15 @@
 #include <cstring>
 #include <filesystem>
 
-#include "models/gemma_checkpoint.h"
-#include "models/gemma_random.h"
-#include "models/model_config.h"
+#include "models/gemma/gemma_checkpoint.h"
+#include "models/gemma/gemma_random.h"
+#include "models/gemma/model_config.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/comm/mpi_communicator.h"
 #include "serving/engine/gemma_stage_model.h"
 #include "serving/engine/generate.h"
 #include "serving/engine/pipeline_engine.h"
-#include "serving/gemma_layout.h"
+#include "sharding/gemma_layout.h"
 
 namespace gemmapod {
 namespace {

@@ -9,15 +9,39 @@
 #include <filesystem>
 #include <random>
 
-#include "models/recurrent_gemma.h"
+#include "models/recurrent_gemma/recurrent_gemma.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/comm/mpi_communicator.h"
-#include "serving/recurrent_pipeline.h"
+#include "runtime/error.h"
+#include "sharding/recurrent_gemma_layout.h"
 
 namespace gemmapod {
 namespace {
 
 constexpr double kTolerance = 1e-5;  // max |sharded - one rank| / max |one rank|
+
+// Runs `chunk` through every stage of this rank's replica (collective over the replica), one
+// chunk at a time, and returns the logits on every rank: [tokens, vocab] or [1, vocab]. Unlike the
+// engine's chunks, `chunk` may carry document starts (segment positions), so a document reset goes
+// through every layout.
+Tensor ForwardOnGrid(RecurrentGemma& stage, const ProcessGrid& grid, const RecurrentChunk& chunk,
+                     RecurrentGemmaState& state, bool all_logits) {
+  const RecurrentGemmaConfig& c = stage.config();
+  const int64_t T = static_cast<int64_t>(chunk.tokens.size());
+  const RecurrentPlacement at = stage.Place(chunk, state);
+  const int pp_rank = grid.coords().pp, pp = grid.shape().pp;
+  Tensor h = grid.is_first_stage() ? stage.Embed(chunk.tokens)
+                                   : Tensor::Empty({T, c.hidden_size}, DType::kF32);
+  if (!grid.is_first_stage()) grid.pp().Recv(h, pp_rank - 1);
+  stage.RunLayers(h, at, state);
+  stage.Commit(at, state);
+  if (!grid.is_last_stage()) grid.pp().Send(h, pp_rank + 1);
+  Tensor logits = grid.is_last_stage()
+                      ? stage.Logits(h, all_logits)
+                      : Tensor::Empty({all_logits ? T : 1, c.vocab_size}, DType::kF32);
+  if (pp > 1) grid.pp().Broadcast(logits, pp - 1);
+  return logits;
+}
 
 RecurrentGemmaConfig TestConfig(int64_t kv_heads) {
   RecurrentGemmaConfig c;
