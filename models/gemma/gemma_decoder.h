@@ -32,6 +32,7 @@ class GemmaDecoder {
   const ModelConfig& config() const { return stage_.config(); }
   const GemmaWeights& weights() const { return stage_.weights(); }
   void set_matmul_precision(cpu::MatmulPrecision p) { stage_.set_matmul_precision(p); }
+  void set_activation_store(ActivationStore* store) { stage_.set_activation_store(store); }
 
   // Runs every chunk through the model, stores their keys and values in `cache` and advances each
   // sequence. Returns f32 logits [rows, vocab], rows in chunk order (all tokens of chunk 0, then

@@ -51,10 +51,9 @@ BatchLayout LayOutBatch(std::span<const SequenceChunk> batch, const KvCache& cac
 Tensor LastTokenRows(const Tensor& h, const BatchLayout& layout) {
   const int64_t d = h.dim(1);
   Tensor last = NewF32(static_cast<int64_t>(layout.sequence.size()), d);
-  for (size_t b = 0; b < layout.sequence.size(); ++b) {
-    const int64_t row = layout.offset[b] + layout.length[b] - 1;
-    std::copy_n(h.data<float>() + row * d, d, last.data<float>() + static_cast<int64_t>(b) * d);
-  }
+  std::vector<int64_t> rows(layout.sequence.size());
+  for (size_t b = 0; b < rows.size(); ++b) rows[b] = layout.offset[b] + layout.length[b] - 1;
+  ops::GatherRows(h, nullptr, rows, 1.0f, last);
   return last;
 }
 
@@ -114,16 +113,29 @@ void GemmaStage::RunLayers(Tensor& h, const BatchLayout& layout, KvCache& cache)
                                          w.o_proj,
                                          c.qk_norm ? &w.q_norm : nullptr,
                                          c.qk_norm ? &w.k_norm : nullptr};
+    SaveActivation(store_, l, ActivationStore::kInput, h);
     RmsNormRows(h, w.attn_norm, eps, normed);
     SelfAttentionForward(normed, attention, settings, layout, cache, l, TpGroup(), q, k, v, attn,
                          block_out, precision_);
+    SaveActivation(store_, l, "attention_normed", normed);
+    SaveActivation(store_, l, "q", q);
+    SaveActivation(store_, l, "k", k);
+    SaveActivation(store_, l, "v", v);
+    SaveActivation(store_, l, "attention_output", attn);
+    SaveActivation(store_, l, "attention_block_output", block_out);
     if (c.post_norms) RmsNormRows(block_out, w.post_attn_norm, eps, block_out);
     ops::Add(h, block_out, h);
+    SaveActivation(store_, l, "mlp_input", h);
 
     // h = h + [post_norm](mlp(norm(h)))
     RmsNormRows(h, w.mlp_norm, eps, normed);
     GegluMlpForward(normed, {w.gate_proj, w.up_proj, w.down_proj}, TpGroup(), gate, up, hidden,
                     block_out, precision_);
+    SaveActivation(store_, l, "mlp_normed", normed);
+    SaveActivation(store_, l, "mlp_gate", gate);
+    SaveActivation(store_, l, "mlp_up", up);
+    SaveActivation(store_, l, "mlp_hidden", hidden);
+    SaveActivation(store_, l, "mlp_block_output", block_out);
     if (c.post_norms) RmsNormRows(block_out, w.post_mlp_norm, eps, block_out);
     ops::Add(h, block_out, h);
   }

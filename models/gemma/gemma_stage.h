@@ -13,6 +13,7 @@
 
 #include "models/gemma/gemma_shard.h"
 #include "models/gemma/model_config.h"
+#include "models/layers/activation_store.h"
 #include "models/layers/kv_cache.h"
 #include "models/layers/parallel.h"
 #include "models/layers/self_attention_block.h"
@@ -40,6 +41,9 @@ class GemmaStage {
   const GemmaShard& shard() const { return shard_; }
   const GemmaWeights& weights() const { return weights_; }
   void set_matmul_precision(cpu::MatmulPrecision p) { precision_ = p; }
+  // Where RunLayers saves what a backward needs (models/layers/activation_store.h); null (the
+  // default) for inference.
+  void set_activation_store(ActivationStore* store) { store_ = store; }
 
   // A cache for this stage's layers and this rank's key/value heads.
   KvCache NewCache(int64_t num_sequences, int64_t max_context) const;
@@ -66,6 +70,7 @@ class GemmaStage {
   GemmaWeights weights_;
   Communicator* tp_;
   cpu::MatmulPrecision precision_ = cpu::MatmulPrecision::kExact;
+  ActivationStore* store_ = nullptr;
 };
 
 }  // namespace gemmapod

@@ -56,13 +56,8 @@ Tensor VocabParallelHead::LogitShard(const Tensor& x, cpu::MatmulPrecision preci
   if (softcap_ > 0) {
     ops::SoftCap(logits, softcap_, logits);
   }
-  if (vocab_.valid < vocab_.rows) {
-    float* p = logits.data<float>();
-    for (int64_t r = 0; r < rows; ++r) {
-      std::fill(p + r * vocab_.rows + vocab_.valid, p + (r + 1) * vocab_.rows,
-                -std::numeric_limits<float>::infinity());
-    }
-  }
+  // Padding rows of the last shard never win a sample.
+  ops::FillColumns(logits, vocab_.valid, vocab_.rows, -std::numeric_limits<float>::infinity());
   return logits;
 }
 
@@ -83,13 +78,11 @@ Tensor VocabParallelHead::Gather(const Tensor& shard) const {
       tp_->AllGather(mine, all);
     }
     // all[r] holds rank r's [n, vs] block; the vocabulary is the ranks' columns side by side.
+    Tensor block = logits.Slice(r0, r0 + n);
     for (int64_t r = 0; r < tp; ++r) {
       const int64_t begin = r * vs, width = std::min(vs, V - begin);
       if (width <= 0) continue;
-      for (int64_t i = 0; i < n; ++i) {
-        std::copy_n(all.data<float>() + r * n * vs + i * vs, width,
-                    logits.data<float>() + (r0 + i) * V + begin);
-      }
+      ops::CopyColumns(all.Slice(r, r + 1).Reshape({n, vs}), 0, block, begin, width);
     }
   }
   return logits;

@@ -5,37 +5,16 @@
 
 #include "models/layers/geglu_mlp.h"
 #include "models/layers/parallel.h"
+#include "models/layers/recurrent_block.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/comm/communicator.h"
-#include "runtime/cpu/ops.h"
 #include "runtime/error.h"
 #include "runtime/ops/ops.h"
 
 namespace gemmapod {
 namespace {
 
-constexpr float kGateExponent = 8.0f;  // Griffin's c: a = exp(-c * gate * softplus(Λ))
-
 Tensor NewF32(int64_t rows, int64_t cols) { return Tensor::Zeros({rows, cols}, DType::kF32); }
-
-float Softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
-float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
-
-// out[t, h*bw + j] = sum_i x[t, h*bw + i] * w[h, i, j] + b[h, j]: one dense block per head.
-void BlockDiagonal(const float* x, int64_t T, int64_t H, int64_t bw, const float* w, const float* b,
-                   float* out) {
-  const int64_t width = H * bw;
-  for (int64_t t = 0; t < T; ++t) {
-    for (int64_t h = 0; h < H; ++h) {
-      const float* xi = x + t * width + h * bw;
-      float* o = out + t * width + h * bw;
-      std::copy(b + h * bw, b + (h + 1) * bw, o);
-      for (int64_t i = 0; i < bw; ++i) {
-        cpu::AddScaled(w + (h * bw + i) * bw, xi[i], o, bw);
-      }
-    }
-  }
-}
 
 }  // namespace
 
@@ -96,9 +75,10 @@ void RecurrentGemmaState::Reset(int64_t s) {
   GEMMAPOD_CHECK(s >= 0 && s < num_sequences_, "RecurrentGemmaState: no sequence ", s);
   for (RecurrentLayer& r : recurrent_) {
     if (!r.conv.defined()) continue;
-    const int64_t conv = r.conv.numel() / num_sequences_, lru = r.lru.numel() / num_sequences_;
-    std::fill_n(r.conv.data<float>() + s * conv, conv, 0.0f);
-    std::fill_n(r.lru.data<float>() + s * lru, lru, 0.0f);
+    for (Tensor* held : {&r.conv, &r.lru}) {
+      Tensor row = held->Slice(s, s + 1).Reshape({1, held->numel() / num_sequences_});
+      ops::FillColumns(row, 0, row.dim(1), 0.0f);
+    }
   }
   seen_[static_cast<size_t>(s)] = 0;
   next_position_[static_cast<size_t>(s)] = 0;
@@ -202,13 +182,9 @@ void RecurrentGemma::LocalAttention(const Tensor& q, const Tensor& k, const Tens
          out_head = Tensor::Empty({T, hd}, DType::kF32);
   for (int64_t h = 0; h < H; ++h) {
     shape.first_kv_head = (first_head + h) / heads_per_kv;
-    for (int64_t t = 0; t < T; ++t) {
-      std::copy_n(q.data<float>() + (t * H + h) * hd, hd, q_head.data<float>() + t * hd);
-    }
+    ops::CopyColumns(q, h * hd, q_head, 0, hd);
     RingAttention(shape, q_head, k, v, start, ring, lo, hi, out_head);
-    for (int64_t t = 0; t < T; ++t) {
-      std::copy_n(out_head.data<float>() + t * hd, hd, out.data<float>() + (t * H + h) * hd);
-    }
+    ops::CopyColumns(out_head, 0, out, h * hd, hd);
   }
 }
 
@@ -291,78 +267,33 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
     lo[static_cast<size_t>(t)] = std::max(gq - W, doc_start[static_cast<size_t>(t)]);
     hi[static_cast<size_t>(t)] = gq + 1;
   }
+  // How many earlier tokens of its document each token's convolution reads: the chunk's, then
+  // the state's last width - 1 inputs (row width - 1 - j holds the input j tokens before the
+  // chunk).
+  std::vector<int32_t> conv_reach(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) {
+    int32_t reach = 0;
+    for (int64_t back = 1; back < width; ++back, ++reach) {
+      const int64_t source_doc =
+          t - back >= 0 ? doc[static_cast<size_t>(t - back)]
+                        : state.recent_document_[S * (width - 1) + (width - 1 - (back - t))];
+      if (source_doc != doc[static_cast<size_t>(t)]) break;
+    }
+    conv_reach[static_cast<size_t>(t)] = reach;
+  }
   Tensor normed = NewF32(T, d), out = NewF32(T, d);
   for (int64_t l = shard_.first_layer; l < shard_.end_layer; ++l) {
     const RecurrentGemmaLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
+    SaveActivation(store_, l, ActivationStore::kInput, h);
     ops::RmsNorm(h, w.temporal_pre_norm, eps, normed);
+    SaveActivation(store_, l, "temporal_normed", normed);
     if (c.blocks[static_cast<size_t>(l)] == TemporalBlock::kRecurrent) {
       const RecurrentBlockWeights& r = w.recurrent;
       RecurrentGemmaState::RecurrentLayer& st = state.recurrent_[static_cast<size_t>(l)];
-      Tensor y = NewF32(T, lru), u = NewF32(T, lru), conv = NewF32(T, lru);
-      ColumnParallelLinear(r.linear_y).Forward(normed, y, precision);
-      ops::GeluTanh(y, y);
-      ColumnParallelLinear(r.linear_x).Forward(normed, u, precision);
-
-      // Causal depthwise convolution over time: tap k of channel ch multiplies the input
-      // width - 1 - k tokens back; before the chunk the inputs come from the state, and inputs
-      // of an earlier document count as zeros.
-      float* conv_state = st.conv.data<float>() + s * (width - 1) * lru;
-      const float* taps = r.conv_weight.data<float>();
-      for (int64_t t = 0; t < T; ++t) {
-        float* o = conv.data<float>() + t * lru;
-        std::copy(r.conv_bias.data<float>(), r.conv_bias.data<float>() + lru, o);
-        for (int64_t back = 0; back < width; ++back) {
-          const float* in = nullptr;
-          if (t - back >= 0) {
-            if (doc[static_cast<size_t>(t - back)] != doc[static_cast<size_t>(t)]) continue;
-            in = u.data<float>() + (t - back) * lru;
-          } else {
-            // The state's row width - 1 - j holds the input j tokens before the chunk.
-            const int64_t before = back - t;  // 1..width-1 tokens before the chunk
-            const int64_t row = width - 1 - before;
-            if (state.recent_document_[S * (width - 1) + row] != doc[static_cast<size_t>(t)]) {
-              continue;
-            }
-            in = conv_state + row * lru;
-          }
-          const int64_t k = width - 1 - back;
-          for (int64_t ch = 0; ch < lru; ++ch) o[ch] += taps[ch * width + k] * in[ch];
-        }
-      }
-      // The state keeps the last width - 1 inputs, oldest first.
-      {
-        std::vector<float> history((width - 1 + T) * lru);
-        std::copy(conv_state, conv_state + (width - 1) * lru, history.begin());
-        std::copy(u.data<float>(), u.data<float>() + T * lru, history.begin() + (width - 1) * lru);
-        std::copy(history.end() - (width - 1) * lru, history.end(), conv_state);
-      }
-
-      // RG-LRU: gates from the convolved input, then the linear recurrence in f32.
-      Tensor gate_x = NewF32(T, lru), gate_a = NewF32(T, lru);
-      const int64_t bw = c.lru_block_width();  // whole blocks per rank
-      BlockDiagonal(conv.data<float>(), T, H, bw, r.input_gate_weight.data<float>(),
-                    r.input_gate_bias.data<float>(), gate_x.data<float>());
-      BlockDiagonal(conv.data<float>(), T, H, bw, r.recurrent_gate_weight.data<float>(),
-                    r.recurrent_gate_bias.data<float>(), gate_a.data<float>());
-      float* hidden = st.lru.data<float>() + s * lru;
-      const float* lambda = r.recurrent_param.data<float>();
-      std::vector<float> softplus_lambda(static_cast<size_t>(lru));
-      for (int64_t ch = 0; ch < lru; ++ch) softplus_lambda[ch] = Softplus(lambda[ch]);
-      for (int64_t t = 0; t < T; ++t) {
-        const bool reset = pos[static_cast<size_t>(t)] == 0;
-        const float* cx = conv.data<float>() + t * lru;
-        const float* gx = gate_x.data<float>() + t * lru;
-        const float* ga = gate_a.data<float>() + t * lru;
-        float* yt = y.data<float>() + t * lru;
-        for (int64_t ch = 0; ch < lru; ++ch) {
-          const float log_a = -kGateExponent * Sigmoid(ga[ch]) * softplus_lambda[ch];
-          const float a = reset ? 0.0f : std::exp(log_a);
-          const float multiplier = reset ? 1.0f : std::sqrt(1.0f - std::exp(2.0f * log_a));
-          hidden[ch] = a * hidden[ch] + cx[ch] * Sigmoid(gx[ch]) * multiplier;
-          yt[ch] *= hidden[ch];  // the GELU branch gates the recurrence's output
-        }
-      }
-      RowParallelLinear(r.linear_out, TpGroup()).Forward(y, out, precision);
+      RecurrentBlockState block_state{st.conv.Slice(s, s + 1).Reshape({width - 1, lru}),
+                                      st.lru.Slice(s, s + 1).Reshape({lru})};
+      RecurrentBlockForward(normed, r, {conv_reach, pos}, block_state, TpGroup(), precision, out,
+                            store_, l);
     } else {
       const LocalAttentionWeights& a = w.attention;
       RecurrentGemmaState::AttentionLayer& st = state.attention_[static_cast<size_t>(l)];
@@ -374,6 +305,9 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
       const float fraction = static_cast<float>(c.rotary_fraction);
       ops::RopeHalfSplit(q, H, hd, pos, {theta, fraction, 1.0f});
       ops::RopeHalfSplit(k, KV, hd, pos, {theta, fraction, 1.0f});
+      SaveActivation(store_, l, "q", q);
+      SaveActivation(store_, l, "k", k);
+      SaveActivation(store_, l, "v", v);
 
       // Keys a query may read: its own document's, at most W tokens back, itself included. Older
       // ones come from the ring, which holds the last W tokens before this chunk.
@@ -383,6 +317,7 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
       const int64_t seen = index[0];
       const KeyRing ring{ring_keys, ring_values, W, std::max<int64_t>(0, seen - W), seen};
       LocalAttention(q, k, v, ring, lo, hi, attn);
+      SaveActivation(store_, l, "attention_output", attn);
       // This layer's ring keeps the last W tokens (which token and document each slot holds is
       // recorded once every layer has read the old ring).
       std::vector<int64_t> slots(static_cast<size_t>(T), -1);
@@ -394,13 +329,18 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
       RowParallelLinear(a.o_proj, TpGroup()).Forward(attn, out, precision);
     }
     ops::Add(h, out, h);
+    SaveActivation(store_, l, "mlp_input", h);
 
     // MLP: down(gelu(gate(x)) * up(x)), every projection with its bias.
     ops::RmsNorm(h, w.channel_pre_norm, eps, normed);
+    SaveActivation(store_, l, "mlp_normed", normed);
     const int64_t ffn = shard_.ffn;
     Tensor gate = NewF32(T, ffn), up = NewF32(T, ffn), hidden = NewF32(T, ffn);
     GegluMlpForward(normed, {w.gate_proj, w.up_proj, w.down_proj}, TpGroup(), gate, up, hidden, out,
                     precision);
+    SaveActivation(store_, l, "mlp_gate", gate);
+    SaveActivation(store_, l, "mlp_up", up);
+    SaveActivation(store_, l, "mlp_hidden", hidden);
     ops::Add(h, out, h);
   }
 }

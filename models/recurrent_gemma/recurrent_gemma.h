@@ -16,6 +16,7 @@
 #include <span>
 #include <vector>
 
+#include "models/layers/activation_store.h"
 #include "models/layers/attention.h"
 #include "models/layers/parallel.h"
 #include "models/recurrent_gemma/recurrent_gemma_shard.h"
@@ -111,6 +112,9 @@ class RecurrentGemma {
   // bf16 inference in PyTorch does); bf16 and int8 weights only differ.
   void set_matmul_precision(cpu::MatmulPrecision p) { precision_ = p; }
   const RecurrentGemmaShard& shard() const { return shard_; }
+  // Where RunLayers saves what a backward needs (models/layers/activation_store.h); null (the
+  // default) for inference.
+  void set_activation_store(ActivationStore* store) { store_ = store; }
   RecurrentGemmaState NewState(int64_t num_sequences) const {
     return RecurrentGemmaState(config_, num_sequences, shard_);
   }
@@ -153,6 +157,7 @@ class RecurrentGemma {
   RecurrentGemmaWeights weights_;
   Communicator* tp_ = nullptr;
   cpu::MatmulPrecision precision_ = cpu::MatmulPrecision::kExact;
+  ActivationStore* store_ = nullptr;
 };
 
 RecurrentGemma LoadRecurrentGemmaCheckpoint(const std::string& path);

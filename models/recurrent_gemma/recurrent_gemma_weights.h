@@ -7,26 +7,11 @@
 #include <vector>
 
 #include "models/layers/linear.h"
+#include "models/layers/recurrent_block.h"
 #include "models/recurrent_gemma/recurrent_gemma_config.h"
 #include "runtime/checkpoint/tensor_source.h"
 
 namespace gemmapod {
-
-// The recurrent temporal block: two branches of width lru from the normed input; the x branch
-// runs through a causal depthwise convolution and the RG-LRU, the y branch through GELU, and
-// their product returns to width d.
-struct RecurrentBlockWeights {
-  Linear linear_x;               // [lru, d] + bias
-  Linear linear_y;               // [lru, d] + bias
-  Linear linear_out;             // [d, lru] + bias
-  Tensor conv_weight;            // [lru, 1, width]: tap k multiplies u[t - (width - 1 - k)]
-  Tensor conv_bias;              // [lru]
-  Tensor recurrent_param;        // [lru]: Λ, a = exp(-8 * gate * softplus(Λ))
-  Tensor input_gate_weight;      // [H, lru/H, lru/H]: block h maps its inputs i to outputs j
-  Tensor input_gate_bias;        // [H, lru/H]
-  Tensor recurrent_gate_weight;  // [H, lru/H, lru/H]
-  Tensor recurrent_gate_bias;    // [H, lru/H]
-};
 
 // Local multi-query attention.
 struct LocalAttentionWeights {

@@ -124,10 +124,17 @@ void T5Gemma::OutputResidual(Tensor& h, const Linear& o_proj, const Tensor& post
   AddResidual(h, b.block_out, post_norm, eps);
 }
 
-void T5Gemma::MlpResidual(Tensor& h, const GemmaLayerWeights& w, float eps, LayerBuffers& b) const {
+void T5Gemma::MlpResidual(Tensor& h, const GemmaLayerWeights& w, float eps, LayerBuffers& b,
+                          ActivationStore* store, int64_t layer) const {
+  SaveActivation(store, layer, "mlp_input", h);
   RmsNormRows(h, w.mlp_norm, eps, b.normed);
   GegluMlpForward(b.normed, {w.gate_proj, w.up_proj, w.down_proj}, TpGroup(), b.gate, b.up,
                   b.hidden, b.block_out, precision_);
+  SaveActivation(store, layer, "mlp_normed", b.normed);
+  SaveActivation(store, layer, "mlp_gate", b.gate);
+  SaveActivation(store, layer, "mlp_up", b.up);
+  SaveActivation(store, layer, "mlp_hidden", b.hidden);
+  SaveActivation(store, layer, "mlp_block_output", b.block_out);
   AddResidual(h, b.block_out, w.post_mlp_norm, eps);
 }
 
@@ -153,6 +160,7 @@ void T5Gemma::RunEncoderLayers(Tensor& h, const EncoderBatch& batch) {
     const float theta = static_cast<float>(sliding ? c.rope_theta_local : c.rope_theta_global);
 
     // e += post(self_attn(pre(e))): every token sees every unpadded token (in its window).
+    SaveActivation(encoder_store_, l, ActivationStore::kInput, h);
     RmsNormRows(h, w.attn_norm, eps, normed);
     ColumnParallelLinear(w.q_proj).Forward(normed, q, precision_);
     ColumnParallelLinear(w.k_proj).Forward(normed, k, precision_);
@@ -165,9 +173,14 @@ void T5Gemma::RunEncoderLayers(Tensor& h, const EncoderBatch& batch) {
       FullAttention(shape, q.Slice(off, end), k.Slice(off, end), v.Slice(off, end),
                     batch.valid.data() + off, attn_rows);
     }
+    SaveActivation(encoder_store_, l, "attention_normed", normed);
+    SaveActivation(encoder_store_, l, "q", q);
+    SaveActivation(encoder_store_, l, "k", k);
+    SaveActivation(encoder_store_, l, "v", v);
+    SaveActivation(encoder_store_, l, "attention_output", attn);
     OutputResidual(h, w.o_proj, w.post_attn_norm, eps, b);
 
-    MlpResidual(h, w, eps, b);  // e += post(mlp(pre(e)))
+    MlpResidual(h, w, eps, b, encoder_store_, l);  // e += post(mlp(pre(e)))
   }
 }
 
@@ -252,11 +265,19 @@ void T5Gemma::RunDecoderLayers(Tensor& h, const BatchLayout& layout, T5GemmaDeco
     const SelfAttentionSettings settings{
         ShapeOf(c, s, sliding),
         static_cast<float>(sliding ? c.rope_theta_local : c.rope_theta_global), 1.0f, eps};
+    SaveActivation(decoder_store_, l, ActivationStore::kInput, h);
     RmsNormRows(h, w.attn_norm, eps, normed);
     SelfAttentionForward(normed, {w.q_proj, w.k_proj, w.v_proj, w.o_proj, nullptr, nullptr},
                          settings, layout, *state.self, l, TpGroup(), q, b.k, b.v, attn,
                          b.block_out, precision_);
+    SaveActivation(decoder_store_, l, "attention_normed", normed);
+    SaveActivation(decoder_store_, l, "q", q);
+    SaveActivation(decoder_store_, l, "k", b.k);
+    SaveActivation(decoder_store_, l, "v", b.v);
+    SaveActivation(decoder_store_, l, "attention_output", attn);
+    SaveActivation(decoder_store_, l, "attention_block_output", b.block_out);
     AddResidual(h, b.block_out, w.post_attn_norm, eps);
+    SaveActivation(decoder_store_, l, "cross_input", h);
 
     // h += post(cross_attn(pre(h), memory)): no RoPE, every unpadded encoder row.
     RmsNormRows(h, x.pre_norm, eps, normed);
@@ -270,9 +291,12 @@ void T5Gemma::RunDecoderLayers(Tensor& h, const BatchLayout& layout, T5GemmaDeco
       FullAttention(cross_shape, q.Slice(off, end), m.keys[local], m.values[local], m.valid.data(),
                     attn_rows);
     }
+    SaveActivation(decoder_store_, l, "cross_normed", normed);
+    SaveActivation(decoder_store_, l, "cross_q", q);
+    SaveActivation(decoder_store_, l, "cross_attention_output", attn);
     OutputResidual(h, x.o_proj, x.post_norm, eps, b);
 
-    MlpResidual(h, w, eps, b);  // h += post(mlp(pre(h)))
+    MlpResidual(h, w, eps, b, decoder_store_, l);  // h += post(mlp(pre(h)))
   }
 }
 

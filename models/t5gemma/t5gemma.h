@@ -73,6 +73,12 @@ class T5Gemma {
   const T5GemmaShard& shard() const { return shard_; }
   // kExact (the default) or kFastBF16, for both stacks, the cross-attention and the head.
   void set_matmul_precision(cpu::MatmulPrecision p);
+  // Where the encoder's and the decoder's layers save what a backward needs
+  // (models/layers/activation_store.h); null (the default) for inference.
+  void set_activation_stores(ActivationStore* encoder, ActivationStore* decoder) {
+    encoder_store_ = encoder;
+    decoder_store_ = decoder;
+  }
 
   // --- the encoder (ranks with encoder layers)
   Tensor EmbedEncoder(std::span<const int32_t> tokens) const;  // first encoder stage; [T, d_enc]
@@ -110,7 +116,8 @@ class T5Gemma {
   void OutputResidual(Tensor& h, const Linear& o_proj, const Tensor& post_norm, float eps,
                       LayerBuffers& b) const;
   // h += post_mlp_norm(mlp(mlp_norm(h))), reduced over the group.
-  void MlpResidual(Tensor& h, const GemmaLayerWeights& w, float eps, LayerBuffers& b) const;
+  void MlpResidual(Tensor& h, const GemmaLayerWeights& w, float eps, LayerBuffers& b,
+                   ActivationStore* store, int64_t layer) const;
   const GemmaStage& encoder() const;
   const GemmaStage& decoder() const;
 
@@ -122,6 +129,8 @@ class T5Gemma {
   std::vector<CrossAttentionWeights> cross_;
   Communicator* tp_;
   cpu::MatmulPrecision precision_ = cpu::MatmulPrecision::kExact;
+  ActivationStore* encoder_store_ = nullptr;
+  ActivationStore* decoder_store_ = nullptr;
 };
 
 T5Gemma LoadT5GemmaCheckpoint(const std::string& path);

@@ -19,6 +19,16 @@ class Backend {
   virtual void GatherRows(const Tensor& table, const Tensor* row_scale,
                           std::span<const int64_t> rows, float scale, Tensor& out) = 0;
   virtual void ScatterRows(const Tensor& src, std::span<const int64_t> rows, Tensor& dst) = 0;
+  virtual void CopyColumns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col,
+                           int64_t width) = 0;
+  virtual void FillColumns(Tensor& x, int64_t begin, int64_t end, float value) = 0;
+  virtual void CausalConv1d(const Tensor& x, const Tensor& taps, const Tensor& bias,
+                            std::span<const int32_t> reach, Tensor& history, Tensor& out) = 0;
+  virtual void BlockDiagonalMatMul(const Tensor& x, const Tensor& w, const Tensor& b,
+                                   Tensor& out) = 0;
+  virtual void RgLru(const Tensor& x, const Tensor& gate_x, const Tensor& gate_a,
+                     const Tensor& lambda, std::span<const int32_t> positions, Tensor& state,
+                     Tensor& out) = 0;
   virtual void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) = 0;
   virtual void Attention(const AttentionProblem& problem, const Tensor& q,
                          std::span<const KeyRunTensors> runs, std::span<const int64_t> lo,

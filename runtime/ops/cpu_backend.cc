@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "runtime/cpu/attention.h"
+#include "runtime/cpu/griffin.h"
 #include "runtime/cpu/int8_matmul.h"
 #include "runtime/cpu/matmul.h"
 #include "runtime/cpu/ops.h"
@@ -79,6 +80,35 @@ class Cpu final : public Backend {
       std::copy_n(src.data<float>() + static_cast<int64_t>(i) * width, width,
                   dst.data<float>() + rows[i] * width);
     }
+  }
+  void CopyColumns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col,
+                   int64_t width) override {
+    const int64_t sw = src.dim(1), dw = dst.dim(1);
+    for (int64_t r = 0; r < src.dim(0); ++r) {
+      std::copy_n(src.data<float>() + r * sw + src_col, width,
+                  dst.data<float>() + r * dw + dst_col);
+    }
+  }
+  void FillColumns(Tensor& x, int64_t begin, int64_t end, float value) override {
+    const int64_t w = x.dim(1);
+    for (int64_t r = 0; r < x.dim(0); ++r) {
+      std::fill(x.data<float>() + r * w + begin, x.data<float>() + r * w + end, value);
+    }
+  }
+  void CausalConv1d(const Tensor& x, const Tensor& taps, const Tensor& bias,
+                    std::span<const int32_t> reach, Tensor& history, Tensor& out) override {
+    cpu::CausalConv1d(x.data<float>(), x.dim(0), x.dim(1), taps.data<float>(), taps.dim(-1),
+                      bias.data<float>(), reach.data(), history.data<float>(), out.data<float>());
+  }
+  void BlockDiagonalMatMul(const Tensor& x, const Tensor& w, const Tensor& b,
+                           Tensor& out) override {
+    cpu::BlockDiagonalMatMul(x.data<float>(), x.dim(0), w.dim(0), w.dim(1), w.data<float>(),
+                             b.data<float>(), out.data<float>());
+  }
+  void RgLru(const Tensor& x, const Tensor& gate_x, const Tensor& gate_a, const Tensor& lambda,
+             std::span<const int32_t> positions, Tensor& state, Tensor& out) override {
+    cpu::RgLru(x.data<float>(), gate_x.data<float>(), gate_a.data<float>(), lambda.data<float>(),
+               positions.data(), x.dim(0), x.dim(1), state.data<float>(), out.data<float>());
   }
   void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
     const int64_t d = weight.numel();

@@ -148,6 +148,72 @@ void ScatterRows(const Tensor& src, std::span<const int64_t> rows, Tensor& dst) 
   b.ScatterRows(src, rows, dst);
 }
 
+void CopyColumns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t width) {
+  Backend& b = On("CopyColumns", {&src, &dst});
+  CheckF32("CopyColumns", {&src, &dst});
+  GEMMAPOD_CHECK(src.rank() == 2 && dst.rank() == 2 && src.dim(0) == dst.dim(0) && width >= 0 &&
+                     src_col >= 0 && src_col + width <= src.dim(1) && dst_col >= 0 &&
+                     dst_col + width <= dst.dim(1),
+                 "CopyColumns: ", width, " columns from ", src_col, " of ", src.Describe(), " to ",
+                 dst_col, " of ", dst.Describe());
+  if (width > 0 && src.dim(0) > 0) b.CopyColumns(src, src_col, dst, dst_col, width);
+}
+
+void FillColumns(Tensor& x, int64_t begin, int64_t end, float value) {
+  Backend& b = On("FillColumns", {&x});
+  CheckF32("FillColumns", {&x});
+  GEMMAPOD_CHECK(x.rank() == 2 && 0 <= begin && begin <= end && end <= x.dim(1), "FillColumns: [",
+                 begin, ", ", end, ") of ", x.Describe());
+  if (begin < end && x.dim(0) > 0) b.FillColumns(x, begin, end, value);
+}
+
+void CausalConv1d(const Tensor& x, const Tensor& taps, const Tensor& bias,
+                  std::span<const int32_t> reach, Tensor& history, Tensor& out) {
+  Backend& b = On("CausalConv1d", {&x, &taps, &bias, &history, &out});
+  CheckF32("CausalConv1d", {&x, &taps, &bias, &history, &out});
+  CheckSameShape("CausalConv1d", x, out);
+  GEMMAPOD_CHECK(x.rank() == 2 && x.dim(0) == static_cast<int64_t>(reach.size()),
+                 "CausalConv1d: ", x.Describe(), " is not [", reach.size(), " tokens, channels]");
+  const int64_t C = x.dim(1), width = taps.dim(-1);
+  GEMMAPOD_CHECK(taps.rank() >= 2 && taps.dim(0) == C && taps.numel() == C * width && width >= 1,
+                 "CausalConv1d: taps ", taps.Describe(), " are not [", C, ", 1, width]");
+  GEMMAPOD_CHECK(bias.numel() == C, "CausalConv1d: bias ", bias.Describe(), " for ", C,
+                 " channels");
+  GEMMAPOD_CHECK(history.numel() == (width - 1) * C && history.dim(-1) == C,
+                 "CausalConv1d: history ", history.Describe(), " is not [", width - 1, ", ", C,
+                 "]");
+  for (size_t t = 0; t < reach.size(); ++t) {
+    GEMMAPOD_CHECK(reach[t] >= 0 && reach[t] < width, "CausalConv1d: token ", t, " reaches ",
+                   reach[t], " tokens back with ", width, " taps");
+  }
+  b.CausalConv1d(x, taps, bias, reach, history, out);
+}
+
+void BlockDiagonalMatMul(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) {
+  Backend& b = On("BlockDiagonalMatMul", {&x, &w, &bias, &out});
+  CheckF32("BlockDiagonalMatMul", {&x, &w, &bias, &out});
+  CheckSameShape("BlockDiagonalMatMul", x, out);
+  GEMMAPOD_CHECK(w.rank() == 3 && w.dim(1) == w.dim(2) && x.rank() == 2 &&
+                     x.dim(1) == w.dim(0) * w.dim(1) && bias.numel() == x.dim(1),
+                 "BlockDiagonalMatMul: ", x.Describe(), " x ", w.Describe(), " + ", bias.Describe(),
+                 " is not [T, H * bw] x [H, bw, bw] + [H, bw]");
+  b.BlockDiagonalMatMul(x, w, bias, out);
+}
+
+void RgLru(const Tensor& x, const Tensor& gate_x, const Tensor& gate_a, const Tensor& lambda,
+           std::span<const int32_t> positions, Tensor& state, Tensor& out) {
+  Backend& b = On("RgLru", {&x, &gate_x, &gate_a, &lambda, &state, &out});
+  CheckF32("RgLru", {&x, &gate_x, &gate_a, &lambda, &state, &out});
+  CheckSameShape("RgLru", x, gate_x);
+  CheckSameShape("RgLru", x, gate_a);
+  CheckSameShape("RgLru", x, out);
+  GEMMAPOD_CHECK(x.rank() == 2 && x.dim(0) == static_cast<int64_t>(positions.size()) &&
+                     lambda.numel() == x.dim(1) && state.numel() == x.dim(1),
+                 "RgLru: ", x.Describe(), " for ", positions.size(), " positions, lambda ",
+                 lambda.Describe(), ", state ", state.Describe());
+  b.RgLru(x, gate_x, gate_a, lambda, positions, state, out);
+}
+
 void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
   Backend& b = On("RmsNorm", {&x, &weight, &out});
   CheckF32("RmsNorm", {&x, &weight, &out});

@@ -32,6 +32,13 @@ void GatherRows(const Tensor& table, const Tensor* row_scale, std::span<const in
 // a ring has no room for). src, dst: f32 [.., width] with equal widths.
 void ScatterRows(const Tensor& src, std::span<const int64_t> rows, Tensor& dst);
 
+// Column blocks of 2-d tensors with equal row counts: dst[r, dst_col + j] = src[r, src_col + j]
+// for j < width (a head out of a row of heads, a rank's vocabulary block into the full logits).
+void CopyColumns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t width);
+// x[r, j] = value for every row r of the 2-d x and j in [begin, end) (padding logits, a state
+// reset).
+void FillColumns(Tensor& x, int64_t begin, int64_t end, float value);
+
 // Gemma's RMSNorm over the last dimension: out = x / sqrt(mean(x^2) + eps) * (1 + weight).
 // x, out: f32 [..., d] (out may be x); weight: f32 [d].
 void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out);
@@ -53,6 +60,23 @@ struct Rope {
 };
 void RopeHalfSplit(Tensor& x, int64_t heads, int64_t head_dim, std::span<const int32_t> positions,
                    const Rope& rope);
+
+// Griffin's recurrent block (RecurrentGemma).
+// Causal depthwise convolution of x [T, C] with taps [C, 1, width] (tap k multiplies the input
+// width - 1 - k tokens back) and bias [C], into out [T, C]. history [width - 1, C] holds the
+// inputs of the width - 1 tokens before x, oldest first, and afterwards the last width - 1 inputs
+// (history then x). Token t reads at most reach[t] (< width) tokens back: its own document's.
+void CausalConv1d(const Tensor& x, const Tensor& taps, const Tensor& bias,
+                  std::span<const int32_t> reach, Tensor& history, Tensor& out);
+// One dense block per head: out[t, h*bw + j] = sum_i x[t, h*bw + i] w[h, i, j] + b[h, j];
+// x, out f32 [T, H * bw], w [H, bw, bw], b [H, bw].
+void BlockDiagonalMatMul(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& out);
+// The RG-LRU recurrence (Griffin): a_t = exp(-8 sigmoid(gate_a[t]) softplus(lambda)),
+// h_t = a_t h_{t-1} + sqrt(1 - a_t^2) sigmoid(gate_x[t]) x[t], with h_t = sigmoid(gate_x[t]) x[t]
+// where positions[t] == 0 (a document starts). x, gate_x, gate_a, out f32 [T, C]; lambda [C];
+// state [C] (or [1, C]) holds h before the chunk and h_T after; out receives every h_t.
+void RgLru(const Tensor& x, const Tensor& gate_x, const Tensor& gate_a, const Tensor& lambda,
+           std::span<const int32_t> positions, Tensor& state, Tensor& out);
 
 // Positions [first, first + keys.dim(0)) of a key run: keys and values f32 [rows, row width]
 // (views of a KV cache, a ring, an encoder output); `valid`, when not null, has one entry per row

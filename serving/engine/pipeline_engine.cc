@@ -6,6 +6,7 @@
 
 #include "runtime/comm/communicator.h"
 #include "runtime/error.h"
+#include "runtime/ops/ops.h"
 #include "sharding/process_grid.h"
 
 namespace gemmapod {
@@ -40,12 +41,13 @@ bool ValidOutput(int32_t kind) {
 Tensor LastTokenRows(const Tensor& h, std::span<const SequenceChunk> chunks) {
   const int64_t d = h.dim(1);
   Tensor last = Tensor::Empty({static_cast<int64_t>(chunks.size()), d}, DType::kF32);
-  int64_t row = 0;
+  std::vector<int64_t> rows(chunks.size());
+  int64_t end = 0;
   for (size_t b = 0; b < chunks.size(); ++b) {
-    row += static_cast<int64_t>(chunks[b].tokens.size());
-    std::copy_n(h.data<float>() + (row - 1) * d, d,
-                last.data<float>() + static_cast<int64_t>(b) * d);
+    end += static_cast<int64_t>(chunks[b].tokens.size());
+    rows[b] = end - 1;
   }
+  ops::GatherRows(h, nullptr, rows, 1.0f, last);
   return last;
 }
 

@@ -127,7 +127,9 @@ TEST_P(ShardedRecurrentGemma, EveryLayoutMatchesOneRank) {
             config, shard,
             LoadRecurrentGemmaShard(config, shard, *Hdf5CheckpointReader::Open(path)), &grid.tp());
         RecurrentGemmaState state = stage.NewState(1);
-        if (tp * pp > 1) EXPECT_LT(state.bytes(), ref_state.bytes()) << "holds the whole state";
+        if (tp * pp > 1) {
+          EXPECT_LT(state.bytes(), ref_state.bytes()) << "holds the whole state";
+        }
         double worst =
             RelativeError(ForwardOnGrid(stage, grid, {0, prompt, pos}, state, true), want_prefill);
         for (size_t i = 0; i < steps.size(); ++i) {

@@ -10,6 +10,7 @@
 
 #include "models/gemma/gemma_random.h"
 #include "runtime/error.h"
+#include "runtime/ops/ops.h"
 
 namespace gemmapod {
 namespace {
@@ -147,6 +148,54 @@ TEST_P(GemmaDecoderTest, RaggedBatchEqualsEachSequenceAlone) {
     const Tensor ref = model.Forward({{SequenceChunk{0, extended}}}, single, LogitRows::kLastToken);
     const int64_t r = static_cast<int64_t>(s);
     EXPECT_LT(RelativeError(RowsOf(next, r, r + 1), ref), Tolerance()) << "sequence " << s;
+  }
+}
+
+// A forward given an activation store saves each layer's intermediates, which chain: the
+// attention norm of a layer's input, the residual after attention (through the post-norm where
+// the family has one), the GeGLU product and the next layer's input. Saving changes no logit.
+TEST_P(GemmaDecoderTest, AnActivationStoreKeepsEachLayersIntermediates) {
+  GemmaDecoder model = MakeDecoder();
+  const ModelConfig& c = model.config();
+  const std::vector<int32_t> tokens = RandomTokens(9, 5);
+  KvCache plain_cache(c, 1, 16), stored_cache(c, 1, 16);
+  const Tensor plain =
+      model.Forward({{SequenceChunk{0, tokens}}}, plain_cache, LogitRows::kAllTokens);
+  ActivationStore store;
+  model.set_activation_store(&store);
+  const Tensor stored =
+      model.Forward({{SequenceChunk{0, tokens}}}, stored_cache, LogitRows::kAllTokens);
+  model.set_activation_store(nullptr);
+  EXPECT_EQ(RelativeError(stored, plain), 0.0);
+
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const auto same = [](const Tensor& a, const Tensor& b) { return RelativeError(a, b) == 0.0; };
+  const auto residual = [&](const Tensor& input, const Tensor& block_out, const Tensor* post_norm) {
+    Tensor out = block_out.Clone();
+    if (post_norm != nullptr) ops::RmsNorm(out, *post_norm, eps, out);
+    ops::Add(input, out, out);
+    return out;
+  };
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    SCOPED_TRACE(testing::Message() << "layer " << l);
+    const GemmaLayerWeights& w = model.weights().layers[static_cast<size_t>(l)];
+    const Tensor& input = store.Get(l, ActivationStore::kInput);
+    Tensor normed = input.Clone();
+    ops::RmsNorm(input, w.attn_norm, eps, normed);
+    EXPECT_TRUE(same(normed, store.Get(l, "attention_normed")));
+    EXPECT_EQ(store.Get(l, "q").shape(), (Shape{9, c.num_heads * c.head_dim}));
+    EXPECT_TRUE(same(residual(input, store.Get(l, "attention_block_output"),
+                              c.post_norms ? &w.post_attn_norm : nullptr),
+                     store.Get(l, "mlp_input")));
+    Tensor hidden = store.Get(l, "mlp_gate").Clone();
+    ops::GeluTanh(hidden, hidden);
+    ops::Mul(hidden, store.Get(l, "mlp_up"), hidden);
+    EXPECT_TRUE(same(hidden, store.Get(l, "mlp_hidden")));
+    if (l + 1 < c.num_layers) {
+      EXPECT_TRUE(same(residual(store.Get(l, "mlp_input"), store.Get(l, "mlp_block_output"),
+                                c.post_norms ? &w.post_mlp_norm : nullptr),
+                       store.Get(l + 1, ActivationStore::kInput)));
+    }
   }
 }
 

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <random>
 
+#include "runtime/ops/ops.h"
 #include "tests/error_of.h"
 
 namespace gemmapod {
@@ -144,6 +145,78 @@ TEST(RecurrentGemma, SequencesShareAStateWithoutMixing) {
   shared.Reset(0);
   EXPECT_EQ(shared.tokens_seen(0), 0);
   EXPECT_LE(MaxDiff(model.Forward({0, texts[1], {}}, shared, true), alone[1]), 1e-5);
+}
+
+// A forward given an activation store saves what each layer's backward reads, and the saved
+// tensors are the layer's own intermediates: recomputing a layer's steps from them gives the next
+// saved value. The logits do not change, and a store keeping layer inputs keeps only those.
+TEST(RecurrentGemma, AnActivationStoreKeepsEachLayersIntermediates) {
+  const RecurrentGemmaConfig c = TinyConfig();
+  RecurrentGemma model(c, RandomWeights(c, 4));
+  RecurrentGemmaWeights w = RandomWeights(c, 4);  // the same values, to recompute with
+  std::vector<int32_t> tokens, pos;
+  for (int i = 0; i < 11; ++i) {
+    tokens.push_back((i * 7 + 3) % 97);
+    pos.push_back(i < 4 ? i : i - 4);  // a document starts at token 4
+  }
+  RecurrentGemmaState plain_state(c, 1), stored_state(c, 1);
+  const Tensor plain = model.Forward({0, tokens, pos}, plain_state, true);
+  ActivationStore store;
+  model.set_activation_store(&store);
+  const Tensor stored = model.Forward({0, tokens, pos}, stored_state, true);
+  model.set_activation_store(nullptr);
+  EXPECT_EQ(MaxDiff(plain, stored), 0.0) << "saving changed the forward";
+
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const int64_t T = 11, lru = c.lru_width;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    SCOPED_TRACE(testing::Message() << "layer " << l);
+    const RecurrentGemmaLayerWeights& lw = w.layers[static_cast<size_t>(l)];
+    Tensor normed = Tensor::Empty({T, c.hidden_size}, DType::kF32);
+    ops::RmsNorm(store.Get(l, ActivationStore::kInput), lw.temporal_pre_norm, eps, normed);
+    EXPECT_EQ(MaxDiff(normed, store.Get(l, "temporal_normed")), 0.0);
+    if (c.blocks[static_cast<size_t>(l)] == TemporalBlock::kRecurrent) {
+      // The recurrence from the saved gates and the state before the chunk (zeros: a fresh
+      // sequence) gives the saved output; a store that lost the document start would not.
+      Tensor state = store.Get(l, "lru_state_before").Clone(),
+             h = Tensor::Empty({T, lru}, DType::kF32);
+      ops::RgLru(store.Get(l, "conv_output"), store.Get(l, "gate_x"), store.Get(l, "gate_a"),
+                 lw.recurrent.recurrent_param, pos, state, h);
+      EXPECT_EQ(MaxDiff(h, store.Get(l, "lru_output")), 0.0);
+      Tensor gate_x = Tensor::Empty({T, lru}, DType::kF32);
+      ops::BlockDiagonalMatMul(store.Get(l, "conv_output"), lw.recurrent.input_gate_weight,
+                               lw.recurrent.input_gate_bias, gate_x);
+      EXPECT_EQ(MaxDiff(gate_x, store.Get(l, "gate_x")), 0.0);
+      EXPECT_FALSE(store.Has(l, "q"));
+    } else {
+      EXPECT_EQ(store.Get(l, "q").shape(), (Shape{T, c.num_heads * c.head_dim}));
+      EXPECT_TRUE(store.Has(l, "attention_output"));
+      EXPECT_FALSE(store.Has(l, "gate_x"));
+    }
+    // GeGLU: hidden = gelu(gate) * up, and the next layer's input is the MLP input plus
+    // down(hidden) + bias.
+    Tensor hidden = store.Get(l, "mlp_gate").Clone();
+    ops::GeluTanh(hidden, hidden);
+    ops::Mul(hidden, store.Get(l, "mlp_up"), hidden);
+    EXPECT_EQ(MaxDiff(hidden, store.Get(l, "mlp_hidden")), 0.0);
+    if (l + 1 < c.num_layers) {
+      Tensor next = Tensor::Empty({T, c.hidden_size}, DType::kF32);
+      LinearForward(store.Get(l, "mlp_hidden"), lw.down_proj, next, MatmulPrecision::kExact);
+      ops::Add(store.Get(l, "mlp_input"), next, next);
+      EXPECT_EQ(MaxDiff(next, store.Get(l + 1, ActivationStore::kInput)), 0.0);
+    }
+  }
+  EXPECT_GT(store.bytes(), 0);
+
+  ActivationStore inputs(ActivationStore::Keep::kLayerInputs);
+  RecurrentGemmaState third(c, 1);
+  model.set_activation_store(&inputs);
+  model.Forward({0, tokens, pos}, third, true);
+  EXPECT_EQ(inputs.size(), c.num_layers);
+  EXPECT_EQ(MaxDiff(inputs.Get(2, ActivationStore::kInput), store.Get(2, ActivationStore::kInput)),
+            0.0);
+  EXPECT_THAT(ErrorOf([&] { inputs.Get(1, "gate_x"); }),
+              testing::HasSubstr("layer 1 saved no 'gate_x' (the store keeps layer inputs only)"));
 }
 
 TEST(RecurrentGemmaConfig, PublishedSizesAndRoundTrip) {

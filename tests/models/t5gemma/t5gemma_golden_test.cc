@@ -15,6 +15,7 @@
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/checkpoint/npy.h"
 #include "runtime/checkpoint/safetensors.h"
+#include "runtime/ops/ops.h"
 
 namespace gemmapod {
 namespace {
@@ -213,6 +214,37 @@ TEST_P(T5GemmaGolden, Bf16AndInt8StayCloseToF32) {
     EXPECT_LT(err, std::string(quantize) == "int8" ? 0.1 : 0.02) << quantize;
     EXPECT_GT(err, 0.0) << quantize << ": rounding must show";
     fs::remove(path);
+  }
+}
+
+// With activation stores, both stacks save every layer's intermediates (the decoder's cross-
+// attention too) and the logits stay bitwise the same.
+TEST_P(T5GemmaGolden, ActivationStoresKeepBothStacksIntermediates) {
+  T5Gemma model = LoadT5GemmaCheckpoint(checkpoint_.string());
+  const Case& c = reference_.cases[0];
+  const Tensor plain = model.Forward({c.encoder}, {c.decoder});
+  ActivationStore encoder, decoder;
+  model.set_activation_stores(&encoder, &decoder);
+  const Tensor stored = model.Forward({c.encoder}, {c.decoder});
+  model.set_activation_stores(nullptr, nullptr);
+  EXPECT_EQ(RelativeError(stored, 0, plain, 0, plain.dim(0), 1.0), 0.0);
+  const auto check_stack = [](const ActivationStore& store, int64_t layers, int64_t rows) {
+    for (int64_t l = 0; l < layers; ++l) {
+      SCOPED_TRACE(testing::Message() << "layer " << l);
+      EXPECT_EQ(store.Get(l, ActivationStore::kInput).dim(0), rows);
+      Tensor hidden = store.Get(l, "mlp_gate").Clone();
+      ops::GeluTanh(hidden, hidden);
+      ops::Mul(hidden, store.Get(l, "mlp_up"), hidden);
+      EXPECT_EQ(RelativeError(hidden, 0, store.Get(l, "mlp_hidden"), 0, rows, 1.0), 0.0);
+    }
+  };
+  const auto rows = [](const Ids& ids) { return static_cast<int64_t>(ids.size()); };
+  check_stack(encoder, model.config().encoder.num_layers, rows(c.encoder));
+  check_stack(decoder, model.config().decoder.num_layers, rows(c.decoder));
+  for (int64_t l = 0; l < model.config().decoder.num_layers; ++l) {
+    EXPECT_EQ(decoder.Get(l, "cross_attention_output").dim(0), rows(c.decoder));
+    EXPECT_TRUE(decoder.Has(l, "cross_input"));
+    EXPECT_FALSE(encoder.Has(l, "cross_input"));
   }
 }
 

@@ -10,6 +10,8 @@
 #include <cmath>
 #include <functional>
 #include <random>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "runtime/dtype.h"
@@ -292,6 +294,124 @@ TEST_P(BackendOps, AttentionOverTensorRuns) {
   p.first_kv_head = 2;  // past the rows' two heads
   EXPECT_THAT(ErrorOf([&] { Attention(p, q, runs, lo, hi, out); }),
               HasSubstr("does not hold heads [2, 3) of 16 in rows of 32"));
+}
+
+TEST_P(BackendOps, CopyAndFillColumns) {
+  const Tensor src = Random({3, 11}, 40);
+  Tensor dst = Random({3, 7}, 41);
+  const Tensor before = dst.Clone();
+  CopyColumns(src, 4, dst, 2, 5);
+  FillColumns(dst, 0, 1, -7.5f);
+  for (int64_t r = 0; r < 3; ++r) {
+    for (int64_t c = 0; c < 7; ++c) {
+      const float want = c == 0                ? -7.5f
+                         : c >= 2 && c < 2 + 5 ? src.data<float>()[r * 11 + 4 + c - 2]
+                                               : before.data<float>()[r * 7 + c];
+      EXPECT_EQ(dst.data<float>()[r * 7 + c], want) << r << "," << c;
+    }
+  }
+  EXPECT_THAT(ErrorOf([&] { CopyColumns(src, 8, dst, 0, 4); }),
+              HasSubstr("CopyColumns: 4 columns from 8 of f32[3, 11]"));
+  EXPECT_THAT(ErrorOf([&] { FillColumns(dst, 5, 8, 0.0f); }),
+              HasSubstr("FillColumns: [5, 8) of f32[3, 7]"));
+}
+
+// Depthwise causal convolution over three chunks of one sequence (the history carried between
+// them) with a document start inside the second, against the whole sequence convolved at once.
+TEST_P(BackendOps, CausalConv1dCarriesItsHistoryAndStopsAtDocuments) {
+  const int64_t C = 37, width = 4, T = 13;
+  const Tensor x = Random({T, C}, 50), taps = Random({C, 1, width}, 51), bias = Random({C}, 52);
+  const std::vector<int64_t> doc = {0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};  // restarts at 5
+  std::vector<double> want(static_cast<size_t>(T * C));
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t ch = 0; ch < C; ++ch) {
+      double acc = bias.data<float>()[ch];
+      for (int64_t back = 0; back < width && t - back >= 0; ++back) {
+        if (doc[t - back] != doc[t]) break;
+        acc += double{taps.data<float>()[ch * width + width - 1 - back]} *
+               x.data<float>()[(t - back) * C + ch];
+      }
+      want[t * C + ch] = acc;
+    }
+  }
+  Tensor history = Tensor::Zeros({width - 1, C}, DType::kF32);
+  Tensor out = Tensor::Empty({T, C}, DType::kF32);
+  for (const auto& [b, e] : {std::pair<int64_t, int64_t>{0, 2}, {2, 9}, {9, 13}}) {
+    std::vector<int32_t> reach;
+    for (int64_t t = b; t < e; ++t) {
+      int32_t r = 0;
+      while (r < width - 1 && t - r - 1 >= 0 && doc[t - r - 1] == doc[t]) ++r;
+      reach.push_back(r);
+    }
+    Tensor piece = Tensor::Empty({e - b, C}, DType::kF32);
+    CausalConv1d(x.Slice(b, e), taps, bias, reach, history, piece);
+    CopyColumns(piece, 0, piece, 0, C);  // a no-op copy onto itself is allowed
+    std::copy_n(piece.data<float>(), piece.numel(), out.data<float>() + b * C);
+  }
+  EXPECT_LT(MaxRelative(out, want), 1e-6);
+  // The history now holds the last width - 1 inputs, oldest first.
+  for (int64_t i = 0; i < (width - 1) * C; ++i) {
+    EXPECT_EQ(history.data<float>()[i], x.data<float>()[(T - width + 1) * C + i]) << i;
+  }
+  const std::vector<int32_t> too_far(T, width);
+  EXPECT_THAT(ErrorOf([&] { CausalConv1d(x, taps, bias, too_far, history, out); }),
+              HasSubstr("reaches 4 tokens back with 4 taps"));
+}
+
+TEST_P(BackendOps, BlockDiagonalMatMulIsOneBlockPerHead) {
+  for (const auto& [T, H, bw] :
+       std::vector<std::tuple<int64_t, int64_t, int64_t>>{{1, 1, 1}, {3, 2, 5}, {7, 3, 17}}) {
+    const Tensor x = Random({T, H * bw}, 60), w = Random({H, bw, bw}, 61), b = Random({H, bw}, 62);
+    std::vector<double> want(static_cast<size_t>(T * H * bw));
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t h = 0; h < H; ++h) {
+        for (int64_t j = 0; j < bw; ++j) {
+          double acc = b.data<float>()[h * bw + j];
+          for (int64_t i = 0; i < bw; ++i) {
+            acc += double{x.data<float>()[t * H * bw + h * bw + i]} *
+                   w.data<float>()[(h * bw + i) * bw + j];
+          }
+          want[t * H * bw + h * bw + j] = acc;
+        }
+      }
+    }
+    Tensor out = Tensor::Empty({T, H * bw}, DType::kF32);
+    BlockDiagonalMatMul(x, w, b, out);
+    EXPECT_LT(MaxRelative(out, want), 1e-6) << T << "x" << H << "x" << bw;
+  }
+}
+
+// The RG-LRU over two chunks (its state carried) with a document start in the second, against
+// the recurrence in double precision; wide enough (300 channels x 200 tokens) to thread.
+TEST_P(BackendOps, RgLruCarriesItsStateAndResetsAtDocuments) {
+  const int64_t T = 200, C = 300;
+  const Tensor x = Random({T, C}, 70), gx = Random({T, C}, 71, 3.0f), ga = Random({T, C}, 72, 3.0f);
+  const Tensor lambda = Random({C}, 73, 2.0f);
+  std::vector<int32_t> pos(T);
+  for (int64_t t = 0; t < T; ++t) pos[t] = static_cast<int32_t>(t < 150 ? t : t - 150);
+  const auto sigmoid = [](double v) { return 1 / (1 + std::exp(-v)); };
+  std::vector<double> want(static_cast<size_t>(T * C)), h(static_cast<size_t>(C), 0.0);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t ch = 0; ch < C; ++ch) {
+      const double sp = std::log1p(std::exp(double{lambda.data<float>()[ch]}));
+      const double log_a = -8 * sigmoid(ga.data<float>()[t * C + ch]) * sp;
+      const double gated = sigmoid(gx.data<float>()[t * C + ch]) * x.data<float>()[t * C + ch];
+      h[ch] = pos[t] == 0 ? gated
+                          : std::exp(log_a) * h[ch] + std::sqrt(1 - std::exp(2 * log_a)) * gated;
+      want[t * C + ch] = h[ch];
+    }
+  }
+  Tensor state = Tensor::Zeros({C}, DType::kF32), out = Tensor::Empty({T, C}, DType::kF32);
+  for (const auto& [b, e] : {std::pair<int64_t, int64_t>{0, 120}, {120, 200}}) {
+    Tensor piece = Tensor::Empty({e - b, C}, DType::kF32);
+    RgLru(x.Slice(b, e), gx.Slice(b, e), ga.Slice(b, e), lambda,
+          std::span<const int32_t>(pos).subspan(b, e - b), state, piece);
+    std::copy_n(piece.data<float>(), piece.numel(), out.data<float>() + b * C);
+  }
+  EXPECT_LT(MaxRelative(out, want), 1e-5);
+  for (int64_t ch = 0; ch < C; ++ch) {
+    EXPECT_EQ(state.data<float>()[ch], out.data<float>()[(T - 1) * C + ch]) << ch;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, BackendOps,
