@@ -279,18 +279,17 @@ void PipelineEngine::Serve() {
   }
 }
 
-std::vector<std::pair<int64_t, int64_t>> PipelineEngine::PromptPieces(int64_t tokens) const {
-  // k pieces through s stages take (k + s - 1) / k of the time one piece per stage would, so more
-  // pieces fill the pipeline better; pieces under kMinPiece tokens make the matrix products
-  // less efficient than the pipelining gains. At most 4 pieces per stage.
-  constexpr int64_t kMinPiece = 64;
-  const int64_t k =
-      stages_ == 1 ? 1
-                   : std::clamp<int64_t>(tokens / kMinPiece, std::min<int64_t>(tokens, stages_),
-                                         4 * static_cast<int64_t>(stages_));
+std::vector<std::pair<int64_t, int64_t>> PromptPieces(int64_t tokens, int stages) {
+  const int64_t k = stages <= 1 ? 1
+                                : std::clamp<int64_t>(tokens / kMinPromptPiece, 1,
+                                                      4 * static_cast<int64_t>(stages));
   std::vector<std::pair<int64_t, int64_t>> cuts;
   for (int64_t i = 0; i < k; ++i) cuts.push_back({tokens * i / k, tokens * (i + 1) / k});
   return cuts;
+}
+
+std::vector<std::pair<int64_t, int64_t>> PipelineEngine::PromptPieces(int64_t tokens) const {
+  return gemmapod::PromptPieces(tokens, stages_);
 }
 
 Tensor PipelineEngine::Forward(std::span<const SequenceChunk> batch, bool all_tokens) {
@@ -301,7 +300,7 @@ Tensor PipelineEngine::Forward(std::span<const SequenceChunk> batch, bool all_to
   GEMMAPOD_CHECK(!batch.empty(), "forward: empty batch");
   int64_t total = 0;
   for (const SequenceChunk& c : batch) total += static_cast<int64_t>(c.tokens.size());
-  // Micro-batches: groups of sequences, or a lone prompt cut into one piece per stage.
+  // Micro-batches: groups of sequences, or a lone long prompt cut into pieces (PromptPieces).
   struct Piece {
     std::vector<SequenceChunk> chunks;
     StageOutput output;

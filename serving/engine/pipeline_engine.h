@@ -47,6 +47,15 @@ struct PipelineOptions {
   int64_t sampled_vocab = 0;  // ids kSample may draw (the tokenizer's); 0: the whole vocabulary
 };
 
+// How a lone prompt of `tokens` tokens is cut into micro-batches so that several stages work on
+// it at once (chunked prefill): [begin, end) per piece, in order. k pieces through s stages take
+// (k + s - 1) / k of the time of one piece per stage, so more pieces fill the pipeline better; but
+// a piece under kMinPromptPiece tokens makes the matrix products slower than the overlap gains,
+// so a short prompt goes whole, and no prompt goes in more than 4 pieces per stage. One piece with
+// a single stage.
+inline constexpr int64_t kMinPromptPiece = 64;
+std::vector<std::pair<int64_t, int64_t>> PromptPieces(int64_t tokens, int stages);
+
 // The rows of each chunk's last token, from h [tokens, d] whose rows are the chunks' tokens in
 // order: [chunks, d].
 Tensor LastTokenRows(const Tensor& h, std::span<const SequenceChunk> chunks);
@@ -88,8 +97,7 @@ class PipelineEngine {
   // --- Every other stage ---
   void Serve();
 
-  // How a lone prompt of `tokens` tokens is cut into micro-batches so that every stage works on
-  // it at once (chunked prefill): [begin, end) per piece, one piece with a single stage.
+  // PromptPieces (below) for this engine's stages.
   std::vector<std::pair<int64_t, int64_t>> PromptPieces(int64_t tokens) const;
 
   // Collective over the replica: the logits of `batch` ([tokens or chunks, vocab], as `rows`),
