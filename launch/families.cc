@@ -3,6 +3,7 @@
 #include <fstream>
 #include <variant>
 
+#include "launch/model_files.h"
 #include "launch/recurrent_commands.h"
 #include "launch/t5gemma_commands.h"
 #include "models/t5gemma/t5gemma_config.h"
@@ -58,7 +59,7 @@ const ModelFamily& FamilyOf(const std::string& path) {
       if (IsT5GemmaYaml(path)) return kT5Gemma;
       return kGemma;
     }
-    const Attributes a = Hdf5CheckpointReader::Open(path)->config();
+    const Attributes a = CheckpointFile(path).config();
     const auto it = a.find("architecture");
     const auto* architecture = it == a.end() ? nullptr : std::get_if<std::string>(&it->second);
     if (architecture != nullptr && *architecture == "recurrent_gemma") return kRecurrentGemma;

@@ -11,7 +11,13 @@
 
 namespace gemmapod {
 
+class Hdf5CheckpointReader;
 class ProcessGrid;
+
+// The checkpoint at `path`, opened on a rank's first call and shared by every later one: a
+// command learns the family, the config, the tokenizer and this rank's weights from one open.
+// Errors are Hdf5CheckpointReader::Open's (naming the path); a failed open is not kept.
+Hdf5CheckpointReader& CheckpointFile(const std::string& path);
 
 // The checkpoint's embedded tokenizer unless --tokenizer names a SentencePiece model file.
 Tokenizer LoadTokenizer(const ModelFiles& files);

@@ -4,6 +4,7 @@
 
 #include "launch/commands.h"
 #include "launch/families.h"
+#include "launch/model_files.h"
 #include "launch/rank_map.h"
 #include "launch/recurrent_commands.h"
 #include "launch/sharded_model.h"
@@ -41,9 +42,9 @@ int PrintRecurrentPlan(const PodTopology& pod, const PlanOptions& o) {
     GEMMAPOD_CHECK(o.dtype != "int8", "plan: --dtype int8 is not available for RecurrentGemma");
     c = LoadRecurrentGemmaConfigYaml(o.model_path);
   } else {
-    const std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(o.model_path);
-    c = RecurrentGemmaFromAttributes(reader->config(), o.model_path);
-    matrix_bytes = static_cast<int64_t>(DTypeSize(reader->Info("model.embed_tokens.weight").dtype));
+    const Hdf5CheckpointReader& reader = CheckpointFile(o.model_path);
+    c = RecurrentGemmaFromAttributes(reader.config(), o.model_path);
+    matrix_bytes = static_cast<int64_t>(DTypeSize(reader.Info("model.embed_tokens.weight").dtype));
   }
   std::vector<std::string> problems;
   if (auto p = RecurrentTensorParallelProblem(c, pod.tp)) problems.push_back(*p);
@@ -104,10 +105,10 @@ int PrintT5GemmaPlan(const PodTopology& pod, const PlanOptions& o) {
       c.encoder.quantization = c.decoder.quantization = WeightQuantization::kInt8;
     }
   } else {
-    const std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(o.model_path);
-    c = T5GemmaFromAttributes(reader->config(), o.model_path);
+    const Hdf5CheckpointReader& reader = CheckpointFile(o.model_path);
+    c = T5GemmaFromAttributes(reader.config(), o.model_path);
     matrix_bytes =
-        static_cast<int64_t>(DTypeSize(reader->Info("model.decoder.embed_tokens.weight").dtype));
+        static_cast<int64_t>(DTypeSize(reader.Info("model.decoder.embed_tokens.weight").dtype));
   }
   const int64_t context = o.context > 0 ? o.context : c.decoder.max_position_embeddings;
   std::printf(

@@ -27,7 +27,7 @@ RecurrentGemmaConfig CheckRecurrentJob(Communicator& world, const ModelFiles& fi
   const std::string& model_path = files.model_path;
   ParsePrecision(files);
   const RecurrentGemmaConfig config =
-      RecurrentGemmaFromAttributes(Hdf5CheckpointReader::Open(model_path)->config(), model_path);
+      RecurrentGemmaFromAttributes(CheckpointFile(model_path).config(), model_path);
   shape = GridShape{world.size(), 1, 1};
   if (!pod_path.empty()) {
     const PodTopology pod = LoadPodTopology(pod_path);
@@ -53,10 +53,9 @@ ShardedRun LoadRecurrentRun(Communicator& world, const ModelFiles& files, const 
   ShardedRun run;
   run.grid = std::make_unique<ProcessGrid>(ProcessGrid::Create(world, shape));
   const RecurrentGemmaShard shard = RecurrentGemmaShardAt(config, *run.grid);
-  RecurrentGemma model(
-      config, shard,
-      LoadRecurrentGemmaShard(config, shard, *Hdf5CheckpointReader::Open(files.model_path)),
-      &run.grid->tp());
+  RecurrentGemma model(config, shard,
+                       LoadRecurrentGemmaShard(config, shard, CheckpointFile(files.model_path)),
+                       &run.grid->tp());
   model.set_matmul_precision(ParsePrecision(files));
   run.pipeline = std::make_unique<PipelineEngine>(
       *run.grid, MakeRecurrentStageModel(std::move(model), std::max<int64_t>(sequences, 1)),

@@ -10,12 +10,12 @@
 namespace gemmapod {
 
 CheckpointModel ReadCheckpointModel(const std::string& path) {
-  const std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(path);
-  CheckpointModel m{FromAttributes(reader->config(), path), 2};
+  const Hdf5CheckpointReader& reader = CheckpointFile(path);
+  CheckpointModel m{FromAttributes(reader.config(), path), 2};
   const std::string embed = "model.embed_tokens.weight";
-  GEMMAPOD_CHECK(reader->Has(embed), path, ": tensor '", embed,
+  GEMMAPOD_CHECK(reader.Has(embed), path, ": tensor '", embed,
                  "' is missing (the model config needs it)");
-  m.matrix_bytes = static_cast<int64_t>(DTypeSize(reader->Info(embed).dtype));
+  m.matrix_bytes = static_cast<int64_t>(DTypeSize(reader.Info(embed).dtype));
   return m;
 }
 
@@ -68,8 +68,8 @@ ShardedRun LoadShardedGemma(Communicator& world, const ShardedGemmaPlan& plan,
                : ProcessGrid::Create(world, GridShape{plan.world_size}));
   const GemmaShard shard =
       GemmaShardAt(plan.config, run.grid->shape(), run.grid->coords(), plan.stages);
-  const std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(files.model_path);
-  GemmaStage stage(plan.config, shard, LoadGemmaShard(plan.config, shard, *reader, &run.grid->tp()),
+  const Hdf5CheckpointReader& reader = CheckpointFile(files.model_path);
+  GemmaStage stage(plan.config, shard, LoadGemmaShard(plan.config, shard, reader, &run.grid->tp()),
                    &run.grid->tp());
   stage.set_matmul_precision(ParsePrecision(files));
   run.pipeline = std::make_unique<PipelineEngine>(

@@ -48,8 +48,7 @@ struct T5GemmaJob {
 T5GemmaJob CheckT5GemmaJob(Communicator& world, const ModelFiles& files,
                            const std::string& pod_path, T5GemmaConfig& config) {
   ParsePrecision(files);
-  config = T5GemmaFromAttributes(Hdf5CheckpointReader::Open(files.model_path)->config(),
-                                 files.model_path);
+  config = T5GemmaFromAttributes(CheckpointFile(files.model_path).config(), files.model_path);
   T5GemmaJob job;
   if (!pod_path.empty()) job.pod = LoadPodTopology(pod_path);
   const PodTopology* pod = job.pod ? &*job.pod : nullptr;
@@ -123,9 +122,9 @@ int GenerateT5GemmaOnRanks(const GenerateOptions& o, Communicator& world) {
   }
   std::unique_ptr<Communicator> holder;
   Communicator& replica = ReplicaGroup(world, job, holder);
-  T5GemmaPipeline pipeline(
-      replica, job.layout, config, *Hdf5CheckpointReader::Open(o.files.model_path),
-      std::max<int64_t>(1, static_cast<int64_t>(mine.size())), longest, PipelineOptions{sampled});
+  T5GemmaPipeline pipeline(replica, job.layout, config, CheckpointFile(o.files.model_path),
+                           std::max<int64_t>(1, static_cast<int64_t>(mine.size())), longest,
+                           PipelineOptions{sampled});
   pipeline.set_matmul_precision(ParsePrecision(o.files));
   using Clock = std::chrono::steady_clock;
   // Each replica encodes its prompts together; then its decoder stages generate them through
@@ -232,8 +231,7 @@ int LogitsT5GemmaOnRanks(const LogitsOptions& o, Communicator& world) {
   }
   std::unique_ptr<Communicator> holder;
   Communicator& replica = ReplicaGroup(world, job, holder);
-  T5GemmaPipeline pipeline(replica, job.layout, config,
-                           *Hdf5CheckpointReader::Open(o.files.model_path),
+  T5GemmaPipeline pipeline(replica, job.layout, config, CheckpointFile(o.files.model_path),
                            std::max<int64_t>(1, static_cast<int64_t>(chunks.size())), T);
   pipeline.set_matmul_precision(ParsePrecision(o.files));
   Tensor logits;  // [mine * T, V]

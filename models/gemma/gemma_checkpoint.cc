@@ -30,9 +30,12 @@ void SaveGemmaCheckpoint(const std::string& path, const ModelConfig& config, Gem
 }
 
 std::optional<std::string> ReadEmbeddedTokenizer(const std::string& path) {
-  const std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(path);
-  if (!reader->HasFile(kTokenizerFile)) return std::nullopt;
-  return reader->ReadFile(kTokenizerFile);
+  return ReadEmbeddedTokenizer(*Hdf5CheckpointReader::Open(path));
+}
+
+std::optional<std::string> ReadEmbeddedTokenizer(const Hdf5CheckpointReader& checkpoint) {
+  if (!checkpoint.HasFile(kTokenizerFile)) return std::nullopt;
+  return checkpoint.ReadFile(kTokenizerFile);
 }
 
 }  // namespace gemmapod

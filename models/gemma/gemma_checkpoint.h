@@ -9,6 +9,8 @@
 
 namespace gemmapod {
 
+class Hdf5CheckpointReader;
+
 GemmaDecoder LoadGemmaCheckpoint(const std::string& path);
 
 // Writes `weights` and `config` (and, when given, the SentencePiece model bytes as
@@ -18,5 +20,6 @@ void SaveGemmaCheckpoint(const std::string& path, const ModelConfig& config, Gem
 
 // The SentencePiece model embedded in a checkpoint, if it carries one.
 std::optional<std::string> ReadEmbeddedTokenizer(const std::string& path);
+std::optional<std::string> ReadEmbeddedTokenizer(const Hdf5CheckpointReader& checkpoint);
 
 }  // namespace gemmapod

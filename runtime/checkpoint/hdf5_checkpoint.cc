@@ -4,6 +4,7 @@
 #include <hdf5.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -290,6 +291,12 @@ void SyncPath(const std::string& path) {
 // ---------------------------------------------------------------------------------------------
 // Reader
 
+namespace {
+std::atomic<int64_t> opened_files{0};
+}  // namespace
+
+int64_t Hdf5CheckpointReader::files_opened() { return opened_files.load(); }
+
 std::unique_ptr<Hdf5CheckpointReader> Hdf5CheckpointReader::Open(const std::string& path) {
   SilenceHdf5();
   std::error_code ec;
@@ -301,6 +308,7 @@ std::unique_ptr<Hdf5CheckpointReader> Hdf5CheckpointReader::Open(const std::stri
   r->path_ = path;
   r->file_ = Check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT),
                    path + ": cannot open the HDF5 file (truncated or corrupt?)");
+  ++opened_files;
   const hid_t f = r->file_;
   std::string format;
   if (H5Aexists(f, "format") > 0) {

@@ -22,6 +22,8 @@ class Hdf5CheckpointReader final : public TensorSource {
   // Errors name the path: missing, not HDF5, not a gemmapod checkpoint, a newer format version.
   static std::unique_ptr<Hdf5CheckpointReader> Open(const std::string& path);
   ~Hdf5CheckpointReader() override;
+  // How many checkpoints this process has opened (a rank opens its model once per command).
+  static int64_t files_opened();
 
   const Attributes& config() const { return config_; }
   bool HasFile(const std::string& name) const;
