@@ -5,6 +5,7 @@
 #include <limits>
 #include <set>
 
+#include "models/layers/device_tensors.h"
 #include "models/layers/geglu_mlp.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/cpu/ops.h"
@@ -13,8 +14,6 @@
 
 namespace gemmapod {
 namespace {
-
-Tensor NewF32(int64_t rows, int64_t cols) { return Tensor::Empty({rows, cols}, DType::kF32); }
 
 void RmsNormRows(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
   ops::RmsNorm(x, weight, eps, out);
@@ -50,7 +49,7 @@ BatchLayout LayOutBatch(std::span<const SequenceChunk> batch, const KvCache& cac
 
 Tensor LastTokenRows(const Tensor& h, const BatchLayout& layout) {
   const int64_t d = h.dim(1);
-  Tensor last = NewF32(static_cast<int64_t>(layout.sequence.size()), d);
+  Tensor last = ActivationLike(h, {static_cast<int64_t>(layout.sequence.size()), d});
   std::vector<int64_t> rows(layout.sequence.size());
   for (size_t b = 0; b < rows.size(); ++b) rows[b] = layout.offset[b] + layout.length[b] - 1;
   ops::GatherRows(h, nullptr, rows, 1.0f, last);
@@ -70,8 +69,10 @@ GemmaStage::GemmaStage(ModelConfig config, GemmaShard shard, GemmaWeights weight
 }
 
 KvCache GemmaStage::NewCache(int64_t num_sequences, int64_t max_context) const {
+  // On the device the weights live on (every stage holds its layers' norms).
+  const Device device = weights_.layers[static_cast<size_t>(shard_.first_layer)].attn_norm.device();
   return KvCache(config_, num_sequences, max_context, shard_.kv_heads, shard_.first_layer,
-                 shard_.end_layer);
+                 shard_.end_layer, device);
 }
 
 VocabSlice GemmaStage::Vocab() const {
@@ -92,10 +93,11 @@ void GemmaStage::RunLayers(Tensor& h, const BatchLayout& layout, KvCache& cache)
   const float eps = static_cast<float>(c.rms_norm_eps);
   GEMMAPOD_CHECK(h.dim(1) == d, "GemmaStage: activation ", h.Describe(), " is not [T, ", d, "]");
 
-  Tensor normed = NewF32(T, d), block_out = NewF32(T, d);
-  Tensor q = NewF32(T, H * hd), k = NewF32(T, KV * hd), v = NewF32(T, KV * hd),
-         attn = NewF32(T, H * hd);
-  Tensor gate = NewF32(T, ffn), up = NewF32(T, ffn), hidden = NewF32(T, ffn);
+  Tensor normed = ActivationLike(h, {T, d}), block_out = ActivationLike(h, {T, d});
+  Tensor q = ActivationLike(h, {T, H * hd}), k = ActivationLike(h, {T, KV * hd}),
+         v = ActivationLike(h, {T, KV * hd}), attn = ActivationLike(h, {T, H * hd});
+  Tensor gate = ActivationLike(h, {T, ffn}), up = ActivationLike(h, {T, ffn}),
+         hidden = ActivationLike(h, {T, ffn});
 
   for (int64_t l = shard_.first_layer; l < shard_.end_layer; ++l) {
     const GemmaLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
@@ -148,7 +150,7 @@ VocabParallelHead GemmaStage::Head() const {
 
 Tensor GemmaStage::LogitShard(const Tensor& h) const {
   GEMMAPOD_CHECK(shard_.has_head, "GemmaStage: only the last stage computes logits");
-  Tensor normed = NewF32(h.dim(0), config_.hidden_size);
+  Tensor normed = ActivationLike(h, {h.dim(0), config_.hidden_size});
   RmsNormRows(h, weights_.final_norm, static_cast<float>(config_.rms_norm_eps), normed);
   return Head().LogitShard(normed, precision_);
 }

@@ -1,12 +1,13 @@
 #include "models/layers/activation_store.h"
 
+#include "models/layers/device_tensors.h"
 #include "runtime/error.h"
 
 namespace gemmapod {
 
 void ActivationStore::Save(int64_t layer, std::string_view name, const Tensor& t) {
   if (keep_ == Keep::kLayerInputs && name != kInput) return;
-  saved_[{layer, std::string(name)}] = t.Clone();
+  saved_[{layer, std::string(name)}] = CopyOf(t);
 }
 
 const Tensor& ActivationStore::Get(int64_t layer, std::string_view name) const {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "models/layers/device_tensors.h"
 #include "runtime/error.h"
 
 namespace gemmapod {
@@ -27,7 +28,7 @@ size_t KvCache::BytesFor(const ModelConfig& config, int64_t num_sequences, int64
 }
 
 KvCache::KvCache(const ModelConfig& config, int64_t num_sequences, int64_t max_context,
-                 int64_t kv_heads, int64_t first_layer, int64_t end_layer)
+                 int64_t kv_heads, int64_t first_layer, int64_t end_layer, Device device)
     : max_context_(max_context),
       kv_heads_(kv_heads),
       first_layer_(first_layer),
@@ -49,7 +50,7 @@ KvCache::KvCache(const ModelConfig& config, int64_t num_sequences, int64_t max_c
     per_sequence_ += 2 * static_cast<size_t>(cap) * row;  // keys then values
   }
   lengths_.assign(static_cast<size_t>(num_sequences), 0);
-  storage_ = Tensor::Zeros({static_cast<int64_t>(per_sequence_) * num_sequences}, DType::kF32);
+  storage_ = ZerosOn(device, {static_cast<int64_t>(per_sequence_) * num_sequences});
 }
 
 int64_t KvCache::length(int64_t sequence) const {

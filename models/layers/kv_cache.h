@@ -24,8 +24,9 @@ class KvCache {
   // `kv_heads` is the number of key/value heads this rank holds (all of them on one rank);
   // layers [first_layer, end_layer) are the ones this rank runs (a pipeline stage's). Layer()
   // takes the model's layer index.
+  // The keys and values live on `device`.
   KvCache(const ModelConfig& config, int64_t num_sequences, int64_t max_context, int64_t kv_heads,
-          int64_t first_layer, int64_t end_layer);
+          int64_t first_layer, int64_t end_layer, Device device = Device::Cpu());
   KvCache(const ModelConfig& config, int64_t num_sequences, int64_t max_context)
       : KvCache(config, num_sequences, max_context, config.num_kv_heads, 0, config.num_layers) {}
 

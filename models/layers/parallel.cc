@@ -4,6 +4,7 @@
 #include <limits>
 #include <vector>
 
+#include "models/layers/device_tensors.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/cpu/ops.h"
 #include "runtime/error.h"
@@ -43,7 +44,7 @@ Tensor VocabParallelEmbedding::Forward(std::span<const int32_t> tokens) const {
     const int64_t local = id - vocab_.begin;
     rows[static_cast<size_t>(t)] = local >= 0 && local < vocab_.valid ? local : -1;
   }
-  Tensor h = Tensor::Empty({T, d}, DType::kF32);
+  Tensor h = Tensor::Empty({T, d}, DType::kF32, table_.weight.device());
   ops::GatherRows(table_.weight, table_.quantized() ? &table_.scale : nullptr, rows, scale_, h);
   AllReduceSum(tp_, h);
   return h;
@@ -51,7 +52,7 @@ Tensor VocabParallelEmbedding::Forward(std::span<const int32_t> tokens) const {
 
 Tensor VocabParallelHead::LogitShard(const Tensor& x, cpu::MatmulPrecision precision) const {
   const int64_t rows = x.dim(0);
-  Tensor logits = Tensor::Empty({rows, vocab_.rows}, DType::kF32);
+  Tensor logits = ActivationLike(x, {rows, vocab_.rows});
   LinearForward(x, table_, logits, precision);
   if (softcap_ > 0) {
     ops::SoftCap(logits, softcap_, logits);
@@ -67,14 +68,14 @@ Tensor VocabParallelHead::Gather(const Tensor& shard) const {
   GEMMAPOD_CHECK(shard.rank() == 2 && shard.dim(1) == vs, "logits: shard ", shard.Describe(),
                  " is not [rows, ", vs, "]");
   if (tp == 1 && vs == V) return shard;
-  Tensor logits = Tensor::Empty({rows, V}, DType::kF32);
+  Tensor logits = ActivationLike(shard, {rows, V});
   const int64_t block = std::max<int64_t>(1, (int64_t{1} << 28) / std::max<int64_t>(vs, 1));
   for (int64_t r0 = 0; r0 < rows; r0 += block) {
     const int64_t n = std::min(block, rows - r0);
     const Tensor mine = shard.Slice(r0, r0 + n).Reshape({1, n * vs});
     Tensor all = mine;
     if (tp > 1) {
-      all = Tensor::Empty({tp, n * vs}, DType::kF32);
+      all = ActivationLike(shard, {tp, n * vs});
       tp_->AllGather(mine, all);
     }
     // all[r] holds rank r's [n, vs] block; the vocabulary is the ranks' columns side by side.

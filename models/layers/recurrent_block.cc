@@ -1,5 +1,6 @@
 #include "models/layers/recurrent_block.h"
 
+#include "models/layers/device_tensors.h"
 #include "models/layers/parallel.h"
 #include "runtime/ops/ops.h"
 
@@ -10,7 +11,7 @@ void RecurrentBlockForward(const Tensor& x, const RecurrentBlockWeights& w,
                            Communicator* tp, MatmulPrecision precision, Tensor& out,
                            ActivationStore* store, int64_t layer) {
   const int64_t T = x.dim(0), lru = w.linear_x.weight.dim(0);
-  auto make = [&] { return Tensor::Empty({T, lru}, DType::kF32); };
+  auto make = [&] { return ActivationLike(x, {T, lru}); };
   Tensor y = make(), u = make(), conv = make(), gate_x = make(), gate_a = make(), h = make();
   ColumnParallelLinear(w.linear_y).Forward(x, y, precision);
   SaveActivation(store, layer, "y_pre_gelu", y);

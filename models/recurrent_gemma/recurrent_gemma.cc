@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "models/layers/device_tensors.h"
 #include "models/layers/geglu_mlp.h"
 #include "models/layers/parallel.h"
 #include "models/layers/recurrent_block.h"
@@ -12,27 +13,22 @@
 #include "runtime/ops/ops.h"
 
 namespace gemmapod {
-namespace {
-
-Tensor NewF32(int64_t rows, int64_t cols) { return Tensor::Zeros({rows, cols}, DType::kF32); }
-
-}  // namespace
+namespace {}  // namespace
 
 RecurrentGemmaState::RecurrentGemmaState(const RecurrentGemmaConfig& c, int64_t num_sequences,
-                                         const RecurrentGemmaShard& shard)
+                                         const RecurrentGemmaShard& shard, Device device)
     : num_sequences_(num_sequences), window_(c.attention_window) {
   const int64_t S = num_sequences;
   recurrent_.resize(static_cast<size_t>(c.num_layers));
   attention_.resize(static_cast<size_t>(c.num_layers));
   for (int64_t l = shard.first_layer; l < shard.end_layer; ++l) {
     if (c.blocks[static_cast<size_t>(l)] == TemporalBlock::kRecurrent) {
-      recurrent_[static_cast<size_t>(l)] = {
-          Tensor::Zeros({S, c.conv1d_width - 1, shard.lru}, DType::kF32),
-          Tensor::Zeros({S, shard.lru}, DType::kF32)};
+      recurrent_[static_cast<size_t>(l)] = {ZerosOn(device, {S, c.conv1d_width - 1, shard.lru}),
+                                            ZerosOn(device, {S, shard.lru})};
     } else {
       const int64_t kv = c.num_kv_heads * c.head_dim;
-      attention_[static_cast<size_t>(l)] = {Tensor::Zeros({S, window_, kv}, DType::kF32),
-                                            Tensor::Zeros({S, window_, kv}, DType::kF32)};
+      attention_[static_cast<size_t>(l)] = {ZerosOn(device, {S, window_, kv}),
+                                            ZerosOn(device, {S, window_, kv})};
     }
   }
   seen_.assign(static_cast<size_t>(S), 0);
@@ -97,6 +93,8 @@ void RecurrentGemmaState::FillForBenchmark(int64_t s, int64_t tokens, uint32_t s
   };
   auto fill = [&](Tensor& t) {
     if (!t.defined()) return;
+    GEMMAPOD_CHECK(t.device().is_cpu(), "FillForBenchmark: a state on ", t.device().ToString(),
+                   " (benchmarks fill host states)");
     const int64_t per = t.numel() / num_sequences_;
     for (int64_t i = 0; i < per; ++i) t.data<float>()[s * per + i] = next();
   };
@@ -178,8 +176,7 @@ void RecurrentGemma::LocalAttention(const Tensor& q, const Tensor& k, const Tens
   }
   // A tensor-parallel split that cuts a group of query heads unevenly: one head at a time.
   shape.num_heads = shape.num_kv_heads = 1;
-  Tensor q_head = Tensor::Empty({T, hd}, DType::kF32),
-         out_head = Tensor::Empty({T, hd}, DType::kF32);
+  Tensor q_head = ActivationLike(q, {T, hd}), out_head = ActivationLike(q, {T, hd});
   for (int64_t h = 0; h < H; ++h) {
     shape.first_kv_head = (first_head + h) / heads_per_kv;
     ops::CopyColumns(q, h * hd, q_head, 0, hd);
@@ -281,7 +278,7 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
     }
     conv_reach[static_cast<size_t>(t)] = reach;
   }
-  Tensor normed = NewF32(T, d), out = NewF32(T, d);
+  Tensor normed = ActivationLike(h, {T, d}), out = ActivationLike(h, {T, d});
   for (int64_t l = shard_.first_layer; l < shard_.end_layer; ++l) {
     const RecurrentGemmaLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
     SaveActivation(store_, l, ActivationStore::kInput, h);
@@ -297,7 +294,8 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
     } else {
       const LocalAttentionWeights& a = w.attention;
       RecurrentGemmaState::AttentionLayer& st = state.attention_[static_cast<size_t>(l)];
-      Tensor q = NewF32(T, H * hd), k = NewF32(T, KV * hd), v = NewF32(T, KV * hd);
+      Tensor q = ActivationLike(h, {T, H * hd}), k = ActivationLike(h, {T, KV * hd}),
+             v = ActivationLike(h, {T, KV * hd});
       ColumnParallelLinear(a.q_proj).Forward(normed, q, precision);
       ColumnParallelLinear(a.k_proj).Forward(normed, k, precision);
       ColumnParallelLinear(a.v_proj).Forward(normed, v, precision);
@@ -313,7 +311,7 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
       // ones come from the ring, which holds the last W tokens before this chunk.
       Tensor ring_keys = st.keys.Slice(s, s + 1).Reshape({W, KV * hd});
       Tensor ring_values = st.values.Slice(s, s + 1).Reshape({W, KV * hd});
-      Tensor attn = NewF32(T, H * hd);
+      Tensor attn = ActivationLike(h, {T, H * hd});
       const int64_t seen = index[0];
       const KeyRing ring{ring_keys, ring_values, W, std::max<int64_t>(0, seen - W), seen};
       LocalAttention(q, k, v, ring, lo, hi, attn);
@@ -335,7 +333,8 @@ void RecurrentGemma::RunLayers(Tensor& h, const RecurrentPlacement& at,
     ops::RmsNorm(h, w.channel_pre_norm, eps, normed);
     SaveActivation(store_, l, "mlp_normed", normed);
     const int64_t ffn = shard_.ffn;
-    Tensor gate = NewF32(T, ffn), up = NewF32(T, ffn), hidden = NewF32(T, ffn);
+    Tensor gate = ActivationLike(h, {T, ffn}), up = ActivationLike(h, {T, ffn}),
+           hidden = ActivationLike(h, {T, ffn});
     GegluMlpForward(normed, {w.gate_proj, w.up_proj, w.down_proj}, TpGroup(), gate, up, hidden, out,
                     precision);
     SaveActivation(store_, l, "mlp_gate", gate);
@@ -376,7 +375,7 @@ VocabParallelHead RecurrentGemma::Head() const {
 
 Tensor RecurrentGemma::LogitShard(const Tensor& h) const {
   GEMMAPOD_CHECK(shard_.has_head, "RecurrentGemma: only the last stage computes logits");
-  Tensor normed = NewF32(h.dim(0), config_.hidden_size);
+  Tensor normed = ActivationLike(h, {h.dim(0), config_.hidden_size});
   ops::RmsNorm(h, weights_.final_norm, static_cast<float>(config_.rms_norm_eps), normed);
   return Head().LogitShard(normed, precision_);
 }
@@ -385,7 +384,7 @@ Tensor RecurrentGemma::GatherLogits(const Tensor& shard) const { return Head().G
 
 Tensor RecurrentGemma::Logits(const Tensor& h, bool all_logits) const {
   const int64_t T = h.dim(0);
-  return GatherLogits(LogitShard(all_logits ? h : h.Slice(T - 1, T).Clone()));
+  return GatherLogits(LogitShard(all_logits ? h : h.Slice(T - 1, T)));
 }
 
 Tensor RecurrentGemma::Forward(const RecurrentChunk& chunk, RecurrentGemmaState& state,

@@ -35,7 +35,7 @@ class RecurrentGemmaState {
   // The state of `shard`'s layers (its channels of the recurrent width; the attention ring holds
   // the replicated key/value head whole).
   RecurrentGemmaState(const RecurrentGemmaConfig& config, int64_t num_sequences,
-                      const RecurrentGemmaShard& shard);
+                      const RecurrentGemmaShard& shard, Device device = Device::Cpu());
   RecurrentGemmaState(const RecurrentGemmaConfig& config, int64_t num_sequences)
       : RecurrentGemmaState(config, num_sequences, WholeRecurrentGemma(config)) {}
 
@@ -112,11 +112,15 @@ class RecurrentGemma {
   // bf16 inference in PyTorch does); bf16 and int8 weights only differ.
   void set_matmul_precision(cpu::MatmulPrecision p) { precision_ = p; }
   const RecurrentGemmaShard& shard() const { return shard_; }
+  // Where the weights, and so the state this model makes, live.
+  Device device() const {
+    return weights_.layers[static_cast<size_t>(shard_.first_layer)].temporal_pre_norm.device();
+  }
   // Where RunLayers saves what a backward needs (models/layers/activation_store.h); null (the
   // default) for inference.
   void set_activation_store(ActivationStore* store) { store_ = store; }
   RecurrentGemmaState NewState(int64_t num_sequences) const {
-    return RecurrentGemmaState(config_, num_sequences, shard_);
+    return RecurrentGemmaState(config_, num_sequences, shard_, device());
   }
 
   // The whole model on this rank: runs the chunk, updates `state`, returns f32 logits

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "models/layers/attention.h"
+#include "models/layers/device_tensors.h"
 #include "models/layers/geglu_mlp.h"
 #include "models/layers/self_attention_block.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
@@ -13,8 +14,6 @@
 
 namespace gemmapod {
 namespace {
-
-Tensor NewF32(int64_t rows, int64_t cols) { return Tensor::Empty({rows, cols}, DType::kF32); }
 
 void RmsNormRows(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
   ops::RmsNorm(x, weight, eps, out);
@@ -30,16 +29,17 @@ void AddResidual(Tensor& h, Tensor& block_out, const Tensor& post_norm, float ep
 
 // One layer's activations, reused by every layer of a stage.
 struct LayerBuffers {
-  LayerBuffers(int64_t T, int64_t d, int64_t q_width, int64_t kv_width, int64_t ffn)
-      : normed(NewF32(T, d)),
-        block_out(NewF32(T, d)),
-        q(NewF32(T, q_width)),
-        k(NewF32(T, kv_width)),
-        v(NewF32(T, kv_width)),
-        attn(NewF32(T, q_width)),
-        gate(NewF32(T, ffn)),
-        up(NewF32(T, ffn)),
-        hidden(NewF32(T, ffn)) {}
+  // On the device of the activation `h` [T, d].
+  LayerBuffers(const Tensor& h, int64_t q_width, int64_t kv_width, int64_t ffn)
+      : normed(ActivationLike(h, {h.dim(0), h.dim(1)})),
+        block_out(ActivationLike(h, {h.dim(0), h.dim(1)})),
+        q(ActivationLike(h, {h.dim(0), q_width})),
+        k(ActivationLike(h, {h.dim(0), kv_width})),
+        v(ActivationLike(h, {h.dim(0), kv_width})),
+        attn(ActivationLike(h, {h.dim(0), q_width})),
+        gate(ActivationLike(h, {h.dim(0), ffn})),
+        up(ActivationLike(h, {h.dim(0), ffn})),
+        hidden(ActivationLike(h, {h.dim(0), ffn})) {}
   Tensor normed, block_out, q, k, v, attn, gate, up, hidden;
 };
 
@@ -151,7 +151,7 @@ void T5Gemma::RunEncoderLayers(Tensor& h, const EncoderBatch& batch) {
   const float eps = static_cast<float>(c.rms_norm_eps);
   GEMMAPOD_CHECK(h.dim(1) == d && T == batch.rows(), "T5Gemma encoder: activation ", h.Describe(),
                  " is not [", batch.rows(), ", ", d, "]");
-  LayerBuffers b(T, d, H * hd, KV * hd, s.ffn);
+  LayerBuffers b(h, H * hd, KV * hd, s.ffn);
   Tensor &normed = b.normed, &q = b.q, &k = b.k, &v = b.v, &attn = b.attn;
   for (int64_t l = s.first_layer; l < s.end_layer; ++l) {
     const GemmaLayerWeights& w = weights.layers[static_cast<size_t>(l)];
@@ -187,7 +187,7 @@ void T5Gemma::RunEncoderLayers(Tensor& h, const EncoderBatch& batch) {
 Tensor T5Gemma::FinishEncoder(const Tensor& h) const {
   GEMMAPOD_CHECK(shard_.has_encoder && shard_.encoder.has_head,
                  "T5Gemma: only the last encoder stage holds the encoder's final norm");
-  Tensor out = NewF32(h.dim(0), h.dim(1));
+  Tensor out = ActivationLike(h, {h.dim(0), h.dim(1)});
   RmsNormRows(h, encoder().weights().final_norm, static_cast<float>(config_.encoder.rms_norm_eps),
               out);
   return out;
@@ -220,7 +220,7 @@ void T5Gemma::SetEncoderMemory(const Tensor& memory, const EncoderBatch& batch,
     if (state.self) state.self->Reset(static_cast<int64_t>(b));
   }
   if (!shard_.has_decoder) return;
-  Tensor k = NewF32(rows, width), v = NewF32(rows, width);
+  Tensor k = ActivationLike(memory, {rows, width}), v = ActivationLike(memory, {rows, width});
   for (int64_t l = s.first_layer; l < s.end_layer; ++l) {
     const CrossAttentionWeights& w = cross_[static_cast<size_t>(l)];
     // Computed once per request: every decode step reads them.
@@ -228,8 +228,8 @@ void T5Gemma::SetEncoderMemory(const Tensor& memory, const EncoderBatch& batch,
     ColumnParallelLinear(w.v_proj).Forward(memory, v, precision_);
     for (size_t b = 0; b < batch.offset.size(); ++b) {
       T5GemmaDecodeState::CrossMemory& m = state.cross[b];
-      m.keys.push_back(k.Slice(batch.offset[b], batch.offset[b] + batch.length[b]).Clone());
-      m.values.push_back(v.Slice(batch.offset[b], batch.offset[b] + batch.length[b]).Clone());
+      m.keys.push_back(CopyOf(k.Slice(batch.offset[b], batch.offset[b] + batch.length[b])));
+      m.values.push_back(CopyOf(v.Slice(batch.offset[b], batch.offset[b] + batch.length[b])));
     }
   }
 }
@@ -243,7 +243,7 @@ void T5Gemma::RunDecoderLayers(Tensor& h, const BatchLayout& layout, T5GemmaDeco
   const GemmaShard& s = shard_.decoder;
   const GemmaWeights& weights = decoder().weights();
   GEMMAPOD_CHECK(state.self.has_value(), "T5Gemma: the decode state holds no decoder cache");
-  const int64_t T = h.dim(0), d = c.hidden_size, hd = c.head_dim;
+  const int64_t d = c.hidden_size, hd = c.head_dim;
   const int64_t H = s.heads, KV = s.kv_heads;
   const float eps = static_cast<float>(c.rms_norm_eps);
   GEMMAPOD_CHECK(h.dim(1) == d, "T5Gemma decoder: activation ", h.Describe(), " is not [T, ", d,
@@ -254,7 +254,7 @@ void T5Gemma::RunDecoderLayers(Tensor& h, const BatchLayout& layout, T5GemmaDeco
         m.length > 0 && static_cast<int64_t>(m.keys.size()) == s.end_layer - s.first_layer,
         "T5Gemma: sequence ", seq, " has no encoder output (SetEncoderMemory first)");
   }
-  LayerBuffers b(T, d, H * hd, KV * hd, s.ffn);
+  LayerBuffers b(h, H * hd, KV * hd, s.ffn);
   Tensor &normed = b.normed, &q = b.q, &attn = b.attn;
   for (int64_t l = s.first_layer; l < s.end_layer; ++l) {
     const GemmaLayerWeights& w = weights.layers[static_cast<size_t>(l)];

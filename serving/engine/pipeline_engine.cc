@@ -40,7 +40,7 @@ bool ValidOutput(int32_t kind) {
 
 Tensor LastTokenRows(const Tensor& h, std::span<const SequenceChunk> chunks) {
   const int64_t d = h.dim(1);
-  Tensor last = Tensor::Empty({static_cast<int64_t>(chunks.size()), d}, DType::kF32);
+  Tensor last = Tensor::Empty({static_cast<int64_t>(chunks.size()), d}, DType::kF32, h.device());
   std::vector<int64_t> rows(chunks.size());
   int64_t end = 0;
   for (size_t b = 0; b < chunks.size(); ++b) {
