@@ -23,7 +23,4 @@ void LinearForward(const Tensor& x, const Linear& w, Tensor& y, cpu::MatmulPreci
 void LinearProduct(const Tensor& x, const Linear& w, Tensor& y, cpu::MatmulPrecision precision);
 void AddBias(const Linear& w, Tensor& y);  // nothing without a bias
 
-// Row `row` of W as f32 (scaled when quantized) into out[0, K): embedding lookups of a tied table.
-void LinearRow(const Linear& w, int64_t row, float* out);
-
 }  // namespace gemmapod
