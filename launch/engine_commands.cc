@@ -49,6 +49,41 @@ std::vector<std::string> ReceiveTexts(Communicator& world, int from, size_t coun
   return texts;
 }
 
+namespace {
+constexpr int kTagStreamLength = 3;
+constexpr int kTagStreamBytes = 4;
+
+void SendStreamLength(Communicator& world, int32_t length) {
+  Tensor n = Tensor::Empty({1}, DType::kI32);
+  n.data<int32_t>()[0] = length;
+  world.Send(n, 0, kTagStreamLength);
+}
+}  // namespace
+
+void SendTextPiece(Communicator& world, std::string_view text) {
+  if (text.empty()) return;
+  SendStreamLength(world, static_cast<int32_t>(text.size()));
+  world.Send(Tensor::Borrow(const_cast<char*>(text.data()), {static_cast<int64_t>(text.size())},
+                            DType::kI8),
+             0, kTagStreamBytes);
+}
+
+void EndTextStream(Communicator& world) { SendStreamLength(world, -1); }
+
+void PrintTextStream(Communicator& world, int from) {
+  Tensor n = Tensor::Empty({1}, DType::kI32);
+  while (true) {
+    world.Recv(n, from, kTagStreamLength);
+    const int32_t length = n.data<int32_t>()[0];
+    if (length < 0) return;
+    std::string piece(static_cast<size_t>(length), '\0');
+    Tensor view = Tensor::Borrow(piece.data(), {length}, DType::kI8);
+    world.Recv(view, from, kTagStreamBytes);
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+  }
+}
+
 int GenerateOnEngine(const GenerateOptions& o, Communicator& world, const Tokenizer& tokenizer,
                      const std::vector<GenerationRequest>& requests, ShardedRun& run) {
   const int dp = run.grid->shape().dp;

@@ -129,21 +129,29 @@ int GenerateT5GemmaOnRanks(const GenerateOptions& o, Communicator& world) {
   using Clock = std::chrono::steady_clock;
   // Each replica encodes its prompts together; then its decoder stages generate them through
   // the engine, as micro-batches in flight, with tokens sampled on the vocabulary shards. One
-  // prompt streams its text when rank 0 drives the decoder; otherwise each replica's driver
-  // sends its texts to rank 0, which prints them in prompt order.
+  // prompt streams its text: printed by rank 0 as it comes, sent there piece by piece when
+  // another rank drives the decoder (rank 0 is then an encoder rank, idle while the decoder
+  // runs). Several prompts go from each replica's driver to rank 0, which prints them in order.
   const auto t0 = Clock::now();
   std::vector<GenerationResult> results;
   const int driver = job.WorldRank(job.me.replica, pipeline.driver_rank());
-  const bool stream = B == 1 && job.WorldRank(0, pipeline.driver_rank()) == 0;
+  const bool stream = B == 1;
+  const int stream_driver = job.WorldRank(0, pipeline.driver_rank());
   auto t1 = t0;
   if (!mine.empty()) {
     pipeline.Encode(my_prompts);
     t1 = Clock::now();
     results = pipeline.Generate(*tokenizer, mine, [&](size_t, std::string_view text) {
-      if (!stream || world.rank() != 0) return;
-      std::fwrite(text.data(), 1, text.size(), stdout);
-      std::fflush(stdout);
+      if (!stream) return;
+      if (world.rank() == 0) {
+        std::fwrite(text.data(), 1, text.size(), stdout);
+        std::fflush(stdout);
+      } else {
+        SendTextPiece(world, text);
+      }
     });
+    if (stream && world.rank() == stream_driver && stream_driver != 0) EndTextStream(world);
+    if (stream && world.rank() == 0 && stream_driver != 0) PrintTextStream(world, stream_driver);
   }
   const auto t2 = Clock::now();
   if (world.rank() == driver && driver != 0 && !mine.empty()) SendTexts(world, results);
