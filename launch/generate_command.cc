@@ -63,11 +63,12 @@ int GenerateGemmaOnRanks(const GenerateOptions& o, Communicator& world) {
       context = std::max<int64_t>(
           context, static_cast<int64_t>(requests.back().prompt.size()) + o.max_tokens);
     }
-    const int dp = o.pod_path.empty() ? 1 : LoadPodTopology(o.pod_path).dp;
+    std::optional<PodTopology> pod = LoadPodIfGiven(o.pod_path);
+    const int dp = pod ? pod->dp : 1;
     const int64_t per_replica = (static_cast<int64_t>(requests.size()) + dp - 1) / dp;
     const int64_t sampled = std::min<int64_t>(model.config.vocab_size, tokenizer->vocab_size());
-    plan = PlanShardedGemma(world.size(), o.pod_path, o.files, std::max<int64_t>(per_replica, 1),
-                            context, sampled);
+    plan = PlanShardedGemma(world.size(), std::move(pod), o.files,
+                            std::max<int64_t>(per_replica, 1), context, sampled);
   });
   if (world.rank() == 0)
     std::fputs(HostComputeNotice(plan.pod ? &*plan.pod : nullptr).c_str(), stderr);

@@ -113,9 +113,10 @@ int LogitsGemmaOnRanks(const LogitsOptions& o, Communicator& world) {
   CheckOnEveryRank(world, [&] {
     const ModelConfig config = ReadCheckpointModel(o.files.model_path).config;
     sequences = ParseTokenBatch(o.tokens, config.vocab_size, config.max_position_embeddings);
-    dp = o.pod_path.empty() ? 1 : LoadPodTopology(o.pod_path).dp;
+    std::optional<PodTopology> pod = LoadPodIfGiven(o.pod_path);
+    dp = pod ? pod->dp : 1;
     const int64_t per_replica = (static_cast<int64_t>(sequences.size()) + dp - 1) / dp;
-    plan = PlanShardedGemma(world.size(), o.pod_path, o.files, per_replica,
+    plan = PlanShardedGemma(world.size(), std::move(pod), o.files, per_replica,
                             static_cast<int64_t>(sequences.front().size()), config.vocab_size);
   });
   if (world.rank() == 0)

@@ -19,7 +19,12 @@ CheckpointModel ReadCheckpointModel(const std::string& path) {
   return m;
 }
 
-ShardedGemmaPlan PlanShardedGemma(int world_size, const std::string& pod_path,
+std::optional<PodTopology> LoadPodIfGiven(const std::string& pod_path) {
+  if (pod_path.empty()) return std::nullopt;
+  return LoadPodTopology(pod_path);
+}
+
+ShardedGemmaPlan PlanShardedGemma(int world_size, std::optional<PodTopology> pod_file,
                                   const ModelFiles& files, int64_t max_sequences,
                                   int64_t max_context, int64_t sampled_vocab) {
   ParsePrecision(files);
@@ -30,7 +35,7 @@ ShardedGemmaPlan PlanShardedGemma(int world_size, const std::string& pod_path,
   plan.max_sequences = max_sequences;
   plan.max_context = max_context;
   plan.sampled_vocab = sampled_vocab;
-  if (pod_path.empty()) {
+  if (!pod_file) {
     if (auto problem = TensorParallelProblem(model.config, world_size)) {
       throw Error(StrCat(*problem, " (", world_size,
                          " ranks without --pod form one tensor-parallel group)"));
@@ -38,7 +43,7 @@ ShardedGemmaPlan PlanShardedGemma(int world_size, const std::string& pod_path,
     plan.stages = GemmaStageLayers(model.config, world_size, 1, model.matrix_bytes, nullptr);
     return plan;
   }
-  plan.pod = LoadPodTopology(pod_path);
+  plan.pod = std::move(pod_file);
   const PodTopology& pod = *plan.pod;
   CheckPodFitsJob(pod, world_size);
   // Refuse a layout that cannot work before any rank reads a byte of weights.
@@ -47,7 +52,7 @@ ShardedGemmaPlan PlanShardedGemma(int world_size, const std::string& pod_path,
   if (!layout.problems.empty()) {
     std::string reasons;
     for (const std::string& p : layout.problems) reasons += "\n  " + p;
-    throw Error(StrCat(pod_path, ": cannot run ", model.config.name, " (", files.model_path,
+    throw Error(StrCat(pod.source, ": cannot run ", model.config.name, " (", files.model_path,
                        ") on this pod:", reasons));
   }
   plan.stages = layout.stages;

@@ -37,8 +37,12 @@ struct ShardedGemmaPlan {
   int64_t sampled_vocab = 0;
 };
 
-// Throws gemmapod::Error naming the pod file, the model and every reason the layout fails.
-ShardedGemmaPlan PlanShardedGemma(int world_size, const std::string& pod_path,
+// The pod file at `pod_path`, parsed once per command; none when the path is empty.
+std::optional<PodTopology> LoadPodIfGiven(const std::string& pod_path);
+
+// `pod`: the job's pod file, or none (every rank in one tensor-parallel group). Throws
+// gemmapod::Error naming the pod file, the model and every reason the layout fails.
+ShardedGemmaPlan PlanShardedGemma(int world_size, std::optional<PodTopology> pod,
                                   const ModelFiles& files, int64_t max_sequences,
                                   int64_t max_context, int64_t sampled_vocab);
 
