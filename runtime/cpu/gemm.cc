@@ -29,9 +29,13 @@ dnnl::engine& Engine() {
 struct PrimitiveKey {
   int64_t m, k, n;
   dt src, wei;
-  bool accumulate;  // sum post-op: y += x * w^T
-  int threads;      // oneDNN plans its blocking for the thread count at creation
-  auto Tie() const { return std::tie(m, k, n, src, wei, accumulate, threads); }
+  bool accumulate;            // sum post-op: y += x * w^T
+  int threads;                // oneDNN plans its blocking for the thread count at creation
+  bool x_transposed = false;  // x stored [K, M] (its transpose is the [M, K] operand)
+  bool w_stored_kn = false;   // w stored [K, N] (else [N, K], read transposed)
+  auto Tie() const {
+    return std::tie(m, k, n, src, wei, accumulate, threads, x_transposed, w_stored_kn);
+  }
   bool operator<(const PrimitiveKey& o) const { return Tie() < o.Tie(); }
 };
 
@@ -50,8 +54,9 @@ std::shared_ptr<const CachedMatmul> GetMatmul(const PrimitiveKey& key) {
   std::lock_guard<std::mutex> lock(cache_mutex);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
-  const dnnl::memory::desc src({key.m, key.k}, key.src, tag::ab);
-  const dnnl::memory::desc wei({key.k, key.n}, key.wei, tag::ba);  // [N, K] row-major in place
+  const dnnl::memory::desc src({key.m, key.k}, key.src, key.x_transposed ? tag::ba : tag::ab);
+  // [N, K] row-major read in place as the transposed [K, N] (or [K, N] as it is).
+  const dnnl::memory::desc wei({key.k, key.n}, key.wei, key.w_stored_kn ? tag::ab : tag::ba);
   const dnnl::memory::desc dst({key.m, key.n}, dt::f32, tag::ab);
   dnnl::primitive_attr attr;
   // A library-owned scratchpad would make concurrent calls of one cached primitive unsafe;
@@ -78,8 +83,10 @@ void Run(const PrimitiveKey& key, const void* x, const void* w, float* y) {
   if (scratch.size() < scratch_bytes) scratch.resize(scratch_bytes);
   dnnl::memory scratchpad({{static_cast<int64_t>(scratch_bytes)}, dt::u8, tag::a}, Engine(),
                           scratch.data());
-  dnnl::memory src({{key.m, key.k}, key.src, tag::ab}, Engine(), const_cast<void*>(x));
-  dnnl::memory wei({{key.k, key.n}, key.wei, tag::ba}, Engine(), const_cast<void*>(w));
+  dnnl::memory src({{key.m, key.k}, key.src, key.x_transposed ? tag::ba : tag::ab}, Engine(),
+                   const_cast<void*>(x));
+  dnnl::memory wei({{key.k, key.n}, key.wei, key.w_stored_kn ? tag::ab : tag::ba}, Engine(),
+                   const_cast<void*>(w));
   dnnl::memory dst({{key.m, key.n}, dt::f32, tag::ab}, Engine(), y);
   cached->primitive.execute(stream, {{DNNL_ARG_SRC, src},
                                      {DNNL_ARG_WEIGHTS, wei},
@@ -129,6 +136,14 @@ void GemmBF16(const float* x, int64_t m, int64_t k, const BF16* w, int64_t n, fl
   const bool parallel = count >= (int64_t{1} << 16) && !omp_in_parallel();
 #pragma omp parallel for schedule(static) if (parallel)
   for (int64_t i = 0; i < count; ++i) y[i] = top[i] + bottom[i];
+}
+
+void GemmF32Transposed(const float* a, bool a_transposed, const float* b, bool b_stored_kn,
+                       int64_t m, int64_t k, int64_t n, float* c, bool accumulate) {
+  PrimitiveKey key{m, k, n, dt::f32, dt::f32, accumulate, Threads()};
+  key.x_transposed = a_transposed;
+  key.w_stored_kn = b_stored_kn;
+  Run(key, a, b, c);
 }
 
 int64_t CachedGemmPrimitives() {

@@ -27,6 +27,12 @@ void GemmF32(const float* x, int64_t m, int64_t k, const float* w, int64_t n, fl
 void GemmBF16(const float* x, int64_t m, int64_t k, const BF16* w, int64_t n, float* y,
               MatmulPrecision precision, BF16ExactGemm exact_method = BF16ExactGemm::kStackedRows);
 
+// The products of a backward pass, f32: c [M, N] (+)= op(a) [M, K] * op(b) [K, N], where op(a) is
+// a stored [M, K], or its transpose when a is stored [K, M] (a_transposed); op(b) is b stored
+// [K, N] (b_stored_kn), or the transpose of b stored [N, K] (a weight, as the forward reads it).
+// accumulate adds to c instead of overwriting it (weight gradients over micro-batches).
+void GemmF32Transposed(const float* a, bool a_transposed, const float* b, bool b_stored_kn,
+                       int64_t m, int64_t k, int64_t n, float* c, bool accumulate);
 // Number of oneDNN primitives in the cache (for tests).
 int64_t CachedGemmPrimitives();
 

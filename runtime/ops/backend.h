@@ -40,6 +40,19 @@ class Backend {
   virtual void SoftCap(const Tensor& x, float cap, Tensor& out) = 0;
   virtual void RopeHalfSplit(Tensor& x, int64_t heads, int64_t head_dim,
                              std::span<const int32_t> positions, const Rope& rope) = 0;
+
+  // Backward operations (runtime/ops/grad_ops.h). A backend that has not implemented them
+  // inherits these, which throw naming the operation.
+  virtual void MatMulGradInput(const Tensor& dy, const Tensor& w, Tensor& dx);
+  virtual void MatMulGradWeight(const Tensor& dy, const Tensor& x, Tensor& dw, bool accumulate);
+  virtual void RowBiasGrad(const Tensor& dy, Tensor& dbias, bool accumulate);
+  virtual void RmsNormBackward(const Tensor& x, const Tensor& weight, const Tensor& dy, float eps,
+                               Tensor& dx, Tensor& dweight);
+  virtual void GeluTanhBackward(const Tensor& x, const Tensor& dy, Tensor& dx);
+  virtual void SoftCapBackward(const Tensor& y, const Tensor& dy, float cap, Tensor& dx);
+  virtual void ScatterAddRows(const Tensor& dout, std::span<const int64_t> rows, Tensor& dtable);
+  virtual void CrossEntropy(const Tensor& logits, std::span<const int32_t> targets,
+                            float grad_scale, Tensor& losses, Tensor& dlogits);
 };
 
 // Called once by a device backend at start-up; the backend must outlive every call. The CPU's is

@@ -4,6 +4,8 @@
 #include <vector>
 
 #include "runtime/cpu/attention.h"
+#include "runtime/cpu/backward.h"
+#include "runtime/cpu/gemm.h"
 #include "runtime/cpu/griffin.h"
 #include "runtime/cpu/int8_matmul.h"
 #include "runtime/cpu/matmul.h"
@@ -109,6 +111,48 @@ class Cpu final : public Backend {
              std::span<const int32_t> positions, Tensor& state, Tensor& out) override {
     cpu::RgLru(x.data<float>(), gate_x.data<float>(), gate_a.data<float>(), lambda.data<float>(),
                positions.data(), x.dim(0), x.dim(1), state.data<float>(), out.data<float>());
+  }
+  void MatMulGradInput(const Tensor& dy, const Tensor& w, Tensor& dx) override {
+    const int64_t n = w.dim(0), k = w.dim(1);
+    // bf16 weights: their f32 values, as the forward multiplied them.
+    if (Rows(dy, n) == 0 || k == 0) return;
+    const Tensor wf = w.dtype() == DType::kF32 ? w : w.To(DType::kF32);
+    cpu::GemmF32Transposed(dy.data<float>(), false, wf.data<float>(), /*b_stored_kn=*/true,
+                           Rows(dy, n), n, k, dx.data<float>(), false);
+  }
+  void MatMulGradWeight(const Tensor& dy, const Tensor& x, Tensor& dw, bool accumulate) override {
+    const int64_t n = dw.dim(0), k = dw.dim(1), rows = Rows(dy, n);
+    if (rows == 0) {
+      if (!accumulate) std::fill_n(dw.data<float>(), dw.numel(), 0.0f);
+      return;
+    }
+    cpu::GemmF32Transposed(dy.data<float>(), /*a_transposed=*/true, x.data<float>(),
+                           /*b_stored_kn=*/true, n, rows, k, dw.data<float>(), accumulate);
+  }
+  void RowBiasGrad(const Tensor& dy, Tensor& dbias, bool accumulate) override {
+    const int64_t n = dbias.numel();
+    cpu::SumRows(dy.data<float>(), Rows(dy, n), n, dbias.data<float>(), accumulate);
+  }
+  void RmsNormBackward(const Tensor& x, const Tensor& weight, const Tensor& dy, float eps,
+                       Tensor& dx, Tensor& dweight) override {
+    const int64_t d = weight.numel();
+    cpu::RmsNormBackward(x.data<float>(), weight.data<float>(), dy.data<float>(), Rows(x, d), d,
+                         eps, dx.data<float>(), dweight.data<float>());
+  }
+  void GeluTanhBackward(const Tensor& x, const Tensor& dy, Tensor& dx) override {
+    cpu::GeluTanhBackward(x.data<float>(), dy.data<float>(), dx.data<float>(), x.numel());
+  }
+  void SoftCapBackward(const Tensor& y, const Tensor& dy, float cap, Tensor& dx) override {
+    cpu::SoftCapBackward(y.data<float>(), dy.data<float>(), cap, dx.data<float>(), y.numel());
+  }
+  void ScatterAddRows(const Tensor& dout, std::span<const int64_t> rows, Tensor& dtable) override {
+    cpu::ScatterAddRows(dout.data<float>(), rows.data(), static_cast<int64_t>(rows.size()),
+                        dout.dim(1), dtable.data<float>());
+  }
+  void CrossEntropy(const Tensor& logits, std::span<const int32_t> targets, float grad_scale,
+                    Tensor& losses, Tensor& dlogits) override {
+    cpu::CrossEntropy(logits.data<float>(), targets.data(), logits.dim(0), logits.dim(1),
+                      grad_scale, losses.data<float>(), dlogits.data<float>());
   }
   void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
     const int64_t d = weight.numel();

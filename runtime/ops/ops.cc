@@ -5,6 +5,7 @@
 
 #include "runtime/error.h"
 #include "runtime/ops/backend.h"
+#include "runtime/ops/checks.h"
 #include "runtime/ops/cpu_backend.h"
 
 namespace gemmapod::ops {
@@ -13,41 +14,12 @@ namespace {
 std::mutex registry_mutex;
 std::array<Backend*, 2> registry = {nullptr, nullptr};  // by DeviceKind
 
-// The backend for the device all of `tensors` live on; the operation's name in every error.
-Backend& On(const char* op, std::initializer_list<const Tensor*> tensors) {
-  const Device device = (*tensors.begin())->device();
-  for (const Tensor* t : tensors) {
-    GEMMAPOD_CHECK(t->device() == device, op, ": operands on ", device.ToString(), " and ",
-                   t->device().ToString(), " (", t->Describe(), "); move them to one device");
-  }
-  Backend* backend = BackendFor(device.kind);
-  GEMMAPOD_CHECK(backend != nullptr, op, ": no operations backend for ", device.ToString(),
-                 " in this build");
-  return *backend;
-}
-
-void CheckF32(const char* op, std::initializer_list<const Tensor*> tensors) {
-  for (const Tensor* t : tensors) {
-    GEMMAPOD_CHECK(t->dtype() == DType::kF32, op, ": ", t->Describe(), " is not f32");
-  }
-}
-
-void CheckSameShape(const char* op, const Tensor& a, const Tensor& b) {
-  GEMMAPOD_CHECK(a.shape() == b.shape(), op, ": ", a.Describe(), " and ", b.Describe(),
-                 " differ in shape");
-}
-
-// x [..., K] against w [N, K] into y [..., N].
-void CheckProduct(const char* op, const Tensor& x, const Tensor& w, const Tensor& y) {
-  GEMMAPOD_CHECK(w.rank() == 2 && x.rank() >= 1 && y.rank() == x.rank() && x.dim(-1) == w.dim(1) &&
-                     y.dim(-1) == w.dim(0) &&
-                     x.numel() / std::max<int64_t>(x.dim(-1), 1) ==
-                         y.numel() / std::max<int64_t>(y.dim(-1), 1),
-                 op, ": ", x.Describe(), " x ", w.Describe(), "^T does not fit ", y.Describe());
-  CheckF32(op, {&x, &y});
-}
-
 }  // namespace
+
+using internal::CheckF32;
+using internal::CheckProduct;
+using internal::CheckSameShape;
+using internal::On;
 
 void RegisterBackend(DeviceKind kind, Backend* backend) {
   std::lock_guard<std::mutex> lock(registry_mutex);

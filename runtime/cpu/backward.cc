@@ -1,0 +1,111 @@
+#include "runtime/cpu/backward.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace gemmapod::cpu {
+namespace {
+
+constexpr float kSqrt2OverPi = 0.7978845608028654f;
+constexpr float kGeluCubic = 0.044715f;
+// Below this many elements one thread is faster than waking the others.
+constexpr int64_t kParallelWork = 1 << 15;
+
+}  // namespace
+
+void RmsNormBackward(const float* x, const float* weight, const float* dy, int64_t rows,
+                     int64_t dim, float eps, float* dx, float* dweight) {
+  // dx row by row (threaded); the weight gradient sums every row in order (in double), so it is
+  // the same for any thread count.
+  std::vector<double> inv(static_cast<size_t>(rows));
+#pragma omp parallel for schedule(static) if (rows * dim >= kParallelWork)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    const float* g = dy + r * dim;
+    double squares = 0;
+    for (int64_t j = 0; j < dim; ++j) squares += static_cast<double>(xr[j]) * xr[j];
+    const double rinv = 1.0 / std::sqrt(squares / static_cast<double>(dim) + eps);
+    inv[static_cast<size_t>(r)] = rinv;
+    double dot = 0;  // mean of (dy * (1 + w)) * n
+    for (int64_t j = 0; j < dim; ++j) {
+      dot += static_cast<double>(g[j]) * (1.0 + weight[j]) * xr[j] * rinv;
+    }
+    dot /= static_cast<double>(dim);
+    float* out = dx + r * dim;
+    for (int64_t j = 0; j < dim; ++j) {
+      const double n = xr[j] * rinv;
+      out[j] = static_cast<float>(rinv * (g[j] * (1.0 + weight[j]) - n * dot));
+    }
+  }
+  for (int64_t j = 0; j < dim; ++j) {
+    double sum = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      sum += static_cast<double>(dy[r * dim + j]) * x[r * dim + j] * inv[static_cast<size_t>(r)];
+    }
+    dweight[j] += static_cast<float>(sum);
+  }
+}
+
+void GeluTanhBackward(const float* x, const float* dy, float* dx, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= kParallelWork)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    const float t = std::tanh(kSqrt2OverPi * (v + kGeluCubic * v * v * v));
+    const float slope = kSqrt2OverPi * (1.0f + 3.0f * kGeluCubic * v * v);
+    dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * slope);
+  }
+}
+
+void SoftCapBackward(const float* y, const float* dy, float cap, float* dx, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= kParallelWork)
+  for (int64_t i = 0; i < n; ++i) {
+    const float t = y[i] / cap;
+    dx[i] = dy[i] * (1.0f - t * t);
+  }
+}
+
+void CrossEntropy(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab,
+                  float grad_scale, float* losses, float* dlogits) {
+#pragma omp parallel for schedule(static) if (rows * vocab >= kParallelWork)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* z = logits + r * vocab;
+    float* g = dlogits + r * vocab;
+    const int32_t target = targets[r];
+    if (target < 0) {
+      losses[r] = 0;
+      std::fill(g, g + vocab, 0.0f);
+      continue;
+    }
+    const float max = *std::max_element(z, z + vocab);
+    double sum = 0;
+    for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(z[v]) - max);
+    const double log_sum = std::log(sum) + max;
+    losses[r] = static_cast<float>(log_sum - z[target]);
+    for (int64_t v = 0; v < vocab; ++v) {
+      g[v] = static_cast<float>(std::exp(static_cast<double>(z[v]) - log_sum) * grad_scale);
+    }
+    g[target] -= grad_scale;
+  }
+}
+
+void ScatterAddRows(const float* src, const int64_t* rows, int64_t count, int64_t width,
+                    float* dst) {
+  for (int64_t i = 0; i < count; ++i) {
+    if (rows[i] < 0) continue;
+    float* d = dst + rows[i] * width;
+    const float* s = src + i * width;
+    for (int64_t j = 0; j < width; ++j) d[j] += s[j];
+  }
+}
+
+void SumRows(const float* x, int64_t rows, int64_t n, float* out, bool accumulate) {
+#pragma omp parallel for schedule(static) if (rows * n >= kParallelWork)
+  for (int64_t j = 0; j < n; ++j) {
+    double sum = 0;
+    for (int64_t r = 0; r < rows; ++r) sum += x[r * n + j];
+    out[j] = static_cast<float>(accumulate ? out[j] + sum : sum);
+  }
+}
+
+}  // namespace gemmapod::cpu

@@ -1,0 +1,36 @@
+// Backward kernels of the layers' elementwise and reduction operations, on dense f32 arrays: the
+// gradient of each forward in runtime/cpu/ops.h with respect to its inputs (and weights), and the
+// cross-entropy loss with its gradient. Rows are independent and threaded; per-row sums run in
+// one order whatever the thread count.
+#pragma once
+
+#include <cstdint>
+
+namespace gemmapod::cpu {
+
+// Gemma's RMSNorm y = x * r * (1 + w), r = 1 / sqrt(mean(x^2) + eps), over rows of x [rows, d]:
+// dx = r * (g - n * mean(g * n)) with g = dy * (1 + w) and n = x * r; dweight += sum_rows dy * n.
+void RmsNormBackward(const float* x, const float* weight, const float* dy, int64_t rows,
+                     int64_t dim, float eps, float* dx, float* dweight);
+
+// dx = dy * gelu_tanh'(x).
+void GeluTanhBackward(const float* x, const float* dy, float* dx, int64_t n);
+
+// y = cap * tanh(x / cap) given as its output y: dx = dy * (1 - (y / cap)^2).
+void SoftCapBackward(const float* y, const float* dy, float cap, float* dx, int64_t n);
+
+// Softmax cross-entropy of rows of logits [rows, vocab] against targets (-1: no loss on that
+// row): losses[r] = logsumexp(logits[r]) - logits[r, target] (0 when masked), and
+// dlogits[r] = (softmax(logits[r]) - onehot(target)) * grad_scale (0 when masked).
+void CrossEntropy(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab,
+                  float grad_scale, float* losses, float* dlogits);
+
+// dst[rows[i], :] += src[i, :] for every i (rows of -1 skipped), in order of i: the embedding
+// lookup's gradient, where a token may repeat.
+void ScatterAddRows(const float* src, const int64_t* rows, int64_t count, int64_t width,
+                    float* dst);
+
+// out[j] (+)= sum_r x[r, j] over rows of x [rows, n] (a bias gradient).
+void SumRows(const float* x, int64_t rows, int64_t n, float* out, bool accumulate);
+
+}  // namespace gemmapod::cpu

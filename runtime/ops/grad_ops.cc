@@ -1,0 +1,143 @@
+#include "runtime/ops/grad_ops.h"
+
+#include <vector>
+
+#include "runtime/ops/checks.h"
+
+namespace gemmapod::ops {
+namespace {
+
+using internal::CheckF32;
+using internal::CheckSameShape;
+using internal::On;
+
+[[noreturn]] void Missing(const char* op, const Tensor& t) {
+  throw Error(StrCat(op, ": the backend of ", t.device().ToString(), " has no backward yet"));
+}
+
+// Rows of a [..., n] tensor.
+int64_t Rows(const Tensor& t) { return t.dim(-1) == 0 ? 0 : t.numel() / t.dim(-1); }
+
+}  // namespace
+
+void Backend::MatMulGradInput(const Tensor& dy, const Tensor&, Tensor&) {
+  Missing("MatMulGradInput", dy);
+}
+void Backend::MatMulGradWeight(const Tensor& dy, const Tensor&, Tensor&, bool) {
+  Missing("MatMulGradWeight", dy);
+}
+void Backend::RowBiasGrad(const Tensor& dy, Tensor&, bool) { Missing("RowBiasGrad", dy); }
+void Backend::RmsNormBackward(const Tensor& x, const Tensor&, const Tensor&, float, Tensor&,
+                              Tensor&) {
+  Missing("RmsNormBackward", x);
+}
+void Backend::GeluTanhBackward(const Tensor& x, const Tensor&, Tensor&) {
+  Missing("GeluTanhBackward", x);
+}
+void Backend::SoftCapBackward(const Tensor& y, const Tensor&, float, Tensor&) {
+  Missing("SoftCapBackward", y);
+}
+void Backend::ScatterAddRows(const Tensor& dout, std::span<const int64_t>, Tensor&) {
+  Missing("ScatterAddRows", dout);
+}
+void Backend::CrossEntropy(const Tensor& logits, std::span<const int32_t>, float, Tensor&,
+                           Tensor&) {
+  Missing("CrossEntropy", logits);
+}
+
+void MatMulGradInput(const Tensor& dy, const Tensor& w, Tensor& dx) {
+  Backend& b = On("MatMulGradInput", {&dy, &w, &dx});
+  CheckF32("MatMulGradInput", {&dy, &dx});
+  GEMMAPOD_CHECK(w.rank() == 2 && dy.rank() >= 1 && dx.rank() == dy.rank() &&
+                     dy.dim(-1) == w.dim(0) && dx.dim(-1) == w.dim(1) && Rows(dy) == Rows(dx),
+                 "MatMulGradInput: ", dy.Describe(), " x ", w.Describe(), " does not fit ",
+                 dx.Describe());
+  GEMMAPOD_CHECK(w.dtype() == DType::kF32 || w.dtype() == DType::kBF16, "MatMulGradInput: weights ",
+                 w.Describe(), " are neither f32 nor bf16");
+  b.MatMulGradInput(dy, w, dx);
+}
+
+void MatMulGradWeight(const Tensor& dy, const Tensor& x, Tensor& dw, bool accumulate) {
+  Backend& b = On("MatMulGradWeight", {&dy, &x, &dw});
+  CheckF32("MatMulGradWeight", {&dy, &x, &dw});
+  GEMMAPOD_CHECK(
+      dw.rank() == 2 && dy.dim(-1) == dw.dim(0) && x.dim(-1) == dw.dim(1) && Rows(dy) == Rows(x),
+      "MatMulGradWeight: ", dy.Describe(), "^T x ", x.Describe(), " does not fit ", dw.Describe());
+  b.MatMulGradWeight(dy, x, dw, accumulate);
+}
+
+void RowBiasGrad(const Tensor& dy, Tensor& dbias, bool accumulate) {
+  Backend& b = On("RowBiasGrad", {&dy, &dbias});
+  CheckF32("RowBiasGrad", {&dy, &dbias});
+  GEMMAPOD_CHECK(dbias.numel() == dy.dim(-1), "RowBiasGrad: ", dbias.Describe(), " for ",
+                 dy.Describe());
+  b.RowBiasGrad(dy, dbias, accumulate);
+}
+
+void RmsNormBackward(const Tensor& x, const Tensor& weight, const Tensor& dy, float eps, Tensor& dx,
+                     Tensor& dweight) {
+  Backend& b = On("RmsNormBackward", {&x, &weight, &dy, &dx, &dweight});
+  CheckF32("RmsNormBackward", {&x, &weight, &dy, &dx, &dweight});
+  CheckSameShape("RmsNormBackward", x, dy);
+  CheckSameShape("RmsNormBackward", x, dx);
+  GEMMAPOD_CHECK(x.rank() >= 1 && weight.numel() == x.dim(-1) && dweight.numel() == x.dim(-1),
+                 "RmsNormBackward: weight ", weight.Describe(), " and its gradient ",
+                 dweight.Describe(), " for ", x.Describe());
+  b.RmsNormBackward(x, weight, dy, eps, dx, dweight);
+}
+
+void GeluTanhBackward(const Tensor& x, const Tensor& dy, Tensor& dx) {
+  Backend& b = On("GeluTanhBackward", {&x, &dy, &dx});
+  CheckF32("GeluTanhBackward", {&x, &dy, &dx});
+  CheckSameShape("GeluTanhBackward", x, dy);
+  CheckSameShape("GeluTanhBackward", x, dx);
+  b.GeluTanhBackward(x, dy, dx);
+}
+
+void SoftCapBackward(const Tensor& y, const Tensor& dy, float cap, Tensor& dx) {
+  Backend& b = On("SoftCapBackward", {&y, &dy, &dx});
+  CheckF32("SoftCapBackward", {&y, &dy, &dx});
+  CheckSameShape("SoftCapBackward", y, dy);
+  CheckSameShape("SoftCapBackward", y, dx);
+  GEMMAPOD_CHECK(cap > 0, "SoftCapBackward: cap ", cap, " must be positive");
+  b.SoftCapBackward(y, dy, cap, dx);
+}
+
+void RopeHalfSplitBackward(Tensor& dx, int64_t heads, int64_t head_dim,
+                           std::span<const int32_t> positions, const Rope& rope) {
+  std::vector<int32_t> negated(positions.begin(), positions.end());
+  for (int32_t& p : negated) p = -p;
+  RopeHalfSplit(dx, heads, head_dim, negated, rope);
+}
+
+void ScatterAddRows(const Tensor& dout, std::span<const int64_t> rows, Tensor& dtable) {
+  Backend& b = On("ScatterAddRows", {&dout, &dtable});
+  CheckF32("ScatterAddRows", {&dout, &dtable});
+  GEMMAPOD_CHECK(dout.rank() == 2 && dtable.rank() == 2 && dout.dim(1) == dtable.dim(1) &&
+                     dout.dim(0) == static_cast<int64_t>(rows.size()),
+                 "ScatterAddRows: ", rows.size(), " rows of ", dout.Describe(), " into ",
+                 dtable.Describe());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    GEMMAPOD_CHECK(rows[i] >= -1 && rows[i] < dtable.dim(0), "ScatterAddRows: row ", rows[i],
+                   " (entry ", i, ") of ", dtable.Describe());
+  }
+  b.ScatterAddRows(dout, rows, dtable);
+}
+
+void CrossEntropy(const Tensor& logits, std::span<const int32_t> targets, float grad_scale,
+                  Tensor& losses, Tensor& dlogits) {
+  Backend& b = On("CrossEntropy", {&logits, &losses, &dlogits});
+  CheckF32("CrossEntropy", {&logits, &losses, &dlogits});
+  CheckSameShape("CrossEntropy", logits, dlogits);
+  GEMMAPOD_CHECK(logits.rank() == 2 && logits.dim(0) == static_cast<int64_t>(targets.size()) &&
+                     losses.numel() == logits.dim(0),
+                 "CrossEntropy: ", logits.Describe(), " for ", targets.size(),
+                 " targets and losses ", losses.Describe());
+  for (size_t i = 0; i < targets.size(); ++i) {
+    GEMMAPOD_CHECK(targets[i] >= -1 && targets[i] < logits.dim(1), "CrossEntropy: target ",
+                   targets[i], " (row ", i, ") is outside the vocabulary of ", logits.dim(1));
+  }
+  b.CrossEntropy(logits, targets, grad_scale, losses, dlogits);
+}
+
+}  // namespace gemmapod::ops

@@ -1,0 +1,45 @@
+// The backward operations of the device seam: the gradients of the operations in ops.h, with the
+// same checks (one device, f32 activations, agreeing shapes, named in errors) and the same
+// dispatch to the backend of the tensors' device. A backend without them throws, naming the
+// operation and the device.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "runtime/ops/ops.h"
+
+namespace gemmapod::ops {
+
+// For y = x w^T (MatMul): dx = dy w, with dy [..., N], w [N, K] (f32 or bf16: its values as the
+// forward multiplied them), dx [..., K].
+void MatMulGradInput(const Tensor& dy, const Tensor& w, Tensor& dx);
+// dw (+)= dy^T x over all rows: dy [..., N], x [..., K], dw f32 [N, K]; `accumulate` adds to dw
+// (micro-batches, a weight used twice).
+void MatMulGradWeight(const Tensor& dy, const Tensor& x, Tensor& dw, bool accumulate);
+// dbias (+)= the sum of dy's rows: dy [..., N], dbias f32 [N].
+void RowBiasGrad(const Tensor& dy, Tensor& dbias, bool accumulate);
+
+// Gemma's RMSNorm (1 + w): dx from x, weight and dy (all [..., d] but weight [d]); dweight [d]
+// accumulates.
+void RmsNormBackward(const Tensor& x, const Tensor& weight, const Tensor& dy, float eps, Tensor& dx,
+                     Tensor& dweight);
+// dx = dy * gelu_tanh'(x).
+void GeluTanhBackward(const Tensor& x, const Tensor& dy, Tensor& dx);
+// For y = cap * tanh(x / cap), from the output y: dx = dy * (1 - (y / cap)^2).
+void SoftCapBackward(const Tensor& y, const Tensor& dy, float cap, Tensor& dx);
+// RoPE is a rotation: its backward rotates the gradient back (in place), by the same angles
+// negated.
+void RopeHalfSplitBackward(Tensor& dx, int64_t heads, int64_t head_dim,
+                           std::span<const int32_t> positions, const Rope& rope);
+// The embedding lookup's gradient: dtable[rows[i], :] += dout[i, :] (rows of -1 skipped), for
+// dout f32 [rows.size(), d] and dtable f32 [vocab rows, d].
+void ScatterAddRows(const Tensor& dout, std::span<const int64_t> rows, Tensor& dtable);
+
+// Softmax cross-entropy of logits [rows, vocab] against targets (one per row; -1: masked, no
+// loss): losses f32 [rows] (0 where masked), dlogits [rows, vocab] = (softmax - onehot) *
+// grad_scale (0 where masked). grad_scale is 1 / (the tokens the loss averages over) for a mean.
+void CrossEntropy(const Tensor& logits, std::span<const int32_t> targets, float grad_scale,
+                  Tensor& losses, Tensor& dlogits);
+
+}  // namespace gemmapod::ops
