@@ -23,4 +23,17 @@ struct GegluMlpWeights {
 void GegluMlpForward(const Tensor& x, const GegluMlpWeights& w, Communicator* tp, Tensor& gate,
                      Tensor& up, Tensor& hidden, Tensor& out, cpu::MatmulPrecision precision);
 
+// The gradients of the three projections.
+struct GegluMlpGrads {
+  LinearGrad gate_proj, up_proj, down_proj;
+  static GegluMlpGrads ZerosFor(const GegluMlpWeights& w);
+};
+
+// The backward of GegluMlpForward from what it left (x, gate, up, hidden) and dout = dL/dout:
+// dx = dL/dx, whole on every rank of `tp` (the column-parallel layers' partial input gradients
+// summed in one all-reduce); grads accumulate this rank's slices.
+void GegluMlpBackward(const Tensor& x, const GegluMlpWeights& w, const Tensor& gate,
+                      const Tensor& up, const Tensor& hidden, const Tensor& dout, Communicator* tp,
+                      Tensor& dx, GegluMlpGrads& grads);
+
 }  // namespace gemmapod

@@ -23,4 +23,19 @@ void LinearForward(const Tensor& x, const Linear& w, Tensor& y, cpu::MatmulPreci
 void LinearProduct(const Tensor& x, const Linear& w, Tensor& y, cpu::MatmulPrecision precision);
 void AddBias(const Linear& w, Tensor& y);  // nothing without a bias
 
+// The gradients of a Linear's parameters, f32 on the weight's device: weight [N, K] and, where
+// the layer has a bias, bias [N].
+struct LinearGrad {
+  Tensor weight;
+  Tensor bias;
+  // Zeros shaped like `w`'s parameters.
+  static LinearGrad ZerosFor(const Linear& w);
+};
+
+// The backward of y = x W^T (+ b), given dy = dL/dy: dx = dy W (skipped when dx is null),
+// grad.weight += dy^T x and grad.bias += the sum of dy's rows. f32 and bf16 weights (a bf16
+// weight's gradient is f32, for the optimizer's f32 master copy); int8 weights are not trained.
+void LinearBackward(const Tensor& x, const Linear& w, const Tensor& dy, Tensor* dx,
+                    LinearGrad& grad);
+
 }  // namespace gemmapod

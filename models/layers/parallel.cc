@@ -32,6 +32,16 @@ void RowParallelLinear::Forward(const Tensor& x, Tensor& y, cpu::MatmulPrecision
   AddBias(w_, y);
 }
 
+void ColumnParallelLinear::Backward(const Tensor& x, const Tensor& dy, Tensor* dx_partial,
+                                    LinearGrad& grad) const {
+  LinearBackward(x, w_, dy, dx_partial, grad);
+}
+
+void RowParallelLinear::Backward(const Tensor& x, const Tensor& dy, Tensor* dx,
+                                 LinearGrad& grad) const {
+  LinearBackward(x, w_, dy, dx, grad);
+}
+
 Tensor VocabParallelEmbedding::Forward(std::span<const int32_t> tokens) const {
   const int64_t T = static_cast<int64_t>(tokens.size()), d = table_.weight.dim(1);
   // This rank's row of each token, or -1 where another rank's slice holds it (zeros here: the

@@ -26,6 +26,10 @@ class ColumnParallelLinear {
  public:
   explicit ColumnParallelLinear(const Linear& w) : w_(w) {}
   void Forward(const Tensor& x, Tensor& y, cpu::MatmulPrecision precision) const;
+  // dx_partial (when not null) = dy W_r: this rank's part of the input gradient, which the caller
+  // sums over the tensor-parallel group once per block (AllReduceSum), Megatron's backward
+  // all-reduce of a column-parallel layer. grad accumulates W_r's (and b_r's) gradient.
+  void Backward(const Tensor& x, const Tensor& dy, Tensor* dx_partial, LinearGrad& grad) const;
 
  private:
   const Linear& w_;
@@ -37,6 +41,10 @@ class RowParallelLinear {
  public:
   RowParallelLinear(const Linear& w, Communicator* tp) : w_(w), tp_(tp) {}
   void Forward(const Tensor& x, Tensor& y, cpu::MatmulPrecision precision) const;
+  // dy is whole on every rank (the forward's all-reduce is the identity backward): dx (when not
+  // null) = dy W_r, this rank's input columns, with no communication; grad accumulates W_r's
+  // gradient and the whole bias's (the same on every rank).
+  void Backward(const Tensor& x, const Tensor& dy, Tensor* dx, LinearGrad& grad) const;
 
  private:
   const Linear& w_;
