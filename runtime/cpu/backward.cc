@@ -108,4 +108,39 @@ void SumRows(const float* x, int64_t rows, int64_t n, float* out, bool accumulat
   }
 }
 
+void AdamWUpdate(float* master, float* m, float* v, const float* grad, int64_t n, float lr,
+                 float beta1, float beta2, float eps, float weight_decay, int64_t step,
+                 float grad_scale) {
+  const double correction1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
+  const double correction2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
+  const float step_size = static_cast<float>(lr / correction1);
+  const float inv_sqrt_correction2 = static_cast<float>(1.0 / std::sqrt(correction2));
+  const float decay = 1.0f - lr * weight_decay;
+#pragma omp parallel for schedule(static) if (n >= kParallelWork)
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = grad[i] * grad_scale;
+    master[i] *= decay;
+    m[i] = beta1 * m[i] + (1.0f - beta1) * g;
+    v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
+    master[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_correction2 + eps);
+  }
+}
+
+double SumOfSquares(const float* x, int64_t n) {
+  constexpr int64_t kBlock = 1 << 14;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
+#pragma omp parallel for schedule(static) if (n >= kParallelWork)
+  for (int64_t b = 0; b < blocks; ++b) {
+    double s = 0;
+    for (int64_t i = b * kBlock; i < std::min(n, (b + 1) * kBlock); ++i) {
+      s += static_cast<double>(x[i]) * x[i];
+    }
+    partial[static_cast<size_t>(b)] = s;
+  }
+  double total = 0;
+  for (double p : partial) total += p;
+  return total;
+}
+
 }  // namespace gemmapod::cpu

@@ -33,4 +33,12 @@ void ScatterAddRows(const float* src, const int64_t* rows, int64_t count, int64_
 // out[j] (+)= sum_r x[r, j] over rows of x [rows, n] (a bias gradient).
 void SumRows(const float* x, int64_t rows, int64_t n, float* out, bool accumulate);
 
+// One AdamW step over n parameters (runtime/ops/grad_ops.h, AdamWStep, has the formula).
+void AdamWUpdate(float* master, float* m, float* v, const float* grad, int64_t n, float lr,
+                 float beta1, float beta2, float eps, float weight_decay, int64_t step,
+                 float grad_scale);
+
+// sum of x[i]^2 in double, in one order whatever the thread count (blocks summed in order).
+double SumOfSquares(const float* x, int64_t n);
+
 }  // namespace gemmapod::cpu

@@ -6,6 +6,7 @@
 #include <span>
 
 #include "runtime/device.h"
+#include "runtime/ops/grad_ops.h"
 #include "runtime/ops/ops.h"
 
 namespace gemmapod::ops {
@@ -53,6 +54,10 @@ class Backend {
   virtual void ScatterAddRows(const Tensor& dout, std::span<const int64_t> rows, Tensor& dtable);
   virtual void CrossEntropy(const Tensor& logits, std::span<const int32_t> targets,
                             float grad_scale, Tensor& losses, Tensor& dlogits);
+  virtual void AdamWUpdate(Tensor& master, Tensor& m, Tensor& v, const Tensor& grad,
+                           const AdamWStep& s);
+  virtual double SumOfSquares(const Tensor& t);
+  virtual void CastInto(const Tensor& src, Tensor& dst);
 };
 
 // Called once by a device backend at start-up; the backend must outlive every call. The CPU's is

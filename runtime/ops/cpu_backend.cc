@@ -154,6 +154,22 @@ class Cpu final : public Backend {
     cpu::CrossEntropy(logits.data<float>(), targets.data(), logits.dim(0), logits.dim(1),
                       grad_scale, losses.data<float>(), dlogits.data<float>());
   }
+  void AdamWUpdate(Tensor& master, Tensor& m, Tensor& v, const Tensor& grad,
+                   const AdamWStep& s) override {
+    cpu::AdamWUpdate(master.data<float>(), m.data<float>(), v.data<float>(), grad.data<float>(),
+                     master.numel(), s.lr, s.beta1, s.beta2, s.eps, s.weight_decay, s.step,
+                     s.grad_scale);
+  }
+  double SumOfSquares(const Tensor& t) override {
+    return cpu::SumOfSquares(t.data<float>(), t.numel());
+  }
+  void CastInto(const Tensor& src, Tensor& dst) override {
+    if (dst.dtype() == DType::kBF16) {
+      ConvertF32ToBF16(src.data<float>(), dst.data<BF16>(), static_cast<size_t>(src.numel()));
+    } else {
+      std::copy_n(src.data<float>(), src.numel(), dst.data<float>());
+    }
+  }
   void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
     const int64_t d = weight.numel();
     cpu::RmsNorm(x.data<float>(), weight.data<float>(), Rows(x, d), d, eps, out.data<float>());

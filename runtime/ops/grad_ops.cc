@@ -45,6 +45,12 @@ void Backend::CrossEntropy(const Tensor& logits, std::span<const int32_t>, float
   Missing("CrossEntropy", logits);
 }
 
+void Backend::AdamWUpdate(Tensor& master, Tensor&, Tensor&, const Tensor&, const AdamWStep&) {
+  Missing("AdamWUpdate", master);
+}
+double Backend::SumOfSquares(const Tensor& t) { Missing("SumOfSquares", t); }
+void Backend::CastInto(const Tensor& src, Tensor&) { Missing("CastInto", src); }
+
 void MatMulGradInput(const Tensor& dy, const Tensor& w, Tensor& dx) {
   Backend& b = On("MatMulGradInput", {&dy, &w, &dx});
   CheckF32("MatMulGradInput", {&dy, &dx});
@@ -138,6 +144,33 @@ void CrossEntropy(const Tensor& logits, std::span<const int32_t> targets, float 
                    targets[i], " (row ", i, ") is outside the vocabulary of ", logits.dim(1));
   }
   b.CrossEntropy(logits, targets, grad_scale, losses, dlogits);
+}
+
+void AdamWUpdate(Tensor& master, Tensor& m, Tensor& v, const Tensor& grad, const AdamWStep& s) {
+  Backend& b = On("AdamWUpdate", {&master, &m, &v, &grad});
+  CheckF32("AdamWUpdate", {&master, &m, &v, &grad});
+  CheckSameShape("AdamWUpdate", master, m);
+  CheckSameShape("AdamWUpdate", master, v);
+  CheckSameShape("AdamWUpdate", master, grad);
+  GEMMAPOD_CHECK(
+      s.step >= 1 && s.beta1 >= 0 && s.beta1 < 1 && s.beta2 >= 0 && s.beta2 < 1 && s.eps > 0,
+      "AdamWUpdate: step ", s.step, ", betas (", s.beta1, ", ", s.beta2, "), eps ", s.eps);
+  b.AdamWUpdate(master, m, v, grad, s);
+}
+
+double SumOfSquares(const Tensor& t) {
+  Backend& b = On("SumOfSquares", {&t});
+  CheckF32("SumOfSquares", {&t});
+  return b.SumOfSquares(t);
+}
+
+void CastInto(const Tensor& src, Tensor& dst) {
+  Backend& b = On("CastInto", {&src, &dst});
+  CheckF32("CastInto", {&src});
+  GEMMAPOD_CHECK(
+      src.numel() == dst.numel() && (dst.dtype() == DType::kF32 || dst.dtype() == DType::kBF16),
+      "CastInto: ", src.Describe(), " into ", dst.Describe());
+  b.CastInto(src, dst);
 }
 
 }  // namespace gemmapod::ops

@@ -42,4 +42,24 @@ void ScatterAddRows(const Tensor& dout, std::span<const int64_t> rows, Tensor& d
 void CrossEntropy(const Tensor& logits, std::span<const int32_t> targets, float grad_scale,
                   Tensor& losses, Tensor& dlogits);
 
+// One AdamW step, PyTorch's torch.optim.AdamW: with g = grad * grad_scale (the clipping factor),
+//   w -= lr * weight_decay * w;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+//   w -= lr / (1 - b1^step) * m / (sqrt(v) / sqrt(1 - b2^step) + eps).
+// master, m, v, grad: f32 of one shape; master, m and v are updated in place.
+struct AdamWStep {
+  float lr = 0;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0;
+  int64_t step = 1;  // 1 for the first step (bias correction)
+  float grad_scale = 1;
+};
+void AdamWUpdate(Tensor& master, Tensor& m, Tensor& v, const Tensor& grad, const AdamWStep& s);
+// The sum of squares of t's elements, in double (global-norm gradient clipping).
+double SumOfSquares(const Tensor& t);
+// dst = src converted to dst's dtype (f32 or bf16, rounding to nearest even): a bf16 model
+// weight refreshed from its f32 master copy.
+void CastInto(const Tensor& src, Tensor& dst);
+
 }  // namespace gemmapod::ops

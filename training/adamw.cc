@@ -1,0 +1,91 @@
+#include "training/adamw.h"
+
+#include <cmath>
+
+#include "models/layers/device_tensors.h"
+#include "runtime/error.h"
+#include "runtime/ops/grad_ops.h"
+
+namespace gemmapod {
+
+AdamW::AdamW(AdamWOptions options) : options_(options) {
+  GEMMAPOD_CHECK(options.beta1 >= 0 && options.beta1 < 1 && options.beta2 >= 0 &&
+                     options.beta2 < 1 && options.eps > 0 && options.weight_decay >= 0,
+                 "AdamW: betas (", options.beta1, ", ", options.beta2, "), eps ", options.eps,
+                 " and weight decay ", options.weight_decay,
+                 " must be in [0, 1), [0, 1), > 0 and >= 0");
+}
+
+void AdamW::Add(const std::string& name, Tensor& weight, Tensor& grad, bool decay) {
+  for (const Parameter& p : params_) {
+    GEMMAPOD_CHECK(p.name != name, "AdamW: parameter '", name, "' added twice");
+  }
+  GEMMAPOD_CHECK(weight.dtype() == DType::kF32 || weight.dtype() == DType::kBF16, "AdamW: '", name,
+                 "' is ", weight.Describe(), "; only f32 and bf16 weights train");
+  GEMMAPOD_CHECK(grad.dtype() == DType::kF32 && grad.shape() == weight.shape(), "AdamW: '", name,
+                 "' has gradient ", grad.Describe(), " for weight ", weight.Describe());
+  Parameter p{name,
+              &weight,
+              &grad,
+              weight,
+              ZerosOn(weight.device(), weight.shape()),
+              ZerosOn(weight.device(), weight.shape()),
+              decay};
+  if (weight.dtype() != DType::kF32) {
+    p.master = Tensor::Empty(weight.shape(), DType::kF32, weight.device());
+    GEMMAPOD_CHECK(weight.device().is_cpu(), "AdamW: '", name,
+                   "': a bf16 master copy is made on the host for now");
+    const Tensor f32 = weight.To(DType::kF32);
+    ops::CastInto(f32, p.master);
+  }
+  params_.push_back(std::move(p));
+}
+
+double AdamW::GradNorm() const {
+  double squares = 0;
+  for (const Parameter& p : params_) squares += ops::SumOfSquares(*p.grad);
+  return std::sqrt(squares);
+}
+
+double AdamW::Step(float lr, double max_grad_norm) {
+  const double norm = GradNorm();
+  GEMMAPOD_CHECK(std::isfinite(norm), "AdamW: the gradient norm is ", norm,
+                 " (a NaN or infinity in the gradients); the step is refused");
+  ++steps_;
+  ops::AdamWStep s;
+  s.lr = lr;
+  s.beta1 = options_.beta1;
+  s.beta2 = options_.beta2;
+  s.eps = options_.eps;
+  s.step = steps_;
+  // PyTorch's clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
+  if (max_grad_norm > 0 && norm > max_grad_norm) {
+    s.grad_scale = static_cast<float>(max_grad_norm / (norm + 1e-6));
+  }
+  for (Parameter& p : params_) {
+    s.weight_decay = p.decay ? options_.weight_decay : 0.0f;
+    ops::AdamWUpdate(p.master, p.m, p.v, *p.grad, s);
+    if (p.weight->dtype() != DType::kF32) ops::CastInto(p.master, *p.weight);
+  }
+  return norm;
+}
+
+void AdamW::ZeroGrad() {
+  for (Parameter& p : params_) {
+    Tensor row = p.grad->Reshape({1, p.grad->numel()});
+    ops::FillColumns(row, 0, row.dim(1), 0.0f);
+  }
+}
+
+const AdamW::Parameter& AdamW::Find(const std::string& name) const {
+  for (const Parameter& p : params_) {
+    if (p.name == name) return p;
+  }
+  throw Error(StrCat("AdamW: no parameter '", name, "'"));
+}
+
+const Tensor& AdamW::master(const std::string& name) const { return Find(name).master; }
+const Tensor& AdamW::first_moment(const std::string& name) const { return Find(name).m; }
+const Tensor& AdamW::second_moment(const std::string& name) const { return Find(name).v; }
+
+}  // namespace gemmapod

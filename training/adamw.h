@@ -1,0 +1,62 @@
+// AdamW as PyTorch's torch.optim.AdamW computes it (decoupled weight decay, bias-corrected
+// moments), with what fine-tuning needs around it: f32 master weights and moments whatever the
+// model's weights are (a bf16 weight is refreshed from its master after each step), weight decay
+// only where the caller asks (not on norms and biases), and global-norm gradient clipping. The
+// update runs through the device seam (ops::AdamWUpdate) on the parameters' device.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/tensor.h"
+
+namespace gemmapod {
+
+struct AdamWOptions {
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+};
+
+class AdamW {
+ public:
+  explicit AdamW(AdamWOptions options);
+
+  // Registers a parameter: the model's weight (f32 or bf16; updated in place) and its f32
+  // gradient of the same shape, both kept alive by the caller. `decay`: whether weight decay
+  // applies (false for norms and biases). Names are unique; errors name the parameter.
+  void Add(const std::string& name, Tensor& weight, Tensor& grad, bool decay);
+
+  // The global L2 norm of every registered gradient.
+  double GradNorm() const;
+  // One step at learning rate `lr`: gradients scaled down so their global norm is at most
+  // `max_grad_norm` (<= 0: no clipping), then the AdamW update. Returns the norm before clipping.
+  double Step(float lr, double max_grad_norm);
+  // Zeros every gradient (after a step, or to drop an accumulated micro-batch).
+  void ZeroGrad();
+
+  int64_t steps() const { return steps_; }
+  // A parameter's f32 master values and moments, by name (checkpoints; tests).
+  const Tensor& master(const std::string& name) const;
+  const Tensor& first_moment(const std::string& name) const;
+  const Tensor& second_moment(const std::string& name) const;
+
+ private:
+  struct Parameter {
+    std::string name;
+    Tensor* weight;
+    Tensor* grad;
+    Tensor master;  // f32 (the weight itself when it is f32)
+    Tensor m, v;
+    bool decay;
+  };
+  const Parameter& Find(const std::string& name) const;
+
+  AdamWOptions options_;
+  std::vector<Parameter> params_;
+  int64_t steps_ = 0;
+};
+
+}  // namespace gemmapod
