@@ -8,6 +8,7 @@
 #include "runtime/comm/communicator.h"
 #include "runtime/cpu/ops.h"
 #include "runtime/error.h"
+#include "runtime/ops/grad_ops.h"
 #include "runtime/ops/ops.h"
 
 namespace gemmapod {
@@ -97,6 +98,27 @@ Tensor VocabParallelHead::Gather(const Tensor& shard) const {
     }
   }
   return logits;
+}
+
+Tensor VocabParallelCrossEntropy(const Tensor& logit_shard, std::span<const int32_t> targets,
+                                 const VocabSlice& vocab, Communicator* tp, float grad_scale,
+                                 Tensor& dlogits) {
+  const int64_t rows = logit_shard.dim(0);
+  for (size_t i = 0; i < targets.size(); ++i) {
+    GEMMAPOD_CHECK(targets[i] >= -1 && targets[i] < vocab.vocab_size, "loss: target ", targets[i],
+                   " (token ", i, ") is outside the vocabulary of ", vocab.vocab_size);
+  }
+  auto per_row = [&] { return ActivationLike(logit_shard, {rows}); };
+  Tensor row_max = per_row(), sum_exp = per_row(), target_logit = per_row();
+  ops::RowMax(logit_shard, row_max);
+  if (GroupSize(tp) > 1) tp->AllReduce(row_max, ReduceOp::kMax);
+  ops::ShardLossTerms(logit_shard, row_max, targets, vocab.begin, sum_exp, target_logit);
+  AllReduceSum(tp, sum_exp);
+  AllReduceSum(tp, target_logit);  // one rank holds each target; the others add zero
+  Tensor log_sum_exp = per_row(), losses = per_row();
+  ops::CombineLossTerms(row_max, sum_exp, target_logit, targets, log_sum_exp, losses);
+  ops::ShardLossGrad(logit_shard, log_sum_exp, targets, vocab.begin, grad_scale, dlogits);
+  return losses;
 }
 
 }  // namespace gemmapod

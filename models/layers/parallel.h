@@ -95,4 +95,13 @@ class VocabParallelHead {
   Communicator* tp_;
 };
 
+// Megatron's vocab-parallel cross-entropy over this rank's logit shard [rows, vocab.rows] (what
+// VocabParallelHead::LogitShard gives; padding columns -inf): returns each row's loss f32 [rows],
+// whole on every rank (0 where targets[r] is -1, a masked token), and writes this rank's
+// dlogits shard = (softmax - onehot) * grad_scale. Three all-reduces of [rows] over `tp` (the
+// row maxima, the sums of exponentials, the target logits); the logits are never gathered.
+Tensor VocabParallelCrossEntropy(const Tensor& logit_shard, std::span<const int32_t> targets,
+                                 const VocabSlice& vocab, Communicator* tp, float grad_scale,
+                                 Tensor& dlogits);
+
 }  // namespace gemmapod

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 namespace gemmapod::cpu {
@@ -105,6 +106,37 @@ void SumRows(const float* x, int64_t rows, int64_t n, float* out, bool accumulat
     double sum = 0;
     for (int64_t r = 0; r < rows; ++r) sum += x[r * n + j];
     out[j] = static_cast<float>(accumulate ? out[j] + sum : sum);
+  }
+}
+
+void ShardLossTerms(const float* logits, int64_t rows, int64_t shard, const float* row_max,
+                    const int32_t* targets, int64_t first_id, float* sum_exp, float* target_logit) {
+#pragma omp parallel for schedule(static) if (rows * shard >= kParallelWork)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* z = logits + r * shard;
+    double sum = 0;
+    for (int64_t v = 0; v < shard; ++v) sum += std::exp(static_cast<double>(z[v]) - row_max[r]);
+    sum_exp[r] = static_cast<float>(sum);
+    const int64_t local = targets[r] - first_id;
+    target_logit[r] = targets[r] >= 0 && local >= 0 && local < shard ? z[local] : 0.0f;
+  }
+}
+
+void ShardLossGrad(const float* logits, int64_t rows, int64_t shard, const float* log_sum_exp,
+                   const int32_t* targets, int64_t first_id, float grad_scale, float* dlogits) {
+#pragma omp parallel for schedule(static) if (rows * shard >= kParallelWork)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* z = logits + r * shard;
+    float* g = dlogits + r * shard;
+    if (targets[r] < 0) {
+      std::fill(g, g + shard, 0.0f);
+      continue;
+    }
+    for (int64_t v = 0; v < shard; ++v) {
+      g[v] = static_cast<float>(std::exp(static_cast<double>(z[v]) - log_sum_exp[r]) * grad_scale);
+    }
+    const int64_t local = targets[r] - first_id;
+    if (local >= 0 && local < shard) g[local] -= grad_scale;
   }
 }
 

@@ -33,6 +33,14 @@ void ScatterAddRows(const float* src, const int64_t* rows, int64_t count, int64_
 // out[j] (+)= sum_r x[r, j] over rows of x [rows, n] (a bias gradient).
 void SumRows(const float* x, int64_t rows, int64_t n, float* out, bool accumulate);
 
+// Two of the three steps of vocabulary-parallel cross-entropy over a shard of logits [rows, shard]
+// holding ids [first_id, first_id + shard) (runtime/ops/grad_ops.h says what each computes; the
+// row maxima are runtime/cpu/ops.h's RowMax).
+void ShardLossTerms(const float* logits, int64_t rows, int64_t shard, const float* row_max,
+                    const int32_t* targets, int64_t first_id, float* sum_exp, float* target_logit);
+void ShardLossGrad(const float* logits, int64_t rows, int64_t shard, const float* log_sum_exp,
+                   const int32_t* targets, int64_t first_id, float grad_scale, float* dlogits);
+
 // One AdamW step over n parameters (runtime/ops/grad_ops.h, AdamWStep, has the formula).
 void AdamWUpdate(float* master, float* m, float* v, const float* grad, int64_t n, float lr,
                  float beta1, float beta2, float eps, float weight_decay, int64_t step,

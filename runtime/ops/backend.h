@@ -54,6 +54,16 @@ class Backend {
   virtual void ScatterAddRows(const Tensor& dout, std::span<const int64_t> rows, Tensor& dtable);
   virtual void CrossEntropy(const Tensor& logits, std::span<const int32_t> targets,
                             float grad_scale, Tensor& losses, Tensor& dlogits);
+  virtual void RowMax(const Tensor& logits, Tensor& row_max);
+  virtual void ShardLossTerms(const Tensor& logits, const Tensor& row_max,
+                              std::span<const int32_t> targets, int64_t first_id, Tensor& sum_exp,
+                              Tensor& target_logit);
+  virtual void ShardLossGrad(const Tensor& logits, const Tensor& log_sum_exp,
+                             std::span<const int32_t> targets, int64_t first_id, float grad_scale,
+                             Tensor& dlogits);
+  virtual void CombineLossTerms(const Tensor& row_max, const Tensor& sum_exp,
+                                const Tensor& target_logit, std::span<const int32_t> targets,
+                                Tensor& log_sum_exp, Tensor& losses);
   virtual void AdamWUpdate(Tensor& master, Tensor& m, Tensor& v, const Tensor& grad,
                            const AdamWStep& s);
   virtual double SumOfSquares(const Tensor& t);

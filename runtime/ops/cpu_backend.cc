@@ -1,6 +1,7 @@
 #include "runtime/ops/cpu_backend.h"
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "runtime/cpu/attention.h"
@@ -153,6 +154,33 @@ class Cpu final : public Backend {
                     Tensor& losses, Tensor& dlogits) override {
     cpu::CrossEntropy(logits.data<float>(), targets.data(), logits.dim(0), logits.dim(1),
                       grad_scale, losses.data<float>(), dlogits.data<float>());
+  }
+  void RowMax(const Tensor& logits, Tensor& row_max) override {
+    cpu::RowMax(logits.data<float>(), logits.dim(0), logits.dim(1), row_max.data<float>());
+  }
+  void ShardLossTerms(const Tensor& logits, const Tensor& row_max, std::span<const int32_t> targets,
+                      int64_t first_id, Tensor& sum_exp, Tensor& target_logit) override {
+    cpu::ShardLossTerms(logits.data<float>(), logits.dim(0), logits.dim(1), row_max.data<float>(),
+                        targets.data(), first_id, sum_exp.data<float>(),
+                        target_logit.data<float>());
+  }
+  void ShardLossGrad(const Tensor& logits, const Tensor& log_sum_exp,
+                     std::span<const int32_t> targets, int64_t first_id, float grad_scale,
+                     Tensor& dlogits) override {
+    cpu::ShardLossGrad(logits.data<float>(), logits.dim(0), logits.dim(1),
+                       log_sum_exp.data<float>(), targets.data(), first_id, grad_scale,
+                       dlogits.data<float>());
+  }
+  void CombineLossTerms(const Tensor& row_max, const Tensor& sum_exp, const Tensor& target_logit,
+                        std::span<const int32_t> targets, Tensor& log_sum_exp,
+                        Tensor& losses) override {
+    for (int64_t r = 0; r < row_max.numel(); ++r) {
+      const double lse =
+          row_max.data<float>()[r] + std::log(static_cast<double>(sum_exp.data<float>()[r]));
+      log_sum_exp.data<float>()[r] = static_cast<float>(lse);
+      losses.data<float>()[r] =
+          targets[r] < 0 ? 0.0f : static_cast<float>(lse - target_logit.data<float>()[r]);
+    }
   }
   void AdamWUpdate(Tensor& master, Tensor& m, Tensor& v, const Tensor& grad,
                    const AdamWStep& s) override {

@@ -48,6 +48,19 @@ void Backend::CrossEntropy(const Tensor& logits, std::span<const int32_t>, float
 void Backend::AdamWUpdate(Tensor& master, Tensor&, Tensor&, const Tensor&, const AdamWStep&) {
   Missing("AdamWUpdate", master);
 }
+void Backend::RowMax(const Tensor& logits, Tensor&) { Missing("RowMax", logits); }
+void Backend::ShardLossTerms(const Tensor& logits, const Tensor&, std::span<const int32_t>, int64_t,
+                             Tensor&, Tensor&) {
+  Missing("ShardLossTerms", logits);
+}
+void Backend::ShardLossGrad(const Tensor& logits, const Tensor&, std::span<const int32_t>, int64_t,
+                            float, Tensor&) {
+  Missing("ShardLossGrad", logits);
+}
+void Backend::CombineLossTerms(const Tensor& row_max, const Tensor&, const Tensor&,
+                               std::span<const int32_t>, Tensor&, Tensor&) {
+  Missing("CombineLossTerms", row_max);
+}
 double Backend::SumOfSquares(const Tensor& t) { Missing("SumOfSquares", t); }
 void Backend::CastInto(const Tensor& src, Tensor&) { Missing("CastInto", src); }
 
@@ -144,6 +157,64 @@ void CrossEntropy(const Tensor& logits, std::span<const int32_t> targets, float 
                    targets[i], " (row ", i, ") is outside the vocabulary of ", logits.dim(1));
   }
   b.CrossEntropy(logits, targets, grad_scale, losses, dlogits);
+}
+
+namespace {
+void CheckRowVector(const char* op, const Tensor& logits, const Tensor& per_row) {
+  GEMMAPOD_CHECK(logits.rank() == 2 && per_row.numel() == logits.dim(0), op, ": ",
+                 per_row.Describe(), " for the rows of ", logits.Describe());
+}
+void CheckTargets(const char* op, const Tensor& logits, std::span<const int32_t> targets) {
+  GEMMAPOD_CHECK(logits.rank() == 2 && static_cast<int64_t>(targets.size()) == logits.dim(0), op,
+                 ": ", targets.size(), " targets for ", logits.Describe());
+  for (size_t i = 0; i < targets.size(); ++i) {
+    GEMMAPOD_CHECK(targets[i] >= -1, op, ": target ", targets[i], " (row ", i, ")");
+  }
+}
+}  // namespace
+
+void RowMax(const Tensor& logits, Tensor& row_max) {
+  Backend& b = On("RowMax", {&logits, &row_max});
+  CheckF32("RowMax", {&logits, &row_max});
+  CheckRowVector("RowMax", logits, row_max);
+  b.RowMax(logits, row_max);
+}
+
+void ShardLossTerms(const Tensor& logits, const Tensor& row_max, std::span<const int32_t> targets,
+                    int64_t first_id, Tensor& sum_exp, Tensor& target_logit) {
+  Backend& b = On("ShardLossTerms", {&logits, &row_max, &sum_exp, &target_logit});
+  CheckF32("ShardLossTerms", {&logits, &row_max, &sum_exp, &target_logit});
+  for (const Tensor* t :
+       {&row_max, const_cast<const Tensor*>(&sum_exp), const_cast<const Tensor*>(&target_logit)}) {
+    CheckRowVector("ShardLossTerms", logits, *t);
+  }
+  CheckTargets("ShardLossTerms", logits, targets);
+  b.ShardLossTerms(logits, row_max, targets, first_id, sum_exp, target_logit);
+}
+
+void ShardLossGrad(const Tensor& logits, const Tensor& log_sum_exp,
+                   std::span<const int32_t> targets, int64_t first_id, float grad_scale,
+                   Tensor& dlogits) {
+  Backend& b = On("ShardLossGrad", {&logits, &log_sum_exp, &dlogits});
+  CheckF32("ShardLossGrad", {&logits, &log_sum_exp, &dlogits});
+  CheckSameShape("ShardLossGrad", logits, dlogits);
+  CheckRowVector("ShardLossGrad", logits, log_sum_exp);
+  CheckTargets("ShardLossGrad", logits, targets);
+  b.ShardLossGrad(logits, log_sum_exp, targets, first_id, grad_scale, dlogits);
+}
+
+void CombineLossTerms(const Tensor& row_max, const Tensor& sum_exp, const Tensor& target_logit,
+                      std::span<const int32_t> targets, Tensor& log_sum_exp, Tensor& losses) {
+  Backend& b = On("CombineLossTerms", {&row_max, &sum_exp, &target_logit, &log_sum_exp, &losses});
+  CheckF32("CombineLossTerms", {&row_max, &sum_exp, &target_logit, &log_sum_exp, &losses});
+  const int64_t rows = row_max.numel();
+  GEMMAPOD_CHECK(sum_exp.numel() == rows && target_logit.numel() == rows &&
+                     log_sum_exp.numel() == rows && losses.numel() == rows &&
+                     static_cast<int64_t>(targets.size()) == rows,
+                 "CombineLossTerms: ", targets.size(), " targets, ", row_max.Describe(), ", ",
+                 sum_exp.Describe(), ", ", target_logit.Describe(), " into ",
+                 log_sum_exp.Describe(), " and ", losses.Describe());
+  b.CombineLossTerms(row_max, sum_exp, target_logit, targets, log_sum_exp, losses);
 }
 
 void AdamWUpdate(Tensor& master, Tensor& m, Tensor& v, const Tensor& grad, const AdamWStep& s) {

@@ -42,6 +42,26 @@ void ScatterAddRows(const Tensor& dout, std::span<const int64_t> rows, Tensor& d
 void CrossEntropy(const Tensor& logits, std::span<const int32_t> targets, float grad_scale,
                   Tensor& losses, Tensor& dlogits);
 
+// Cross-entropy over a vocabulary split across ranks, without the full logits anywhere
+// (Megatron's vocab-parallel cross-entropy): each rank holds logits [rows, shard] for token ids
+// [first_id, first_id + shard); targets are global ids (-1: masked). With the row maxima
+// all-reduced (max) between the steps, and the sums all-reduced (sum):
+//   RowMax          max over the shard of each row, into row_max [rows];
+//   ShardLossTerms  sum_exp[r] = sum over the shard of exp(logit - row_max[r]), and
+//                   target_logit[r] = the target's logit where this shard holds it, else 0;
+//   ShardLossGrad   dlogits = (exp(logit - log_sum_exp[r]) - onehot) * grad_scale on the shard,
+//                   0 on masked rows, where log_sum_exp = row_max + log(all-reduced sum_exp).
+void RowMax(const Tensor& logits, Tensor& row_max);
+void ShardLossTerms(const Tensor& logits, const Tensor& row_max, std::span<const int32_t> targets,
+                    int64_t first_id, Tensor& sum_exp, Tensor& target_logit);
+void ShardLossGrad(const Tensor& logits, const Tensor& log_sum_exp,
+                   std::span<const int32_t> targets, int64_t first_id, float grad_scale,
+                   Tensor& dlogits);
+// Between them, per row (all [rows]): log_sum_exp = row_max + log(sum_exp), and
+// losses = log_sum_exp - target_logit (0 on masked rows, targets[r] == -1).
+void CombineLossTerms(const Tensor& row_max, const Tensor& sum_exp, const Tensor& target_logit,
+                      std::span<const int32_t> targets, Tensor& log_sum_exp, Tensor& losses);
+
 // One AdamW step, PyTorch's torch.optim.AdamW: with g = grad * grad_scale (the clipping factor),
 //   w -= lr * weight_decay * w;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
 //   w -= lr / (1 - b1^step) * m / (sqrt(v) / sqrt(1 - b2^step) + eps).

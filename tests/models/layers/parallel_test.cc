@@ -11,6 +11,7 @@
 #include <random>
 
 #include "runtime/comm/mpi_communicator.h"
+#include "runtime/ops/grad_ops.h"
 #include "tests/error_of.h"
 
 namespace gemmapod {
@@ -115,6 +116,35 @@ TEST_F(ParallelLayersTest, VocabParallelHeadShardsAreTheWholeLogitsColumns) {
                   1e-6f);
     }
   }
+}
+
+// Each rank's loss and gradient shard from its logit shard alone equal the full-vocabulary
+// cross-entropy's (ops::CrossEntropy on the whole logits), padding columns included; a masked
+// token has no loss and no gradient.
+TEST_F(ParallelLayersTest, VocabParallelCrossEntropyNeedsNoFullLogits) {
+  const int64_t T = 4;
+  const Tensor x = Random({T, kWidth}, 7);
+  const VocabParallelHead head(mine_, slice_, 0.0f, world_.get());
+  const Tensor shard = head.LogitShard(x, MatmulPrecision::kExact);
+  const Tensor full = VocabParallelHead(table_, {kVocab, 0, kVocab, kVocab}, 0.0f, nullptr)
+                          .LogitShard(x, MatmulPrecision::kExact);
+  const std::vector<int32_t> targets = {3, -1, static_cast<int32_t>(kVocab - 1), 0};
+  Tensor want_losses = Tensor::Empty({T}, DType::kF32),
+         want_grad = Tensor::Empty(full.shape(), DType::kF32);
+  ops::CrossEntropy(full, targets, 0.25f, want_losses, want_grad);
+  Tensor dshard = Tensor::Empty(shard.shape(), DType::kF32);
+  const Tensor losses =
+      VocabParallelCrossEntropy(shard, targets, slice_, world_.get(), 0.25f, dshard);
+  for (int64_t t = 0; t < T; ++t) {
+    EXPECT_NEAR(losses.data<float>()[t], want_losses.data<float>()[t], 1e-5) << t;
+    for (int64_t c = 0; c < slice_.rows; ++c) {
+      const float got = dshard.data<float>()[t * slice_.rows + c];
+      const float want =
+          c < slice_.valid ? want_grad.data<float>()[t * kVocab + slice_.begin + c] : 0.0f;
+      EXPECT_NEAR(got, want, 1e-6) << "row " << t << " column " << slice_.begin + c;
+    }
+  }
+  EXPECT_EQ(losses.data<float>()[1], 0.0f);
 }
 
 TEST_F(ParallelLayersTest, RowParallelSumsOverTheGroupAndAddsTheBiasOnce) {
