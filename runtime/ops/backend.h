@@ -51,6 +51,9 @@ class Backend {
                                Tensor& dx, Tensor& dweight);
   virtual void GeluTanhBackward(const Tensor& x, const Tensor& dy, Tensor& dx);
   virtual void SoftCapBackward(const Tensor& y, const Tensor& dy, float cap, Tensor& dx);
+  virtual void AttentionBackward(const AttentionProblem& problem, const Tensor& q, const Tensor& k,
+                                 const Tensor& v, const Tensor& dout, std::span<const int64_t> lo,
+                                 std::span<const int64_t> hi, Tensor& dq, Tensor& dk, Tensor& dv);
   virtual void ScatterAddRows(const Tensor& dout, std::span<const int64_t> rows, Tensor& dtable);
   virtual void CrossEntropy(const Tensor& logits, std::span<const int32_t> targets,
                             float grad_scale, Tensor& losses, Tensor& dlogits);

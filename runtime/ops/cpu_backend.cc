@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "runtime/cpu/attention.h"
+#include "runtime/cpu/attention_backward.h"
 #include "runtime/cpu/backward.h"
 #include "runtime/cpu/gemm.h"
 #include "runtime/cpu/griffin.h"
@@ -145,6 +146,13 @@ class Cpu final : public Backend {
   }
   void SoftCapBackward(const Tensor& y, const Tensor& dy, float cap, Tensor& dx) override {
     cpu::SoftCapBackward(y.data<float>(), dy.data<float>(), cap, dx.data<float>(), y.numel());
+  }
+  void AttentionBackward(const AttentionProblem& p, const Tensor& q, const Tensor& k,
+                         const Tensor& v, const Tensor& dout, std::span<const int64_t> lo,
+                         std::span<const int64_t> hi, Tensor& dq, Tensor& dk, Tensor& dv) override {
+    cpu::AttentionBackward(p, q.data<float>(), q.dim(0), k.data<float>(), v.data<float>(), k.dim(0),
+                           dout.data<float>(), lo.data(), hi.data(), dq.data<float>(),
+                           dk.data<float>(), dv.data<float>());
   }
   void ScatterAddRows(const Tensor& dout, std::span<const int64_t> rows, Tensor& dtable) override {
     cpu::ScatterAddRows(dout.data<float>(), rows.data(), static_cast<int64_t>(rows.size()),

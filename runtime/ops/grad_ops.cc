@@ -37,6 +37,11 @@ void Backend::GeluTanhBackward(const Tensor& x, const Tensor&, Tensor&) {
 void Backend::SoftCapBackward(const Tensor& y, const Tensor&, float, Tensor&) {
   Missing("SoftCapBackward", y);
 }
+void Backend::AttentionBackward(const AttentionProblem&, const Tensor& q, const Tensor&,
+                                const Tensor&, const Tensor&, std::span<const int64_t>,
+                                std::span<const int64_t>, Tensor&, Tensor&, Tensor&) {
+  Missing("AttentionBackward", q);
+}
 void Backend::ScatterAddRows(const Tensor& dout, std::span<const int64_t>, Tensor&) {
   Missing("ScatterAddRows", dout);
 }
@@ -127,6 +132,34 @@ void RopeHalfSplitBackward(Tensor& dx, int64_t heads, int64_t head_dim,
   std::vector<int32_t> negated(positions.begin(), positions.end());
   for (int32_t& p : negated) p = -p;
   RopeHalfSplit(dx, heads, head_dim, negated, rope);
+}
+
+void AttentionBackward(const AttentionProblem& p, const Tensor& q, const Tensor& k, const Tensor& v,
+                       const Tensor& dout, std::span<const int64_t> lo, std::span<const int64_t> hi,
+                       Tensor& dq, Tensor& dk, Tensor& dv) {
+  Backend& b = On("AttentionBackward", {&q, &k, &v, &dout, &dq, &dk, &dv});
+  CheckF32("AttentionBackward", {&q, &k, &v, &dout, &dq, &dk, &dv});
+  CheckSameShape("AttentionBackward", q, dout);
+  CheckSameShape("AttentionBackward", q, dq);
+  GEMMAPOD_CHECK(
+      p.num_heads > 0 && p.num_kv_heads > 0 && p.num_heads % p.num_kv_heads == 0 && p.head_dim > 0,
+      "AttentionBackward: ", p.num_heads, " query heads over ", p.num_kv_heads,
+      " key/value heads of ", p.head_dim);
+  const int64_t n = q.rank() == 2 ? q.dim(0) : -1, m = k.rank() == 2 ? k.dim(0) : -1;
+  GEMMAPOD_CHECK(q.rank() == 2 && q.dim(1) == p.num_heads * p.head_dim &&
+                     static_cast<int64_t>(lo.size()) == n && static_cast<int64_t>(hi.size()) == n,
+                 "AttentionBackward: queries ", q.Describe(), " for ", lo.size(), " ranges of ",
+                 p.num_heads, " heads x ", p.head_dim);
+  GEMMAPOD_CHECK(k.rank() == 2 && v.shape() == k.shape() && k.dim(1) == p.kv_row_stride &&
+                     (p.first_kv_head + p.num_kv_heads) * p.head_dim <= p.kv_row_stride,
+                 "AttentionBackward: keys ", k.Describe(), " and values ", v.Describe(),
+                 " do not hold heads [", p.first_kv_head, ", ", p.first_kv_head + p.num_kv_heads,
+                 ") of ", p.head_dim, " in rows of ", p.kv_row_stride);
+  GEMMAPOD_CHECK(dk.rank() == 2 && dk.dim(0) == m && dk.dim(1) == p.num_kv_heads * p.head_dim &&
+                     dv.shape() == dk.shape(),
+                 "AttentionBackward: key and value gradients ", dk.Describe(), ", ", dv.Describe(),
+                 " for ", m, " positions of ", p.num_kv_heads, " heads");
+  b.AttentionBackward(p, q, k, v, dout, lo, hi, dq, dk, dv);
 }
 
 void ScatterAddRows(const Tensor& dout, std::span<const int64_t> rows, Tensor& dtable) {

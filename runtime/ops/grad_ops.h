@@ -32,6 +32,13 @@ void SoftCapBackward(const Tensor& y, const Tensor& dy, float cap, Tensor& dx);
 // negated.
 void RopeHalfSplitBackward(Tensor& dx, int64_t heads, int64_t head_dim,
                            std::span<const int32_t> positions, const Rope& rope);
+// Attention's backward over one run of keys and values at positions [0, k.dim(0)) (a sequence
+// attending to itself, or to an encoder output): q, dout, dq [n, H * hd]; k, v [m, row width],
+// the problem's heads from first_kv_head; dk, dv f32 [m, KV * hd]. Query i saw [lo[i], hi[i]).
+// Recomputes the softmax; dq, dk, dv are overwritten.
+void AttentionBackward(const AttentionProblem& problem, const Tensor& q, const Tensor& k,
+                       const Tensor& v, const Tensor& dout, std::span<const int64_t> lo,
+                       std::span<const int64_t> hi, Tensor& dq, Tensor& dk, Tensor& dv);
 // The embedding lookup's gradient: dtable[rows[i], :] += dout[i, :] (rows of -1 skipped), for
 // dout f32 [rows.size(), d] and dtable f32 [vocab rows, d].
 void ScatterAddRows(const Tensor& dout, std::span<const int64_t> rows, Tensor& dtable);

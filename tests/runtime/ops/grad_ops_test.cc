@@ -167,6 +167,87 @@ TEST(GradOps, RopeBackwardIsTheTransposedRotation) {
   }
 }
 
+// Attention in double: query i, head h over keys [lo[i], hi[i]) of key/value head h / group.
+double AttentionLoss(const AttentionProblem& p, const Vec& q, const Vec& k, const Vec& v,
+                     const Vec& r, int64_t n, const std::vector<int64_t>& lo,
+                     const std::vector<int64_t>& hi) {
+  const int64_t H = p.num_heads, hd = p.head_dim, group = H / p.num_kv_heads;
+  double total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t at = (p.first_kv_head + h / group) * hd;
+      std::vector<double> z;
+      double max = -1e300;
+      for (int64_t j = lo[i]; j < hi[i]; ++j) {
+        double s = 0;
+        for (int64_t e = 0; e < hd; ++e)
+          s += q[i * H * hd + h * hd + e] * k[j * p.kv_row_stride + at + e];
+        s *= p.scale;
+        if (p.softcap > 0) s = p.softcap * std::tanh(s / p.softcap);
+        z.push_back(s);
+        max = std::max(max, s);
+      }
+      double sum = 0;
+      for (double& s : z) sum += (s = std::exp(s - max));
+      for (int64_t e = 0; e < hd; ++e) {
+        double o = 0;
+        for (int64_t j = lo[i]; j < hi[i]; ++j) {
+          o += z[static_cast<size_t>(j - lo[i])] / sum * v[j * p.kv_row_stride + at + e];
+        }
+        total += o * r[i * H * hd + h * hd + e];
+      }
+    }
+  }
+  return total;
+}
+
+// Causal self-attention with GQA and a soft-cap, a sliding window with a query that sees
+// nothing, and cross-attention to more keys than queries reading two of a row's three heads.
+TEST(GradOps, AttentionBackwardInEveryVariant) {
+  struct Case {
+    const char* name;
+    AttentionProblem p;
+    int64_t n, m;
+    std::vector<int64_t> lo, hi;
+  };
+  const std::vector<Case> cases = {
+      {"causal gqa softcap", {4, 2, 3, 6, 0.7f, 2.0f, 0}, 5, 5, {0, 0, 0, 0, 0}, {1, 2, 3, 4, 5}},
+      {"window, empty query", {2, 1, 4, 4, 0.5f, 0.0f, 0}, 4, 4, {0, 0, 1, 3}, {1, 2, 3, 3}},
+      {"cross, two of three heads", {2, 2, 3, 9, 0.6f, 0.0f, 1}, 3, 6, {0, 0, 0}, {6, 6, 6}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const AttentionProblem& p = c.p;
+    const Tensor q = Random({c.n, p.num_heads * p.head_dim}, 70),
+                 k = Random({c.m, p.kv_row_stride}, 71), v = Random({c.m, p.kv_row_stride}, 72),
+                 r = Random({c.n, p.num_heads * p.head_dim}, 73);
+    const int64_t kv = p.num_kv_heads * p.head_dim;
+    Tensor dq = Tensor::Empty(q.shape(), DType::kF32), dk = Tensor::Empty({c.m, kv}, DType::kF32),
+           dv = Tensor::Empty({c.m, kv}, DType::kF32);
+    AttentionBackward(p, q, k, v, r, c.lo, c.hi, dq, dk, dv);
+    const Vec qv = ToVec(q), kvv = ToVec(k), vv = ToVec(v), rv = ToVec(r);
+    const auto loss = [&](const Vec& qs, const Vec& ks, const Vec& vs) {
+      return AttentionLoss(p, qs, ks, vs, rv, c.n, c.lo, c.hi);
+    };
+    EXPECT_LT(Relative(dq, Numeric([&](const Vec& x) { return loss(x, kvv, vv); }, qv)), 1e-5);
+    // dk and dv hold only the problem's heads: compare with those columns of the numeric gradient.
+    const auto heads_of = [&](const Vec& full) {
+      Vec out;
+      for (int64_t j = 0; j < c.m; ++j) {
+        for (int64_t e = 0; e < kv; ++e) {
+          out.push_back(
+              full[static_cast<size_t>(j * p.kv_row_stride + p.first_kv_head * p.head_dim + e)]);
+        }
+      }
+      return out;
+    };
+    EXPECT_LT(Relative(dk, heads_of(Numeric([&](const Vec& x) { return loss(qv, x, vv); }, kvv))),
+              1e-5);
+    EXPECT_LT(Relative(dv, heads_of(Numeric([&](const Vec& x) { return loss(qv, kvv, x); }, vv))),
+              1e-5);
+  }
+}
+
 TEST(GradOps, EmbeddingGradientAddsRepeatedRows) {
   const Tensor dout = Random({4, 3}, 40);
   Tensor dtable = Random({5, 3}, 41);
