@@ -100,6 +100,35 @@ Tensor VocabParallelHead::Gather(const Tensor& shard) const {
   return logits;
 }
 
+void VocabParallelEmbedding::Backward(std::span<const int32_t> tokens, const Tensor& dh,
+                                      Tensor& dtable) const {
+  std::vector<int64_t> rows(tokens.size());
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    const int64_t local = tokens[t] - vocab_.begin;
+    rows[t] = local >= 0 && local < vocab_.valid ? local : -1;
+  }
+  Tensor scaled = ActivationLike(dh, dh.shape());
+  ops::Scale(dh, scale_, scaled);
+  ops::ScatterAddRows(scaled, rows, dtable);
+}
+
+void VocabParallelHead::Backward(const Tensor& x, const Tensor& logit_shard, const Tensor& dlogits,
+                                 Tensor& dx, Tensor& dtable) const {
+  GEMMAPOD_CHECK(!table_.quantized(), "backward: the int8 embedding ", table_.weight.Describe(),
+                 " is not trained");
+  Tensor d_pre = ActivationLike(dlogits, dlogits.shape());
+  if (softcap_ > 0) {
+    ops::SoftCapBackward(logit_shard, dlogits, softcap_, d_pre);
+  } else {
+    ops::Scale(dlogits, 1.0f, d_pre);
+  }
+  // Padding columns hold -inf logits, whose derivative would be NaN: they carry nothing.
+  ops::FillColumns(d_pre, vocab_.valid, vocab_.rows, 0.0f);
+  ops::MatMulGradInput(d_pre, table_.weight, dx);
+  AllReduceSum(tp_, dx);
+  ops::MatMulGradWeight(d_pre, x, dtable, /*accumulate=*/true);
+}
+
 Tensor VocabParallelCrossEntropy(const Tensor& logit_shard, std::span<const int32_t> targets,
                                  const VocabSlice& vocab, Communicator* tp, float grad_scale,
                                  Tensor& dlogits) {

@@ -68,6 +68,9 @@ class VocabParallelEmbedding {
       : table_(table), vocab_(vocab), scale_(scale), tp_(tp) {}
   // f32 [T, d]; an id outside the vocabulary is an error naming it.
   Tensor Forward(std::span<const int32_t> tokens) const;
+  // dtable (this rank's rows, f32 [vocab.rows, d]) += the lookup's gradient for dh [T, d] (whole
+  // on every rank): the rows of this rank's tokens, times the scale. No communication.
+  void Backward(std::span<const int32_t> tokens, const Tensor& dh, Tensor& dtable) const;
 
  private:
   const Linear& table_;
@@ -87,6 +90,12 @@ class VocabParallelHead {
   // The full logits [rows, vocab_size] from every rank's shard (collective over the group),
   // gathered a block of rows at a time so each rank's block stays within MPI's int counts.
   Tensor Gather(const Tensor& shard) const;
+  // The backward from this rank's dlogits shard and the shard LogitShard returned (the soft-cap's
+  // derivative reads it): dx [rows, d], whole on every rank (one all-reduce of the ranks'
+  // partials), and dtable (this rank's rows, f32) += the head's part of the tied table's
+  // gradient. Padding columns carry no gradient.
+  void Backward(const Tensor& x, const Tensor& logit_shard, const Tensor& dlogits, Tensor& dx,
+                Tensor& dtable) const;
 
  private:
   const Linear& table_;

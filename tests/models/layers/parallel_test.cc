@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <random>
 
@@ -145,6 +146,91 @@ TEST_F(ParallelLayersTest, VocabParallelCrossEntropyNeedsNoFullLogits) {
     }
   }
   EXPECT_EQ(losses.data<float>()[1], 0.0f);
+}
+
+// The loss's gradient through the soft-capped tied head, on every layout: dx and this rank's
+// rows of the table's gradient against central differences of the whole computation in double
+// (mean cross-entropy of softcap(x E^T)); then the lookup's gradient, rows of this rank only.
+TEST_F(ParallelLayersTest, TiedHeadAndEmbeddingBackwardMatchFiniteDifferences) {
+  const int64_t T = 4;
+  const float cap = 3.0f;
+  const Tensor x = Random({T, kWidth}, 9);
+  const std::vector<int32_t> targets = {3, -1, static_cast<int32_t>(kVocab - 1), 0};
+  const VocabParallelHead head(mine_, slice_, cap, world_.get());
+  const Tensor shard = head.LogitShard(x, MatmulPrecision::kExact);
+  Tensor dshard = Tensor::Empty(shard.shape(), DType::kF32);
+  VocabParallelCrossEntropy(shard, targets, slice_, world_.get(), 1.0f / 3, dshard);
+  Tensor dx = Tensor::Empty({T, kWidth}, DType::kF32);
+  Tensor dtable = Tensor::Zeros({slice_.rows, kWidth}, DType::kF32);
+  head.Backward(x, shard, dshard, dx, dtable);
+
+  using Vec = std::vector<double>;
+  const auto loss = [&](const Vec& xs, const Vec& table) {
+    double total = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      if (targets[t] < 0) continue;
+      Vec z(kVocab);
+      double max = -1e300, sum = 0;
+      for (int64_t v = 0; v < kVocab; ++v) {
+        double s = 0;
+        for (int64_t e = 0; e < kWidth; ++e) s += xs[t * kWidth + e] * table[v * kWidth + e];
+        z[v] = cap * std::tanh(s / cap);
+        max = std::max(max, z[v]);
+      }
+      for (int64_t v = 0; v < kVocab; ++v) sum += std::exp(z[v] - max);
+      total += std::log(sum) + max - z[targets[t]];
+    }
+    return total / 3;
+  };
+  const auto numeric = [&](Vec p, const std::function<double(const Vec&)>& f) {
+    Vec g(p.size());
+    for (size_t i = 0; i < p.size(); ++i) {
+      const double keep = p[i];
+      p[i] = keep + 1e-5;
+      const double up = f(p);
+      p[i] = keep - 1e-5;
+      const double down = f(p);
+      p[i] = keep;
+      g[i] = (up - down) / 2e-5;
+    }
+    return g;
+  };
+  const Vec xv(x.data<float>(), x.data<float>() + x.numel());
+  const Vec tv(table_.weight.data<float>(), table_.weight.data<float>() + table_.weight.numel());
+  const Vec want_dx = numeric(xv, [&](const Vec& p) { return loss(p, tv); });
+  const Vec want_dt = numeric(tv, [&](const Vec& p) { return loss(xv, p); });
+  double worst_dx = 0, worst_dt = 0, scale = 1e-30;
+  for (size_t i = 0; i < want_dx.size(); ++i) {
+    scale = std::max(scale, std::fabs(want_dx[i]));
+    worst_dx = std::max(worst_dx, std::fabs(dx.data<float>()[i] - want_dx[i]));
+  }
+  EXPECT_LT(worst_dx / scale, 1e-5);
+  scale = 1e-30;
+  for (int64_t r = 0; r < slice_.rows; ++r) {
+    for (int64_t e = 0; e < kWidth; ++e) {
+      const double want = r < slice_.valid ? want_dt[(slice_.begin + r) * kWidth + e] : 0.0;
+      scale = std::max(scale, std::fabs(want));
+      worst_dt = std::max(worst_dt, std::fabs(dtable.data<float>()[r * kWidth + e] - want));
+    }
+  }
+  EXPECT_LT(worst_dt / scale, 1e-5);
+
+  // The lookup: dtable += dh rows of this rank's tokens, times the scale (a token repeats).
+  const std::vector<int32_t> tokens = {2, 7, 2, static_cast<int32_t>(kVocab - 1)};
+  const Tensor dh = Random({4, kWidth}, 10);
+  Tensor dembed = Tensor::Zeros({slice_.rows, kWidth}, DType::kF32);
+  VocabParallelEmbedding(mine_, slice_, 1.5f, world_.get()).Backward(tokens, dh, dembed);
+  for (int64_t r = 0; r < slice_.rows; ++r) {
+    for (int64_t e = 0; e < kWidth; ++e) {
+      double want = 0;
+      for (size_t t = 0; t < tokens.size(); ++t) {
+        if (r < slice_.valid && tokens[t] == slice_.begin + r) {
+          want += 1.5 * dh.data<float>()[static_cast<int64_t>(t) * kWidth + e];
+        }
+      }
+      EXPECT_NEAR(dembed.data<float>()[r * kWidth + e], want, 1e-5) << r << "," << e;
+    }
+  }
 }
 
 TEST_F(ParallelLayersTest, RowParallelSumsOverTheGroupAndAddsTheBiasOnce) {
