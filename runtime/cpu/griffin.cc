@@ -90,4 +90,78 @@ void RgLru(const float* x, const float* gate_x, const float* gate_a, const float
   }
 }
 
+void CausalConv1dBackward(const float* x, int64_t T, int64_t C, const float* taps, int64_t width,
+                          const float* history, const int32_t* reach, const float* dout, float* dx,
+                          float* dhistory, float* dtaps, float* dbias) {
+  const int64_t held = width - 1;
+  const int64_t blocks = (C + kChannelBlock - 1) / kChannelBlock;
+#pragma omp parallel for schedule(static) if (T * C >= kParallelWork)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t c0 = blk * kChannelBlock, c1 = std::min(C, c0 + kChannelBlock);
+    for (int64_t t = 0; t < T; ++t) std::fill(dx + t * C + c0, dx + t * C + c1, 0.0f);
+    for (int64_t r = 0; r < held; ++r)
+      std::fill(dhistory + r * C + c0, dhistory + r * C + c1, 0.0f);
+    for (int64_t t = 0; t < T; ++t) {
+      const float* g = dout + t * C;
+      for (int64_t ch = c0; ch < c1; ++ch) dbias[ch] += g[ch];
+      const int64_t back_max = std::min<int64_t>(reach[t], held);
+      for (int64_t back = 0; back <= back_max; ++back) {
+        const bool inside = t - back >= 0;
+        const int64_t row = inside ? t - back : held - (back - t);
+        const float* in = inside ? x + row * C : history + row * C;
+        float* din = inside ? dx + row * C : dhistory + row * C;
+        const int64_t k = held - back;
+        for (int64_t ch = c0; ch < c1; ++ch) {
+          din[ch] += taps[ch * width + k] * g[ch];
+          dtaps[ch * width + k] += in[ch] * g[ch];
+        }
+      }
+    }
+  }
+}
+
+void RgLruBackward(const float* x, const float* gate_x, const float* gate_a, const float* lambda,
+                   const int32_t* positions, const float* state, const float* h, const float* dh,
+                   int64_t T, int64_t C, float* dx, float* dgate_x, float* dgate_a, float* dlambda,
+                   float* dstate) {
+  const int64_t blocks = (C + kChannelBlock - 1) / kChannelBlock;
+#pragma omp parallel for schedule(static) if (T * C >= kParallelWork)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t c0 = blk * kChannelBlock, c1 = std::min(C, c0 + kChannelBlock);
+    for (int64_t ch = c0; ch < c1; ++ch) {
+      const double sp = Softplus(lambda[ch]), dsp = Sigmoid(lambda[ch]);  // softplus' = sigmoid
+      double g = 0;  // dL/dh_t, from the outputs and the future
+      double dlam = 0;
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t at = t * C + ch;
+        g += dh[at];
+        const double i = Sigmoid(gate_x[at]);
+        if (positions[t] == 0) {  // a document starts: h_t = i x_t, nothing flows further back
+          dx[at] = static_cast<float>(g * i);
+          dgate_x[at] = static_cast<float>(g * x[at] * i * (1 - i));
+          dgate_a[at] = 0;
+          g = 0;
+          continue;
+        }
+        const double sa = Sigmoid(gate_a[at]);
+        const double log_a = -kGateExponent * sa * sp;
+        const double a = std::exp(log_a);
+        const double mult = std::sqrt(1 - std::exp(2 * log_a));
+        const double previous = t > 0 ? h[at - C] : state[ch];
+        dx[at] = static_cast<float>(g * mult * i);
+        dgate_x[at] = static_cast<float>(g * mult * x[at] * i * (1 - i));
+        // h_t = a h_{t-1} + mult(a) i x_t, mult = sqrt(1 - a^2): dh_t/da = h_{t-1} - a / mult i
+        // x_t.
+        const double da = g * (previous - a / mult * i * x[at]);
+        const double dlog_a = da * a;
+        dgate_a[at] = static_cast<float>(dlog_a * -kGateExponent * sp * sa * (1 - sa));
+        dlam += dlog_a * -kGateExponent * sa * dsp;
+        g *= a;
+      }
+      dlambda[ch] += static_cast<float>(dlam);
+      dstate[ch] = static_cast<float>(g);
+    }
+  }
+}
+
 }  // namespace gemmapod::cpu

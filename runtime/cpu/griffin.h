@@ -30,4 +30,21 @@ void BlockDiagonalMatMul(const float* x, int64_t T, int64_t H, int64_t bw, const
 void RgLru(const float* x, const float* gate_x, const float* gate_a, const float* lambda,
            const int32_t* positions, int64_t T, int64_t C, float* state, float* out);
 
+// The backward of CausalConv1d over the same chunk, from its inputs (x, taps, the history before
+// the chunk, reach) and dout [T, C]: dx [T, C] and dhistory [width - 1, C] (overwritten; the
+// gradient of the inputs before the chunk), dtaps [C, width] and dbias [C] (accumulated).
+void CausalConv1dBackward(const float* x, int64_t T, int64_t C, const float* taps, int64_t width,
+                          const float* history, const int32_t* reach, const float* dout, float* dx,
+                          float* dhistory, float* dtaps, float* dbias);
+
+// The backward of RgLru through time, in reverse, the chain cut at each document start: from the
+// inputs (x, gate_x, gate_a, lambda, positions, the state before the chunk), the outputs h
+// [T, C] and dh [T, C] (dL/dh_t from the layer above; the state after the chunk carries no
+// gradient): dx, dgate_x, dgate_a [T, C] and dstate [C] (the state before, overwritten), dlambda
+// [C] (accumulated).
+void RgLruBackward(const float* x, const float* gate_x, const float* gate_a, const float* lambda,
+                   const int32_t* positions, const float* state, const float* h, const float* dh,
+                   int64_t T, int64_t C, float* dx, float* dgate_x, float* dgate_a, float* dlambda,
+                   float* dstate);
+
 }  // namespace gemmapod::cpu

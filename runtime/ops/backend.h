@@ -57,6 +57,13 @@ class Backend {
   virtual void ScatterAddRows(const Tensor& dout, std::span<const int64_t> rows, Tensor& dtable);
   virtual void CrossEntropy(const Tensor& logits, std::span<const int32_t> targets,
                             float grad_scale, Tensor& losses, Tensor& dlogits);
+  virtual void CausalConv1dBackward(const Tensor& x, const Tensor& taps, const Tensor& history,
+                                    std::span<const int32_t> reach, const Tensor& dout, Tensor& dx,
+                                    Tensor& dhistory, Tensor& dtaps, Tensor& dbias);
+  virtual void RgLruBackward(const Tensor& x, const Tensor& gate_x, const Tensor& gate_a,
+                             const Tensor& lambda, std::span<const int32_t> positions,
+                             const Tensor& state, const Tensor& h, const Tensor& dh, Tensor& dx,
+                             Tensor& dgate_x, Tensor& dgate_a, Tensor& dlambda, Tensor& dstate);
   virtual void RowMax(const Tensor& logits, Tensor& row_max);
   virtual void ShardLossTerms(const Tensor& logits, const Tensor& row_max,
                               std::span<const int32_t> targets, int64_t first_id, Tensor& sum_exp,

@@ -163,6 +163,24 @@ class Cpu final : public Backend {
     cpu::CrossEntropy(logits.data<float>(), targets.data(), logits.dim(0), logits.dim(1),
                       grad_scale, losses.data<float>(), dlogits.data<float>());
   }
+  void CausalConv1dBackward(const Tensor& x, const Tensor& taps, const Tensor& history,
+                            std::span<const int32_t> reach, const Tensor& dout, Tensor& dx,
+                            Tensor& dhistory, Tensor& dtaps, Tensor& dbias) override {
+    cpu::CausalConv1dBackward(x.data<float>(), x.dim(0), x.dim(1), taps.data<float>(), taps.dim(-1),
+                              history.data<float>(), reach.data(), dout.data<float>(),
+                              dx.data<float>(), dhistory.data<float>(), dtaps.data<float>(),
+                              dbias.data<float>());
+  }
+  void RgLruBackward(const Tensor& x, const Tensor& gate_x, const Tensor& gate_a,
+                     const Tensor& lambda, std::span<const int32_t> positions, const Tensor& state,
+                     const Tensor& h, const Tensor& dh, Tensor& dx, Tensor& dgate_x,
+                     Tensor& dgate_a, Tensor& dlambda, Tensor& dstate) override {
+    cpu::RgLruBackward(x.data<float>(), gate_x.data<float>(), gate_a.data<float>(),
+                       lambda.data<float>(), positions.data(), state.data<float>(), h.data<float>(),
+                       dh.data<float>(), x.dim(0), x.dim(1), dx.data<float>(),
+                       dgate_x.data<float>(), dgate_a.data<float>(), dlambda.data<float>(),
+                       dstate.data<float>());
+  }
   void RowMax(const Tensor& logits, Tensor& row_max) override {
     cpu::RowMax(logits.data<float>(), logits.dim(0), logits.dim(1), row_max.data<float>());
   }

@@ -53,6 +53,16 @@ void Backend::CrossEntropy(const Tensor& logits, std::span<const int32_t>, float
 void Backend::AdamWUpdate(Tensor& master, Tensor&, Tensor&, const Tensor&, const AdamWStep&) {
   Missing("AdamWUpdate", master);
 }
+void Backend::CausalConv1dBackward(const Tensor& x, const Tensor&, const Tensor&,
+                                   std::span<const int32_t>, const Tensor&, Tensor&, Tensor&,
+                                   Tensor&, Tensor&) {
+  Missing("CausalConv1dBackward", x);
+}
+void Backend::RgLruBackward(const Tensor& x, const Tensor&, const Tensor&, const Tensor&,
+                            std::span<const int32_t>, const Tensor&, const Tensor&, const Tensor&,
+                            Tensor&, Tensor&, Tensor&, Tensor&, Tensor&) {
+  Missing("RgLruBackward", x);
+}
 void Backend::RowMax(const Tensor& logits, Tensor&) { Missing("RowMax", logits); }
 void Backend::ShardLossTerms(const Tensor& logits, const Tensor&, std::span<const int32_t>, int64_t,
                              Tensor&, Tensor&) {
@@ -205,6 +215,51 @@ void CheckTargets(const char* op, const Tensor& logits, std::span<const int32_t>
   }
 }
 }  // namespace
+
+void CausalConv1dBackward(const Tensor& x, const Tensor& taps, const Tensor& history,
+                          std::span<const int32_t> reach, const Tensor& dout, Tensor& dx,
+                          Tensor& dhistory, Tensor& dtaps, Tensor& dbias) {
+  Backend& b =
+      On("CausalConv1dBackward", {&x, &taps, &history, &dout, &dx, &dhistory, &dtaps, &dbias});
+  CheckF32("CausalConv1dBackward", {&x, &taps, &history, &dout, &dx, &dhistory, &dtaps, &dbias});
+  CheckSameShape("CausalConv1dBackward", x, dout);
+  CheckSameShape("CausalConv1dBackward", x, dx);
+  CheckSameShape("CausalConv1dBackward", taps, dtaps);
+  CheckSameShape("CausalConv1dBackward", history, dhistory);
+  const int64_t C = x.rank() == 2 ? x.dim(1) : -1, width = taps.dim(-1);
+  GEMMAPOD_CHECK(
+      x.rank() == 2 && x.dim(0) == static_cast<int64_t>(reach.size()) && taps.dim(0) == C &&
+          taps.numel() == C * width && history.numel() == (width - 1) * C && dbias.numel() == C,
+      "CausalConv1dBackward: ", x.Describe(), " with taps ", taps.Describe(), ", history ",
+      history.Describe(), ", bias gradient ", dbias.Describe(), " and ", reach.size(), " reaches");
+  for (size_t t = 0; t < reach.size(); ++t) {
+    GEMMAPOD_CHECK(reach[t] >= 0 && reach[t] < width, "CausalConv1dBackward: token ", t,
+                   " reaches ", reach[t], " tokens back with ", width, " taps");
+  }
+  b.CausalConv1dBackward(x, taps, history, reach, dout, dx, dhistory, dtaps, dbias);
+}
+
+void RgLruBackward(const Tensor& x, const Tensor& gate_x, const Tensor& gate_a,
+                   const Tensor& lambda, std::span<const int32_t> positions, const Tensor& state,
+                   const Tensor& h, const Tensor& dh, Tensor& dx, Tensor& dgate_x, Tensor& dgate_a,
+                   Tensor& dlambda, Tensor& dstate) {
+  Backend& b = On("RgLruBackward", {&x, &gate_x, &gate_a, &lambda, &state, &h, &dh, &dx, &dgate_x,
+                                    &dgate_a, &dlambda, &dstate});
+  CheckF32("RgLruBackward", {&x, &gate_x, &gate_a, &lambda, &state, &h, &dh, &dx, &dgate_x,
+                             &dgate_a, &dlambda, &dstate});
+  for (const Tensor* t :
+       {&gate_x, &gate_a, &h, &dh, const_cast<const Tensor*>(&dx),
+        const_cast<const Tensor*>(&dgate_x), const_cast<const Tensor*>(&dgate_a)}) {
+    CheckSameShape("RgLruBackward", x, *t);
+  }
+  GEMMAPOD_CHECK(x.rank() == 2 && x.dim(0) == static_cast<int64_t>(positions.size()) &&
+                     lambda.numel() == x.dim(1) && state.numel() == x.dim(1) &&
+                     dlambda.numel() == x.dim(1) && dstate.numel() == x.dim(1),
+                 "RgLruBackward: ", x.Describe(), " for ", positions.size(), " positions, lambda ",
+                 lambda.Describe(), ", state ", state.Describe());
+  b.RgLruBackward(x, gate_x, gate_a, lambda, positions, state, h, dh, dx, dgate_x, dgate_a, dlambda,
+                  dstate);
+}
 
 void RowMax(const Tensor& logits, Tensor& row_max) {
   Backend& b = On("RowMax", {&logits, &row_max});

@@ -49,6 +49,22 @@ void ScatterAddRows(const Tensor& dout, std::span<const int64_t> rows, Tensor& d
 void CrossEntropy(const Tensor& logits, std::span<const int32_t> targets, float grad_scale,
                   Tensor& losses, Tensor& dlogits);
 
+// Griffin's recurrent block (ops.h's CausalConv1d and RgLru), backward over the same chunk.
+// CausalConv1dBackward: from x [T, C], taps [C, 1, width], the history before the chunk
+// [width - 1, C], reach and dout [T, C]: dx and dhistory (overwritten), dtaps [C, 1, width] and
+// dbias [C] (accumulated).
+void CausalConv1dBackward(const Tensor& x, const Tensor& taps, const Tensor& history,
+                          std::span<const int32_t> reach, const Tensor& dout, Tensor& dx,
+                          Tensor& dhistory, Tensor& dtaps, Tensor& dbias);
+// RgLruBackward: through time in reverse, cut at document starts, from the forward's inputs (x,
+// gate_x, gate_a [T, C], lambda [C], positions, the state before the chunk [C]), its outputs h
+// [T, C] and dh [T, C]: dx, dgate_x, dgate_a and dstate (the state before; overwritten), dlambda
+// (accumulated).
+void RgLruBackward(const Tensor& x, const Tensor& gate_x, const Tensor& gate_a,
+                   const Tensor& lambda, std::span<const int32_t> positions, const Tensor& state,
+                   const Tensor& h, const Tensor& dh, Tensor& dx, Tensor& dgate_x, Tensor& dgate_a,
+                   Tensor& dlambda, Tensor& dstate);
+
 // Cross-entropy over a vocabulary split across ranks, without the full logits anywhere
 // (Megatron's vocab-parallel cross-entropy): each rank holds logits [rows, shard] for token ids
 // [first_id, first_id + shard); targets are global ids (-1: masked). With the row maxima

@@ -248,6 +248,80 @@ TEST(GradOps, AttentionBackwardInEveryVariant) {
   }
 }
 
+// Griffin's convolution with a history before the chunk and a document start inside it: every
+// input's, tap's, bias's and history row's gradient.
+TEST(GradOps, CausalConv1dBackward) {
+  const int64_t T = 6, C = 5, width = 4;
+  const Tensor x = Random({T, C}, 80), taps = Random({C, 1, width}, 81), bias = Random({C}, 82),
+               history = Random({width - 1, C}, 83), r = Random({T, C}, 84);
+  const std::vector<int32_t> reach = {3, 3, 3, 0, 1, 2};  // a document starts at token 3
+  const auto loss = [&](const Vec& xs, const Vec& ts, const Vec& bs, const Vec& hs) {
+    double total = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t c = 0; c < C; ++c) {
+        double o = bs[c];
+        for (int64_t back = 0; back <= reach[t]; ++back) {
+          const double in =
+              t - back >= 0 ? xs[(t - back) * C + c] : hs[(width - 1 - (back - t)) * C + c];
+          o += ts[c * width + width - 1 - back] * in;
+        }
+        total += o * r.data<float>()[t * C + c];
+      }
+    }
+    return total;
+  };
+  Tensor dx = Tensor::Empty({T, C}, DType::kF32), dh = Tensor::Empty({width - 1, C}, DType::kF32),
+         dtaps = Tensor::Zeros({C, 1, width}, DType::kF32), dbias = Tensor::Zeros({C}, DType::kF32);
+  CausalConv1dBackward(x, taps, history, reach, r, dx, dh, dtaps, dbias);
+  const Vec xv = ToVec(x), tv = ToVec(taps), bv = ToVec(bias), hv = ToVec(history);
+  EXPECT_LT(Relative(dx, Numeric([&](const Vec& p) { return loss(p, tv, bv, hv); }, xv)), 1e-5);
+  EXPECT_LT(Relative(dtaps, Numeric([&](const Vec& p) { return loss(xv, p, bv, hv); }, tv)), 1e-5);
+  EXPECT_LT(Relative(dbias, Numeric([&](const Vec& p) { return loss(xv, tv, p, hv); }, bv)), 1e-5);
+  EXPECT_LT(Relative(dh, Numeric([&](const Vec& p) { return loss(xv, tv, bv, p); }, hv)), 1e-5);
+}
+
+// The RG-LRU through time from a carried state, with a document start inside the chunk: the
+// gradients of the input, both gates, Λ and the state before the chunk.
+TEST(GradOps, RgLruBackwardThroughTime) {
+  const int64_t T = 7, C = 6;
+  const Tensor x = Random({T, C}, 90), gx = Random({T, C}, 91, 2.0f), ga = Random({T, C}, 92, 2.0f),
+               lambda = Random({C}, 93, 2.0f), state = Random({C}, 94), r = Random({T, C}, 95);
+  const std::vector<int32_t> pos = {5, 6, 7, 0, 1, 2, 3};  // continues a document, then a new one
+  const auto loss = [&](const Vec& xs, const Vec& gxs, const Vec& gas, const Vec& ls,
+                        const Vec& s0) {
+    const auto sigmoid = [](double v) { return 1 / (1 + std::exp(-v)); };
+    double total = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      double h = s0[c];
+      const double sp = std::log1p(std::exp(ls[c]));
+      for (int64_t t = 0; t < T; ++t) {
+        const double log_a = -8 * sigmoid(gas[t * C + c]) * sp;
+        const double gated = sigmoid(gxs[t * C + c]) * xs[t * C + c];
+        h = pos[t] == 0 ? gated : std::exp(log_a) * h + std::sqrt(1 - std::exp(2 * log_a)) * gated;
+        total += h * r.data<float>()[t * C + c];
+      }
+    }
+    return total;
+  };
+  Tensor state_copy = state.Clone(), h = Tensor::Empty({T, C}, DType::kF32);
+  RgLru(x, gx, ga, lambda, pos, state_copy, h);
+  Tensor dx = Tensor::Empty({T, C}, DType::kF32), dgx = Tensor::Empty({T, C}, DType::kF32),
+         dga = Tensor::Empty({T, C}, DType::kF32), dl = Tensor::Zeros({C}, DType::kF32),
+         ds = Tensor::Empty({C}, DType::kF32);
+  RgLruBackward(x, gx, ga, lambda, pos, state, h, r, dx, dgx, dga, dl, ds);
+  const Vec xv = ToVec(x), gxv = ToVec(gx), gav = ToVec(ga), lv = ToVec(lambda), sv = ToVec(state);
+  EXPECT_LT(Relative(dx, Numeric([&](const Vec& p) { return loss(p, gxv, gav, lv, sv); }, xv)),
+            1e-5);
+  EXPECT_LT(Relative(dgx, Numeric([&](const Vec& p) { return loss(xv, p, gav, lv, sv); }, gxv)),
+            1e-5);
+  EXPECT_LT(Relative(dga, Numeric([&](const Vec& p) { return loss(xv, gxv, p, lv, sv); }, gav)),
+            1e-5);
+  EXPECT_LT(Relative(dl, Numeric([&](const Vec& p) { return loss(xv, gxv, gav, p, sv); }, lv)),
+            1e-5);
+  EXPECT_LT(Relative(ds, Numeric([&](const Vec& p) { return loss(xv, gxv, gav, lv, p); }, sv)),
+            1e-5);
+}
+
 TEST(GradOps, EmbeddingGradientAddsRepeatedRows) {
   const Tensor dout = Random({4, 3}, 40);
   Tensor dtable = Random({5, 3}, 41);
