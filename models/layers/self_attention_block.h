@@ -52,4 +52,35 @@ void SelfAttentionForward(const Tensor& x, const SelfAttentionWeights& w,
                           int64_t layer, Communicator* tp, Tensor& q, Tensor& k, Tensor& v,
                           Tensor& attn, Tensor& out, cpu::MatmulPrecision precision);
 
+// Training: whole sequences at once, no KV cache. Rows of x are the tokens of one or more packed
+// sequences; row i has RoPE position positions[i] and attends to rows [lo[i], hi[i]) (its own
+// sequence, causal, within the window: the caller's bookkeeping). What the backward reads.
+struct SelfAttentionSaved {
+  Tensor x;             // the block's (normed) input
+  Tensor q_pre, k_pre;  // the projections before qk-norm (kept only with qk-norm)
+  Tensor q, k, v;       // after qk-norm and RoPE: what attention read
+  Tensor attn;          // attention's output, o_proj's input
+};
+
+void SelfAttentionTrainForward(const Tensor& x, const SelfAttentionWeights& w,
+                               const SelfAttentionSettings& s, std::span<const int32_t> positions,
+                               std::span<const int64_t> lo, std::span<const int64_t> hi,
+                               Communicator* tp, MatmulPrecision precision, Tensor& out,
+                               SelfAttentionSaved& saved);
+
+// The gradients of the block's parameters (qk-norm weights only with qk-norm).
+struct SelfAttentionGrads {
+  LinearGrad q_proj, k_proj, v_proj, o_proj;
+  Tensor q_norm, k_norm;
+  static SelfAttentionGrads ZerosFor(const SelfAttentionWeights& w);
+};
+
+// The backward from dout: dx (whole on every rank of tp: one all-reduce of the three
+// column-parallel layers' partials), and grads accumulated.
+void SelfAttentionBackward(const SelfAttentionWeights& w, const SelfAttentionSettings& s,
+                           std::span<const int32_t> positions, std::span<const int64_t> lo,
+                           std::span<const int64_t> hi, const SelfAttentionSaved& saved,
+                           const Tensor& dout, Communicator* tp, Tensor& dx,
+                           SelfAttentionGrads& grads);
+
 }  // namespace gemmapod
