@@ -60,4 +60,21 @@ void RecurrentBlockForward(const Tensor& x, const RecurrentBlockWeights& w,
                            Communicator* tp, MatmulPrecision precision, Tensor& out,
                            ActivationStore* store = nullptr, int64_t layer = 0);
 
+// The gradients of the block's parameters.
+struct RecurrentBlockGrads {
+  LinearGrad linear_x, linear_y, linear_out;
+  Tensor conv_weight, conv_bias, recurrent_param;
+  Tensor input_gate_weight, input_gate_bias, recurrent_gate_weight, recurrent_gate_bias;
+  static RecurrentBlockGrads ZerosFor(const RecurrentBlockWeights& w);
+};
+
+// The backward over the chunk RecurrentBlockForward ran with `store` (every activation kept,
+// under layer `layer`), from dout: dx (whole on every rank of tp: one all-reduce of the two
+// column-parallel layers' partials) and grads accumulated. The state carried into the chunk gets
+// no gradient (training runs whole sequences from a fresh state).
+void RecurrentBlockBackward(const Tensor& x, const RecurrentBlockWeights& w,
+                            const RecurrentBlockInputs& at, const ActivationStore& store,
+                            int64_t layer, const Tensor& dout, Communicator* tp, Tensor& dx,
+                            RecurrentBlockGrads& grads);
+
 }  // namespace gemmapod

@@ -90,6 +90,31 @@ void RgLru(const float* x, const float* gate_x, const float* gate_a, const float
   }
 }
 
+void BlockDiagonalMatMulBackward(const float* x, int64_t T, int64_t H, int64_t bw, const float* w,
+                                 const float* dout, float* dx, float* dw, float* db) {
+  const int64_t width = H * bw;
+  // Threads split the heads: each owns its block of dw and db and its columns of dx.
+#pragma omp parallel for schedule(static) if (T * width * bw >= 64 * kParallelWork)
+  for (int64_t h = 0; h < H; ++h) {
+    for (int64_t t = 0; t < T; ++t) {
+      const float* g = dout + t * width + h * bw;
+      const float* xi = x + t * width + h * bw;
+      float* dxi = dx + t * width + h * bw;
+      for (int64_t i = 0; i < bw; ++i) {
+        const float* wi = w + (h * bw + i) * bw;
+        float* dwi = dw + (h * bw + i) * bw;
+        float acc = 0;
+        for (int64_t j = 0; j < bw; ++j) {
+          acc += wi[j] * g[j];
+          dwi[j] += xi[i] * g[j];
+        }
+        dxi[i] = acc;
+      }
+      for (int64_t j = 0; j < bw; ++j) db[h * bw + j] += g[j];
+    }
+  }
+}
+
 void CausalConv1dBackward(const float* x, int64_t T, int64_t C, const float* taps, int64_t width,
                           const float* history, const int32_t* reach, const float* dout, float* dx,
                           float* dhistory, float* dtaps, float* dbias) {

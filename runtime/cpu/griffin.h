@@ -30,6 +30,11 @@ void BlockDiagonalMatMul(const float* x, int64_t T, int64_t H, int64_t bw, const
 void RgLru(const float* x, const float* gate_x, const float* gate_a, const float* lambda,
            const int32_t* positions, int64_t T, int64_t C, float* state, float* out);
 
+// The backward of BlockDiagonalMatMul: dx [T, H * bw] (overwritten) = dout's blocks times each
+// block's transpose; dw [H, bw, bw] and db [H, bw] accumulate.
+void BlockDiagonalMatMulBackward(const float* x, int64_t T, int64_t H, int64_t bw, const float* w,
+                                 const float* dout, float* dx, float* dw, float* db);
+
 // The backward of CausalConv1d over the same chunk, from its inputs (x, taps, the history before
 // the chunk, reach) and dout [T, C]: dx [T, C] and dhistory [width - 1, C] (overwritten; the
 // gradient of the inputs before the chunk), dtaps [C, width] and dbias [C] (accumulated).

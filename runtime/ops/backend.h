@@ -60,6 +60,8 @@ class Backend {
   virtual void CausalConv1dBackward(const Tensor& x, const Tensor& taps, const Tensor& history,
                                     std::span<const int32_t> reach, const Tensor& dout, Tensor& dx,
                                     Tensor& dhistory, Tensor& dtaps, Tensor& dbias);
+  virtual void BlockDiagonalMatMulBackward(const Tensor& x, const Tensor& w, const Tensor& dout,
+                                           Tensor& dx, Tensor& dw, Tensor& db);
   virtual void RgLruBackward(const Tensor& x, const Tensor& gate_x, const Tensor& gate_a,
                              const Tensor& lambda, std::span<const int32_t> positions,
                              const Tensor& state, const Tensor& h, const Tensor& dh, Tensor& dx,

@@ -171,6 +171,12 @@ class Cpu final : public Backend {
                               dx.data<float>(), dhistory.data<float>(), dtaps.data<float>(),
                               dbias.data<float>());
   }
+  void BlockDiagonalMatMulBackward(const Tensor& x, const Tensor& w, const Tensor& dout, Tensor& dx,
+                                   Tensor& dw, Tensor& db) override {
+    cpu::BlockDiagonalMatMulBackward(x.data<float>(), x.dim(0), w.dim(0), w.dim(1), w.data<float>(),
+                                     dout.data<float>(), dx.data<float>(), dw.data<float>(),
+                                     db.data<float>());
+  }
   void RgLruBackward(const Tensor& x, const Tensor& gate_x, const Tensor& gate_a,
                      const Tensor& lambda, std::span<const int32_t> positions, const Tensor& state,
                      const Tensor& h, const Tensor& dh, Tensor& dx, Tensor& dgate_x,

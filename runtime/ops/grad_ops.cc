@@ -58,6 +58,10 @@ void Backend::CausalConv1dBackward(const Tensor& x, const Tensor&, const Tensor&
                                    Tensor&, Tensor&) {
   Missing("CausalConv1dBackward", x);
 }
+void Backend::BlockDiagonalMatMulBackward(const Tensor& x, const Tensor&, const Tensor&, Tensor&,
+                                          Tensor&, Tensor&) {
+  Missing("BlockDiagonalMatMulBackward", x);
+}
 void Backend::RgLruBackward(const Tensor& x, const Tensor&, const Tensor&, const Tensor&,
                             std::span<const int32_t>, const Tensor&, const Tensor&, const Tensor&,
                             Tensor&, Tensor&, Tensor&, Tensor&, Tensor&) {
@@ -237,6 +241,20 @@ void CausalConv1dBackward(const Tensor& x, const Tensor& taps, const Tensor& his
                    " reaches ", reach[t], " tokens back with ", width, " taps");
   }
   b.CausalConv1dBackward(x, taps, history, reach, dout, dx, dhistory, dtaps, dbias);
+}
+
+void BlockDiagonalMatMulBackward(const Tensor& x, const Tensor& w, const Tensor& dout, Tensor& dx,
+                                 Tensor& dw, Tensor& db) {
+  Backend& b = On("BlockDiagonalMatMulBackward", {&x, &w, &dout, &dx, &dw, &db});
+  CheckF32("BlockDiagonalMatMulBackward", {&x, &w, &dout, &dx, &dw, &db});
+  CheckSameShape("BlockDiagonalMatMulBackward", x, dout);
+  CheckSameShape("BlockDiagonalMatMulBackward", x, dx);
+  CheckSameShape("BlockDiagonalMatMulBackward", w, dw);
+  GEMMAPOD_CHECK(w.rank() == 3 && w.dim(1) == w.dim(2) && x.rank() == 2 &&
+                     x.dim(1) == w.dim(0) * w.dim(1) && db.numel() == x.dim(1),
+                 "BlockDiagonalMatMulBackward: ", x.Describe(), " x ", w.Describe(),
+                 " with bias gradient ", db.Describe());
+  b.BlockDiagonalMatMulBackward(x, w, dout, dx, dw, db);
 }
 
 void RgLruBackward(const Tensor& x, const Tensor& gate_x, const Tensor& gate_a,

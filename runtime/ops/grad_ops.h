@@ -56,6 +56,10 @@ void CrossEntropy(const Tensor& logits, std::span<const int32_t> targets, float 
 void CausalConv1dBackward(const Tensor& x, const Tensor& taps, const Tensor& history,
                           std::span<const int32_t> reach, const Tensor& dout, Tensor& dx,
                           Tensor& dhistory, Tensor& dtaps, Tensor& dbias);
+// BlockDiagonalMatMulBackward: from x and w of the forward and dout [T, H * bw]: dx
+// (overwritten), dw [H, bw, bw] and db [H, bw] (accumulated).
+void BlockDiagonalMatMulBackward(const Tensor& x, const Tensor& w, const Tensor& dout, Tensor& dx,
+                                 Tensor& dw, Tensor& db);
 // RgLruBackward: through time in reverse, cut at document starts, from the forward's inputs (x,
 // gate_x, gate_a [T, C], lambda [C], positions, the state before the chunk [C]), its outputs h
 // [T, C] and dh [T, C]: dx, dgate_x, dgate_a and dstate (the state before; overwritten), dlambda
