@@ -1,0 +1,138 @@
+#include "training/gemma_lm.h"
+
+#include <string>
+
+#include "models/layers/device_tensors.h"
+#include "models/layers/parallel.h"
+#include "runtime/error.h"
+#include "runtime/ops/grad_ops.h"
+#include "runtime/ops/ops.h"
+#include "training/adamw.h"
+
+namespace gemmapod {
+
+GemmaGrads GemmaGrads::ZerosFor(const ModelConfig& c, const GemmaWeights& w) {
+  GemmaGrads g;
+  g.embed_tokens = ZerosOn(w.embed_tokens.weight.device(), w.embed_tokens.weight.shape());
+  for (const GemmaLayerWeights& layer : w.layers) {
+    g.layers.push_back(GemmaLayerGrads::ZerosFor(c, layer));
+  }
+  g.final_norm = ZerosOn(w.final_norm.device(), w.final_norm.shape());
+  return g;
+}
+
+void AddGemmaParameters(AdamW& optimizer, const ModelConfig& c, GemmaWeights& w, GemmaGrads& g) {
+  optimizer.Add("model.embed_tokens.weight", w.embed_tokens.weight, g.embed_tokens, true);
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    GemmaLayerWeights& lw = w.layers[l];
+    GemmaLayerGrads& lg = g.layers[l];
+    const std::string at = "model.layers." + std::to_string(l) + ".";
+    optimizer.Add(at + "input_layernorm.weight", lw.attn_norm, lg.attn_norm, false);
+    optimizer.Add(at + "post_attention_layernorm.weight", lw.mlp_norm, lg.mlp_norm, false);
+    if (c.post_norms) {
+      optimizer.Add(at + "post_self_attn_layernorm.weight", lw.post_attn_norm, lg.post_attn_norm,
+                    false);
+      optimizer.Add(at + "post_feedforward_layernorm.weight", lw.post_mlp_norm, lg.post_mlp_norm,
+                    false);
+    }
+    if (c.qk_norm) {
+      optimizer.Add(at + "self_attn.q_norm.weight", lw.q_norm, lg.attention.q_norm, false);
+      optimizer.Add(at + "self_attn.k_norm.weight", lw.k_norm, lg.attention.k_norm, false);
+    }
+    optimizer.Add(at + "self_attn.q_proj.weight", lw.q_proj.weight, lg.attention.q_proj.weight,
+                  true);
+    optimizer.Add(at + "self_attn.k_proj.weight", lw.k_proj.weight, lg.attention.k_proj.weight,
+                  true);
+    optimizer.Add(at + "self_attn.v_proj.weight", lw.v_proj.weight, lg.attention.v_proj.weight,
+                  true);
+    optimizer.Add(at + "self_attn.o_proj.weight", lw.o_proj.weight, lg.attention.o_proj.weight,
+                  true);
+    optimizer.Add(at + "mlp.gate_proj.weight", lw.gate_proj.weight, lg.mlp.gate_proj.weight, true);
+    optimizer.Add(at + "mlp.up_proj.weight", lw.up_proj.weight, lg.mlp.up_proj.weight, true);
+    optimizer.Add(at + "mlp.down_proj.weight", lw.down_proj.weight, lg.mlp.down_proj.weight, true);
+  }
+  optimizer.Add("model.norm.weight", w.final_norm, g.final_norm, false);
+}
+
+PackedBatch PackSequences(const std::vector<std::vector<int32_t>>& sequences,
+                          const std::vector<std::vector<uint8_t>>& loss_mask) {
+  GEMMAPOD_CHECK(loss_mask.empty() || loss_mask.size() == sequences.size(),
+                 "pack: ", loss_mask.size(), " loss masks for ", sequences.size(), " sequences");
+  PackedBatch b;
+  for (size_t s = 0; s < sequences.size(); ++s) {
+    const std::vector<int32_t>& seq = sequences[s];
+    GEMMAPOD_CHECK(!loss_mask.empty() ? loss_mask[s].size() == seq.size() : true, "pack: sequence ",
+                   s, " has ", seq.size(), " tokens and ",
+                   loss_mask.empty() ? 0 : loss_mask[s].size(), " mask entries");
+    const int64_t start = static_cast<int64_t>(b.tokens.size());
+    for (size_t i = 0; i < seq.size(); ++i) {
+      b.tokens.push_back(seq[i]);
+      const bool counted = loss_mask.empty() || loss_mask[s][i + 1 < seq.size() ? i + 1 : i];
+      b.targets.push_back(i + 1 < seq.size() && counted ? seq[i + 1] : -1);
+      b.positions.push_back(static_cast<int32_t>(i));
+      b.sequence_start.push_back(start);
+    }
+  }
+  return b;
+}
+
+double GemmaLossAndGradients(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch,
+                             GemmaGrads& grads) {
+  const int64_t T = static_cast<int64_t>(batch.tokens.size());
+  GEMMAPOD_CHECK(T > 0 && static_cast<int64_t>(batch.targets.size()) == T &&
+                     static_cast<int64_t>(batch.positions.size()) == T &&
+                     static_cast<int64_t>(batch.sequence_start.size()) == T,
+                 "loss: a batch of ", T, " tokens with ", batch.targets.size(), " targets");
+  int64_t counted = 0;
+  for (int32_t t : batch.targets) counted += t >= 0 ? 1 : 0;
+  GEMMAPOD_CHECK(counted > 0, "loss: the batch has no target to learn");
+  // Each token sees its own sequence, causally; sliding layers only their window.
+  std::vector<int64_t> lo_global(T), lo_sliding(T), hi(T);
+  for (int64_t t = 0; t < T; ++t) {
+    lo_global[t] = batch.sequence_start[t];
+    lo_sliding[t] = std::max(batch.sequence_start[t], t - c.sliding_window + 1);
+    hi[t] = t + 1;
+  }
+  const auto lo_of = [&](int64_t l) -> const std::vector<int64_t>& {
+    return c.layer_kinds[static_cast<size_t>(l)] == AttentionKind::kSliding ? lo_sliding
+                                                                            : lo_global;
+  };
+  const VocabSlice vocab{c.vocab_size, 0, c.vocab_size, c.vocab_size};
+  const VocabParallelEmbedding embedding(w.embed_tokens, vocab,
+                                         c.EmbedScale(w.embed_tokens.weight.dtype()), nullptr);
+  Tensor h = embedding.Forward(batch.tokens);
+  std::vector<GemmaLayerSaved> saved(static_cast<size_t>(c.num_layers));
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    h = GemmaLayerTrainForward(c, l, w.layers[static_cast<size_t>(l)], h, batch.positions, lo_of(l),
+                               hi, nullptr, MatmulPrecision::kExact, saved[static_cast<size_t>(l)]);
+  }
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  Tensor normed = ActivationLike(h, h.shape());
+  ops::RmsNorm(h, w.final_norm, eps, normed);
+  const VocabParallelHead head(w.embed_tokens, vocab, static_cast<float>(c.final_logit_softcap),
+                               nullptr);
+  const Tensor logits = head.LogitShard(normed, MatmulPrecision::kExact);
+  Tensor dlogits = ActivationLike(logits, logits.shape());
+  const Tensor losses = VocabParallelCrossEntropy(logits, batch.targets, vocab, nullptr,
+                                                  1.0f / static_cast<float>(counted), dlogits);
+  double total = 0;  // the per-token losses, read on the host (one value per token)
+  const Tensor host_losses = losses.device().is_cpu() ? losses : Tensor();
+  GEMMAPOD_CHECK(host_losses.defined(), "loss: the loss lives on ", losses.device().ToString(),
+                 "; copying it to the host is the device backend's job (not built)");
+  for (int64_t t = 0; t < T; ++t) total += host_losses.data<float>()[t];
+
+  Tensor dnormed = ActivationLike(h, h.shape()), dh = ActivationLike(h, h.shape());
+  head.Backward(normed, logits, dlogits, dnormed, grads.embed_tokens);
+  ops::RmsNormBackward(h, w.final_norm, dnormed, eps, dh, grads.final_norm);
+  Tensor dprev = ActivationLike(h, h.shape());
+  for (int64_t l = c.num_layers - 1; l >= 0; --l) {
+    GemmaLayerBackward(c, l, w.layers[static_cast<size_t>(l)], batch.positions, lo_of(l), hi,
+                       saved[static_cast<size_t>(l)], dh, nullptr, dprev,
+                       grads.layers[static_cast<size_t>(l)]);
+    std::swap(dh, dprev);
+  }
+  embedding.Backward(batch.tokens, dh, grads.embed_tokens);
+  return total / static_cast<double>(counted);
+}
+
+}  // namespace gemmapod

@@ -1,0 +1,43 @@
+// The language-model loss of a whole decoder-only Gemma on one rank and its gradient with respect
+// to every parameter: packed sequences in, mean next-token cross-entropy out, gradients
+// accumulated (so micro-batches add up). Built from the layers' training forwards and backwards;
+// the tied embedding gets its gradient from the lookup and from the head.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "models/gemma/gemma_layer_training.h"
+#include "models/gemma/gemma_weights.h"
+
+namespace gemmapod {
+
+struct GemmaGrads {
+  Tensor embed_tokens;  // f32 [V, d]
+  std::vector<GemmaLayerGrads> layers;
+  Tensor final_norm;
+  static GemmaGrads ZerosFor(const ModelConfig& config, const GemmaWeights& weights);
+};
+
+// Sequences packed one after another; each token's target is the next token of its sequence,
+// and `loss_mask` (per token, empty: all) says which targets count (a prompt's do not).
+struct PackedBatch {
+  std::vector<int32_t> tokens;
+  std::vector<int32_t> targets;  // -1: no loss at this token
+  std::vector<int32_t> positions;
+  std::vector<int64_t> sequence_start;  // per token: the row its sequence starts at
+};
+PackedBatch PackSequences(const std::vector<std::vector<int32_t>>& sequences,
+                          const std::vector<std::vector<uint8_t>>& loss_mask = {});
+
+class AdamW;
+// Registers every parameter of `weights` with its gradient in `grads`: matrices with weight decay,
+// norms without (Gemma has no biases).
+void AddGemmaParameters(AdamW& optimizer, const ModelConfig& config, GemmaWeights& weights,
+                        GemmaGrads& grads);
+
+// The mean cross-entropy over the batch's targets; grads += its gradient.
+double GemmaLossAndGradients(const ModelConfig& config, const GemmaWeights& weights,
+                             const PackedBatch& batch, GemmaGrads& grads);
+
+}  // namespace gemmapod
