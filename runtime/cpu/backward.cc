@@ -66,30 +66,6 @@ void SoftCapBackward(const float* y, const float* dy, float cap, float* dx, int6
   }
 }
 
-void CrossEntropy(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab,
-                  float grad_scale, float* losses, float* dlogits) {
-#pragma omp parallel for schedule(static) if (rows * vocab >= kParallelWork)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* z = logits + r * vocab;
-    float* g = dlogits + r * vocab;
-    const int32_t target = targets[r];
-    if (target < 0) {
-      losses[r] = 0;
-      std::fill(g, g + vocab, 0.0f);
-      continue;
-    }
-    const float max = *std::max_element(z, z + vocab);
-    double sum = 0;
-    for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(z[v]) - max);
-    const double log_sum = std::log(sum) + max;
-    losses[r] = static_cast<float>(log_sum - z[target]);
-    for (int64_t v = 0; v < vocab; ++v) {
-      g[v] = static_cast<float>(std::exp(static_cast<double>(z[v]) - log_sum) * grad_scale);
-    }
-    g[target] -= grad_scale;
-  }
-}
-
 void ScatterAddRows(const float* src, const int64_t* rows, int64_t count, int64_t width,
                     float* dst) {
   for (int64_t i = 0; i < count; ++i) {

@@ -1,7 +1,7 @@
 // Backward kernels of the layers' elementwise and reduction operations, on dense f32 arrays: the
-// gradient of each forward in runtime/cpu/ops.h with respect to its inputs (and weights), and the
-// cross-entropy loss with its gradient. Rows are independent and threaded; per-row sums run in
-// one order whatever the thread count.
+// gradient of each forward in runtime/cpu/ops.h with respect to its inputs (and weights), the
+// steps of the cross-entropy loss, and the optimizer's update. Rows are independent and threaded;
+// per-row sums run in one order whatever the thread count.
 #pragma once
 
 #include <cstdint>
@@ -18,12 +18,6 @@ void GeluTanhBackward(const float* x, const float* dy, float* dx, int64_t n);
 
 // y = cap * tanh(x / cap) given as its output y: dx = dy * (1 - (y / cap)^2).
 void SoftCapBackward(const float* y, const float* dy, float cap, float* dx, int64_t n);
-
-// Softmax cross-entropy of rows of logits [rows, vocab] against targets (-1: no loss on that
-// row): losses[r] = logsumexp(logits[r]) - logits[r, target] (0 when masked), and
-// dlogits[r] = (softmax(logits[r]) - onehot(target)) * grad_scale (0 when masked).
-void CrossEntropy(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab,
-                  float grad_scale, float* losses, float* dlogits);
 
 // dst[rows[i], :] += src[i, :] for every i (rows of -1 skipped), in order of i: the embedding
 // lookup's gradient, where a token may repeat.

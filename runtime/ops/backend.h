@@ -55,8 +55,6 @@ class Backend {
                                  const Tensor& v, const Tensor& dout, std::span<const int64_t> lo,
                                  std::span<const int64_t> hi, Tensor& dq, Tensor& dk, Tensor& dv);
   virtual void ScatterAddRows(const Tensor& dout, std::span<const int64_t> rows, Tensor& dtable);
-  virtual void CrossEntropy(const Tensor& logits, std::span<const int32_t> targets,
-                            float grad_scale, Tensor& losses, Tensor& dlogits);
   virtual void CausalConv1dBackward(const Tensor& x, const Tensor& taps, const Tensor& history,
                                     std::span<const int32_t> reach, const Tensor& dout, Tensor& dx,
                                     Tensor& dhistory, Tensor& dtaps, Tensor& dbias);

@@ -158,11 +158,6 @@ class Cpu final : public Backend {
     cpu::ScatterAddRows(dout.data<float>(), rows.data(), static_cast<int64_t>(rows.size()),
                         dout.dim(1), dtable.data<float>());
   }
-  void CrossEntropy(const Tensor& logits, std::span<const int32_t> targets, float grad_scale,
-                    Tensor& losses, Tensor& dlogits) override {
-    cpu::CrossEntropy(logits.data<float>(), targets.data(), logits.dim(0), logits.dim(1),
-                      grad_scale, losses.data<float>(), dlogits.data<float>());
-  }
   void CausalConv1dBackward(const Tensor& x, const Tensor& taps, const Tensor& history,
                             std::span<const int32_t> reach, const Tensor& dout, Tensor& dx,
                             Tensor& dhistory, Tensor& dtaps, Tensor& dbias) override {

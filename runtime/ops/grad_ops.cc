@@ -45,10 +45,6 @@ void Backend::AttentionBackward(const AttentionProblem&, const Tensor& q, const 
 void Backend::ScatterAddRows(const Tensor& dout, std::span<const int64_t>, Tensor&) {
   Missing("ScatterAddRows", dout);
 }
-void Backend::CrossEntropy(const Tensor& logits, std::span<const int32_t>, float, Tensor&,
-                           Tensor&) {
-  Missing("CrossEntropy", logits);
-}
 
 void Backend::AdamWUpdate(Tensor& master, Tensor&, Tensor&, const Tensor&, const AdamWStep&) {
   Missing("AdamWUpdate", master);
@@ -188,22 +184,6 @@ void ScatterAddRows(const Tensor& dout, std::span<const int64_t> rows, Tensor& d
                    " (entry ", i, ") of ", dtable.Describe());
   }
   b.ScatterAddRows(dout, rows, dtable);
-}
-
-void CrossEntropy(const Tensor& logits, std::span<const int32_t> targets, float grad_scale,
-                  Tensor& losses, Tensor& dlogits) {
-  Backend& b = On("CrossEntropy", {&logits, &losses, &dlogits});
-  CheckF32("CrossEntropy", {&logits, &losses, &dlogits});
-  CheckSameShape("CrossEntropy", logits, dlogits);
-  GEMMAPOD_CHECK(logits.rank() == 2 && logits.dim(0) == static_cast<int64_t>(targets.size()) &&
-                     losses.numel() == logits.dim(0),
-                 "CrossEntropy: ", logits.Describe(), " for ", targets.size(),
-                 " targets and losses ", losses.Describe());
-  for (size_t i = 0; i < targets.size(); ++i) {
-    GEMMAPOD_CHECK(targets[i] >= -1 && targets[i] < logits.dim(1), "CrossEntropy: target ",
-                   targets[i], " (row ", i, ") is outside the vocabulary of ", logits.dim(1));
-  }
-  b.CrossEntropy(logits, targets, grad_scale, losses, dlogits);
 }
 
 namespace {

@@ -43,12 +43,6 @@ void AttentionBackward(const AttentionProblem& problem, const Tensor& q, const T
 // dout f32 [rows.size(), d] and dtable f32 [vocab rows, d].
 void ScatterAddRows(const Tensor& dout, std::span<const int64_t> rows, Tensor& dtable);
 
-// Softmax cross-entropy of logits [rows, vocab] against targets (one per row; -1: masked, no
-// loss): losses f32 [rows] (0 where masked), dlogits [rows, vocab] = (softmax - onehot) *
-// grad_scale (0 where masked). grad_scale is 1 / (the tokens the loss averages over) for a mean.
-void CrossEntropy(const Tensor& logits, std::span<const int32_t> targets, float grad_scale,
-                  Tensor& losses, Tensor& dlogits);
-
 // Griffin's recurrent block (ops.h's CausalConv1d and RgLru), backward over the same chunk.
 // CausalConv1dBackward: from x [T, C], taps [C, 1, width], the history before the chunk
 // [width - 1, C], reach and dout [T, C]: dx and dhistory (overwritten), dtaps [C, 1, width] and

@@ -14,18 +14,11 @@
 #include <vector>
 
 #include "tests/error_of.h"
+#include "tests/gradient_check.h"
 #include "training/lr_schedule.h"
 
 namespace gemmapod {
 namespace {
-
-Tensor Random(Shape shape, uint32_t seed) {
-  Tensor t = Tensor::Empty(std::move(shape), DType::kF32);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-1, 1);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
-  return t;
-}
 
 struct Reference {
   std::vector<double> w, m, v;
@@ -35,7 +28,7 @@ struct Reference {
 TEST(AdamW, ThreeStepsMatchTorchsFormulaWithDecayAndClipping) {
   const AdamWOptions o{0.9f, 0.95f, 1e-8f, 0.1f};
   AdamW optimizer(o);
-  Tensor a = Random({3, 4}, 1), b = Random({5}, 2).To(DType::kBF16);
+  Tensor a = RandomTensor({3, 4}, 1), b = RandomTensor({5}, 2).To(DType::kBF16);
   Tensor ga = Tensor::Zeros({3, 4}, DType::kF32), gb = Tensor::Zeros({5}, DType::kF32);
   optimizer.Add("a.weight", a, ga, /*decay=*/true);
   optimizer.Add("b.norm", b, gb, /*decay=*/false);
@@ -48,7 +41,7 @@ TEST(AdamW, ThreeStepsMatchTorchsFormulaWithDecayAndClipping) {
   const float lrs[3] = {1e-2f, 5e-3f, 2e-3f};
   const double max_norms[3] = {0.0, 0.5, 100.0};  // no clipping, clipping, a bound not reached
   for (int step = 1; step <= 3; ++step) {
-    const Tensor new_a = Random({3, 4}, 10 + step), new_b = Random({5}, 20 + step);
+    const Tensor new_a = RandomTensor({3, 4}, 10 + step), new_b = RandomTensor({5}, 20 + step);
     std::copy_n(new_a.data<float>(), 12, ga.data<float>());
     std::copy_n(new_b.data<float>(), 5, gb.data<float>());
     const Tensor* grads[2] = {&ga, &gb};

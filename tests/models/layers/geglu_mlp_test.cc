@@ -11,56 +11,20 @@
 #include <random>
 #include <vector>
 
+#include "tests/gradient_check.h"
+
 namespace gemmapod {
 namespace {
 
-using Vec = std::vector<double>;
-
-Tensor Random(Shape shape, uint32_t seed, float scale) {
-  Tensor t = Tensor::Empty(std::move(shape), DType::kF32);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-scale, scale);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
-  return t;
-}
-
-Vec ToVec(const Tensor& t) {
-  const Tensor f = t.dtype() == DType::kF32 ? t : t.To(DType::kF32);
-  return Vec(f.data<float>(), f.data<float>() + f.numel());
-}
-
-Vec Numeric(const std::function<double(const Vec&)>& loss, Vec p) {
-  Vec g(p.size());
-  for (size_t i = 0; i < p.size(); ++i) {
-    const double keep = p[i];
-    p[i] = keep + 1e-5;
-    const double up = loss(p);
-    p[i] = keep - 1e-5;
-    const double down = loss(p);
-    p[i] = keep;
-    g[i] = (up - down) / 2e-5;
-  }
-  return g;
-}
-
-double Relative(const Tensor& got, const Vec& want) {
-  double worst = 0, scale = 1e-30;
-  for (size_t i = 0; i < want.size(); ++i) {
-    scale = std::max(scale, std::fabs(want[i]));
-    worst = std::max(worst, std::fabs(got.data<float>()[i] - want[i]));
-  }
-  return worst / scale;
-}
-
 struct Params {
-  Vec x, gate_w, gate_b, up_w, up_b, down_w, down_b;
+  Doubles x, gate_w, gate_b, up_w, up_b, down_w, down_b;
 };
 
 // L = sum(down(gelu(gate(x)) * up(x)) * r), in double.
-double Loss(const Params& p, const Vec& r, int64_t T, int64_t d, int64_t ffn) {
-  const auto linear = [](const Vec& in, const Vec& w, const Vec& b, int64_t rows, int64_t k,
-                         int64_t n) {
-    Vec out(static_cast<size_t>(rows * n));
+double Loss(const Params& p, const Doubles& r, int64_t T, int64_t d, int64_t ffn) {
+  const auto linear = [](const Doubles& in, const Doubles& w, const Doubles& b, int64_t rows,
+                         int64_t k, int64_t n) {
+    Doubles out(static_cast<size_t>(rows * n));
     for (int64_t t = 0; t < rows; ++t) {
       for (int64_t j = 0; j < n; ++j) {
         double s = b.empty() ? 0.0 : b[j];
@@ -70,14 +34,14 @@ double Loss(const Params& p, const Vec& r, int64_t T, int64_t d, int64_t ffn) {
     }
     return out;
   };
-  const Vec gate = linear(p.x, p.gate_w, p.gate_b, T, d, ffn);
-  const Vec up = linear(p.x, p.up_w, p.up_b, T, d, ffn);
-  Vec hidden(gate.size());
+  const Doubles gate = linear(p.x, p.gate_w, p.gate_b, T, d, ffn);
+  const Doubles up = linear(p.x, p.up_w, p.up_b, T, d, ffn);
+  Doubles hidden(gate.size());
   for (size_t i = 0; i < gate.size(); ++i) {
     const double v = gate[i];
     hidden[i] = 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v))) * up[i];
   }
-  const Vec out = linear(hidden, p.down_w, p.down_b, T, ffn, d);
+  const Doubles out = linear(hidden, p.down_w, p.down_b, T, ffn, d);
   double total = 0;
   for (size_t i = 0; i < out.size(); ++i) total += out[i] * r[i];
   return total;
@@ -88,16 +52,16 @@ class GegluMlpBackwardTest : public ::testing::TestWithParam<std::pair<bool, DTy
 TEST_P(GegluMlpBackwardTest, MatchesFiniteDifferences) {
   const auto [biases, wt] = GetParam();
   const int64_t T = 3, d = 6, ffn = 10;
-  Linear gate_proj{Random({ffn, d}, 1, 0.5f).To(wt), {}, {}};
-  Linear up_proj{Random({ffn, d}, 2, 0.5f).To(wt), {}, {}};
-  Linear down_proj{Random({d, ffn}, 3, 0.5f).To(wt), {}, {}};
+  Linear gate_proj{RandomTensor({ffn, d}, 1, 0.5f).To(wt), {}, {}};
+  Linear up_proj{RandomTensor({ffn, d}, 2, 0.5f).To(wt), {}, {}};
+  Linear down_proj{RandomTensor({d, ffn}, 3, 0.5f).To(wt), {}, {}};
   if (biases) {
-    gate_proj.bias = Random({ffn}, 4, 0.3f);
-    up_proj.bias = Random({ffn}, 5, 0.3f);
-    down_proj.bias = Random({d}, 6, 0.3f);
+    gate_proj.bias = RandomTensor({ffn}, 4, 0.3f);
+    up_proj.bias = RandomTensor({ffn}, 5, 0.3f);
+    down_proj.bias = RandomTensor({d}, 6, 0.3f);
   }
   const GegluMlpWeights w{gate_proj, up_proj, down_proj};
-  const Tensor x = Random({T, d}, 7, 1.0f), r = Random({T, d}, 8, 1.0f);
+  const Tensor x = RandomTensor({T, d}, 7, 1.0f), r = RandomTensor({T, d}, 8, 1.0f);
   Tensor gate = Tensor::Empty({T, ffn}, DType::kF32), up = Tensor::Empty({T, ffn}, DType::kF32),
          hidden = Tensor::Empty({T, ffn}, DType::kF32), out = Tensor::Empty({T, d}, DType::kF32);
   GegluMlpForward(x, w, nullptr, gate, up, hidden, out, MatmulPrecision::kExact);
@@ -106,13 +70,14 @@ TEST_P(GegluMlpBackwardTest, MatchesFiniteDifferences) {
   Tensor dx = Tensor::Empty({T, d}, DType::kF32);
   GegluMlpBackward(x, w, gate, up, hidden, /*dout=*/r, nullptr, dx, grads);
 
-  const auto bias = [&](const Linear& l) { return biases ? ToVec(l.bias) : Vec{}; };
-  const Params p{ToVec(x),      ToVec(gate_proj.weight), bias(gate_proj), ToVec(up_proj.weight),
-                 bias(up_proj), ToVec(down_proj.weight), bias(down_proj)};
-  const Vec rv = ToVec(r);
-  const auto wrt = [&](Vec Params::*field) {
-    return Numeric(
-        [&](const Vec& v) {
+  const auto bias = [&](const Linear& l) { return biases ? ToDoubles(l.bias) : Doubles{}; };
+  const Params p{
+      ToDoubles(x),  ToDoubles(gate_proj.weight), bias(gate_proj), ToDoubles(up_proj.weight),
+      bias(up_proj), ToDoubles(down_proj.weight), bias(down_proj)};
+  const Doubles rv = ToDoubles(r);
+  const auto wrt = [&](Doubles Params::*field) {
+    return CentralDifferences(
+        [&](const Doubles& v) {
           Params q = p;
           q.*field = v;
           return Loss(q, rv, T, d, ffn);
@@ -120,14 +85,14 @@ TEST_P(GegluMlpBackwardTest, MatchesFiniteDifferences) {
         p.*field);
   };
   // The weights' values are exact in double; only the f32 forward and backward round.
-  EXPECT_LT(Relative(dx, wrt(&Params::x)), 1e-5);
-  EXPECT_LT(Relative(grads.gate_proj.weight, wrt(&Params::gate_w)), 1e-5);
-  EXPECT_LT(Relative(grads.up_proj.weight, wrt(&Params::up_w)), 1e-5);
-  EXPECT_LT(Relative(grads.down_proj.weight, wrt(&Params::down_w)), 1e-5);
+  EXPECT_LT(MaxRelativeError(dx, wrt(&Params::x)), 1e-5);
+  EXPECT_LT(MaxRelativeError(grads.gate_proj.weight, wrt(&Params::gate_w)), 1e-5);
+  EXPECT_LT(MaxRelativeError(grads.up_proj.weight, wrt(&Params::up_w)), 1e-5);
+  EXPECT_LT(MaxRelativeError(grads.down_proj.weight, wrt(&Params::down_w)), 1e-5);
   if (biases) {
-    EXPECT_LT(Relative(grads.gate_proj.bias, wrt(&Params::gate_b)), 1e-5);
-    EXPECT_LT(Relative(grads.up_proj.bias, wrt(&Params::up_b)), 1e-5);
-    EXPECT_LT(Relative(grads.down_proj.bias, wrt(&Params::down_b)), 1e-5);
+    EXPECT_LT(MaxRelativeError(grads.gate_proj.bias, wrt(&Params::gate_b)), 1e-5);
+    EXPECT_LT(MaxRelativeError(grads.up_proj.bias, wrt(&Params::up_b)), 1e-5);
+    EXPECT_LT(MaxRelativeError(grads.down_proj.bias, wrt(&Params::down_b)), 1e-5);
   } else {
     EXPECT_FALSE(grads.gate_proj.bias.defined() && grads.gate_proj.bias.numel() > 0);
   }

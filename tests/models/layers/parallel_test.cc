@@ -14,6 +14,7 @@
 #include "runtime/comm/mpi_communicator.h"
 #include "runtime/ops/grad_ops.h"
 #include "tests/error_of.h"
+#include "tests/gradient_check.h"
 
 namespace gemmapod {
 namespace {
@@ -21,14 +22,6 @@ namespace {
 using ::testing::HasSubstr;
 
 constexpr int64_t kVocab = 11, kWidth = 6;
-
-Tensor Random(std::vector<int64_t> shape, uint32_t seed) {
-  Tensor t = Tensor::Empty(shape, DType::kF32);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
-  return t;
-}
 
 // Columns [begin, end) of a matrix.
 Tensor Columns(const Tensor& m, int64_t begin, int64_t end) {
@@ -46,7 +39,7 @@ class ParallelLayersTest : public ::testing::Test {
   ParallelLayersTest() : world_(MpiCommunicator::World()) {
     tp_ = world_->size();
     rank_ = world_->rank();
-    table_.weight = Random({kVocab, kWidth}, 1);
+    table_.weight = RandomTensor({kVocab, kWidth}, 1, 2.0f);
     // This rank's rows of the padded vocabulary; rows past the vocabulary are zeros.
     const int64_t rows = (kVocab + tp_ - 1) / tp_, begin = rank_ * rows;
     slice_ = {kVocab, begin, rows, std::max<int64_t>(0, std::min(rows, kVocab - begin))};
@@ -84,7 +77,7 @@ TEST_F(ParallelLayersTest, VocabParallelEmbeddingIsTheWholeLookupOnEveryRank) {
 }
 
 TEST_F(ParallelLayersTest, VocabParallelHeadShardsAreTheWholeLogitsColumns) {
-  const Tensor x = Random({3, kWidth}, 2);
+  const Tensor x = RandomTensor({3, kWidth}, 2, 2.0f);
   const VocabParallelHead whole(table_, whole_, 2.0f, nullptr);
   const Tensor want = whole.LogitShard(x, cpu::MatmulPrecision::kExact);
   const VocabParallelHead head(mine_, slice_, 2.0f, world_.get());
@@ -120,19 +113,21 @@ TEST_F(ParallelLayersTest, VocabParallelHeadShardsAreTheWholeLogitsColumns) {
 }
 
 // Each rank's loss and gradient shard from its logit shard alone equal the full-vocabulary
-// cross-entropy's (ops::CrossEntropy on the whole logits), padding columns included; a masked
-// token has no loss and no gradient.
+// cross-entropy's (the same layer over the whole logits on one rank), padding columns included;
+// a masked token has no loss and no gradient, and a target past the vocabulary is named.
 TEST_F(ParallelLayersTest, VocabParallelCrossEntropyNeedsNoFullLogits) {
   const int64_t T = 4;
-  const Tensor x = Random({T, kWidth}, 7);
+  const Tensor x = RandomTensor({T, kWidth}, 7, 2.0f);
   const VocabParallelHead head(mine_, slice_, 0.0f, world_.get());
   const Tensor shard = head.LogitShard(x, MatmulPrecision::kExact);
   const Tensor full = VocabParallelHead(table_, {kVocab, 0, kVocab, kVocab}, 0.0f, nullptr)
                           .LogitShard(x, MatmulPrecision::kExact);
   const std::vector<int32_t> targets = {3, -1, static_cast<int32_t>(kVocab - 1), 0};
-  Tensor want_losses = Tensor::Empty({T}, DType::kF32),
-         want_grad = Tensor::Empty(full.shape(), DType::kF32);
-  ops::CrossEntropy(full, targets, 0.25f, want_losses, want_grad);
+  // The unsharded reference: the same layer over the whole vocabulary on one rank (its steps are
+  // checked against central differences in tests/runtime/ops/grad_ops_test.cc).
+  Tensor want_grad = Tensor::Empty(full.shape(), DType::kF32);
+  const Tensor want_losses = VocabParallelCrossEntropy(full, targets, {kVocab, 0, kVocab, kVocab},
+                                                       nullptr, 0.25f, want_grad);
   Tensor dshard = Tensor::Empty(shard.shape(), DType::kF32);
   const Tensor losses =
       VocabParallelCrossEntropy(shard, targets, slice_, world_.get(), 0.25f, dshard);
@@ -146,6 +141,10 @@ TEST_F(ParallelLayersTest, VocabParallelCrossEntropyNeedsNoFullLogits) {
     }
   }
   EXPECT_EQ(losses.data<float>()[1], 0.0f);
+  const std::vector<int32_t> bad = {3, static_cast<int32_t>(kVocab), 0, 0};
+  EXPECT_THAT(
+      ErrorOf([&] { VocabParallelCrossEntropy(shard, bad, slice_, world_.get(), 0.25f, dshard); }),
+      HasSubstr("loss: target 11 (token 1) is outside the vocabulary of 11"));
 }
 
 // The loss's gradient through the soft-capped tied head, on every layout: dx and this rank's
@@ -154,7 +153,7 @@ TEST_F(ParallelLayersTest, VocabParallelCrossEntropyNeedsNoFullLogits) {
 TEST_F(ParallelLayersTest, TiedHeadAndEmbeddingBackwardMatchFiniteDifferences) {
   const int64_t T = 4;
   const float cap = 3.0f;
-  const Tensor x = Random({T, kWidth}, 9);
+  const Tensor x = RandomTensor({T, kWidth}, 9, 2.0f);
   const std::vector<int32_t> targets = {3, -1, static_cast<int32_t>(kVocab - 1), 0};
   const VocabParallelHead head(mine_, slice_, cap, world_.get());
   const Tensor shard = head.LogitShard(x, MatmulPrecision::kExact);
@@ -164,12 +163,11 @@ TEST_F(ParallelLayersTest, TiedHeadAndEmbeddingBackwardMatchFiniteDifferences) {
   Tensor dtable = Tensor::Zeros({slice_.rows, kWidth}, DType::kF32);
   head.Backward(x, shard, dshard, dx, dtable);
 
-  using Vec = std::vector<double>;
-  const auto loss = [&](const Vec& xs, const Vec& table) {
+  const auto loss = [&](const Doubles& xs, const Doubles& table) {
     double total = 0;
     for (int64_t t = 0; t < T; ++t) {
       if (targets[t] < 0) continue;
-      Vec z(kVocab);
+      Doubles z(kVocab);
       double max = -1e300, sum = 0;
       for (int64_t v = 0; v < kVocab; ++v) {
         double s = 0;
@@ -182,23 +180,12 @@ TEST_F(ParallelLayersTest, TiedHeadAndEmbeddingBackwardMatchFiniteDifferences) {
     }
     return total / 3;
   };
-  const auto numeric = [&](Vec p, const std::function<double(const Vec&)>& f) {
-    Vec g(p.size());
-    for (size_t i = 0; i < p.size(); ++i) {
-      const double keep = p[i];
-      p[i] = keep + 1e-5;
-      const double up = f(p);
-      p[i] = keep - 1e-5;
-      const double down = f(p);
-      p[i] = keep;
-      g[i] = (up - down) / 2e-5;
-    }
-    return g;
-  };
-  const Vec xv(x.data<float>(), x.data<float>() + x.numel());
-  const Vec tv(table_.weight.data<float>(), table_.weight.data<float>() + table_.weight.numel());
-  const Vec want_dx = numeric(xv, [&](const Vec& p) { return loss(p, tv); });
-  const Vec want_dt = numeric(tv, [&](const Vec& p) { return loss(xv, p); });
+
+  const Doubles xv(x.data<float>(), x.data<float>() + x.numel());
+  const Doubles tv(table_.weight.data<float>(),
+                   table_.weight.data<float>() + table_.weight.numel());
+  const Doubles want_dx = CentralDifferences([&](const Doubles& p) { return loss(p, tv); }, xv);
+  const Doubles want_dt = CentralDifferences([&](const Doubles& p) { return loss(xv, p); }, tv);
   double worst_dx = 0, worst_dt = 0, scale = 1e-30;
   for (size_t i = 0; i < want_dx.size(); ++i) {
     scale = std::max(scale, std::fabs(want_dx[i]));
@@ -217,7 +204,7 @@ TEST_F(ParallelLayersTest, TiedHeadAndEmbeddingBackwardMatchFiniteDifferences) {
 
   // The lookup: dtable += dh rows of this rank's tokens, times the scale (a token repeats).
   const std::vector<int32_t> tokens = {2, 7, 2, static_cast<int32_t>(kVocab - 1)};
-  const Tensor dh = Random({4, kWidth}, 10);
+  const Tensor dh = RandomTensor({4, kWidth}, 10, 2.0f);
   Tensor dembed = Tensor::Zeros({slice_.rows, kWidth}, DType::kF32);
   VocabParallelEmbedding(mine_, slice_, 1.5f, world_.get()).Backward(tokens, dh, dembed);
   for (int64_t r = 0; r < slice_.rows; ++r) {
@@ -236,9 +223,9 @@ TEST_F(ParallelLayersTest, TiedHeadAndEmbeddingBackwardMatchFiniteDifferences) {
 TEST_F(ParallelLayersTest, RowParallelSumsOverTheGroupAndAddsTheBiasOnce) {
   const int64_t in = 8, out = 5;
   Linear whole;
-  whole.weight = Random({out, in}, 3);
-  whole.bias = Random({out}, 4);
-  const Tensor x = Random({2, in}, 5);
+  whole.weight = RandomTensor({out, in}, 3, 2.0f);
+  whole.bias = RandomTensor({out}, 4, 2.0f);
+  const Tensor x = RandomTensor({2, in}, 5, 2.0f);
   Tensor want = Tensor::Empty({2, out}, DType::kF32);
   RowParallelLinear(whole, nullptr).Forward(x, want, cpu::MatmulPrecision::kExact);
 

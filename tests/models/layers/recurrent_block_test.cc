@@ -10,40 +10,21 @@
 #include <random>
 #include <vector>
 
+#include "tests/gradient_check.h"
+
 namespace gemmapod {
 namespace {
-
-using Vec = std::vector<double>;
-
-Tensor Random(Shape shape, uint32_t seed, float scale) {
-  Tensor t = Tensor::Empty(std::move(shape), DType::kF32);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-scale, scale);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
-  return t;
-}
-
-Vec ToVec(const Tensor& t) { return Vec(t.data<float>(), t.data<float>() + t.numel()); }
-
-double Relative(const Tensor& got, const Vec& want) {
-  double worst = 0, scale = 1e-30;
-  for (size_t i = 0; i < want.size(); ++i) {
-    scale = std::max(scale, std::fabs(want[i]));
-    worst = std::max(worst, std::fabs(got.data<float>()[i] - want[i]));
-  }
-  return worst / scale;
-}
 
 constexpr int64_t T = 5, d = 4, C = 6, H = 2, bw = 3, width = 4;
 
 struct Params {
-  Vec x, wy, by, wx, bx, taps, cb, lambda, wgx, bgx, wga, bga, wo, bo;
+  Doubles x, wy, by, wx, bx, taps, cb, lambda, wgx, bgx, wga, bga, wo, bo;
 };
 
 double Sigmoid(double v) { return 1 / (1 + std::exp(-v)); }
 
-Vec Linear(const Vec& in, const Vec& w, const Vec& b, int64_t k, int64_t n) {
-  Vec out(static_cast<size_t>(T * n));
+Doubles Linear(const Doubles& in, const Doubles& w, const Doubles& b, int64_t k, int64_t n) {
+  Doubles out(static_cast<size_t>(T * n));
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t j = 0; j < n; ++j) {
       double s = b[j];
@@ -54,8 +35,8 @@ Vec Linear(const Vec& in, const Vec& w, const Vec& b, int64_t k, int64_t n) {
   return out;
 }
 
-Vec BlockDiagonal(const Vec& in, const Vec& w, const Vec& b) {
-  Vec out(static_cast<size_t>(T * C));
+Doubles BlockDiagonal(const Doubles& in, const Doubles& w, const Doubles& b) {
+  Doubles out(static_cast<size_t>(T * C));
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t h = 0; h < H; ++h) {
       for (int64_t j = 0; j < bw; ++j) {
@@ -68,10 +49,10 @@ Vec BlockDiagonal(const Vec& in, const Vec& w, const Vec& b) {
   return out;
 }
 
-double Loss(const Params& p, const Vec& history, const Vec& state,
-            const std::vector<int32_t>& reach, const std::vector<int32_t>& pos, const Vec& r) {
-  const Vec y_pre = Linear(p.x, p.wy, p.by, d, C), u = Linear(p.x, p.wx, p.bx, d, C);
-  Vec conv(static_cast<size_t>(T * C));
+double Loss(const Params& p, const Doubles& history, const Doubles& state,
+            const std::vector<int32_t>& reach, const std::vector<int32_t>& pos, const Doubles& r) {
+  const Doubles y_pre = Linear(p.x, p.wy, p.by, d, C), u = Linear(p.x, p.wx, p.bx, d, C);
+  Doubles conv(static_cast<size_t>(T * C));
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t c = 0; c < C; ++c) {
       double o = p.cb[c];
@@ -83,8 +64,8 @@ double Loss(const Params& p, const Vec& history, const Vec& state,
       conv[t * C + c] = o;
     }
   }
-  const Vec gx = BlockDiagonal(conv, p.wgx, p.bgx), ga = BlockDiagonal(conv, p.wga, p.bga);
-  Vec prod(static_cast<size_t>(T * C));
+  const Doubles gx = BlockDiagonal(conv, p.wgx, p.bgx), ga = BlockDiagonal(conv, p.wga, p.bga);
+  Doubles prod(static_cast<size_t>(T * C));
   for (int64_t c = 0; c < C; ++c) {
     double h = state[c];
     const double sp = std::log1p(std::exp(p.lambda[c]));
@@ -97,7 +78,7 @@ double Loss(const Params& p, const Vec& history, const Vec& state,
       prod[t * C + c] = y * h;
     }
   }
-  const Vec out = Linear(prod, p.wo, p.bo, C, d);
+  const Doubles out = Linear(prod, p.wo, p.bo, C, d);
   double total = 0;
   for (size_t i = 0; i < out.size(); ++i) total += out[i] * r[i];
   return total;
@@ -105,18 +86,19 @@ double Loss(const Params& p, const Vec& history, const Vec& state,
 
 TEST(RecurrentBlockBackward, MatchesFiniteDifferences) {
   RecurrentBlockWeights w;
-  w.linear_y = {Random({C, d}, 1, 0.6f), {}, Random({C}, 2, 0.3f)};
-  w.linear_x = {Random({C, d}, 3, 0.6f), {}, Random({C}, 4, 0.3f)};
-  w.linear_out = {Random({d, C}, 5, 0.6f), {}, Random({d}, 6, 0.3f)};
-  w.conv_weight = Random({C, 1, width}, 7, 0.5f);
-  w.conv_bias = Random({C}, 8, 0.3f);
-  w.recurrent_param = Random({C}, 9, 1.0f);
-  w.input_gate_weight = Random({H, bw, bw}, 10, 0.6f);
-  w.input_gate_bias = Random({H, bw}, 11, 0.3f);
-  w.recurrent_gate_weight = Random({H, bw, bw}, 12, 0.6f);
-  w.recurrent_gate_bias = Random({H, bw}, 13, 0.3f);
-  const Tensor x = Random({T, d}, 14, 1.0f), r = Random({T, d}, 15, 1.0f);
-  const Tensor history = Random({width - 1, C}, 16, 1.0f), state = Random({C}, 17, 1.0f);
+  w.linear_y = {RandomTensor({C, d}, 1, 0.6f), {}, RandomTensor({C}, 2, 0.3f)};
+  w.linear_x = {RandomTensor({C, d}, 3, 0.6f), {}, RandomTensor({C}, 4, 0.3f)};
+  w.linear_out = {RandomTensor({d, C}, 5, 0.6f), {}, RandomTensor({d}, 6, 0.3f)};
+  w.conv_weight = RandomTensor({C, 1, width}, 7, 0.5f);
+  w.conv_bias = RandomTensor({C}, 8, 0.3f);
+  w.recurrent_param = RandomTensor({C}, 9, 1.0f);
+  w.input_gate_weight = RandomTensor({H, bw, bw}, 10, 0.6f);
+  w.input_gate_bias = RandomTensor({H, bw}, 11, 0.3f);
+  w.recurrent_gate_weight = RandomTensor({H, bw, bw}, 12, 0.6f);
+  w.recurrent_gate_bias = RandomTensor({H, bw}, 13, 0.3f);
+  const Tensor x = RandomTensor({T, d}, 14, 1.0f), r = RandomTensor({T, d}, 15, 1.0f);
+  const Tensor history = RandomTensor({width - 1, C}, 16, 1.0f),
+               state = RandomTensor({C}, 17, 1.0f);
   const std::vector<int32_t> pos = {3, 4, 0, 1, 2};  // continues a document, then a new one
   const std::vector<int32_t> reach = {3, 3, 0, 1, 2};
   RecurrentBlockState st{history.Clone(), state.Clone()};
@@ -127,25 +109,25 @@ TEST(RecurrentBlockBackward, MatchesFiniteDifferences) {
   Tensor dx = Tensor::Empty({T, d}, DType::kF32);
   RecurrentBlockBackward(x, w, {reach, pos}, store, 0, r, nullptr, dx, grads);
 
-  const Params p{ToVec(x),
-                 ToVec(w.linear_y.weight),
-                 ToVec(w.linear_y.bias),
-                 ToVec(w.linear_x.weight),
-                 ToVec(w.linear_x.bias),
-                 ToVec(w.conv_weight),
-                 ToVec(w.conv_bias),
-                 ToVec(w.recurrent_param),
-                 ToVec(w.input_gate_weight),
-                 ToVec(w.input_gate_bias),
-                 ToVec(w.recurrent_gate_weight),
-                 ToVec(w.recurrent_gate_bias),
-                 ToVec(w.linear_out.weight),
-                 ToVec(w.linear_out.bias)};
-  const Vec hv = ToVec(history), sv = ToVec(state), rv = ToVec(r);
-  const auto wrt = [&](Vec Params::*field) {
+  const Params p{ToDoubles(x),
+                 ToDoubles(w.linear_y.weight),
+                 ToDoubles(w.linear_y.bias),
+                 ToDoubles(w.linear_x.weight),
+                 ToDoubles(w.linear_x.bias),
+                 ToDoubles(w.conv_weight),
+                 ToDoubles(w.conv_bias),
+                 ToDoubles(w.recurrent_param),
+                 ToDoubles(w.input_gate_weight),
+                 ToDoubles(w.input_gate_bias),
+                 ToDoubles(w.recurrent_gate_weight),
+                 ToDoubles(w.recurrent_gate_bias),
+                 ToDoubles(w.linear_out.weight),
+                 ToDoubles(w.linear_out.bias)};
+  const Doubles hv = ToDoubles(history), sv = ToDoubles(state), rv = ToDoubles(r);
+  const auto wrt = [&](Doubles Params::*field) {
     Params q = p;
-    Vec& v = q.*field;
-    Vec g(v.size());
+    Doubles& v = q.*field;
+    Doubles g(v.size());
     for (size_t i = 0; i < v.size(); ++i) {
       const double keep = v[i];
       v[i] = keep + 1e-5;
@@ -157,20 +139,20 @@ TEST(RecurrentBlockBackward, MatchesFiniteDifferences) {
     }
     return g;
   };
-  EXPECT_LT(Relative(dx, wrt(&Params::x)), 1e-5);
-  EXPECT_LT(Relative(grads.linear_y.weight, wrt(&Params::wy)), 1e-5);
-  EXPECT_LT(Relative(grads.linear_y.bias, wrt(&Params::by)), 1e-5);
-  EXPECT_LT(Relative(grads.linear_x.weight, wrt(&Params::wx)), 1e-5);
-  EXPECT_LT(Relative(grads.linear_x.bias, wrt(&Params::bx)), 1e-5);
-  EXPECT_LT(Relative(grads.conv_weight, wrt(&Params::taps)), 1e-5);
-  EXPECT_LT(Relative(grads.conv_bias, wrt(&Params::cb)), 1e-5);
-  EXPECT_LT(Relative(grads.recurrent_param, wrt(&Params::lambda)), 1e-5);
-  EXPECT_LT(Relative(grads.input_gate_weight, wrt(&Params::wgx)), 1e-5);
-  EXPECT_LT(Relative(grads.input_gate_bias, wrt(&Params::bgx)), 1e-5);
-  EXPECT_LT(Relative(grads.recurrent_gate_weight, wrt(&Params::wga)), 1e-5);
-  EXPECT_LT(Relative(grads.recurrent_gate_bias, wrt(&Params::bga)), 1e-5);
-  EXPECT_LT(Relative(grads.linear_out.weight, wrt(&Params::wo)), 1e-5);
-  EXPECT_LT(Relative(grads.linear_out.bias, wrt(&Params::bo)), 1e-5);
+  EXPECT_LT(MaxRelativeError(dx, wrt(&Params::x)), 1e-5);
+  EXPECT_LT(MaxRelativeError(grads.linear_y.weight, wrt(&Params::wy)), 1e-5);
+  EXPECT_LT(MaxRelativeError(grads.linear_y.bias, wrt(&Params::by)), 1e-5);
+  EXPECT_LT(MaxRelativeError(grads.linear_x.weight, wrt(&Params::wx)), 1e-5);
+  EXPECT_LT(MaxRelativeError(grads.linear_x.bias, wrt(&Params::bx)), 1e-5);
+  EXPECT_LT(MaxRelativeError(grads.conv_weight, wrt(&Params::taps)), 1e-5);
+  EXPECT_LT(MaxRelativeError(grads.conv_bias, wrt(&Params::cb)), 1e-5);
+  EXPECT_LT(MaxRelativeError(grads.recurrent_param, wrt(&Params::lambda)), 1e-5);
+  EXPECT_LT(MaxRelativeError(grads.input_gate_weight, wrt(&Params::wgx)), 1e-5);
+  EXPECT_LT(MaxRelativeError(grads.input_gate_bias, wrt(&Params::bgx)), 1e-5);
+  EXPECT_LT(MaxRelativeError(grads.recurrent_gate_weight, wrt(&Params::wga)), 1e-5);
+  EXPECT_LT(MaxRelativeError(grads.recurrent_gate_bias, wrt(&Params::bga)), 1e-5);
+  EXPECT_LT(MaxRelativeError(grads.linear_out.weight, wrt(&Params::wo)), 1e-5);
+  EXPECT_LT(MaxRelativeError(grads.linear_out.bias, wrt(&Params::bo)), 1e-5);
 }
 
 }  // namespace

@@ -11,39 +11,20 @@
 #include <random>
 #include <vector>
 
+#include "tests/gradient_check.h"
+
 namespace gemmapod {
 namespace {
-
-using Vec = std::vector<double>;
-
-Tensor Random(Shape shape, uint32_t seed, float scale) {
-  Tensor t = Tensor::Empty(std::move(shape), DType::kF32);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-scale, scale);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
-  return t;
-}
-
-Vec ToVec(const Tensor& t) { return Vec(t.data<float>(), t.data<float>() + t.numel()); }
-
-double Relative(const Tensor& got, const Vec& want) {
-  double worst = 0, scale = 1e-30;
-  for (size_t i = 0; i < want.size(); ++i) {
-    scale = std::max(scale, std::fabs(want[i]));
-    worst = std::max(worst, std::fabs(got.data<float>()[i] - want[i]));
-  }
-  return worst / scale;
-}
 
 constexpr int64_t T = 5, d = 8, H = 4, KV = 2, hd = 4;
 constexpr float kEps = 1e-6f, kTheta = 10000.0f;
 
 struct Params {
-  Vec x, wq, wk, wv, wo, qn, kn;
+  Doubles x, wq, wk, wv, wo, qn, kn;
 };
 
-Vec Project(const Vec& x, const Vec& w, int64_t n) {
-  Vec y(static_cast<size_t>(T * n), 0.0);
+Doubles Project(const Doubles& x, const Doubles& w, int64_t n) {
+  Doubles y(static_cast<size_t>(T * n), 0.0);
   const int64_t k = static_cast<int64_t>(w.size()) / n;
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t j = 0; j < n; ++j) {
@@ -54,7 +35,8 @@ Vec Project(const Vec& x, const Vec& w, int64_t n) {
 }
 
 // Per-head RMSNorm (1 + w) and half-split RoPE of rows [T, heads * hd], in place.
-void NormAndRotate(Vec& y, int64_t heads, const Vec* norm, const std::vector<int32_t>& pos) {
+void NormAndRotate(Doubles& y, int64_t heads, const Doubles* norm,
+                   const std::vector<int32_t>& pos) {
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t h = 0; h < heads; ++h) {
       double* v = y.data() + t * heads * hd + h * hd;
@@ -75,17 +57,17 @@ void NormAndRotate(Vec& y, int64_t heads, const Vec* norm, const std::vector<int
 }
 
 double Loss(const Params& p, bool qk_norm, float softcap, const std::vector<int32_t>& pos,
-            const std::vector<int64_t>& lo, const std::vector<int64_t>& hi, const Vec& r,
+            const std::vector<int64_t>& lo, const std::vector<int64_t>& hi, const Doubles& r,
             float scale) {
-  Vec q = Project(p.x, p.wq, H * hd), k = Project(p.x, p.wk, KV * hd),
-      v = Project(p.x, p.wv, KV * hd);
+  Doubles q = Project(p.x, p.wq, H * hd), k = Project(p.x, p.wk, KV * hd),
+          v = Project(p.x, p.wv, KV * hd);
   NormAndRotate(q, H, qk_norm ? &p.qn : nullptr, pos);
   NormAndRotate(k, KV, qk_norm ? &p.kn : nullptr, pos);
-  Vec attn(static_cast<size_t>(T * H * hd), 0.0);
+  Doubles attn(static_cast<size_t>(T * H * hd), 0.0);
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t h = 0; h < H; ++h) {
       const int64_t g = h / (H / KV);
-      Vec z;
+      Doubles z;
       double max = -1e300;
       for (int64_t j = lo[t]; j < hi[t]; ++j) {
         double s = 0;
@@ -106,7 +88,7 @@ double Loss(const Params& p, bool qk_norm, float softcap, const std::vector<int3
       }
     }
   }
-  const Vec out = Project(attn, p.wo, d);
+  const Doubles out = Project(attn, p.wo, d);
   double total = 0;
   for (size_t i = 0; i < out.size(); ++i) total += out[i] * r[i];
   return total;
@@ -116,10 +98,11 @@ class SelfAttentionBackwardTest : public ::testing::TestWithParam<std::tuple<boo
 
 TEST_P(SelfAttentionBackwardTest, MatchesFiniteDifferences) {
   const auto [qk_norm, softcap, window] = GetParam();
-  const Linear q_proj{Random({H * hd, d}, 1, 0.5f), {}, {}},
-      k_proj{Random({KV * hd, d}, 2, 0.5f), {}, {}}, v_proj{Random({KV * hd, d}, 3, 0.5f), {}, {}},
-      o_proj{Random({d, H * hd}, 4, 0.5f), {}, {}};
-  const Tensor q_norm = Random({hd}, 5, 0.3f), k_norm = Random({hd}, 6, 0.3f);
+  const Linear q_proj{RandomTensor({H * hd, d}, 1, 0.5f), {}, {}},
+      k_proj{RandomTensor({KV * hd, d}, 2, 0.5f), {}, {}},
+      v_proj{RandomTensor({KV * hd, d}, 3, 0.5f), {}, {}},
+      o_proj{RandomTensor({d, H * hd}, 4, 0.5f), {}, {}};
+  const Tensor q_norm = RandomTensor({hd}, 5, 0.3f), k_norm = RandomTensor({hd}, 6, 0.3f);
   const SelfAttentionWeights w{
       q_proj, k_proj, v_proj, o_proj, qk_norm ? &q_norm : nullptr, qk_norm ? &k_norm : nullptr};
   const float scale = 0.6f;
@@ -131,7 +114,7 @@ TEST_P(SelfAttentionBackwardTest, MatchesFiniteDifferences) {
     lo[t] = window > 0 ? std::max<int64_t>(0, t - window + 1) : 0;
     hi[t] = t + 1;
   }
-  const Tensor x = Random({T, d}, 7, 1.0f), r = Random({T, d}, 8, 1.0f);
+  const Tensor x = RandomTensor({T, d}, 7, 1.0f), r = RandomTensor({T, d}, 8, 1.0f);
   Tensor out = Tensor::Empty({T, d}, DType::kF32);
   SelfAttentionSaved saved;
   SelfAttentionTrainForward(x, w, s, pos, lo, hi, nullptr, MatmulPrecision::kExact, out, saved);
@@ -139,31 +122,31 @@ TEST_P(SelfAttentionBackwardTest, MatchesFiniteDifferences) {
   Tensor dx = Tensor::Empty({T, d}, DType::kF32);
   SelfAttentionBackward(w, s, pos, lo, hi, saved, r, nullptr, dx, grads);
 
-  const Params p{ToVec(x),
-                 ToVec(q_proj.weight),
-                 ToVec(k_proj.weight),
-                 ToVec(v_proj.weight),
-                 ToVec(o_proj.weight),
-                 ToVec(q_norm),
-                 ToVec(k_norm)};
-  const Vec rv = ToVec(r);
+  const Params p{ToDoubles(x),
+                 ToDoubles(q_proj.weight),
+                 ToDoubles(k_proj.weight),
+                 ToDoubles(v_proj.weight),
+                 ToDoubles(o_proj.weight),
+                 ToDoubles(q_norm),
+                 ToDoubles(k_norm)};
+  const Doubles rv = ToDoubles(r);
   // The forward in double gives the f32 forward's output to f32 rounding.
-  EXPECT_LT(Relative(out,
-                     [&] {
-                       Vec o(static_cast<size_t>(T * d));
-                       for (int64_t i = 0; i < T * d; ++i) {
-                         Vec onehot(static_cast<size_t>(T * d), 0.0);
-                         onehot[static_cast<size_t>(i)] = 1;
-                         o[static_cast<size_t>(i)] =
-                             Loss(p, qk_norm, softcap, pos, lo, hi, onehot, scale);
-                       }
-                       return o;
-                     }()),
+  EXPECT_LT(MaxRelativeError(out,
+                             [&] {
+                               Doubles o(static_cast<size_t>(T * d));
+                               for (int64_t i = 0; i < T * d; ++i) {
+                                 Doubles onehot(static_cast<size_t>(T * d), 0.0);
+                                 onehot[static_cast<size_t>(i)] = 1;
+                                 o[static_cast<size_t>(i)] =
+                                     Loss(p, qk_norm, softcap, pos, lo, hi, onehot, scale);
+                               }
+                               return o;
+                             }()),
             1e-5);
-  const auto wrt = [&](Vec Params::*field) {
+  const auto wrt = [&](Doubles Params::*field) {
     Params q = p;
-    Vec& v = q.*field;
-    Vec g(v.size());
+    Doubles& v = q.*field;
+    Doubles g(v.size());
     for (size_t i = 0; i < v.size(); ++i) {
       const double keep = v[i];
       v[i] = keep + 1e-5;
@@ -175,14 +158,14 @@ TEST_P(SelfAttentionBackwardTest, MatchesFiniteDifferences) {
     }
     return g;
   };
-  EXPECT_LT(Relative(dx, wrt(&Params::x)), 1e-5);
-  EXPECT_LT(Relative(grads.q_proj.weight, wrt(&Params::wq)), 1e-5);
-  EXPECT_LT(Relative(grads.k_proj.weight, wrt(&Params::wk)), 1e-5);
-  EXPECT_LT(Relative(grads.v_proj.weight, wrt(&Params::wv)), 1e-5);
-  EXPECT_LT(Relative(grads.o_proj.weight, wrt(&Params::wo)), 1e-5);
+  EXPECT_LT(MaxRelativeError(dx, wrt(&Params::x)), 1e-5);
+  EXPECT_LT(MaxRelativeError(grads.q_proj.weight, wrt(&Params::wq)), 1e-5);
+  EXPECT_LT(MaxRelativeError(grads.k_proj.weight, wrt(&Params::wk)), 1e-5);
+  EXPECT_LT(MaxRelativeError(grads.v_proj.weight, wrt(&Params::wv)), 1e-5);
+  EXPECT_LT(MaxRelativeError(grads.o_proj.weight, wrt(&Params::wo)), 1e-5);
   if (qk_norm) {
-    EXPECT_LT(Relative(grads.q_norm, wrt(&Params::qn)), 1e-5);
-    EXPECT_LT(Relative(grads.k_norm, wrt(&Params::kn)), 1e-5);
+    EXPECT_LT(MaxRelativeError(grads.q_norm, wrt(&Params::qn)), 1e-5);
+    EXPECT_LT(MaxRelativeError(grads.k_norm, wrt(&Params::kn)), 1e-5);
   }
 }
 

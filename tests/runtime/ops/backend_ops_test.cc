@@ -18,28 +18,12 @@
 #include "runtime/ops/backend.h"
 #include "runtime/ops/ops.h"
 #include "tests/error_of.h"
+#include "tests/gradient_check.h"
 
 namespace gemmapod::ops {
 namespace {
 
 using ::testing::HasSubstr;
-
-Tensor Random(Shape shape, uint32_t seed, float scale = 1.0f) {
-  Tensor t = Tensor::Empty(std::move(shape), DType::kF32);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-scale, scale);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
-  return t;
-}
-
-double MaxRelative(const Tensor& got, const std::vector<double>& want) {
-  double worst = 0, scale = 1e-30;
-  for (double w : want) scale = std::max(scale, std::fabs(w));
-  for (size_t i = 0; i < want.size(); ++i) {
-    worst = std::max(worst, std::fabs(got.data<float>()[i] - want[i]));
-  }
-  return worst / scale;
-}
 
 class BackendOps : public ::testing::TestWithParam<DeviceKind> {
  protected:
@@ -58,7 +42,7 @@ TEST_P(BackendOps, MatMulInEveryWeightTypeAndPrecision) {
   uint32_t seed = 1;
   for (const auto& c : cases) {
     const int64_t M = c[0], K = c[1], N = c[2];
-    const Tensor x = Random({M, K}, seed++), w = Random({N, K}, seed++);
+    const Tensor x = RandomTensor({M, K}, seed++), w = RandomTensor({N, K}, seed++);
     for (DType wt : {DType::kF32, DType::kBF16}) {
       const Tensor weights = w.To(wt);
       const Tensor exact_w = weights.To(DType::kF32);  // the values the kernel multiplies
@@ -76,13 +60,14 @@ TEST_P(BackendOps, MatMulInEveryWeightTypeAndPrecision) {
         MatMul(x, weights, y, p);
         // Exact: f32-grade; fast rounds the activations to bf16 (2^-9 relative each).
         const double bound = p == MatmulPrecision::kExact ? 1e-5 : 2e-2;
-        EXPECT_LT(MaxRelative(y, want), bound) << M << "x" << K << "x" << N << " " << DTypeName(wt)
-                                               << " fast=" << (p != MatmulPrecision::kExact);
+        EXPECT_LT(MaxRelativeError(y, want), bound)
+            << M << "x" << K << "x" << N << " " << DTypeName(wt)
+            << " fast=" << (p != MatmulPrecision::kExact);
       }
     }
   }
   // A 3-d activation is its rows.
-  const Tensor x = Random({2, 3, 8}, 50), w = Random({5, 8}, 51);
+  const Tensor x = RandomTensor({2, 3, 8}, 50), w = RandomTensor({5, 8}, 51);
   Tensor y3 = Tensor::Empty({2, 3, 5}, DType::kF32), y2 = Tensor::Empty({6, 5}, DType::kF32);
   MatMul(x, w, y3, MatmulPrecision::kExact);
   MatMul(x.Reshape({6, 8}), w, y2, MatmulPrecision::kExact);
@@ -91,11 +76,11 @@ TEST_P(BackendOps, MatMulInEveryWeightTypeAndPrecision) {
 
 TEST_P(BackendOps, MatMulInt8AndRowBias) {
   const int64_t M = 5, K = 37, N = 11;
-  const Tensor x = Random({M, K}, 2);
-  Tensor w = Tensor::Empty({N, K}, DType::kI8), scale = Random({N}, 3, 0.05f);
+  const Tensor x = RandomTensor({M, K}, 2);
+  Tensor w = Tensor::Empty({N, K}, DType::kI8), scale = RandomTensor({N}, 3, 0.05f);
   for (int64_t i = 0; i < w.numel(); ++i)
     w.data<int8_t>()[i] = static_cast<int8_t>(i * 37 % 255 - 127);
-  const Tensor bias = Random({N}, 4);
+  const Tensor bias = RandomTensor({N}, 4);
   std::vector<double> want(static_cast<size_t>(M * N), 0.0);
   for (int64_t m = 0; m < M; ++m) {
     for (int64_t n = 0; n < N; ++n) {
@@ -109,13 +94,13 @@ TEST_P(BackendOps, MatMulInt8AndRowBias) {
   Tensor y = Tensor::Empty({M, N}, DType::kF32);
   MatMulInt8(x, w, scale, y);
   AddRowBias(bias, y);
-  EXPECT_LT(MaxRelative(y, want), 1e-5);
+  EXPECT_LT(MaxRelativeError(y, want), 1e-5);
 }
 
 TEST_P(BackendOps, GatherRowsInEveryTableType) {
   const int64_t V = 7, d = 19;
-  const Tensor table = Random({V, d}, 20);
-  Tensor q = Tensor::Empty({V, d}, DType::kI8), scale = Random({V}, 21, 0.1f);
+  const Tensor table = RandomTensor({V, d}, 20);
+  Tensor q = Tensor::Empty({V, d}, DType::kI8), scale = RandomTensor({V}, 21, 0.1f);
   for (int64_t i = 0; i < q.numel(); ++i)
     q.data<int8_t>()[i] = static_cast<int8_t>(i * 29 % 255 - 127);
   const std::vector<int64_t> rows = {3, -1, 0, 6, 3};
@@ -136,7 +121,7 @@ TEST_P(BackendOps, GatherRowsInEveryTableType) {
         }
       }
     }
-    EXPECT_LT(MaxRelative(out, want), 1e-6) << "table type " << kind;
+    EXPECT_LT(MaxRelativeError(out, want), 1e-6) << "table type " << kind;
     EXPECT_EQ(out.data<float>()[d], 0.0f);  // row -1: another rank's token
   }
   Tensor out = Tensor::Empty({1, d}, DType::kF32);
@@ -147,8 +132,8 @@ TEST_P(BackendOps, GatherRowsInEveryTableType) {
 }
 
 TEST_P(BackendOps, ScatterRowsWritesARing) {
-  const Tensor src = Random({4, 9}, 40);
-  Tensor ring = Random({5, 9}, 41);
+  const Tensor src = RandomTensor({4, 9}, 40);
+  Tensor ring = RandomTensor({5, 9}, 41);
   const Tensor before = ring.Clone();
   const std::vector<int64_t> slots = {-1, 4, 0, 2};  // the first row finds no room
   ScatterRows(src, slots, ring);
@@ -171,7 +156,7 @@ TEST_P(BackendOps, ScatterRowsWritesARing) {
 
 TEST_P(BackendOps, RmsNormIsGemmasOnePlusWeight) {
   for (int64_t d : {1, 15, 33, 257}) {
-    const Tensor x = Random({3, d}, 5, 3.0f), weight = Random({d}, 6);
+    const Tensor x = RandomTensor({3, d}, 5, 3.0f), weight = RandomTensor({d}, 6);
     Tensor out = Tensor::Empty({3, d}, DType::kF32);
     RmsNorm(x, weight, 1e-6f, out);
     std::vector<double> want;
@@ -183,20 +168,20 @@ TEST_P(BackendOps, RmsNormIsGemmasOnePlusWeight) {
         want.push_back(x.data<float>()[r * d + j] * inv * (1 + double{weight.data<float>()[j]}));
       }
     }
-    EXPECT_LT(MaxRelative(out, want), 2e-6) << d;
+    EXPECT_LT(MaxRelativeError(out, want), 2e-6) << d;
   }
 }
 
 TEST_P(BackendOps, ElementwiseOperations) {
   const int64_t n = 1003;  // past every vector width, with a tail
-  const Tensor a = Random({n}, 7, 6.0f), b = Random({n}, 8, 6.0f);
+  const Tensor a = RandomTensor({n}, 7, 6.0f), b = RandomTensor({n}, 8, 6.0f);
   const auto check = [&](const char* what, const std::function<void(Tensor&)>& run,
                          const std::function<double(double, double)>& f, double bound) {
     Tensor out = Tensor::Empty({n}, DType::kF32);
     run(out);
     std::vector<double> want;
     for (int64_t i = 0; i < n; ++i) want.push_back(f(a.data<float>()[i], b.data<float>()[i]));
-    EXPECT_LT(MaxRelative(out, want), bound) << what;
+    EXPECT_LT(MaxRelativeError(out, want), bound) << what;
   };
   check(
       "Add", [&](Tensor& o) { Add(a, b, o); }, [](double x, double y) { return x + y; }, 1e-7);
@@ -224,7 +209,7 @@ TEST_P(BackendOps, RopeRotatesHalfSplitPairs) {
   const int64_t rows = 3, heads = 2, hd = 12;
   const std::vector<int32_t> positions = {0, 5, 1000};
   for (const Rope rope : {Rope{10000, 1, 1}, Rope{10000, 0.5f, 1}, Rope{1e6f, 1, 8}}) {
-    const Tensor x = Random({rows, heads * hd}, 9);
+    const Tensor x = RandomTensor({rows, heads * hd}, 9);
     Tensor y = x.Clone();
     RopeHalfSplit(y, heads, hd, positions, rope);
     const int64_t rot = static_cast<int64_t>(hd * rope.rotary_fraction), half = rot / 2;
@@ -242,7 +227,8 @@ TEST_P(BackendOps, RopeRotatesHalfSplitPairs) {
         }
       }
     }
-    EXPECT_LT(MaxRelative(y, want), 2e-5) << rope.rotary_fraction << " " << rope.position_scale;
+    EXPECT_LT(MaxRelativeError(y, want), 2e-5)
+        << rope.rotary_fraction << " " << rope.position_scale;
   }
 }
 
@@ -251,8 +237,9 @@ TEST_P(BackendOps, RopeRotatesHalfSplitPairs) {
 // (runtime/cpu's attention_test covers the kernel's shapes, masks and invariances at length.)
 TEST_P(BackendOps, AttentionOverTensorRuns) {
   const int64_t H = 3, hd = 16, row = 2 * hd, positions = 40, n = 4;
-  const Tensor keys = Random({positions, row}, 30, 1.5f), values = Random({positions, row}, 31);
-  const Tensor q = Random({n, H * hd}, 32, 2.0f);
+  const Tensor keys = RandomTensor({positions, row}, 30, 1.5f),
+               values = RandomTensor({positions, row}, 31);
+  const Tensor q = RandomTensor({n, H * hd}, 32, 2.0f);
   AttentionProblem p;
   p.num_heads = H;
   p.num_kv_heads = 1;
@@ -290,15 +277,15 @@ TEST_P(BackendOps, AttentionOverTensorRuns) {
       }
     }
   }
-  EXPECT_LT(MaxRelative(out, want), 2e-6);
+  EXPECT_LT(MaxRelativeError(out, want), 2e-6);
   p.first_kv_head = 2;  // past the rows' two heads
   EXPECT_THAT(ErrorOf([&] { Attention(p, q, runs, lo, hi, out); }),
               HasSubstr("does not hold heads [2, 3) of 16 in rows of 32"));
 }
 
 TEST_P(BackendOps, CopyAndFillColumns) {
-  const Tensor src = Random({3, 11}, 40);
-  Tensor dst = Random({3, 7}, 41);
+  const Tensor src = RandomTensor({3, 11}, 40);
+  Tensor dst = RandomTensor({3, 7}, 41);
   const Tensor before = dst.Clone();
   CopyColumns(src, 4, dst, 2, 5);
   FillColumns(dst, 0, 1, -7.5f);
@@ -320,7 +307,8 @@ TEST_P(BackendOps, CopyAndFillColumns) {
 // them) with a document start inside the second, against the whole sequence convolved at once.
 TEST_P(BackendOps, CausalConv1dCarriesItsHistoryAndStopsAtDocuments) {
   const int64_t C = 37, width = 4, T = 13;
-  const Tensor x = Random({T, C}, 50), taps = Random({C, 1, width}, 51), bias = Random({C}, 52);
+  const Tensor x = RandomTensor({T, C}, 50), taps = RandomTensor({C, 1, width}, 51),
+               bias = RandomTensor({C}, 52);
   const std::vector<int64_t> doc = {0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};  // restarts at 5
   std::vector<double> want(static_cast<size_t>(T * C));
   for (int64_t t = 0; t < T; ++t) {
@@ -348,7 +336,7 @@ TEST_P(BackendOps, CausalConv1dCarriesItsHistoryAndStopsAtDocuments) {
     CopyColumns(piece, 0, piece, 0, C);  // a no-op copy onto itself is allowed
     std::copy_n(piece.data<float>(), piece.numel(), out.data<float>() + b * C);
   }
-  EXPECT_LT(MaxRelative(out, want), 1e-6);
+  EXPECT_LT(MaxRelativeError(out, want), 1e-6);
   // The history now holds the last width - 1 inputs, oldest first.
   for (int64_t i = 0; i < (width - 1) * C; ++i) {
     EXPECT_EQ(history.data<float>()[i], x.data<float>()[(T - width + 1) * C + i]) << i;
@@ -361,7 +349,8 @@ TEST_P(BackendOps, CausalConv1dCarriesItsHistoryAndStopsAtDocuments) {
 TEST_P(BackendOps, BlockDiagonalMatMulIsOneBlockPerHead) {
   for (const auto& [T, H, bw] :
        std::vector<std::tuple<int64_t, int64_t, int64_t>>{{1, 1, 1}, {3, 2, 5}, {7, 3, 17}}) {
-    const Tensor x = Random({T, H * bw}, 60), w = Random({H, bw, bw}, 61), b = Random({H, bw}, 62);
+    const Tensor x = RandomTensor({T, H * bw}, 60), w = RandomTensor({H, bw, bw}, 61),
+                 b = RandomTensor({H, bw}, 62);
     std::vector<double> want(static_cast<size_t>(T * H * bw));
     for (int64_t t = 0; t < T; ++t) {
       for (int64_t h = 0; h < H; ++h) {
@@ -377,7 +366,7 @@ TEST_P(BackendOps, BlockDiagonalMatMulIsOneBlockPerHead) {
     }
     Tensor out = Tensor::Empty({T, H * bw}, DType::kF32);
     BlockDiagonalMatMul(x, w, b, out);
-    EXPECT_LT(MaxRelative(out, want), 1e-6) << T << "x" << H << "x" << bw;
+    EXPECT_LT(MaxRelativeError(out, want), 1e-6) << T << "x" << H << "x" << bw;
   }
 }
 
@@ -385,8 +374,9 @@ TEST_P(BackendOps, BlockDiagonalMatMulIsOneBlockPerHead) {
 // the recurrence in double precision; wide enough (300 channels x 200 tokens) to thread.
 TEST_P(BackendOps, RgLruCarriesItsStateAndResetsAtDocuments) {
   const int64_t T = 200, C = 300;
-  const Tensor x = Random({T, C}, 70), gx = Random({T, C}, 71, 3.0f), ga = Random({T, C}, 72, 3.0f);
-  const Tensor lambda = Random({C}, 73, 2.0f);
+  const Tensor x = RandomTensor({T, C}, 70), gx = RandomTensor({T, C}, 71, 3.0f),
+               ga = RandomTensor({T, C}, 72, 3.0f);
+  const Tensor lambda = RandomTensor({C}, 73, 2.0f);
   std::vector<int32_t> pos(T);
   for (int64_t t = 0; t < T; ++t) pos[t] = static_cast<int32_t>(t < 150 ? t : t - 150);
   const auto sigmoid = [](double v) { return 1 / (1 + std::exp(-v)); };
@@ -408,7 +398,7 @@ TEST_P(BackendOps, RgLruCarriesItsStateAndResetsAtDocuments) {
           std::span<const int32_t>(pos).subspan(b, e - b), state, piece);
     std::copy_n(piece.data<float>(), piece.numel(), out.data<float>() + b * C);
   }
-  EXPECT_LT(MaxRelative(out, want), 1e-5);
+  EXPECT_LT(MaxRelativeError(out, want), 1e-5);
   for (int64_t ch = 0; ch < C; ++ch) {
     EXPECT_EQ(state.data<float>()[ch], out.data<float>()[(T - 1) * C + ch]) << ch;
   }
@@ -422,7 +412,8 @@ INSTANTIATE_TEST_SUITE_P(Devices, BackendOps,
 
 // The seam's checks, before any backend runs.
 TEST(OpsSeam, MisplacedOrMisshapenOperandsAreNamed) {
-  Tensor a = Random({4}, 10), b = Random({4}, 11), out = Tensor::Empty({4}, DType::kF32);
+  Tensor a = RandomTensor({4}, 10), b = RandomTensor({4}, 11),
+         out = Tensor::Empty({4}, DType::kF32);
   // A tensor that says it lives on a GPU (its bytes are never read: the check comes first).
   float fake[4] = {};
   Tensor on_gpu = Tensor::Borrow(fake, {4}, DType::kF32, Device::Cuda(0));
@@ -430,15 +421,15 @@ TEST(OpsSeam, MisplacedOrMisshapenOperandsAreNamed) {
               HasSubstr("Add: operands on cpu:0 and cuda:0"));
   EXPECT_THAT(ErrorOf([&] { Add(on_gpu, on_gpu, on_gpu); }),
               HasSubstr("Add: no operations backend for cuda:0"));
-  Tensor longer = Random({5}, 12);
+  Tensor longer = RandomTensor({5}, 12);
   EXPECT_THAT(ErrorOf([&] { Mul(a, longer, out); }), HasSubstr("Mul: f32[4]"));
   const Tensor ints = Tensor::Empty({4}, DType::kI32);
   EXPECT_THAT(ErrorOf([&] { GeluTanh(ints, out); }), HasSubstr("is not f32"));
-  const Tensor x = Random({2, 8}, 13), w = Random({3, 7}, 14);
+  const Tensor x = RandomTensor({2, 8}, 13), w = RandomTensor({3, 7}, 14);
   Tensor y = Tensor::Empty({2, 3}, DType::kF32);
   EXPECT_THAT(ErrorOf([&] { MatMul(x, w, y, MatmulPrecision::kExact); }),
               HasSubstr("MatMul: f32[2, 8]"));
-  Tensor q = Random({3, 8}, 15);
+  Tensor q = RandomTensor({3, 8}, 15);
   EXPECT_THAT(ErrorOf([&] {
                 RopeHalfSplit(q, 2, 4, std::vector<int32_t>{0, 1}, {});
               }),

@@ -13,51 +13,12 @@
 #include <vector>
 
 #include "tests/error_of.h"
+#include "tests/gradient_check.h"
 
 namespace gemmapod::ops {
 namespace {
 
-using Vec = std::vector<double>;
-
-Tensor Random(Shape shape, uint32_t seed, float scale = 1.0f) {
-  Tensor t = Tensor::Empty(std::move(shape), DType::kF32);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-scale, scale);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
-  return t;
-}
-
-Vec ToVec(const Tensor& t) {
-  const Tensor f = t.dtype() == DType::kF32 ? t : t.To(DType::kF32);
-  return Vec(f.data<float>(), f.data<float>() + f.numel());
-}
-
-// dL/dp by central differences of the double-precision loss L(p), step h.
-Vec Numeric(const std::function<double(const Vec&)>& loss, Vec p, double h = 1e-5) {
-  Vec g(p.size());
-  for (size_t i = 0; i < p.size(); ++i) {
-    const double keep = p[i];
-    p[i] = keep + h;
-    const double up = loss(p);
-    p[i] = keep - h;
-    const double down = loss(p);
-    p[i] = keep;
-    g[i] = (up - down) / (2 * h);
-  }
-  return g;
-}
-
-// max |got - want| / max |want|.
-double Relative(const Tensor& got, const Vec& want) {
-  double worst = 0, scale = 1e-30;
-  for (size_t i = 0; i < want.size(); ++i) {
-    scale = std::max(scale, std::fabs(want[i]));
-    worst = std::max(worst, std::fabs(got.data<float>()[i] - want[i]));
-  }
-  return worst / scale;
-}
-
-double Dot(const Vec& a, const Vec& b) {
+double Dot(const Doubles& a, const Doubles& b) {
   double s = 0;
   for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
   return s;
@@ -66,10 +27,11 @@ double Dot(const Vec& a, const Vec& b) {
 TEST(GradOps, MatMulGradientsInF32AndBf16Weights) {
   const int64_t M = 5, K = 7, N = 3;
   for (DType wt : {DType::kF32, DType::kBF16}) {
-    const Tensor x = Random({M, K}, 1), w = Random({N, K}, 2).To(wt), r = Random({M, N}, 3);
-    const Vec xv = ToVec(x), wv = ToVec(w), rv = ToVec(r);
-    const auto loss = [&](const Vec& xs, const Vec& ws) {
-      Vec y(static_cast<size_t>(M * N), 0.0);
+    const Tensor x = RandomTensor({M, K}, 1), w = RandomTensor({N, K}, 2).To(wt),
+                 r = RandomTensor({M, N}, 3);
+    const Doubles xv = ToDoubles(x), wv = ToDoubles(w), rv = ToDoubles(r);
+    const auto loss = [&](const Doubles& xs, const Doubles& ws) {
+      Doubles y(static_cast<size_t>(M * N), 0.0);
       for (int64_t m = 0; m < M; ++m) {
         for (int64_t n = 0; n < N; ++n) {
           for (int64_t k = 0; k < K; ++k) y[m * N + n] += xs[m * K + k] * ws[n * K + k];
@@ -77,18 +39,20 @@ TEST(GradOps, MatMulGradientsInF32AndBf16Weights) {
       }
       return Dot(y, rv);
     };
-    Tensor dx = Tensor::Empty({M, K}, DType::kF32), dw = Random({N, K}, 4);
+    Tensor dx = Tensor::Empty({M, K}, DType::kF32), dw = RandomTensor({N, K}, 4);
     const Tensor dw_before = dw.Clone();
     MatMulGradInput(r, w, dx);
     MatMulGradWeight(r, x, dw, /*accumulate=*/true);
-    EXPECT_LT(Relative(dx, Numeric([&](const Vec& p) { return loss(p, wv); }, xv)), 1e-5)
+    EXPECT_LT(
+        MaxRelativeError(dx, CentralDifferences([&](const Doubles& p) { return loss(p, wv); }, xv)),
+        1e-5)
         << DTypeName(wt);
-    Vec want_dw = Numeric([&](const Vec& p) { return loss(xv, p); }, wv);
+    Doubles want_dw = CentralDifferences([&](const Doubles& p) { return loss(xv, p); }, wv);
     for (size_t i = 0; i < want_dw.size(); ++i) want_dw[i] += dw_before.data<float>()[i];
-    EXPECT_LT(Relative(dw, want_dw), 1e-5) << DTypeName(wt) << " (accumulated)";
+    EXPECT_LT(MaxRelativeError(dw, want_dw), 1e-5) << DTypeName(wt) << " (accumulated)";
   }
   // A bias: dL/db = the sum of r's rows.
-  const Tensor r = Random({4, 3}, 5);
+  const Tensor r = RandomTensor({4, 3}, 5);
   Tensor db = Tensor::Empty({3}, DType::kF32);
   RowBiasGrad(r, db, false);
   for (int64_t n = 0; n < 3; ++n) {
@@ -101,9 +65,10 @@ TEST(GradOps, MatMulGradientsInF32AndBf16Weights) {
 TEST(GradOps, RmsNormGradientOfInputAndOnePlusWeight) {
   const int64_t rows = 3, d = 9;
   const float eps = 1e-6f;
-  const Tensor x = Random({rows, d}, 10), w = Random({d}, 11, 0.5f), r = Random({rows, d}, 12);
-  const Vec xv = ToVec(x), wv = ToVec(w), rv = ToVec(r);
-  const auto loss = [&](const Vec& xs, const Vec& ws) {
+  const Tensor x = RandomTensor({rows, d}, 10), w = RandomTensor({d}, 11, 0.5f),
+               r = RandomTensor({rows, d}, 12);
+  const Doubles xv = ToDoubles(x), wv = ToDoubles(w), rv = ToDoubles(r);
+  const auto loss = [&](const Doubles& xs, const Doubles& ws) {
     double total = 0;
     for (int64_t i = 0; i < rows; ++i) {
       double ms = 0;
@@ -115,16 +80,20 @@ TEST(GradOps, RmsNormGradientOfInputAndOnePlusWeight) {
   };
   Tensor dx = Tensor::Empty({rows, d}, DType::kF32), dw = Tensor::Zeros({d}, DType::kF32);
   RmsNormBackward(x, w, r, eps, dx, dw);
-  EXPECT_LT(Relative(dx, Numeric([&](const Vec& p) { return loss(p, wv); }, xv)), 1e-5);
-  EXPECT_LT(Relative(dw, Numeric([&](const Vec& p) { return loss(xv, p); }, wv)), 1e-5);
+  EXPECT_LT(
+      MaxRelativeError(dx, CentralDifferences([&](const Doubles& p) { return loss(p, wv); }, xv)),
+      1e-5);
+  EXPECT_LT(
+      MaxRelativeError(dw, CentralDifferences([&](const Doubles& p) { return loss(xv, p); }, wv)),
+      1e-5);
 }
 
 TEST(GradOps, GeluTanhAndSoftCap) {
-  const Tensor x = Random({37}, 20, 4.0f), r = Random({37}, 21);
-  const Vec xv = ToVec(x), rv = ToVec(r);
+  const Tensor x = RandomTensor({37}, 20, 4.0f), r = RandomTensor({37}, 21);
+  const Doubles xv = ToDoubles(x), rv = ToDoubles(r);
   Tensor dx = Tensor::Empty({37}, DType::kF32);
   GeluTanhBackward(x, r, dx);
-  const auto gelu = [&](const Vec& p) {
+  const auto gelu = [&](const Doubles& p) {
     double s = 0;
     for (size_t i = 0; i < p.size(); ++i) {
       const double v = p[i];
@@ -132,18 +101,18 @@ TEST(GradOps, GeluTanhAndSoftCap) {
     }
     return s;
   };
-  EXPECT_LT(Relative(dx, Numeric(gelu, xv)), 1e-5);
+  EXPECT_LT(MaxRelativeError(dx, CentralDifferences(gelu, xv)), 1e-5);
 
   const float cap = 2.5f;
   Tensor y = Tensor::Empty({37}, DType::kF32);
   SoftCap(x, cap, y);
   SoftCapBackward(y, r, cap, dx);
-  const auto capped = [&](const Vec& p) {
+  const auto capped = [&](const Doubles& p) {
     double s = 0;
     for (size_t i = 0; i < p.size(); ++i) s += cap * std::tanh(p[i] / cap) * rv[i];
     return s;
   };
-  EXPECT_LT(Relative(dx, Numeric(capped, xv)), 1e-5);
+  EXPECT_LT(MaxRelativeError(dx, CentralDifferences(capped, xv)), 1e-5);
 }
 
 // RoPE's backward rotates back: the adjoint of the rotation. RecurrentGemma's half-rotated heads
@@ -152,24 +121,25 @@ TEST(GradOps, RopeBackwardIsTheTransposedRotation) {
   const int64_t rows = 3, heads = 2, hd = 8;
   const std::vector<int32_t> positions = {0, 5, 1234};
   for (const Rope rope : {Rope{10000, 1, 1}, Rope{10000, 0.5f, 1}, Rope{1e6f, 1, 8}}) {
-    const Tensor x = Random({rows, heads * hd}, 30), r = Random({rows, heads * hd}, 31);
-    const Vec xv = ToVec(x), rv = ToVec(r);
-    const auto loss = [&](const Vec& p) {
+    const Tensor x = RandomTensor({rows, heads * hd}, 30), r = RandomTensor({rows, heads * hd}, 31);
+    const Doubles xv = ToDoubles(x), rv = ToDoubles(r);
+    const auto loss = [&](const Doubles& p) {
       Tensor t = Tensor::Empty({rows, heads * hd}, DType::kF32);
       for (size_t i = 0; i < p.size(); ++i) t.data<float>()[i] = static_cast<float>(p[i]);
       // Linear in x: the f32 forward's differences are exact enough with a large step.
       RopeHalfSplit(t, heads, hd, positions, rope);
-      return Dot(ToVec(t), rv);
+      return Dot(ToDoubles(t), rv);
     };
     Tensor dx = r.Clone();
     RopeHalfSplitBackward(dx, heads, hd, positions, rope);
-    EXPECT_LT(Relative(dx, Numeric(loss, xv, 0.25)), 1e-5) << rope.rotary_fraction;
+    EXPECT_LT(MaxRelativeError(dx, CentralDifferences(loss, xv, 0.25)), 1e-5)
+        << rope.rotary_fraction;
   }
 }
 
 // Attention in double: query i, head h over keys [lo[i], hi[i]) of key/value head h / group.
-double AttentionLoss(const AttentionProblem& p, const Vec& q, const Vec& k, const Vec& v,
-                     const Vec& r, int64_t n, const std::vector<int64_t>& lo,
+double AttentionLoss(const AttentionProblem& p, const Doubles& q, const Doubles& k,
+                     const Doubles& v, const Doubles& r, int64_t n, const std::vector<int64_t>& lo,
                      const std::vector<int64_t>& hi) {
   const int64_t H = p.num_heads, hd = p.head_dim, group = H / p.num_kv_heads;
   double total = 0;
@@ -218,21 +188,24 @@ TEST(GradOps, AttentionBackwardInEveryVariant) {
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     const AttentionProblem& p = c.p;
-    const Tensor q = Random({c.n, p.num_heads * p.head_dim}, 70),
-                 k = Random({c.m, p.kv_row_stride}, 71), v = Random({c.m, p.kv_row_stride}, 72),
-                 r = Random({c.n, p.num_heads * p.head_dim}, 73);
+    const Tensor q = RandomTensor({c.n, p.num_heads * p.head_dim}, 70),
+                 k = RandomTensor({c.m, p.kv_row_stride}, 71),
+                 v = RandomTensor({c.m, p.kv_row_stride}, 72),
+                 r = RandomTensor({c.n, p.num_heads * p.head_dim}, 73);
     const int64_t kv = p.num_kv_heads * p.head_dim;
     Tensor dq = Tensor::Empty(q.shape(), DType::kF32), dk = Tensor::Empty({c.m, kv}, DType::kF32),
            dv = Tensor::Empty({c.m, kv}, DType::kF32);
     AttentionBackward(p, q, k, v, r, c.lo, c.hi, dq, dk, dv);
-    const Vec qv = ToVec(q), kvv = ToVec(k), vv = ToVec(v), rv = ToVec(r);
-    const auto loss = [&](const Vec& qs, const Vec& ks, const Vec& vs) {
+    const Doubles qv = ToDoubles(q), kvv = ToDoubles(k), vv = ToDoubles(v), rv = ToDoubles(r);
+    const auto loss = [&](const Doubles& qs, const Doubles& ks, const Doubles& vs) {
       return AttentionLoss(p, qs, ks, vs, rv, c.n, c.lo, c.hi);
     };
-    EXPECT_LT(Relative(dq, Numeric([&](const Vec& x) { return loss(x, kvv, vv); }, qv)), 1e-5);
+    EXPECT_LT(MaxRelativeError(
+                  dq, CentralDifferences([&](const Doubles& x) { return loss(x, kvv, vv); }, qv)),
+              1e-5);
     // dk and dv hold only the problem's heads: compare with those columns of the numeric gradient.
-    const auto heads_of = [&](const Vec& full) {
-      Vec out;
+    const auto heads_of = [&](const Doubles& full) {
+      Doubles out;
       for (int64_t j = 0; j < c.m; ++j) {
         for (int64_t e = 0; e < kv; ++e) {
           out.push_back(
@@ -241,9 +214,11 @@ TEST(GradOps, AttentionBackwardInEveryVariant) {
       }
       return out;
     };
-    EXPECT_LT(Relative(dk, heads_of(Numeric([&](const Vec& x) { return loss(qv, x, vv); }, kvv))),
+    EXPECT_LT(MaxRelativeError(dk, heads_of(CentralDifferences(
+                                       [&](const Doubles& x) { return loss(qv, x, vv); }, kvv))),
               1e-5);
-    EXPECT_LT(Relative(dv, heads_of(Numeric([&](const Vec& x) { return loss(qv, kvv, x); }, vv))),
+    EXPECT_LT(MaxRelativeError(dv, heads_of(CentralDifferences(
+                                       [&](const Doubles& x) { return loss(qv, kvv, x); }, vv))),
               1e-5);
   }
 }
@@ -252,10 +227,12 @@ TEST(GradOps, AttentionBackwardInEveryVariant) {
 // input's, tap's, bias's and history row's gradient.
 TEST(GradOps, CausalConv1dBackward) {
   const int64_t T = 6, C = 5, width = 4;
-  const Tensor x = Random({T, C}, 80), taps = Random({C, 1, width}, 81), bias = Random({C}, 82),
-               history = Random({width - 1, C}, 83), r = Random({T, C}, 84);
+  const Tensor x = RandomTensor({T, C}, 80), taps = RandomTensor({C, 1, width}, 81),
+               bias = RandomTensor({C}, 82), history = RandomTensor({width - 1, C}, 83),
+               r = RandomTensor({T, C}, 84);
   const std::vector<int32_t> reach = {3, 3, 3, 0, 1, 2};  // a document starts at token 3
-  const auto loss = [&](const Vec& xs, const Vec& ts, const Vec& bs, const Vec& hs) {
+  const auto loss = [&](const Doubles& xs, const Doubles& ts, const Doubles& bs,
+                        const Doubles& hs) {
     double total = 0;
     for (int64_t t = 0; t < T; ++t) {
       for (int64_t c = 0; c < C; ++c) {
@@ -273,22 +250,32 @@ TEST(GradOps, CausalConv1dBackward) {
   Tensor dx = Tensor::Empty({T, C}, DType::kF32), dh = Tensor::Empty({width - 1, C}, DType::kF32),
          dtaps = Tensor::Zeros({C, 1, width}, DType::kF32), dbias = Tensor::Zeros({C}, DType::kF32);
   CausalConv1dBackward(x, taps, history, reach, r, dx, dh, dtaps, dbias);
-  const Vec xv = ToVec(x), tv = ToVec(taps), bv = ToVec(bias), hv = ToVec(history);
-  EXPECT_LT(Relative(dx, Numeric([&](const Vec& p) { return loss(p, tv, bv, hv); }, xv)), 1e-5);
-  EXPECT_LT(Relative(dtaps, Numeric([&](const Vec& p) { return loss(xv, p, bv, hv); }, tv)), 1e-5);
-  EXPECT_LT(Relative(dbias, Numeric([&](const Vec& p) { return loss(xv, tv, p, hv); }, bv)), 1e-5);
-  EXPECT_LT(Relative(dh, Numeric([&](const Vec& p) { return loss(xv, tv, bv, p); }, hv)), 1e-5);
+  const Doubles xv = ToDoubles(x), tv = ToDoubles(taps), bv = ToDoubles(bias),
+                hv = ToDoubles(history);
+  EXPECT_LT(MaxRelativeError(
+                dx, CentralDifferences([&](const Doubles& p) { return loss(p, tv, bv, hv); }, xv)),
+            1e-5);
+  EXPECT_LT(MaxRelativeError(dtaps, CentralDifferences(
+                                        [&](const Doubles& p) { return loss(xv, p, bv, hv); }, tv)),
+            1e-5);
+  EXPECT_LT(MaxRelativeError(dbias, CentralDifferences(
+                                        [&](const Doubles& p) { return loss(xv, tv, p, hv); }, bv)),
+            1e-5);
+  EXPECT_LT(MaxRelativeError(
+                dh, CentralDifferences([&](const Doubles& p) { return loss(xv, tv, bv, p); }, hv)),
+            1e-5);
 }
 
 // The RG-LRU through time from a carried state, with a document start inside the chunk: the
 // gradients of the input, both gates, Λ and the state before the chunk.
 TEST(GradOps, RgLruBackwardThroughTime) {
   const int64_t T = 7, C = 6;
-  const Tensor x = Random({T, C}, 90), gx = Random({T, C}, 91, 2.0f), ga = Random({T, C}, 92, 2.0f),
-               lambda = Random({C}, 93, 2.0f), state = Random({C}, 94), r = Random({T, C}, 95);
+  const Tensor x = RandomTensor({T, C}, 90), gx = RandomTensor({T, C}, 91, 2.0f),
+               ga = RandomTensor({T, C}, 92, 2.0f), lambda = RandomTensor({C}, 93, 2.0f),
+               state = RandomTensor({C}, 94), r = RandomTensor({T, C}, 95);
   const std::vector<int32_t> pos = {5, 6, 7, 0, 1, 2, 3};  // continues a document, then a new one
-  const auto loss = [&](const Vec& xs, const Vec& gxs, const Vec& gas, const Vec& ls,
-                        const Vec& s0) {
+  const auto loss = [&](const Doubles& xs, const Doubles& gxs, const Doubles& gas,
+                        const Doubles& ls, const Doubles& s0) {
     const auto sigmoid = [](double v) { return 1 / (1 + std::exp(-v)); };
     double total = 0;
     for (int64_t c = 0; c < C; ++c) {
@@ -309,22 +296,33 @@ TEST(GradOps, RgLruBackwardThroughTime) {
          dga = Tensor::Empty({T, C}, DType::kF32), dl = Tensor::Zeros({C}, DType::kF32),
          ds = Tensor::Empty({C}, DType::kF32);
   RgLruBackward(x, gx, ga, lambda, pos, state, h, r, dx, dgx, dga, dl, ds);
-  const Vec xv = ToVec(x), gxv = ToVec(gx), gav = ToVec(ga), lv = ToVec(lambda), sv = ToVec(state);
-  EXPECT_LT(Relative(dx, Numeric([&](const Vec& p) { return loss(p, gxv, gav, lv, sv); }, xv)),
-            1e-5);
-  EXPECT_LT(Relative(dgx, Numeric([&](const Vec& p) { return loss(xv, p, gav, lv, sv); }, gxv)),
-            1e-5);
-  EXPECT_LT(Relative(dga, Numeric([&](const Vec& p) { return loss(xv, gxv, p, lv, sv); }, gav)),
-            1e-5);
-  EXPECT_LT(Relative(dl, Numeric([&](const Vec& p) { return loss(xv, gxv, gav, p, sv); }, lv)),
-            1e-5);
-  EXPECT_LT(Relative(ds, Numeric([&](const Vec& p) { return loss(xv, gxv, gav, lv, p); }, sv)),
-            1e-5);
+  const Doubles xv = ToDoubles(x), gxv = ToDoubles(gx), gav = ToDoubles(ga), lv = ToDoubles(lambda),
+                sv = ToDoubles(state);
+  EXPECT_LT(
+      MaxRelativeError(
+          dx, CentralDifferences([&](const Doubles& p) { return loss(p, gxv, gav, lv, sv); }, xv)),
+      1e-5);
+  EXPECT_LT(
+      MaxRelativeError(
+          dgx, CentralDifferences([&](const Doubles& p) { return loss(xv, p, gav, lv, sv); }, gxv)),
+      1e-5);
+  EXPECT_LT(
+      MaxRelativeError(
+          dga, CentralDifferences([&](const Doubles& p) { return loss(xv, gxv, p, lv, sv); }, gav)),
+      1e-5);
+  EXPECT_LT(
+      MaxRelativeError(
+          dl, CentralDifferences([&](const Doubles& p) { return loss(xv, gxv, gav, p, sv); }, lv)),
+      1e-5);
+  EXPECT_LT(
+      MaxRelativeError(
+          ds, CentralDifferences([&](const Doubles& p) { return loss(xv, gxv, gav, lv, p); }, sv)),
+      1e-5);
 }
 
 TEST(GradOps, EmbeddingGradientAddsRepeatedRows) {
-  const Tensor dout = Random({4, 3}, 40);
-  Tensor dtable = Random({5, 3}, 41);
+  const Tensor dout = RandomTensor({4, 3}, 40);
+  Tensor dtable = RandomTensor({5, 3}, 41);
   const Tensor before = dtable.Clone();
   const std::vector<int64_t> rows = {2, -1, 2, 0};  // a repeat, and a row of another rank
   ScatterAddRows(dout, rows, dtable);
@@ -339,12 +337,13 @@ TEST(GradOps, EmbeddingGradientAddsRepeatedRows) {
   }
 }
 
+// Megatron's three steps on one shard: the loss and its gradient, with a masked row.
 TEST(GradOps, CrossEntropyLossAndGradientWithAMask) {
   const int64_t rows = 4, V = 11;
-  const Tensor logits = Random({rows, V}, 50, 3.0f);
+  const Tensor logits = RandomTensor({rows, V}, 50, 3.0f);
   const std::vector<int32_t> targets = {3, -1, 10, 0};  // row 1 is masked
-  const Vec lv = ToVec(logits);
-  const auto loss = [&](const Vec& p) {
+  const Doubles lv = ToDoubles(logits);
+  const auto loss = [&](const Doubles& p) {
     double total = 0;
     for (int64_t r = 0; r < rows; ++r) {
       if (targets[r] < 0) continue;
@@ -355,21 +354,28 @@ TEST(GradOps, CrossEntropyLossAndGradientWithAMask) {
     }
     return total / 3;  // the mean over the three unmasked tokens
   };
-  Tensor losses = Tensor::Empty({rows}, DType::kF32),
-         dlogits = Tensor::Empty({rows, V}, DType::kF32);
-  CrossEntropy(logits, targets, 1.0f / 3, losses, dlogits);
+  // The vocab-parallel steps on one shard holding the whole vocabulary (no all-reduce between).
+  const auto per_row = [&] { return Tensor::Empty({rows}, DType::kF32); };
+  Tensor row_max = per_row(), sum_exp = per_row(), target_logit = per_row(), lse = per_row(),
+         losses = per_row(), dlogits = Tensor::Empty({rows, V}, DType::kF32);
+  RowMax(logits, row_max);
+  ShardLossTerms(logits, row_max, targets, 0, sum_exp, target_logit);
+  CombineLossTerms(row_max, sum_exp, target_logit, targets, lse, losses);
+  ShardLossGrad(logits, lse, targets, 0, 1.0f / 3, dlogits);
   double mean = 0;
   for (int64_t r = 0; r < rows; ++r) mean += losses.data<float>()[r] / 3;
   EXPECT_NEAR(mean, loss(lv), 1e-6);
   EXPECT_EQ(losses.data<float>()[1], 0.0f);
-  EXPECT_LT(Relative(dlogits, Numeric(loss, lv)), 1e-5);
-  const std::vector<int32_t> bad = {3, 11, 0, 0};
-  EXPECT_THAT(ErrorOf([&] { CrossEntropy(logits, bad, 1.0f, losses, dlogits); }),
-              testing::HasSubstr("target 11 (row 1) is outside the vocabulary of 11"));
+  EXPECT_LT(MaxRelativeError(dlogits, CentralDifferences(loss, lv)), 1e-5);
+  // Ids past the vocabulary are the layer's to refuse (VocabParallelCrossEntropy, which knows
+  // the vocabulary); the operations refuse what no vocabulary allows.
+  const std::vector<int32_t> bad = {3, -2, 0, 0};
+  EXPECT_THAT(ErrorOf([&] { ShardLossTerms(logits, row_max, bad, 0, sum_exp, target_logit); }),
+              testing::HasSubstr("ShardLossTerms: target -2 (row 1)"));
 }
 
 TEST(GradOps, ShapesThatDoNotFitAreNamed) {
-  const Tensor dy = Random({2, 3}, 60), w = Random({4, 5}, 61);
+  const Tensor dy = RandomTensor({2, 3}, 60), w = RandomTensor({4, 5}, 61);
   Tensor dx = Tensor::Empty({2, 5}, DType::kF32);
   EXPECT_THAT(ErrorOf([&] { MatMulGradInput(dy, w, dx); }),
               testing::HasSubstr("MatMulGradInput: f32[2, 3]"));
