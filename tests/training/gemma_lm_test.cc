@@ -4,12 +4,14 @@
 // sequences (the bar: loss under 0.05).
 #include "training/gemma_lm.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
 
 #include "models/gemma/gemma_random.h"
+#include "tests/error_of.h"
 #include "tests/small_gemma_config.h"
 #include "training/adamw.h"
 
@@ -78,6 +80,32 @@ TEST(GemmaLm, ATinyModelMemorisesAHandfulOfSequences) {
   std::printf("GEMMA_LM memorisation: loss %.4f at step 1, %.4f after 200 steps\n", first, loss);
   EXPECT_GT(first, 2.0);  // about log(32) for random weights
   EXPECT_LT(loss, 0.05);
+}
+
+TEST(GemmaLm, BatchesWithoutTargetsOrWithBadMasksAreNamed) {
+  const ModelConfig c = TinyConfig();
+  GemmaWeights w = RandomGemmaWeights(c, DType::kF32, 5);
+  GemmaGrads grads = GemmaGrads::ZerosFor(c, w);
+  // One-token sequences have no next token: nothing to learn.
+  EXPECT_THAT(ErrorOf([&] {
+                GemmaLossAndGradients(c, w, PackSequences({{2}, {3}}), grads);
+              }),
+              ::testing::HasSubstr("the batch has no target to learn"));
+  EXPECT_THAT(ErrorOf([&] {
+                PackSequences({{2, 3, 4}}, {{1, 1}});
+              }),
+              ::testing::HasSubstr("pack: sequence 0 has 3 tokens and 2 mask entries"));
+  EXPECT_THAT(ErrorOf([&] {
+                PackSequences({{2, 3}}, {{1, 1}, {1}});
+              }),
+              ::testing::HasSubstr("pack: 2 loss masks for 1 sequences"));
+  // A mask that counts no completion token leaves no target either.
+  EXPECT_THAT(ErrorOf([&] {
+                GemmaLossAndGradients(c, w, PackSequences({{2, 3, 4}}, {{1, 0, 0}}), grads);
+              }),
+              ::testing::HasSubstr("no target"));
+  const PackedBatch masked = PackSequences({{2, 3, 4, 5}}, {{1, 1, 0, 1}});
+  EXPECT_EQ(masked.targets, (std::vector<int32_t>{3, -1, 5, -1}));
 }
 
 }  // namespace
