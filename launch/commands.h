@@ -120,6 +120,15 @@ struct TokenizeOptions {
 };
 int RunTokenize(const TokenizeOptions& options);
 
+// gemmapod train --config job.yaml: fine-tuning on one rank (docs/training.md).
+struct TrainCommandOptions {
+  std::string config_path;
+  bool resume = false;      // continue from the newest checkpoint of the job's checkpoint.dir
+  std::string resume_from;  // or from this checkpoint
+  int64_t inject_kill_during_save = -1;  // testing: SIGKILL half-way through this step's save
+};
+int RunTrain(const TrainCommandOptions& options);
+
 // "2,651,7" -> ids; errors name the bad entry. Exposed for tests.
 std::vector<int32_t> ParseTokenList(const std::string& text);
 // Every --tokens list of a decoder-only `logits` batch: one length, ids below `vocab_size`, at

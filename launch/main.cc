@@ -182,6 +182,19 @@ int main(int argc, char** argv) {
   tokenize_cmd->add_option("--text", tokenize.text, "The text")->required();
   tokenize_cmd->add_flag("--no-bos", tokenize.no_bos, "Do not prepend the BOS token");
 
+  TrainCommandOptions train;
+  CLI::App* train_cmd = app.add_subcommand(
+      "train", "Fine-tune a model on JSONL data as a job file describes (docs/training.md)");
+  train_cmd->add_option("--config", train.config_path, "Training job file (YAML)")->required();
+  train_cmd->add_flag("--resume", train.resume,
+                      "Continue the run from the newest checkpoint in the job's checkpoint.dir");
+  train_cmd->add_option("--resume-from", train.resume_from,
+                        "Continue the run from this training checkpoint");
+  train_cmd
+      ->add_option("--inject-kill-during-save", train.inject_kill_during_save,
+                   "Testing: SIGKILL this process half-way through this step's checkpoint")
+      ->group("");  // hidden from --help
+
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -193,6 +206,7 @@ int main(int argc, char** argv) {
     if (*generate_cmd) return RunGenerate(generate, &argc, &argv);
     if (*logits_cmd) return RunLogits(logits, &argc, &argv);
     if (*random_cmd) return RunRandomCheckpoint(random);
+    if (*train_cmd) return RunTrain(train);
     if (*tokenize_cmd) {
       if (tokenize.files.model_path.empty() && tokenize.files.tokenizer_path.empty()) {
         throw Error("tokenize: give --model (a checkpoint with a tokenizer) or --tokenizer");

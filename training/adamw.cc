@@ -1,6 +1,7 @@
 #include "training/adamw.h"
 
 #include <cmath>
+#include <tuple>
 
 #include "models/layers/device_tensors.h"
 #include "runtime/error.h"
@@ -77,6 +78,32 @@ void AdamW::ZeroGrad() {
   }
 }
 
+std::vector<std::string> AdamW::names() const {
+  std::vector<std::string> out;
+  for (const Parameter& p : params_) out.push_back(p.name);
+  return out;
+}
+
+void AdamW::Restore(const std::string& name, const Tensor& master, const Tensor& m,
+                    const Tensor& v) {
+  Parameter& p = const_cast<Parameter&>(Find(name));
+  for (const auto& [what, saved, into] :
+       {std::tuple<const char*, const Tensor*, Tensor*>{"master weights", &master, &p.master},
+        {"first moment", &m, &p.m},
+        {"second moment", &v, &p.v}}) {
+    GEMMAPOD_CHECK(saved->dtype() == DType::kF32 && saved->shape() == into->shape(), "AdamW: '",
+                   name, "': the saved ", what, " is ", saved->Describe(), ", expected f32 ",
+                   ShapeToString(into->shape()));
+    ops::CastInto(*saved, *into);
+  }
+  if (p.weight->dtype() != DType::kF32) ops::CastInto(p.master, *p.weight);
+}
+
+void AdamW::set_steps(int64_t steps) {
+  GEMMAPOD_CHECK(steps >= 0, "AdamW: a step count of ", steps);
+  steps_ = steps;
+}
+
 const AdamW::Parameter& AdamW::Find(const std::string& name) const {
   for (const Parameter& p : params_) {
     if (p.name == name) return p;
@@ -84,6 +111,7 @@ const AdamW::Parameter& AdamW::Find(const std::string& name) const {
   throw Error(StrCat("AdamW: no parameter '", name, "'"));
 }
 
+const Tensor& AdamW::weight(const std::string& name) const { return *Find(name).weight; }
 const Tensor& AdamW::master(const std::string& name) const { return Find(name).master; }
 const Tensor& AdamW::first_moment(const std::string& name) const { return Find(name).m; }
 const Tensor& AdamW::second_moment(const std::string& name) const { return Find(name).v; }

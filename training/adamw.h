@@ -38,6 +38,16 @@ class AdamW {
   void ZeroGrad();
 
   int64_t steps() const { return steps_; }
+  const AdamWOptions& options() const { return options_; }
+  // The model's tensor registered under `name`.
+  const Tensor& weight(const std::string& name) const;
+  // The registered parameters' names, in registration order.
+  std::vector<std::string> names() const;
+  // Resuming a run: a parameter's saved f32 master values and moments (its shape; a bf16 weight is
+  // refreshed from the master), and how many steps were taken (the bias correction's count).
+  void Restore(const std::string& name, const Tensor& master, const Tensor& first_moment,
+               const Tensor& second_moment);
+  void set_steps(int64_t steps);
   // A parameter's f32 master values and moments, by name (checkpoints; tests).
   const Tensor& master(const std::string& name) const;
   const Tensor& first_moment(const std::string& name) const;

@@ -1,5 +1,6 @@
 #include "training/gemma_lm.h"
 
+#include <algorithm>
 #include <string>
 
 #include "models/layers/device_tensors.h"
@@ -76,63 +77,121 @@ PackedBatch PackSequences(const std::vector<std::vector<int32_t>>& sequences,
   return b;
 }
 
-double GemmaLossAndGradients(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch,
-                             GemmaGrads& grads) {
-  const int64_t T = static_cast<int64_t>(batch.tokens.size());
+int64_t CountTargets(const PackedBatch& batch) {
+  int64_t counted = 0;
+  for (int32_t t : batch.targets) counted += t >= 0 ? 1 : 0;
+  return counted;
+}
+
+namespace {
+
+// The attention ranges of a packed batch: each token sees its own sequence, causally; sliding
+// layers only their window.
+struct AttentionRanges {
+  std::vector<int64_t> lo_global, lo_sliding, hi;
+  AttentionRanges(const ModelConfig& c, const PackedBatch& batch) {
+    const auto T = static_cast<int64_t>(batch.tokens.size());
+    lo_global.resize(T);
+    lo_sliding.resize(T);
+    hi.resize(T);
+    for (int64_t t = 0; t < T; ++t) {
+      lo_global[t] = batch.sequence_start[t];
+      lo_sliding[t] = std::max(batch.sequence_start[t], t - c.sliding_window + 1);
+      hi[t] = t + 1;
+    }
+  }
+  const std::vector<int64_t>& lo(const ModelConfig& c, int64_t layer) const {
+    return c.layer_kinds[static_cast<size_t>(layer)] == AttentionKind::kSliding ? lo_sliding
+                                                                                : lo_global;
+  }
+};
+
+void CheckBatch(const PackedBatch& batch) {
+  const auto T = static_cast<int64_t>(batch.tokens.size());
   GEMMAPOD_CHECK(T > 0 && static_cast<int64_t>(batch.targets.size()) == T &&
                      static_cast<int64_t>(batch.positions.size()) == T &&
                      static_cast<int64_t>(batch.sequence_start.size()) == T,
                  "loss: a batch of ", T, " tokens with ", batch.targets.size(), " targets");
-  int64_t counted = 0;
-  for (int32_t t : batch.targets) counted += t >= 0 ? 1 : 0;
-  GEMMAPOD_CHECK(counted > 0, "loss: the batch has no target to learn");
-  // Each token sees its own sequence, causally; sliding layers only their window.
-  std::vector<int64_t> lo_global(T), lo_sliding(T), hi(T);
-  for (int64_t t = 0; t < T; ++t) {
-    lo_global[t] = batch.sequence_start[t];
-    lo_sliding[t] = std::max(batch.sequence_start[t], t - c.sliding_window + 1);
-    hi[t] = t + 1;
-  }
-  const auto lo_of = [&](int64_t l) -> const std::vector<int64_t>& {
-    return c.layer_kinds[static_cast<size_t>(l)] == AttentionKind::kSliding ? lo_sliding
-                                                                            : lo_global;
-  };
+  GEMMAPOD_CHECK(CountTargets(batch) > 0, "loss: the batch has no target to learn");
+}
+
+// The forward from tokens to the final norm's input; `saved` gets one entry per layer, or (for a
+// forward without backward) nullptr: one scratch entry is reused, so nothing accumulates.
+Tensor ForwardToFinalNorm(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch,
+                          const AttentionRanges& ranges, std::vector<GemmaLayerSaved>* saved) {
   const VocabSlice vocab{c.vocab_size, 0, c.vocab_size, c.vocab_size};
   const VocabParallelEmbedding embedding(w.embed_tokens, vocab,
                                          c.EmbedScale(w.embed_tokens.weight.dtype()), nullptr);
   Tensor h = embedding.Forward(batch.tokens);
-  std::vector<GemmaLayerSaved> saved(static_cast<size_t>(c.num_layers));
+  GemmaLayerSaved scratch;
+  if (saved != nullptr) saved->assign(static_cast<size_t>(c.num_layers), GemmaLayerSaved{});
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    h = GemmaLayerTrainForward(c, l, w.layers[static_cast<size_t>(l)], h, batch.positions, lo_of(l),
-                               hi, nullptr, MatmulPrecision::kExact, saved[static_cast<size_t>(l)]);
+    GemmaLayerSaved& keep = saved != nullptr ? (*saved)[static_cast<size_t>(l)] : scratch;
+    h = GemmaLayerTrainForward(c, l, w.layers[static_cast<size_t>(l)], h, batch.positions,
+                               ranges.lo(c, l), ranges.hi, nullptr, MatmulPrecision::kExact, keep);
   }
+  return h;
+}
+
+double SumOnHost(const Tensor& losses) {
+  GEMMAPOD_CHECK(losses.device().is_cpu(), "loss: the loss lives on ", losses.device().ToString(),
+                 "; copying it to the host is the device backend's job (not built)");
+  double total = 0;
+  for (int64_t t = 0; t < losses.numel(); ++t) total += losses.data<float>()[t];
+  return total;
+}
+
+}  // namespace
+
+LossSum GemmaLoss(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch) {
+  CheckBatch(batch);
+  const AttentionRanges ranges(c, batch);
+  const Tensor h = ForwardToFinalNorm(c, w, batch, ranges, nullptr);
+  Tensor normed = ActivationLike(h, h.shape());
+  ops::RmsNorm(h, w.final_norm, static_cast<float>(c.rms_norm_eps), normed);
+  const VocabSlice vocab{c.vocab_size, 0, c.vocab_size, c.vocab_size};
+  const VocabParallelHead head(w.embed_tokens, vocab, static_cast<float>(c.final_logit_softcap),
+                               nullptr);
+  const Tensor logits = head.LogitShard(normed, MatmulPrecision::kExact);
+  Tensor dlogits = ActivationLike(logits, logits.shape());
+  const Tensor losses =
+      VocabParallelCrossEntropy(logits, batch.targets, vocab, nullptr, 0.0f, dlogits);
+  return {SumOnHost(losses), CountTargets(batch)};
+}
+
+LossSum GemmaLossAndGradients(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch,
+                              double scale, GemmaGrads& grads) {
+  CheckBatch(batch);
+  const AttentionRanges ranges(c, batch);
+  std::vector<GemmaLayerSaved> saved;
+  Tensor h = ForwardToFinalNorm(c, w, batch, ranges, &saved);
   const float eps = static_cast<float>(c.rms_norm_eps);
   Tensor normed = ActivationLike(h, h.shape());
   ops::RmsNorm(h, w.final_norm, eps, normed);
+  const VocabSlice vocab{c.vocab_size, 0, c.vocab_size, c.vocab_size};
   const VocabParallelHead head(w.embed_tokens, vocab, static_cast<float>(c.final_logit_softcap),
                                nullptr);
   const Tensor logits = head.LogitShard(normed, MatmulPrecision::kExact);
   Tensor dlogits = ActivationLike(logits, logits.shape());
   const Tensor losses = VocabParallelCrossEntropy(logits, batch.targets, vocab, nullptr,
-                                                  1.0f / static_cast<float>(counted), dlogits);
-  double total = 0;  // the per-token losses, read on the host (one value per token)
-  const Tensor host_losses = losses.device().is_cpu() ? losses : Tensor();
-  GEMMAPOD_CHECK(host_losses.defined(), "loss: the loss lives on ", losses.device().ToString(),
-                 "; copying it to the host is the device backend's job (not built)");
-  for (int64_t t = 0; t < T; ++t) total += host_losses.data<float>()[t];
+                                                  static_cast<float>(scale), dlogits);
+  const LossSum result{SumOnHost(losses), CountTargets(batch)};
 
   Tensor dnormed = ActivationLike(h, h.shape()), dh = ActivationLike(h, h.shape());
   head.Backward(normed, logits, dlogits, dnormed, grads.embed_tokens);
   ops::RmsNormBackward(h, w.final_norm, dnormed, eps, dh, grads.final_norm);
   Tensor dprev = ActivationLike(h, h.shape());
   for (int64_t l = c.num_layers - 1; l >= 0; --l) {
-    GemmaLayerBackward(c, l, w.layers[static_cast<size_t>(l)], batch.positions, lo_of(l), hi,
-                       saved[static_cast<size_t>(l)], dh, nullptr, dprev,
+    GemmaLayerBackward(c, l, w.layers[static_cast<size_t>(l)], batch.positions, ranges.lo(c, l),
+                       ranges.hi, saved[static_cast<size_t>(l)], dh, nullptr, dprev,
                        grads.layers[static_cast<size_t>(l)]);
     std::swap(dh, dprev);
+    saved[static_cast<size_t>(l)] = GemmaLayerSaved{};  // its activations are spent
   }
+  const VocabParallelEmbedding embedding(w.embed_tokens, vocab,
+                                         c.EmbedScale(w.embed_tokens.weight.dtype()), nullptr);
   embedding.Backward(batch.tokens, dh, grads.embed_tokens);
-  return total / static_cast<double>(counted);
+  return result;
 }
 
 }  // namespace gemmapod

@@ -36,8 +36,23 @@ class AdamW;
 void AddGemmaParameters(AdamW& optimizer, const ModelConfig& config, GemmaWeights& weights,
                         GemmaGrads& grads);
 
-// The mean cross-entropy over the batch's targets; grads += its gradient.
-double GemmaLossAndGradients(const ModelConfig& config, const GemmaWeights& weights,
-                             const PackedBatch& batch, GemmaGrads& grads);
+// How many targets a batch has to learn.
+int64_t CountTargets(const PackedBatch& batch);
+
+// A batch's summed token cross-entropies and how many targets it had.
+struct LossSum {
+  double sum = 0;
+  int64_t targets = 0;
+  double mean() const { return targets > 0 ? sum / static_cast<double>(targets) : 0.0; }
+};
+
+// grads += the gradient of scale * (the batch's summed loss). A step accumulated over several
+// micro-batches passes scale = 1 / (the targets of the whole step), so its gradient is the step's
+// mean loss's whatever the split (not a mean of per-micro-batch means).
+LossSum GemmaLossAndGradients(const ModelConfig& config, const GemmaWeights& weights,
+                              const PackedBatch& batch, double scale, GemmaGrads& grads);
+
+// The loss alone (held-out evaluation): the same forward, nothing kept for a backward.
+LossSum GemmaLoss(const ModelConfig& config, const GemmaWeights& weights, const PackedBatch& batch);
 
 }  // namespace gemmapod

@@ -6,8 +6,10 @@
 
 namespace gemmapod {
 
-uint32_t Crc32(const void* data, size_t n) {
-  uLong crc = crc32(0L, Z_NULL, 0);
+uint32_t Crc32(const void* data, size_t n) { return Crc32Update(0, data, n); }
+
+uint32_t Crc32Update(uint32_t running, const void* data, size_t n) {
+  uLong crc = running;
   const auto* p = static_cast<const Bytef*>(data);
   while (n > 0) {  // zlib takes uInt lengths
     const uInt chunk = static_cast<uInt>(std::min<size_t>(n, 1u << 30));

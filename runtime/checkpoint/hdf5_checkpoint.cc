@@ -486,6 +486,113 @@ void Hdf5CheckpointReader::VerifyAll() const {
   for (const std::string& name : names) ReadFile(name);
 }
 
+namespace {
+
+// A whole dataset at `full` with its crc32 checked, for groups beside /params.
+Tensor ReadWholeDataset(hid_t file, const std::string& full, const std::string& what) {
+  GEMMAPOD_CHECK(H5Lexists(file, full.c_str(), H5P_DEFAULT) > 0, what, " is absent");
+  Handle ds(Check(H5Dopen2(file, full.c_str(), H5P_DEFAULT), what), H5Dclose);
+  Handle type(Check(H5Dget_type(ds.get()), what), H5Tclose);
+  Handle space(Check(H5Dget_space(ds.get()), what), H5Sclose);
+  DType dtype;
+  GEMMAPOD_CHECK(ClassifyType(type.get(), &dtype), what,
+                 ": stored with a type gemmapod does not read (f32, bf16, i32, i8)");
+  const int rank = H5Sget_simple_extent_ndims(space.get());
+  GEMMAPOD_CHECK(rank >= 0 && rank <= 8, what, ": bad dataspace");
+  std::vector<hsize_t> dims(static_cast<size_t>(rank));
+  H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+  Shape shape;
+  for (hsize_t d : dims) {
+    GEMMAPOD_CHECK(d <= (hsize_t{1} << 40), what, ": dimension too large");
+    shape.push_back(static_cast<int64_t>(d));
+  }
+  Tensor t = Tensor::Empty(shape, dtype);
+  Handle bf16(MakeBF16Type(), H5Tclose);
+  if (t.numel() > 0) {
+    CheckStatus(
+        H5Dread(ds.get(), MemoryType(dtype, bf16.get()), H5S_ALL, H5S_ALL, H5P_DEFAULT, t.raw()),
+        what + ": read failed (truncated or corrupt file?)");
+  }
+  const int64_t stored = ReadInt64Attribute(ds.get(), "crc32", what);
+  GEMMAPOD_CHECK(static_cast<uint32_t>(stored) == Crc32(t.raw(), t.nbytes()), what,
+                 ": checksum mismatch: the file is corrupt");
+  return t;
+}
+
+}  // namespace
+
+bool Hdf5CheckpointReader::HasGroup(const std::string& group) const {
+  // H5Lexists needs every parent to exist: walk the path.
+  std::string at;
+  size_t begin = 0;
+  while (begin <= group.size()) {
+    const size_t end = std::min(group.find('/', begin), group.size());
+    if (!at.empty()) at += '/';
+    at.append(group, begin, end - begin);
+    if (H5Lexists(file_, at.c_str(), H5P_DEFAULT) <= 0) return false;
+    begin = end + 1;
+  }
+  H5O_info_t info;
+  if (H5Oget_info_by_name2(file_, group.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT) < 0) {
+    return false;
+  }
+  return info.type == H5O_TYPE_GROUP;
+}
+
+Attributes Hdf5CheckpointReader::GroupAttributes(const std::string& group) const {
+  const std::string what = StrCat(path_, ": group /", group);
+  GEMMAPOD_CHECK(HasGroup(group), what, " is absent");
+  Handle g(Check(H5Gopen2(file_, group.c_str(), H5P_DEFAULT), what), H5Gclose);
+  return ReadAllAttributes(g.get(), what);
+}
+
+std::vector<TensorInfo> Hdf5CheckpointReader::ListGroup(const std::string& group) const {
+  const std::string what = StrCat(path_, ": group /", group);
+  GEMMAPOD_CHECK(HasGroup(group), what, " is absent");
+  Handle g(Check(H5Gopen2(file_, group.c_str(), H5P_DEFAULT), what), H5Gclose);
+  std::vector<std::string> names;
+  hsize_t idx = 0;
+  CheckStatus(
+      H5Literate(
+          g.get(), H5_INDEX_NAME, H5_ITER_INC, &idx,
+          [](hid_t parent, const char* name, const H5L_info_t* link, void* p) -> herr_t {
+            H5O_info_t info;
+            if (link->type == H5L_TYPE_HARD &&
+                H5Oget_info_by_name2(parent, name, &info, H5O_INFO_BASIC, H5P_DEFAULT) >= 0 &&
+                info.type == H5O_TYPE_DATASET) {
+              static_cast<std::vector<std::string>*>(p)->push_back(name);
+            }
+            return 0;
+          },
+          &names),
+      what + ": cannot list");
+  std::vector<TensorInfo> out;
+  for (const std::string& name : names) {
+    const std::string full = group + "/" + name;
+    const std::string item = StrCat(what, ": tensor '", name, "'");
+    Handle ds(Check(H5Dopen2(file_, full.c_str(), H5P_DEFAULT), item), H5Dclose);
+    Handle type(Check(H5Dget_type(ds.get()), item), H5Tclose);
+    Handle space(Check(H5Dget_space(ds.get()), item), H5Sclose);
+    TensorInfo info;
+    info.name = name;
+    GEMMAPOD_CHECK(ClassifyType(type.get(), &info.dtype), item, ": stored with an unknown type");
+    const int rank = H5Sget_simple_extent_ndims(space.get());
+    GEMMAPOD_CHECK(rank >= 0 && rank <= 8, item, ": bad dataspace");
+    std::vector<hsize_t> dims(static_cast<size_t>(rank));
+    H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+    for (hsize_t d : dims) info.shape.push_back(static_cast<int64_t>(d));
+    out.push_back(info);
+  }
+  return out;
+}
+
+Tensor Hdf5CheckpointReader::ReadFromGroup(const std::string& group,
+                                           const std::string& name) const {
+  const std::string what = StrCat(path_, ": tensor '", name, "' of group /", group);
+  GEMMAPOD_CHECK(HasGroup(group), path_, ": group /", group, " is absent");
+  return ReadWholeDataset(file_, group + "/" + name, what);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Writer
 
@@ -555,9 +662,54 @@ void Hdf5CheckpointWriter::SetConfig(const Attributes& config) {
 void Hdf5CheckpointWriter::Write(const std::string& name, const Tensor& t) {
   GEMMAPOD_CHECK(file_ >= 0, path_, ": writer already committed");
   ValidateName(name, path_ + ": tensor");
-  const std::string what = StrCat(path_, ": tensor '", name, "'");
+  WriteDataset("params/" + name, StrCat(path_, ": tensor '", name, "'"), t);
+}
+
+void Hdf5CheckpointWriter::EnsureGroup(const std::string& group) {
+  GEMMAPOD_CHECK(file_ >= 0, path_, ": writer already committed");
+  const std::string what = StrCat(path_, ": group '", group, "'");
+  size_t begin = 0;
+  std::string at;
+  while (begin <= group.size()) {
+    const size_t end = std::min(group.find('/', begin), group.size());
+    const std::string part = group.substr(begin, end - begin);
+    ValidateName(part, what);
+    GEMMAPOD_CHECK(!at.empty() || (part != "config" && part != "params" && part != "files" &&
+                                   part != "bfloat16"),
+                   what, ": /", part, " is the model's own");
+    if (!at.empty()) at += '/';
+    at += part;
+    if (H5Lexists(file_, at.c_str(), H5P_DEFAULT) <= 0) {
+      Handle g(Check(H5Gcreate2(file_, at.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                     what + ": cannot create"),
+               H5Gclose);
+    }
+    begin = end + 1;
+  }
+}
+
+void Hdf5CheckpointWriter::WriteToGroup(const std::string& group, const std::string& name,
+                                        const Tensor& t) {
+  EnsureGroup(group);
+  ValidateName(name, StrCat(path_, ": tensor of group '", group, "'"));
+  WriteDataset(group + "/" + name, StrCat(path_, ": tensor '", name, "' of group /", group), t);
+}
+
+void Hdf5CheckpointWriter::SetGroupAttributes(const std::string& group,
+                                              const Attributes& attributes) {
+  EnsureGroup(group);
+  const std::string what = StrCat(path_, ": /", group);
+  Handle g(Check(H5Gopen2(file_, group.c_str(), H5P_DEFAULT), what), H5Gclose);
+  for (const auto& [name, value] : attributes) {
+    ValidateName(name, what + " attribute");
+    if (H5Aexists(g.get(), name.c_str()) > 0) H5Adelete(g.get(), name.c_str());
+    WriteAttribute(g.get(), name, value, what);
+  }
+}
+
+void Hdf5CheckpointWriter::WriteDataset(const std::string& full, const std::string& what,
+                                        const Tensor& t) {
   GEMMAPOD_CHECK(t.device().is_cpu(), what, ": must be on the host");
-  const std::string full = "params/" + name;
   GEMMAPOD_CHECK(H5Lexists(file_, full.c_str(), H5P_DEFAULT) <= 0, what, ": written twice");
   const int rank = t.rank();
   std::vector<hsize_t> dims;

@@ -43,6 +43,15 @@ class Hdf5CheckpointReader final : public TensorSource {
   // Reads every tensor and file and checks its checksum.
   void VerifyAll() const;
 
+  // State kept beside the model in groups of its own (a trainer's optimizer moments and
+  // progress), e.g. group "optimizer/exp_avg". Model readers never look there.
+  bool HasGroup(const std::string& group) const;
+  Attributes GroupAttributes(const std::string& group) const;
+  // The tensors directly in `group`, by name.
+  std::vector<TensorInfo> ListGroup(const std::string& group) const;
+  // A whole tensor of `group`, its crc32 verified; errors name the file, group and tensor.
+  Tensor ReadFromGroup(const std::string& group, const std::string& name) const;
+
  private:
   Hdf5CheckpointReader() = default;
 
@@ -65,12 +74,19 @@ class Hdf5CheckpointWriter {
   // f32, bf16, i32 or i8, on the host. A name must be new, non-empty and free of '/'.
   void Write(const std::string& name, const Tensor& tensor);
   void WriteFile(const std::string& name, std::string_view bytes);
+  // State beside the model (see Hdf5CheckpointReader::HasGroup): `group` is a '/'-separated path
+  // of new names (not config, params or files), created on first use.
+  void WriteToGroup(const std::string& group, const std::string& name, const Tensor& tensor);
+  void SetGroupAttributes(const std::string& group, const Attributes& attributes);
   // Flushes and closes the file, fsyncs it, renames it over `path`, fsyncs the directory.
   void Commit();
 
  private:
   Hdf5CheckpointWriter() = default;
   void Close();
+  // Creates `group` (and its parents) unless it exists; checks its name.
+  void EnsureGroup(const std::string& group);
+  void WriteDataset(const std::string& full, const std::string& what, const Tensor& tensor);
 
   std::string path_;
   std::string tmp_path_;

@@ -12,6 +12,7 @@
 
 #include "models/gemma/gemma_random.h"
 #include "tests/error_of.h"
+#include "tests/gradient_check.h"
 #include "tests/small_gemma_config.h"
 #include "training/adamw.h"
 
@@ -31,12 +32,19 @@ std::vector<std::vector<int32_t>> Sequences() {
   return {{2, 7, 11, 13, 17, 19, 23, 29}, {3, 5, 5, 9, 9, 30, 1, 4}, {4, 12, 8, 6, 3, 27, 25, 0}};
 }
 
+// The batch's mean loss; grads += its gradient.
+double MeanLossAndGradients(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch,
+                            GemmaGrads& grads) {
+  return GemmaLossAndGradients(c, w, batch, 1.0 / static_cast<double>(CountTargets(batch)), grads)
+      .mean();
+}
+
 TEST(GemmaLm, GradientMatchesFiniteDifferencesAcrossTheModel) {
   const ModelConfig c = TinyConfig();
   GemmaWeights w = RandomGemmaWeights(c, DType::kF32, 3);
   const PackedBatch batch = PackSequences(Sequences());
   GemmaGrads grads = GemmaGrads::ZerosFor(c, w);
-  GemmaLossAndGradients(c, w, batch, grads);
+  MeanLossAndGradients(c, w, batch, grads);
   const auto check = [&](const char* what, Tensor& param, const Tensor& grad, int64_t count) {
     double worst = 0, scale = 1e-30;
     for (int64_t i = 0; i < std::min(count, param.numel()); ++i) {
@@ -44,9 +52,9 @@ TEST(GemmaLm, GradientMatchesFiniteDifferencesAcrossTheModel) {
       const float keep = v;
       GemmaGrads scratch = GemmaGrads::ZerosFor(c, w);
       v = keep + 1e-2f;
-      const double up = GemmaLossAndGradients(c, w, batch, scratch);
+      const double up = MeanLossAndGradients(c, w, batch, scratch);
       v = keep - 1e-2f;
-      const double down = GemmaLossAndGradients(c, w, batch, scratch);
+      const double down = MeanLossAndGradients(c, w, batch, scratch);
       v = keep;
       const double numeric = (up - down) / 2e-2;
       scale = std::max(scale, std::fabs(numeric));
@@ -73,7 +81,7 @@ TEST(GemmaLm, ATinyModelMemorisesAHandfulOfSequences) {
   double first = 0, loss = 0;
   for (int step = 1; step <= 200; ++step) {
     optimizer.ZeroGrad();
-    loss = GemmaLossAndGradients(c, w, batch, grads);
+    loss = MeanLossAndGradients(c, w, batch, grads);
     if (step == 1) first = loss;
     optimizer.Step(1e-2f, 1.0);
   }
@@ -82,13 +90,36 @@ TEST(GemmaLm, ATinyModelMemorisesAHandfulOfSequences) {
   EXPECT_LT(loss, 0.05);
 }
 
+// Micro-batches scaled by the whole step's target count add up to the whole batch's mean-loss
+// gradient (not a mean of per-micro-batch means, which would weigh short micro-batches more).
+TEST(GemmaLm, MicroBatchesAccumulateToTheWholeBatchGradient) {
+  const ModelConfig c = TinyConfig();
+  const GemmaWeights w = RandomGemmaWeights(c, DType::kF32, 6);
+  const std::vector<std::vector<int32_t>> all = {{2, 7, 11, 13, 17}, {3, 5}, {4, 12, 8, 6}};
+  GemmaGrads whole = GemmaGrads::ZerosFor(c, w);
+  const double mean = MeanLossAndGradients(c, w, PackSequences(all), whole);
+  GemmaGrads parts = GemmaGrads::ZerosFor(c, w);
+  const PackedBatch first = PackSequences({all[0]}), second = PackSequences({all[1], all[2]});
+  const double scale = 1.0 / static_cast<double>(CountTargets(first) + CountTargets(second));
+  const LossSum a = GemmaLossAndGradients(c, w, first, scale, parts);
+  const LossSum b = GemmaLossAndGradients(c, w, second, scale, parts);
+  EXPECT_EQ(a.targets + b.targets, 8);
+  EXPECT_NEAR((a.sum + b.sum) / 8.0, mean, 1e-6);
+  EXPECT_LT(MaxRelativeError(parts.layers[1].mlp.down_proj.weight,
+                             ToDoubles(whole.layers[1].mlp.down_proj.weight)),
+            1e-5);
+  EXPECT_LT(MaxRelativeError(parts.embed_tokens, ToDoubles(whole.embed_tokens)), 1e-5);
+  // The forward alone gives the same loss.
+  EXPECT_NEAR(GemmaLoss(c, w, PackSequences(all)).mean(), mean, 1e-6);
+}
+
 TEST(GemmaLm, BatchesWithoutTargetsOrWithBadMasksAreNamed) {
   const ModelConfig c = TinyConfig();
   GemmaWeights w = RandomGemmaWeights(c, DType::kF32, 5);
   GemmaGrads grads = GemmaGrads::ZerosFor(c, w);
   // One-token sequences have no next token: nothing to learn.
   EXPECT_THAT(ErrorOf([&] {
-                GemmaLossAndGradients(c, w, PackSequences({{2}, {3}}), grads);
+                GemmaLossAndGradients(c, w, PackSequences({{2}, {3}}), 1.0, grads);
               }),
               ::testing::HasSubstr("the batch has no target to learn"));
   EXPECT_THAT(ErrorOf([&] {
@@ -101,7 +132,7 @@ TEST(GemmaLm, BatchesWithoutTargetsOrWithBadMasksAreNamed) {
               ::testing::HasSubstr("pack: 2 loss masks for 1 sequences"));
   // A mask that counts no completion token leaves no target either.
   EXPECT_THAT(ErrorOf([&] {
-                GemmaLossAndGradients(c, w, PackSequences({{2, 3, 4}}, {{1, 0, 0}}), grads);
+                GemmaLossAndGradients(c, w, PackSequences({{2, 3, 4}}, {{1, 0, 0}}), 1.0, grads);
               }),
               ::testing::HasSubstr("no target"));
   const PackedBatch masked = PackSequences({{2, 3, 4, 5}}, {{1, 1, 0, 1}});

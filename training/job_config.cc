@@ -1,0 +1,142 @@
+#include "training/job_config.h"
+
+#include <filesystem>
+
+#include "runtime/config/yaml_reader.h"
+#include "runtime/error.h"
+
+namespace gemmapod {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A path from the job file, made relative to the file's directory.
+std::string PathFrom(const YamlValue& v, const fs::path& base) {
+  const std::string text = v.AsString();
+  if (text.empty()) v.Fail("expected a path, got an empty string");
+  const fs::path p(text);
+  return p.is_absolute() ? p.string() : (base / p).lexically_normal().string();
+}
+
+int64_t PositiveInt(const YamlValue& v, int64_t min) {
+  const int64_t n = v.AsInt();
+  if (n < min) v.Fail(StrCat("must be at least ", min, ", got ", n));
+  return n;
+}
+
+double NumberIn(const YamlValue& v, double lo, double hi, bool hi_open) {
+  const double x = v.AsNumber();
+  if (x < lo || x > hi || (hi_open && x == hi)) {
+    v.Fail(StrCat("must be in [", lo, ", ", hi, hi_open ? ")" : "]", ", got ", x));
+  }
+  return x;
+}
+
+void ReadData(const YamlValue& value, const fs::path& base, TrainingJob::Data& d) {
+  const YamlMap map = value.AsMap({"train", "held_out", "held_out_fraction", "max_length",
+                                   "too_long", "invalid", "shuffle", "packing"});
+  d.train = PathFrom(map.Require("train"), base);
+  if (auto v = map.Find("held_out")) d.held_out = PathFrom(*v, base);
+  if (auto v = map.Find("held_out_fraction")) {
+    d.held_out_fraction = NumberIn(*v, 0.0, 1.0, true);
+    if (!d.held_out.empty()) {
+      v->Fail("give held_out (a file) or held_out_fraction (a share of train), not both");
+    }
+  }
+  if (auto v = map.Find("max_length")) d.max_length = PositiveInt(*v, 2);
+  if (auto v = map.Find("too_long")) d.skip_too_long = v->AsChoice({"error", "skip"}) == "skip";
+  if (auto v = map.Find("invalid")) d.skip_invalid = v->AsChoice({"error", "skip"}) == "skip";
+  if (auto v = map.Find("shuffle")) d.shuffle = v->AsBool();
+  if (auto v = map.Find("packing")) d.packing = v->AsBool();
+}
+
+void ReadOptimizer(const YamlValue& value, TrainingJob& job) {
+  const YamlMap map = value.AsMap({"lr", "beta1", "beta2", "eps", "weight_decay", "max_grad_norm"});
+  if (auto v = map.Find("lr")) {
+    job.schedule.peak = v->AsNumber();
+    if (job.schedule.peak <= 0 || job.schedule.peak > 1) {
+      v->Fail(StrCat("must be in (0, 1], got ", job.schedule.peak));
+    }
+  }
+  if (auto v = map.Find("beta1"))
+    job.optimizer.beta1 = static_cast<float>(NumberIn(*v, 0, 1, true));
+  if (auto v = map.Find("beta2"))
+    job.optimizer.beta2 = static_cast<float>(NumberIn(*v, 0, 1, true));
+  if (auto v = map.Find("eps")) {
+    job.optimizer.eps = static_cast<float>(v->AsNumber());
+    if (!(job.optimizer.eps > 0)) v->Fail("must be above 0");
+  }
+  if (auto v = map.Find("weight_decay")) {
+    job.optimizer.weight_decay = static_cast<float>(NumberIn(*v, 0, 1, false));
+  }
+  if (auto v = map.Find("max_grad_norm")) {
+    job.max_grad_norm = v->AsNumber();
+    if (job.max_grad_norm < 0) v->Fail("must be 0 (no clipping) or above");
+  }
+}
+
+void ReadSchedule(const YamlValue& value, LrSchedule& s) {
+  const YamlMap map = value.AsMap({"warmup_steps", "decay", "min_lr_ratio"});
+  if (auto v = map.Find("warmup_steps")) s.warmup_steps = PositiveInt(*v, 0);
+  if (auto v = map.Find("decay")) {
+    const std::string d = v->AsChoice({"cosine", "linear", "constant"});
+    s.decay = d == "cosine"   ? LrSchedule::Decay::kCosine
+              : d == "linear" ? LrSchedule::Decay::kLinear
+                              : LrSchedule::Decay::kConstant;
+  }
+  if (auto v = map.Find("min_lr_ratio")) s.min_ratio = NumberIn(*v, 0, 1, false);
+}
+
+}  // namespace
+
+TrainingJob ReadTrainingJob(const std::string& path) {
+  const std::string text = ReadConfigText(path, "training job file");
+  const YamlValue doc = ParseYamlDocument(text, path);
+  const fs::path base = fs::path(path).parent_path();
+  const YamlMap map = doc.AsMap({"model", "tokenizer", "weights", "data", "steps", "seed", "batch",
+                                 "optimizer", "schedule", "checkpoint", "eval", "log"});
+  TrainingJob job;
+  job.source = path;
+  job.model = PathFrom(map.Require("model"), base);
+  if (auto v = map.Find("tokenizer")) job.tokenizer = PathFrom(*v, base);
+  if (auto v = map.Find("weights")) job.weights_dtype = v->AsChoice({"f32", "bf16"});
+  ReadData(map.Require("data"), base, job.data);
+  const YamlValue steps = map.Require("steps");
+  job.steps = PositiveInt(steps, 1);
+  if (auto v = map.Find("seed")) job.seed = static_cast<uint64_t>(PositiveInt(*v, 0));
+  if (auto v = map.Find("batch")) {
+    const YamlMap batch = v->AsMap({"sequences", "micro_batch"});
+    if (auto s = batch.Find("sequences")) job.batch_sequences = PositiveInt(*s, 1);
+    if (auto m = batch.Find("micro_batch")) {
+      job.micro_batch = PositiveInt(*m, 1);
+      if (job.batch_sequences % job.micro_batch != 0) {
+        m->Fail(StrCat("must divide batch.sequences (", job.batch_sequences, ")"));
+      }
+    }
+  }
+  if (job.micro_batch == 0) job.micro_batch = job.batch_sequences;
+  if (auto v = map.Find("optimizer")) ReadOptimizer(*v, job);
+  if (auto v = map.Find("schedule")) ReadSchedule(*v, job.schedule);
+  job.schedule.total_steps = job.steps;
+  if (job.schedule.warmup_steps > job.steps) {
+    map.Find("schedule")
+        ->Fail(StrCat("warmup_steps (", job.schedule.warmup_steps,
+                      ") is longer than the run (steps: ", job.steps, ")"));
+  }
+  const YamlMap ckpt = map.Require("checkpoint").AsMap({"dir", "interval", "keep"});
+  job.checkpoint.dir = PathFrom(ckpt.Require("dir"), base);
+  if (auto v = ckpt.Find("interval")) job.checkpoint.interval = PositiveInt(*v, 0);
+  if (auto v = ckpt.Find("keep")) job.checkpoint.keep = PositiveInt(*v, 1);
+  if (auto v = map.Find("eval")) {
+    const YamlMap eval = v->AsMap({"interval"});
+    if (auto i = eval.Find("interval")) job.eval_interval = PositiveInt(*i, 0);
+  }
+  if (auto v = map.Find("log")) {
+    const YamlMap log = v->AsMap({"interval"});
+    if (auto i = log.Find("interval")) job.log_interval = PositiveInt(*i, 1);
+  }
+  job.schedule.Validate();
+  return job;
+}
+
+}  // namespace gemmapod

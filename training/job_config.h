@@ -1,0 +1,56 @@
+// A fine-tuning job as its YAML file describes it (docs/training.md has every key): the model, the
+// data, the optimizer and its schedule, the batch, how long, and where checkpoints and metrics
+// go. Relative paths are relative to the job file's directory, so a job file and its data can
+// move together.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "training/adamw.h"
+#include "training/lr_schedule.h"
+
+namespace gemmapod {
+
+struct TrainingJob {
+  std::string source;  // the job file, for messages
+
+  std::string model;      // .h5 checkpoint to start from
+  std::string tokenizer;  // SentencePiece model; empty: the one embedded in the checkpoint
+  std::string weights_dtype = "f32";  // what the weights train in: f32, or bf16 with f32 masters
+
+  struct Data {
+    std::string train;
+    std::string held_out;          // a file of its own, or
+    double held_out_fraction = 0;  // a seeded share of the training file
+    int64_t max_length = 1024;     // tokens per example (and per packed row)
+    bool skip_too_long = false;    // too_long: error | skip
+    bool skip_invalid = false;     // invalid: error | skip
+    bool shuffle = true;
+    bool packing = false;
+  } data;
+
+  int64_t steps = 0;
+  uint64_t seed = 1;
+  int64_t batch_sequences = 1;  // rows per optimizer step
+  int64_t micro_batch = 0;      // rows per forward/backward; 0: all of them at once
+
+  AdamWOptions optimizer{0.9f, 0.999f, 1e-8f, 0.0f};
+  double max_grad_norm = 1.0;  // 0: no clipping
+  LrSchedule schedule;
+
+  struct Checkpoints {
+    std::string dir;
+    int64_t interval = 0;  // steps between checkpoints; 0: only at the end
+    int64_t keep = 3;      // the most recent checkpoints kept
+  } checkpoint;
+
+  int64_t eval_interval = 0;  // steps between held-out evaluations; 0: at checkpoints and the end
+  int64_t log_interval = 1;   // steps between progress lines
+};
+
+// Reads and checks a job file: unknown keys, wrong types and impossible values fail with
+// "<file>:<line>:<column>: <key>: <what>".
+TrainingJob ReadTrainingJob(const std::string& path);
+
+}  // namespace gemmapod

@@ -1,0 +1,361 @@
+#include "training/trainer.h"
+
+#include <signal.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "models/gemma/gemma_checkpoint.h"
+#include "runtime/checkpoint/crc32.h"
+#include "runtime/checkpoint/hdf5_checkpoint.h"
+#include "runtime/error.h"
+#include "runtime/tokenizer/tokenizer.h"
+#include "training/adamw.h"
+#include "training/data.h"
+#include "training/gemma_lm.h"
+#include "training/loss_curve.h"
+#include "training/training_checkpoint.h"
+
+namespace gemmapod {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+std::string Duration(double seconds) {
+  const auto s = static_cast<int64_t>(std::max(0.0, seconds));
+  if (s >= 3600) return StrCat(s / 3600, "h", (s % 3600) / 60, "m");
+  if (s >= 60) return StrCat(s / 60, "m", s % 60, "s");
+  return StrCat(s, "s");
+}
+
+// The matrices in the dtype they train in (norms are f32 already).
+void CastMatrices(const ModelConfig& config, GemmaWeights& weights, DType dtype) {
+  ForEachGemmaParameter(config, weights, [&](const GemmaParameter& p, Tensor& slot) {
+    if (!p.is_norm && slot.dtype() != dtype) slot = slot.To(dtype);
+  });
+}
+
+// A digest of the examples' ids and masks: a resume must read the same data.
+int64_t DataDigest(const std::vector<TrainingExample>& examples) {
+  uint32_t crc = 0;
+  for (const TrainingExample& e : examples) {
+    crc = Crc32Update(crc, e.tokens.data(), e.tokens.size() * sizeof(int32_t));
+    crc = Crc32Update(crc, e.learn.data(), e.learn.size());
+  }
+  return crc;
+}
+
+std::string DescribeValue(const AttributeValue& v) {
+  if (const auto* i = std::get_if<int64_t>(&v)) return StrCat(*i);
+  if (const auto* d = std::get_if<double>(&v)) return StrCat(*d);
+  if (const auto* s = std::get_if<std::string>(&v)) return *s;
+  return "(a list)";
+}
+
+// What the run's data order and arithmetic depend on, as the checkpoint keeps it.
+Attributes RunIdentity(const TrainingJob& job, const std::vector<TrainingExample>& train,
+                       const std::vector<TrainingExample>& held_out) {
+  return {{"train_data_digest", DataDigest(train)},
+          {"held_out_data_digest", DataDigest(held_out)},
+          {"seed", static_cast<int64_t>(job.seed)},
+          {"shuffle", int64_t{job.data.shuffle}},
+          {"packing", int64_t{job.data.packing}},
+          {"max_length", job.data.max_length},
+          {"batch_sequences", job.batch_sequences},
+          {"micro_batch", job.micro_batch},
+          {"weights", job.weights_dtype}};
+}
+
+// The job's keys behind each identity entry, for the message when a resume disagrees.
+const char* JobKeyOf(const std::string& identity) {
+  if (identity == "train_data_digest") return "data.train (its examples changed)";
+  if (identity == "held_out_data_digest") return "data.held_out / held_out_fraction";
+  if (identity == "batch_sequences") return "batch.sequences";
+  if (identity == "micro_batch") return "batch.micro_batch";
+  if (identity == "shuffle" || identity == "packing" || identity == "max_length") return "data.*";
+  return "";
+}
+
+void CheckSameRun(const Attributes& saved, const Attributes& job, const std::string& checkpoint,
+                  const std::string& job_file) {
+  for (const auto& [key, value] : job) {
+    const auto it = saved.find(key);
+    GEMMAPOD_CHECK(it != saved.end(), checkpoint, ": trainer attribute '", key,
+                   "' is missing; was it written by another version of gemmapod?");
+    GEMMAPOD_CHECK(it->second == value, "resume: ", job_file, " differs from the run in ",
+                   checkpoint, ": ", key, " was ", DescribeValue(it->second), " and is now ",
+                   DescribeValue(value), " (", JobKeyOf(key),
+                   "); a resumed run continues the same run, so start a new checkpoint.dir to "
+                   "change it");
+  }
+}
+
+struct Metrics {
+  std::vector<CurvePoint> train, held_out;
+  std::string path;
+  std::FILE* file = nullptr;
+  ~Metrics() {
+    if (file != nullptr) std::fclose(file);
+  }
+  void Append(const nlohmann::json& line) {
+    const std::string text = line.dump() + "\n";
+    GEMMAPOD_CHECK(
+        std::fwrite(text.data(), 1, text.size(), file) == text.size() && std::fflush(file) == 0,
+        path, ": cannot write the metrics (disk full?)");
+  }
+};
+
+// Opens the metrics file: fresh for a new run; for a resumed one, the lines up to the resumed
+// step kept (a run killed after its last checkpoint logged steps the resume will run again).
+void OpenMetrics(const std::string& dir, int64_t resumed_step, bool resume, Metrics& m) {
+  m.path = (fs::path(dir) / kMetricsFile).string();
+  std::string kept;
+  if (resume) {
+    std::ifstream in(m.path);
+    std::string line;
+    while (std::getline(in, line)) {
+      const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_discarded() || !j.is_object() || !j.contains("step") ||
+          !j["step"].is_number_integer() || j["step"].get<int64_t>() > resumed_step) {
+        continue;  // a torn last line, or a step that runs again
+      }
+      const int64_t step = j["step"].get<int64_t>();
+      if (j.contains("loss") && j["loss"].is_number()) m.train.push_back({step, j["loss"]});
+      if (j.contains("held_out_loss") && j["held_out_loss"].is_number()) {
+        m.held_out.push_back({step, j["held_out_loss"]});
+      }
+      kept += line + "\n";
+    }
+  }
+  WriteTextFileAtomically(m.path, kept);
+  m.file = std::fopen(m.path.c_str(), "a");
+  GEMMAPOD_CHECK(m.file != nullptr, m.path, ": cannot open the metrics file");
+}
+
+LossSum HeldOutLoss(const ModelConfig& config, const GemmaWeights& weights,
+                    const std::vector<TrainingExample>& held_out, int64_t rows_per_batch) {
+  LossSum total;
+  for (size_t begin = 0; begin < held_out.size(); begin += static_cast<size_t>(rows_per_batch)) {
+    std::vector<const TrainingExample*> rows;
+    for (size_t i = begin; i < std::min(held_out.size(), begin + rows_per_batch); ++i) {
+      rows.push_back(&held_out[i]);
+    }
+    const LossSum part = GemmaLoss(config, weights, PackExamples(rows));
+    total.sum += part.sum;
+    total.targets += part.targets;
+  }
+  return total;
+}
+
+}  // namespace
+
+TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& options,
+                               std::FILE* log) {
+  const std::string& dir = job.checkpoint.dir;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  GEMMAPOD_CHECK(!ec && fs::is_directory(dir), job.source, ": checkpoint.dir ", dir,
+                 ": cannot create the directory", ec ? ": " + ec.message() : "");
+  if (const int removed = RemoveAbandonedSaves(dir)) {
+    std::fprintf(log, "train: removed %d unfinished checkpoint file(s) of a killed run in %s\n",
+                 removed, dir.c_str());
+  }
+  const std::vector<CheckpointEntry> existing = ListTrainingCheckpoints(dir);
+  std::string start = job.model;
+  if (options.resume) {
+    if (!options.resume_from.empty()) {
+      start = options.resume_from;
+    } else {
+      GEMMAPOD_CHECK(!existing.empty(), "resume: no checkpoint (step-*.h5) in ", dir,
+                     " to resume from");
+      start = existing.back().path;
+    }
+  } else {
+    GEMMAPOD_CHECK(existing.empty(), job.source, ": checkpoint.dir ", dir,
+                   " already holds a run's checkpoints (", existing.back().path,
+                   "); pass --resume to continue it, or choose another directory");
+  }
+
+  std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(start);
+  ModelConfig config = FromAttributes(reader->config(), start);
+  GEMMAPOD_CHECK(config.quantization == WeightQuantization::kNone, start,
+                 ": int8 weights do not train; start from the bf16 or f32 checkpoint");
+  GEMMAPOD_CHECK(job.data.max_length <= config.max_position_embeddings, job.source,
+                 ": data.max_length ", job.data.max_length, " is longer than the model's context (",
+                 config.max_position_embeddings, " tokens)");
+  GemmaWeights weights = LoadGemmaWeights(config, *reader);
+  CastMatrices(config, weights, job.weights_dtype == "bf16" ? DType::kBF16 : DType::kF32);
+
+  std::optional<std::string> embedded = ReadEmbeddedTokenizer(*reader);
+  GEMMAPOD_CHECK(!job.tokenizer.empty() || embedded.has_value(), start,
+                 " carries no tokenizer; set tokenizer: in ", job.source);
+  const Tokenizer tokenizer = job.tokenizer.empty()
+                                  ? Tokenizer::FromBytes(*embedded, start + " (embedded tokenizer)")
+                                  : Tokenizer::FromFile(job.tokenizer);
+  GEMMAPOD_CHECK(tokenizer.vocab_size() <= config.vocab_size, tokenizer.origin(), ": ",
+                 tokenizer.vocab_size(), " pieces, more than the model's vocabulary (",
+                 config.vocab_size, ")");
+
+  const DataReadOptions read{job.data.max_length, job.data.skip_too_long, job.data.skip_invalid};
+  TrainingData data = ReadJsonlExamples(job.data.train, tokenizer, read);
+  std::fprintf(log, "train: %zu examples from %s (%lld too long, %lld invalid skipped)\n",
+               data.examples.size(), job.data.train.c_str(),
+               static_cast<long long>(data.skipped_too_long),
+               static_cast<long long>(data.skipped_invalid));
+  SplitData split;
+  if (!job.data.held_out.empty()) {
+    split.train = std::move(data.examples);
+    split.held_out = ReadJsonlExamples(job.data.held_out, tokenizer, read).examples;
+  } else {
+    split = SplitHeldOut(std::move(data.examples), job.data.held_out_fraction, job.seed);
+  }
+  if (!split.held_out.empty()) {
+    std::fprintf(log, "train: %zu held-out examples\n", split.held_out.size());
+  }
+  const Attributes identity = RunIdentity(job, split.train, split.held_out);
+
+  GemmaGrads grads = GemmaGrads::ZerosFor(config, weights);
+  AdamW optimizer(job.optimizer);
+  AddGemmaParameters(optimizer, config, weights, grads);
+  TrainerState state;
+  state.run_identity = identity;
+  if (options.resume) {
+    const TrainerState saved = RestoreTrainingState(*reader, optimizer);
+    CheckSameRun(saved.run_identity, identity, start, job.source);
+    state.step = saved.step;
+    state.cursor = saved.cursor;
+    state.tokens_seen = saved.tokens_seen;
+    state.elapsed_s = saved.elapsed_s;
+    GEMMAPOD_CHECK(state.step < job.steps, "resume: ", start, " is at step ", state.step,
+                   " and the job runs ", job.steps, " steps; raise steps: in ", job.source,
+                   " to train further");
+    std::fprintf(log, "train: resuming from %s at step %lld\n", start.c_str(),
+                 static_cast<long long>(state.step));
+  }
+  const std::string tokenizer_bytes = tokenizer.serialized();
+  reader.reset();
+
+  Metrics metrics;
+  OpenMetrics(dir, state.step, options.resume, metrics);
+  BatchStream stream(split.train, job.seed, job.data.shuffle, job.data.packing, job.data.max_length,
+                     state.cursor);
+  TrainRunSummary summary;
+  summary.first_step = state.step + 1;
+
+  const auto evaluate = [&](int64_t step) {
+    if (split.held_out.empty()) return;
+    const LossSum held = HeldOutLoss(config, weights, split.held_out, job.batch_sequences);
+    summary.held_out_loss = held.mean();
+    metrics.held_out.push_back({step, held.mean()});
+    metrics.Append(
+        {{"step", step}, {"held_out_loss", held.mean()}, {"held_out_tokens", held.targets}});
+    std::fprintf(log, "step %lld/%lld | held-out loss %.4f (%lld tokens)\n",
+                 static_cast<long long>(step), static_cast<long long>(job.steps), held.mean(),
+                 static_cast<long long>(held.targets));
+  };
+  const auto save = [&](int64_t step) {
+    const Clock::time_point begin = Clock::now();
+    const std::string path = TrainingCheckpointPath(dir, step);
+    SaveProgress progress;
+    if (step == options.kill_during_save_at_step) {
+      progress = [](int64_t written) {
+        if (written == 3) raise(SIGKILL);
+      };
+    }
+    SaveTrainingCheckpoint(path, config, weights, tokenizer_bytes, optimizer, state, progress);
+    PruneTrainingCheckpoints(dir, job.checkpoint.keep);
+    WriteTextFileAtomically(
+        (fs::path(dir) / kLossCurveFile).string(),
+        LossCurveSvg(metrics.train, metrics.held_out,
+                     "gemmapod train: " + fs::path(job.source).filename().string()));
+    std::fprintf(log, "step %lld/%lld | saved %s (%.1f s)\n", static_cast<long long>(step),
+                 static_cast<long long>(job.steps), path.c_str(), Seconds(begin));
+  };
+
+  if (!options.resume) evaluate(0);
+  const Clock::time_point run_start = Clock::now();
+  const int64_t first = state.step + 1;
+  int64_t window_tokens = 0;
+  Clock::time_point window_start = Clock::now();
+  for (int64_t step = first; step <= job.steps; ++step) {
+    const Clock::time_point step_start = Clock::now();
+    std::vector<std::vector<const TrainingExample*>> rows;
+    for (int64_t r = 0; r < job.batch_sequences; ++r) rows.push_back(stream.NextRow());
+    int64_t targets = 0, tokens = 0;
+    for (const auto& row : rows) {
+      for (const TrainingExample* e : row) {
+        tokens += static_cast<int64_t>(e->tokens.size());
+        for (size_t i = 1; i < e->learn.size(); ++i) targets += e->learn[i];
+      }
+    }
+    GEMMAPOD_CHECK(targets > 0, "train: step ", step, " has no token to learn");
+    LossSum loss;
+    for (int64_t begin = 0; begin < job.batch_sequences; begin += job.micro_batch) {
+      std::vector<const TrainingExample*> micro;
+      for (int64_t r = begin; r < begin + job.micro_batch; ++r) {
+        micro.insert(micro.end(), rows[static_cast<size_t>(r)].begin(),
+                     rows[static_cast<size_t>(r)].end());
+      }
+      const PackedBatch batch = PackExamples(micro);
+      if (CountTargets(batch) == 0) continue;
+      const LossSum part =
+          GemmaLossAndGradients(config, weights, batch, 1.0 / static_cast<double>(targets), grads);
+      loss.sum += part.sum;
+      loss.targets += part.targets;
+    }
+    GEMMAPOD_CHECK(std::isfinite(loss.sum), "train: step ", step, ": the loss is ", loss.sum,
+                   "; stopping before the weights take it (lower optimizer.lr?)");
+    const double lr = job.schedule.At(step);
+    const double grad_norm = optimizer.Step(static_cast<float>(lr), job.max_grad_norm);
+    optimizer.ZeroGrad();
+    state.step = step;
+    state.cursor = stream.cursor();
+    state.tokens_seen += tokens;
+    state.elapsed_s += Seconds(step_start);
+    window_tokens += tokens;
+    summary.last_step = step;
+    summary.last_loss = loss.mean();
+    metrics.train.push_back({step, loss.mean()});
+    metrics.Append({{"step", step},
+                    {"loss", loss.mean()},
+                    {"lr", lr},
+                    {"grad_norm", grad_norm},
+                    {"tokens", tokens},
+                    {"targets", loss.targets},
+                    {"elapsed_s", state.elapsed_s}});
+    if (step % job.log_interval == 0 || step == job.steps) {
+      const double rate =
+          static_cast<double>(window_tokens) / std::max(1e-9, Seconds(window_start));
+      const double per_step = Seconds(run_start) / static_cast<double>(step - first + 1);
+      std::fprintf(
+          log, "step %lld/%lld | loss %.4f | lr %.3g | grad-norm %.3g | %.0f tok/s | eta %s\n",
+          static_cast<long long>(step), static_cast<long long>(job.steps), loss.mean(), lr,
+          grad_norm, rate, Duration(per_step * static_cast<double>(job.steps - step)).c_str());
+      std::fflush(log);
+      window_tokens = 0;
+      window_start = Clock::now();
+    }
+    const bool checkpoint =
+        step == job.steps || (job.checkpoint.interval > 0 && step % job.checkpoint.interval == 0);
+    const bool eval =
+        step == job.steps || checkpoint || (job.eval_interval > 0 && step % job.eval_interval == 0);
+    if (eval) evaluate(step);
+    if (checkpoint) save(step);
+  }
+  summary.exported_model = (fs::path(dir) / kExportedModelFile).string();
+  SaveGemmaCheckpoint(summary.exported_model, config, weights, tokenizer_bytes);
+  std::fprintf(log, "train: done; the model is %s (gemmapod generate --model %s ...)\n",
+               summary.exported_model.c_str(), summary.exported_model.c_str());
+  return summary;
+}
+
+}  // namespace gemmapod

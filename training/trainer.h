@@ -1,0 +1,40 @@
+// The fine-tuning loop of `gemmapod train` on one rank: a job file in; steps of accumulated
+// micro-batches, AdamW under the schedule, held-out evaluations, progress lines, metrics as JSONL,
+// the loss curves as SVG and training checkpoints out. A resumed run continues bit-identically:
+// the data cursor, the optimizer's masters and moments and the step are all in the checkpoint,
+// and nothing else is random.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include "training/job_config.h"
+
+namespace gemmapod {
+
+struct TrainRunOptions {
+  bool resume = false;
+  std::string resume_from;  // a checkpoint; empty: the newest in the job's checkpoint.dir
+  // Testing: SIGKILL this process half-way through writing the checkpoint of this step.
+  int64_t kill_during_save_at_step = -1;
+};
+
+// What a finished run reports (tests; the CLI prints it as it goes).
+struct TrainRunSummary {
+  int64_t first_step = 0;  // the first step this process ran (1, or one past the resumed step)
+  int64_t last_step = 0;
+  double last_loss = 0;
+  double held_out_loss = -1;  // the last evaluation's mean loss; -1 without held-out data
+  std::string exported_model;
+};
+
+// Files of a run directory beside its checkpoints.
+inline constexpr const char* kMetricsFile = "metrics.jsonl";
+inline constexpr const char* kLossCurveFile = "loss.svg";
+inline constexpr const char* kExportedModelFile = "model.h5";
+
+TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& options,
+                               std::FILE* log);
+
+}  // namespace gemmapod

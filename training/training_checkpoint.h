@@ -1,0 +1,57 @@
+// Training checkpoints: one HDF5 file per save that is first of all a model (weights under their
+// Hugging Face names, config, tokenizer: `generate` and `convert` read it as they read any
+// checkpoint) and beside it, in groups of its own, what resuming needs: the optimizer's f32
+// masters and moments (/optimizer/...) and the trainer's progress (/trainer attributes: step,
+// data cursor, tokens seen, and the facts a resume must agree with). Saved atomically (a temporary
+// name, fsync, rename); a directory keeps the last N as step-<8 digits>.h5.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "models/gemma/gemma_weights.h"
+#include "runtime/checkpoint/attributes.h"
+#include "training/data.h"
+
+namespace gemmapod {
+
+class AdamW;
+class Hdf5CheckpointReader;
+
+struct TrainerState {
+  int64_t step = 0;
+  DataCursor cursor;
+  int64_t tokens_seen = 0;  // tokens of the training batches so far
+  double elapsed_s = 0;     // training time so far (for tokens/s and ETA after a resume)
+  // What the run's data order depends on; a resume refuses a job that differs in any of them.
+  Attributes run_identity;
+};
+
+// Called after each tensor written (tests stop a save half-way through with it).
+using SaveProgress = std::function<void(int64_t tensors_written)>;
+
+void SaveTrainingCheckpoint(const std::string& path, const ModelConfig& config,
+                            GemmaWeights& weights, const std::string& tokenizer,
+                            const AdamW& optimizer, const TrainerState& state,
+                            const SaveProgress& progress = nullptr);
+
+// Restores the optimizer (masters, moments, step count) from a training checkpoint whose weights
+// were already loaded into the optimizer's parameters, and returns the trainer's state. Errors
+// name the file and what is missing or mismatched.
+TrainerState RestoreTrainingState(const Hdf5CheckpointReader& checkpoint, AdamW& optimizer);
+
+// The checkpoints of a run directory (step-<n>.h5), oldest first.
+struct CheckpointEntry {
+  int64_t step;
+  std::string path;
+};
+std::vector<CheckpointEntry> ListTrainingCheckpoints(const std::string& dir);
+std::string TrainingCheckpointPath(const std::string& dir, int64_t step);
+// Deletes all but the `keep` newest checkpoints.
+void PruneTrainingCheckpoints(const std::string& dir, int64_t keep);
+// Removes temporary files of saves whose process is gone (killed mid-save); returns how many.
+int RemoveAbandonedSaves(const std::string& dir);
+
+}  // namespace gemmapod
