@@ -112,6 +112,7 @@ const AdamW::Parameter& AdamW::Find(const std::string& name) const {
 }
 
 const Tensor& AdamW::weight(const std::string& name) const { return *Find(name).weight; }
+const Tensor& AdamW::grad(const std::string& name) const { return *Find(name).grad; }
 const Tensor& AdamW::master(const std::string& name) const { return Find(name).master; }
 const Tensor& AdamW::first_moment(const std::string& name) const { return Find(name).m; }
 const Tensor& AdamW::second_moment(const std::string& name) const { return Find(name).v; }

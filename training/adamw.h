@@ -39,8 +39,9 @@ class AdamW {
 
   int64_t steps() const { return steps_; }
   const AdamWOptions& options() const { return options_; }
-  // The model's tensor registered under `name`.
+  // The model's tensor and its gradient registered under `name`.
   const Tensor& weight(const std::string& name) const;
+  const Tensor& grad(const std::string& name) const;
   // The registered parameters' names, in registration order.
   std::vector<std::string> names() const;
   // Resuming a run: a parameter's saved f32 master values and moments (its shape; a bf16 weight is

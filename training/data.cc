@@ -51,6 +51,8 @@ TrainingExample FromPromptCompletion(const json& j, const Tokenizer& tok, const 
   Append(e.tokens, e.learn, tok.Encode(StringField(j, "prompt", at), false), false);
   const std::string completion = StringField(j, "completion", at);
   if (completion.empty()) throw InvalidLine(StrCat(at, "\"completion\" is empty"));
+  e.prompt_length = static_cast<int64_t>(e.tokens.size());
+  e.answer = completion;
   Append(e.tokens, e.learn, tok.Encode(completion, false), true);
   Append(e.tokens, e.learn, {tok.eos_id()}, true);
   return e;
@@ -93,6 +95,8 @@ TrainingExample FromMessages(const json& j, const Tokenizer& tok, const std::str
       size_t end = turn.size();
       while (end > prompt.size() && turn[end - 1] != end_of_turn) --end;
       for (size_t i = prompt.size(); i < end; ++i) e.learn[i] = 1;
+      e.prompt_length = static_cast<int64_t>(prompt.size());  // the last model turn's
+      e.answer = messages[k].content;
     }
   } catch (const InvalidLine&) {
     throw;

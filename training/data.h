@@ -23,6 +23,11 @@ struct TrainingExample {
   std::vector<int32_t> tokens;
   std::vector<uint8_t> learn;  // per token: whether predicting it counts in the loss
   int64_t line = 0;            // 1-based line of its file, for messages
+  // Prompt/completion and chat examples: the ids generation is given (tokens' first
+  // prompt_length) and the text it should answer (the completion, or the last model turn), for
+  // held-out exact match. 0 for plain text.
+  int64_t prompt_length = 0;
+  std::string answer;
 };
 
 struct DataReadOptions {

@@ -1,6 +1,7 @@
 #include "training/gemma_lm.h"
 
 #include <algorithm>
+#include <map>
 #include <string>
 
 #include "models/layers/device_tensors.h"
@@ -23,36 +24,36 @@ GemmaGrads GemmaGrads::ZerosFor(const ModelConfig& c, const GemmaWeights& w) {
 }
 
 void AddGemmaParameters(AdamW& optimizer, const ModelConfig& c, GemmaWeights& w, GemmaGrads& g) {
-  optimizer.Add("model.embed_tokens.weight", w.embed_tokens.weight, g.embed_tokens, true);
+  // Each weight's gradient, found by the weight's slot, so the names come from the one visitor
+  // that names every parameter (ForEachGemmaParameter): the optimizer's state is then keyed by
+  // the same Hugging Face names as the checkpoint's tensors.
+  std::map<const Tensor*, Tensor*> grad_of = {{&w.embed_tokens.weight, &g.embed_tokens},
+                                              {&w.final_norm, &g.final_norm}};
   for (size_t l = 0; l < w.layers.size(); ++l) {
     GemmaLayerWeights& lw = w.layers[l];
     GemmaLayerGrads& lg = g.layers[l];
-    const std::string at = "model.layers." + std::to_string(l) + ".";
-    optimizer.Add(at + "input_layernorm.weight", lw.attn_norm, lg.attn_norm, false);
-    optimizer.Add(at + "post_attention_layernorm.weight", lw.mlp_norm, lg.mlp_norm, false);
-    if (c.post_norms) {
-      optimizer.Add(at + "post_self_attn_layernorm.weight", lw.post_attn_norm, lg.post_attn_norm,
-                    false);
-      optimizer.Add(at + "post_feedforward_layernorm.weight", lw.post_mlp_norm, lg.post_mlp_norm,
-                    false);
-    }
-    if (c.qk_norm) {
-      optimizer.Add(at + "self_attn.q_norm.weight", lw.q_norm, lg.attention.q_norm, false);
-      optimizer.Add(at + "self_attn.k_norm.weight", lw.k_norm, lg.attention.k_norm, false);
-    }
-    optimizer.Add(at + "self_attn.q_proj.weight", lw.q_proj.weight, lg.attention.q_proj.weight,
-                  true);
-    optimizer.Add(at + "self_attn.k_proj.weight", lw.k_proj.weight, lg.attention.k_proj.weight,
-                  true);
-    optimizer.Add(at + "self_attn.v_proj.weight", lw.v_proj.weight, lg.attention.v_proj.weight,
-                  true);
-    optimizer.Add(at + "self_attn.o_proj.weight", lw.o_proj.weight, lg.attention.o_proj.weight,
-                  true);
-    optimizer.Add(at + "mlp.gate_proj.weight", lw.gate_proj.weight, lg.mlp.gate_proj.weight, true);
-    optimizer.Add(at + "mlp.up_proj.weight", lw.up_proj.weight, lg.mlp.up_proj.weight, true);
-    optimizer.Add(at + "mlp.down_proj.weight", lw.down_proj.weight, lg.mlp.down_proj.weight, true);
+    grad_of[&lw.attn_norm] = &lg.attn_norm;
+    grad_of[&lw.post_attn_norm] = &lg.post_attn_norm;
+    grad_of[&lw.mlp_norm] = &lg.mlp_norm;
+    grad_of[&lw.post_mlp_norm] = &lg.post_mlp_norm;
+    grad_of[&lw.q_norm] = &lg.attention.q_norm;
+    grad_of[&lw.k_norm] = &lg.attention.k_norm;
+    grad_of[&lw.q_proj.weight] = &lg.attention.q_proj.weight;
+    grad_of[&lw.k_proj.weight] = &lg.attention.k_proj.weight;
+    grad_of[&lw.v_proj.weight] = &lg.attention.v_proj.weight;
+    grad_of[&lw.o_proj.weight] = &lg.attention.o_proj.weight;
+    grad_of[&lw.gate_proj.weight] = &lg.mlp.gate_proj.weight;
+    grad_of[&lw.up_proj.weight] = &lg.mlp.up_proj.weight;
+    grad_of[&lw.down_proj.weight] = &lg.mlp.down_proj.weight;
   }
-  optimizer.Add("model.norm.weight", w.final_norm, g.final_norm, false);
+  ForEachGemmaParameter(c, w, [&](const GemmaParameter& p, Tensor& slot) {
+    GEMMAPOD_CHECK(!p.is_scale, "train: '", p.name,
+                   "' belongs to an int8 model, which does not train");
+    const auto it = grad_of.find(&slot);
+    GEMMAPOD_CHECK(it != grad_of.end(), "train: no gradient for '", p.name, "'");
+    // Gemma has no biases; norms take no weight decay.
+    optimizer.Add(p.name, slot, *it->second, !p.is_norm);
+  });
 }
 
 PackedBatch PackSequences(const std::vector<std::vector<int32_t>>& sequences,
@@ -133,6 +134,27 @@ Tensor ForwardToFinalNorm(const ModelConfig& c, const GemmaWeights& w, const Pac
   return h;
 }
 
+// The rows that have a target: only they need logits. Prompts of prompt/completion data and the
+// last token of each sequence have none, and the head (vocabulary x hidden) is the model's
+// largest matrix product.
+struct TargetRows {
+  std::vector<int64_t> rows;
+  std::vector<int32_t> targets;
+  explicit TargetRows(const PackedBatch& batch) {
+    for (size_t t = 0; t < batch.targets.size(); ++t) {
+      if (batch.targets[t] < 0) continue;
+      rows.push_back(static_cast<int64_t>(t));
+      targets.push_back(batch.targets[t]);
+    }
+  }
+  // normed's rows with a target, [targets, d].
+  Tensor Select(const Tensor& normed) const {
+    Tensor out = ActivationLike(normed, {static_cast<int64_t>(rows.size()), normed.dim(1)});
+    ops::GatherRows(normed, nullptr, rows, 1.0f, out);
+    return out;
+  }
+};
+
 double SumOnHost(const Tensor& losses) {
   GEMMAPOD_CHECK(losses.device().is_cpu(), "loss: the loss lives on ", losses.device().ToString(),
                  "; copying it to the host is the device backend's job (not built)");
@@ -171,14 +193,19 @@ LossSum GemmaLossAndGradients(const ModelConfig& c, const GemmaWeights& w, const
   const VocabSlice vocab{c.vocab_size, 0, c.vocab_size, c.vocab_size};
   const VocabParallelHead head(w.embed_tokens, vocab, static_cast<float>(c.final_logit_softcap),
                                nullptr);
-  const Tensor logits = head.LogitShard(normed, MatmulPrecision::kExact);
+  const TargetRows selected(batch);
+  const Tensor head_input = selected.Select(normed);
+  const Tensor logits = head.LogitShard(head_input, MatmulPrecision::kExact);
   Tensor dlogits = ActivationLike(logits, logits.shape());
-  const Tensor losses = VocabParallelCrossEntropy(logits, batch.targets, vocab, nullptr,
+  const Tensor losses = VocabParallelCrossEntropy(logits, selected.targets, vocab, nullptr,
                                                   static_cast<float>(scale), dlogits);
   const LossSum result{SumOnHost(losses), CountTargets(batch)};
 
-  Tensor dnormed = ActivationLike(h, h.shape()), dh = ActivationLike(h, h.shape());
-  head.Backward(normed, logits, dlogits, dnormed, grads.embed_tokens);
+  Tensor dhead_input = ActivationLike(head_input, head_input.shape());
+  head.Backward(head_input, logits, dlogits, dhead_input, grads.embed_tokens);
+  // Rows without a target get no gradient from the head.
+  Tensor dnormed = ZerosOn(h.device(), h.shape()), dh = ActivationLike(h, h.shape());
+  ops::ScatterRows(dhead_input, selected.rows, dnormed);
   ops::RmsNormBackward(h, w.final_norm, dnormed, eps, dh, grads.final_norm);
   Tensor dprev = ActivationLike(h, h.shape());
   for (int64_t l = c.num_layers - 1; l >= 0; --l) {

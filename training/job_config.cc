@@ -128,8 +128,10 @@ TrainingJob ReadTrainingJob(const std::string& path) {
   if (auto v = ckpt.Find("interval")) job.checkpoint.interval = PositiveInt(*v, 0);
   if (auto v = ckpt.Find("keep")) job.checkpoint.keep = PositiveInt(*v, 1);
   if (auto v = map.Find("eval")) {
-    const YamlMap eval = v->AsMap({"interval"});
+    const YamlMap eval = v->AsMap({"interval", "exact_match", "max_new_tokens"});
     if (auto i = eval.Find("interval")) job.eval_interval = PositiveInt(*i, 0);
+    if (auto e = eval.Find("exact_match")) job.eval_exact_match = e->AsBool();
+    if (auto m = eval.Find("max_new_tokens")) job.eval_max_new_tokens = PositiveInt(*m, 1);
   }
   if (auto v = map.Find("log")) {
     const YamlMap log = v->AsMap({"interval"});

@@ -23,9 +23,9 @@ struct TrainingJob {
     std::string train;
     std::string held_out;          // a file of its own, or
     double held_out_fraction = 0;  // a seeded share of the training file
-    int64_t max_length = 1024;     // tokens per example (and per packed row)
-    bool skip_too_long = false;    // too_long: error | skip
-    bool skip_invalid = false;     // invalid: error | skip
+    int64_t max_length = 0;      // tokens per example (and per packed row); 0: the model's context
+    bool skip_too_long = false;  // too_long: error | skip
+    bool skip_invalid = false;   // invalid: error | skip
     bool shuffle = true;
     bool packing = false;
   } data;
@@ -46,7 +46,9 @@ struct TrainingJob {
   } checkpoint;
 
   int64_t eval_interval = 0;  // steps between held-out evaluations; 0: at checkpoints and the end
-  int64_t log_interval = 1;   // steps between progress lines
+  bool eval_exact_match = false;     // also generate each held-out answer and count exact matches
+  int64_t eval_max_new_tokens = 64;  // the most tokens an answer may take
+  int64_t log_interval = 1;          // steps between progress lines
 };
 
 // Reads and checks a job file: unknown keys, wrong types and impossible values fail with

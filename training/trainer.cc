@@ -10,12 +10,14 @@
 #include <nlohmann/json.hpp>
 
 #include "models/gemma/gemma_checkpoint.h"
+#include "models/gemma/gemma_decoder.h"
 #include "runtime/checkpoint/crc32.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/error.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "training/adamw.h"
 #include "training/data.h"
+#include "training/exact_match.h"
 #include "training/gemma_lm.h"
 #include "training/loss_curve.h"
 #include "training/training_checkpoint.h"
@@ -62,14 +64,15 @@ std::string DescribeValue(const AttributeValue& v) {
 }
 
 // What the run's data order and arithmetic depend on, as the checkpoint keeps it.
-Attributes RunIdentity(const TrainingJob& job, const std::vector<TrainingExample>& train,
+Attributes RunIdentity(const TrainingJob& job, int64_t max_length,
+                       const std::vector<TrainingExample>& train,
                        const std::vector<TrainingExample>& held_out) {
   return {{"train_data_digest", DataDigest(train)},
           {"held_out_data_digest", DataDigest(held_out)},
           {"seed", static_cast<int64_t>(job.seed)},
           {"shuffle", int64_t{job.data.shuffle}},
           {"packing", int64_t{job.data.packing}},
-          {"max_length", job.data.max_length},
+          {"max_length", max_length},
           {"batch_sequences", job.batch_sequences},
           {"micro_batch", job.micro_batch},
           {"weights", job.weights_dtype}};
@@ -87,16 +90,20 @@ const char* JobKeyOf(const std::string& identity) {
 
 void CheckSameRun(const Attributes& saved, const Attributes& job, const std::string& checkpoint,
                   const std::string& job_file) {
+  std::string differences;
   for (const auto& [key, value] : job) {
     const auto it = saved.find(key);
     GEMMAPOD_CHECK(it != saved.end(), checkpoint, ": trainer attribute '", key,
                    "' is missing; was it written by another version of gemmapod?");
-    GEMMAPOD_CHECK(it->second == value, "resume: ", job_file, " differs from the run in ",
-                   checkpoint, ": ", key, " was ", DescribeValue(it->second), " and is now ",
-                   DescribeValue(value), " (", JobKeyOf(key),
-                   "); a resumed run continues the same run, so start a new checkpoint.dir to "
-                   "change it");
+    if (it->second == value) continue;
+    differences += StrCat(differences.empty() ? "" : "; ", key, " was ", DescribeValue(it->second),
+                          " and is now ", DescribeValue(value));
+    if (*JobKeyOf(key) != '\0') differences += StrCat(" (", JobKeyOf(key), ")");
   }
+  GEMMAPOD_CHECK(differences.empty(), "resume: ", job_file, " differs from the run in ", checkpoint,
+                 ": ", differences,
+                 "; a resumed run continues the same run, so start a new checkpoint.dir to "
+                 "change these");
 }
 
 struct Metrics {
@@ -192,6 +199,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   GEMMAPOD_CHECK(job.data.max_length <= config.max_position_embeddings, job.source,
                  ": data.max_length ", job.data.max_length, " is longer than the model's context (",
                  config.max_position_embeddings, " tokens)");
+  const int64_t max_length =
+      job.data.max_length > 0 ? job.data.max_length : config.max_position_embeddings;
   GemmaWeights weights = LoadGemmaWeights(config, *reader);
   CastMatrices(config, weights, job.weights_dtype == "bf16" ? DType::kBF16 : DType::kF32);
 
@@ -205,7 +214,7 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
                  tokenizer.vocab_size(), " pieces, more than the model's vocabulary (",
                  config.vocab_size, ")");
 
-  const DataReadOptions read{job.data.max_length, job.data.skip_too_long, job.data.skip_invalid};
+  const DataReadOptions read{max_length, job.data.skip_too_long, job.data.skip_invalid};
   TrainingData data = ReadJsonlExamples(job.data.train, tokenizer, read);
   std::fprintf(log, "train: %zu examples from %s (%lld too long, %lld invalid skipped)\n",
                data.examples.size(), job.data.train.c_str(),
@@ -221,7 +230,7 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   if (!split.held_out.empty()) {
     std::fprintf(log, "train: %zu held-out examples\n", split.held_out.size());
   }
-  const Attributes identity = RunIdentity(job, split.train, split.held_out);
+  const Attributes identity = RunIdentity(job, max_length, split.train, split.held_out);
 
   GemmaGrads grads = GemmaGrads::ZerosFor(config, weights);
   AdamW optimizer(job.optimizer);
@@ -251,16 +260,34 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   TrainRunSummary summary;
   summary.first_step = state.step + 1;
 
+  // The serving engine over the same weight tensors (a GemmaWeights copy shares them): each
+  // evaluation generates from the weights as they are after the last step.
+  std::unique_ptr<GemmaDecoder> engine;
+  if (job.eval_exact_match && !split.held_out.empty()) {
+    engine = std::make_unique<GemmaDecoder>(config, weights);
+  }
   const auto evaluate = [&](int64_t step) {
     if (split.held_out.empty()) return;
     const LossSum held = HeldOutLoss(config, weights, split.held_out, job.batch_sequences);
     summary.held_out_loss = held.mean();
     metrics.held_out.push_back({step, held.mean()});
-    metrics.Append(
-        {{"step", step}, {"held_out_loss", held.mean()}, {"held_out_tokens", held.targets}});
-    std::fprintf(log, "step %lld/%lld | held-out loss %.4f (%lld tokens)\n",
+    nlohmann::json line = {
+        {"step", step}, {"held_out_loss", held.mean()}, {"held_out_tokens", held.targets}};
+    std::string match;
+    if (engine) {
+      const ExactMatch em =
+          HeldOutExactMatch(*engine, tokenizer, split.held_out, job.eval_max_new_tokens);
+      summary.exact_match = em.rate();
+      line["held_out_exact_match"] = em.rate();
+      line["held_out_answers"] = em.total;
+      match = StrCat(" | exact match ", em.correct, "/", em.total, " (",
+                     std::round(em.rate() * 1000) / 10, "%)");
+    }
+    metrics.Append(line);
+    std::fprintf(log, "step %lld/%lld | held-out loss %.4f (%lld tokens)%s\n",
                  static_cast<long long>(step), static_cast<long long>(job.steps), held.mean(),
-                 static_cast<long long>(held.targets));
+                 static_cast<long long>(held.targets), match.c_str());
+    std::fflush(log);
   };
   const auto save = [&](int64_t step) {
     const Clock::time_point begin = Clock::now();

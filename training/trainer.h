@@ -26,6 +26,7 @@ struct TrainRunSummary {
   int64_t last_step = 0;
   double last_loss = 0;
   double held_out_loss = -1;  // the last evaluation's mean loss; -1 without held-out data
+  double exact_match = -1;    // the last evaluation's held-out exact match; -1 when not asked
   std::string exported_model;
 };
 

@@ -95,6 +95,40 @@ TEST_F(Hdf5CheckpointTest, EverythingRoundTrips) {
   r->VerifyAll();
 }
 
+// State beside the model (a trainer's optimizer moments and progress) lives in groups of its own:
+// it round-trips, model readers never list it, and the model's own groups cannot be written.
+TEST_F(Hdf5CheckpointTest, GroupsBesideTheModelRoundTripAndStayOutOfTheModel) {
+  const std::string path = (dir_ / "state.h5").string();
+  {
+    Hdf5CheckpointWriter w = Hdf5CheckpointWriter::Create(path);
+    w.Write("model.norm.weight", Iota({5}, DType::kF32));
+    w.WriteToGroup("optimizer/exp_avg", "model.norm.weight", Iota({5}, DType::kF32));
+    w.WriteToGroup("optimizer/exp_avg", "big", Iota({700, 513}, DType::kF32));
+    w.SetGroupAttributes("trainer", {{"step", int64_t{42}}, {"elapsed_s", 1.5}});
+    EXPECT_THAT(ErrorOf([&] { w.WriteToGroup("params", "x", Iota({1}, DType::kF32)); }),
+                HasSubstr("/params is the model's own"));
+    EXPECT_THAT(ErrorOf([&] { w.WriteToGroup("a//b", "x", Iota({1}, DType::kF32)); }),
+                HasSubstr("invalid name ''"));
+    w.Commit();
+  }
+  const auto r = Hdf5CheckpointReader::Open(path);
+  ASSERT_EQ(r->List().size(), 1u);  // the model's tensors only
+  EXPECT_TRUE(r->HasGroup("optimizer/exp_avg"));
+  EXPECT_TRUE(r->HasGroup("optimizer"));
+  EXPECT_FALSE(r->HasGroup("optimizer/exp_avg_sq"));
+  EXPECT_FALSE(r->HasGroup("nothing/here"));
+  EXPECT_FALSE(r->HasGroup("params/model.norm.weight"));  // a dataset, not a group
+  EXPECT_EQ(r->ListGroup("optimizer/exp_avg").size(), 2u);
+  EXPECT_TRUE(
+      SameBytes(r->ReadFromGroup("optimizer/exp_avg", "big"), Iota({700, 513}, DType::kF32)));
+  const Attributes trainer = r->GroupAttributes("trainer");
+  EXPECT_EQ(std::get<int64_t>(trainer.at("step")), 42);
+  EXPECT_THAT(ErrorOf([&] { r->ReadFromGroup("optimizer/exp_avg", "absent"); }),
+              HasSubstr("state.h5: tensor 'absent' of group /optimizer/exp_avg is absent"));
+  EXPECT_THAT(ErrorOf([&] { r->GroupAttributes("optimizer/master"); }),
+              HasSubstr("group /optimizer/master is absent"));
+}
+
 // Files written by other tools (h5py with numpy bytes, h5py's defaults for some types) carry
 // fixed-length strings and narrower numbers; HDF5 cannot convert those to variable-length
 // strings, so they are read separately.

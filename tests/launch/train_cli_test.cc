@@ -1,0 +1,211 @@
+// `gemmapod train` as users run it, on the tiny Gemma 3 fixture: a run writes its checkpoints,
+// metrics, loss curve and exported model; a run killed (SIGKILL) half-way through a save leaves
+// the previous checkpoint whole, and resuming from it gives losses and weights bit-identical to
+// the uninterrupted run (f32 weights, and bf16 weights with f32 masters); mistakes are named.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "runtime/checkpoint/hdf5_checkpoint.h"
+#include "tests/launch/run_gemmapod.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+using gemmapod::Contains;
+using gemmapod::Gemmapod;
+using Result = gemmapod::CliResult;
+
+class TrainCli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("train-cli-" + std::to_string(getpid()));
+    fs::create_directories(dir_);
+    model_ = (dir_ / "tiny.h5").string();
+    convert_ = Gemmapod("convert tests/fixtures/models/gemma3 " + model_);
+    std::ofstream data(dir_ / "train.jsonl");
+    for (int i = 0; i < 24; ++i) {
+      data << R"({"prompt": ")" << i << " plus " << (i * 7) % 10 << R"( is", "completion": " )"
+           << i + (i * 7) % 10 << "\"}\n";
+    }
+    data << R"({"messages": [{"role": "user", "content": "hi"}, )"
+         << R"({"role": "assistant", "content": "hello"}]})"
+         << "\n";
+    data << R"({"text": "the cat sat on the mat"})"
+         << "\n";
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+
+  // A job file in the test directory; `extra` adds or overrides top-level keys.
+  static std::string Job(const std::string& name, const std::string& run_dir,
+                         const std::string& extra = "") {
+    const std::string path = (dir_ / (name + ".yaml")).string();
+    std::ofstream(path) << "model: tiny.h5\n"
+                        << "data: {train: train.jsonl, held_out_fraction: 0.2, max_length: 64, "
+                        << "packing: true}\n"
+                        << "steps: 12\n"
+                        << "batch: {sequences: 4, micro_batch: 2}\n"
+                        << "optimizer: {lr: 1e-2, weight_decay: 0.01}\n"
+                        << "schedule: {warmup_steps: 2}\n"
+                        << "checkpoint: {dir: " << run_dir << ", interval: 4, keep: 2}\n"
+                        << extra;
+    return path;
+  }
+  static fs::path Run(const std::string& run_dir) { return dir_ / run_dir; }
+
+  // Every line of a run's metrics by step and kind ("loss" or "held_out_loss").
+  static std::map<std::pair<int64_t, std::string>, double> Metrics(const std::string& run_dir) {
+    std::map<std::pair<int64_t, std::string>, double> out;
+    std::ifstream in(Run(run_dir) / "metrics.jsonl");
+    std::string line;
+    while (std::getline(in, line)) {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      for (const char* key : {"loss", "held_out_loss"}) {
+        if (j.contains(key)) out[{j["step"].get<int64_t>(), key}] = j[key].get<double>();
+      }
+    }
+    return out;
+  }
+
+  // Whether two checkpoints hold the same tensors, byte for byte.
+  static void ExpectSameWeights(const fs::path& a, const fs::path& b) {
+    const auto ra = gemmapod::Hdf5CheckpointReader::Open(a.string());
+    const auto rb = gemmapod::Hdf5CheckpointReader::Open(b.string());
+    ASSERT_EQ(ra->List().size(), rb->List().size());
+    for (const gemmapod::TensorInfo& info : ra->List()) {
+      const gemmapod::Tensor x = ra->Read(info.name), y = rb->Read(info.name);
+      ASSERT_EQ(x.nbytes(), y.nbytes()) << info.name;
+      EXPECT_EQ(std::memcmp(x.raw(), y.raw(), x.nbytes()), 0) << info.name << " differs";
+    }
+  }
+
+  static inline fs::path dir_;
+  static inline std::string model_;
+  static inline Result convert_;
+};
+
+TEST_F(TrainCli, ARunWritesCheckpointsMetricsCurveAndAModelThatGenerates) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  const Result r = Gemmapod("train --config " + Job("plain", "plain"), 120);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "train: 26 examples from .*train.jsonl")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "train: 5 held-out examples")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "step 0/12 \\| held-out loss [0-9.]+")) << r.output;
+  EXPECT_TRUE(Contains(r.output,
+                       "step 12/12 \\| loss [0-9.]+ \\| lr [0-9.e-]+ \\| grad-norm [0-9.e+-]+ "
+                       "\\| [0-9]+ tok/s \\| eta 0s"))
+      << r.output;
+  // keep: 2 leaves the last two checkpoints.
+  EXPECT_FALSE(fs::exists(Run("plain") / "step-00000004.h5"));
+  EXPECT_TRUE(fs::exists(Run("plain") / "step-00000008.h5"));
+  EXPECT_TRUE(fs::exists(Run("plain") / "step-00000012.h5"));
+  std::ifstream svg(Run("plain") / "loss.svg");
+  const std::string picture((std::istreambuf_iterator<char>(svg)), {});
+  EXPECT_EQ(picture.rfind("<svg ", 0), 0u) << picture.substr(0, 200);
+  EXPECT_NE(picture.find("<polyline"), std::string::npos);
+  const auto metrics = Metrics("plain");
+  EXPECT_EQ(metrics.size(), 12u + 4u);  // 12 steps; held-out at 0, 4, 8, 12
+  EXPECT_LT(metrics.at({12, "loss"}), metrics.at({1, "loss"}));
+  // The exported model and every checkpoint are models: generate reads them as they are.
+  for (const char* file : {"model.h5", "step-00000012.h5"}) {
+    const Result g = Gemmapod("generate --model " + (Run("plain") / file).string() +
+                              " --prompt '3 plus 1 is' --max-tokens 3");
+    EXPECT_EQ(g.exit_code, 0) << file << ": " << g.output;
+  }
+  const Result hf = Gemmapod("convert " + (Run("plain") / "model.h5").string() + " " +
+                             (dir_ / "exported-hf").string());
+  ASSERT_EQ(hf.exit_code, 0) << hf.output;
+  EXPECT_TRUE(fs::exists(dir_ / "exported-hf" / "model.safetensors"));
+}
+
+TEST_F(TrainCli, AKillDuringASaveLosesNothingAndTheResumeIsBitIdentical) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  const Result whole = Gemmapod("train --config " + Job("whole", "whole"), 120);
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+
+  const std::string job = Job("killed", "killed");
+  const Result killed = Gemmapod("train --config " + job + " --inject-kill-during-save 8", 120);
+  EXPECT_EQ(killed.exit_code, 128 + 9) << killed.output;
+  EXPECT_TRUE(fs::exists(Run("killed") / "step-00000004.h5"));
+  EXPECT_FALSE(fs::exists(Run("killed") / "step-00000008.h5"));
+  int temporaries = 0;
+  for (const auto& e : fs::directory_iterator(Run("killed"))) {
+    temporaries += Contains(e.path().filename().string(), "^step-00000008.h5.tmp-") ? 1 : 0;
+  }
+  EXPECT_EQ(temporaries, 1) << "the killed save's temporary file";
+  const Result earlier =
+      Gemmapod("generate --model " + (Run("killed") / "step-00000004.h5").string() +
+               " --prompt 'hi' --max-tokens 2");
+  EXPECT_EQ(earlier.exit_code, 0) << "the previous checkpoint loads: " << earlier.output;
+
+  const Result resumed = Gemmapod("train --config " + job + " --resume", 120);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_TRUE(Contains(resumed.output, "removed 1 unfinished checkpoint file")) << resumed.output;
+  EXPECT_TRUE(Contains(resumed.output, "resuming from .*step-00000004.h5 at step 4"))
+      << resumed.output;
+  EXPECT_EQ(Metrics("killed"), Metrics("whole"));  // every loss, to the last bit
+  ExpectSameWeights(Run("killed") / "model.h5", Run("whole") / "model.h5");
+  ExpectSameWeights(Run("killed") / "step-00000012.h5", Run("whole") / "step-00000012.h5");
+}
+
+TEST_F(TrainCli, Bf16WeightsResumeFromTheirF32Masters) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  const Result whole = Gemmapod(
+      "train --config " + Job("bf16-whole", "bf16-whole", "weights: bf16\nseed: 5\n"), 120);
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+  // A new directory continuing from the first run's step 8 (--resume-from).
+  const Result resumed =
+      Gemmapod("train --config " + Job("bf16-resumed", "bf16-resumed", "weights: bf16\nseed: 5\n") +
+                   " --resume-from " + (Run("bf16-whole") / "step-00000008.h5").string(),
+               120);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  ExpectSameWeights(Run("bf16-resumed") / "model.h5", Run("bf16-whole") / "model.h5");
+  const auto a = Metrics("bf16-whole"), b = Metrics("bf16-resumed");
+  for (int64_t step = 9; step <= 12; ++step) {
+    EXPECT_EQ(a.at({step, "loss"}), b.at({step, "loss"})) << "step " << step;
+  }
+}
+
+TEST_F(TrainCli, MistakesAreNamed) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  const std::string job = Job("errors", "errors");
+  ASSERT_EQ(Gemmapod("train --config " + job, 120).exit_code, 0);
+  const Result again = Gemmapod("train --config " + job);
+  EXPECT_NE(again.exit_code, 0);
+  EXPECT_TRUE(Contains(again.output, "already holds a run's checkpoints .*pass --resume"))
+      << again.output;
+  const Result other_seed =
+      Gemmapod("train --config " + Job("errors", "errors", "seed: 2\n") + " --resume");
+  EXPECT_NE(other_seed.exit_code, 0);
+  EXPECT_TRUE(Contains(other_seed.output, "seed was 1 and is now 2")) << other_seed.output;
+  const Result nothing = Gemmapod("train --config " + Job("empty", "empty") + " --resume");
+  EXPECT_TRUE(Contains(nothing.output, "resume: no checkpoint \\(step-\\*.h5\\) in .*empty"))
+      << nothing.output;
+  const Result model_only =
+      Gemmapod("train --config " + Job("fresh", "fresh") + " --resume-from " + model_);
+  EXPECT_TRUE(Contains(model_only.output, "a model checkpoint without training state"))
+      << model_only.output;
+  std::ofstream(dir_ / "bad.jsonl") << R"({"text": "fine"})"
+                                    << "\n"
+                                    << R"({"text": })"
+                                    << "\n";
+  const std::string bad = (dir_ / "bad.yaml").string();
+  std::ofstream(bad)
+      << "model: tiny.h5\ndata: {train: bad.jsonl}\nsteps: 1\ncheckpoint: {dir: b}\n";
+  const Result bad_data = Gemmapod("train --config " + bad);
+  EXPECT_TRUE(Contains(bad_data.output, "bad.jsonl:2: not valid JSON")) << bad_data.output;
+  const Result bad_key = Gemmapod("train --config " + Job("typo", "typo", "stpes: 3\n"));
+  EXPECT_TRUE(Contains(bad_key.output, "typo.yaml:8:1: stpes: unknown key")) << bad_key.output;
+  const Result ranks = gemmapod::MpirunGemmapod(2, "train --config " + Job("mpi", "mpi"));
+  EXPECT_NE(ranks.exit_code, 0);
+  EXPECT_TRUE(Contains(ranks.output, "fine-tuning runs on one rank")) << ranks.output;
+}
+
+}  // namespace

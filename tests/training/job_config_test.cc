@@ -1,0 +1,128 @@
+// A training job file: every key read, relative paths taken from the file's directory, and every
+// mistake named by file, line, column and key.
+#include "training/job_config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tests/error_of.h"
+
+namespace gemmapod {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+class JobConfig : public ::testing::Test {
+ protected:
+  JobConfig() {
+    dir_ = fs::temp_directory_path() / ("job-config-" + std::to_string(getpid()));
+    fs::create_directories(dir_);
+  }
+  ~JobConfig() override { fs::remove_all(dir_); }
+  std::string Write(const std::string& text) {
+    const std::string path = (dir_ / "job.yaml").string();
+    std::ofstream(path) << text;
+    return path;
+  }
+  static constexpr const char* kMinimal =
+      "model: m.h5\ndata:\n  train: d/train.jsonl\nsteps: 10\ncheckpoint:\n  dir: run\n";
+  fs::path dir_;
+};
+
+TEST_F(JobConfig, ReadsEveryKey) {
+  const TrainingJob job = ReadTrainingJob(Write(R"(model: m.h5
+tokenizer: /abs/tok.model
+weights: bf16
+data:
+  train: d/train.jsonl
+  held_out: d/eval.jsonl
+  max_length: 256
+  too_long: skip
+  invalid: skip
+  shuffle: false
+  packing: true
+steps: 100
+seed: 9
+batch: {sequences: 8, micro_batch: 2}
+optimizer: {lr: 3e-4, beta1: 0.8, beta2: 0.95, eps: 1e-6, weight_decay: 0.1, max_grad_norm: 0.5}
+schedule: {warmup_steps: 10, decay: linear, min_lr_ratio: 0.1}
+checkpoint: {dir: run, interval: 25, keep: 2}
+eval: {interval: 5}
+log: {interval: 10}
+)"));
+  EXPECT_EQ(job.model, (dir_ / "m.h5").string());
+  EXPECT_EQ(job.tokenizer, "/abs/tok.model");
+  EXPECT_EQ(job.weights_dtype, "bf16");
+  EXPECT_EQ(job.data.train, (dir_ / "d/train.jsonl").string());
+  EXPECT_EQ(job.data.held_out, (dir_ / "d/eval.jsonl").string());
+  EXPECT_EQ(job.data.max_length, 256);
+  EXPECT_TRUE(job.data.skip_too_long);
+  EXPECT_TRUE(job.data.skip_invalid);
+  EXPECT_FALSE(job.data.shuffle);
+  EXPECT_TRUE(job.data.packing);
+  EXPECT_EQ(job.steps, 100);
+  EXPECT_EQ(job.seed, 9u);
+  EXPECT_EQ(job.batch_sequences, 8);
+  EXPECT_EQ(job.micro_batch, 2);
+  EXPECT_DOUBLE_EQ(job.schedule.peak, 3e-4);
+  EXPECT_FLOAT_EQ(job.optimizer.beta1, 0.8f);
+  EXPECT_FLOAT_EQ(job.optimizer.beta2, 0.95f);
+  EXPECT_FLOAT_EQ(job.optimizer.eps, 1e-6f);
+  EXPECT_FLOAT_EQ(job.optimizer.weight_decay, 0.1f);
+  EXPECT_DOUBLE_EQ(job.max_grad_norm, 0.5);
+  EXPECT_EQ(job.schedule.warmup_steps, 10);
+  EXPECT_EQ(job.schedule.decay, LrSchedule::Decay::kLinear);
+  EXPECT_DOUBLE_EQ(job.schedule.min_ratio, 0.1);
+  EXPECT_EQ(job.schedule.total_steps, 100);
+  EXPECT_EQ(job.checkpoint.dir, (dir_ / "run").string());
+  EXPECT_EQ(job.checkpoint.interval, 25);
+  EXPECT_EQ(job.checkpoint.keep, 2);
+  EXPECT_EQ(job.eval_interval, 5);
+  EXPECT_EQ(job.log_interval, 10);
+}
+
+TEST_F(JobConfig, DefaultsAreAWholeBatchPerStepInF32) {
+  const TrainingJob job = ReadTrainingJob(Write(kMinimal));
+  EXPECT_EQ(job.weights_dtype, "f32");
+  EXPECT_EQ(job.batch_sequences, 1);
+  EXPECT_EQ(job.micro_batch, 1);
+  EXPECT_TRUE(job.data.shuffle);
+  EXPECT_FALSE(job.data.packing);
+  EXPECT_DOUBLE_EQ(job.max_grad_norm, 1.0);
+}
+
+TEST_F(JobConfig, MistakesNameFileLineAndKey) {
+  const std::string base = kMinimal;
+  const auto error = [&](const std::string& text) {
+    return ErrorOf([&] { ReadTrainingJob(Write(text)); });
+  };
+  EXPECT_THAT(error(base + "epochs: 3\n"), HasSubstr("job.yaml:7:1: epochs: unknown key"));
+  EXPECT_THAT(error(base + "batch: {sequences: 6, micro_batch: 4}\n"),
+              HasSubstr("batch.micro_batch: must divide batch.sequences (6)"));
+  EXPECT_THAT(error(base + "optimizer: {lr: 2}\n"),
+              HasSubstr("optimizer.lr: must be in (0, 1], got 2"));
+  EXPECT_THAT(error(base + "optimizer: {beta2: 1}\n"),
+              HasSubstr("optimizer.beta2: must be in [0, 1), got 1"));
+  EXPECT_THAT(error(base + "schedule: {warmup_steps: 20}\n"),
+              HasSubstr("warmup_steps (20) is longer than the run (steps: 10)"));
+  EXPECT_THAT(error(base + "schedule: {decay: step}\n"), HasSubstr("schedule.decay"));
+  EXPECT_THAT(error(base + "weights: int8\n"), HasSubstr("weights"));
+  EXPECT_THAT(error("model: m.h5\ndata: {train: t.jsonl, held_out: e.jsonl, "
+                    "held_out_fraction: 0.1}\nsteps: 1\ncheckpoint: {dir: r}\n"),
+              HasSubstr("give held_out (a file) or held_out_fraction"));
+  EXPECT_THAT(error("model: m.h5\ndata: {train: t.jsonl}\ncheckpoint: {dir: r}\n"),
+              HasSubstr("job.yaml:1:1: steps: missing required key"));
+  EXPECT_THAT(error("model: m.h5\ndata: {train: t.jsonl}\nsteps: 0\ncheckpoint: {dir: r}\n"),
+              HasSubstr("steps: must be at least 1, got 0"));
+  EXPECT_THAT(error("model: m.h5\ndata: {train: t.jsonl, max_length: 1}\nsteps: 2\n"
+                    "checkpoint: {dir: r}\n"),
+              HasSubstr("data.max_length: must be at least 2"));
+}
+
+}  // namespace
+}  // namespace gemmapod
