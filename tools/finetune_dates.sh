@@ -3,7 +3,8 @@
 # 8601 (examples/finetune-dates/job.yaml). Fetches and converts the model as tools/main_job.sh
 # does, writes the task's data (tools/make_date_task.py: 800 training and 100 held-out dates)
 # into build/finetune-dates/, and trains; the held-out exact match is printed before training
-# and at every evaluation. Extra arguments go to `gemmapod train` (e.g. --resume).
+# and at every evaluation. --lora trains LoRA adapters instead (examples/finetune-dates/lora.yaml);
+# other arguments go to `gemmapod train` (e.g. --resume).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 gemmapod=build/gemmapod
@@ -14,4 +15,9 @@ if [[ ! -f $model || $model -ot $gguf || $model -ot $gemmapod ]]; then
   "$gemmapod" convert "$gguf" "$model" --dtype bf16 --force
 fi
 python3 tools/make_date_task.py build/finetune-dates
-exec "$gemmapod" train --config examples/finetune-dates/job.yaml "$@"
+job=examples/finetune-dates/job.yaml
+if [[ ${1:-} == --lora ]]; then
+  job=examples/finetune-dates/lora.yaml
+  shift
+fi
+exec "$gemmapod" train --config "$job" "$@"

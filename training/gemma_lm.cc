@@ -13,13 +13,40 @@
 
 namespace gemmapod {
 
+bool HasAdapters(const GemmaWeights& w) {
+  for (const GemmaLayerWeights& l : w.layers) {
+    for (const Linear* m :
+         {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj}) {
+      if (m->lora) return true;
+    }
+  }
+  return false;
+}
+
 GemmaGrads GemmaGrads::ZerosFor(const ModelConfig& c, const GemmaWeights& w) {
   GemmaGrads g;
-  g.embed_tokens = ZerosOn(w.embed_tokens.weight.device(), w.embed_tokens.weight.shape());
   for (const GemmaLayerWeights& layer : w.layers) {
     g.layers.push_back(GemmaLayerGrads::ZerosFor(c, layer));
   }
-  g.final_norm = ZerosOn(w.final_norm.device(), w.final_norm.shape());
+  if (!HasAdapters(w)) {
+    g.embed_tokens = ZerosOn(w.embed_tokens.weight.device(), w.embed_tokens.weight.shape());
+    g.final_norm = ZerosOn(w.final_norm.device(), w.final_norm.shape());
+    return g;
+  }
+  // Adapter fine-tuning: only the adapters train. Every other parameter is frozen (an undefined
+  // gradient), which also skips its weight-gradient products in the backward.
+  for (GemmaLayerGrads& l : g.layers) {
+    for (Tensor* norm : {&l.attn_norm, &l.post_attn_norm, &l.mlp_norm, &l.post_mlp_norm,
+                         &l.attention.q_norm, &l.attention.k_norm}) {
+      *norm = Tensor();
+    }
+    for (LinearGrad* m :
+         {&l.attention.q_proj, &l.attention.k_proj, &l.attention.v_proj, &l.attention.o_proj,
+          &l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj}) {
+      m->weight = Tensor();
+      m->bias = Tensor();
+    }
+  }
   return g;
 }
 
@@ -29,6 +56,7 @@ void AddGemmaParameters(AdamW& optimizer, const ModelConfig& c, GemmaWeights& w,
   // the same Hugging Face names as the checkpoint's tensors.
   std::map<const Tensor*, Tensor*> grad_of = {{&w.embed_tokens.weight, &g.embed_tokens},
                                               {&w.final_norm, &g.final_norm}};
+  std::map<const Linear*, LinearGrad*> linear_grad_of;
   for (size_t l = 0; l < w.layers.size(); ++l) {
     GemmaLayerWeights& lw = w.layers[l];
     GemmaLayerGrads& lg = g.layers[l];
@@ -45,6 +73,22 @@ void AddGemmaParameters(AdamW& optimizer, const ModelConfig& c, GemmaWeights& w,
     grad_of[&lw.gate_proj.weight] = &lg.mlp.gate_proj.weight;
     grad_of[&lw.up_proj.weight] = &lg.mlp.up_proj.weight;
     grad_of[&lw.down_proj.weight] = &lg.mlp.down_proj.weight;
+    linear_grad_of[&lw.q_proj] = &lg.attention.q_proj;
+    linear_grad_of[&lw.k_proj] = &lg.attention.k_proj;
+    linear_grad_of[&lw.v_proj] = &lg.attention.v_proj;
+    linear_grad_of[&lw.o_proj] = &lg.attention.o_proj;
+    linear_grad_of[&lw.gate_proj] = &lg.mlp.gate_proj;
+    linear_grad_of[&lw.up_proj] = &lg.mlp.up_proj;
+    linear_grad_of[&lw.down_proj] = &lg.mlp.down_proj;
+  }
+  if (HasAdapters(w)) {  // only the adapters train; A and B take weight decay as PEFT's do
+    ForEachGemmaLinear(c, w, [&](const std::string& name, Linear& linear) {
+      if (!linear.lora) return;
+      LinearGrad* grad = linear_grad_of.at(&linear);
+      optimizer.Add(name + ".lora_A.weight", linear.lora->a, grad->lora_a, true);
+      optimizer.Add(name + ".lora_B.weight", linear.lora->b, grad->lora_b, true);
+    });
+    return;
   }
   ForEachGemmaParameter(c, w, [&](const GemmaParameter& p, Tensor& slot) {
     GEMMAPOD_CHECK(!p.is_scale, "train: '", p.name,

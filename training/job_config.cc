@@ -94,7 +94,7 @@ TrainingJob ReadTrainingJob(const std::string& path) {
   const YamlValue doc = ParseYamlDocument(text, path);
   const fs::path base = fs::path(path).parent_path();
   const YamlMap map = doc.AsMap({"model", "tokenizer", "weights", "data", "steps", "seed", "batch",
-                                 "optimizer", "schedule", "checkpoint", "eval", "log"});
+                                 "optimizer", "schedule", "checkpoint", "eval", "log", "lora"});
   TrainingJob job;
   job.source = path;
   job.model = PathFrom(map.Require("model"), base);
@@ -115,6 +115,25 @@ TrainingJob ReadTrainingJob(const std::string& path) {
     }
   }
   if (job.micro_batch == 0) job.micro_batch = job.batch_sequences;
+  if (auto v = map.Find("lora")) {
+    const YamlMap lora = v->AsMap({"rank", "alpha", "targets"});
+    LoraOptions options;
+    if (auto r = lora.Find("rank")) options.rank = PositiveInt(*r, 1);
+    if (auto a = lora.Find("alpha")) {
+      options.alpha = a->AsNumber();
+      if (options.alpha <= 0) a->Fail("must be above 0");
+    }
+    if (auto t = lora.Find("targets")) {
+      options.targets.clear();
+      for (const YamlValue& item : t->AsList()) options.targets.push_back(item.AsString());
+      try {
+        ValidateLoraTargets(options.targets);
+      } catch (const Error& e) {
+        t->Fail(e.what());
+      }
+    }
+    job.lora = options;
+  }
   if (auto v = map.Find("optimizer")) ReadOptimizer(*v, job);
   if (auto v = map.Find("schedule")) ReadSchedule(*v, job.schedule);
   job.schedule.total_steps = job.steps;

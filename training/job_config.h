@@ -5,9 +5,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "training/adamw.h"
+#include "training/lora.h"
 #include "training/lr_schedule.h"
 
 namespace gemmapod {
@@ -29,6 +31,10 @@ struct TrainingJob {
     bool shuffle = true;
     bool packing = false;
   } data;
+
+  // Set: train LoRA adapters on the listed matrices, everything else frozen; checkpoints and the
+  // exported model hold the merged weights.
+  std::optional<LoraOptions> lora;
 
   int64_t steps = 0;
   uint64_t seed = 1;

@@ -19,6 +19,7 @@
 #include "training/data.h"
 #include "training/exact_match.h"
 #include "training/gemma_lm.h"
+#include "training/lora.h"
 #include "training/loss_curve.h"
 #include "training/training_checkpoint.h"
 
@@ -148,6 +149,23 @@ void OpenMetrics(const std::string& dir, int64_t resumed_step, bool resume, Metr
   GEMMAPOD_CHECK(m.file != nullptr, m.path, ": cannot open the metrics file");
 }
 
+std::string JoinTargets(const LoraOptions& lora) {
+  std::string out;
+  for (const std::string& t : lora.targets) out += (out.empty() ? "" : ",") + t;
+  return out;
+}
+
+// The model's tensors as stored (their crc32s folded together): a LoRA run's frozen base.
+int64_t ModelDigest(const Hdf5CheckpointReader& model) {
+  uint32_t crc = 0;
+  for (const TensorInfo& info : model.List()) {
+    const uint32_t stored = model.StoredCrc32(info.name).value_or(0);
+    crc = Crc32Update(crc, info.name.data(), info.name.size());
+    crc = Crc32Update(crc, &stored, sizeof stored);
+  }
+  return crc;
+}
+
 LossSum HeldOutLoss(const ModelConfig& config, const GemmaWeights& weights,
                     const std::vector<TrainingExample>& held_out, int64_t rows_per_batch) {
   LossSum total;
@@ -201,8 +219,19 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
                  config.max_position_embeddings, " tokens)");
   const int64_t max_length =
       job.data.max_length > 0 ? job.data.max_length : config.max_position_embeddings;
-  GemmaWeights weights = LoadGemmaWeights(config, *reader);
+  // LoRA checkpoints hold merged matrices: the frozen base comes from the job's model, always,
+  // and is checked against the run's digest of it on a resume.
+  std::unique_ptr<Hdf5CheckpointReader> base;
+  if (job.lora && options.resume) base = Hdf5CheckpointReader::Open(job.model);
+  const Hdf5CheckpointReader& weights_source = base ? *base : *reader;
+  GemmaWeights weights = LoadGemmaWeights(config, weights_source);
   CastMatrices(config, weights, job.weights_dtype == "bf16" ? DType::kBF16 : DType::kF32);
+  if (job.lora) {
+    AttachLora(config, weights, *job.lora, job.seed);
+    std::fprintf(log, "train: LoRA rank %lld, alpha %g on %s\n",
+                 static_cast<long long>(job.lora->rank), job.lora->alpha,
+                 JoinTargets(*job.lora).c_str());
+  }
 
   std::optional<std::string> embedded = ReadEmbeddedTokenizer(*reader);
   GEMMAPOD_CHECK(!job.tokenizer.empty() || embedded.has_value(), start,
@@ -230,7 +259,13 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   if (!split.held_out.empty()) {
     std::fprintf(log, "train: %zu held-out examples\n", split.held_out.size());
   }
-  const Attributes identity = RunIdentity(job, max_length, split.train, split.held_out);
+  Attributes identity = RunIdentity(job, max_length, split.train, split.held_out);
+  if (job.lora) {
+    identity["lora_rank"] = job.lora->rank;
+    identity["lora_alpha"] = job.lora->alpha;
+    identity["lora_targets"] = JoinTargets(*job.lora);
+    identity["base_model_digest"] = ModelDigest(weights_source);
+  }
 
   GemmaGrads grads = GemmaGrads::ZerosFor(config, weights);
   AdamW optimizer(job.optimizer);
@@ -238,8 +273,9 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   TrainerState state;
   state.run_identity = identity;
   if (options.resume) {
-    const TrainerState saved = RestoreTrainingState(*reader, optimizer);
+    const TrainerState saved = ReadTrainerState(*reader);
     CheckSameRun(saved.run_identity, identity, start, job.source);
+    RestoreOptimizerState(*reader, optimizer);
     state.step = saved.step;
     state.cursor = saved.cursor;
     state.tokens_seen = saved.tokens_seen;
@@ -298,7 +334,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
         if (written == 3) raise(SIGKILL);
       };
     }
-    SaveTrainingCheckpoint(path, config, weights, tokenizer_bytes, optimizer, state, progress);
+    GemmaWeights model = job.lora ? MergedLoraWeights(config, weights) : weights;
+    SaveTrainingCheckpoint(path, config, model, tokenizer_bytes, optimizer, state, progress);
     PruneTrainingCheckpoints(dir, job.checkpoint.keep);
     WriteTextFileAtomically(
         (fs::path(dir) / kLossCurveFile).string(),
@@ -379,7 +416,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     if (checkpoint) save(step);
   }
   summary.exported_model = (fs::path(dir) / kExportedModelFile).string();
-  SaveGemmaCheckpoint(summary.exported_model, config, weights, tokenizer_bytes);
+  GemmaWeights exported = job.lora ? MergedLoraWeights(config, weights) : weights;
+  SaveGemmaCheckpoint(summary.exported_model, config, exported, tokenizer_bytes);
   std::fprintf(log, "train: done; the model is %s (gemmapod generate --model %s ...)\n",
                summary.exported_model.c_str(), summary.exported_model.c_str());
   return summary;

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <regex>
+#include <set>
 
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/error.h"
@@ -57,14 +58,17 @@ void SaveTrainingCheckpoint(const std::string& path, const ModelConfig& config,
     ++written;
     if (progress) progress(written);
   };
+  std::set<std::string> in_params;
   ForEachGemmaParameter(config, weights, [&](const GemmaParameter& p, Tensor& slot) {
     writer.Write(p.name, slot);
+    in_params.insert(p.name);
     wrote();
   });
   writer.WriteFile("tokenizer.model", tokenizer);
   for (const std::string& name : optimizer.names()) {
-    // An f32 weight is its own master: the model's tensor already holds it.
-    if (optimizer.weight(name).dtype() != DType::kF32) {
+    // An f32 weight in /params is its own master; a bf16 weight, or a parameter that is not a
+    // model tensor (a LoRA adapter: /params then holds the merged matrices), gets one here.
+    if (optimizer.weight(name).dtype() != DType::kF32 || in_params.count(name) == 0) {
       writer.WriteToGroup(kMasters, name, optimizer.master(name));
       wrote();
     }
@@ -90,36 +94,12 @@ void SaveTrainingCheckpoint(const std::string& path, const ModelConfig& config,
   writer.Commit();
 }
 
-TrainerState RestoreTrainingState(const Hdf5CheckpointReader& ckpt, AdamW& optimizer) {
+TrainerState ReadTrainerState(const Hdf5CheckpointReader& ckpt) {
   const std::string& path = ckpt.origin();
   GEMMAPOD_CHECK(
       ckpt.HasGroup(kTrainer) && ckpt.HasGroup(kFirstMoments) && ckpt.HasGroup(kSecondMoments),
       path, ": a model checkpoint without training state (no /trainer and /optimizer ",
       "groups): it can start a run (model:), not resume one");
-  const Attributes opt = ckpt.GroupAttributes(kOptimizer);
-  const std::string where = path + ": /optimizer";
-  const auto check_option = [&](const char* key, double job) {
-    const double saved = NumberAttribute(opt, key, where);
-    GEMMAPOD_CHECK(static_cast<float>(saved) == static_cast<float>(job), path, ": optimizer.", key,
-                   " was ", saved, " in the saved run and is ", job,
-                   " in the job; a resumed run keeps its optimizer");
-  };
-  check_option("beta1", optimizer.options().beta1);
-  check_option("beta2", optimizer.options().beta2);
-  check_option("eps", optimizer.options().eps);
-  const bool masters = ckpt.HasGroup(kMasters);
-  for (const std::string& name : optimizer.names()) {
-    Tensor master = optimizer.weight(name);
-    if (master.dtype() != DType::kF32) {
-      GEMMAPOD_CHECK(masters, path, ": the weight '", name, "' trains in ",
-                     DTypeName(master.dtype()), " but the checkpoint has no f32 master copy ",
-                     "(/optimizer/master)");
-      master = ckpt.ReadFromGroup(kMasters, name);
-    }
-    optimizer.Restore(name, master, ckpt.ReadFromGroup(kFirstMoments, name),
-                      ckpt.ReadFromGroup(kSecondMoments, name));
-  }
-  optimizer.set_steps(IntAttribute(opt, "steps", where));
   const Attributes t = ckpt.GroupAttributes(kTrainer);
   TrainerState state;
   const std::string at = path + ": /trainer";
@@ -135,6 +115,38 @@ TrainerState RestoreTrainingState(const Hdf5CheckpointReader& ckpt, AdamW& optim
     }
   }
   return state;
+}
+
+void RestoreOptimizerState(const Hdf5CheckpointReader& ckpt, AdamW& optimizer) {
+  const std::string& path = ckpt.origin();
+  ReadTrainerState(ckpt);  // names a plain model checkpoint
+  const Attributes opt = ckpt.GroupAttributes(kOptimizer);
+  const std::string where = path + ": /optimizer";
+  const auto check_option = [&](const char* key, double job) {
+    const double saved = NumberAttribute(opt, key, where);
+    GEMMAPOD_CHECK(static_cast<float>(saved) == static_cast<float>(job), path, ": optimizer.", key,
+                   " was ", saved, " in the saved run and is ", job,
+                   " in the job; a resumed run keeps its optimizer");
+  };
+  check_option("beta1", optimizer.options().beta1);
+  check_option("beta2", optimizer.options().beta2);
+  check_option("eps", optimizer.options().eps);
+  std::set<std::string> masters;
+  if (ckpt.HasGroup(kMasters)) {
+    for (const TensorInfo& info : ckpt.ListGroup(kMasters)) masters.insert(info.name);
+  }
+  for (const std::string& name : optimizer.names()) {
+    Tensor master = optimizer.weight(name);
+    if (masters.count(name) > 0) {
+      master = ckpt.ReadFromGroup(kMasters, name);
+    } else {
+      GEMMAPOD_CHECK(master.dtype() == DType::kF32 && ckpt.Has(name), path, ": no f32 master ",
+                     "copy of '", name, "' (/optimizer/master) to resume from");
+    }
+    optimizer.Restore(name, master, ckpt.ReadFromGroup(kFirstMoments, name),
+                      ckpt.ReadFromGroup(kSecondMoments, name));
+  }
+  optimizer.set_steps(IntAttribute(opt, "steps", where));
 }
 
 std::vector<CheckpointEntry> ListTrainingCheckpoints(const std::string& dir) {

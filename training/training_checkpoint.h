@@ -37,10 +37,13 @@ void SaveTrainingCheckpoint(const std::string& path, const ModelConfig& config,
                             const AdamW& optimizer, const TrainerState& state,
                             const SaveProgress& progress = nullptr);
 
+// The trainer's state of a training checkpoint (/trainer); errors name the file when it is a
+// plain model checkpoint or the state is incomplete.
+TrainerState ReadTrainerState(const Hdf5CheckpointReader& checkpoint);
 // Restores the optimizer (masters, moments, step count) from a training checkpoint whose weights
-// were already loaded into the optimizer's parameters, and returns the trainer's state. Errors
-// name the file and what is missing or mismatched.
-TrainerState RestoreTrainingState(const Hdf5CheckpointReader& checkpoint, AdamW& optimizer);
+// were already loaded into the optimizer's parameters. Errors name the file and what is missing
+// or mismatched.
+void RestoreOptimizerState(const Hdf5CheckpointReader& checkpoint, AdamW& optimizer);
 
 // The checkpoints of a run directory (step-<n>.h5), oldest first.
 struct CheckpointEntry {

@@ -1,5 +1,8 @@
 #include "models/gemma/gemma_weights.h"
 
+#include <map>
+#include <string_view>
+
 #include "models/gemma/gemma_shard.h"
 #include "runtime/cpu/int8_matmul.h"
 #include "runtime/error.h"
@@ -47,6 +50,23 @@ void ForEachGemmaParameter(const ModelConfig& c, GemmaWeights& w,
     matrix(p + "mlp.down_proj.weight", {d, c.intermediate_size}, l.down_proj);
   }
   norm("model.norm.weight", d, w.final_norm);
+}
+
+void ForEachGemmaLinear(const ModelConfig& c, GemmaWeights& w,
+                        const std::function<void(const std::string&, Linear&)>& fn) {
+  std::map<const Tensor*, Linear*> linear_of;
+  for (GemmaLayerWeights& l : w.layers) {
+    for (Linear* m :
+         {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj}) {
+      linear_of[&m->weight] = m;
+    }
+  }
+  ForEachGemmaParameter(c, w, [&](const GemmaParameter& p, Tensor& slot) {
+    const auto it = linear_of.find(&slot);
+    if (it == linear_of.end() || p.is_scale) return;
+    constexpr std::string_view kSuffix = ".weight";
+    fn(p.name.substr(0, p.name.size() - kSuffix.size()), *it->second);
+  });
 }
 
 std::vector<GemmaParameter> GemmaParameters(const ModelConfig& config) {

@@ -52,6 +52,11 @@ void ForEachGemmaParameter(const ModelConfig& config, GemmaWeights& weights,
                            const std::function<void(const GemmaParameter&, Tensor&)>& fn);
 std::vector<GemmaParameter> GemmaParameters(const ModelConfig& config);
 
+// Calls fn(name, linear) for every matrix of the layers (not the embedding), in checkpoint order;
+// `name` is its Hugging Face name without ".weight" ("model.layers.0.self_attn.q_proj").
+void ForEachGemmaLinear(const ModelConfig& config, GemmaWeights& weights,
+                        const std::function<void(const std::string&, Linear&)>& fn);
+
 // Reads every parameter from `source`, checking names and shapes against the config (the error
 // names the tensor and both shapes). Matrices keep their stored dtype (f32 or bf16, or i8 with
 // their scales in an int8 checkpoint); norms become f32. A tensor in `source` that the config does

@@ -102,6 +102,7 @@ Tensor VocabParallelHead::Gather(const Tensor& shard) const {
 
 void VocabParallelEmbedding::Backward(std::span<const int32_t> tokens, const Tensor& dh,
                                       Tensor& dtable) const {
+  if (!dtable.defined()) return;  // a frozen table (adapter fine-tuning)
   std::vector<int64_t> rows(tokens.size());
   for (size_t t = 0; t < tokens.size(); ++t) {
     const int64_t local = tokens[t] - vocab_.begin;
@@ -126,7 +127,7 @@ void VocabParallelHead::Backward(const Tensor& x, const Tensor& logit_shard, con
   ops::FillColumns(d_pre, vocab_.valid, vocab_.rows, 0.0f);
   ops::MatMulGradInput(d_pre, table_.weight, dx);
   AllReduceSum(tp_, dx);
-  ops::MatMulGradWeight(d_pre, x, dtable, /*accumulate=*/true);
+  if (dtable.defined()) ops::MatMulGradWeight(d_pre, x, dtable, /*accumulate=*/true);
 }
 
 Tensor VocabParallelCrossEntropy(const Tensor& logit_shard, std::span<const int32_t> targets,

@@ -39,6 +39,7 @@ void RmsNormBackward(const float* x, const float* weight, const float* dy, int64
       out[j] = static_cast<float>(rinv * (g[j] * (1.0 + weight[j]) - n * dot));
     }
   }
+  if (dweight == nullptr) return;  // a frozen weight
   for (int64_t j = 0; j < dim; ++j) {
     double sum = 0;
     for (int64_t r = 0; r < rows; ++r) {

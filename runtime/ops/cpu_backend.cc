@@ -139,7 +139,8 @@ class Cpu final : public Backend {
                        Tensor& dx, Tensor& dweight) override {
     const int64_t d = weight.numel();
     cpu::RmsNormBackward(x.data<float>(), weight.data<float>(), dy.data<float>(), Rows(x, d), d,
-                         eps, dx.data<float>(), dweight.data<float>());
+                         eps, dx.data<float>(),
+                         dweight.defined() ? dweight.data<float>() : nullptr);
   }
   void GeluTanhBackward(const Tensor& x, const Tensor& dy, Tensor& dx) override {
     cpu::GeluTanhBackward(x.data<float>(), dy.data<float>(), dx.data<float>(), x.numel());

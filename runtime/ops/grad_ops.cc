@@ -110,13 +110,18 @@ void RowBiasGrad(const Tensor& dy, Tensor& dbias, bool accumulate) {
 
 void RmsNormBackward(const Tensor& x, const Tensor& weight, const Tensor& dy, float eps, Tensor& dx,
                      Tensor& dweight) {
-  Backend& b = On("RmsNormBackward", {&x, &weight, &dy, &dx, &dweight});
-  CheckF32("RmsNormBackward", {&x, &weight, &dy, &dx, &dweight});
+  // An undefined dweight is a frozen weight (adapter fine-tuning): only dx is computed.
+  const bool frozen = !dweight.defined();
+  Backend& b = frozen ? On("RmsNormBackward", {&x, &weight, &dy, &dx})
+                      : On("RmsNormBackward", {&x, &weight, &dy, &dx, &dweight});
+  CheckF32("RmsNormBackward", {&x, &weight, &dy, &dx});
+  if (!frozen) CheckF32("RmsNormBackward", {&dweight});
   CheckSameShape("RmsNormBackward", x, dy);
   CheckSameShape("RmsNormBackward", x, dx);
-  GEMMAPOD_CHECK(x.rank() >= 1 && weight.numel() == x.dim(-1) && dweight.numel() == x.dim(-1),
-                 "RmsNormBackward: weight ", weight.Describe(), " and its gradient ",
-                 dweight.Describe(), " for ", x.Describe());
+  GEMMAPOD_CHECK(
+      x.rank() >= 1 && weight.numel() == x.dim(-1) && (frozen || dweight.numel() == x.dim(-1)),
+      "RmsNormBackward: weight ", weight.Describe(), " and its gradient ", dweight.Describe(),
+      " for ", x.Describe());
   b.RmsNormBackward(x, weight, dy, eps, dx, dweight);
 }
 

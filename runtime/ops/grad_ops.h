@@ -21,7 +21,7 @@ void MatMulGradWeight(const Tensor& dy, const Tensor& x, Tensor& dw, bool accumu
 void RowBiasGrad(const Tensor& dy, Tensor& dbias, bool accumulate);
 
 // Gemma's RMSNorm (1 + w): dx from x, weight and dy (all [..., d] but weight [d]); dweight [d]
-// accumulates.
+// accumulates, unless it is undefined (a frozen weight).
 void RmsNormBackward(const Tensor& x, const Tensor& weight, const Tensor& dy, float eps, Tensor& dx,
                      Tensor& dweight);
 // dx = dy * gelu_tanh'(x).

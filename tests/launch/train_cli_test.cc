@@ -173,6 +173,46 @@ TEST_F(TrainCli, Bf16WeightsResumeFromTheirF32Masters) {
   }
 }
 
+TEST_F(TrainCli, LoraTrainsAdaptersResumesExactlyAndExportsMergedWeights) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  const std::string lora = "lora: {rank: 4, alpha: 8, targets: [q_proj, v_proj, down_proj]}\n";
+  const Result whole = Gemmapod("train --config " + Job("lora-whole", "lora-whole", lora), 120);
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+  EXPECT_TRUE(Contains(whole.output, "LoRA rank 4, alpha 8 on q_proj,v_proj,down_proj"))
+      << whole.output;
+  const std::string job = Job("lora-killed", "lora-killed", lora);
+  EXPECT_EQ(Gemmapod("train --config " + job + " --inject-kill-during-save 8", 120).exit_code,
+            128 + 9);
+  const Result resumed = Gemmapod("train --config " + job + " --resume", 120);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_EQ(Metrics("lora-killed"), Metrics("lora-whole"));
+  ExpectSameWeights(Run("lora-killed") / "model.h5", Run("lora-whole") / "model.h5");
+  // The export holds merged matrices: adapted ones moved, frozen ones did not.
+  const auto base = gemmapod::Hdf5CheckpointReader::Open(model_);
+  const auto tuned =
+      gemmapod::Hdf5CheckpointReader::Open((Run("lora-whole") / "model.h5").string());
+  const auto same = [&](const std::string& name) {
+    const gemmapod::Tensor a = base->Read(name).To(gemmapod::DType::kF32);
+    const gemmapod::Tensor b = tuned->Read(name).To(gemmapod::DType::kF32);
+    return std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+  };
+  EXPECT_FALSE(same("model.layers.0.self_attn.q_proj.weight"));
+  EXPECT_FALSE(same("model.layers.1.mlp.down_proj.weight"));
+  EXPECT_TRUE(same("model.layers.0.self_attn.k_proj.weight"));
+  EXPECT_TRUE(same("model.embed_tokens.weight"));
+  EXPECT_TRUE(same("model.layers.0.input_layernorm.weight"));
+  const Result g = Gemmapod("generate --model " + (Run("lora-whole") / "model.h5").string() +
+                            " --prompt '3 plus 1 is' --max-tokens 3");
+  EXPECT_EQ(g.exit_code, 0) << g.output;
+  const Result other = Gemmapod(
+      "train --config " + Job("lora-killed", "lora-killed", "lora: {rank: 2}\n") + " --resume");
+  EXPECT_TRUE(Contains(other.output, "lora_rank was 4 and is now 2")) << other.output;
+  EXPECT_TRUE(Contains(other.output,
+                       "lora_targets was q_proj,v_proj,down_proj and is now "
+                       "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"))
+      << other.output;
+}
+
 TEST_F(TrainCli, MistakesAreNamed) {
   ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
   const std::string job = Job("errors", "errors");
