@@ -22,6 +22,8 @@ struct PlanOptions {
   std::string dtype = "bf16";  // matrix storage for a .yaml model (a .h5 says its own)
   int64_t batch = 1;           // sequences per replica
   int64_t context = 0;         // tokens per sequence; 0: the model's max_position_embeddings
+  // A training job file: print what fine-tuning it holds in memory (one rank; no pod needed).
+  std::string train_job;
 };
 int RunPlan(const PlanOptions& options);
 

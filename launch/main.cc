@@ -39,7 +39,10 @@ int main(int argc, char** argv) {
       "plan",
       "Print the rank -> host/device/(dp,pp,tp) map of a pod; with --model, what each rank holds "
       "and whether the layout fits");
-  plan_cmd->add_option("--pod", plan.pod_path, "Pod file (YAML)")->required();
+  plan_cmd->add_option("--pod", plan.pod_path, "Pod file (YAML)");
+  plan_cmd->add_option("--train", plan.train_job,
+                       "Training job file: the memory fine-tuning it needs (weights, gradients, "
+                       "optimizer state, activations per micro-batch)");
   plan_cmd->add_option("--model", plan.model_path,
                        "Checkpoint (.h5) or model config (.yaml) to lay out over the pod");
   plan_cmd->add_option("--dtype", plan.dtype, "Weight storage of a .yaml model: bf16, f32 or int8")

@@ -4,11 +4,37 @@
 
 #include "launch/commands.h"
 #include "launch/families.h"
+#include "models/gemma/model_config.h"
+#include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/error.h"
 #include "training/job_config.h"
+#include "training/memory_plan.h"
 #include "training/trainer.h"
 
 namespace gemmapod {
+
+int PrintTrainingPlan(const std::string& job_path) {
+  const TrainingJob job = ReadTrainingJob(job_path);
+  const ModelFamily& family = FamilyOf(job.model);
+  GEMMAPOD_CHECK(family.name == "gemma", job.source, ": model ", job.model, " is a ", family.name,
+                 " model; fine-tuning covers decoder-only Gemma 1/2/3 so far");
+  const ModelConfig config =
+      FromAttributes(Hdf5CheckpointReader::Open(job.model)->config(), job.model);
+  const int64_t max_length =
+      job.data.max_length > 0 ? job.data.max_length : config.max_position_embeddings;
+  const TrainingMemory memory = PlanTrainingMemory(config, job, max_length);
+  std::printf("training %s (%s) on one rank: %s%s\n", config.name.c_str(), job.model.c_str(),
+              job.lora ? "LoRA adapters" : "every parameter",
+              job.weights_dtype == "bf16" ? ", bf16 weights with f32 masters" : ", f32 weights");
+  std::printf("%s\n", RenderTrainingMemory(memory).c_str());
+  const int64_t available = AvailableMemoryBytes();
+  if (available >= 0) {
+    std::printf("this machine has %lld MiB available: %s\n",
+                static_cast<long long>(available >> 20),
+                memory.total() <= available ? "fits" : "does NOT fit");
+  }
+  return available < 0 || memory.total() <= available ? 0 : 1;
+}
 
 int RunTrain(const TrainCommandOptions& options) {
   if (const char* size = std::getenv("OMPI_COMM_WORLD_SIZE"); size && std::atoi(size) > 1) {

@@ -21,6 +21,7 @@
 #include "training/gemma_lm.h"
 #include "training/lora.h"
 #include "training/loss_curve.h"
+#include "training/memory_plan.h"
 #include "training/training_checkpoint.h"
 
 namespace gemmapod {
@@ -243,6 +244,13 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
                  tokenizer.vocab_size(), " pieces, more than the model's vocabulary (",
                  config.vocab_size, ")");
 
+  const TrainingMemory memory = PlanTrainingMemory(config, job, max_length);
+  std::fprintf(log, "train: %s\n", RenderTrainingMemory(memory).c_str());
+  const int64_t available = AvailableMemoryBytes();
+  GEMMAPOD_CHECK(available < 0 || memory.total() <= available + memory.weights, job.source,
+                 ": the run needs about ", memory.total() >> 20, " MiB and this machine has ",
+                 available >> 20, " MiB free beside the loaded weights; lower batch.micro_batch ",
+                 "or data.max_length, train LoRA adapters, or free memory");
   const DataReadOptions read{max_length, job.data.skip_too_long, job.data.skip_invalid};
   TrainingData data = ReadJsonlExamples(job.data.train, tokenizer, read);
   std::fprintf(log, "train: %zu examples from %s (%lld too long, %lld invalid skipped)\n",

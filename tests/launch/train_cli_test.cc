@@ -125,6 +125,25 @@ TEST_F(TrainCli, ARunWritesCheckpointsMetricsCurveAndAModelThatGenerates) {
   EXPECT_TRUE(fs::exists(dir_ / "exported-hf" / "model.safetensors"));
 }
 
+// `plan --train` counts what the job holds: every parameter's weight, gradient and two moments
+// in f32 (the tiny model has 350464 parameters), or only the adapters' with LoRA.
+TEST_F(TrainCli, PlanCountsTrainingMemory) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  const Result full = Gemmapod("plan --train " + Job("plan", "plan-run"));
+  ASSERT_EQ(full.exit_code, 0) << full.output;
+  EXPECT_TRUE(Contains(full.output, "every parameter, f32 weights")) << full.output;
+  EXPECT_TRUE(Contains(full.output, "weights 1.3 MiB, gradients 1.3 MiB, optimizer 2.7 MiB"))
+      << full.output;
+  EXPECT_TRUE(Contains(full.output, "per micro-batch of 128 tokens at most")) << full.output;
+  EXPECT_TRUE(Contains(full.output, "\\(350464 trainable parameters\\)")) << full.output;
+  const Result lora = Gemmapod(
+      "plan --train " + Job("plan-lora", "plan-run", "lora: {rank: 2, targets: [q_proj]}\n"));
+  ASSERT_EQ(lora.exit_code, 0) << lora.output;
+  // q_proj is [128, 64] in each of the 7 layers: 2 * (128 + 64) * 7 adapter parameters.
+  EXPECT_TRUE(Contains(lora.output, "\\(2688 trainable parameters\\)")) << lora.output;
+  EXPECT_FALSE(fs::exists(Run("plan-run"))) << "plan runs nothing";
+}
+
 TEST_F(TrainCli, AKillDuringASaveLosesNothingAndTheResumeIsBitIdentical) {
   ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
   const Result whole = Gemmapod("train --config " + Job("whole", "whole"), 120);

@@ -1,0 +1,82 @@
+#include "training/memory_plan.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "runtime/error.h"
+
+namespace gemmapod {
+namespace {
+
+std::string Mib(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return buf;
+}
+
+}  // namespace
+
+TrainingMemory PlanTrainingMemory(const ModelConfig& c, const TrainingJob& job,
+                                  int64_t max_length) {
+  TrainingMemory m;
+  const int64_t d = c.hidden_size, f = c.intermediate_size, V = c.vocab_size;
+  const int64_t q = c.q_width(), kv = c.kv_width();
+  const int64_t matrix_bytes = job.weights_dtype == "bf16" ? 2 : 4;
+  const int64_t params = c.ParameterCount();
+  // Norms are f32 [d] vectors: a rounding error next to the matrices, counted at matrix size.
+  m.weights = params * matrix_bytes;
+  if (job.lora) {
+    int64_t adapter = 0;
+    const auto add = [&](const char* name, int64_t n, int64_t k) {
+      for (const std::string& t : job.lora->targets) {
+        if (t == name) adapter += job.lora->rank * (n + k);
+      }
+    };
+    add("q_proj", q, d);
+    add("k_proj", kv, d);
+    add("v_proj", kv, d);
+    add("o_proj", d, q);
+    add("gate_proj", f, d);
+    add("up_proj", f, d);
+    add("down_proj", d, f);
+    m.trainable_parameters = adapter * c.num_layers;
+    m.weights += m.trainable_parameters * 4;
+    m.gradients = m.trainable_parameters * 4;
+    m.optimizer = m.trainable_parameters * 8;
+  } else {
+    m.trainable_parameters = params;
+    m.gradients = params * 4;
+    m.optimizer = params * (8 + (matrix_bytes == 2 ? 4 : 0));
+  }
+  m.micro_batch_tokens = job.micro_batch * max_length;
+  // Per token and layer, f32: the layer's input, both norms' outputs, the residual between the
+  // blocks, both blocks' outputs (6 d); q, k, v and attention's output (2 q + 2 kv, and q + kv
+  // more before Gemma 3's qk-norm); gate, up and their product (3 ffn).
+  const int64_t per_token_layer = 4 * (6 * d + 2 * q + 2 * kv + (c.qk_norm ? q + kv : 0) + 3 * f);
+  m.activations = per_token_layer * c.num_layers * m.micro_batch_tokens;
+  m.head = 2 * V * 4 * m.micro_batch_tokens;
+  return m;
+}
+
+std::string RenderTrainingMemory(const TrainingMemory& m) {
+  std::ostringstream out;
+  out << "memory: weights " << Mib(m.weights) << ", gradients " << Mib(m.gradients)
+      << ", optimizer " << Mib(m.optimizer) << ", activations " << Mib(m.activations)
+      << " and logits " << Mib(m.head) << " per micro-batch of " << m.micro_batch_tokens
+      << " tokens at most; total " << Mib(m.total()) << " (" << m.trainable_parameters
+      << " trainable parameters)";
+  return out.str();
+}
+
+int64_t AvailableMemoryBytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  int64_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return -1;
+}
+
+}  // namespace gemmapod

@@ -1,0 +1,35 @@
+// What fine-tuning a decoder-only Gemma on one rank holds in memory, counted from the model's
+// shapes and the job (training/trainer.cc prints it and refuses a run that cannot fit;
+// `gemmapod plan --train job.yaml` prints it without running).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "models/gemma/model_config.h"
+#include "training/job_config.h"
+
+namespace gemmapod {
+
+struct TrainingMemory {
+  int64_t weights = 0;      // the model's tensors in their training dtype (+ adapters)
+  int64_t gradients = 0;    // f32, for what trains
+  int64_t optimizer = 0;    // AdamW's f32 moments (+ f32 masters of bf16 weights)
+  int64_t activations = 0;  // what the layers keep for the backward, per micro-batch
+  int64_t head = 0;         // logits and their gradient for the rows with a target
+  int64_t trainable_parameters = 0;
+  int64_t micro_batch_tokens = 0;
+  int64_t total() const { return weights + gradients + optimizer + activations + head; }
+};
+
+// The worst case of a micro-batch: micro_batch rows of max_length tokens, every token a target.
+TrainingMemory PlanTrainingMemory(const ModelConfig& config, const TrainingJob& job,
+                                  int64_t max_length);
+
+// The plan as lines for a terminal.
+std::string RenderTrainingMemory(const TrainingMemory& memory);
+
+// The memory this machine has free for a new process (MemAvailable), or -1 when unknown.
+int64_t AvailableMemoryBytes();
+
+}  // namespace gemmapod
