@@ -420,8 +420,11 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
         step == job.steps || (job.checkpoint.interval > 0 && step % job.checkpoint.interval == 0);
     const bool eval =
         step == job.steps || checkpoint || (job.eval_interval > 0 && step % job.eval_interval == 0);
+    const Clock::time_point pause = Clock::now();
     if (eval) evaluate(step);
     if (checkpoint) save(step);
+    // Tokens/s counts training time only (the ETA, wall time, keeps evaluations and saves).
+    window_start += Clock::now() - pause;
   }
   summary.exported_model = (fs::path(dir) / kExportedModelFile).string();
   GemmaWeights exported = job.lora ? MergedLoraWeights(config, weights) : weights;

@@ -113,16 +113,12 @@ void VocabParallelEmbedding::Backward(std::span<const int32_t> tokens, const Ten
   ops::ScatterAddRows(scaled, rows, dtable);
 }
 
-void VocabParallelHead::Backward(const Tensor& x, const Tensor& logit_shard, const Tensor& dlogits,
+void VocabParallelHead::Backward(const Tensor& x, const Tensor& logit_shard, Tensor& dlogits,
                                  Tensor& dx, Tensor& dtable) const {
   GEMMAPOD_CHECK(!table_.quantized(), "backward: the int8 embedding ", table_.weight.Describe(),
                  " is not trained");
-  Tensor d_pre = ActivationLike(dlogits, dlogits.shape());
-  if (softcap_ > 0) {
-    ops::SoftCapBackward(logit_shard, dlogits, softcap_, d_pre);
-  } else {
-    ops::Scale(dlogits, 1.0f, d_pre);
-  }
+  Tensor& d_pre = dlogits;  // in place
+  if (softcap_ > 0) ops::SoftCapBackward(logit_shard, dlogits, softcap_, d_pre);
   // Padding columns hold -inf logits, whose derivative would be NaN: they carry nothing.
   ops::FillColumns(d_pre, vocab_.valid, vocab_.rows, 0.0f);
   ops::MatMulGradInput(d_pre, table_.weight, dx);

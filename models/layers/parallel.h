@@ -93,8 +93,10 @@ class VocabParallelHead {
   // The backward from this rank's dlogits shard and the shard LogitShard returned (the soft-cap's
   // derivative reads it): dx [rows, d], whole on every rank (one all-reduce of the ranks'
   // partials), and dtable (this rank's rows, f32) += the head's part of the tied table's
-  // gradient. Padding columns carry no gradient.
-  void Backward(const Tensor& x, const Tensor& logit_shard, const Tensor& dlogits, Tensor& dx,
+  // gradient. Padding columns carry no gradient. dlogits is used as scratch (overwritten with the
+  // gradient before the soft-cap): at a 262k vocabulary it is the step's largest tensor, and a
+  // copy of it would cost more than the arithmetic done on it.
+  void Backward(const Tensor& x, const Tensor& logit_shard, Tensor& dlogits, Tensor& dx,
                 Tensor& dtable) const;
 
  private:
