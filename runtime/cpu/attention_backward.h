@@ -5,7 +5,9 @@
 //   dv_j += p_j dout_i,  dp_j = dout_i . v_j,  dz_j = p_j (dp_j - sum_l p_l dp_l),
 //   ds_j = dz_j (1 - tanh^2(s_j / cap)) with a soft-cap,  dq_i = scale sum_j ds_j k_j,
 //   dk_j += scale ds_j q_i.
-// Threads split the key/value heads, so no two threads write one gradient row.
+// Threads split the query heads: each writes its own rows of dq and its own partial dk and dv,
+// and the partials of a key/value head's group are added in head order afterwards, so the result
+// is the same bits for any thread count (and MQA, one key/value head, still uses every thread).
 #pragma once
 
 #include <cstdint>
