@@ -160,10 +160,13 @@ void CheckBatch(const PackedBatch& batch) {
   GEMMAPOD_CHECK(CountTargets(batch) > 0, "loss: the batch has no target to learn");
 }
 
-// The forward from tokens to the final norm's input; `saved` gets one entry per layer, or (for a
-// forward without backward) nullptr: one scratch entry is reused, so nothing accumulates.
+// The forward from tokens to the final norm's input. `saved` gets one entry per layer: all of
+// what the layer's backward reads, or, recomputing, only the layer's input (the backward runs the
+// layer again from it). Null (a forward without backward): one scratch entry is reused, so
+// nothing accumulates.
 Tensor ForwardToFinalNorm(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch,
-                          const AttentionRanges& ranges, std::vector<GemmaLayerSaved>* saved) {
+                          const AttentionRanges& ranges, std::vector<GemmaLayerSaved>* saved,
+                          bool recompute) {
   const VocabSlice vocab{c.vocab_size, 0, c.vocab_size, c.vocab_size};
   const VocabParallelEmbedding embedding(w.embed_tokens, vocab,
                                          c.EmbedScale(w.embed_tokens.weight.dtype()), nullptr);
@@ -171,7 +174,9 @@ Tensor ForwardToFinalNorm(const ModelConfig& c, const GemmaWeights& w, const Pac
   GemmaLayerSaved scratch;
   if (saved != nullptr) saved->assign(static_cast<size_t>(c.num_layers), GemmaLayerSaved{});
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    GemmaLayerSaved& keep = saved != nullptr ? (*saved)[static_cast<size_t>(l)] : scratch;
+    const bool keep_all = saved != nullptr && !recompute;
+    GemmaLayerSaved& keep = keep_all ? (*saved)[static_cast<size_t>(l)] : scratch;
+    if (saved != nullptr && recompute) (*saved)[static_cast<size_t>(l)].input = h;
     h = GemmaLayerTrainForward(c, l, w.layers[static_cast<size_t>(l)], h, batch.positions,
                                ranges.lo(c, l), ranges.hi, nullptr, MatmulPrecision::kExact, keep);
   }
@@ -212,7 +217,7 @@ double SumOnHost(const Tensor& losses) {
 LossSum GemmaLoss(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch) {
   CheckBatch(batch);
   const AttentionRanges ranges(c, batch);
-  const Tensor h = ForwardToFinalNorm(c, w, batch, ranges, nullptr);
+  const Tensor h = ForwardToFinalNorm(c, w, batch, ranges, nullptr, false);
   Tensor normed = ActivationLike(h, h.shape());
   ops::RmsNorm(h, w.final_norm, static_cast<float>(c.rms_norm_eps), normed);
   const VocabSlice vocab{c.vocab_size, 0, c.vocab_size, c.vocab_size};
@@ -226,11 +231,11 @@ LossSum GemmaLoss(const ModelConfig& c, const GemmaWeights& w, const PackedBatch
 }
 
 LossSum GemmaLossAndGradients(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch,
-                              double scale, GemmaGrads& grads) {
+                              double scale, GemmaGrads& grads, bool recompute) {
   CheckBatch(batch);
   const AttentionRanges ranges(c, batch);
   std::vector<GemmaLayerSaved> saved;
-  Tensor h = ForwardToFinalNorm(c, w, batch, ranges, &saved);
+  Tensor h = ForwardToFinalNorm(c, w, batch, ranges, &saved, recompute);
   const float eps = static_cast<float>(c.rms_norm_eps);
   Tensor normed = ActivationLike(h, h.shape());
   ops::RmsNorm(h, w.final_norm, eps, normed);
@@ -253,6 +258,12 @@ LossSum GemmaLossAndGradients(const ModelConfig& c, const GemmaWeights& w, const
   ops::RmsNormBackward(h, w.final_norm, dnormed, eps, dh, grads.final_norm);
   Tensor dprev = ActivationLike(h, h.shape());
   for (int64_t l = c.num_layers - 1; l >= 0; --l) {
+    if (recompute) {  // the layer again from its input: the same operations, the same bits
+      const Tensor input = saved[static_cast<size_t>(l)].input;
+      GemmaLayerTrainForward(c, l, w.layers[static_cast<size_t>(l)], input, batch.positions,
+                             ranges.lo(c, l), ranges.hi, nullptr, MatmulPrecision::kExact,
+                             saved[static_cast<size_t>(l)]);
+    }
     GemmaLayerBackward(c, l, w.layers[static_cast<size_t>(l)], batch.positions, ranges.lo(c, l),
                        ranges.hi, saved[static_cast<size_t>(l)], dh, nullptr, dprev,
                        grads.layers[static_cast<size_t>(l)]);

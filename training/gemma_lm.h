@@ -48,9 +48,13 @@ struct LossSum {
 
 // grads += the gradient of scale * (the batch's summed loss). A step accumulated over several
 // micro-batches passes scale = 1 / (the targets of the whole step), so its gradient is the step's
-// mean loss's whatever the split (not a mean of per-micro-batch means).
+// mean loss's whatever the split (not a mean of per-micro-batch means). `recompute`: keep only
+// each layer's input through the forward and run the layer again before its backward (activation
+// memory of one layer instead of all, for about a third more compute); the gradients are the
+// same bits.
 LossSum GemmaLossAndGradients(const ModelConfig& config, const GemmaWeights& weights,
-                              const PackedBatch& batch, double scale, GemmaGrads& grads);
+                              const PackedBatch& batch, double scale, GemmaGrads& grads,
+                              bool recompute = false);
 
 // The loss alone (held-out evaluation): the same forward, nothing kept for a backward.
 LossSum GemmaLoss(const ModelConfig& config, const GemmaWeights& weights, const PackedBatch& batch);

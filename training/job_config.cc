@@ -93,8 +93,9 @@ TrainingJob ReadTrainingJob(const std::string& path) {
   const std::string text = ReadConfigText(path, "training job file");
   const YamlValue doc = ParseYamlDocument(text, path);
   const fs::path base = fs::path(path).parent_path();
-  const YamlMap map = doc.AsMap({"model", "tokenizer", "weights", "data", "steps", "seed", "batch",
-                                 "optimizer", "schedule", "checkpoint", "eval", "log", "lora"});
+  const YamlMap map =
+      doc.AsMap({"model", "tokenizer", "weights", "data", "steps", "seed", "batch", "optimizer",
+                 "schedule", "checkpoint", "eval", "log", "lora", "recompute"});
   TrainingJob job;
   job.source = path;
   job.model = PathFrom(map.Require("model"), base);
@@ -129,11 +130,15 @@ TrainingJob ReadTrainingJob(const std::string& path) {
       try {
         ValidateLoraTargets(options.targets);
       } catch (const Error& e) {
-        t->Fail(e.what());
+        std::string message = e.what();
+        const std::string prefix = "lora.targets: ";
+        if (message.rfind(prefix, 0) == 0) message = message.substr(prefix.size());
+        t->Fail(message);
       }
     }
     job.lora = options;
   }
+  if (auto v = map.Find("recompute")) job.recompute = v->AsBool();
   if (auto v = map.Find("optimizer")) ReadOptimizer(*v, job);
   if (auto v = map.Find("schedule")) ReadSchedule(*v, job.schedule);
   job.schedule.total_steps = job.steps;

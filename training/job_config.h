@@ -40,6 +40,7 @@ struct TrainingJob {
   uint64_t seed = 1;
   int64_t batch_sequences = 1;  // rows per optimizer step
   int64_t micro_batch = 0;      // rows per forward/backward; 0: all of them at once
+  bool recompute = false;       // keep each layer's input only; recompute the layer in the backward
 
   AdamWOptions optimizer{0.9f, 0.999f, 1e-8f, 0.0f};
   double max_grad_norm = 1.0;  // 0: no clipping

@@ -53,7 +53,9 @@ TrainingMemory PlanTrainingMemory(const ModelConfig& c, const TrainingJob& job,
   // blocks, both blocks' outputs (6 d); q, k, v and attention's output (2 q + 2 kv, and q + kv
   // more before Gemma 3's qk-norm); gate, up and their product (3 ffn).
   const int64_t per_token_layer = 4 * (6 * d + 2 * q + 2 * kv + (c.qk_norm ? q + kv : 0) + 3 * f);
-  m.activations = per_token_layer * c.num_layers * m.micro_batch_tokens;
+  // Recomputing keeps each layer's input (d) and one layer's full set at a time.
+  m.activations = job.recompute ? (4 * d * c.num_layers + per_token_layer) * m.micro_batch_tokens
+                                : per_token_layer * c.num_layers * m.micro_batch_tokens;
   m.head = 2 * V * 4 * m.micro_batch_tokens;
   return m;
 }

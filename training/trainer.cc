@@ -379,8 +379,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       }
       const PackedBatch batch = PackExamples(micro);
       if (CountTargets(batch) == 0) continue;
-      const LossSum part =
-          GemmaLossAndGradients(config, weights, batch, 1.0 / static_cast<double>(targets), grads);
+      const LossSum part = GemmaLossAndGradients(
+          config, weights, batch, 1.0 / static_cast<double>(targets), grads, job.recompute);
       loss.sum += part.sum;
       loss.targets += part.targets;
     }

@@ -174,6 +174,16 @@ TEST_F(TrainCli, AKillDuringASaveLosesNothingAndTheResumeIsBitIdentical) {
   ExpectSameWeights(Run("killed") / "step-00000012.h5", Run("whole") / "step-00000012.h5");
 }
 
+TEST_F(TrainCli, RecomputingLayersGivesTheSameRun) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  ASSERT_EQ(Gemmapod("train --config " + Job("keep", "keep"), 120).exit_code, 0);
+  const Result r =
+      Gemmapod("train --config " + Job("recompute", "recompute", "recompute: true\n"), 120);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(Metrics("recompute"), Metrics("keep"));
+  ExpectSameWeights(Run("recompute") / "model.h5", Run("keep") / "model.h5");
+}
+
 TEST_F(TrainCli, Bf16WeightsResumeFromTheirF32Masters) {
   ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
   const Result whole = Gemmapod(

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "models/gemma/gemma_random.h"
@@ -111,6 +112,32 @@ TEST(GemmaLm, MicroBatchesAccumulateToTheWholeBatchGradient) {
   EXPECT_LT(MaxRelativeError(parts.embed_tokens, ToDoubles(whole.embed_tokens)), 1e-5);
   // The forward alone gives the same loss.
   EXPECT_NEAR(GemmaLoss(c, w, PackSequences(all)).mean(), mean, 1e-6);
+}
+
+// Recomputing each layer in the backward from its saved input gives the same bits as keeping
+// every activation.
+TEST(GemmaLm, RecomputingLayersGivesTheSameGradients) {
+  const ModelConfig c = TinyConfig();
+  const GemmaWeights w = RandomGemmaWeights(c, DType::kF32, 7);
+  const PackedBatch batch = PackSequences(Sequences());
+  const double scale = 1.0 / static_cast<double>(CountTargets(batch));
+  GemmaGrads kept = GemmaGrads::ZerosFor(c, w), recomputed = GemmaGrads::ZerosFor(c, w);
+  const LossSum a = GemmaLossAndGradients(c, w, batch, scale, kept, /*recompute=*/false);
+  const LossSum b = GemmaLossAndGradients(c, w, batch, scale, recomputed, /*recompute=*/true);
+  EXPECT_EQ(a.sum, b.sum);
+  const auto same = [](const Tensor& x, const Tensor& y) {
+    return x.nbytes() == y.nbytes() && std::memcmp(x.raw(), y.raw(), x.nbytes()) == 0;
+  };
+  EXPECT_TRUE(same(kept.embed_tokens, recomputed.embed_tokens));
+  for (size_t l = 0; l < kept.layers.size(); ++l) {
+    EXPECT_TRUE(
+        same(kept.layers[l].attention.q_proj.weight, recomputed.layers[l].attention.q_proj.weight))
+        << l;
+    EXPECT_TRUE(
+        same(kept.layers[l].mlp.down_proj.weight, recomputed.layers[l].mlp.down_proj.weight))
+        << l;
+    EXPECT_TRUE(same(kept.layers[l].attn_norm, recomputed.layers[l].attn_norm)) << l;
+  }
 }
 
 TEST(GemmaLm, BatchesWithoutTargetsOrWithBadMasksAreNamed) {

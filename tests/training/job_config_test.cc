@@ -48,6 +48,8 @@ data:
   packing: true
 steps: 100
 seed: 9
+recompute: true
+lora: {rank: 4, alpha: 8, targets: [q_proj, down_proj]}
 batch: {sequences: 8, micro_batch: 2}
 optimizer: {lr: 3e-4, beta1: 0.8, beta2: 0.95, eps: 1e-6, weight_decay: 0.1, max_grad_norm: 0.5}
 schedule: {warmup_steps: 10, decay: linear, min_lr_ratio: 0.1}
@@ -69,6 +71,11 @@ log: {interval: 10}
   EXPECT_EQ(job.seed, 9u);
   EXPECT_EQ(job.batch_sequences, 8);
   EXPECT_EQ(job.micro_batch, 2);
+  EXPECT_TRUE(job.recompute);
+  ASSERT_TRUE(job.lora.has_value());
+  EXPECT_EQ(job.lora->rank, 4);
+  EXPECT_DOUBLE_EQ(job.lora->alpha, 8);
+  EXPECT_EQ(job.lora->targets, (std::vector<std::string>{"q_proj", "down_proj"}));
   EXPECT_DOUBLE_EQ(job.schedule.peak, 3e-4);
   EXPECT_FLOAT_EQ(job.optimizer.beta1, 0.8f);
   EXPECT_FLOAT_EQ(job.optimizer.beta2, 0.95f);
@@ -112,6 +119,9 @@ TEST_F(JobConfig, MistakesNameFileLineAndKey) {
               HasSubstr("warmup_steps (20) is longer than the run (steps: 10)"));
   EXPECT_THAT(error(base + "schedule: {decay: step}\n"), HasSubstr("schedule.decay"));
   EXPECT_THAT(error(base + "weights: int8\n"), HasSubstr("weights"));
+  EXPECT_THAT(error(base + "lora: {targets: [qkv]}\n"),
+              HasSubstr("job.yaml:7:17: lora.targets: unknown matrix 'qkv' (q_proj, k_proj"));
+  EXPECT_THAT(error(base + "lora: {rank: 0}\n"), HasSubstr("lora.rank: must be at least 1"));
   EXPECT_THAT(error("model: m.h5\ndata: {train: t.jsonl, held_out: e.jsonl, "
                     "held_out_fraction: 0.1}\nsteps: 1\ncheckpoint: {dir: r}\n"),
               HasSubstr("give held_out (a file) or held_out_fraction"));
