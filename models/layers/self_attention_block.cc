@@ -20,7 +20,7 @@ void SelfAttentionForward(const Tensor& x, const SelfAttentionWeights& w,
     ops::RmsNorm(q_heads, *w.q_norm, s.rms_norm_eps, q_heads);
     ops::RmsNorm(k_heads, *w.k_norm, s.rms_norm_eps, k_heads);
   }
-  const ops::Rope rope{s.rope_theta, 1.0f, s.rope_position_scale};
+  const ops::Rope rope{s.rope_theta, s.rotary_fraction, s.rope_position_scale};
   ops::RopeHalfSplit(q, H, hd, batch.positions, rope);
   ops::RopeHalfSplit(k, KV, hd, batch.positions, rope);
   for (size_t b = 0; b < batch.sequence.size(); ++b) {
@@ -69,7 +69,7 @@ void SelfAttentionTrainForward(const Tensor& x, const SelfAttentionWeights& w,
     ops::RmsNorm(q_heads, *w.q_norm, s.rms_norm_eps, q_heads);
     ops::RmsNorm(k_heads, *w.k_norm, s.rms_norm_eps, k_heads);
   }
-  const ops::Rope rope{s.rope_theta, 1.0f, s.rope_position_scale};
+  const ops::Rope rope{s.rope_theta, s.rotary_fraction, s.rope_position_scale};
   ops::RopeHalfSplit(saved.q, H, hd, positions, rope);
   ops::RopeHalfSplit(saved.k, KV, hd, positions, rope);
   const ops::KeyRunTensors run{saved.k, saved.v, 0, nullptr};
@@ -104,7 +104,7 @@ void SelfAttentionBackward(const SelfAttentionWeights& w, const SelfAttentionSet
          dv = ActivationLike(dout, {T, KV * hd});
   ops::AttentionBackward(TrainProblem(s.shape), saved.q, saved.k, saved.v, d_attn, lo, hi, dq, dk,
                          dv);
-  const ops::Rope rope{s.rope_theta, 1.0f, s.rope_position_scale};
+  const ops::Rope rope{s.rope_theta, s.rotary_fraction, s.rope_position_scale};
   ops::RopeHalfSplitBackward(dq, H, hd, positions, rope);
   ops::RopeHalfSplitBackward(dk, KV, hd, positions, rope);
   if (w.q_norm != nullptr) {

@@ -30,6 +30,7 @@ struct SelfAttentionSettings {
   float rope_theta = 10000;
   float rope_position_scale = 1;  // linear RoPE scaling
   float rms_norm_eps = 1e-6f;
+  float rotary_fraction = 1;  // RoPE on this share of each head (RecurrentGemma: 0.5)
 };
 
 // Where each sequence's new tokens sit in the batch rows.

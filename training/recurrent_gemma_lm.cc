@@ -1,0 +1,235 @@
+#include "training/recurrent_gemma_lm.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "models/layers/activation_store.h"
+#include "models/layers/device_tensors.h"
+#include "models/layers/parallel.h"
+#include "models/layers/self_attention_block.h"
+#include "runtime/error.h"
+#include "runtime/ops/grad_ops.h"
+#include "runtime/ops/ops.h"
+
+namespace gemmapod {
+namespace {
+
+// What a packed batch's tokens see: each document from its own first token, the local attention
+// at most `attention_window` tokens back (itself included, as inference's ring gives it), the
+// convolution at most width - 1 earlier tokens of its document.
+struct Reach {
+  std::vector<int64_t> lo, hi;
+  std::vector<int32_t> conv_reach;
+  Reach(const RecurrentGemmaConfig& c, const PackedBatch& batch) {
+    const auto T = static_cast<int64_t>(batch.tokens.size());
+    lo.resize(T);
+    hi.resize(T);
+    conv_reach.resize(T);
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t start = batch.sequence_start[static_cast<size_t>(t)];
+      lo[t] = std::max(t - c.attention_window, start);
+      hi[t] = t + 1;
+      conv_reach[t] = static_cast<int32_t>(std::min<int64_t>(c.conv1d_width - 1, t - start));
+    }
+  }
+};
+
+SelfAttentionWeights AttentionOf(const RecurrentGemmaLayerWeights& w) {
+  return {w.attention.q_proj, w.attention.k_proj, w.attention.v_proj, w.attention.o_proj, nullptr,
+          nullptr};
+}
+
+SelfAttentionSettings AttentionSettings(const RecurrentGemmaConfig& c) {
+  SelfAttentionSettings s;
+  s.shape = {c.num_heads, c.num_kv_heads, c.head_dim,
+             1.0f / std::sqrt(static_cast<float>(c.head_dim)), 0.0f, 0};
+  s.rope_theta = static_cast<float>(c.rope_theta);
+  s.rotary_fraction = static_cast<float>(c.rotary_fraction);
+  s.rms_norm_eps = static_cast<float>(c.rms_norm_eps);
+  return s;
+}
+
+// What a layer's backward reads (the recurrent block's own activations are in the store).
+struct LayerSaved {
+  Tensor input, temporal_normed;
+  SelfAttentionSaved attention;
+  Tensor mid, mlp_normed, gate, up, hidden;
+};
+
+struct Forward {
+  Tensor h;  // the final norm's input
+  std::vector<LayerSaved> layers;
+  ActivationStore store{ActivationStore::Keep::kEverything};
+};
+
+void CheckBatch(const RecurrentGemmaConfig& c, const PackedBatch& batch) {
+  const auto T = static_cast<int64_t>(batch.tokens.size());
+  GEMMAPOD_CHECK(T > 0 && static_cast<int64_t>(batch.targets.size()) == T &&
+                     static_cast<int64_t>(batch.positions.size()) == T &&
+                     static_cast<int64_t>(batch.sequence_start.size()) == T,
+                 "loss: a batch of ", T, " tokens with ", batch.targets.size(), " targets");
+  GEMMAPOD_CHECK(CountTargets(batch) > 0, "loss: the batch has no target to learn");
+  for (int32_t id : batch.tokens) {
+    GEMMAPOD_CHECK(id >= 0 && id < c.vocab_size, "loss: token ", id,
+                   " is outside the vocabulary of ", c.vocab_size);
+  }
+}
+
+void RunForward(const RecurrentGemmaConfig& c, const RecurrentGemmaWeights& w,
+                const PackedBatch& batch, const Reach& reach, Forward& f) {
+  const auto T = static_cast<int64_t>(batch.tokens.size());
+  const int64_t d = c.hidden_size, lru = c.lru_width, width = c.conv1d_width;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const VocabSlice vocab{c.vocab_size, 0, c.vocab_size, c.vocab_size};
+  Tensor h = VocabParallelEmbedding(w.embed_tokens, vocab, c.EmbedScale(), nullptr)
+                 .Forward(batch.tokens);
+  const SelfAttentionSettings settings = AttentionSettings(c);
+  f.layers.assign(static_cast<size_t>(c.num_layers), LayerSaved{});
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const RecurrentGemmaLayerWeights& lw = w.layers[static_cast<size_t>(l)];
+    LayerSaved& s = f.layers[static_cast<size_t>(l)];
+    s.input = h;
+    s.temporal_normed = ActivationLike(h, {T, d});
+    ops::RmsNorm(h, lw.temporal_pre_norm, eps, s.temporal_normed);
+    Tensor out = ActivationLike(h, {T, d});
+    if (c.blocks[static_cast<size_t>(l)] == TemporalBlock::kRecurrent) {
+      // A fresh state: every document of the batch starts at position 0, which resets it.
+      Tensor conv_history = ZerosOn(h.device(), {width - 1, lru});
+      Tensor state = ZerosOn(h.device(), {lru});
+      RecurrentBlockState block_state{conv_history, state};
+      RecurrentBlockForward(s.temporal_normed, lw.recurrent, {reach.conv_reach, batch.positions},
+                            block_state, nullptr, MatmulPrecision::kExact, out, &f.store, l);
+    } else {
+      SelfAttentionTrainForward(s.temporal_normed, AttentionOf(lw), settings, batch.positions,
+                                reach.lo, reach.hi, nullptr, MatmulPrecision::kExact, out,
+                                s.attention);
+    }
+    s.mid = ActivationLike(h, {T, d});
+    ops::Add(h, out, s.mid);
+    s.mlp_normed = ActivationLike(h, {T, d});
+    ops::RmsNorm(s.mid, lw.channel_pre_norm, eps, s.mlp_normed);
+    const int64_t ffn = lw.gate_proj.weight.dim(0);
+    s.gate = ActivationLike(h, {T, ffn});
+    s.up = ActivationLike(h, {T, ffn});
+    s.hidden = ActivationLike(h, {T, ffn});
+    Tensor mlp_out = ActivationLike(h, {T, d});
+    GegluMlpForward(s.mlp_normed, {lw.gate_proj, lw.up_proj, lw.down_proj}, nullptr, s.gate, s.up,
+                    s.hidden, mlp_out, MatmulPrecision::kExact);
+    h = ActivationLike(s.mid, {T, d});
+    ops::Add(s.mid, mlp_out, h);
+  }
+  f.h = h;
+}
+
+double SumOnHost(const Tensor& losses) {
+  GEMMAPOD_CHECK(losses.device().is_cpu(), "loss: the loss lives on ", losses.device().ToString(),
+                 "; copying it to the host is the device backend's job (not built)");
+  double total = 0;
+  for (int64_t t = 0; t < losses.numel(); ++t) total += losses.data<float>()[t];
+  return total;
+}
+
+}  // namespace
+
+RecurrentGemmaGrads RecurrentGemmaGrads::ZerosFor(const RecurrentGemmaConfig& c,
+                                                  const RecurrentGemmaWeights& w) {
+  const auto zeros = [](const Tensor& like) { return ZerosOn(like.device(), like.shape()); };
+  RecurrentGemmaGrads g;
+  g.embed_tokens = zeros(w.embed_tokens.weight);
+  g.final_norm = zeros(w.final_norm);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const RecurrentGemmaLayerWeights& lw = w.layers[static_cast<size_t>(l)];
+    RecurrentGemmaLayerGrads lg;
+    lg.temporal_pre_norm = zeros(lw.temporal_pre_norm);
+    if (c.blocks[static_cast<size_t>(l)] == TemporalBlock::kRecurrent) {
+      lg.recurrent = RecurrentBlockGrads::ZerosFor(lw.recurrent);
+    } else {
+      lg.q_proj = LinearGrad::ZerosFor(lw.attention.q_proj);
+      lg.k_proj = LinearGrad::ZerosFor(lw.attention.k_proj);
+      lg.v_proj = LinearGrad::ZerosFor(lw.attention.v_proj);
+      lg.o_proj = LinearGrad::ZerosFor(lw.attention.o_proj);
+    }
+    lg.channel_pre_norm = zeros(lw.channel_pre_norm);
+    lg.mlp = GegluMlpGrads::ZerosFor({lw.gate_proj, lw.up_proj, lw.down_proj});
+    g.layers.push_back(std::move(lg));
+  }
+  return g;
+}
+
+LossSum RecurrentGemmaLoss(const RecurrentGemmaConfig& c, const RecurrentGemmaWeights& w,
+                           const PackedBatch& batch) {
+  CheckBatch(c, batch);
+  const Reach reach(c, batch);
+  Forward f;
+  RunForward(c, w, batch, reach, f);
+  Tensor normed = ActivationLike(f.h, f.h.shape());
+  ops::RmsNorm(f.h, w.final_norm, static_cast<float>(c.rms_norm_eps), normed);
+  const VocabSlice vocab{c.vocab_size, 0, c.vocab_size, c.vocab_size};
+  const VocabParallelHead head(w.embed_tokens, vocab, static_cast<float>(c.final_logit_softcap),
+                               nullptr);
+  const Tensor logits = head.LogitShard(normed, MatmulPrecision::kExact);
+  Tensor dlogits = ActivationLike(logits, logits.shape());
+  const Tensor losses =
+      VocabParallelCrossEntropy(logits, batch.targets, vocab, nullptr, 0.0f, dlogits);
+  return {SumOnHost(losses), CountTargets(batch)};
+}
+
+LossSum RecurrentGemmaLossAndGradients(const RecurrentGemmaConfig& c,
+                                       const RecurrentGemmaWeights& w, const PackedBatch& batch,
+                                       double scale, RecurrentGemmaGrads& grads) {
+  CheckBatch(c, batch);
+  const Reach reach(c, batch);
+  Forward f;
+  RunForward(c, w, batch, reach, f);
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const auto T = static_cast<int64_t>(batch.tokens.size());
+  const int64_t d = c.hidden_size;
+  Tensor normed = ActivationLike(f.h, f.h.shape());
+  ops::RmsNorm(f.h, w.final_norm, eps, normed);
+  const VocabSlice vocab{c.vocab_size, 0, c.vocab_size, c.vocab_size};
+  const VocabParallelHead head(w.embed_tokens, vocab, static_cast<float>(c.final_logit_softcap),
+                               nullptr);
+  const Tensor logits = head.LogitShard(normed, MatmulPrecision::kExact);
+  Tensor dlogits = ActivationLike(logits, logits.shape());
+  const Tensor losses = VocabParallelCrossEntropy(logits, batch.targets, vocab, nullptr,
+                                                  static_cast<float>(scale), dlogits);
+  const LossSum result{SumOnHost(losses), CountTargets(batch)};
+
+  Tensor dnormed = ActivationLike(normed, normed.shape());
+  head.Backward(normed, logits, dlogits, dnormed, grads.embed_tokens);
+  Tensor dh = ActivationLike(f.h, f.h.shape());
+  ops::RmsNormBackward(f.h, w.final_norm, dnormed, eps, dh, grads.final_norm);
+  const SelfAttentionSettings settings = AttentionSettings(c);
+  for (int64_t l = c.num_layers - 1; l >= 0; --l) {
+    const RecurrentGemmaLayerWeights& lw = w.layers[static_cast<size_t>(l)];
+    RecurrentGemmaLayerGrads& lg = grads.layers[static_cast<size_t>(l)];
+    const LayerSaved& s = f.layers[static_cast<size_t>(l)];
+    // h_out = mid + mlp(norm(mid)): dmid = dh + norm'(mlp'(dh)).
+    Tensor d_mlp_normed = ActivationLike(dh, {T, d});
+    GegluMlpBackward(s.mlp_normed, {lw.gate_proj, lw.up_proj, lw.down_proj}, s.gate, s.up,
+                     s.hidden, dh, nullptr, d_mlp_normed, lg.mlp);
+    Tensor d_mid = ActivationLike(dh, {T, d});
+    ops::RmsNormBackward(s.mid, lw.channel_pre_norm, d_mlp_normed, eps, d_mid, lg.channel_pre_norm);
+    ops::Add(d_mid, dh, d_mid);
+    // mid = input + temporal(norm(input)).
+    Tensor d_temporal_normed = ActivationLike(dh, {T, d});
+    if (c.blocks[static_cast<size_t>(l)] == TemporalBlock::kRecurrent) {
+      RecurrentBlockBackward(s.temporal_normed, lw.recurrent, {reach.conv_reach, batch.positions},
+                             f.store, l, d_mid, nullptr, d_temporal_normed, lg.recurrent);
+    } else {
+      SelfAttentionGrads ag{lg.q_proj, lg.k_proj, lg.v_proj, lg.o_proj, Tensor(), Tensor()};
+      SelfAttentionBackward(AttentionOf(lw), settings, batch.positions, reach.lo, reach.hi,
+                            s.attention, d_mid, nullptr, d_temporal_normed, ag);
+    }
+    Tensor d_input = ActivationLike(dh, {T, d});
+    ops::RmsNormBackward(s.input, lw.temporal_pre_norm, d_temporal_normed, eps, d_input,
+                         lg.temporal_pre_norm);
+    ops::Add(d_input, d_mid, d_input);
+    dh = d_input;
+  }
+  VocabParallelEmbedding(w.embed_tokens, vocab, c.EmbedScale(), nullptr)
+      .Backward(batch.tokens, dh, grads.embed_tokens);
+  return result;
+}
+
+}  // namespace gemmapod
