@@ -35,14 +35,19 @@ struct Reach {
 };
 
 SelfAttentionWeights AttentionOf(const RecurrentGemmaLayerWeights& w) {
-  return {w.attention.q_proj, w.attention.k_proj, w.attention.v_proj, w.attention.o_proj, nullptr,
+  return {w.attention.q_proj,
+          w.attention.k_proj,
+          w.attention.v_proj,
+          w.attention.o_proj,
+          nullptr,
           nullptr};
 }
 
 SelfAttentionSettings AttentionSettings(const RecurrentGemmaConfig& c) {
   SelfAttentionSettings s;
-  s.shape = {c.num_heads, c.num_kv_heads, c.head_dim,
-             1.0f / std::sqrt(static_cast<float>(c.head_dim)), 0.0f, 0};
+  s.shape = {c.num_heads, c.num_kv_heads,
+             c.head_dim,  1.0f / std::sqrt(static_cast<float>(c.head_dim)),
+             0.0f,        0};
   s.rope_theta = static_cast<float>(c.rope_theta);
   s.rotary_fraction = static_cast<float>(c.rotary_fraction);
   s.rms_norm_eps = static_cast<float>(c.rms_norm_eps);
@@ -81,8 +86,8 @@ void RunForward(const RecurrentGemmaConfig& c, const RecurrentGemmaWeights& w,
   const int64_t d = c.hidden_size, lru = c.lru_width, width = c.conv1d_width;
   const float eps = static_cast<float>(c.rms_norm_eps);
   const VocabSlice vocab{c.vocab_size, 0, c.vocab_size, c.vocab_size};
-  Tensor h = VocabParallelEmbedding(w.embed_tokens, vocab, c.EmbedScale(), nullptr)
-                 .Forward(batch.tokens);
+  Tensor h =
+      VocabParallelEmbedding(w.embed_tokens, vocab, c.EmbedScale(), nullptr).Forward(batch.tokens);
   const SelfAttentionSettings settings = AttentionSettings(c);
   f.layers.assign(static_cast<size_t>(c.num_layers), LayerSaved{});
   for (int64_t l = 0; l < c.num_layers; ++l) {
@@ -206,8 +211,8 @@ LossSum RecurrentGemmaLossAndGradients(const RecurrentGemmaConfig& c,
     const LayerSaved& s = f.layers[static_cast<size_t>(l)];
     // h_out = mid + mlp(norm(mid)): dmid = dh + norm'(mlp'(dh)).
     Tensor d_mlp_normed = ActivationLike(dh, {T, d});
-    GegluMlpBackward(s.mlp_normed, {lw.gate_proj, lw.up_proj, lw.down_proj}, s.gate, s.up,
-                     s.hidden, dh, nullptr, d_mlp_normed, lg.mlp);
+    GegluMlpBackward(s.mlp_normed, {lw.gate_proj, lw.up_proj, lw.down_proj}, s.gate, s.up, s.hidden,
+                     dh, nullptr, d_mlp_normed, lg.mlp);
     Tensor d_mid = ActivationLike(dh, {T, d});
     ops::RmsNormBackward(s.mid, lw.channel_pre_norm, d_mlp_normed, eps, d_mid, lg.channel_pre_norm);
     ops::Add(d_mid, dh, d_mid);

@@ -18,8 +18,8 @@ namespace gemmapod {
 
 struct RecurrentGemmaLayerGrads {
   Tensor temporal_pre_norm;
-  RecurrentBlockGrads recurrent;                // recurrent layers
-  LinearGrad q_proj, k_proj, v_proj, o_proj;    // attention layers
+  RecurrentBlockGrads recurrent;              // recurrent layers
+  LinearGrad q_proj, k_proj, v_proj, o_proj;  // attention layers
   Tensor channel_pre_norm;
   GegluMlpGrads mlp;
 };
@@ -39,7 +39,7 @@ LossSum RecurrentGemmaLossAndGradients(const RecurrentGemmaConfig& config,
                                        RecurrentGemmaGrads& grads);
 
 // The loss alone, with the same forward (tests; held-out evaluation).
-LossSum RecurrentGemmaLoss(const RecurrentGemmaConfig& config,
-                           const RecurrentGemmaWeights& weights, const PackedBatch& batch);
+LossSum RecurrentGemmaLoss(const RecurrentGemmaConfig& config, const RecurrentGemmaWeights& weights,
+                           const PackedBatch& batch);
 
 }  // namespace gemmapod

@@ -6,12 +6,20 @@
 #include "training/recurrent_gemma_lm.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "models/recurrent_gemma/recurrent_gemma.h"
 #include "models/recurrent_gemma/recurrent_gemma_config.h"
+#include "runtime/checkpoint/hdf5_checkpoint.h"
+#include "runtime/checkpoint/safetensors.h"
+#include "training/adamw.h"
+#include "training/trainable_model.h"
 
 namespace gemmapod {
 namespace {
@@ -109,6 +117,64 @@ TEST(RecurrentGemmaLm, GradientMatchesFiniteDifferencesAcrossTheModel) {
   check("layers.2.k_proj", a2.attention.k_proj.weight, ga2.k_proj.weight, 32);
   check("layers.2.o_proj.bias", a2.attention.o_proj.bias, ga2.o_proj.bias, 16);
   check("layers.2.channel_pre_norm", a2.channel_pre_norm, ga2.channel_pre_norm, 16);
+}
+
+// Every parameter's gradient against PyTorch autograd on transformers' RecurrentGemmaForCausalLM
+// (tools/golden/make_recurrentgemma_grad_fixtures.py), through the trainer's own path: the model
+// written as a checkpoint, loaded by LoadTrainableModel, its parameters registered by name.
+TEST(RecurrentGemmaLm, EveryGradientMatchesPyTorch) {
+  const std::string dir = "tests/fixtures/models/recurrentgemma/hf";
+  const RecurrentGemmaConfig c = ReadHfRecurrentGemmaConfig(dir + "/config.json");
+  RecurrentGemmaWeights w = LoadRecurrentGemmaWeights(c, *OpenSafetensors(dir));
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("rg-reference-" + std::to_string(getpid()) + ".h5"))
+                               .string();
+  {
+    Hdf5CheckpointWriter writer = Hdf5CheckpointWriter::Create(path);
+    writer.SetConfig(ToAttributes(c));
+    ForEachRecurrentGemmaParameter(
+        c, w, [&](const RecurrentGemmaParameter& p, Tensor& slot) { writer.Write(p.name, slot); });
+    writer.Commit();
+  }
+  const auto model = LoadTrainableModel(*Hdf5CheckpointReader::Open(path), DType::kF32);
+  std::filesystem::remove(path);
+  EXPECT_EQ(model->family(), "recurrent_gemma");
+  AdamW optimizer({});
+  model->RegisterParameters(optimizer);
+
+  std::ifstream in("tests/fixtures/models/recurrentgemma/training/reference.json");
+  const nlohmann::json ref = nlohmann::json::parse(in);
+  const auto sequences = ref["sequences"].get<std::vector<std::vector<int32_t>>>();
+  std::vector<std::vector<uint8_t>> learn;
+  for (const auto& seq : sequences) learn.emplace_back(seq.size(), 1);
+  for (int j = 1; j <= ref["masked_prefix"].get<int>(); ++j) learn[0][static_cast<size_t>(j)] = 0;
+  const PackedBatch batch = PackSequences(sequences, learn);
+  const LossSum loss =
+      model->LossAndGradients(batch, 1.0 / static_cast<double>(CountTargets(batch)), false);
+  const double want = ref["loss"].get<double>();
+  EXPECT_NEAR(loss.mean(), want, 1e-5 * want);
+  const auto torch =
+      OpenSafetensors("tests/fixtures/models/recurrentgemma/training/grads.safetensors");
+  const double largest = ref["largest_gradient"].get<double>();
+  double worst = 0;
+  std::string worst_name;
+  for (const std::string& name : optimizer.names()) {
+    ASSERT_TRUE(torch->Has(name)) << name;
+    const Tensor ours = optimizer.grad(name).To(DType::kF32);
+    const Tensor theirs = torch->Read(name).To(DType::kF32);
+    ASSERT_EQ(ours.numel(), theirs.numel()) << name;
+    for (int64_t i = 0; i < ours.numel(); ++i) {
+      const double d = std::fabs(static_cast<double>(ours.data<float>()[i]) -
+                                 static_cast<double>(theirs.data<float>()[i]));
+      if (d > worst) worst = d, worst_name = name;
+    }
+  }
+  EXPECT_EQ(optimizer.names().size(), torch->List().size());
+  std::printf(
+      "recurrentgemma: loss %.6f (PyTorch %.6f), %zu gradients, worst %.2e of the largest "
+      "(%s)\n",
+      loss.mean(), want, optimizer.names().size(), worst / largest, worst_name.c_str());
+  EXPECT_LT(worst, 1e-4 * largest) << worst_name;
 }
 
 }  // namespace

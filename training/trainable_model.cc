@@ -1,0 +1,205 @@
+#include "training/trainable_model.h"
+
+#include <map>
+
+#include "models/gemma/gemma_decoder.h"
+#include "models/recurrent_gemma/recurrent_gemma_config.h"
+#include "models/recurrent_gemma/recurrent_gemma_weights.h"
+#include "runtime/checkpoint/hdf5_checkpoint.h"
+#include "runtime/error.h"
+#include "training/adamw.h"
+#include "training/exact_match.h"
+#include "training/lora.h"
+#include "training/recurrent_gemma_lm.h"
+
+namespace gemmapod {
+namespace {
+
+class GemmaTrainable final : public TrainableModel {
+ public:
+  GemmaTrainable(ModelConfig config, GemmaWeights weights)
+      : config_(std::move(config)), weights_(std::move(weights)) {}
+
+  std::string family() const override { return "gemma"; }
+  int64_t vocab_size() const override { return config_.vocab_size; }
+  int64_t max_context() const override { return config_.max_position_embeddings; }
+  void AttachLora(const LoraOptions& options, uint64_t seed) override {
+    gemmapod::AttachLora(config_, weights_, options, seed);
+  }
+  void RegisterParameters(AdamW& optimizer) override {
+    grads_ = GemmaGrads::ZerosFor(config_, weights_);
+    AddGemmaParameters(optimizer, config_, weights_, grads_);
+  }
+  LossSum LossAndGradients(const PackedBatch& batch, double scale, bool recompute) override {
+    return GemmaLossAndGradients(config_, weights_, batch, scale, grads_, recompute);
+  }
+  LossSum Loss(const PackedBatch& batch) override { return GemmaLoss(config_, weights_, batch); }
+  void WriteModel(Hdf5CheckpointWriter& writer, const std::function<void()>& wrote) override {
+    // LoRA: the merged matrices (new tensors; the training weights keep their adapters).
+    GemmaWeights model = MergedLoraWeights(config_, weights_);
+    writer.SetConfig(ToAttributes(config_));
+    ForEachGemmaParameter(config_, model, [&](const GemmaParameter& p, Tensor& slot) {
+      writer.Write(p.name, slot);
+      if (wrote) wrote();
+    });
+  }
+  ExactMatch HeldOutExactMatch(const Tokenizer& tokenizer,
+                               const std::vector<TrainingExample>& held_out,
+                               int64_t max_new_tokens) override {
+    // The serving engine over the same weight tensors (a GemmaWeights copy shares them, adapters
+    // included): it answers with the weights as they are after the last step.
+    if (!engine_) engine_ = std::make_unique<GemmaDecoder>(config_, weights_);
+    return gemmapod::HeldOutExactMatch(*engine_, tokenizer, held_out, max_new_tokens);
+  }
+  TrainingMemory PlanMemory(const TrainingJob& job, int64_t max_length) const override {
+    return PlanTrainingMemory(config_, job, max_length);
+  }
+
+ private:
+  ModelConfig config_;
+  GemmaWeights weights_;
+  GemmaGrads grads_;
+  std::unique_ptr<GemmaDecoder> engine_;
+};
+
+class RecurrentGemmaTrainable final : public TrainableModel {
+ public:
+  RecurrentGemmaTrainable(RecurrentGemmaConfig config, RecurrentGemmaWeights weights)
+      : config_(std::move(config)), weights_(std::move(weights)) {}
+
+  std::string family() const override { return "recurrent_gemma"; }
+  int64_t vocab_size() const override { return config_.vocab_size; }
+  // The recurrence has no positional limit; RoPE's attention is local. A long row costs time
+  // and activation memory, which the memory plan counts.
+  int64_t max_context() const override { return int64_t{1} << 20; }
+  void AttachLora(const LoraOptions&, uint64_t) override {
+    throw Error(
+        "lora: adapters are built for decoder-only Gemma so far; train RecurrentGemma "
+        "in full (remove lora:)");
+  }
+  void RegisterParameters(AdamW& optimizer) override {
+    grads_ = RecurrentGemmaGrads::ZerosFor(config_, weights_);
+    std::map<const Tensor*, Tensor*> grad_of = {
+        {&weights_.embed_tokens.weight, &grads_.embed_tokens},
+        {&weights_.final_norm, &grads_.final_norm}};
+    const auto linear = [&](Linear& w, LinearGrad& g) {
+      grad_of[&w.weight] = &g.weight;
+      if (w.bias.defined()) grad_of[&w.bias] = &g.bias;
+    };
+    for (size_t l = 0; l < weights_.layers.size(); ++l) {
+      RecurrentGemmaLayerWeights& w = weights_.layers[l];
+      RecurrentGemmaLayerGrads& g = grads_.layers[l];
+      grad_of[&w.temporal_pre_norm] = &g.temporal_pre_norm;
+      grad_of[&w.channel_pre_norm] = &g.channel_pre_norm;
+      if (config_.blocks[l] == TemporalBlock::kRecurrent) {
+        RecurrentBlockWeights& r = w.recurrent;
+        RecurrentBlockGrads& rg = g.recurrent;
+        linear(r.linear_x, rg.linear_x);
+        linear(r.linear_y, rg.linear_y);
+        linear(r.linear_out, rg.linear_out);
+        grad_of[&r.conv_weight] = &rg.conv_weight;
+        grad_of[&r.conv_bias] = &rg.conv_bias;
+        grad_of[&r.recurrent_param] = &rg.recurrent_param;
+        grad_of[&r.input_gate_weight] = &rg.input_gate_weight;
+        grad_of[&r.input_gate_bias] = &rg.input_gate_bias;
+        grad_of[&r.recurrent_gate_weight] = &rg.recurrent_gate_weight;
+        grad_of[&r.recurrent_gate_bias] = &rg.recurrent_gate_bias;
+      } else {
+        linear(w.attention.q_proj, g.q_proj);
+        linear(w.attention.k_proj, g.k_proj);
+        linear(w.attention.v_proj, g.v_proj);
+        linear(w.attention.o_proj, g.o_proj);
+      }
+      linear(w.gate_proj, g.mlp.gate_proj);
+      linear(w.up_proj, g.mlp.up_proj);
+      linear(w.down_proj, g.mlp.down_proj);
+    }
+    ForEachRecurrentGemmaParameter(config_, weights_,
+                                   [&](const RecurrentGemmaParameter& p, Tensor& slot) {
+                                     const auto it = grad_of.find(&slot);
+                                     GEMMAPOD_CHECK(it != grad_of.end() && it->second->defined(),
+                                                    "train: no gradient for '", p.name, "'");
+                                     // Decay on matrices, convolution taps and gate blocks; not on
+                                     // norms, biases and Λ.
+                                     optimizer.Add(p.name, slot, *it->second, slot.rank() >= 2);
+                                   });
+  }
+  LossSum LossAndGradients(const PackedBatch& batch, double scale, bool recompute) override {
+    GEMMAPOD_CHECK(!recompute,
+                   "recompute: built for decoder-only Gemma so far; remove it to "
+                   "train RecurrentGemma");
+    return RecurrentGemmaLossAndGradients(config_, weights_, batch, scale, grads_);
+  }
+  LossSum Loss(const PackedBatch& batch) override {
+    return RecurrentGemmaLoss(config_, weights_, batch);
+  }
+  void WriteModel(Hdf5CheckpointWriter& writer, const std::function<void()>& wrote) override {
+    writer.SetConfig(ToAttributes(config_));
+    ForEachRecurrentGemmaParameter(config_, weights_,
+                                   [&](const RecurrentGemmaParameter& p, Tensor& slot) {
+                                     writer.Write(p.name, slot);
+                                     if (wrote) wrote();
+                                   });
+  }
+  ExactMatch HeldOutExactMatch(const Tokenizer&, const std::vector<TrainingExample>&,
+                               int64_t) override {
+    throw Error(
+        "eval.exact_match: built on decoder-only Gemma's generation loop so far; "
+        "RecurrentGemma reports the held-out loss");
+  }
+  TrainingMemory PlanMemory(const TrainingJob& job, int64_t max_length) const override {
+    TrainingMemory m;
+    const int64_t params = config_.ParameterCount();
+    m.trainable_parameters = params;
+    m.weights = params * (job.weights_dtype == "bf16" ? 2 : 4);
+    m.gradients = params * 4;
+    m.optimizer = params * (8 + (job.weights_dtype == "bf16" ? 4 : 0));
+    m.micro_batch_tokens = job.micro_batch * max_length;
+    // Per token and layer, f32: the residual stream and norms (6 d), the MLP (3 ffn), and the
+    // recurrent block's branches, convolution, gates and recurrence (8 lru), the larger block.
+    const int64_t d = config_.hidden_size, f = config_.intermediate_size, lru = config_.lru_width;
+    m.activations = 4 * (6 * d + 3 * f + 8 * lru) * config_.num_layers * m.micro_batch_tokens;
+    m.head = 2 * config_.vocab_size * 4 * m.micro_batch_tokens;
+    return m;
+  }
+
+ private:
+  RecurrentGemmaConfig config_;
+  RecurrentGemmaWeights weights_;
+  RecurrentGemmaGrads grads_;
+};
+
+std::string ArchitectureOf(const Attributes& a) {
+  const auto it = a.find("architecture");
+  const auto* s = it == a.end() ? nullptr : std::get_if<std::string>(&it->second);
+  return s != nullptr ? *s : "";
+}
+
+}  // namespace
+
+std::unique_ptr<TrainableModel> LoadTrainableModel(const Hdf5CheckpointReader& reader,
+                                                   DType dtype) {
+  const std::string& path = reader.origin();
+  const std::string architecture = ArchitectureOf(reader.config());
+  if (architecture == "recurrent_gemma") {
+    RecurrentGemmaConfig config = RecurrentGemmaFromAttributes(reader.config(), path);
+    RecurrentGemmaWeights weights = LoadRecurrentGemmaWeights(config, reader);
+    ForEachRecurrentGemmaParameter(config, weights,
+                                   [&](const RecurrentGemmaParameter& p, Tensor& slot) {
+                                     if (IsRecurrentGemmaMatrix(p) && slot.dtype() != dtype) {
+                                       slot = slot.To(dtype);
+                                     }
+                                   });
+    return std::make_unique<RecurrentGemmaTrainable>(std::move(config), std::move(weights));
+  }
+  ModelConfig config = FromAttributes(reader.config(), path);
+  GEMMAPOD_CHECK(config.quantization == WeightQuantization::kNone, path,
+                 ": int8 weights do not train; start from the bf16 or f32 checkpoint");
+  GemmaWeights weights = LoadGemmaWeights(config, reader);
+  ForEachGemmaParameter(config, weights, [&](const GemmaParameter& p, Tensor& slot) {
+    if (!p.is_norm && slot.dtype() != dtype) slot = slot.To(dtype);
+  });
+  return std::make_unique<GemmaTrainable>(std::move(config), std::move(weights));
+}
+
+}  // namespace gemmapod

@@ -1,0 +1,57 @@
+// What the trainer needs of a model family, so one training loop (training/trainer.cc) runs them
+// all: load from a checkpoint in the dtype it trains in, register its parameters (under the
+// checkpoint's names) with the optimizer, the loss with and without gradients over a packed
+// batch, and the model written back as a checkpoint. Decoder-only Gemma and RecurrentGemma
+// implement it; T5Gemma is refused with a message until its training lands.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/checkpoint/attributes.h"
+#include "training/gemma_lm.h"
+#include "training/job_config.h"
+#include "training/memory_plan.h"
+
+namespace gemmapod {
+
+class AdamW;
+class Hdf5CheckpointReader;
+class Hdf5CheckpointWriter;
+class Tokenizer;
+struct ExactMatch;
+struct TrainingExample;
+
+class TrainableModel {
+ public:
+  virtual ~TrainableModel() = default;
+
+  virtual std::string family() const = 0;  // "gemma", "recurrent_gemma"
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t max_context() const = 0;
+
+  // Adapters on the chosen matrices; everything else frozen. Families without LoRA refuse.
+  virtual void AttachLora(const LoraOptions& options, uint64_t seed) = 0;
+  // Every trainable parameter with its gradient, named as in the checkpoint.
+  virtual void RegisterParameters(AdamW& optimizer) = 0;
+  virtual LossSum LossAndGradients(const PackedBatch& batch, double scale, bool recompute) = 0;
+  virtual LossSum Loss(const PackedBatch& batch) = 0;
+  // The config and every tensor (adapters merged) into a checkpoint being written; `wrote`
+  // after each tensor.
+  virtual void WriteModel(Hdf5CheckpointWriter& writer, const std::function<void()>& wrote) = 0;
+  // Held-out exact match through the family's generation engine over the trained weights.
+  virtual ExactMatch HeldOutExactMatch(const Tokenizer& tokenizer,
+                                       const std::vector<TrainingExample>& held_out,
+                                       int64_t max_new_tokens) = 0;
+  virtual TrainingMemory PlanMemory(const TrainingJob& job, int64_t max_length) const = 0;
+};
+
+// The model of a checkpoint, its matrices in `dtype` (f32 or bf16). Errors name the file (an
+// int8 checkpoint, a family that does not train yet).
+std::unique_ptr<TrainableModel> LoadTrainableModel(const Hdf5CheckpointReader& checkpoint,
+                                                   DType dtype);
+
+}  // namespace gemmapod
