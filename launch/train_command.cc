@@ -9,31 +9,25 @@
 #include "runtime/error.h"
 #include "training/job_config.h"
 #include "training/memory_plan.h"
+#include "training/trainable_model.h"
 #include "training/trainer.h"
 
 namespace gemmapod {
 
 int PrintTrainingPlan(const std::string& job_path) {
   const TrainingJob job = ReadTrainingJob(job_path);
-  const ModelFamily& family = FamilyOf(job.model);
-  GEMMAPOD_CHECK(family.name == "gemma", job.source, ": model ", job.model, " is a ", family.name,
-                 " model; fine-tuning covers decoder-only Gemma 1/2/3 so far");
-  const ModelConfig config =
-      FromAttributes(Hdf5CheckpointReader::Open(job.model)->config(), job.model);
-  const int64_t max_length =
-      job.data.max_length > 0 ? job.data.max_length : config.max_position_embeddings;
-  const TrainingMemory memory = PlanTrainingMemory(config, job, max_length);
-  std::printf("training %s (%s) on one rank: %s%s\n", config.name.c_str(), job.model.c_str(),
-              job.lora ? "LoRA adapters" : "every parameter",
+  const TrainingPlan plan = PlanTraining(*Hdf5CheckpointReader::Open(job.model), job);
+  std::printf("training %s (%s, %s) on one rank: %s%s\n", plan.name.c_str(), job.model.c_str(),
+              plan.family.c_str(), job.lora ? "LoRA adapters" : "every parameter",
               job.weights_dtype == "bf16" ? ", bf16 weights with f32 masters" : ", f32 weights");
-  std::printf("%s\n", RenderTrainingMemory(memory).c_str());
+  std::printf("%s\n", RenderTrainingMemory(plan.memory).c_str());
   const int64_t available = AvailableMemoryBytes();
   if (available >= 0) {
     std::printf("this machine has %lld MiB available: %s\n",
                 static_cast<long long>(available >> 20),
-                memory.total() <= available ? "fits" : "does NOT fit");
+                plan.memory.total() <= available ? "fits" : "does NOT fit");
   }
-  return available < 0 || memory.total() <= available ? 0 : 1;
+  return available < 0 || plan.memory.total() <= available ? 0 : 1;
 }
 
 int RunTrain(const TrainCommandOptions& options) {
@@ -45,9 +39,10 @@ int RunTrain(const TrainCommandOptions& options) {
   const TrainingJob job = ReadTrainingJob(options.config_path);
   if (!options.resume && options.resume_from.empty()) {
     const ModelFamily& family = FamilyOf(job.model);
-    GEMMAPOD_CHECK(family.name == "gemma", job.source, ": model ", job.model, " is a ", family.name,
-                   " model; fine-tuning covers decoder-only Gemma 1/2/3 so far (RecurrentGemma "
-                   "and T5Gemma training are not built yet)");
+    GEMMAPOD_CHECK(family.name == "gemma" || family.name == "recurrent_gemma", job.source,
+                   ": model ", job.model, " is a ", family.name,
+                   " model; fine-tuning covers decoder-only Gemma 1/2/3 and RecurrentGemma so far "
+                   "(T5Gemma training is not built yet)");
   }
   TrainRunOptions run;
   run.resume = options.resume || !options.resume_from.empty();

@@ -34,13 +34,14 @@ class GemmaTrainable final : public TrainableModel {
     return GemmaLossAndGradients(config_, weights_, batch, scale, grads_, recompute);
   }
   LossSum Loss(const PackedBatch& batch) override { return GemmaLoss(config_, weights_, batch); }
-  void WriteModel(Hdf5CheckpointWriter& writer, const std::function<void()>& wrote) override {
+  void WriteModel(Hdf5CheckpointWriter& writer,
+                  const std::function<void(const std::string&)>& wrote) override {
     // LoRA: the merged matrices (new tensors; the training weights keep their adapters).
     GemmaWeights model = MergedLoraWeights(config_, weights_);
     writer.SetConfig(ToAttributes(config_));
     ForEachGemmaParameter(config_, model, [&](const GemmaParameter& p, Tensor& slot) {
       writer.Write(p.name, slot);
-      if (wrote) wrote();
+      if (wrote) wrote(p.name);
     });
   }
   ExactMatch HeldOutExactMatch(const Tokenizer& tokenizer,
@@ -62,6 +63,27 @@ class GemmaTrainable final : public TrainableModel {
   std::unique_ptr<GemmaDecoder> engine_;
 };
 
+TrainingMemory PlanRecurrentGemmaTraining(const RecurrentGemmaConfig& c, const TrainingJob& job,
+                                          int64_t max_length) {
+  TrainingMemory m;
+  const int64_t params = c.ParameterCount();
+  m.trainable_parameters = params;
+  m.weights = params * (job.weights_dtype == "bf16" ? 2 : 4);
+  m.gradients = params * 4;
+  m.optimizer = params * (8 + (job.weights_dtype == "bf16" ? 4 : 0));
+  m.micro_batch_tokens = job.micro_batch * max_length;
+  // Per token and layer, f32: the residual stream and norms (6 d), the MLP (3 ffn), and the
+  // recurrent block's branches, convolution, gates and recurrence (8 lru), the larger block.
+  const int64_t d = c.hidden_size, f = c.intermediate_size, lru = c.lru_width;
+  m.activations = 4 * (6 * d + 3 * f + 8 * lru) * c.num_layers * m.micro_batch_tokens;
+  m.head = 2 * c.vocab_size * 4 * m.micro_batch_tokens;
+  return m;
+}
+
+// RecurrentGemma's rows: the recurrence has no positional limit and the attention is local, so
+// the only bound is what a row costs (time, and activation memory, which the plan counts).
+constexpr int64_t kRecurrentMaxRow = int64_t{1} << 20;
+
 class RecurrentGemmaTrainable final : public TrainableModel {
  public:
   RecurrentGemmaTrainable(RecurrentGemmaConfig config, RecurrentGemmaWeights weights)
@@ -69,9 +91,7 @@ class RecurrentGemmaTrainable final : public TrainableModel {
 
   std::string family() const override { return "recurrent_gemma"; }
   int64_t vocab_size() const override { return config_.vocab_size; }
-  // The recurrence has no positional limit; RoPE's attention is local. A long row costs time
-  // and activation memory, which the memory plan counts.
-  int64_t max_context() const override { return int64_t{1} << 20; }
+  int64_t max_context() const override { return kRecurrentMaxRow; }
   void AttachLora(const LoraOptions&, uint64_t) override {
     throw Error(
         "lora: adapters are built for decoder-only Gemma so far; train RecurrentGemma "
@@ -133,12 +153,13 @@ class RecurrentGemmaTrainable final : public TrainableModel {
   LossSum Loss(const PackedBatch& batch) override {
     return RecurrentGemmaLoss(config_, weights_, batch);
   }
-  void WriteModel(Hdf5CheckpointWriter& writer, const std::function<void()>& wrote) override {
+  void WriteModel(Hdf5CheckpointWriter& writer,
+                  const std::function<void(const std::string&)>& wrote) override {
     writer.SetConfig(ToAttributes(config_));
     ForEachRecurrentGemmaParameter(config_, weights_,
                                    [&](const RecurrentGemmaParameter& p, Tensor& slot) {
                                      writer.Write(p.name, slot);
-                                     if (wrote) wrote();
+                                     if (wrote) wrote(p.name);
                                    });
   }
   ExactMatch HeldOutExactMatch(const Tokenizer&, const std::vector<TrainingExample>&,
@@ -148,19 +169,7 @@ class RecurrentGemmaTrainable final : public TrainableModel {
         "RecurrentGemma reports the held-out loss");
   }
   TrainingMemory PlanMemory(const TrainingJob& job, int64_t max_length) const override {
-    TrainingMemory m;
-    const int64_t params = config_.ParameterCount();
-    m.trainable_parameters = params;
-    m.weights = params * (job.weights_dtype == "bf16" ? 2 : 4);
-    m.gradients = params * 4;
-    m.optimizer = params * (8 + (job.weights_dtype == "bf16" ? 4 : 0));
-    m.micro_batch_tokens = job.micro_batch * max_length;
-    // Per token and layer, f32: the residual stream and norms (6 d), the MLP (3 ffn), and the
-    // recurrent block's branches, convolution, gates and recurrence (8 lru), the larger block.
-    const int64_t d = config_.hidden_size, f = config_.intermediate_size, lru = config_.lru_width;
-    m.activations = 4 * (6 * d + 3 * f + 8 * lru) * config_.num_layers * m.micro_batch_tokens;
-    m.head = 2 * config_.vocab_size * 4 * m.micro_batch_tokens;
-    return m;
+    return PlanRecurrentGemmaTraining(config_, job, max_length);
   }
 
  private:
@@ -200,6 +209,31 @@ std::unique_ptr<TrainableModel> LoadTrainableModel(const Hdf5CheckpointReader& r
     if (!p.is_norm && slot.dtype() != dtype) slot = slot.To(dtype);
   });
   return std::make_unique<GemmaTrainable>(std::move(config), std::move(weights));
+}
+
+}  // namespace gemmapod
+
+namespace gemmapod {
+
+TrainingPlan PlanTraining(const Hdf5CheckpointReader& reader, const TrainingJob& job) {
+  const std::string& path = reader.origin();
+  TrainingPlan plan;
+  if (ArchitectureOf(reader.config()) == "recurrent_gemma") {
+    const RecurrentGemmaConfig c = RecurrentGemmaFromAttributes(reader.config(), path);
+    plan.family = "recurrent_gemma";
+    plan.name = c.name;
+    plan.max_context = kRecurrentMaxRow;
+    plan.max_length = job.data.max_length > 0 ? job.data.max_length : 8192;
+    plan.memory = PlanRecurrentGemmaTraining(c, job, plan.max_length);
+    return plan;
+  }
+  const ModelConfig c = FromAttributes(reader.config(), path);
+  plan.family = "gemma";
+  plan.name = c.name;
+  plan.max_context = c.max_position_embeddings;
+  plan.max_length = job.data.max_length > 0 ? job.data.max_length : c.max_position_embeddings;
+  plan.memory = PlanTrainingMemory(c, job, plan.max_length);
+  return plan;
 }
 
 }  // namespace gemmapod

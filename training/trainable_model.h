@@ -40,8 +40,9 @@ class TrainableModel {
   virtual LossSum LossAndGradients(const PackedBatch& batch, double scale, bool recompute) = 0;
   virtual LossSum Loss(const PackedBatch& batch) = 0;
   // The config and every tensor (adapters merged) into a checkpoint being written; `wrote`
-  // after each tensor.
-  virtual void WriteModel(Hdf5CheckpointWriter& writer, const std::function<void()>& wrote) = 0;
+  // after each tensor, with its name.
+  virtual void WriteModel(Hdf5CheckpointWriter& writer,
+                          const std::function<void(const std::string&)>& wrote) = 0;
   // Held-out exact match through the family's generation engine over the trained weights.
   virtual ExactMatch HeldOutExactMatch(const Tokenizer& tokenizer,
                                        const std::vector<TrainingExample>& held_out,
@@ -53,5 +54,15 @@ class TrainableModel {
 // int8 checkpoint, a family that does not train yet).
 std::unique_ptr<TrainableModel> LoadTrainableModel(const Hdf5CheckpointReader& checkpoint,
                                                    DType dtype);
+
+// What training the checkpoint's model as `job` says holds in memory, from its config alone (no
+// weights read), and the longest row the model takes.
+struct TrainingPlan {
+  std::string family, name;
+  int64_t max_context = 0;
+  int64_t max_length = 0;  // data.max_length, or the family's default (Gemma: its context)
+  TrainingMemory memory;
+};
+TrainingPlan PlanTraining(const Hdf5CheckpointReader& checkpoint, const TrainingJob& job);
 
 }  // namespace gemmapod

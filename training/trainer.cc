@@ -22,6 +22,7 @@
 #include "training/lora.h"
 #include "training/loss_curve.h"
 #include "training/memory_plan.h"
+#include "training/trainable_model.h"
 #include "training/training_checkpoint.h"
 
 namespace gemmapod {
@@ -39,13 +40,6 @@ std::string Duration(double seconds) {
   if (s >= 3600) return StrCat(s / 3600, "h", (s % 3600) / 60, "m");
   if (s >= 60) return StrCat(s / 60, "m", s % 60, "s");
   return StrCat(s, "s");
-}
-
-// The matrices in the dtype they train in (norms are f32 already).
-void CastMatrices(const ModelConfig& config, GemmaWeights& weights, DType dtype) {
-  ForEachGemmaParameter(config, weights, [&](const GemmaParameter& p, Tensor& slot) {
-    if (!p.is_norm && slot.dtype() != dtype) slot = slot.To(dtype);
-  });
 }
 
 // A digest of the examples' ids and masks: a resume must read the same data.
@@ -167,15 +161,15 @@ int64_t ModelDigest(const Hdf5CheckpointReader& model) {
   return crc;
 }
 
-LossSum HeldOutLoss(const ModelConfig& config, const GemmaWeights& weights,
-                    const std::vector<TrainingExample>& held_out, int64_t rows_per_batch) {
+LossSum HeldOutLoss(TrainableModel& model, const std::vector<TrainingExample>& held_out,
+                    int64_t rows_per_batch) {
   LossSum total;
   for (size_t begin = 0; begin < held_out.size(); begin += static_cast<size_t>(rows_per_batch)) {
     std::vector<const TrainingExample*> rows;
     for (size_t i = begin; i < std::min(held_out.size(), begin + rows_per_batch); ++i) {
       rows.push_back(&held_out[i]);
     }
-    const LossSum part = GemmaLoss(config, weights, PackExamples(rows));
+    const LossSum part = model.Loss(PackExamples(rows));
     total.sum += part.sum;
     total.targets += part.targets;
   }
@@ -212,23 +206,20 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   }
 
   std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(start);
-  ModelConfig config = FromAttributes(reader->config(), start);
-  GEMMAPOD_CHECK(config.quantization == WeightQuantization::kNone, start,
-                 ": int8 weights do not train; start from the bf16 or f32 checkpoint");
-  GEMMAPOD_CHECK(job.data.max_length <= config.max_position_embeddings, job.source,
-                 ": data.max_length ", job.data.max_length, " is longer than the model's context (",
-                 config.max_position_embeddings, " tokens)");
-  const int64_t max_length =
-      job.data.max_length > 0 ? job.data.max_length : config.max_position_embeddings;
   // LoRA checkpoints hold merged matrices: the frozen base comes from the job's model, always,
   // and is checked against the run's digest of it on a resume.
   std::unique_ptr<Hdf5CheckpointReader> base;
   if (job.lora && options.resume) base = Hdf5CheckpointReader::Open(job.model);
   const Hdf5CheckpointReader& weights_source = base ? *base : *reader;
-  GemmaWeights weights = LoadGemmaWeights(config, weights_source);
-  CastMatrices(config, weights, job.weights_dtype == "bf16" ? DType::kBF16 : DType::kF32);
+  const TrainingPlan plan = PlanTraining(weights_source, job);
+  GEMMAPOD_CHECK(job.data.max_length <= plan.max_context, job.source, ": data.max_length ",
+                 job.data.max_length, " is longer than the model's context (", plan.max_context,
+                 " tokens)");
+  const int64_t max_length = plan.max_length;
+  const std::unique_ptr<TrainableModel> model =
+      LoadTrainableModel(weights_source, job.weights_dtype == "bf16" ? DType::kBF16 : DType::kF32);
   if (job.lora) {
-    AttachLora(config, weights, *job.lora, job.seed);
+    model->AttachLora(*job.lora, job.seed);
     std::fprintf(log, "train: LoRA rank %lld, alpha %g on %s\n",
                  static_cast<long long>(job.lora->rank), job.lora->alpha,
                  JoinTargets(*job.lora).c_str());
@@ -240,11 +231,11 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   const Tokenizer tokenizer = job.tokenizer.empty()
                                   ? Tokenizer::FromBytes(*embedded, start + " (embedded tokenizer)")
                                   : Tokenizer::FromFile(job.tokenizer);
-  GEMMAPOD_CHECK(tokenizer.vocab_size() <= config.vocab_size, tokenizer.origin(), ": ",
+  GEMMAPOD_CHECK(tokenizer.vocab_size() <= model->vocab_size(), tokenizer.origin(), ": ",
                  tokenizer.vocab_size(), " pieces, more than the model's vocabulary (",
-                 config.vocab_size, ")");
+                 model->vocab_size(), ")");
 
-  const TrainingMemory memory = PlanTrainingMemory(config, job, max_length);
+  const TrainingMemory& memory = plan.memory;
   std::fprintf(log, "train: %s\n", RenderTrainingMemory(memory).c_str());
   const int64_t available = AvailableMemoryBytes();
   GEMMAPOD_CHECK(available < 0 || memory.total() <= available + memory.weights, job.source,
@@ -275,9 +266,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     identity["base_model_digest"] = ModelDigest(weights_source);
   }
 
-  GemmaGrads grads = GemmaGrads::ZerosFor(config, weights);
   AdamW optimizer(job.optimizer);
-  AddGemmaParameters(optimizer, config, weights, grads);
+  model->RegisterParameters(optimizer);
   TrainerState state;
   state.run_identity = identity;
   if (options.resume) {
@@ -299,28 +289,22 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
 
   Metrics metrics;
   OpenMetrics(dir, state.step, options.resume, metrics);
-  BatchStream stream(split.train, job.seed, job.data.shuffle, job.data.packing, job.data.max_length,
+  BatchStream stream(split.train, job.seed, job.data.shuffle, job.data.packing, max_length,
                      state.cursor);
   TrainRunSummary summary;
   summary.first_step = state.step + 1;
 
-  // The serving engine over the same weight tensors (a GemmaWeights copy shares them): each
-  // evaluation generates from the weights as they are after the last step.
-  std::unique_ptr<GemmaDecoder> engine;
-  if (job.eval_exact_match && !split.held_out.empty()) {
-    engine = std::make_unique<GemmaDecoder>(config, weights);
-  }
   const auto evaluate = [&](int64_t step) {
     if (split.held_out.empty()) return;
-    const LossSum held = HeldOutLoss(config, weights, split.held_out, job.batch_sequences);
+    const LossSum held = HeldOutLoss(*model, split.held_out, job.batch_sequences);
     summary.held_out_loss = held.mean();
     metrics.held_out.push_back({step, held.mean()});
     nlohmann::json line = {
         {"step", step}, {"held_out_loss", held.mean()}, {"held_out_tokens", held.targets}};
     std::string match;
-    if (engine) {
+    if (job.eval_exact_match) {
       const ExactMatch em =
-          HeldOutExactMatch(*engine, tokenizer, split.held_out, job.eval_max_new_tokens);
+          model->HeldOutExactMatch(tokenizer, split.held_out, job.eval_max_new_tokens);
       summary.exact_match = em.rate();
       line["held_out_exact_match"] = em.rate();
       line["held_out_answers"] = em.total;
@@ -342,8 +326,7 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
         if (written == 3) raise(SIGKILL);
       };
     }
-    GemmaWeights model = job.lora ? MergedLoraWeights(config, weights) : weights;
-    SaveTrainingCheckpoint(path, config, model, tokenizer_bytes, optimizer, state, progress);
+    SaveTrainingCheckpoint(path, *model, tokenizer_bytes, optimizer, state, progress);
     PruneTrainingCheckpoints(dir, job.checkpoint.keep);
     WriteTextFileAtomically(
         (fs::path(dir) / kLossCurveFile).string(),
@@ -379,8 +362,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       }
       const PackedBatch batch = PackExamples(micro);
       if (CountTargets(batch) == 0) continue;
-      const LossSum part = GemmaLossAndGradients(
-          config, weights, batch, 1.0 / static_cast<double>(targets), grads, job.recompute);
+      const LossSum part =
+          model->LossAndGradients(batch, 1.0 / static_cast<double>(targets), job.recompute);
       loss.sum += part.sum;
       loss.targets += part.targets;
     }
@@ -427,8 +410,12 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     window_start += Clock::now() - pause;
   }
   summary.exported_model = (fs::path(dir) / kExportedModelFile).string();
-  GemmaWeights exported = job.lora ? MergedLoraWeights(config, weights) : weights;
-  SaveGemmaCheckpoint(summary.exported_model, config, exported, tokenizer_bytes);
+  {
+    Hdf5CheckpointWriter writer = Hdf5CheckpointWriter::Create(summary.exported_model);
+    model->WriteModel(writer, nullptr);
+    writer.WriteFile("tokenizer.model", tokenizer_bytes);
+    writer.Commit();
+  }
   std::fprintf(log, "train: done; the model is %s (gemmapod generate --model %s ...)\n",
                summary.exported_model.c_str(), summary.exported_model.c_str());
   return summary;

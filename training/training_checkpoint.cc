@@ -12,6 +12,7 @@
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/error.h"
 #include "training/adamw.h"
+#include "training/trainable_model.h"
 
 namespace gemmapod {
 namespace {
@@ -47,21 +48,18 @@ const std::regex& CheckpointName() {
 
 }  // namespace
 
-void SaveTrainingCheckpoint(const std::string& path, const ModelConfig& config,
-                            GemmaWeights& weights, const std::string& tokenizer,
-                            const AdamW& optimizer, const TrainerState& state,
-                            const SaveProgress& progress) {
+void SaveTrainingCheckpoint(const std::string& path, TrainableModel& model,
+                            const std::string& tokenizer, const AdamW& optimizer,
+                            const TrainerState& state, const SaveProgress& progress) {
   Hdf5CheckpointWriter writer = Hdf5CheckpointWriter::Create(path);
-  writer.SetConfig(ToAttributes(config));
   int64_t written = 0;
   const auto wrote = [&] {
     ++written;
     if (progress) progress(written);
   };
   std::set<std::string> in_params;
-  ForEachGemmaParameter(config, weights, [&](const GemmaParameter& p, Tensor& slot) {
-    writer.Write(p.name, slot);
-    in_params.insert(p.name);
+  model.WriteModel(writer, [&](const std::string& name) {
+    in_params.insert(name);
     wrote();
   });
   writer.WriteFile("tokenizer.model", tokenizer);

@@ -11,7 +11,6 @@
 #include <string>
 #include <vector>
 
-#include "models/gemma/gemma_weights.h"
 #include "runtime/checkpoint/attributes.h"
 #include "training/data.h"
 
@@ -19,6 +18,7 @@ namespace gemmapod {
 
 class AdamW;
 class Hdf5CheckpointReader;
+class TrainableModel;
 
 struct TrainerState {
   int64_t step = 0;
@@ -32,10 +32,9 @@ struct TrainerState {
 // Called after each tensor written (tests stop a save half-way through with it).
 using SaveProgress = std::function<void(int64_t tensors_written)>;
 
-void SaveTrainingCheckpoint(const std::string& path, const ModelConfig& config,
-                            GemmaWeights& weights, const std::string& tokenizer,
-                            const AdamW& optimizer, const TrainerState& state,
-                            const SaveProgress& progress = nullptr);
+void SaveTrainingCheckpoint(const std::string& path, TrainableModel& model,
+                            const std::string& tokenizer, const AdamW& optimizer,
+                            const TrainerState& state, const SaveProgress& progress = nullptr);
 
 // The trainer's state of a training checkpoint (/trainer); errors name the file when it is a
 // plain model checkpoint or the state is incomplete.

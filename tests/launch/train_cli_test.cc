@@ -45,9 +45,9 @@ class TrainCli : public ::testing::Test {
 
   // A job file in the test directory; `extra` adds or overrides top-level keys.
   static std::string Job(const std::string& name, const std::string& run_dir,
-                         const std::string& extra = "") {
+                         const std::string& extra = "", const std::string& model = "tiny.h5") {
     const std::string path = (dir_ / (name + ".yaml")).string();
-    std::ofstream(path) << "model: tiny.h5\n"
+    std::ofstream(path) << "model: " << model << "\n"
                         << "data: {train: train.jsonl, held_out_fraction: 0.2, max_length: 64, "
                         << "packing: true}\n"
                         << "steps: 12\n"
@@ -240,6 +240,32 @@ TEST_F(TrainCli, LoraTrainsAdaptersResumesExactlyAndExportsMergedWeights) {
                        "lora_targets was q_proj,v_proj,down_proj and is now "
                        "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"))
       << other.output;
+}
+
+// RecurrentGemma trains through the same loop: a SIGKILL mid-save and a resume give the
+// uninterrupted run's bits, and the exported model generates.
+TEST_F(TrainCli, RecurrentGemmaTrainsAndResumesExactly) {
+  const std::string rg = (dir_ / "rg.h5").string();
+  const Result converted = Gemmapod("convert tests/fixtures/models/recurrentgemma/hf " + rg);
+  ASSERT_EQ(converted.exit_code, 0) << converted.output;
+  const Result whole = Gemmapod("train --config " + Job("rg-whole", "rg-whole", "", "rg.h5"), 120);
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+  const auto metrics = Metrics("rg-whole");
+  EXPECT_LT(metrics.at({12, "loss"}), metrics.at({1, "loss"}));
+  const std::string job = Job("rg-killed", "rg-killed", "", "rg.h5");
+  EXPECT_EQ(Gemmapod("train --config " + job + " --inject-kill-during-save 8", 120).exit_code,
+            128 + 9);
+  const Result resumed = Gemmapod("train --config " + job + " --resume", 120);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_EQ(Metrics("rg-killed"), metrics);
+  ExpectSameWeights(Run("rg-killed") / "model.h5", Run("rg-whole") / "model.h5");
+  const Result g = Gemmapod("generate --model " + (Run("rg-whole") / "model.h5").string() +
+                            " --prompt '3 plus 1 is' --max-tokens 3");
+  EXPECT_EQ(g.exit_code, 0) << g.output;
+  const Result lora =
+      Gemmapod("train --config " + Job("rg-lora", "rg-lora", "lora: {rank: 2}\n", "rg.h5"));
+  EXPECT_TRUE(Contains(lora.output, "adapters are built for decoder-only Gemma so far"))
+      << lora.output;
 }
 
 TEST_F(TrainCli, MistakesAreNamed) {
