@@ -19,7 +19,7 @@ struct GemmaLayerSaved {
   Tensor attention_normed;
   SelfAttentionSaved attention;
   Tensor attention_out;  // o_proj's output, before the post-norm
-  Tensor mid;            // the residual stream between the blocks
+  Tensor mid;            // the residual stream between the blocks (the MLP half's input)
   Tensor mlp_normed, gate, up, hidden;
   Tensor mlp_out;  // down_proj's output, before the post-norm
 };
@@ -38,6 +38,28 @@ Tensor GemmaLayerTrainForward(const ModelConfig& config, int64_t layer, const Ge
                               const Tensor& h, std::span<const int32_t> positions,
                               std::span<const int64_t> lo, std::span<const int64_t> hi,
                               Communicator* tp, MatmulPrecision precision, GemmaLayerSaved& saved);
+
+// The layer's two residual halves, which GemmaLayerTrainForward runs one after the other (T5Gemma's
+// decoder puts its cross-attention block between them): mid = h + post(attention(norm(h))), and
+// out = x + post(mlp(norm(x))) with x = mid. Each saves its own fields of `saved`.
+Tensor GemmaAttentionResidualForward(const ModelConfig& config, int64_t layer,
+                                     const GemmaLayerWeights& w, const Tensor& h,
+                                     std::span<const int32_t> positions,
+                                     std::span<const int64_t> lo, std::span<const int64_t> hi,
+                                     Communicator* tp, MatmulPrecision precision,
+                                     GemmaLayerSaved& saved);
+Tensor GemmaMlpResidualForward(const ModelConfig& config, const GemmaLayerWeights& w,
+                               const Tensor& x, Communicator* tp, MatmulPrecision precision,
+                               GemmaLayerSaved& saved);
+// Their backwards: dx from dout (the MLP half), dh from d_mid (the attention half).
+void GemmaMlpResidualBackward(const ModelConfig& config, const GemmaLayerWeights& w,
+                              const GemmaLayerSaved& saved, const Tensor& dout, Communicator* tp,
+                              Tensor& dx, GemmaLayerGrads& grads);
+void GemmaAttentionResidualBackward(const ModelConfig& config, int64_t layer,
+                                    const GemmaLayerWeights& w, std::span<const int32_t> positions,
+                                    std::span<const int64_t> lo, std::span<const int64_t> hi,
+                                    const GemmaLayerSaved& saved, const Tensor& d_mid,
+                                    Communicator* tp, Tensor& dh, GemmaLayerGrads& grads);
 
 // dh = dL/dh from dout = dL/d(output); grads accumulate.
 void GemmaLayerBackward(const ModelConfig& config, int64_t layer, const GemmaLayerWeights& w,
