@@ -1,0 +1,100 @@
+// A whole T5Gemma trains on one rank: the training forward's loss equals the loss of the
+// inference model's logits (two pairs of different lengths, the encoder's sliding layers
+// narrower than the inputs), and the gradient of parameters on both sides matches central
+// differences of the loss: the decoder's, its cross-attention's, and the encoder's, whose only
+// path to the loss runs through every decoder layer's cross-attention.
+#include "training/t5gemma_lm.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "models/t5gemma/t5gemma.h"
+#include "models/t5gemma/t5gemma_random.h"
+
+namespace gemmapod {
+namespace {
+
+T5GemmaConfig TinyConfig() {
+  T5GemmaConfig c = LoadT5GemmaConfigYaml("configs/models/tiny-t5gemma.yaml");
+  for (ModelConfig* m : {&c.encoder, &c.decoder}) {
+    m->vocab_size = 64;
+    m->num_layers = 2;
+    m->layer_kinds.resize(2);
+  }
+  return c;
+}
+
+std::vector<std::vector<int32_t>> Inputs() { return {{5, 9, 13, 22, 31, 7, 8}, {17, 3, 44}}; }
+std::vector<std::vector<int32_t>> Targets() { return {{2, 11, 12, 40}, {2, 6, 60, 61, 33, 9}}; }
+
+TEST(T5GemmaLm, TrainingLossEqualsTheInferenceModels) {
+  const T5GemmaConfig c = TinyConfig();
+  const T5GemmaWeights w = RandomT5GemmaWeights(c, DType::kF32, 1);
+  const Seq2SeqBatch batch = PackSeq2Seq(Inputs(), Targets());
+  T5Gemma model(c, w);
+  const Tensor logits = model.Forward(Inputs(), Targets());
+  double sum = 0;
+  int64_t count = 0;
+  const int64_t V = c.decoder.vocab_size;
+  for (size_t t = 0; t < batch.decoder.tokens.size(); ++t) {
+    if (batch.decoder.targets[t] < 0) continue;
+    const float* row = logits.data<float>() + t * V;
+    double max = -INFINITY, z = 0;
+    for (int64_t v = 0; v < V; ++v) max = std::max(max, double{row[v]});
+    for (int64_t v = 0; v < V; ++v) z += std::exp(row[v] - max);
+    sum += std::log(z) + max - row[batch.decoder.targets[t]];
+    ++count;
+  }
+  const LossSum train = T5GemmaLoss(c, w, batch);
+  EXPECT_EQ(train.targets, count);
+  EXPECT_NEAR(train.mean(), sum / static_cast<double>(count), 2e-5);
+}
+
+TEST(T5GemmaLm, GradientMatchesFiniteDifferencesOnBothSides) {
+  const T5GemmaConfig c = TinyConfig();
+  T5GemmaWeights w = RandomT5GemmaWeights(c, DType::kF32, 2);
+  const Seq2SeqBatch batch = PackSeq2Seq(Inputs(), Targets(), {{1, 1, 0, 1}, {1, 1, 1, 1, 1, 1}});
+  T5GemmaGrads grads = T5GemmaGrads::ZerosFor(c, w);
+  T5GemmaLossAndGradients(c, w, batch, 1.0 / static_cast<double>(CountTargets(batch.decoder)),
+                          grads);
+  const auto check = [&](const char* what, Tensor& param, const Tensor& grad, int64_t count) {
+    double worst = 0, scale = 1e-30;
+    for (int64_t i = 0; i < std::min(count, param.numel()); ++i) {
+      float& v = param.data<float>()[i];
+      const float keep = v;
+      v = keep + 1e-2f;
+      const double up = T5GemmaLoss(c, w, batch).mean();
+      v = keep - 1e-2f;
+      const double down = T5GemmaLoss(c, w, batch).mean();
+      v = keep;
+      const double numeric = (up - down) / 2e-2;
+      scale = std::max(scale, std::fabs(numeric));
+      worst = std::max(worst, std::fabs(grad.data<float>()[i] - numeric));
+    }
+    EXPECT_GT(scale, 1e-5) << what << ": nothing to compare";
+    EXPECT_LT(worst / scale, 5e-3) << what;
+  };
+  // Rows 5.. of the encoder's table: tokens 5, 7, 8, 9 are inputs.
+  check("encoder.embed_tokens", w.encoder.embed_tokens.weight, grads.encoder.embed_tokens,
+        10 * c.encoder.hidden_size);
+  check("encoder.layers.0.q_proj", w.encoder.layers[0].q_proj.weight,
+        grads.encoder.layers[0].attention.q_proj.weight, 32);
+  check("encoder.layers.1.down_proj", w.encoder.layers[1].down_proj.weight,
+        grads.encoder.layers[1].mlp.down_proj.weight, 32);
+  check("encoder.final_norm", w.encoder.final_norm, grads.encoder.final_norm, 16);
+  check("cross.0.k_proj", w.cross[0].k_proj.weight, grads.cross[0].k_proj.weight, 32);
+  check("cross.1.v_proj", w.cross[1].v_proj.weight, grads.cross[1].v_proj.weight, 32);
+  check("cross.1.q_proj", w.cross[1].q_proj.weight, grads.cross[1].q_proj.weight, 32);
+  check("cross.0.pre_norm", w.cross[0].pre_norm, grads.cross[0].pre_norm, 16);
+  check("cross.0.post_norm", w.cross[0].post_norm, grads.cross[0].post_norm, 16);
+  check("decoder.layers.0.k_proj", w.decoder.layers[0].k_proj.weight,
+        grads.decoder.layers[0].attention.k_proj.weight, 32);
+  check("decoder.layers.1.post_mlp_norm", w.decoder.layers[1].post_mlp_norm,
+        grads.decoder.layers[1].post_mlp_norm, 16);
+  check("decoder.embed_tokens", w.decoder.embed_tokens.weight, grads.decoder.embed_tokens,
+        4 * c.decoder.hidden_size);
+}
+
+}  // namespace
+}  // namespace gemmapod

@@ -1,0 +1,45 @@
+// The sequence-to-sequence loss of a whole T5Gemma on one rank and its gradient with respect to
+// every parameter: packed (input, target) pairs in; the encoder runs each input bidirectionally
+// (its sliding layers within their window), the decoder each target causally with cross-attention
+// to its own input's encoder output, and the loss is the decoder's next-token cross-entropy. The
+// gradient flows from every decoder layer's cross-attention back into the encoder.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "models/t5gemma/t5gemma_weights.h"
+#include "training/gemma_lm.h"
+
+namespace gemmapod {
+
+// Pairs packed one after another on both sides; decoder token t belongs to pair
+// pair_of_decoder_token[t], whose encoder rows are [encoder_begin[pair], encoder_end[pair]).
+struct Seq2SeqBatch {
+  PackedBatch encoder;  // its targets are unused
+  PackedBatch decoder;
+  std::vector<int64_t> encoder_begin, encoder_end;  // per pair
+  std::vector<int64_t> pair_of_decoder_token;
+};
+// `decoder_learn` as PackSequences' loss mask (empty: every target).
+Seq2SeqBatch PackSeq2Seq(const std::vector<std::vector<int32_t>>& inputs,
+                         const std::vector<std::vector<int32_t>>& targets,
+                         const std::vector<std::vector<uint8_t>>& decoder_learn = {});
+
+struct CrossAttentionGrads {
+  Tensor pre_norm, post_norm;
+  LinearGrad q_proj, k_proj, v_proj, o_proj;
+};
+
+struct T5GemmaGrads {
+  GemmaGrads encoder, decoder;
+  std::vector<CrossAttentionGrads> cross;
+  static T5GemmaGrads ZerosFor(const T5GemmaConfig& config, const T5GemmaWeights& weights);
+};
+
+LossSum T5GemmaLossAndGradients(const T5GemmaConfig& config, const T5GemmaWeights& weights,
+                                const Seq2SeqBatch& batch, double scale, T5GemmaGrads& grads);
+LossSum T5GemmaLoss(const T5GemmaConfig& config, const T5GemmaWeights& weights,
+                    const Seq2SeqBatch& batch);
+
+}  // namespace gemmapod
