@@ -50,13 +50,9 @@ GemmaGrads GemmaGrads::ZerosFor(const ModelConfig& c, const GemmaWeights& w) {
   return g;
 }
 
-void AddGemmaParameters(AdamW& optimizer, const ModelConfig& c, GemmaWeights& w, GemmaGrads& g) {
-  // Each weight's gradient, found by the weight's slot, so the names come from the one visitor
-  // that names every parameter (ForEachGemmaParameter): the optimizer's state is then keyed by
-  // the same Hugging Face names as the checkpoint's tensors.
-  std::map<const Tensor*, Tensor*> grad_of = {{&w.embed_tokens.weight, &g.embed_tokens},
-                                              {&w.final_norm, &g.final_norm}};
-  std::map<const Linear*, LinearGrad*> linear_grad_of;
+void MapGemmaGradients(GemmaWeights& w, GemmaGrads& g, std::map<const Tensor*, Tensor*>& grad_of) {
+  grad_of[&w.embed_tokens.weight] = &g.embed_tokens;
+  grad_of[&w.final_norm] = &g.final_norm;
   for (size_t l = 0; l < w.layers.size(); ++l) {
     GemmaLayerWeights& lw = w.layers[l];
     GemmaLayerGrads& lg = g.layers[l];
@@ -73,15 +69,23 @@ void AddGemmaParameters(AdamW& optimizer, const ModelConfig& c, GemmaWeights& w,
     grad_of[&lw.gate_proj.weight] = &lg.mlp.gate_proj.weight;
     grad_of[&lw.up_proj.weight] = &lg.mlp.up_proj.weight;
     grad_of[&lw.down_proj.weight] = &lg.mlp.down_proj.weight;
-    linear_grad_of[&lw.q_proj] = &lg.attention.q_proj;
-    linear_grad_of[&lw.k_proj] = &lg.attention.k_proj;
-    linear_grad_of[&lw.v_proj] = &lg.attention.v_proj;
-    linear_grad_of[&lw.o_proj] = &lg.attention.o_proj;
-    linear_grad_of[&lw.gate_proj] = &lg.mlp.gate_proj;
-    linear_grad_of[&lw.up_proj] = &lg.mlp.up_proj;
-    linear_grad_of[&lw.down_proj] = &lg.mlp.down_proj;
   }
+}
+
+void AddGemmaParameters(AdamW& optimizer, const ModelConfig& c, GemmaWeights& w, GemmaGrads& g) {
   if (HasAdapters(w)) {  // only the adapters train; A and B take weight decay as PEFT's do
+    std::map<const Linear*, LinearGrad*> linear_grad_of;
+    for (size_t l = 0; l < w.layers.size(); ++l) {
+      GemmaLayerWeights& lw = w.layers[l];
+      GemmaLayerGrads& lg = g.layers[l];
+      linear_grad_of[&lw.q_proj] = &lg.attention.q_proj;
+      linear_grad_of[&lw.k_proj] = &lg.attention.k_proj;
+      linear_grad_of[&lw.v_proj] = &lg.attention.v_proj;
+      linear_grad_of[&lw.o_proj] = &lg.attention.o_proj;
+      linear_grad_of[&lw.gate_proj] = &lg.mlp.gate_proj;
+      linear_grad_of[&lw.up_proj] = &lg.mlp.up_proj;
+      linear_grad_of[&lw.down_proj] = &lg.mlp.down_proj;
+    }
     ForEachGemmaLinear(c, w, [&](const std::string& name, Linear& linear) {
       if (!linear.lora) return;
       LinearGrad* grad = linear_grad_of.at(&linear);
@@ -90,6 +94,11 @@ void AddGemmaParameters(AdamW& optimizer, const ModelConfig& c, GemmaWeights& w,
     });
     return;
   }
+  // Each weight's gradient, found by the weight's slot, so the names come from the one visitor
+  // that names every parameter (ForEachGemmaParameter): the optimizer's state is then keyed by
+  // the same Hugging Face names as the checkpoint's tensors.
+  std::map<const Tensor*, Tensor*> grad_of;
+  MapGemmaGradients(w, g, grad_of);
   ForEachGemmaParameter(c, w, [&](const GemmaParameter& p, Tensor& slot) {
     GEMMAPOD_CHECK(!p.is_scale, "train: '", p.name,
                    "' belongs to an int8 model, which does not train");

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <vector>
 
 #include "models/gemma/gemma_layer_training.h"
@@ -31,6 +32,10 @@ PackedBatch PackSequences(const std::vector<std::vector<int32_t>>& sequences,
                           const std::vector<std::vector<uint8_t>>& loss_mask = {});
 
 class AdamW;
+// The gradient tensor of each of `weights`' tensors (by the weight tensor's address), for
+// registering parameters by the names a weight visitor gives them.
+void MapGemmaGradients(GemmaWeights& weights, GemmaGrads& grads,
+                       std::map<const Tensor*, Tensor*>& grad_of);
 // Registers every parameter of `weights` with its gradient in `grads`: matrices with weight decay,
 // norms without (Gemma has no biases).
 void AddGemmaParameters(AdamW& optimizer, const ModelConfig& config, GemmaWeights& weights,

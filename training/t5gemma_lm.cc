@@ -1,6 +1,7 @@
 #include "training/t5gemma_lm.h"
 
 #include <algorithm>
+#include <map>
 
 #include "models/gemma/gemma_layer_training.h"
 #include "models/layers/device_tensors.h"
@@ -9,6 +10,7 @@
 #include "runtime/error.h"
 #include "runtime/ops/grad_ops.h"
 #include "runtime/ops/ops.h"
+#include "training/adamw.h"
 
 namespace gemmapod {
 namespace {
@@ -245,6 +247,31 @@ T5GemmaGrads T5GemmaGrads::ZerosFor(const T5GemmaConfig& c, const T5GemmaWeights
                        LinearGrad::ZerosFor(x.o_proj)});
   }
   return g;
+}
+
+void AddT5GemmaParameters(AdamW& optimizer, const T5GemmaConfig& c, T5GemmaWeights& w,
+                          T5GemmaGrads& g) {
+  std::map<const Tensor*, Tensor*> grad_of;
+  MapGemmaGradients(w.encoder, g.encoder, grad_of);
+  MapGemmaGradients(w.decoder, g.decoder, grad_of);
+  for (size_t l = 0; l < w.cross.size(); ++l) {
+    CrossAttentionWeights& x = w.cross[l];
+    CrossAttentionGrads& xg = g.cross[l];
+    grad_of[&x.pre_norm] = &xg.pre_norm;
+    grad_of[&x.post_norm] = &xg.post_norm;
+    grad_of[&x.q_proj.weight] = &xg.q_proj.weight;
+    grad_of[&x.k_proj.weight] = &xg.k_proj.weight;
+    grad_of[&x.v_proj.weight] = &xg.v_proj.weight;
+    grad_of[&x.o_proj.weight] = &xg.o_proj.weight;
+  }
+  ForEachT5GemmaShardParameter(
+      c, WholeT5Gemma(c), w, [&](const GemmaParameter& p, const ParameterSlice&, Tensor& slot) {
+        GEMMAPOD_CHECK(!p.is_scale, "train: '", p.name,
+                       "' belongs to an int8 model, which does not train");
+        const auto it = grad_of.find(&slot);
+        GEMMAPOD_CHECK(it != grad_of.end(), "train: no gradient for '", p.name, "'");
+        optimizer.Add(p.name, slot, *it->second, !p.is_norm);
+      });
 }
 
 LossSum T5GemmaLoss(const T5GemmaConfig& c, const T5GemmaWeights& w, const Seq2SeqBatch& b) {

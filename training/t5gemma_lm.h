@@ -37,6 +37,11 @@ struct T5GemmaGrads {
   static T5GemmaGrads ZerosFor(const T5GemmaConfig& config, const T5GemmaWeights& weights);
 };
 
+class AdamW;
+// Registers every parameter under its Hugging Face name (decay on matrices, not on norms).
+void AddT5GemmaParameters(AdamW& optimizer, const T5GemmaConfig& config, T5GemmaWeights& weights,
+                          T5GemmaGrads& grads);
+
 LossSum T5GemmaLossAndGradients(const T5GemmaConfig& config, const T5GemmaWeights& weights,
                                 const Seq2SeqBatch& batch, double scale, T5GemmaGrads& grads);
 LossSum T5GemmaLoss(const T5GemmaConfig& config, const T5GemmaWeights& weights,

@@ -8,9 +8,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "models/t5gemma/t5gemma.h"
+#include "models/t5gemma/t5gemma_config.h"
 #include "models/t5gemma/t5gemma_random.h"
+#include "runtime/checkpoint/safetensors.h"
+#include "training/adamw.h"
 
 namespace gemmapod {
 namespace {
@@ -95,6 +100,61 @@ TEST(T5GemmaLm, GradientMatchesFiniteDifferencesOnBothSides) {
   check("decoder.embed_tokens", w.decoder.embed_tokens.weight, grads.decoder.embed_tokens,
         4 * c.decoder.hidden_size);
 }
+
+// Every parameter's gradient against PyTorch autograd on transformers'
+// T5GemmaForConditionalGeneration (tools/golden/make_t5gemma_grad_fixtures.py), for the balanced
+// and the unbalanced (wider encoder) fixtures.
+class T5GemmaLmReference : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(T5GemmaLmReference, EveryGradientMatchesPyTorch) {
+  const std::string dir = std::string("tests/fixtures/models/t5gemma/") + GetParam();
+  const T5GemmaConfig c = ReadHfT5GemmaConfig(dir + "/config.json");
+  T5GemmaWeights w = LoadT5GemmaShard(c, WholeT5Gemma(c), *OpenSafetensors(dir));
+  ForEachT5GemmaShardParameter(c, WholeT5Gemma(c), w,
+                               [](const GemmaParameter& p, const ParameterSlice&, Tensor& slot) {
+                                 if (!p.is_norm && slot.dtype() != DType::kF32) {
+                                   slot = slot.To(DType::kF32);
+                                 }
+                               });
+  std::ifstream in(dir + "/training/reference.json");
+  const nlohmann::json ref = nlohmann::json::parse(in);
+  const auto inputs = ref["inputs"].get<std::vector<std::vector<int32_t>>>();
+  const auto targets = ref["targets"].get<std::vector<std::vector<int32_t>>>();
+  std::vector<std::vector<uint8_t>> learn;
+  for (const auto& t : targets) learn.emplace_back(t.size(), 1);
+  learn[0][ref["masked_target"].get<size_t>()] = 0;
+  const Seq2SeqBatch batch = PackSeq2Seq(inputs, targets, learn);
+  T5GemmaGrads grads = T5GemmaGrads::ZerosFor(c, w);
+  AdamW optimizer({});
+  AddT5GemmaParameters(optimizer, c, w, grads);
+  const LossSum loss = T5GemmaLossAndGradients(
+      c, w, batch, 1.0 / static_cast<double>(CountTargets(batch.decoder)), grads);
+  const double want = ref["loss"].get<double>();
+  EXPECT_NEAR(loss.mean(), want, 1e-5 * want);
+  const auto torch = OpenSafetensors(dir + "/training/grads.safetensors");
+  const double largest = ref["largest_gradient"].get<double>();
+  double worst = 0;
+  std::string worst_name;
+  for (const std::string& name : optimizer.names()) {
+    ASSERT_TRUE(torch->Has(name)) << name;
+    const Tensor ours = optimizer.grad(name).To(DType::kF32);
+    const Tensor theirs = torch->Read(name).To(DType::kF32);
+    ASSERT_EQ(ours.numel(), theirs.numel()) << name;
+    for (int64_t i = 0; i < ours.numel(); ++i) {
+      const double d = std::fabs(static_cast<double>(ours.data<float>()[i]) -
+                                 static_cast<double>(theirs.data<float>()[i]));
+      if (d > worst) worst = d, worst_name = name;
+    }
+  }
+  EXPECT_EQ(optimizer.names().size(), torch->List().size());
+  std::printf(
+      "t5gemma %s: loss %.6f (PyTorch %.6f), %zu gradients, worst %.2e of the largest "
+      "(%s)\n",
+      GetParam(), loss.mean(), want, optimizer.names().size(), worst / largest, worst_name.c_str());
+  EXPECT_LT(worst, 1e-4 * largest) << worst_name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, T5GemmaLmReference, ::testing::Values("balanced", "unbalanced"));
 
 }  // namespace
 }  // namespace gemmapod
