@@ -39,10 +39,10 @@ int RunTrain(const TrainCommandOptions& options) {
   const TrainingJob job = ReadTrainingJob(options.config_path);
   if (!options.resume && options.resume_from.empty()) {
     const ModelFamily& family = FamilyOf(job.model);
-    GEMMAPOD_CHECK(family.name == "gemma" || family.name == "recurrent_gemma", job.source,
-                   ": model ", job.model, " is a ", family.name,
-                   " model; fine-tuning covers decoder-only Gemma 1/2/3 and RecurrentGemma so far "
-                   "(T5Gemma training is not built yet)");
+    GEMMAPOD_CHECK(
+        family.name == "gemma" || family.name == "recurrent_gemma" || family.name == "t5gemma",
+        job.source, ": model ", job.model, " is a ", family.name,
+        " model, which gemmapod does not train");
   }
   TrainRunOptions run;
   run.resume = options.resume || !options.resume_from.empty();

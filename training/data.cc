@@ -109,7 +109,23 @@ TrainingExample FromMessages(const json& j, const Tokenizer& tok, const std::str
   return e;
 }
 
-TrainingExample ParseExample(const std::string& line, const Tokenizer& tok, const std::string& at) {
+// The encoder reads <bos> and the input, as `generate` feeds a T5Gemma prompt; the decoder
+// starts at <bos> and learns the target and <eos>.
+TrainingExample FromInputTarget(const json& j, const Tokenizer& tok, const std::string& at) {
+  TrainingExample e;
+  e.encoder_tokens = tok.Encode(StringField(j, "input", at), true);
+  const std::string target = StringField(j, "target", at);
+  if (target.empty()) throw InvalidLine(StrCat(at, "\"target\" is empty"));
+  Append(e.tokens, e.learn, {tok.bos_id()}, false);
+  Append(e.tokens, e.learn, tok.Encode(target, false), true);
+  Append(e.tokens, e.learn, {tok.eos_id()}, true);
+  e.prompt_length = 1;
+  e.answer = target;
+  return e;
+}
+
+TrainingExample ParseExample(const std::string& line, const Tokenizer& tok, bool seq2seq,
+                             const std::string& at) {
   json j;
   try {
     j = json::parse(line);
@@ -117,12 +133,17 @@ TrainingExample ParseExample(const std::string& line, const Tokenizer& tok, cons
     throw InvalidLine(StrCat(at, "not valid JSON (", err.what(), ")"));
   }
   if (!j.is_object()) throw InvalidLine(StrCat(at, "expected a JSON object, got ", j.type_name()));
+  if (seq2seq) {
+    if (j.contains("input") || j.contains("target")) return FromInputTarget(j, tok, at);
+    throw InvalidLine(StrCat(at, "an encoder-decoder model (T5Gemma) trains on {\"input\", ",
+                             "\"target\"} pairs; the object has neither key"));
+  }
   if (j.contains("messages")) return FromMessages(j, tok, at);
   if (j.contains("prompt") || j.contains("completion")) return FromPromptCompletion(j, tok, at);
   if (j.contains("text")) return FromText(j, tok, at);
   if (j.contains("input") || j.contains("target")) {
     throw InvalidLine(StrCat(at, "{\"input\", \"target\"} examples are for encoder-decoder ",
-                             "models (T5Gemma), whose training is not built yet"));
+                             "models (T5Gemma); this model is decoder-only"));
   }
   throw InvalidLine(StrCat(at, "expected {\"text\"}, {\"prompt\", \"completion\"} or ",
                            "{\"messages\"}; the object has none of these keys"));
@@ -155,7 +176,7 @@ TrainingData ReadJsonlExamples(const std::string& path, const Tokenizer& tokeniz
     const std::string at = StrCat(path, ":", number, ": ");
     TrainingExample e;
     try {
-      e = ParseExample(line, tokenizer, at);
+      e = ParseExample(line, tokenizer, options.seq2seq, at);
     } catch (const InvalidLine& err) {
       if (!options.skip_invalid) {
         throw Error(StrCat(err.what(), " (or set data.invalid: skip)"));
@@ -164,7 +185,7 @@ TrainingData ReadJsonlExamples(const std::string& path, const Tokenizer& tokeniz
       continue;
     }
     e.line = number;
-    const int64_t n = static_cast<int64_t>(e.tokens.size());
+    const int64_t n = static_cast<int64_t>(std::max(e.tokens.size(), e.encoder_tokens.size()));
     if (n > options.max_length) {
       GEMMAPOD_CHECK(options.skip_too_long, at, n, " tokens, more than data.max_length (",
                      options.max_length, "); shorten it, raise max_length or set ",

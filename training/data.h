@@ -7,6 +7,8 @@
 //   {"prompt": "...", "completion": "..."}       only the completion (and <eos>) is learned
 //   {"messages": [{"role": ..., "content": ...}]} the Gemma chat template; only the model's turns
 //                                                (their text and <end_of_turn>) are learned
+//   {"input": "...", "target": "..."}            encoder-decoder models (T5Gemma): the input is the
+//                                                encoder's, the target (and <eos>) is learned
 #pragma once
 
 #include <cstdint>
@@ -28,12 +30,17 @@ struct TrainingExample {
   // held-out exact match. 0 for plain text.
   int64_t prompt_length = 0;
   std::string answer;
+  // Encoder-decoder models: the encoder's ids (<bos> and the input); `tokens` is then the
+  // decoder's (<bos>, the target, <eos>).
+  std::vector<int32_t> encoder_tokens;
 };
 
 struct DataReadOptions {
   int64_t max_length = 1024;   // tokens per example, <bos> and <eos> included
   bool skip_too_long = false;  // false: a longer example is an error naming its line
   bool skip_invalid = false;   // false: a line that is not a valid example is an error
+  // An encoder-decoder model: lines are {"input", "target"} pairs (and only those).
+  bool seq2seq = false;
 };
 
 struct TrainingData {

@@ -1,16 +1,21 @@
 #include "training/trainable_model.h"
 
+#include <algorithm>
 #include <map>
 
 #include "models/gemma/gemma_decoder.h"
 #include "models/recurrent_gemma/recurrent_gemma_config.h"
 #include "models/recurrent_gemma/recurrent_gemma_weights.h"
+#include "models/t5gemma/t5gemma_config.h"
+#include "models/t5gemma/t5gemma_weights.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/error.h"
 #include "training/adamw.h"
+#include "training/data.h"
 #include "training/exact_match.h"
 #include "training/lora.h"
 #include "training/recurrent_gemma_lm.h"
+#include "training/t5gemma_lm.h"
 
 namespace gemmapod {
 namespace {
@@ -30,10 +35,14 @@ class GemmaTrainable final : public TrainableModel {
     grads_ = GemmaGrads::ZerosFor(config_, weights_);
     AddGemmaParameters(optimizer, config_, weights_, grads_);
   }
-  LossSum LossAndGradients(const PackedBatch& batch, double scale, bool recompute) override {
-    return GemmaLossAndGradients(config_, weights_, batch, scale, grads_, recompute);
+  LossSum LossAndGradients(const std::vector<const TrainingExample*>& examples, double scale,
+                           bool recompute) override {
+    return GemmaLossAndGradients(config_, weights_, PackExamples(examples), scale, grads_,
+                                 recompute);
   }
-  LossSum Loss(const PackedBatch& batch) override { return GemmaLoss(config_, weights_, batch); }
+  LossSum Loss(const std::vector<const TrainingExample*>& examples) override {
+    return GemmaLoss(config_, weights_, PackExamples(examples));
+  }
   void WriteModel(Hdf5CheckpointWriter& writer,
                   const std::function<void(const std::string&)>& wrote) override {
     // LoRA: the merged matrices (new tensors; the training weights keep their adapters).
@@ -77,6 +86,30 @@ TrainingMemory PlanRecurrentGemmaTraining(const RecurrentGemmaConfig& c, const T
   const int64_t d = c.hidden_size, f = c.intermediate_size, lru = c.lru_width;
   m.activations = 4 * (6 * d + 3 * f + 8 * lru) * c.num_layers * m.micro_batch_tokens;
   m.head = 2 * c.vocab_size * 4 * m.micro_batch_tokens;
+  return m;
+}
+
+TrainingMemory PlanT5GemmaTraining(const T5GemmaConfig& c, const TrainingJob& job,
+                                   int64_t max_length) {
+  TrainingMemory m;
+  const int64_t params = c.ParameterCount();
+  m.trainable_parameters = params;
+  m.weights = params * (job.weights_dtype == "bf16" ? 2 : 4);
+  m.gradients = params * 4;
+  m.optimizer = params * (8 + (job.weights_dtype == "bf16" ? 4 : 0));
+  m.micro_batch_tokens = job.micro_batch * max_length;
+  // Both stacks keep a Gemma layer's activations per token (6 d + 2 q + 2 kv + 3 ffn); each
+  // decoder layer adds its cross-attention's (the normed input, q, the attention output, the
+  // block's output, and k and v over the encoder's rows).
+  const auto per_layer = [](const ModelConfig& s) {
+    return 4 * (6 * s.hidden_size + 2 * s.q_width() + 2 * s.kv_width() + 3 * s.intermediate_size);
+  };
+  const ModelConfig& e = c.encoder;
+  const ModelConfig& d = c.decoder;
+  const int64_t cross = 4 * (2 * d.hidden_size + 2 * d.q_width() + 2 * d.kv_width());
+  m.activations =
+      (per_layer(e) * e.num_layers + (per_layer(d) + cross) * d.num_layers) * m.micro_batch_tokens;
+  m.head = 2 * d.vocab_size * 4 * m.micro_batch_tokens;
   return m;
 }
 
@@ -144,14 +177,15 @@ class RecurrentGemmaTrainable final : public TrainableModel {
                                      optimizer.Add(p.name, slot, *it->second, slot.rank() >= 2);
                                    });
   }
-  LossSum LossAndGradients(const PackedBatch& batch, double scale, bool recompute) override {
+  LossSum LossAndGradients(const std::vector<const TrainingExample*>& examples, double scale,
+                           bool recompute) override {
     GEMMAPOD_CHECK(!recompute,
                    "recompute: built for decoder-only Gemma so far; remove it to "
                    "train RecurrentGemma");
-    return RecurrentGemmaLossAndGradients(config_, weights_, batch, scale, grads_);
+    return RecurrentGemmaLossAndGradients(config_, weights_, PackExamples(examples), scale, grads_);
   }
-  LossSum Loss(const PackedBatch& batch) override {
-    return RecurrentGemmaLoss(config_, weights_, batch);
+  LossSum Loss(const std::vector<const TrainingExample*>& examples) override {
+    return RecurrentGemmaLoss(config_, weights_, PackExamples(examples));
   }
   void WriteModel(Hdf5CheckpointWriter& writer,
                   const std::function<void(const std::string&)>& wrote) override {
@@ -178,6 +212,76 @@ class RecurrentGemmaTrainable final : public TrainableModel {
   RecurrentGemmaGrads grads_;
 };
 
+Seq2SeqBatch PackPairs(const std::vector<const TrainingExample*>& examples) {
+  std::vector<std::vector<int32_t>> inputs, targets;
+  std::vector<std::vector<uint8_t>> learn;
+  for (const TrainingExample* e : examples) {
+    GEMMAPOD_CHECK(!e->encoder_tokens.empty(), "train: example of line ", e->line,
+                   " has no encoder input; an encoder-decoder model trains on {\"input\", "
+                   "\"target\"} pairs");
+    inputs.push_back(e->encoder_tokens);
+    targets.push_back(e->tokens);
+    learn.push_back(e->learn);
+  }
+  return PackSeq2Seq(inputs, targets, learn);
+}
+
+class T5GemmaTrainable final : public TrainableModel {
+ public:
+  T5GemmaTrainable(T5GemmaConfig config, T5GemmaWeights weights)
+      : config_(std::move(config)), weights_(std::move(weights)) {}
+
+  std::string family() const override { return "t5gemma"; }
+  bool seq2seq() const override { return true; }
+  int64_t vocab_size() const override { return config_.decoder.vocab_size; }
+  int64_t max_context() const override {
+    return std::min(config_.encoder.max_position_embeddings,
+                    config_.decoder.max_position_embeddings);
+  }
+  void AttachLora(const LoraOptions&, uint64_t) override {
+    throw Error(
+        "lora: adapters are built for decoder-only Gemma so far; train T5Gemma in full "
+        "(remove lora:)");
+  }
+  void RegisterParameters(AdamW& optimizer) override {
+    grads_ = T5GemmaGrads::ZerosFor(config_, weights_);
+    AddT5GemmaParameters(optimizer, config_, weights_, grads_);
+  }
+  LossSum LossAndGradients(const std::vector<const TrainingExample*>& examples, double scale,
+                           bool recompute) override {
+    GEMMAPOD_CHECK(!recompute,
+                   "recompute: built for decoder-only Gemma so far; remove it to "
+                   "train T5Gemma");
+    return T5GemmaLossAndGradients(config_, weights_, PackPairs(examples), scale, grads_);
+  }
+  LossSum Loss(const std::vector<const TrainingExample*>& examples) override {
+    return T5GemmaLoss(config_, weights_, PackPairs(examples));
+  }
+  void WriteModel(Hdf5CheckpointWriter& writer,
+                  const std::function<void(const std::string&)>& wrote) override {
+    writer.SetConfig(ToAttributes(config_));
+    ForEachT5GemmaShardParameter(config_, WholeT5Gemma(config_), weights_,
+                                 [&](const GemmaParameter& p, const ParameterSlice&, Tensor& slot) {
+                                   writer.Write(p.name, slot);
+                                   if (wrote) wrote(p.name);
+                                 });
+  }
+  ExactMatch HeldOutExactMatch(const Tokenizer&, const std::vector<TrainingExample>&,
+                               int64_t) override {
+    throw Error(
+        "eval.exact_match: built on decoder-only Gemma's generation loop so far; T5Gemma "
+        "reports the held-out loss");
+  }
+  TrainingMemory PlanMemory(const TrainingJob& job, int64_t max_length) const override {
+    return PlanT5GemmaTraining(config_, job, max_length);
+  }
+
+ private:
+  T5GemmaConfig config_;
+  T5GemmaWeights weights_;
+  T5GemmaGrads grads_;
+};
+
 std::string ArchitectureOf(const Attributes& a) {
   const auto it = a.find("architecture");
   const auto* s = it == a.end() ? nullptr : std::get_if<std::string>(&it->second);
@@ -200,6 +304,17 @@ std::unique_ptr<TrainableModel> LoadTrainableModel(const Hdf5CheckpointReader& r
                                      }
                                    });
     return std::make_unique<RecurrentGemmaTrainable>(std::move(config), std::move(weights));
+  }
+  if (IsT5GemmaAttributes(reader.config())) {
+    T5GemmaConfig config = T5GemmaFromAttributes(reader.config(), path);
+    GEMMAPOD_CHECK(config.decoder.quantization == WeightQuantization::kNone, path,
+                   ": int8 weights do not train; start from the bf16 or f32 checkpoint");
+    T5GemmaWeights weights = LoadT5GemmaShard(config, WholeT5Gemma(config), reader);
+    ForEachT5GemmaShardParameter(config, WholeT5Gemma(config), weights,
+                                 [&](const GemmaParameter& p, const ParameterSlice&, Tensor& slot) {
+                                   if (!p.is_norm && slot.dtype() != dtype) slot = slot.To(dtype);
+                                 });
+    return std::make_unique<T5GemmaTrainable>(std::move(config), std::move(weights));
   }
   ModelConfig config = FromAttributes(reader.config(), path);
   GEMMAPOD_CHECK(config.quantization == WeightQuantization::kNone, path,
@@ -225,6 +340,16 @@ TrainingPlan PlanTraining(const Hdf5CheckpointReader& reader, const TrainingJob&
     plan.max_context = kRecurrentMaxRow;
     plan.max_length = job.data.max_length > 0 ? job.data.max_length : 8192;
     plan.memory = PlanRecurrentGemmaTraining(c, job, plan.max_length);
+    return plan;
+  }
+  if (IsT5GemmaAttributes(reader.config())) {
+    const T5GemmaConfig c = T5GemmaFromAttributes(reader.config(), path);
+    plan.family = "t5gemma";
+    plan.name = c.name;
+    plan.max_context =
+        std::min(c.encoder.max_position_embeddings, c.decoder.max_position_embeddings);
+    plan.max_length = job.data.max_length > 0 ? job.data.max_length : plan.max_context;
+    plan.memory = PlanT5GemmaTraining(c, job, plan.max_length);
     return plan;
   }
   const ModelConfig c = FromAttributes(reader.config(), path);

@@ -1,8 +1,8 @@
 // What the trainer needs of a model family, so one training loop (training/trainer.cc) runs them
 // all: load from a checkpoint in the dtype it trains in, register its parameters (under the
 // checkpoint's names) with the optimizer, the loss with and without gradients over a packed
-// batch, and the model written back as a checkpoint. Decoder-only Gemma and RecurrentGemma
-// implement it; T5Gemma is refused with a message until its training lands.
+// batch, and the model written back as a checkpoint. Decoder-only Gemma, RecurrentGemma and
+// T5Gemma implement it.
 #pragma once
 
 #include <cstdint>
@@ -29,7 +29,7 @@ class TrainableModel {
  public:
   virtual ~TrainableModel() = default;
 
-  virtual std::string family() const = 0;  // "gemma", "recurrent_gemma"
+  virtual std::string family() const = 0;  // "gemma", "recurrent_gemma", "t5gemma"
   virtual int64_t vocab_size() const = 0;
   virtual int64_t max_context() const = 0;
 
@@ -37,8 +37,13 @@ class TrainableModel {
   virtual void AttachLora(const LoraOptions& options, uint64_t seed) = 0;
   // Every trainable parameter with its gradient, named as in the checkpoint.
   virtual void RegisterParameters(AdamW& optimizer) = 0;
-  virtual LossSum LossAndGradients(const PackedBatch& batch, double scale, bool recompute) = 0;
-  virtual LossSum Loss(const PackedBatch& batch) = 0;
+  // Over examples packed one after another (each its own document); grads += the gradient of
+  // scale * the summed loss.
+  virtual LossSum LossAndGradients(const std::vector<const TrainingExample*>& examples,
+                                   double scale, bool recompute) = 0;
+  virtual LossSum Loss(const std::vector<const TrainingExample*>& examples) = 0;
+  // Encoder-decoder: examples are {"input", "target"} pairs.
+  virtual bool seq2seq() const { return false; }
   // The config and every tensor (adapters merged) into a checkpoint being written; `wrote`
   // after each tensor, with its name.
   virtual void WriteModel(Hdf5CheckpointWriter& writer,

@@ -169,7 +169,7 @@ LossSum HeldOutLoss(TrainableModel& model, const std::vector<TrainingExample>& h
     for (size_t i = begin; i < std::min(held_out.size(), begin + rows_per_batch); ++i) {
       rows.push_back(&held_out[i]);
     }
-    const LossSum part = model.Loss(PackExamples(rows));
+    const LossSum part = model.Loss(rows);
     total.sum += part.sum;
     total.targets += part.targets;
   }
@@ -242,7 +242,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
                  ": the run needs about ", memory.total() >> 20, " MiB and this machine has ",
                  available >> 20, " MiB free beside the loaded weights; lower batch.micro_batch ",
                  "or data.max_length, train LoRA adapters, or free memory");
-  const DataReadOptions read{max_length, job.data.skip_too_long, job.data.skip_invalid};
+  const DataReadOptions read{max_length, job.data.skip_too_long, job.data.skip_invalid,
+                             model->seq2seq()};
   TrainingData data = ReadJsonlExamples(job.data.train, tokenizer, read);
   std::fprintf(log, "train: %zu examples from %s (%lld too long, %lld invalid skipped)\n",
                data.examples.size(), job.data.train.c_str(),
@@ -360,10 +361,13 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
         micro.insert(micro.end(), rows[static_cast<size_t>(r)].begin(),
                      rows[static_cast<size_t>(r)].end());
       }
-      const PackedBatch batch = PackExamples(micro);
-      if (CountTargets(batch) == 0) continue;
+      int64_t micro_targets = 0;
+      for (const TrainingExample* e : micro) {
+        for (size_t i = 1; i < e->learn.size(); ++i) micro_targets += e->learn[i];
+      }
+      if (micro_targets == 0) continue;
       const LossSum part =
-          model->LossAndGradients(batch, 1.0 / static_cast<double>(targets), job.recompute);
+          model->LossAndGradients(micro, 1.0 / static_cast<double>(targets), job.recompute);
       loss.sum += part.sum;
       loss.targets += part.targets;
     }

@@ -268,6 +268,45 @@ TEST_F(TrainCli, RecurrentGemmaTrainsAndResumesExactly) {
       << lora.output;
 }
 
+// T5Gemma trains on {"input", "target"} pairs through the same loop, resumes exactly after a
+// SIGKILL mid-save, and its exported model generates.
+TEST_F(TrainCli, T5GemmaTrainsOnPairsAndResumesExactly) {
+  const std::string t5 = (dir_ / "t5.h5").string();
+  const Result converted = Gemmapod("convert tests/fixtures/models/t5gemma/balanced " + t5);
+  ASSERT_EQ(converted.exit_code, 0) << converted.output;
+  {
+    std::ofstream pairs(dir_ / "pairs.jsonl");
+    for (int i = 0; i < 20; ++i) {
+      pairs << R"({"input": ")" << i << " plus " << i % 3 << R"(", "target": ")" << i + i % 3
+            << "\"}\n";
+    }
+  }
+  const std::string data = "data: {train: pairs.jsonl, held_out_fraction: 0.2, max_length: 32}\n";
+  const auto job = [&](const std::string& name) {
+    const std::string path = (dir_ / (name + ".yaml")).string();
+    std::ofstream(path) << "model: t5.h5\n"
+                        << data << "steps: 12\nbatch: {sequences: 4}\n"
+                        << "optimizer: {lr: 1e-2}\ncheckpoint: {dir: " << name
+                        << ", interval: 4, keep: 2}\n";
+    return path;
+  };
+  const Result whole = Gemmapod("train --config " + job("t5-whole"), 120);
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+  const auto metrics = Metrics("t5-whole");
+  EXPECT_LT(metrics.at({12, "loss"}), metrics.at({1, "loss"}));
+  EXPECT_TRUE(metrics.count({12, "held_out_loss"}));
+  EXPECT_EQ(Gemmapod("train --config " + job("t5-killed") + " --inject-kill-during-save 8", 120)
+                .exit_code,
+            128 + 9);
+  const Result resumed = Gemmapod("train --config " + job("t5-killed") + " --resume", 120);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_EQ(Metrics("t5-killed"), metrics);
+  ExpectSameWeights(Run("t5-killed") / "model.h5", Run("t5-whole") / "model.h5");
+  const Result g = Gemmapod("generate --model " + (Run("t5-whole") / "model.h5").string() +
+                            " --prompt '3 plus 1' --max-tokens 3");
+  EXPECT_EQ(g.exit_code, 0) << g.output;
+}
+
 TEST_F(TrainCli, MistakesAreNamed) {
   ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
   const std::string job = Job("errors", "errors");

@@ -106,6 +106,32 @@ TEST_F(Data, ChatLearnsTheModelTurnsThroughEndOfTurn) {
   EXPECT_EQ(e.learn[prompt.size()], 1);
 }
 
+TEST_F(Data, InputTargetPairsFeedTheEncoderAndLearnTheTarget) {
+  DataReadOptions seq2seq;
+  seq2seq.seq2seq = true;
+  const TrainingData d = Read(R"({"input": "2+3=", "target": "5"})"
+                              "\n",
+                              seq2seq);
+  ASSERT_EQ(d.examples.size(), 1u);
+  const TrainingExample& e = d.examples[0];
+  EXPECT_EQ(e.encoder_tokens, tok_.Encode("2+3=", true));  // as generate feeds the encoder
+  EXPECT_EQ(e.tokens, Cat(Cat({tok_.bos_id()}, tok_.Encode("5", false)), {tok_.eos_id()}));
+  EXPECT_EQ(Learned(e), Cat(tok_.Encode("5", false), {tok_.eos_id()}));
+  EXPECT_THAT(ErrorOf([&] {
+                Read(R"({"text": "a"})"
+                     "\n",
+                     seq2seq);
+              }),
+              HasSubstr(":1: an encoder-decoder model (T5Gemma) trains on {\"input\", "
+                        "\"target\"} pairs"));
+  EXPECT_THAT(ErrorOf([&] {
+                Read(R"({"input": "a"})"
+                     "\n",
+                     seq2seq);
+              }),
+              HasSubstr(":1: missing \"target\""));
+}
+
 TEST_F(Data, BadLinesAreNamedByFileAndLine) {
   const std::string path = Write("bad.jsonl", R"({"text": "ok"})"
                                               "\n"

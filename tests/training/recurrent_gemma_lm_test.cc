@@ -19,6 +19,7 @@
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/checkpoint/safetensors.h"
 #include "training/adamw.h"
+#include "training/data.h"
 #include "training/trainable_model.h"
 
 namespace gemmapod {
@@ -149,8 +150,15 @@ TEST(RecurrentGemmaLm, EveryGradientMatchesPyTorch) {
   for (const auto& seq : sequences) learn.emplace_back(seq.size(), 1);
   for (int j = 1; j <= ref["masked_prefix"].get<int>(); ++j) learn[0][static_cast<size_t>(j)] = 0;
   const PackedBatch batch = PackSequences(sequences, learn);
+  std::vector<TrainingExample> examples(sequences.size());
+  std::vector<const TrainingExample*> rows;
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    examples[i].tokens = sequences[i];
+    examples[i].learn = learn[i];
+    rows.push_back(&examples[i]);
+  }
   const LossSum loss =
-      model->LossAndGradients(batch, 1.0 / static_cast<double>(CountTargets(batch)), false);
+      model->LossAndGradients(rows, 1.0 / static_cast<double>(CountTargets(batch)), false);
   const double want = ref["loss"].get<double>();
   EXPECT_NEAR(loss.mean(), want, 1e-5 * want);
   const auto torch =
