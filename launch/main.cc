@@ -3,7 +3,10 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include "launch/commands.h"
 #include "runtime/error.h"
@@ -22,6 +25,20 @@ int LauncherRank() {
   const char* r = std::getenv("OMPI_COMM_WORLD_RANK");
   return r ? std::atoi(r) : -1;
 }
+
+// A seed: a decimal integer in [0, 2^64). CLI11 alone would wrap "-1" to 2^64 - 1 and clamp
+// larger values, so two different command lines would silently draw the same numbers.
+const CLI::Validator kSeed(
+    [](std::string& text) -> std::string {
+      if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos) {
+        return "a seed is a non-negative decimal integer, got '" + text + "'";
+      }
+      errno = 0;
+      std::strtoull(text.c_str(), nullptr, 10);
+      if (errno == ERANGE) return "a seed is below 2^64, got " + text;
+      return "";
+    },
+    "SEED");
 
 }  // namespace
 
@@ -76,7 +93,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1 << 16));
   demo_cmd->add_option("--steps", demo.steps, "Timed forward passes")
       ->check(CLI::Range(1, 1 << 20));
-  demo_cmd->add_option("--seed", demo.seed, "Weight and input seed");
+  demo_cmd->add_option("--seed", demo.seed, "Weight and input seed")->check(kSeed);
   demo_cmd->add_option("--weight-dtype", demo.weight_dtype, "bf16 or f32")
       ->check(CLI::IsMember({"bf16", "f32"}));
   demo_cmd
@@ -104,8 +121,10 @@ int main(int argc, char** argv) {
   convert_cmd->add_option("--config", convert.config_path,
                           "Model config (.yaml) of a state dict that carries none (DeepMind's "
                           "RecurrentGemma .safetensors)");
-  convert_cmd->add_option("--max-shard-mib", convert.max_shard_mib,
-                          "Safetensors shard size limit when writing a Hugging Face directory");
+  convert_cmd
+      ->add_option("--max-shard-mib", convert.max_shard_mib,
+                   "Safetensors shard size limit when writing a Hugging Face directory")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));  // 1 MiB to 1 PiB: no overflow in bytes
   convert_cmd->add_flag("--force", convert.force,
                         "Replace an existing .h5 destination (once the new one is complete)");
 
@@ -141,7 +160,7 @@ int main(int argc, char** argv) {
   generate_cmd->add_option("--min-p", generate.min_p,
                            "Drop tokens below min-p x the top probability (0: off)");
   generate_cmd->add_option("--repetition-penalty", generate.repetition_penalty, "1: off");
-  generate_cmd->add_option("--seed", generate.seed, "Sampling seed");
+  generate_cmd->add_option("--seed", generate.seed, "Sampling seed")->check(kSeed);
   generate_cmd->add_option("--stop", generate.stop, "Stop string (repeatable)");
   generate_cmd->add_flag("--stats", generate.stats, "Print prompt and decode timing to stderr");
 
@@ -170,7 +189,7 @@ int main(int argc, char** argv) {
   random_cmd->add_option("--out", random.out, "Output .h5 file")->required();
   random_cmd->add_option("--dtype", random.dtype, "Weight storage: bf16 or f32")
       ->check(CLI::IsMember({"bf16", "f32"}));
-  random_cmd->add_option("--seed", random.seed, "Weight seed");
+  random_cmd->add_option("--seed", random.seed, "Weight seed")->check(kSeed);
   random_cmd->add_option("--tokenizer", random.tokenizer_path,
                          "SentencePiece model to embed in the checkpoint");
   random_cmd->add_flag("--force", random.force, "Replace an existing output file");
@@ -200,7 +219,7 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
 
-  try {
+  const auto run = [&]() -> int {
     if (*info_cmd) return RunInfo();
     if (*plan_cmd) return RunPlan(plan);
     if (*launch_cmd) return RunLaunch(launch, SelfExecutable(argv[0]));
@@ -216,6 +235,11 @@ int main(int argc, char** argv) {
       }
       return RunTokenize(tokenize);
     }
+    return 0;
+  };
+  int rc = 0;
+  try {
+    rc = run();
   } catch (const std::exception& e) {
     // gemmapod::Error carries a message for the user; anything else (bad_alloc, a library's
     // exception) is still reported as one line rather than a crash.
@@ -227,5 +251,11 @@ int main(int argc, char** argv) {
     }
     return 1;
   }
-  return 0;
+  // Output that never arrived (a full disk, a closed pipe) is an error, not a quiet success.
+  if (rc == 0 && (std::fflush(stdout) != 0 || std::ferror(stdout))) {
+    std::fprintf(stderr, "gemmapod: error: cannot write to standard output: %s\n",
+                 std::strerror(errno));
+    return 1;
+  }
+  return rc;
 }

@@ -165,3 +165,36 @@ TEST(Cli, FailingRankEndsTheWholeJob) {
 }
 
 }  // namespace
+
+namespace {
+
+// Output that cannot be written is an error (it used to exit 0 with the text lost).
+TEST(Cli, AFullStandardOutputIsAnError) {
+  const gemmapod::CliResult r = gemmapod::RunShell(
+      std::string("timeout 60 ") + GEMMAPOD_BIN +
+      " tokenize --tokenizer tests/fixtures/tokenizer/tiny_gemma.model --text hello 2>&1 "
+      ">/dev/full");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(gemmapod::Contains(r.output, "cannot write to standard output: No space left"))
+      << r.output;
+}
+
+// Seeds outside [0, 2^64) and shard sizes whose bytes would overflow are refused, not wrapped.
+TEST(Cli, OutOfRangeSeedsAndShardSizesAreRefused) {
+  for (const char* seed : {"-1", "18446744073709551616", "1e30", "seven"}) {
+    const gemmapod::CliResult r = gemmapod::Gemmapod(
+        std::string("random-checkpoint --config configs/models/tiny-gemma.yaml --out "
+                    "/tmp/never-written.h5 --seed ") +
+        seed);
+    EXPECT_NE(r.exit_code, 0) << seed;
+    EXPECT_TRUE(gemmapod::Contains(r.output, "--seed: a seed is")) << r.output;
+  }
+  const gemmapod::CliResult shard = gemmapod::Gemmapod(
+      "convert tests/fixtures/models/gemma3 /tmp/never-written --max-shard-mib 17592186044417");
+  EXPECT_NE(shard.exit_code, 0);
+  EXPECT_TRUE(
+      gemmapod::Contains(shard.output, "--max-shard-mib: Value 17592186044417 not in range"))
+      << shard.output;
+}
+
+}  // namespace
