@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <hdf5.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -596,8 +597,34 @@ Tensor Hdf5CheckpointReader::ReadFromGroup(const std::string& group,
 // ---------------------------------------------------------------------------------------------
 // Writer
 
+int RemoveAbandonedTemporaries(const std::string& path) {
+  const fs::path target(path);
+  const fs::path dir = target.parent_path().empty() ? fs::path(".") : target.parent_path();
+  const std::string prefix = target.filename().string() + ".tmp-";
+  int removed = 0;
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string pid_text = name.substr(prefix.size());
+    if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos ||
+        pid_text.size() > 9) {
+      continue;
+    }
+    const long pid = std::stol(pid_text);
+    // A live process may still be writing it; only a dead writer's file is abandoned.
+    if (pid > 0 && kill(static_cast<pid_t>(pid), 0) == -1 && errno == ESRCH &&
+        e.is_regular_file(ec)) {
+      if (fs::remove(e.path(), ec)) ++removed;
+    }
+  }
+  return removed;
+}
+
 Hdf5CheckpointWriter Hdf5CheckpointWriter::Create(const std::string& path) {
   SilenceHdf5();
+  // A writer killed before its rename (kill -9, a power cut) left its temporary file behind.
+  RemoveAbandonedTemporaries(path);
   Hdf5CheckpointWriter w;
   w.path_ = path;
   w.tmp_path_ = StrCat(path, ".tmp-", getpid());

@@ -61,9 +61,14 @@ class Hdf5CheckpointReader final : public TensorSource {
   std::map<std::string, TensorInfo> tensors_;
 };
 
+// Removes "<path>.tmp-<pid>" files beside `path` whose writing process is gone (killed before
+// its rename); returns how many. Writers call it before writing `path`.
+int RemoveAbandonedTemporaries(const std::string& path);
+
 class Hdf5CheckpointWriter {
  public:
-  // Writes to "<path>.tmp-<pid>" beside `path`; `path` itself appears only at Commit().
+  // Writes to "<path>.tmp-<pid>" beside `path`; `path` itself appears only at Commit(). Removes
+  // abandoned temporaries of `path` first (RemoveAbandonedTemporaries).
   static Hdf5CheckpointWriter Create(const std::string& path);
   Hdf5CheckpointWriter(Hdf5CheckpointWriter&& other) noexcept;
   Hdf5CheckpointWriter& operator=(Hdf5CheckpointWriter&&) = delete;

@@ -6,6 +6,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <hdf5.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -127,6 +128,28 @@ TEST_F(Hdf5CheckpointTest, GroupsBesideTheModelRoundTripAndStayOutOfTheModel) {
               HasSubstr("state.h5: tensor 'absent' of group /optimizer/exp_avg is absent"));
   EXPECT_THAT(ErrorOf([&] { r->GroupAttributes("optimizer/master"); }),
               HasSubstr("group /optimizer/master is absent"));
+}
+
+// A writer killed before its rename leaves "<path>.tmp-<pid>"; the next writer of that path
+// removes it once its process is gone, and leaves a live writer's file alone.
+TEST_F(Hdf5CheckpointTest, AbandonedTemporariesOfDeadWritersAreRemoved) {
+  const pid_t child = fork();
+  if (child == 0) _exit(0);
+  ASSERT_GT(child, 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);  // reaped: that pid is gone
+  const std::string path = (dir_ / "model.h5").string();
+  const std::string dead = path + ".tmp-" + std::to_string(child);
+  const std::string live = path + ".tmp-" + std::to_string(getppid());
+  const std::string other = (dir_ / "other.h5.tmp-").string() + std::to_string(child);
+  for (const std::string& f : {dead, live, other}) std::ofstream(f) << "half a checkpoint";
+  Hdf5CheckpointWriter w = Hdf5CheckpointWriter::Create(path);
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_TRUE(fs::exists(live)) << "a live process may still be writing it";
+  EXPECT_TRUE(fs::exists(other)) << "another path's temporary is not this writer's business";
+  w.Write("x", Iota({2}, DType::kF32));
+  w.Commit();
+  EXPECT_TRUE(fs::exists(path));
 }
 
 // Files written by other tools (h5py with numpy bytes, h5py's defaults for some types) carry
