@@ -189,6 +189,15 @@ int LogitsOnEngine(const LogitsOptions& o, Communicator& world,
                   static_cast<size_t>(n * V) * sizeof(float));
     }
   }
+  // A NaN or infinity in the logits means the model cannot compute (non-finite weights, an
+  // overflow): an error naming where, not a file of NaN and exit 0.
+  if (const int64_t at = FirstNonFinite(all); at >= 0) {
+    throw Error(
+        StrCat("logits: sequence ", at / (n * V), ", position ", (at / V) % n,
+               ", vocabulary entry ", at % V, " is ", all.data<float>()[at],
+               ": the model computes non-finite values (a NaN or infinity in its weights?); ",
+               o.out, " was not written"));
+  }
   WriteNpy(o.out, all);
   std::printf("wrote %s: f32 %s (%s over %d rank(s))\n", o.out.c_str(),
               ShapeToString(all.shape()).c_str(), LayoutName(*run.grid).c_str(), world.size());

@@ -1,5 +1,6 @@
 #include "runtime/tensor.h"
 
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -145,6 +146,27 @@ std::string Tensor::Describe() const {
 
 void Tensor::CheckType(DType want) const {
   GEMMAPOD_CHECK(want == dtype_, "tensor ", Describe(), " accessed as ", DTypeName(want));
+}
+
+}  // namespace gemmapod
+
+namespace gemmapod {
+
+int64_t FirstNonFinite(const Tensor& t) {
+  GEMMAPOD_CHECK(t.device().is_cpu(), "FirstNonFinite: ", t.Describe(), " is not on the host");
+  if (t.dtype() == DType::kF32) {
+    const float* p = t.data<float>();
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      if (!std::isfinite(p[i])) return i;
+    }
+  } else if (t.dtype() == DType::kBF16) {
+    // bf16 is the upper half of an f32: all-ones exponent bits mean NaN or infinity.
+    const auto* p = static_cast<const uint16_t*>(t.raw());
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      if ((p[i] & 0x7F80u) == 0x7F80u) return i;
+    }
+  }
+  return -1;
 }
 
 }  // namespace gemmapod

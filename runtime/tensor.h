@@ -19,6 +19,10 @@ namespace gemmapod {
 using Shape = std::vector<int64_t>;
 
 std::string ShapeToString(const Shape& shape);
+class Tensor;
+// The index of the first NaN or infinity of an f32 or bf16 host tensor; -1 when every element is
+// finite (and for integer tensors).
+int64_t FirstNonFinite(const Tensor& t);
 int64_t NumElements(const Shape& shape);
 
 class Tensor {

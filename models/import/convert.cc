@@ -72,13 +72,25 @@ void WriteWholeFile(const fs::path& path, const std::string& bytes) {
   GEMMAPOD_CHECK(out.good(), path.string(), ": write failed");
 }
 
+// A source tensor, refused when it holds a NaN or infinity: a model with one computes nothing but
+// NaN, and no checksum catches a value that was written that way.
+Tensor ReadFinite(const TensorSource& source, const std::string& name) {
+  Tensor t = source.Read(name);
+  const int64_t at = FirstNonFinite(t);
+  GEMMAPOD_CHECK(at < 0, "convert: ", source.origin(), ": tensor '", name, "' ",
+                 ShapeToString(t.shape()), " holds a NaN or infinity at element ", at,
+                 "; refusing to write a model that would compute NaN");
+  return t;
+}
+
 // Streams every parameter from `source` to `writer` (either format's writer), one tensor in
 // memory at a time, in the dtype asked for.
 template <typename Writer>
 void CopyParameters(const std::vector<GemmaParameter>& params, const TensorSource& source,
                     Writer& writer, const std::string& dtype, ConvertReport& report) {
   for (const GemmaParameter& p : params) {
-    const Tensor t = p.is_scale ? source.Read(p.name) : ToTargetDType(source.Read(p.name), dtype);
+    const Tensor t =
+        p.is_scale ? ReadFinite(source, p.name) : ToTargetDType(ReadFinite(source, p.name), dtype);
     writer.Write(p.name, t);
     ++report.tensors;
     report.parameters += p.is_scale ? 0 : t.numel();
@@ -116,7 +128,7 @@ ConvertReport WriteCheckpoint(const std::vector<GemmaParameter>& params,
       if (p.is_norm) {
         CopyParameters({p}, source, writer, options.dtype, report);
       } else {
-        WriteInt8Matrix(p.name, source.Read(p.name), writer, report);
+        WriteInt8Matrix(p.name, ReadFinite(source, p.name), writer, report);
       }
     }
   } else {
@@ -186,7 +198,7 @@ ConvertReport WriteRecurrentGemma(const RecurrentGemmaConfig& config, const Tens
   Hdf5CheckpointWriter writer = Hdf5CheckpointWriter::Create(dst);
   writer.SetConfig(ToAttributes(config));
   for (const RecurrentGemmaParameter& p : RecurrentGemmaParameters(config)) {
-    const Tensor t = ToTargetDType(source.Read(p.name), options.dtype);
+    const Tensor t = ToTargetDType(ReadFinite(source, p.name), options.dtype);
     writer.Write(p.name, t);
     ++report.tensors;
     report.parameters += t.numel();

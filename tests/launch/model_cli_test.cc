@@ -3,12 +3,14 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/checkpoint/npy.h"
 #include "tests/launch/run_gemmapod.h"
 
@@ -119,6 +121,63 @@ TEST_F(ModelCli, BadInputIsNamed) {
   r = Gemmapod("convert tests/fixtures/models/gemma3 " + (dir_ / "out-dir").string());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(Contains(r.output, "destination must be a .h5 file")) << r.output;
+}
+
+// A NaN in the weights is refused where it enters (convert names the tensor), and a checkpoint
+// that holds one anyway (its checksum is valid: it was written that way) makes `logits` fail
+// naming where the NaN came out, instead of writing a file of NaN with exit 0.
+TEST_F(ModelCli, NonFiniteWeightsAreRefusedAndNonFiniteLogitsReported) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  // A Hugging Face directory whose final norm holds a NaN (written into the safetensors bytes).
+  const fs::path hf = dir_ / "nan-hf";
+  fs::create_directories(hf);
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.model"}) {
+    fs::copy_file(fs::path("tests/fixtures/models/gemma3") / f, hf / f,
+                  fs::copy_options::overwrite_existing);
+  }
+  {
+    std::fstream st(hf / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    uint64_t header_bytes = 0;
+    st.read(reinterpret_cast<char*>(&header_bytes), 8);
+    std::string header(header_bytes, '\0');
+    st.read(header.data(), static_cast<std::streamsize>(header_bytes));
+    const nlohmann::json h = nlohmann::json::parse(header);
+    const auto& entry = h.at("model.norm.weight");
+    ASSERT_EQ(entry.at("dtype"), "F32");
+    const uint64_t at = 8 + header_bytes + entry.at("data_offsets")[0].get<uint64_t>();
+    const float nan = std::nanf("");
+    st.seekp(static_cast<std::streamoff>(at + 4 * 3));
+    st.write(reinterpret_cast<const char*>(&nan), 4);
+  }
+  const Result refused = Gemmapod("convert " + hf.string() + " " + (dir_ / "nan.h5").string());
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_TRUE(Contains(refused.output,
+                       "tensor 'model.norm.weight' \\[64\\] holds a NaN or infinity at element 3"))
+      << refused.output;
+  EXPECT_FALSE(fs::exists(dir_ / "nan.h5"));
+
+  // The same NaN written into a checkpoint directly, checksum and all.
+  const std::string poisoned = (dir_ / "poisoned.h5").string();
+  {
+    const auto reader = gemmapod::Hdf5CheckpointReader::Open(model_);
+    gemmapod::Hdf5CheckpointWriter writer = gemmapod::Hdf5CheckpointWriter::Create(poisoned);
+    writer.SetConfig(reader->config());
+    for (const gemmapod::TensorInfo& info : reader->List()) {
+      gemmapod::Tensor t = reader->Read(info.name);
+      if (info.name == "model.norm.weight") t.data<float>()[3] = std::nanf("");
+      writer.Write(info.name, t);
+    }
+    writer.WriteFile("tokenizer.model", reader->ReadFile("tokenizer.model"));
+    writer.Commit();
+  }
+  const std::string out = (dir_ / "nan-logits.npy").string();
+  const Result logits = Gemmapod("logits --model " + poisoned + " --tokens 2,51,7 --out " + out);
+  EXPECT_NE(logits.exit_code, 0);
+  EXPECT_TRUE(Contains(logits.output,
+                       "logits: sequence 0, position 0, vocabulary entry 0 is "
+                       "nan: the model computes non-finite values"))
+      << logits.output;
+  EXPECT_FALSE(fs::exists(out));
 }
 
 }  // namespace
