@@ -10,6 +10,7 @@
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <string_view>
 
 #include "runtime/error.h"
 
@@ -84,20 +85,67 @@ std::string ReadConfigText(const std::string& path, const std::string& what) {
   return text.str();
 }
 
+namespace {
+
+// The line (1-based) where a second YAML document starts, or 0: a "---" line after content, or a
+// second "---" line. yaml-cpp's LoadAll would tell, but it loops forever (memory growing) on
+// some malformed streams (a file holding only ",", yaml-cpp 0.7), so documents are counted from
+// the text and only the first is parsed.
+int SecondDocumentLine(const std::string& text) {
+  int line = 0, markers = 0;
+  bool content = false;
+  size_t begin = 0;
+  while (begin <= text.size()) {
+    const size_t end = std::min(text.find('\n', begin), text.size());
+    const std::string_view row(text.data() + begin, end - begin);
+    ++line;
+    const bool marker = row.substr(0, 3) == "---" &&
+                        (row.size() == 3 || row[3] == ' ' || row[3] == '\t' || row[3] == '\r');
+    if (marker) {
+      if (content || ++markers > 1) return line;
+      content = row.find_first_not_of(" \t\r", 3) != std::string_view::npos;
+    } else {
+      const size_t first = row.find_first_not_of(" \t\r");
+      if (first != std::string_view::npos && row[first] != '#' && row[first] != '%' &&
+          row.substr(first, 3) != "...") {
+        content = true;
+      }
+    }
+    begin = end + 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
 YamlValue ParseYamlDocument(const std::string& text, const std::string& source) {
-  std::vector<YAML::Node> documents;
+  if (const int line = SecondDocumentLine(text)) {
+    FailAt(source, SourcePosition{line, 1}, "",
+           "a second YAML document ('---'): put everything in one document");
+  }
+  YAML::Node document;
   try {
-    documents = YAML::LoadAll(text);
+    document = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     const SourcePosition at =
         e.mark.is_null() ? SourcePosition{} : SourcePosition{e.mark.line + 1, e.mark.column + 1};
     FailAt(source, at, "", "YAML syntax error: " + e.msg);
   }
-  if (documents.size() > 1) {
-    const SourcePosition at = PositionOf(documents[1].Mark(), SourcePosition{});
-    FailAt(source, at, "", "a second YAML document ('---'): put everything in one document");
+  // Text that parses to nothing (",") is malformed, not an empty file; a written null is a null.
+  if (document.IsNull() && document.Tag() != "tag:yaml.org,2002:null") {
+    for (size_t at = 0; at < text.size();) {
+      const size_t end = std::min(text.find('\n', at), text.size());
+      const std::string_view row(text.data() + at, end - at);
+      const size_t first = row.find_first_not_of(" \t\r");
+      if (first != std::string_view::npos && row[first] != '#' && row.substr(first) != "~" &&
+          row.substr(first) != "null" && row.substr(first, 3) != "---" &&
+          row.substr(first, 3) != "...") {
+        FailAt(source, SourcePosition{}, "", "YAML syntax error: the text holds no YAML value");
+      }
+      at = end + 1;
+    }
   }
-  return YamlValue(documents.empty() ? YAML::Node() : documents.front(), source);
+  return YamlValue(document, source);
 }
 
 YamlValue::YamlValue(YAML::Node node, std::string source)

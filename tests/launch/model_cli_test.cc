@@ -116,8 +116,8 @@ TEST_F(ModelCli, BadInputIsNamed) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(Contains(r.output, "give --model .* or --tokenizer")) << r.output;
   r = Gemmapod("convert " + model_ + " " + (dir_ / "hf-out").string() + " --max-shard-mib 0");
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_TRUE(Contains(r.output, "--max-shard-mib must be positive")) << r.output;
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(Contains(r.output, "--max-shard-mib: Value 0 not in range 1 to")) << r.output;
   r = Gemmapod("convert tests/fixtures/models/gemma3 " + (dir_ / "out-dir").string());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(Contains(r.output, "destination must be a .h5 file")) << r.output;
