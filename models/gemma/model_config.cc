@@ -73,6 +73,8 @@ int64_t ModelConfig::ParameterCount() const {
 }
 
 std::vector<AttentionKind> DefaultLayerKinds(Architecture a, int64_t num_layers) {
+  // Out of range: nothing (Validate then names the count and the file).
+  if (num_layers > kMaxLayers) return {};
   std::vector<AttentionKind> kinds(static_cast<size_t>(std::max<int64_t>(num_layers, 0)));
   for (int64_t i = 0; i < num_layers; ++i) {
     AttentionKind k = AttentionKind::kGlobal;
@@ -87,17 +89,17 @@ std::vector<AttentionKind> DefaultLayerKinds(Architecture a, int64_t num_layers)
 }
 
 void Validate(const ModelConfig& c, const std::string& where) {
-  auto positive = [&](int64_t v, const char* field) {
-    GEMMAPOD_CHECK(v > 0, where, ": ", field, ": must be positive, got ", v);
+  auto bounded = [&](int64_t v, const char* field, int64_t max) {
+    GEMMAPOD_CHECK(v > 0 && v <= max, where, ": ", field, ": must be in [1, ", max, "], got ", v);
   };
-  positive(c.vocab_size, "vocab_size");
-  positive(c.hidden_size, "hidden_size");
-  positive(c.num_layers, "num_layers");
-  positive(c.num_heads, "num_heads");
-  positive(c.num_kv_heads, "num_kv_heads");
-  positive(c.head_dim, "head_dim");
-  positive(c.intermediate_size, "intermediate_size");
-  positive(c.max_position_embeddings, "max_position_embeddings");
+  bounded(c.vocab_size, "vocab_size", kMaxVocab);
+  bounded(c.hidden_size, "hidden_size", kMaxWidth);
+  bounded(c.num_layers, "num_layers", kMaxLayers);
+  bounded(c.num_heads, "num_heads", kMaxHeads);
+  bounded(c.num_kv_heads, "num_kv_heads", kMaxHeads);
+  bounded(c.head_dim, "head_dim", kMaxHeadDim);
+  bounded(c.intermediate_size, "intermediate_size", kMaxWidth);
+  bounded(c.max_position_embeddings, "max_position_embeddings", kMaxContext);
   GEMMAPOD_CHECK(c.num_heads % c.num_kv_heads == 0, where, ": num_heads (", c.num_heads,
                  ") must be a multiple of num_kv_heads (", c.num_kv_heads, ")");
   GEMMAPOD_CHECK(c.head_dim % 2 == 0, where, ": head_dim: RoPE needs an even head_dim, got ",

@@ -37,6 +37,16 @@ enum class WeightQuantization { kNone, kInt8 };
 const char* WeightQuantizationName(WeightQuantization q);  // "none", "int8"
 WeightQuantization ParseWeightQuantization(const std::string& name, const std::string& where);
 
+// What a config may say, so that a size read from a file is refused before anything is sized by
+// it (a layer count of 10^7 once grew memory to tens of GB before any check). Far above every
+// published Gemma (46 layers, 256k vocabulary, 4608 wide, 36864-wide MLP, 128k context).
+inline constexpr int64_t kMaxLayers = 4096;
+inline constexpr int64_t kMaxVocab = int64_t{1} << 24;
+inline constexpr int64_t kMaxWidth = int64_t{1} << 20;  // hidden, MLP, LRU widths
+inline constexpr int64_t kMaxHeads = 4096;
+inline constexpr int64_t kMaxHeadDim = 8192;
+inline constexpr int64_t kMaxContext = int64_t{1} << 26;
+
 struct ModelConfig {
   std::string name;  // "gemma2-2b"; informational
   Architecture architecture = Architecture::kGemma;

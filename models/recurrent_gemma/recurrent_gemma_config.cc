@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "models/gemma/model_config.h"
 #include "models/import/json_file.h"
 #include "runtime/config/yaml_reader.h"
 #include "runtime/dtype.h"
@@ -33,6 +34,7 @@ int64_t RecurrentGemmaConfig::ParameterCount() const {
 
 std::vector<TemporalBlock> DefaultTemporalBlocks(int64_t num_layers) {
   std::vector<TemporalBlock> out;
+  if (num_layers > kMaxLayers) return out;  // Validate names the count and the file
   for (int64_t i = 0; i < num_layers; ++i) {
     out.push_back(i % 3 == 2 ? TemporalBlock::kAttention : TemporalBlock::kRecurrent);
   }
@@ -40,19 +42,19 @@ std::vector<TemporalBlock> DefaultTemporalBlocks(int64_t num_layers) {
 }
 
 void Validate(const RecurrentGemmaConfig& c, const std::string& where) {
-  auto positive = [&](int64_t v, const char* field) {
-    GEMMAPOD_CHECK(v > 0, where, ": ", field, ": must be positive, got ", v);
+  auto bounded = [&](int64_t v, const char* field, int64_t max) {
+    GEMMAPOD_CHECK(v > 0 && v <= max, where, ": ", field, ": must be in [1, ", max, "], got ", v);
   };
-  positive(c.vocab_size, "vocab_size");
-  positive(c.hidden_size, "hidden_size");
-  positive(c.num_layers, "num_layers");
-  positive(c.num_heads, "num_heads");
-  positive(c.num_kv_heads, "num_kv_heads");
-  positive(c.head_dim, "head_dim");
-  positive(c.lru_width, "lru_width");
-  positive(c.intermediate_size, "intermediate_size");
-  positive(c.conv1d_width, "conv1d_width");
-  positive(c.attention_window, "attention_window");
+  bounded(c.vocab_size, "vocab_size", kMaxVocab);
+  bounded(c.hidden_size, "hidden_size", kMaxWidth);
+  bounded(c.num_layers, "num_layers", kMaxLayers);
+  bounded(c.num_heads, "num_heads", kMaxHeads);
+  bounded(c.num_kv_heads, "num_kv_heads", kMaxHeads);
+  bounded(c.head_dim, "head_dim", kMaxHeadDim);
+  bounded(c.lru_width, "lru_width", kMaxWidth);
+  bounded(c.intermediate_size, "intermediate_size", kMaxWidth);
+  bounded(c.conv1d_width, "conv1d_width", 64);
+  bounded(c.attention_window, "attention_window", kMaxContext);
   GEMMAPOD_CHECK(c.num_heads % c.num_kv_heads == 0, where, ": num_heads (", c.num_heads,
                  ") must be a multiple of num_kv_heads (", c.num_kv_heads, ")");
   GEMMAPOD_CHECK(c.lru_width % c.num_heads == 0, where, ": lru_width (", c.lru_width,
@@ -230,11 +232,6 @@ RecurrentGemmaConfig ReadHfRecurrentGemmaConfig(const std::string& path) {
     if (!j.contains(key) || j[key].is_null()) return fallback;
     GEMMAPOD_CHECK(j[key].is_string(), path, ": key '", key, "': expected a string");
     return j[key].get<std::string>();
-  };
-  auto flag = [&](const char* key) {
-    if (!j.contains(key) || j[key].is_null()) return false;
-    GEMMAPOD_CHECK(j[key].is_boolean(), path, ": key '", key, "': expected true or false");
-    return j[key].get<bool>();
   };
   RecurrentGemmaConfig c;
   c.name = text("_name_or_path", "recurrent_gemma");

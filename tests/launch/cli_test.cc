@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -195,6 +196,51 @@ TEST(Cli, OutOfRangeSeedsAndShardSizesAreRefused) {
   EXPECT_TRUE(
       gemmapod::Contains(shard.output, "--max-shard-mib: Value 17592186044417 not in range"))
       << shard.output;
+}
+
+}  // namespace
+
+namespace {
+
+// A size read from a file is bounded before anything is sized by it: a layer count of 10^7 in a
+// model YAML or a config.json used to grow memory to tens of GB (10^12: bad_alloc after 30 s).
+TEST(Cli, HugeSizesInModelFilesAreRefusedAtOnce) {
+  const std::string dir = "/tmp/huge-sizes-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir + "/hf");
+  {
+    std::ifstream in("configs/models/tiny-gemma.yaml");
+    std::ofstream out(dir + "/huge.yaml");
+    std::string line;
+    while (std::getline(in, line)) {
+      out << (line.rfind("num_layers:", 0) == 0 ? "num_layers: 10000000" : line) << "\n";
+    }
+  }
+  const gemmapod::CliResult yaml =
+      gemmapod::Gemmapod("plan --pod configs/pods/local.yaml --model " + dir + "/huge.yaml", 30);
+  EXPECT_EQ(yaml.exit_code, 1) << yaml.output;
+  EXPECT_TRUE(gemmapod::Contains(yaml.output,
+                                 "huge.yaml: num_layers: must be in \\[1, 4096\\], "
+                                 "got 10000000"))
+      << yaml.output;
+  {
+    std::ifstream in("tests/fixtures/models/gemma1/config.json");  // no layer_types list
+    std::stringstream text;
+    text << in.rdbuf();
+    std::string json = text.str();
+    const std::string key = "\"num_hidden_layers\":";
+    const size_t at = json.find(key);
+    ASSERT_NE(at, std::string::npos);
+    const size_t end = json.find_first_of(",}", at);
+    json.replace(at, end - at, key + " 1000000000000");
+    std::ofstream(dir + "/hf/config.json") << json;
+    std::filesystem::copy_file("tests/fixtures/models/gemma1/model.safetensors",
+                               dir + "/hf/model.safetensors");
+  }
+  const gemmapod::CliResult hf =
+      gemmapod::Gemmapod("convert " + dir + "/hf " + dir + "/out.h5", 30);
+  EXPECT_EQ(hf.exit_code, 1) << hf.output;
+  EXPECT_TRUE(gemmapod::Contains(hf.output, "num_layers: must be in \\[1, 4096\\]")) << hf.output;
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
