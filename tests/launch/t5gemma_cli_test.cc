@@ -28,7 +28,10 @@ bool Has(const std::string& text, const std::string& literal) {
 
 std::string Join(const std::vector<int32_t>& ids) {
   std::string out;
-  for (int32_t id : ids) out += (out.empty() ? "" : ",") + std::to_string(id);
+  for (int32_t id : ids) {
+    if (!out.empty()) out += ',';
+    out += std::to_string(id);
+  }
   return out;
 }
 

@@ -61,7 +61,9 @@ TEST(StagePlan, BalancesAgainstEveryPossibleCut) {
         EXPECT_EQ(r.back().end, static_cast<int64_t>(bytes.size()));
         for (size_t s = 0; s < r.size(); ++s) {
           EXPECT_LT(r[s].first, r[s].end);
-          if (s > 0) EXPECT_EQ(r[s].first, r[s - 1].end);
+          if (s > 0) {
+            EXPECT_EQ(r[s].first, r[s - 1].end);
+          }
         }
         EXPECT_EQ(Heaviest(bytes, r, first, last), BruteForce(bytes, stages, first, last))
             << "stages " << stages << " extras " << first << "/" << last;
