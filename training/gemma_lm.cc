@@ -131,6 +131,23 @@ PackedBatch PackSequences(const std::vector<std::vector<int32_t>>& sequences,
   return b;
 }
 
+void CheckPackedBatch(const PackedBatch& batch) {
+  const auto T = static_cast<int64_t>(batch.tokens.size());
+  GEMMAPOD_CHECK(T > 0 && static_cast<int64_t>(batch.targets.size()) == T &&
+                     static_cast<int64_t>(batch.positions.size()) == T &&
+                     static_cast<int64_t>(batch.sequence_start.size()) == T,
+                 "loss: a batch of ", T, " tokens with ", batch.targets.size(), " targets");
+  GEMMAPOD_CHECK(CountTargets(batch) > 0, "loss: the batch has no target to learn");
+}
+
+double SumOfLosses(const Tensor& losses) {
+  GEMMAPOD_CHECK(losses.device().is_cpu(), "loss: the loss lives on ", losses.device().ToString(),
+                 "; copying it to the host is the device backend's job (not built)");
+  double total = 0;
+  for (int64_t t = 0; t < losses.numel(); ++t) total += losses.data<float>()[t];
+  return total;
+}
+
 int64_t CountTargets(const PackedBatch& batch) {
   int64_t counted = 0;
   for (int32_t t : batch.targets) counted += t >= 0 ? 1 : 0;
@@ -159,15 +176,6 @@ struct AttentionRanges {
                                                                                 : lo_global;
   }
 };
-
-void CheckBatch(const PackedBatch& batch) {
-  const auto T = static_cast<int64_t>(batch.tokens.size());
-  GEMMAPOD_CHECK(T > 0 && static_cast<int64_t>(batch.targets.size()) == T &&
-                     static_cast<int64_t>(batch.positions.size()) == T &&
-                     static_cast<int64_t>(batch.sequence_start.size()) == T,
-                 "loss: a batch of ", T, " tokens with ", batch.targets.size(), " targets");
-  GEMMAPOD_CHECK(CountTargets(batch) > 0, "loss: the batch has no target to learn");
-}
 
 // The forward from tokens to the final norm's input. `saved` gets one entry per layer: all of
 // what the layer's backward reads, or, recomputing, only the layer's input (the backward runs the
@@ -213,18 +221,10 @@ struct TargetRows {
   }
 };
 
-double SumOnHost(const Tensor& losses) {
-  GEMMAPOD_CHECK(losses.device().is_cpu(), "loss: the loss lives on ", losses.device().ToString(),
-                 "; copying it to the host is the device backend's job (not built)");
-  double total = 0;
-  for (int64_t t = 0; t < losses.numel(); ++t) total += losses.data<float>()[t];
-  return total;
-}
-
 }  // namespace
 
 LossSum GemmaLoss(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch) {
-  CheckBatch(batch);
+  CheckPackedBatch(batch);
   const AttentionRanges ranges(c, batch);
   const Tensor h = ForwardToFinalNorm(c, w, batch, ranges, nullptr, false);
   Tensor normed = ActivationLike(h, h.shape());
@@ -236,12 +236,12 @@ LossSum GemmaLoss(const ModelConfig& c, const GemmaWeights& w, const PackedBatch
   Tensor dlogits = ActivationLike(logits, logits.shape());
   const Tensor losses =
       VocabParallelCrossEntropy(logits, batch.targets, vocab, nullptr, 0.0f, dlogits);
-  return {SumOnHost(losses), CountTargets(batch)};
+  return {SumOfLosses(losses), CountTargets(batch)};
 }
 
 LossSum GemmaLossAndGradients(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch,
                               double scale, GemmaGrads& grads, bool recompute) {
-  CheckBatch(batch);
+  CheckPackedBatch(batch);
   const AttentionRanges ranges(c, batch);
   std::vector<GemmaLayerSaved> saved;
   Tensor h = ForwardToFinalNorm(c, w, batch, ranges, &saved, recompute);
@@ -257,7 +257,7 @@ LossSum GemmaLossAndGradients(const ModelConfig& c, const GemmaWeights& w, const
   Tensor dlogits = ActivationLike(logits, logits.shape());
   const Tensor losses = VocabParallelCrossEntropy(logits, selected.targets, vocab, nullptr,
                                                   static_cast<float>(scale), dlogits);
-  const LossSum result{SumOnHost(losses), CountTargets(batch)};
+  const LossSum result{SumOfLosses(losses), CountTargets(batch)};
 
   Tensor dhead_input = ActivationLike(head_input, head_input.shape());
   head.Backward(head_input, logits, dlogits, dhead_input, grads.embed_tokens);

@@ -43,6 +43,10 @@ void AddGemmaParameters(AdamW& optimizer, const ModelConfig& config, GemmaWeight
 
 // How many targets a batch has to learn.
 int64_t CountTargets(const PackedBatch& batch);
+// Every family's loss takes these: a batch whose per-token fields agree and that has something to
+// learn (errors say which), and the per-token losses summed on the host in double.
+void CheckPackedBatch(const PackedBatch& batch);
+double SumOfLosses(const Tensor& losses);
 
 // A batch's summed token cross-entropies and how many targets it had.
 struct LossSum {

@@ -16,16 +16,24 @@ std::string Mib(int64_t bytes) {
 
 }  // namespace
 
+TrainingMemory FullTrainingMemory(int64_t params, const TrainingJob& job, int64_t max_length) {
+  const bool bf16 = job.weights_dtype == "bf16";
+  TrainingMemory m;
+  m.trainable_parameters = params;
+  m.weights = params * (bf16 ? 2 : 4);
+  m.gradients = params * 4;
+  m.optimizer = params * (8 + (bf16 ? 4 : 0));
+  m.micro_batch_tokens = job.micro_batch * max_length;
+  return m;
+}
+
 TrainingMemory PlanTrainingMemory(const ModelConfig& c, const TrainingJob& job,
                                   int64_t max_length) {
-  TrainingMemory m;
   const int64_t d = c.hidden_size, f = c.intermediate_size, V = c.vocab_size;
   const int64_t q = c.q_width(), kv = c.kv_width();
-  const int64_t matrix_bytes = job.weights_dtype == "bf16" ? 2 : 4;
-  const int64_t params = c.ParameterCount();
   // Norms are f32 [d] vectors: a rounding error next to the matrices, counted at matrix size.
-  m.weights = params * matrix_bytes;
-  if (job.lora) {
+  TrainingMemory m = FullTrainingMemory(c.ParameterCount(), job, max_length);
+  if (job.lora) {  // the frozen weights stay; only the adapters have gradients and moments
     int64_t adapter = 0;
     const auto add = [&](const char* name, int64_t n, int64_t k) {
       for (const std::string& t : job.lora->targets) {
@@ -43,12 +51,7 @@ TrainingMemory PlanTrainingMemory(const ModelConfig& c, const TrainingJob& job,
     m.weights += m.trainable_parameters * 4;
     m.gradients = m.trainable_parameters * 4;
     m.optimizer = m.trainable_parameters * 8;
-  } else {
-    m.trainable_parameters = params;
-    m.gradients = params * 4;
-    m.optimizer = params * (8 + (matrix_bytes == 2 ? 4 : 0));
   }
-  m.micro_batch_tokens = job.micro_batch * max_length;
   // Per token and layer, f32: the layer's input, both norms' outputs, the residual between the
   // blocks, both blocks' outputs (6 d); q, k, v and attention's output (2 q + 2 kv, and q + kv
   // more before Gemma 3's qk-norm); gate, up and their product (3 ffn).

@@ -22,6 +22,11 @@ struct TrainingMemory {
   int64_t total() const { return weights + gradients + optimizer + activations + head; }
 };
 
+// Every parameter trained in full: weights in the job's dtype, f32 gradients and moments (and f32
+// masters of bf16 weights), and the micro-batch's token count; activations and logits are left
+// for the family to count.
+TrainingMemory FullTrainingMemory(int64_t parameters, const TrainingJob& job, int64_t max_length);
+
 // The worst case of a micro-batch: micro_batch rows of max_length tokens, every token a target.
 TrainingMemory PlanTrainingMemory(const ModelConfig& config, const TrainingJob& job,
                                   int64_t max_length);

@@ -68,12 +68,7 @@ struct Forward {
 };
 
 void CheckBatch(const RecurrentGemmaConfig& c, const PackedBatch& batch) {
-  const auto T = static_cast<int64_t>(batch.tokens.size());
-  GEMMAPOD_CHECK(T > 0 && static_cast<int64_t>(batch.targets.size()) == T &&
-                     static_cast<int64_t>(batch.positions.size()) == T &&
-                     static_cast<int64_t>(batch.sequence_start.size()) == T,
-                 "loss: a batch of ", T, " tokens with ", batch.targets.size(), " targets");
-  GEMMAPOD_CHECK(CountTargets(batch) > 0, "loss: the batch has no target to learn");
+  CheckPackedBatch(batch);
   for (int32_t id : batch.tokens) {
     GEMMAPOD_CHECK(id >= 0 && id < c.vocab_size, "loss: token ", id,
                    " is outside the vocabulary of ", c.vocab_size);
@@ -126,14 +121,6 @@ void RunForward(const RecurrentGemmaConfig& c, const RecurrentGemmaWeights& w,
   f.h = h;
 }
 
-double SumOnHost(const Tensor& losses) {
-  GEMMAPOD_CHECK(losses.device().is_cpu(), "loss: the loss lives on ", losses.device().ToString(),
-                 "; copying it to the host is the device backend's job (not built)");
-  double total = 0;
-  for (int64_t t = 0; t < losses.numel(); ++t) total += losses.data<float>()[t];
-  return total;
-}
-
 }  // namespace
 
 RecurrentGemmaGrads RecurrentGemmaGrads::ZerosFor(const RecurrentGemmaConfig& c,
@@ -176,7 +163,7 @@ LossSum RecurrentGemmaLoss(const RecurrentGemmaConfig& c, const RecurrentGemmaWe
   Tensor dlogits = ActivationLike(logits, logits.shape());
   const Tensor losses =
       VocabParallelCrossEntropy(logits, batch.targets, vocab, nullptr, 0.0f, dlogits);
-  return {SumOnHost(losses), CountTargets(batch)};
+  return {SumOfLosses(losses), CountTargets(batch)};
 }
 
 LossSum RecurrentGemmaLossAndGradients(const RecurrentGemmaConfig& c,
@@ -198,7 +185,7 @@ LossSum RecurrentGemmaLossAndGradients(const RecurrentGemmaConfig& c,
   Tensor dlogits = ActivationLike(logits, logits.shape());
   const Tensor losses = VocabParallelCrossEntropy(logits, batch.targets, vocab, nullptr,
                                                   static_cast<float>(scale), dlogits);
-  const LossSum result{SumOnHost(losses), CountTargets(batch)};
+  const LossSum result{SumOfLosses(losses), CountTargets(batch)};
 
   Tensor dnormed = ActivationLike(normed, normed.shape());
   head.Backward(normed, logits, dlogits, dnormed, grads.embed_tokens);

@@ -139,7 +139,7 @@ struct Forward {
 void CheckBatch(const Seq2SeqBatch& b) {
   GEMMAPOD_CHECK(!b.encoder.tokens.empty() && !b.decoder.tokens.empty(),
                  "loss: an empty encoder or decoder side");
-  GEMMAPOD_CHECK(CountTargets(b.decoder) > 0, "loss: the batch has no target to learn");
+  CheckPackedBatch(b.decoder);
 }
 
 void RunForward(const T5GemmaConfig& c, const T5GemmaWeights& w, const Seq2SeqBatch& b,
@@ -204,13 +204,6 @@ Head RunHead(const T5GemmaConfig& c, const T5GemmaWeights& w, const Seq2SeqBatch
   head.losses = VocabParallelCrossEntropy(head.logits, b.decoder.targets, vocab, nullptr,
                                           static_cast<float>(scale), head.dlogits);
   return head;
-}
-
-double SumOnHost(const Tensor& losses) {
-  GEMMAPOD_CHECK(losses.device().is_cpu(), "loss: the loss lives on ", losses.device().ToString());
-  double total = 0;
-  for (int64_t t = 0; t < losses.numel(); ++t) total += losses.data<float>()[t];
-  return total;
 }
 
 }  // namespace
@@ -279,7 +272,7 @@ LossSum T5GemmaLoss(const T5GemmaConfig& c, const T5GemmaWeights& w, const Seq2S
   Forward f;
   RunForward(c, w, b, f);
   const Head head = RunHead(c, w, b, f, 0.0);
-  return {SumOnHost(head.losses), CountTargets(b.decoder)};
+  return {SumOfLosses(head.losses), CountTargets(b.decoder)};
 }
 
 LossSum T5GemmaLossAndGradients(const T5GemmaConfig& c, const T5GemmaWeights& w,
@@ -290,7 +283,7 @@ LossSum T5GemmaLossAndGradients(const T5GemmaConfig& c, const T5GemmaWeights& w,
   Forward f;
   RunForward(c, w, b, f);
   Head head = RunHead(c, w, b, f, scale);
-  const LossSum result{SumOnHost(head.losses), CountTargets(b.decoder)};
+  const LossSum result{SumOfLosses(head.losses), CountTargets(b.decoder)};
 
   // The decoder, from the head back, each layer's cross-attention adding to d_memory.
   const VocabSlice dec_vocab{cd.vocab_size, 0, cd.vocab_size, cd.vocab_size};

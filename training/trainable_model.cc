@@ -74,13 +74,7 @@ class GemmaTrainable final : public TrainableModel {
 
 TrainingMemory PlanRecurrentGemmaTraining(const RecurrentGemmaConfig& c, const TrainingJob& job,
                                           int64_t max_length) {
-  TrainingMemory m;
-  const int64_t params = c.ParameterCount();
-  m.trainable_parameters = params;
-  m.weights = params * (job.weights_dtype == "bf16" ? 2 : 4);
-  m.gradients = params * 4;
-  m.optimizer = params * (8 + (job.weights_dtype == "bf16" ? 4 : 0));
-  m.micro_batch_tokens = job.micro_batch * max_length;
+  TrainingMemory m = FullTrainingMemory(c.ParameterCount(), job, max_length);
   // Per token and layer, f32: the residual stream and norms (6 d), the MLP (3 ffn), and the
   // recurrent block's branches, convolution, gates and recurrence (8 lru), the larger block.
   const int64_t d = c.hidden_size, f = c.intermediate_size, lru = c.lru_width;
@@ -91,13 +85,7 @@ TrainingMemory PlanRecurrentGemmaTraining(const RecurrentGemmaConfig& c, const T
 
 TrainingMemory PlanT5GemmaTraining(const T5GemmaConfig& c, const TrainingJob& job,
                                    int64_t max_length) {
-  TrainingMemory m;
-  const int64_t params = c.ParameterCount();
-  m.trainable_parameters = params;
-  m.weights = params * (job.weights_dtype == "bf16" ? 2 : 4);
-  m.gradients = params * 4;
-  m.optimizer = params * (8 + (job.weights_dtype == "bf16" ? 4 : 0));
-  m.micro_batch_tokens = job.micro_batch * max_length;
+  TrainingMemory m = FullTrainingMemory(c.ParameterCount(), job, max_length);
   // Both stacks keep a Gemma layer's activations per token (6 d + 2 q + 2 kv + 3 ffn); each
   // decoder layer adds its cross-attention's (the normed input, q, the attention output, the
   // block's output, and k and v over the encoder's rows).

@@ -88,9 +88,14 @@ std::vector<AttentionKind> DefaultLayerKinds(Architecture a, int64_t num_layers)
   return kinds;
 }
 
+void CheckConfigSize(int64_t value, const char* field, int64_t max, const std::string& where) {
+  GEMMAPOD_CHECK(value > 0 && value <= max, where, ": ", field, ": must be in [1, ", max, "], got ",
+                 value);
+}
+
 void Validate(const ModelConfig& c, const std::string& where) {
   auto bounded = [&](int64_t v, const char* field, int64_t max) {
-    GEMMAPOD_CHECK(v > 0 && v <= max, where, ": ", field, ": must be in [1, ", max, "], got ", v);
+    CheckConfigSize(v, field, max, where);
   };
   bounded(c.vocab_size, "vocab_size", kMaxVocab);
   bounded(c.hidden_size, "hidden_size", kMaxWidth);

@@ -46,6 +46,8 @@ inline constexpr int64_t kMaxWidth = int64_t{1} << 20;  // hidden, MLP, LRU widt
 inline constexpr int64_t kMaxHeads = 4096;
 inline constexpr int64_t kMaxHeadDim = 8192;
 inline constexpr int64_t kMaxContext = int64_t{1} << 26;
+// "<where>: <field>: must be in [1, <max>], got <value>" unless 1 <= value <= max.
+void CheckConfigSize(int64_t value, const char* field, int64_t max, const std::string& where);
 
 struct ModelConfig {
   std::string name;  // "gemma2-2b"; informational

@@ -43,7 +43,7 @@ std::vector<TemporalBlock> DefaultTemporalBlocks(int64_t num_layers) {
 
 void Validate(const RecurrentGemmaConfig& c, const std::string& where) {
   auto bounded = [&](int64_t v, const char* field, int64_t max) {
-    GEMMAPOD_CHECK(v > 0 && v <= max, where, ": ", field, ": must be in [1, ", max, "], got ", v);
+    CheckConfigSize(v, field, max, where);
   };
   bounded(c.vocab_size, "vocab_size", kMaxVocab);
   bounded(c.hidden_size, "hidden_size", kMaxWidth);
