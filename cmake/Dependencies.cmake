@@ -51,6 +51,8 @@ find_package(nlohmann_json REQUIRED)  # safetensors headers, Hugging Face config
 
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(SPM REQUIRED IMPORTED_TARGET sentencepiece)
+# Debian builds cpp-httplib as a library (libcpp-httplib.so) with TLS, zlib and brotli enabled.
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 
 find_package(yaml-cpp REQUIRED)  # 0.7 names its target `yaml-cpp`; 0.8 adds the namespaced alias
 if(TARGET yaml-cpp AND NOT TARGET yaml-cpp::yaml-cpp)

@@ -39,16 +39,17 @@ const ModelFamily kGemma{"gemma",
                          GenerateGemmaOnRanks,
                          LogitsGemmaOnRanks,
                          PrintGemmaPlan,
+                         ServeGemmaOnRanks,
                          RandomGemmaCheckpoint};
-const ModelFamily kRecurrentGemma{"recurrent_gemma",        false,
-                                  GenerateRecurrentOnRanks, LogitsRecurrentOnRanks,
-                                  PrintRecurrentPlan,       nullptr};
-const ModelFamily kT5Gemma{"t5gemma",
-                           true,
-                           GenerateT5GemmaOnRanks,
-                           LogitsT5GemmaOnRanks,
-                           PrintT5GemmaPlan,
-                           RandomT5GemmaCheckpoint};
+const ModelFamily kRecurrentGemma{"recurrent_gemma",
+                                  false,
+                                  GenerateRecurrentOnRanks,
+                                  LogitsRecurrentOnRanks,
+                                  PrintRecurrentPlan,
+                                  ServeRecurrentOnRanks,
+                                  nullptr};
+const ModelFamily kT5Gemma{"t5gemma",        true,    GenerateT5GemmaOnRanks, LogitsT5GemmaOnRanks,
+                           PrintT5GemmaPlan, nullptr, RandomT5GemmaCheckpoint};
 
 }  // namespace
 

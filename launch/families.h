@@ -25,6 +25,8 @@ struct ModelFamily {
   int (*generate)(const GenerateOptions&, Communicator&) = nullptr;
   int (*logits)(const LogitsOptions&, Communicator&) = nullptr;
   int (*plan)(const PodTopology&, const PlanOptions&) = nullptr;
+  // Null where the family cannot be served yet.
+  int (*serve)(const ServeOptions&, Communicator&) = nullptr;
   // Null where the family has no random checkpoints yet.
   RandomCheckpointReport (*random_checkpoint)(const RandomCheckpointOptions&) = nullptr;
 };
@@ -37,6 +39,8 @@ const ModelFamily& FamilyOf(const std::string& path);
 // The families' entries (defined beside each command).
 int GenerateGemmaOnRanks(const GenerateOptions& options, Communicator& world);
 int LogitsGemmaOnRanks(const LogitsOptions& options, Communicator& world);
+int ServeGemmaOnRanks(const ServeOptions& options, Communicator& world);
+int ServeRecurrentOnRanks(const ServeOptions& options, Communicator& world);
 int PrintGemmaPlan(const PodTopology& pod, const PlanOptions& options);
 int PrintRecurrentPlan(const PodTopology& pod, const PlanOptions& options);
 int PrintT5GemmaPlan(const PodTopology& pod, const PlanOptions& options);

@@ -204,6 +204,42 @@ int main(int argc, char** argv) {
   tokenize_cmd->add_option("--text", tokenize.text, "The text")->required();
   tokenize_cmd->add_flag("--no-bos", tokenize.no_bos, "Do not prepend the BOS token");
 
+  ServeOptions serve;
+  CLI::App* serve_cmd = app.add_subcommand(
+      "serve", "Serve the model over an OpenAI-compatible HTTP API (docs/serving.md)");
+  add_model_files(serve_cmd, serve.files);
+  serve_cmd->add_option("--pod", serve.pod_path,
+                        "Pod file (YAML): tp and pp shard the model; default: every rank in one "
+                        "tensor-parallel group");
+  serve_cmd->add_option("--host", serve.host, "Address to listen on")->capture_default_str();
+  serve_cmd->add_option("--port", serve.port, "Port to listen on (0: any free port)")
+      ->capture_default_str();
+  serve_cmd->add_option("--api-key-file", serve.api_key_file,
+                        "File holding the API key clients must send as 'Authorization: Bearer "
+                        "<key>' (default: $GEMMAPOD_API_KEY; neither: no key)");
+  serve_cmd->add_option("--model-name", serve.model_name,
+                        "The model id clients send (default: the checkpoint's file stem)");
+  serve_cmd
+      ->add_option("--parallel", serve.parallel,
+                   "Sequences decoded together (KV cache slots); more requests wait")
+      ->capture_default_str();
+  serve_cmd
+      ->add_option("--context", serve.context,
+                   "Tokens per sequence, prompt and completion together")
+      ->capture_default_str();
+  serve_cmd
+      ->add_option("--prefill-chunk", serve.prefill_chunk,
+                   "Prompt tokens prefilled per step, batched with the decoding sequences")
+      ->capture_default_str();
+  serve_cmd
+      ->add_option("--max-queue", serve.max_queue,
+                   "Requests that may wait for a slot; more are answered 503")
+      ->capture_default_str();
+  serve_cmd->add_option("--timeout", serve.timeout, "Seconds a request may take")
+      ->capture_default_str();
+  serve_cmd->add_option("--max-body-kib", serve.max_body_kib, "Largest request body (KiB)")
+      ->capture_default_str();
+
   TrainCommandOptions train;
   CLI::App* train_cmd = app.add_subcommand(
       "train", "Fine-tune a model on JSONL data as a job file describes (docs/training.md)");
@@ -229,6 +265,7 @@ int main(int argc, char** argv) {
     if (*logits_cmd) return RunLogits(logits, &argc, &argv);
     if (*random_cmd) return RunRandomCheckpoint(random);
     if (*train_cmd) return RunTrain(train);
+    if (*serve_cmd) return RunServe(serve, &argc, &argv);
     if (*tokenize_cmd) {
       if (tokenize.files.model_path.empty() && tokenize.files.tokenizer_path.empty()) {
         throw Error("tokenize: give --model (a checkpoint with a tokenizer) or --tokenizer");

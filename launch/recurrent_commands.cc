@@ -9,6 +9,7 @@
 #include "launch/engine_commands.h"
 #include "launch/model_files.h"
 #include "launch/rank_runner.h"
+#include "launch/serve_engine.h"
 #include "models/recurrent_gemma/recurrent_gemma.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/checkpoint/npy.h"
@@ -103,6 +104,29 @@ int LogitsRecurrentOnRanks(const LogitsOptions& o, Communicator& world) {
   ShardedRun run = LoadRecurrentRun(world, o.files, shape, config,
                                     PerReplica(sequences.size(), shape.dp), config.vocab_size);
   return LogitsOnEngine(o, world, sequences, run);
+}
+
+int ServeRecurrentOnRanks(const ServeOptions& o, Communicator& world) {
+  GridShape shape;
+  RecurrentGemmaConfig config;
+  int64_t sampled = 0;
+  return ServeOnRanks(
+      o, world,
+      [&](ServePlan& plan) {
+        plan.tokenizer = LoadTokenizer(o.files);
+        config = CheckRecurrentJob(world, o.files, o.pod_path, shape);
+        GEMMAPOD_CHECK(plan.tokenizer->vocab_size() <= config.vocab_size, o.files.model_path,
+                       ": the tokenizer has ", plan.tokenizer->vocab_size(), " pieces, the model ",
+                       config.vocab_size);
+        GEMMAPOD_CHECK(shape.dp == 1, o.pod_path, ": dp ", shape.dp,
+                       ": serve runs one replica for now (dp: 1); its tp and pp shard the model");
+        // A fixed-size state per sequence: the context is a per-request bound, not memory.
+        plan.model.context = o.context;
+        plan.model.eos_id = config.eos_id;
+        sampled = std::min<int64_t>(config.vocab_size, plan.tokenizer->vocab_size());
+        plan.model.sampled_vocab = sampled;
+      },
+      [&] { return LoadRecurrentRun(world, o.files, shape, config, o.parallel, sampled); });
 }
 
 }  // namespace gemmapod

@@ -16,6 +16,8 @@ const char* FinishReasonName(FinishReason r) {
       return "stop_string";
     case FinishReason::kLength:
       return "length";
+    case FinishReason::kCancelled:
+      return "cancelled";
   }
   return "?";
 }

@@ -23,8 +23,10 @@ struct GenerationRequest {
   std::vector<std::string> stop_strings;  // ... or when the text produces one (not emitted)
 };
 
-enum class FinishReason { kStopToken, kStopString, kLength };
-const char* FinishReasonName(FinishReason r);  // "stop_token", "stop_string", "length"
+// kCancelled: the client went away or the request timed out before it finished.
+enum class FinishReason { kStopToken, kStopString, kLength, kCancelled };
+// "stop_token", "stop_string", "length", "cancelled"
+const char* FinishReasonName(FinishReason r);
 
 struct GenerationResult {
   std::vector<int32_t> tokens;  // generated ids, a stop token excluded

@@ -91,10 +91,19 @@ void Validate(const SamplingParams& p) {
   GEMMAPOD_CHECK(std::isfinite(p.repetition_penalty) && p.repetition_penalty > 0,
                  "sampling: repetition_penalty must be finite and > 0 (1 = off), got ",
                  p.repetition_penalty);
+  GEMMAPOD_CHECK(p.presence_penalty >= -2 && p.presence_penalty <= 2,  // false for NaN
+                 "sampling: presence_penalty must be in [-2, 2] (0 = off), got ",
+                 p.presence_penalty);
+  GEMMAPOD_CHECK(p.frequency_penalty >= -2 && p.frequency_penalty <= 2,
+                 "sampling: frequency_penalty must be in [-2, 2] (0 = off), got ",
+                 p.frequency_penalty);
 }
 
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
   Validate(params_);
+  // Those penalties need to know where the prompt ends, which only ShardSampler tracks.
+  GEMMAPOD_CHECK(params_.presence_penalty == 0 && params_.frequency_penalty == 0,
+                 "sampling: presence and frequency penalties need the pipeline's sampler");
   // A temperature so small that its inverse overflows is greedy decoding, the limit it tends to.
   if (params_.temperature > 0) inv_temperature_ = 1.0f / params_.temperature;
   if (!std::isfinite(inv_temperature_)) params_.temperature = 0.0f;

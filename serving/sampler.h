@@ -16,7 +16,12 @@ struct SamplingParams {
   float top_p = 1.0f;               // keep the smallest set reaching this probability; 1: off
   float min_p = 0.0f;               // drop tokens below min_p x the top probability; 0: off
   float repetition_penalty = 1.0f;  // seen token's logit l -> l / p if l > 0 else l * p; 1: off
-  uint64_t seed = 0;                // same seed, same draws
+  // OpenAI's penalties on the generated tokens (not the prompt), in [-2, 2]: a token generated
+  // c times has its logit lowered by presence (once, when c > 0) + frequency x c. Applied by the
+  // pipeline's ShardSampler, which knows where the prompt ends; the one-rank Sampler needs 0.
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  uint64_t seed = 0;  // same seed, same draws
 };
 
 // Error naming the field for values that mean nothing (negative temperature, negative top_k,

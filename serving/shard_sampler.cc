@@ -17,6 +17,8 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 
 SamplingParams WithoutPenalty(SamplingParams p) {
   p.repetition_penalty = 1.0f;
+  p.presence_penalty = 0.0f;
+  p.frequency_penalty = 0.0f;
   return p;
 }
 
@@ -40,6 +42,23 @@ void ApplyRepetitionPenalty(std::span<float> logits, int64_t begin,
   }
 }
 
+void ApplyOccurrencePenalties(std::span<float> logits, int64_t begin,
+                              std::span<const int32_t> generated, float presence, float frequency) {
+  if (presence == 0.0f && frequency == 0.0f) return;
+  std::vector<int32_t> ids(generated.begin(), generated.end());
+  std::sort(ids.begin(), ids.end());
+  const int64_t end = begin + static_cast<int64_t>(logits.size());
+  for (size_t i = 0; i < ids.size();) {
+    size_t j = i;
+    while (j < ids.size() && ids[j] == ids[i]) ++j;
+    if (ids[i] >= begin && ids[i] < end) {
+      logits[static_cast<size_t>(ids[i] - begin)] -=
+          presence + frequency * static_cast<float>(j - i);
+    }
+    i = j;
+  }
+}
+
 ShardSampler::ShardSampler(const SamplingParams& params, Communicator* tp)
     : params_(params), tp_(tp), sampler_(WithoutPenalty(params)) {}
 
@@ -56,6 +75,11 @@ int32_t ShardSampler::Sample(std::span<const float> shard, int64_t vocab_begin,
       std::clamp<int64_t>(sampled_vocab - vocab_begin, 0, static_cast<int64_t>(shard.size()));
   penalised_.assign(shard.begin(), shard.begin() + n);
   ApplyRepetitionPenalty(penalised_, vocab_begin, context, params_.repetition_penalty);
+  if (prompt_length_ < 0) prompt_length_ = static_cast<int64_t>(context.size());
+  ApplyOccurrencePenalties(
+      penalised_, vocab_begin,
+      context.subspan(std::min(context.size(), static_cast<size_t>(prompt_length_))),
+      params_.presence_penalty, params_.frequency_penalty);
   const std::span<const float> scores(penalised_);
   for (float s : scores) {
     GEMMAPOD_CHECK(!std::isnan(s) && s != kInf, "sampling: a logit is NaN or +inf");

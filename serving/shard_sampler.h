@@ -9,7 +9,8 @@
 //   other    temperature / top-p / min-p over the whole vocabulary gather the row (4 bytes per
 //            id per rank) and run the usual sampler
 // The repetition penalty is applied to each shard first, as the one-rank sampler applies it
-// before everything else.
+// before everything else; then the presence and frequency penalties, on the generated tokens:
+// those the context holds beyond what it held at the first call (the prompt).
 #pragma once
 
 #include <cstdint>
@@ -40,11 +41,16 @@ class ShardSampler {
   Communicator* tp_;
   Sampler sampler_;  // without the penalty (applied per shard); same seed on every rank
   std::vector<float> penalised_;
+  int64_t prompt_length_ = -1;  // the context's length at the first call
 };
 
 // The penalty on the ids of `context` that fall in [begin, begin + logits.size()), each id once:
 // l -> l / p when l > 0, else l * p.
 void ApplyRepetitionPenalty(std::span<float> logits, int64_t begin,
                             std::span<const int32_t> context, float penalty);
+// OpenAI's presence and frequency penalties over `generated` (ids outside the range skipped):
+// l -> l - presence - frequency x count for each id generated count > 0 times.
+void ApplyOccurrencePenalties(std::span<float> logits, int64_t begin,
+                              std::span<const int32_t> generated, float presence, float frequency);
 
 }  // namespace gemmapod

@@ -1,12 +1,12 @@
 #include "serving/engine/pipeline_engine.h"
 
 #include <algorithm>
-#include <bit>
 #include <cstring>
 
 #include "runtime/comm/communicator.h"
 #include "runtime/error.h"
 #include "runtime/ops/ops.h"
+#include "serving/engine/chunk_wire.h"
 #include "sharding/process_grid.h"
 
 namespace gemmapod {
@@ -19,9 +19,6 @@ constexpr int kActivationTag = 103;
 constexpr int kResultTag = 104;
 
 constexpr int32_t kEnd = 0;  // header kind: no more work
-// Per chunk in the payload: sequence, start, token count, the sampling parameters (7 words),
-// then the tokens.
-constexpr int64_t kChunkWords = 10;
 
 Tensor Header(int32_t kind, int64_t chunks, int64_t payload_words) {
   Tensor t = Tensor::Empty({3}, DType::kI32);
@@ -72,15 +69,20 @@ PipelineEngine::~PipelineEngine() = default;
 void PipelineEngine::Reset(int64_t sequence) { model_->Reset(sequence); }
 
 void PipelineEngine::Submit(StageOutput output, std::span<const SequenceChunk> chunks,
-                            std::span<const SamplingParams> sampling) {
+                            std::span<const SamplingParams> sampling,
+                            std::span<const uint8_t> sampled) {
   GEMMAPOD_CHECK(is_driver(), "pipeline: only the first stage submits work");
   GEMMAPOD_CHECK(sampling.empty() || sampling.size() == chunks.size(),
                  "pipeline: ", sampling.size(), " sampling settings for ", chunks.size(),
                  " chunks");
+  GEMMAPOD_CHECK(
+      sampled.empty() || (output == StageOutput::kSample && sampled.size() == chunks.size()),
+      "pipeline: ", sampled.size(), " sample flags for ", chunks.size(),
+      " chunks (flags go with kSample only)");
   std::vector<Chunk> work;
   int64_t rows = 0;
   for (size_t i = 0; i < chunks.size(); ++i) {
-    Chunk c{chunks[i], 0, {}};
+    Chunk c{chunks[i], 0, {}, sampled.empty() || sampled[i] != 0};
     if (!sampling.empty()) {
       c.sampling = sampling[i];
       Validate(c.sampling);
@@ -101,7 +103,14 @@ void PipelineEngine::Submit(StageOutput output, std::span<const SequenceChunk> c
   }
   Tensor h = model_->Embed(tokens);
   if (output != StageOutput::kNone) expected_.push_back({output, rows});
-  Process(output, work, std::move(h));
+  try {
+    Process(output, work, std::move(h));
+  } catch (...) {
+    // A one-stage engine that failed (a non-finite logit met by the sampler) delivers nothing:
+    // its caller may go on without a result it would wait for forever.
+    if (stages_ == 1 && output != StageOutput::kNone) expected_.pop_back();
+    throw;
+  }
 }
 
 void PipelineEngine::Process(StageOutput output, std::vector<Chunk>& chunks, Tensor h) {
@@ -117,21 +126,7 @@ void PipelineEngine::Process(StageOutput output, std::vector<Chunk>& chunks, Ten
 
   if (stage_index_ + 1 < stages_) {
     std::vector<int32_t> payload;
-    for (const Chunk& c : chunks) {
-      const SamplingParams& p = c.sampling;
-      const int32_t words[kChunkWords] = {static_cast<int32_t>(c.tokens.sequence),
-                                          static_cast<int32_t>(c.start),
-                                          static_cast<int32_t>(c.tokens.tokens.size()),
-                                          std::bit_cast<int32_t>(p.temperature),
-                                          p.top_k,
-                                          std::bit_cast<int32_t>(p.top_p),
-                                          std::bit_cast<int32_t>(p.min_p),
-                                          std::bit_cast<int32_t>(p.repetition_penalty),
-                                          static_cast<int32_t>(p.seed & 0xffffffffu),
-                                          static_cast<int32_t>(p.seed >> 32)};
-      payload.insert(payload.end(), words, words + kChunkWords);
-      payload.insert(payload.end(), c.tokens.tokens.begin(), c.tokens.tokens.end());
-    }
+    for (const Chunk& c : chunks) AppendChunkWords(c, payload);
     const int64_t n = static_cast<int64_t>(payload.size());
     pp_.Send(Header(static_cast<int32_t>(output), static_cast<int64_t>(chunks.size()), n),
              stage_index_ + 1, kHeaderTag);
@@ -148,7 +143,7 @@ void PipelineEngine::Process(StageOutput output, std::vector<Chunk>& chunks, Ten
       s.context.clear();
     }
     s.context.insert(s.context.end(), c.tokens.tokens.begin(), c.tokens.tokens.end());
-    if (output == StageOutput::kSample && s.sampler == nullptr) {
+    if (output == StageOutput::kSample && c.sample && s.sampler == nullptr) {
       s.sampler = std::make_unique<ShardSampler>(c.sampling, &tp_);
     }
   }
@@ -166,6 +161,10 @@ Tensor PipelineEngine::Finalise(StageOutput output, const std::vector<Chunk>& ch
   const int64_t width = shard.dim(1);
   Tensor tokens = Tensor::Empty({static_cast<int64_t>(chunks.size())}, DType::kI32);
   for (size_t i = 0; i < chunks.size(); ++i) {
+    if (!chunks[i].sample) {
+      tokens.data<int32_t>()[i] = -1;
+      continue;
+    }
     SequenceSampling& s = sampling_[chunks[i].tokens.sequence];
     const std::span<const float> row(shard.data<float>() + static_cast<int64_t>(i) * width,
                                      static_cast<size_t>(width));
@@ -245,34 +244,16 @@ void PipelineEngine::Serve() {
       pending_.clear();
       return;
     }
-    GEMMAPOD_CHECK(ValidOutput(kind) && n_chunks > 0 && words >= n_chunks * kChunkWords,
+    GEMMAPOD_CHECK(ValidOutput(kind) && n_chunks > 0 && words >= n_chunks * kChunkHeaderWords,
                    "pipeline stage ", stage_index_, ": malformed micro-batch header (kind ", kind,
                    ", ", n_chunks, " chunks, ", words, " words)");
     Tensor payload = Tensor::Empty({words}, DType::kI32);
     pp_.Recv(payload, previous, kPayloadTag);
-    const int32_t* p = payload.data<int32_t>();
-    std::vector<Chunk> chunks;
-    int64_t at = 0, total = 0;
-    for (int64_t i = 0; i < n_chunks; ++i) {
-      GEMMAPOD_CHECK(at + kChunkWords <= words, "pipeline: truncated micro-batch payload");
-      Chunk c;
-      c.tokens.sequence = p[at];
-      c.start = p[at + 1];
-      const int64_t n = p[at + 2];
-      c.sampling.temperature = std::bit_cast<float>(p[at + 3]);
-      c.sampling.top_k = p[at + 4];
-      c.sampling.top_p = std::bit_cast<float>(p[at + 5]);
-      c.sampling.min_p = std::bit_cast<float>(p[at + 6]);
-      c.sampling.repetition_penalty = std::bit_cast<float>(p[at + 7]);
-      c.sampling.seed = static_cast<uint64_t>(static_cast<uint32_t>(p[at + 8])) |
-                        (static_cast<uint64_t>(static_cast<uint32_t>(p[at + 9])) << 32);
-      at += kChunkWords;
-      GEMMAPOD_CHECK(n > 0 && at + n <= words, "pipeline: truncated micro-batch payload");
-      c.tokens.tokens.assign(p + at, p + at + n);
-      at += n;
-      total += n;
-      chunks.push_back(std::move(c));
-    }
+    std::vector<Chunk> chunks =
+        ParseChunkWords({payload.data<int32_t>(), static_cast<size_t>(words)}, n_chunks,
+                        StrCat("pipeline stage ", stage_index_));
+    int64_t total = 0;
+    for (const Chunk& c : chunks) total += static_cast<int64_t>(c.tokens.tokens.size());
     Tensor h = Tensor::Empty({total, d}, DType::kF32);
     pp_.Recv(h, previous, kActivationTag);
     Process(static_cast<StageOutput>(kind), chunks, std::move(h));

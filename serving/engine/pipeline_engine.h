@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "serving/engine/chunk_wire.h"
 #include "serving/engine/stage_model.h"
 #include "serving/shard_sampler.h"
 
@@ -84,10 +85,13 @@ class PipelineEngine {
   int64_t length(int64_t sequence) const { return model_->length(sequence); }
   // Forgets a sequence: its next submission starts at position 0, on every stage.
   void Reset(int64_t sequence);
-  // `sampling[i]` (checked when given) applies to chunk i's sequence from the first kSample
+  // `sampling[i]` (checked when given) applies to chunk i's sequence from the first sampled
   // chunk after the sequence started (position 0) until it starts again; may be empty (greedy).
+  // With kSample, `sampled[i]` == 0 marks a chunk whose next token is not wanted (a piece of a
+  // prompt whose rest comes later, batched with other sequences' decode steps): its token comes
+  // back as -1 and draws nothing from its sequence's random stream. Empty: every chunk is sampled.
   void Submit(StageOutput output, std::span<const SequenceChunk> chunks,
-              std::span<const SamplingParams> sampling = {});
+              std::span<const SamplingParams> sampling = {}, std::span<const uint8_t> sampled = {});
   // The oldest result not yet taken; its kind must be the one submitted.
   Tensor TakeLogits();
   std::vector<int32_t> TakeTokens();
@@ -107,11 +111,7 @@ class PipelineEngine {
   Tensor Forward(std::span<const SequenceChunk> batch, bool all_tokens);
 
  private:
-  struct Chunk {
-    SequenceChunk tokens;
-    int64_t start = 0;
-    SamplingParams sampling;
-  };
+  using Chunk = WireChunk;
   struct Expected {
     StageOutput output;
     int64_t rows;

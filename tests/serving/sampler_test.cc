@@ -14,6 +14,7 @@
 #include <set>
 
 #include "runtime/error.h"
+#include "serving/shard_sampler.h"
 #include "tests/error_of.h"
 
 namespace gemmapod {
@@ -327,6 +328,46 @@ TEST(Sampler, BadLogitsAreErrors) {
   // The failed call left no marks behind: id 0 is not penalised in the next one.
   const std::vector<float> close = {2.0f, 1.9f};
   EXPECT_EQ(s.Sample(close, {}), 0);
+}
+
+// OpenAI's presence and frequency penalties: l - presence - frequency x count, for the ids of
+// this shard that were generated (each once, however often it repeats).
+TEST(OccurrencePenalties, LowerEachGeneratedIdByPresencePlusFrequencyTimesCount) {
+  std::vector<float> shard = {1.0f, 2.0f, 3.0f, 4.0f};  // ids 10..13
+  const std::vector<int32_t> generated = {11, 13, 13, 13, 99, 5};
+  ApplyOccurrencePenalties(shard, 10, generated, 0.5f, 0.25f);
+  EXPECT_FLOAT_EQ(shard[0], 1.0f);
+  EXPECT_FLOAT_EQ(shard[1], 2.0f - 0.5f - 0.25f);
+  EXPECT_FLOAT_EQ(shard[2], 3.0f);
+  EXPECT_FLOAT_EQ(shard[3], 4.0f - 0.5f - 0.75f);
+  // Negative values encourage repetition.
+  std::vector<float> other = {0.0f};
+  ApplyOccurrencePenalties(other, 7, std::vector<int32_t>{7, 7}, -1.0f, -0.5f);
+  EXPECT_FLOAT_EQ(other[0], 2.0f);
+}
+
+TEST(OccurrencePenalties, TheShardSamplerAppliesThemToGeneratedTokensOnly) {
+  SamplingParams p;
+  p.presence_penalty = 2.0f;
+  ShardSampler sampler(p, nullptr);
+  const std::vector<float> logits = {0.0f, 5.0f, 4.0f};
+  // The prompt holds id 1: not penalised, so the greedy choice stays 1.
+  std::vector<int32_t> context = {1};
+  EXPECT_EQ(sampler.Sample(logits, 0, 3, context), 1);
+  // Once 1 has been generated it is penalised by 2 and 2 wins.
+  context.push_back(1);
+  EXPECT_EQ(sampler.Sample(logits, 0, 3, context), 2);
+}
+
+TEST(OccurrencePenalties, OutOfRangeValuesAreRefusedAndTheOneRankSamplerRefusesThem) {
+  SamplingParams p;
+  p.presence_penalty = 2.5f;
+  EXPECT_THAT(ErrorOf([&] { Validate(p); }), testing::HasSubstr("presence_penalty"));
+  p.presence_penalty = 0.0f;
+  p.frequency_penalty = std::nanf("");
+  EXPECT_THAT(ErrorOf([&] { Validate(p); }), testing::HasSubstr("frequency_penalty"));
+  p.frequency_penalty = 1.0f;
+  EXPECT_THAT(ErrorOf([&] { Sampler s(p); }), testing::HasSubstr("pipeline's sampler"));
 }
 
 }  // namespace

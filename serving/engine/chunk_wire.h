@@ -1,0 +1,32 @@
+// How a micro-batch's chunks travel between ranks as 32-bit words: the pipeline engine sends them
+// to the next stage, and the serving driver mirrors its calls to the first stage's other
+// tensor-parallel ranks in the same words. One encoding, so a new sampling field is added once.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "models/sequence_chunk.h"
+#include "serving/sampler.h"
+
+namespace gemmapod {
+
+struct WireChunk {
+  SequenceChunk tokens;
+  int64_t start = 0;  // the position of the chunk's first token
+  SamplingParams sampling;
+  bool sample = true;  // kSample: this chunk's next token is wanted
+};
+
+// Appends one chunk's words: header words, then the tokens.
+void AppendChunkWords(const WireChunk& chunk, std::vector<int32_t>& words);
+// Reads `count` chunks from `words`; errors name `who` (e.g. "pipeline stage 2") when the words
+// are truncated or malformed.
+std::vector<WireChunk> ParseChunkWords(std::span<const int32_t> words, int64_t count,
+                                       std::string_view who);
+// Header words per chunk (the tokens come on top).
+inline constexpr int64_t kChunkHeaderWords = 13;
+
+}  // namespace gemmapod

@@ -1,0 +1,104 @@
+// Iteration-level continuous batching over the pipeline engine. Requests wait in a queue; at
+// every step each running sequence feeds the token it just sampled, waiting requests join as soon
+// as a sequence slot is free, and finished ones leave at once, freeing their slot for the next.
+// A prompt is prefilled in pieces of at most `prefill_chunk` tokens per step, batched with the
+// running sequences' decode tokens, so a long prompt never stalls the streams already flowing.
+//
+// With a pipeline of s stages the sequences are dealt into s lanes, each its own micro-batch:
+// while one lane's step runs on the last stage, the next lane's runs on the first, so every
+// stage is busy. Runs on the first stage's leader (Run); HTTP threads Enqueue.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/tokenizer/tokenizer.h"
+#include "serving/generator.h"
+
+namespace gemmapod {
+
+class EngineDriver;
+
+// What happens to a job, told on the engine's thread.
+struct JobEvent {
+  enum class Kind { kToken, kFinished, kFailed };
+  Kind kind = Kind::kToken;
+  int32_t token = -1;     // kToken: the id generated (stop tokens are not reported)
+  std::string_view text;  // kToken: text that became final with it (may be empty)
+  const GenerationResult* result = nullptr;  // kFinished (finish is kCancelled when cancelled)
+  std::string_view error;                    // kFailed
+};
+
+// One sequence to generate: a request's choice.
+struct ServeJob {
+  GenerationRequest request;
+  std::function<void(const JobEvent&)> on_event;  // must not block
+  std::atomic<bool> cancelled{false};             // set by anyone; noticed at the next step
+};
+
+struct SchedulerOptions {
+  int64_t prefill_chunk = 512;  // prompt tokens per lane per step (chunked prefill)
+  int64_t max_waiting = 256;    // jobs queued beyond the running ones; more are refused
+};
+
+struct SchedulerLoad {
+  int64_t running = 0;  // jobs holding a sequence slot
+  int64_t waiting = 0;
+  int64_t slots = 0;  // sequence slots in all
+};
+
+class BatchScheduler {
+ public:
+  BatchScheduler(EngineDriver& engine, const Tokenizer& tokenizer, const SchedulerOptions& options);
+  ~BatchScheduler();
+
+  enum class Admission { kAccepted, kQueueFull, kDraining };
+  // Thread-safe. The jobs (a request's choices) join together or not at all. Each must fit the
+  // engine's context (CheckRequest) and have valid sampling settings: checked by the caller.
+  Admission Enqueue(std::vector<std::shared_ptr<ServeJob>> jobs);
+  // Thread-safe: wakes the engine thread (after a cancellation, so a waiting job leaves now).
+  void Wake();
+  // Thread-safe: refuse new jobs from now on; Run returns once the admitted ones are done.
+  void Drain();
+  SchedulerLoad load() const;
+
+  // The engine thread: runs steps until drained and idle, then finishes the engine.
+  void Run();
+
+ private:
+  struct Member;
+  struct Lane;
+
+  // Builds and submits lane's next micro-batch; false when it has nothing to run.
+  bool Step(Lane& lane);
+  // Hands out the tokens of lane's micro-batch.
+  void Collect(Lane& lane, const std::vector<int32_t>& tokens);
+  void Release(Lane& lane, size_t member);
+  // Fails every job of a lane whose micro-batch threw (one-rank engines only).
+  void FailLane(Lane& lane, std::string_view message);
+  void DropCancelledWaiting();
+
+  EngineDriver& engine_;
+  Tokenizer tokenizer_;
+  SchedulerOptions options_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::shared_ptr<ServeJob>> waiting_;
+  bool draining_ = false;
+  bool woken_ = false;
+  std::atomic<int64_t> running_{0};
+
+  std::vector<int64_t> free_slots_;  // engine thread only
+  std::vector<std::unique_ptr<Lane>> lanes_;
+};
+
+}  // namespace gemmapod

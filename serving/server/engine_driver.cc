@@ -1,0 +1,103 @@
+#include "serving/server/engine_driver.h"
+
+#include "runtime/comm/communicator.h"
+#include "runtime/error.h"
+#include "serving/engine/pipeline_engine.h"
+
+namespace gemmapod {
+namespace {
+
+void SubmitTo(PipelineEngine& engine, std::span<const WireChunk> chunks) {
+  std::vector<SequenceChunk> plain;
+  std::vector<SamplingParams> sampling;
+  std::vector<uint8_t> sampled;
+  for (const WireChunk& c : chunks) {
+    plain.push_back(c.tokens);
+    sampling.push_back(c.sampling);
+    sampled.push_back(c.sample ? 1 : 0);
+  }
+  engine.Submit(StageOutput::kSample, plain, sampling, sampled);
+}
+
+}  // namespace
+
+EngineDriver::EngineDriver(PipelineEngine& engine, Communicator* stage_tp)
+    : engine_(engine), tp_(stage_tp != nullptr && stage_tp->size() > 1 ? stage_tp : nullptr) {
+  GEMMAPOD_CHECK(engine_.is_driver(), "serve: the engine driver runs on the first stage");
+}
+
+bool EngineDriver::leads() const { return tp_ == nullptr || tp_->rank() == 0; }
+bool EngineDriver::alone() const { return tp_ == nullptr && engine_.stages() == 1; }
+int EngineDriver::stages() const { return engine_.stages(); }
+int64_t EngineDriver::max_sequences() const { return engine_.max_sequences(); }
+int64_t EngineDriver::max_context() const { return engine_.max_context(); }
+
+void EngineDriver::Broadcast(Op op, int64_t count, std::vector<int32_t> words) {
+  if (tp_ == nullptr) return;
+  Tensor header = Tensor::Empty({3}, DType::kI32);
+  header.data<int32_t>()[0] = op;
+  header.data<int32_t>()[1] = static_cast<int32_t>(count);
+  header.data<int32_t>()[2] = static_cast<int32_t>(words.size());
+  tp_->Broadcast(header, 0);
+  if (!words.empty()) {
+    Tensor payload =
+        Tensor::Borrow(words.data(), {static_cast<int64_t>(words.size())}, DType::kI32);
+    tp_->Broadcast(payload, 0);
+  }
+}
+
+void EngineDriver::Reset(int64_t sequence) {
+  Broadcast(kReset, sequence, {});
+  engine_.Reset(sequence);
+}
+
+void EngineDriver::Submit(std::span<const WireChunk> chunks) {
+  std::vector<int32_t> words;
+  for (const WireChunk& c : chunks) AppendChunkWords(c, words);
+  Broadcast(kSubmit, static_cast<int64_t>(chunks.size()), std::move(words));
+  SubmitTo(engine_, chunks);
+}
+
+std::vector<int32_t> EngineDriver::TakeTokens() {
+  Broadcast(kTake, 0, {});
+  return engine_.TakeTokens();
+}
+
+void EngineDriver::Finish() {
+  Broadcast(kFinish, 0, {});
+  engine_.Finish();
+}
+
+void EngineDriver::Follow() {
+  GEMMAPOD_CHECK(!leads(), "serve: the leader of the first stage does not follow");
+  for (;;) {
+    Tensor header = Tensor::Empty({3}, DType::kI32);
+    tp_->Broadcast(header, 0);
+    const int32_t op = header.data<int32_t>()[0];
+    const int64_t count = header.data<int32_t>()[1], n = header.data<int32_t>()[2];
+    std::vector<int32_t> words(static_cast<size_t>(n));
+    if (n > 0) {
+      Tensor payload = Tensor::Borrow(words.data(), {n}, DType::kI32);
+      tp_->Broadcast(payload, 0);
+    }
+    switch (op) {
+      case kReset:
+        engine_.Reset(count);
+        break;
+      case kSubmit: {
+        SubmitTo(engine_, ParseChunkWords(words, count, "serve follower"));
+        break;
+      }
+      case kTake:
+        engine_.TakeTokens();
+        break;
+      case kFinish:
+        engine_.Finish();
+        return;
+      default:
+        throw Error(StrCat("serve follower: unknown engine call ", op));
+    }
+  }
+}
+
+}  // namespace gemmapod

@@ -1,0 +1,52 @@
+// The calls a server's scheduler makes on the pipeline's first stage. Every tensor-parallel rank
+// of that stage must make the same engine calls in the same order (they embed, run their slice of
+// the layers and sample together), but only one of them, the leader, hears the HTTP clients. So
+// the leader broadcasts each call to the stage's other ranks before making it, and they Follow():
+// the one place where a single-process decision becomes a collective one.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "serving/engine/chunk_wire.h"
+
+namespace gemmapod {
+
+class Communicator;
+class PipelineEngine;
+
+class EngineDriver {
+ public:
+  // `stage_tp`: the first stage's tensor-parallel group; its rank 0 leads. Null: a group of one.
+  EngineDriver(PipelineEngine& engine, Communicator* stage_tp);
+
+  bool leads() const;
+  // One process runs the whole engine: a failed call leaves no other rank half-way, so the
+  // scheduler can fail the affected requests and go on serving.
+  bool alone() const;
+  int stages() const;
+  int64_t max_sequences() const;
+  int64_t max_context() const;
+
+  // --- The leader ---
+  void Reset(int64_t sequence);
+  // One kSample micro-batch: each chunk's sampling settings and whether its token is wanted.
+  void Submit(std::span<const WireChunk> chunks);
+  // The oldest micro-batch's tokens (-1 where not wanted).
+  std::vector<int32_t> TakeTokens();
+  // No more work: the followers and the pipeline's other stages return.
+  void Finish();
+
+  // --- The first stage's other ranks ---
+  void Follow();
+
+ private:
+  enum Op : int32_t { kReset = 1, kSubmit = 2, kTake = 3, kFinish = 4 };
+  void Broadcast(Op op, int64_t count, std::vector<int32_t> words);
+
+  PipelineEngine& engine_;
+  Communicator* tp_;
+};
+
+}  // namespace gemmapod

@@ -1,0 +1,433 @@
+// `gemmapod serve` end to end with a real HTTP client, as users run it: greedy answers equal
+// `gemmapod generate`; streaming equals non-streaming; 32 concurrent clients each get what they
+// get alone; a barrage of malformed requests between good ones gets 4xx answers naming the field
+// while the good ones complete and every cache slot is free at the end; a client that goes away
+// is cancelled; SIGTERM finishes the requests in flight and exits 0; the API key; and the server
+// sharded over two ranks (tp = 2, pp = 2) answers with one rank's tokens.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/launch/run_gemmapod.h"
+#include "tests/launch/serve_process.h"
+
+namespace gemmapod {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+struct Reply {
+  int status = 0;
+  std::string body;
+};
+
+Reply Post(int port, const std::string& path, const std::string& body,
+           const httplib::Headers& headers = {}) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_read_timeout(120, 0);
+  auto r = client.Post(path.c_str(), headers, body, "application/json");
+  if (!r) return {-1, httplib::to_string(r.error())};
+  return {r->status, r->body};
+}
+
+Reply Get(int port, const std::string& path) {
+  httplib::Client client("127.0.0.1", port);
+  auto r = client.Get(path.c_str());
+  if (!r) return {-1, httplib::to_string(r.error())};
+  return {r->status, r->body};
+}
+
+// The text of choice 0 of a completion or chat completion.
+std::string TextOf(const std::string& body) {
+  const json j = json::parse(body);
+  const json& c = j.at("choices").at(0);
+  return c.contains("message") ? c["message"]["content"].get<std::string>()
+                               : c["text"].get<std::string>();
+}
+
+// The concatenated deltas of a stream, its finish reason and its usage (if sent); checks that it
+// ends with [DONE].
+struct Streamed {
+  std::string text;
+  std::string finish;
+  json usage;
+  bool done = false;
+};
+Streamed ParseStream(const std::string& body) {
+  Streamed s;
+  std::istringstream in(body);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("data: ", 0) != 0) continue;
+    const std::string data = line.substr(6);
+    if (data == "[DONE]") {
+      s.done = true;
+      continue;
+    }
+    const json j = json::parse(data);
+    if (j.contains("usage")) s.usage = j["usage"];
+    for (const json& c : j.at("choices")) {
+      if (c.contains("delta") && c["delta"].contains("content")) {
+        s.text += c["delta"]["content"].get<std::string>();
+      }
+      if (c.contains("text")) s.text += c["text"].get<std::string>();
+      if (!c["finish_reason"].is_null()) s.finish = c["finish_reason"];
+    }
+  }
+  return s;
+}
+
+std::string Generated(const CliResult& r) {
+  // generate prints the text and a newline (statistics go to stderr, not asked for here).
+  return r.output.size() > 0 ? r.output.substr(0, r.output.size() - 1) : "";
+}
+
+class ServeCli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("serve-cli-" + std::to_string(getpid()));
+    fs::create_directories(dir_);
+    model_ = (dir_ / "gemma3.h5").string();
+    const CliResult c = Gemmapod("convert tests/fixtures/models/gemma3 " + model_);
+    ASSERT_EQ(c.exit_code, 0) << c.output;
+    // A long context, so that a request can run long enough to be interrupted.
+    std::ifstream in("configs/models/tiny-gemma3.yaml");
+    std::stringstream text;
+    text << in.rdbuf();
+    std::string config = text.str();
+    config.replace(config.find("max_position_embeddings: 256"), 28,
+                   "max_position_embeddings: 32768");
+    std::ofstream(dir_ / "long.yaml") << config;
+    long_model_ = (dir_ / "long.h5").string();
+    const CliResult r =
+        Gemmapod("random-checkpoint --config " + (dir_ / "long.yaml").string() + " --out " +
+                 long_model_ + " --tokenizer tests/fixtures/tokenizer/tiny_gemma.model");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    server_ = new ServeProcess();
+    ASSERT_TRUE(server_->Start("--model " + model_ + " --parallel 8 --max-body-kib 64"))
+        << server_->log();
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    fs::remove_all(dir_);
+  }
+  static int port() { return server_->port(); }
+
+  static inline fs::path dir_;
+  static inline std::string model_, long_model_;
+  static inline ServeProcess* server_ = nullptr;
+};
+
+TEST_F(ServeCli, GreedyAnswersEqualGenerate) {
+  const Reply r =
+      Post(port(), "/v1/completions",
+           R"({"model":"gemma3","prompt":"The license","max_tokens":12,"temperature":0})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const CliResult g =
+      Gemmapod("generate --model " + model_ + " --prompt 'The license' --max-tokens 12");
+  ASSERT_EQ(g.exit_code, 0) << g.output;
+  EXPECT_EQ(TextOf(r.body), Generated(g));
+  const json j = json::parse(r.body);
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["model"], "gemma3");
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(j["usage"]["completion_tokens"], 12);
+  EXPECT_EQ(j["usage"]["prompt_tokens"], 4);  // <bos> and three pieces
+
+  // Chat: the system text folded into the first user turn, as generate --system does.
+  const Reply chat = Post(port(), "/v1/chat/completions", R"({"messages":[
+      {"role":"system","content":"Answer briefly."},{"role":"user","content":"Hi there"}],
+      "max_tokens":9,"temperature":0})");
+  ASSERT_EQ(chat.status, 200) << chat.body;
+  const CliResult gc =
+      Gemmapod("generate --model " + model_ +
+               " --chat --system 'Answer briefly.' --prompt 'Hi there' --max-tokens 9");
+  ASSERT_EQ(gc.exit_code, 0) << gc.output;
+  EXPECT_EQ(TextOf(chat.body), Generated(gc));
+  EXPECT_EQ(json::parse(chat.body)["choices"][0]["message"]["role"], "assistant");
+}
+
+TEST_F(ServeCli, StreamingEqualsNonStreaming) {
+  for (const bool chat : {false, true}) {
+    SCOPED_TRACE(chat ? "chat" : "completion");
+    const std::string path = chat ? "/v1/chat/completions" : "/v1/completions";
+    const std::string input =
+        chat ? R"("messages":[{"role":"user","content":"Tell me"}])" : R"("prompt":"Once upon")";
+    const std::string common = input + R"(,"max_tokens":30,"temperature":0.8,"seed":7,"n":2)";
+    const Reply whole = Post(port(), path, "{" + common + "}");
+    ASSERT_EQ(whole.status, 200) << whole.body;
+    const Reply stream = Post(
+        port(), path, "{" + common + R"(,"stream":true,"stream_options":{"include_usage":true}})");
+    ASSERT_EQ(stream.status, 200) << stream.body;
+    // Choice 0's deltas; choice 1 is checked through the usage sum.
+    std::string zero;
+    std::istringstream in(stream.body);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("data: {", 0) != 0) continue;
+      const json e = json::parse(line.substr(6));
+      for (const json& c : e["choices"]) {
+        if (c["index"] != 0) continue;
+        if (c.contains("text")) zero += c["text"].get<std::string>();
+        if (c.contains("delta") && c["delta"].contains("content")) zero += c["delta"]["content"];
+      }
+    }
+    EXPECT_EQ(zero, TextOf(whole.body));
+    const Streamed s = ParseStream(stream.body);
+    EXPECT_TRUE(s.done);
+    EXPECT_EQ(s.usage, json::parse(whole.body)["usage"]);
+    // Two seeds, two different texts.
+    const json w = json::parse(whole.body);
+    ASSERT_EQ(w["choices"].size(), 2u);
+  }
+}
+
+TEST_F(ServeCli, ThirtyTwoConcurrentClientsEachGetWhatTheyGetAlone) {
+  auto body = [](int i) {
+    return json{{"prompt", "Story number " + std::to_string(i) + " begins"},
+                {"max_tokens", 10 + i % 7},
+                {"temperature", i % 2 == 0 ? 0.0 : 0.7},
+                {"seed", i}}
+        .dump();
+  };
+  std::vector<std::string> alone(32), together(32);
+  for (int i = 0; i < 32; ++i) {
+    const Reply r = Post(port(), "/v1/completions", body(i));
+    ASSERT_EQ(r.status, 200) << r.body;
+    alone[static_cast<size_t>(i)] = TextOf(r.body);
+  }
+  std::vector<std::thread> clients;
+  std::vector<int> status(32);
+  for (int i = 0; i < 32; ++i) {
+    clients.emplace_back([&, i] {
+      const Reply r = Post(port(), "/v1/completions", body(i));
+      status[static_cast<size_t>(i)] = r.status;
+      if (r.status == 200) together[static_cast<size_t>(i)] = TextOf(r.body);
+    });
+  }
+  for (auto& c : clients) c.join();
+  for (int i = 0; i < 32; ++i) {
+    EXPECT_EQ(status[static_cast<size_t>(i)], 200) << "client " << i;
+    EXPECT_EQ(together[static_cast<size_t>(i)], alone[static_cast<size_t>(i)]) << "client " << i;
+  }
+}
+
+// Metric `name`'s value in a /metrics text.
+double MetricValue(const std::string& text, const std::string& name) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
+  }
+  return -1;
+}
+
+TEST_F(ServeCli, MalformedRequestsGetFourHundredsNamingTheFieldWhileGoodOnesComplete) {
+  struct Bad {
+    std::string path, body;
+    int status;
+    std::string param;  // "" where the error names none
+  };
+  const std::string huge(80 * 1024, 'a');
+  const std::vector<Bad> bad = {
+      {"/v1/completions", "{not json", 400, ""},
+      {"/v1/completions", "[1,2]", 400, ""},
+      {"/v1/completions", R"({"prompt":"x","max_tokens":"ten"})", 400, "max_tokens"},
+      {"/v1/completions", R"({"prompt":"x","max_tokens":0})", 400, "max_tokens"},
+      {"/v1/completions", R"({"prompt":"x","max_tokens":100000})", 400, "max_tokens"},
+      {"/v1/completions", R"({"prompt":"x","n":0})", 400, "n"},
+      {"/v1/completions", R"({"prompt":"x","n":17})", 400, "n"},
+      {"/v1/completions", R"({"prompt":"x","temperature":-1})", 400, "temperature"},
+      {"/v1/completions", R"({"prompt":"x","top_p":0})", 400, "top_p"},
+      {"/v1/completions", R"({"prompt":"x","stop":[1]})", 400, "stop[0]"},
+      {"/v1/completions", R"({"prompt":"x","logprobs":5})", 400, "logprobs"},
+      {"/v1/completions", R"({"prompt":"x","bogus":1})", 400, "bogus"},
+      {"/v1/completions", R"({"prompt":"x","model":"gpt-4"})", 404, "model"},
+      {"/v1/completions", R"({"prompt":[2,99999]})", 400, "prompt"},
+      {"/v1/completions", R"({"max_tokens":3})", 400, "prompt"},
+      {"/v1/completions", "{\"prompt\":\"\xff\xfe\"}", 400, ""},
+      {"/v1/completions",
+       "{\"prompt\":\"" + std::string(300, 'z') + " " + std::string(300, 'y') + "\"}", 400,
+       "prompt"},
+      {"/v1/completions", "{\"prompt\":\"" + huge + "\"}", 413, ""},
+      {"/v1/chat/completions", R"({"messages":[]})", 400, "messages"},
+      {"/v1/chat/completions", R"({"messages":[{"role":"robot","content":"x"}]})", 400,
+       "messages[0].role"},
+      {"/v1/chat/completions",
+       R"({"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]})", 400,
+       "messages"},
+      {"/v1/chat/completions", R"({"messages":[{"role":"user"}]})", 400, "messages[0].content"},
+      {"/v1/chat/completions", R"({"prompt":"x"})", 400, "prompt"},
+      {"/v1/nothing", "{}", 404, ""},
+  };
+  const std::string good = R"({"prompt":"The license","max_tokens":12,"temperature":0})";
+  const std::string want = TextOf(Post(port(), "/v1/completions", good).body);
+  std::vector<std::thread> threads;
+  std::vector<Reply> bad_replies(bad.size());
+  std::vector<Reply> good_replies(bad.size());
+  for (size_t i = 0; i < bad.size(); ++i) {
+    threads.emplace_back([&, i] { bad_replies[i] = Post(port(), bad[i].path, bad[i].body); });
+    threads.emplace_back([&, i] { good_replies[i] = Post(port(), "/v1/completions", good); });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < bad.size(); ++i) {
+    SCOPED_TRACE(testing::Message() << "bad request " << i << ": " << bad[i].body.substr(0, 80));
+    EXPECT_EQ(bad_replies[i].status, bad[i].status) << bad_replies[i].body;
+    const json e = json::parse(bad_replies[i].body, nullptr, false);
+    ASSERT_TRUE(e.is_object() && e.contains("error")) << bad_replies[i].body;
+    EXPECT_FALSE(e["error"]["message"].get<std::string>().empty());
+    if (!bad[i].param.empty()) {
+      EXPECT_EQ(e["error"]["param"], bad[i].param);
+    }
+    EXPECT_EQ(good_replies[i].status, 200) << good_replies[i].body;
+    EXPECT_EQ(TextOf(good_replies[i].body), want);
+  }
+  // Nothing leaked: every slot free, nothing queued, and the server still healthy.
+  const Reply metrics = Get(port(), "/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  EXPECT_EQ(MetricValue(metrics.body, "gemmapod_kv_slots_used"), 0) << metrics.body;
+  EXPECT_EQ(MetricValue(metrics.body, "gemmapod_kv_slots_free"), 8) << metrics.body;
+  EXPECT_EQ(MetricValue(metrics.body, "gemmapod_requests_waiting"), 0);
+  EXPECT_GT(MetricValue(metrics.body, "gemmapod_time_to_first_token_seconds_count"), 0);
+  EXPECT_EQ(Get(port(), "/health").status, 200);
+}
+
+TEST_F(ServeCli, ModelsAndHealth) {
+  const Reply models = Get(port(), "/v1/models");
+  ASSERT_EQ(models.status, 200);
+  const json j = json::parse(models.body);
+  EXPECT_EQ(j["data"][0]["id"], "gemma3");
+  EXPECT_EQ(j["data"][0]["max_model_len"], 256);
+  const Reply health = Get(port(), "/health");
+  EXPECT_EQ(health.status, 200);
+  EXPECT_EQ(json::parse(health.body)["status"], "ok");
+}
+
+// Sends a streaming request over a raw socket, reads until `bytes` have come, and closes.
+void StartStreamAndHangUp(int port, const std::string& body, size_t bytes) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const std::string request =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+      "application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
+  ASSERT_EQ(send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
+  std::string got;
+  char buf[4096];
+  while (got.size() < bytes) {
+    const ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+}
+
+class ServeLongCli : public ServeCli {};
+
+TEST_F(ServeLongCli, AClientThatGoesAwayIsCancelledAndSigtermFinishesTheRest) {
+  ServeProcess server;
+  ASSERT_TRUE(server.Start("--model " + long_model_ + " --context 32768 --parallel 4"))
+      << server.log();
+  const std::string long_request =
+      R"({"prompt":"Once","max_tokens":30000,"temperature":0,"stream":true})";
+  StartStreamAndHangUp(server.port(), long_request, 2000);
+  // The cancelled request frees its slot: the metrics say so within a few seconds.
+  double used = -1;
+  for (int i = 0; i < 100 && used != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    used = MetricValue(Get(server.port(), "/metrics").body, "gemmapod_kv_slots_used");
+  }
+  EXPECT_EQ(used, 0) << server.log();
+  EXPECT_TRUE(Contains(server.log(), "the client went away; cancelled")) << server.log();
+
+  // A request in flight when SIGTERM comes still completes; then the server exits 0.
+  Reply in_flight;
+  std::thread client([&] {
+    in_flight = Post(server.port(), "/v1/completions",
+                     R"({"prompt":"Once","max_tokens":6000,"temperature":0})");
+  });
+  for (int i = 0; i < 100; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (MetricValue(Get(server.port(), "/metrics").body, "gemmapod_kv_slots_used") == 1) break;
+  }
+  EXPECT_EQ(server.Stop(SIGTERM), 0) << server.log();
+  client.join();
+  ASSERT_EQ(in_flight.status, 200) << in_flight.body << server.log();
+  EXPECT_EQ(json::parse(in_flight.body)["usage"]["completion_tokens"], 6000);
+  EXPECT_TRUE(Contains(server.log(), "serve: stopping")) << server.log();
+}
+
+TEST_F(ServeCli, AnApiKeyIsRequiredWhenSet) {
+  ServeProcess server;
+  ASSERT_TRUE(server.Start("--model " + model_, 1, "GEMMAPOD_API_KEY=s3cret")) << server.log();
+  const std::string body = R"({"prompt":"x","max_tokens":2})";
+  EXPECT_EQ(Post(server.port(), "/v1/completions", body).status, 401);
+  EXPECT_EQ(Post(server.port(), "/v1/completions", body, {{"Authorization", "Bearer nope"}}).status,
+            401);
+  EXPECT_EQ(
+      Post(server.port(), "/v1/completions", body, {{"Authorization", "Bearer s3cret"}}).status,
+      200);
+  EXPECT_EQ(Get(server.port(), "/health").status, 200);  // probes need no key
+}
+
+TEST_F(ServeCli, ShardedServersAnswerWithOneRanksTokens) {
+  const std::string body =
+      R"({"prompt":"The license of","max_tokens":16,"temperature":0.6,"seed":3,"n":3})";
+  const Reply one = Post(port(), "/v1/completions", body);
+  ASSERT_EQ(one.status, 200) << one.body;
+  for (const char* pod : {"configs/pods/local.yaml", "tests/launch/pods/pp2.yaml"}) {
+    SCOPED_TRACE(pod);
+    ServeProcess server;
+    ASSERT_TRUE(server.Start("--model " + model_ + " --pod " + pod, 2)) << server.log();
+    const Reply sharded = Post(server.port(), "/v1/completions", body);
+    ASSERT_EQ(sharded.status, 200) << sharded.body;
+    const json a = json::parse(one.body), b = json::parse(sharded.body);
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(a["choices"][i]["text"], b["choices"][i]["text"]) << "choice " << i;
+    }
+    EXPECT_EQ(server.Stop(SIGTERM), 0) << server.log();
+  }
+}
+
+TEST(ServeCliFamilies, RecurrentGemmaIsServedAndT5GemmaIsRefusedByName) {
+  const fs::path dir = fs::temp_directory_path() / ("serve-families-" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  const std::string rg = (dir / "rg.h5").string();
+  ASSERT_EQ(Gemmapod("convert tests/fixtures/models/recurrentgemma/hf " + rg).exit_code, 0);
+  ServeProcess server;
+  ASSERT_TRUE(server.Start("--model " + rg)) << server.log();
+  const Reply r = Post(server.port(), "/v1/completions",
+                       R"({"prompt":"The license","max_tokens":10,"temperature":0})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const CliResult g =
+      Gemmapod("generate --model " + rg + " --prompt 'The license' --max-tokens 10");
+  EXPECT_EQ(TextOf(r.body), Generated(g));
+  EXPECT_EQ(server.Stop(SIGTERM), 0);
+
+  const std::string t5 = (dir / "t5.h5").string();
+  ASSERT_EQ(Gemmapod("convert tests/fixtures/models/t5gemma/balanced " + t5).exit_code, 0);
+  const CliResult refused = Gemmapod("serve --model " + t5 + " --port 0");
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_TRUE(Contains(refused.output, "t5gemma model, which the server cannot run yet"))
+      << refused.output;
+  const CliResult port = Gemmapod("serve --model " + rg + " --port 70000");
+  EXPECT_EQ(port.exit_code, 1);
+  EXPECT_TRUE(Contains(port.output, "--port")) << port.output;
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace gemmapod
