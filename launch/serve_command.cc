@@ -15,9 +15,9 @@
 #include "launch/serve_engine.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/error.h"
+#include "serving/engine/batch_scheduler.h"
+#include "serving/engine/engine_driver.h"
 #include "serving/engine/pipeline_engine.h"
-#include "serving/server/batch_scheduler.h"
-#include "serving/server/engine_driver.h"
 #include "serving/server/server_metrics.h"
 
 namespace gemmapod {

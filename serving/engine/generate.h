@@ -1,9 +1,11 @@
-// Generation for several requests at once through a PipelineEngine: every request's prompt is
-// prefilled, then each decode step feeds the tokens just sampled. The requests are cut into
-// micro-batches (up to one per pipeline stage), and a micro-batch's next step is submitted as
-// soon as its tokens return, so with several micro-batches every stage is busy. Runs on the
-// pipeline's first stage; the other stages call PipelineEngine::Serve() meanwhile. One loop for
-// every family: the CLI, and later the server and RLHF rollouts, drive it.
+// Generation for several requests at once through a PipelineEngine, on the continuous-batching
+// scheduler the server uses (batch_scheduler.h) with every request queued at the start: the
+// prompts are prefilled, then each decode step feeds the tokens just sampled; the requests are
+// dealt into one lane per pipeline stage, and a lane's next step is submitted as soon as its
+// tokens return, so every stage is busy; a lone prompt on several stages goes in pieces back to
+// back. Runs on the pipeline's first stage (every rank of its tensor-parallel group makes the same
+// call); the other stages call PipelineEngine::Serve() meanwhile. One loop for every family: the
+// CLI, the server and later RLHF rollouts drive it.
 #pragma once
 
 #include <cstddef>

@@ -74,41 +74,39 @@ std::string Content(const json& v, const std::string& field) {
   return text;
 }
 
-// Fields a client may send that this server reads.
-const std::set<std::string>& KnownFields(bool chat) {
-  static const std::set<std::string> common = {"model",
-                                               "max_tokens",
-                                               "n",
-                                               "stream",
-                                               "stream_options",
-                                               "temperature",
-                                               "top_p",
-                                               "top_k",
-                                               "min_p",
-                                               "seed",
-                                               "stop",
-                                               "presence_penalty",
-                                               "frequency_penalty",
-                                               "repetition_penalty",
-                                               "user",
-                                               "logprobs",
-                                               "top_logprobs",
-                                               "logit_bias",
-                                               "echo",
-                                               "best_of",
-                                               "suffix",
-                                               "tools",
-                                               "tool_choice",
-                                               "response_format",
-                                               "functions",
-                                               "function_call",
-                                               "parallel_tool_calls",
-                                               "max_completion_tokens",
-                                               "messages",
-                                               "prompt"};
-  (void)chat;
-  return common;
-}
+// Fields a client may send: those this server reads, and those it refuses unless they ask for
+// nothing (below). Which of prompt/messages belongs to which endpoint is checked apart.
+const std::set<std::string> kKnownFields = {"model",
+                                            "prompt",
+                                            "messages",
+                                            "max_tokens",
+                                            "max_completion_tokens",
+                                            "n",
+                                            "stream",
+                                            "stream_options",
+                                            "temperature",
+                                            "top_p",
+                                            "top_k",
+                                            "min_p",
+                                            "seed",
+                                            "stop",
+                                            "presence_penalty",
+                                            "frequency_penalty",
+                                            "repetition_penalty",
+                                            "ignore_eos",
+                                            "user",
+                                            "logprobs",
+                                            "top_logprobs",
+                                            "logit_bias",
+                                            "echo",
+                                            "best_of",
+                                            "suffix",
+                                            "tools",
+                                            "tool_choice",
+                                            "response_format",
+                                            "functions",
+                                            "function_call",
+                                            "parallel_tool_calls"};
 
 // Fields whose meaning this server does not implement: refused unless they ask for nothing.
 bool AsksForNothing(const std::string& key, const json& v) {
@@ -149,12 +147,11 @@ ApiRequest ParseApiRequest(std::string_view body, bool chat) {
   ApiRequest r;
   r.chat = chat;
   r.sampling.temperature = 1.0f;
-  const std::set<std::string>& known = KnownFields(chat);
   static const std::set<std::string> unsupported = {
       "logprobs", "top_logprobs", "logit_bias", "echo",          "best_of",        "suffix",
       "tools",    "tool_choice",  "functions",  "function_call", "response_format"};
   for (const auto& [key, value] : j.items()) {
-    if (!known.contains(key) || (chat && key == "prompt") || (!chat && key == "messages")) {
+    if (!kKnownFields.contains(key) || (chat && key == "prompt") || (!chat && key == "messages")) {
       throw Bad(key, "unknown field '" + key + "' for " +
                          (chat ? "/v1/chat/completions" : "/v1/completions"));
     }
@@ -270,6 +267,7 @@ ApiRequest ParseApiRequest(std::string_view body, bool chat) {
     }
   }
   if (has("user")) String(j["user"], "user");
+  if (has("ignore_eos")) r.ignore_eos = Boolean(j["ignore_eos"], "ignore_eos");
   return r;
 }
 

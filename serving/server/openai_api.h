@@ -50,6 +50,7 @@ struct ApiRequest {
   SamplingParams sampling;     // temperature defaults to 1, as OpenAI's
   bool seeded = false;
   std::vector<std::string> stop;
+  bool ignore_eos = false;  // vLLM's extension: run to max_tokens (benchmarks)
 };
 
 // Throws ApiError (400) naming the field: malformed JSON, wrong types, values out of range,

@@ -13,7 +13,7 @@
 
 #include "runtime/error.h"
 #include "runtime/tokenizer/chat_template.h"
-#include "serving/server/batch_scheduler.h"
+#include "serving/engine/batch_scheduler.h"
 #include "serving/server/openai_api.h"
 #include "serving/server/server_metrics.h"
 
@@ -231,6 +231,7 @@ void OpenAiServer::Impl::Completion(const httplib::Request& req, httplib::Respon
       }
       base.stop_tokens = {model.eos_id};
     }
+    if (api.ignore_eos) base.stop_tokens.clear();
     const int64_t prompt = static_cast<int64_t>(base.prompt.size());
     if (prompt >= model.context) {
       throw ApiError(400,

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "serving/server/batch_scheduler.h"
+#include "serving/engine/batch_scheduler.h"
 
 namespace gemmapod {
 

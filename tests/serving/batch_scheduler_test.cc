@@ -3,7 +3,7 @@
 // gets alone (greedy and seeded sampling); cancelled jobs leave and free their slots; a full queue
 // refuses; and over two ranks (tp = 2 with the first stage's follower, pp = 2 with two lanes) the
 // tokens equal one rank's. Run under mpiexec with 1 and 2 ranks.
-#include "serving/server/batch_scheduler.h"
+#include "serving/engine/batch_scheduler.h"
 
 #include <gtest/gtest.h>
 
@@ -14,10 +14,10 @@
 #include "models/gemma/gemma_random.h"
 #include "models/gemma/model_config_yaml.h"
 #include "runtime/comm/mpi_communicator.h"
+#include "serving/engine/engine_driver.h"
 #include "serving/engine/gemma_stage_model.h"
 #include "serving/engine/generate.h"
 #include "serving/engine/pipeline_engine.h"
-#include "serving/server/engine_driver.h"
 #include "sharding/gemma_layout.h"
 
 namespace gemmapod {

@@ -1,4 +1,4 @@
-#include "serving/server/engine_driver.h"
+#include "serving/engine/engine_driver.h"
 
 #include "runtime/comm/communicator.h"
 #include "runtime/error.h"
@@ -7,16 +7,25 @@
 namespace gemmapod {
 namespace {
 
-void SubmitTo(PipelineEngine& engine, std::span<const WireChunk> chunks) {
+// A micro-batch that wants no token at all (pieces of prompts only) goes as kNone: no result
+// comes back for it, so the caller may submit the next one at once.
+bool SubmitTo(PipelineEngine& engine, std::span<const WireChunk> chunks) {
   std::vector<SequenceChunk> plain;
   std::vector<SamplingParams> sampling;
   std::vector<uint8_t> sampled;
+  bool any = false;
   for (const WireChunk& c : chunks) {
     plain.push_back(c.tokens);
     sampling.push_back(c.sampling);
     sampled.push_back(c.sample ? 1 : 0);
+    any = any || c.sample;
+  }
+  if (!any) {
+    engine.Submit(StageOutput::kNone, plain, sampling);
+    return false;
   }
   engine.Submit(StageOutput::kSample, plain, sampling, sampled);
+  return true;
 }
 
 }  // namespace
@@ -51,11 +60,11 @@ void EngineDriver::Reset(int64_t sequence) {
   engine_.Reset(sequence);
 }
 
-void EngineDriver::Submit(std::span<const WireChunk> chunks) {
+bool EngineDriver::Submit(std::span<const WireChunk> chunks) {
   std::vector<int32_t> words;
   for (const WireChunk& c : chunks) AppendChunkWords(c, words);
   Broadcast(kSubmit, static_cast<int64_t>(chunks.size()), std::move(words));
-  SubmitTo(engine_, chunks);
+  return SubmitTo(engine_, chunks);
 }
 
 std::vector<int32_t> EngineDriver::TakeTokens() {

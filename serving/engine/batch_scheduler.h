@@ -77,8 +77,10 @@ class BatchScheduler {
   struct Member;
   struct Lane;
 
-  // Builds and submits lane's next micro-batch; false when it has nothing to run.
-  bool Step(Lane& lane);
+  // Builds and submits lane's next micro-batch: nothing to run, a micro-batch whose result is on
+  // its way (the lane is in flight), or one that returns nothing (pieces of prompts only).
+  enum class Submitted { kNothing, kInFlight, kNoResult };
+  Submitted Step(Lane& lane);
   // Hands out the tokens of lane's micro-batch.
   void Collect(Lane& lane, const std::vector<int32_t>& tokens);
   void Release(Lane& lane, size_t member);

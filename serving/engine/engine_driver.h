@@ -18,7 +18,9 @@ class PipelineEngine;
 
 class EngineDriver {
  public:
-  // `stage_tp`: the first stage's tensor-parallel group; its rank 0 leads. Null: a group of one.
+  // `stage_tp`: the first stage's tensor-parallel group; its rank 0 leads. Null: no mirroring, for
+  // a group of one, or where every rank of the group runs the same deterministic schedule itself
+  // (the CLI's generate, whose requests every rank knows).
   EngineDriver(PipelineEngine& engine, Communicator* stage_tp);
 
   bool leads() const;
@@ -31,8 +33,10 @@ class EngineDriver {
 
   // --- The leader ---
   void Reset(int64_t sequence);
-  // One kSample micro-batch: each chunk's sampling settings and whether its token is wanted.
-  void Submit(std::span<const WireChunk> chunks);
+  // One micro-batch: each chunk's sampling settings and whether its token is wanted. True when
+  // a result comes back for it (some chunk wants its token); false when none does (pieces of
+  // prompts only), and nothing is to be taken.
+  bool Submit(std::span<const WireChunk> chunks);
   // The oldest micro-batch's tokens (-1 where not wanted).
   std::vector<int32_t> TakeTokens();
   // No more work: the followers and the pipeline's other stages return.

@@ -1,9 +1,9 @@
-#include "serving/server/batch_scheduler.h"
+#include "serving/engine/batch_scheduler.h"
 
 #include <algorithm>
 
 #include "runtime/error.h"
-#include "serving/server/engine_driver.h"
+#include "serving/engine/engine_driver.h"
 
 namespace gemmapod {
 
@@ -102,7 +102,7 @@ void BatchScheduler::DropCancelledWaiting() {
   }
 }
 
-bool BatchScheduler::Step(Lane& lane) {
+BatchScheduler::Submitted BatchScheduler::Step(Lane& lane) {
   // Members that were cancelled leave before their next step.
   for (size_t i = lane.members.size(); i-- > 0;) {
     Member& m = lane.members[i];
@@ -166,16 +166,16 @@ bool BatchScheduler::Step(Lane& lane) {
     lane.members.push_back(std::move(m));
     prefill(lane.members.size() - 1);
   }
-  if (chunks.empty()) return false;
+  if (chunks.empty()) return Submitted::kNothing;
   try {
-    engine_.Submit(chunks);
+    if (!engine_.Submit(chunks)) return Submitted::kNoResult;
   } catch (const Error& e) {
     if (!engine_.alone()) throw;
     FailLane(lane, e.what());
-    return false;
+    return Submitted::kNothing;
   }
   lane.in_flight = true;
-  return true;
+  return Submitted::kInFlight;
 }
 
 void BatchScheduler::Collect(Lane& lane, const std::vector<int32_t>& tokens) {
@@ -231,7 +231,13 @@ void BatchScheduler::Run() {
   std::deque<Lane*> in_flight;  // lanes in submission order
   for (;;) {
     for (auto& lane : lanes_) {
-      if (!lane->in_flight && Step(*lane)) in_flight.push_back(lane.get());
+      if (lane->in_flight) continue;
+      // Pieces of prompts that want no token return nothing: the lane's next piece goes at once,
+      // so a long prompt's pieces fill a pipeline's stages back to back.
+      Submitted s;
+      while ((s = Step(*lane)) == Submitted::kNoResult) {
+      }
+      if (s == Submitted::kInFlight) in_flight.push_back(lane.get());
     }
     if (in_flight.empty()) {
       std::unique_lock<std::mutex> lock(mutex_);
