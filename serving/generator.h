@@ -21,6 +21,9 @@ struct GenerationRequest {
   SamplingParams sampling;
   std::vector<int32_t> stop_tokens;       // generation ends on any of these (not emitted)
   std::vector<std::string> stop_strings;  // ... or when the text produces one (not emitted)
+  // Report each generated token's log-probability (>= 0) and this many of the most likely ids'
+  // (the pipeline's loop only); -1: none.
+  int32_t top_logprobs = -1;
 };
 
 // kCancelled: the client went away or the request timed out before it finished.

@@ -181,4 +181,70 @@ int32_t ShardSampler::Gathered(std::span<const float> scores, int64_t stride,
   return sampler_.Sample(row, {});
 }
 
+TokenLogProbs ShardLogProbs(std::span<const float> shard, int64_t vocab_begin,
+                            int64_t sampled_vocab, int32_t token, int k, Communicator* tp) {
+  GEMMAPOD_CHECK(k >= 0 && k <= kMaxTopLogprobs, "log-probabilities: top ", k, " outside [0, ",
+                 kMaxTopLogprobs, "]");
+  const bool group = tp != nullptr && tp->size() > 1;
+  const int64_t n =
+      std::clamp<int64_t>(sampled_vocab - vocab_begin, 0, static_cast<int64_t>(shard.size()));
+  // log Z = max + log sum exp(l - max), the max and the sum over every rank's shard.
+  float top = -kInf;
+  for (int64_t i = 0; i < n; ++i) top = std::max(top, shard[static_cast<size_t>(i)]);
+  Tensor scalar = Tensor::Empty({1}, DType::kF32);
+  if (group) {
+    scalar.data<float>()[0] = top;
+    tp->AllReduce(scalar, ReduceOp::kMax);
+    top = scalar.data<float>()[0];
+  }
+  GEMMAPOD_CHECK(std::isfinite(top), "log-probabilities: the logits' maximum is ", top);
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(double{shard[static_cast<size_t>(i)]} - top);
+  // The token's logit from the rank that holds it (the others add 0).
+  Tensor sums = Tensor::Empty({2}, DType::kF32);
+  const bool mine = token >= vocab_begin && token < vocab_begin + n;
+  sums.data<float>()[0] = static_cast<float>(sum);
+  sums.data<float>()[1] = mine ? shard[static_cast<size_t>(token - vocab_begin)] - top : 0.0f;
+  if (group) tp->AllReduce(sums, ReduceOp::kSum);
+  const float log_z = top + static_cast<float>(std::log(double{sums.data<float>()[0]}));
+  TokenLogProbs out;
+  out.logprob = sums.data<float>()[1] + top - log_z;
+
+  // Each rank's k best (score, id), then the k best of all of them.
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    ids[static_cast<size_t>(i)] = static_cast<int32_t>(vocab_begin + i);
+  const auto better = [&](int32_t a, int32_t b) {
+    return Better(shard[static_cast<size_t>(a - vocab_begin)], a,
+                  shard[static_cast<size_t>(b - vocab_begin)], b);
+  };
+  const size_t m = std::min(static_cast<size_t>(k), ids.size());
+  std::partial_sort(ids.begin(), ids.begin() + static_cast<ptrdiff_t>(m), ids.end(), better);
+  // Candidates as (score, id) pairs of floats: ids below 2^24 are exact in f32.
+  const int ranks = group ? tp->size() : 1;
+  Tensor mine_k = Tensor::Empty({static_cast<int64_t>(k), 2}, DType::kF32);
+  for (int i = 0; i < k; ++i) {
+    const bool have = static_cast<size_t>(i) < m;
+    mine_k.data<float>()[2 * i] = have ? shard[static_cast<size_t>(ids[i] - vocab_begin)] : -kInf;
+    mine_k.data<float>()[2 * i + 1] = have ? static_cast<float>(ids[i]) : -1.0f;
+  }
+  Tensor all = mine_k;
+  if (group && k > 0) {
+    all = Tensor::Empty({static_cast<int64_t>(k) * ranks, 2}, DType::kF32);
+    tp->AllGather(mine_k, all);
+  }
+  std::vector<std::pair<float, int32_t>> candidates;
+  for (int64_t i = 0; i < all.dim(0); ++i) {
+    const int32_t id = static_cast<int32_t>(all.data<float>()[2 * i + 1]);
+    if (id >= 0) candidates.push_back({all.data<float>()[2 * i], id});
+  }
+  std::sort(candidates.begin(), candidates.end(), [](const auto& a, const auto& b) {
+    return Better(a.first, a.second, b.first, b.second);
+  });
+  for (size_t i = 0; i < candidates.size() && i < static_cast<size_t>(k); ++i) {
+    out.top.push_back({candidates[i].second, candidates[i].first - log_z});
+  }
+  return out;
+}
+
 }  // namespace gemmapod

@@ -15,6 +15,8 @@
 
 #include <cstdint>
 #include <span>
+#include <utility>
+#include <vector>
 
 #include "serving/sampler.h"
 
@@ -48,6 +50,22 @@ class ShardSampler {
 // l -> l / p when l > 0, else l * p.
 void ApplyRepetitionPenalty(std::span<float> logits, int64_t begin,
                             std::span<const int32_t> context, float penalty);
+// The most log-probabilities a request may ask for per position (OpenAI's top_logprobs bound).
+inline constexpr int kMaxTopLogprobs = 20;
+
+// Log-probabilities under the model's distribution: the softmax of the raw logits over the sampled
+// ids (before penalties and temperature, which shape the draw, not the model).
+struct TokenLogProbs {
+  float logprob = 0;  // of the token asked about
+  std::vector<std::pair<int32_t, float>>
+      top;  // the k most likely ids, best first (lower id on ties)
+};
+// From this rank's shard of one position's logits (ids [vocab_begin, vocab_begin + shard.size()),
+// those at or past `sampled_vocab` left out); collective over `tp` (null: a group of one): two
+// scalar all-reduces and one all-gather of k candidates per rank.
+TokenLogProbs ShardLogProbs(std::span<const float> shard, int64_t vocab_begin,
+                            int64_t sampled_vocab, int32_t token, int k, Communicator* tp);
+
 // OpenAI's presence and frequency penalties over `generated` (ids outside the range skipped):
 // l -> l - presence - frequency x count for each id generated count > 0 times.
 void ApplyOccurrencePenalties(std::span<float> logits, int64_t begin,

@@ -134,6 +134,29 @@ std::optional<int32_t> Tokenizer::PieceId(std::string_view piece) const {
   return id;
 }
 
+std::string Tokenizer::TokenText(int32_t id) const {
+  const auto& p = impl_->processor;
+  GEMMAPOD_CHECK(id >= 0 && id < vocab_size(), "tokenizer ", origin(), ": id ", id,
+                 " is outside the vocabulary of ", vocab_size());
+  const std::string piece = p.IdToPiece(id);
+  if (p.IsControl(id)) return piece;
+  if (p.IsByte(id)) {
+    // "<0xNN>"
+    return std::string(1, static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16)));
+  }
+  std::string text;
+  static constexpr std::string_view kSpace = "\xe2\x96\x81";  // U+2581, SentencePiece's space
+  for (size_t i = 0; i < piece.size();) {
+    if (piece.compare(i, kSpace.size(), kSpace) == 0) {
+      text += ' ';
+      i += kSpace.size();
+    } else {
+      text += piece[i++];
+    }
+  }
+  return text;
+}
+
 bool Tokenizer::DecodesOnItsOwn(int32_t id) const {
   const Processor& p = impl_->processor;
   return id >= 0 && id < vocab_size() && !p.IsByte(id) && !p.IsControl(id);

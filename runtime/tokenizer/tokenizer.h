@@ -34,6 +34,11 @@ class Tokenizer {
   // decode to nothing; user-defined pieces (<start_of_turn>) to their spelling.
   std::string Decode(std::span<const int32_t> ids) const;
 
+  // One token as the text it stands for, for reports such as log-probabilities: "▁" is a space, a
+  // byte piece is its byte (one byte of a character spelled over several tokens), a control
+  // piece is its spelling ("<eos>"). Ids outside the vocabulary are an error naming the id.
+  std::string TokenText(int32_t id) const;
+
   int32_t bos_id() const;
   int32_t eos_id() const;
   int32_t pad_id() const;  // -1 when the model has none

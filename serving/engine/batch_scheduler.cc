@@ -116,8 +116,8 @@ BatchScheduler::Submitted BatchScheduler::Step(Lane& lane) {
   lane.sampled.clear();
   auto add = [&](size_t member, std::vector<int32_t> tokens, bool sample) {
     const Member& m = lane.members[member];
-    chunks.push_back(
-        {SequenceChunk{m.slot, std::move(tokens)}, 0, m.job->request.sampling, sample});
+    chunks.push_back({SequenceChunk{m.slot, std::move(tokens)}, 0, m.job->request.sampling, sample,
+                      m.job->request.top_logprobs});
     lane.batch.push_back(member);
     lane.sampled.push_back(sample ? 1 : 0);
   };
@@ -178,7 +178,7 @@ BatchScheduler::Submitted BatchScheduler::Step(Lane& lane) {
   return Submitted::kInFlight;
 }
 
-void BatchScheduler::Collect(Lane& lane, const std::vector<int32_t>& tokens) {
+void BatchScheduler::Collect(Lane& lane, const std::vector<SampledToken>& tokens) {
   lane.in_flight = false;
   GEMMAPOD_CHECK(tokens.size() == lane.batch.size(), "serve: ", tokens.size(),
                  " tokens for a micro-batch of ", lane.batch.size(), " chunks");
@@ -190,16 +190,19 @@ void BatchScheduler::Collect(Lane& lane, const std::vector<int32_t>& tokens) {
     const size_t before = result.tokens.size();
     std::string& text = *m.text;
     text.clear();
-    const bool more = m.tracker->Accept(tokens[k]);
+    const SampledToken& sample = tokens[k];
+    const bool more = m.tracker->Accept(sample.id);
     if (result.tokens.size() > before || !text.empty()) {
       JobEvent e;
       e.kind = JobEvent::Kind::kToken;
-      e.token = result.tokens.size() > before ? tokens[k] : -1;
+      e.token = result.tokens.size() > before ? sample.id : -1;
       e.text = text;
+      e.logprob = sample.logprob;
+      e.top = sample.top;
       m.job->on_event(e);
     }
     if (more) {
-      m.next = tokens[k];
+      m.next = sample.id;
     } else {
       Finish(*m.job, result, /*cancelled=*/false);
       m.done = true;
@@ -249,9 +252,9 @@ void BatchScheduler::Run() {
     }
     Lane& lane = *in_flight.front();
     in_flight.pop_front();
-    std::vector<int32_t> tokens;
+    std::vector<SampledToken> tokens;
     try {
-      tokens = engine_.TakeTokens();
+      tokens = engine_.TakeSamples();
     } catch (const Error& e) {
       if (!engine_.alone()) throw;
       FailLane(lane, e.what());

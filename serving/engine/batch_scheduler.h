@@ -16,11 +16,13 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "runtime/tokenizer/tokenizer.h"
+#include "serving/engine/pipeline_engine.h"
 #include "serving/generator.h"
 
 namespace gemmapod {
@@ -33,6 +35,9 @@ struct JobEvent {
   Kind kind = Kind::kToken;
   int32_t token = -1;     // kToken: the id generated (stop tokens are not reported)
   std::string_view text;  // kToken: text that became final with it (may be empty)
+  // kToken with request.top_logprobs >= 0: the token's log-probability and the most likely ids'.
+  float logprob = 0;
+  std::span<const std::pair<int32_t, float>> top;
   const GenerationResult* result = nullptr;  // kFinished (finish is kCancelled when cancelled)
   std::string_view error;                    // kFailed
 };
@@ -82,7 +87,7 @@ class BatchScheduler {
   enum class Submitted { kNothing, kInFlight, kNoResult };
   Submitted Step(Lane& lane);
   // Hands out the tokens of lane's micro-batch.
-  void Collect(Lane& lane, const std::vector<int32_t>& tokens);
+  void Collect(Lane& lane, const std::vector<SampledToken>& tokens);
   void Release(Lane& lane, size_t member);
   // Fails every job of a lane whose micro-batch threw (one-rank engines only).
   void FailLane(Lane& lane, std::string_view message);

@@ -3,6 +3,7 @@
 #include <bit>
 
 #include "runtime/error.h"
+#include "serving/shard_sampler.h"
 
 namespace gemmapod {
 
@@ -20,7 +21,8 @@ void AppendChunkWords(const WireChunk& c, std::vector<int32_t>& words) {
                                              static_cast<int32_t>(p.seed >> 32),
                                              std::bit_cast<int32_t>(p.presence_penalty),
                                              std::bit_cast<int32_t>(p.frequency_penalty),
-                                             c.sample ? 1 : 0};
+                                             c.sample ? 1 : 0,
+                                             c.top_logprobs};
   words.insert(words.end(), header, header + kChunkHeaderWords);
   words.insert(words.end(), c.tokens.tokens.begin(), c.tokens.tokens.end());
 }
@@ -47,6 +49,9 @@ std::vector<WireChunk> ParseChunkWords(std::span<const int32_t> words, int64_t c
     c.sampling.presence_penalty = std::bit_cast<float>(p[at + 10]);
     c.sampling.frequency_penalty = std::bit_cast<float>(p[at + 11]);
     c.sample = p[at + 12] != 0;
+    c.top_logprobs = p[at + 13];
+    GEMMAPOD_CHECK(c.top_logprobs >= -1 && c.top_logprobs <= kMaxTopLogprobs, who,
+                   ": top_logprobs ", c.top_logprobs, " outside [-1, ", kMaxTopLogprobs, "]");
     at += kChunkHeaderWords;
     GEMMAPOD_CHECK(n > 0 && at + n <= size, who, ": truncated micro-batch payload");
     c.tokens.tokens.assign(p + at, p + at + n);

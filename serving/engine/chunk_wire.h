@@ -18,6 +18,8 @@ struct WireChunk {
   int64_t start = 0;  // the position of the chunk's first token
   SamplingParams sampling;
   bool sample = true;  // kSample: this chunk's next token is wanted
+  // With its token: -1 no log-probabilities; k >= 0 the token's and the k most likely ids'.
+  int32_t top_logprobs = -1;
 };
 
 // Appends one chunk's words: header words, then the tokens.
@@ -27,6 +29,6 @@ void AppendChunkWords(const WireChunk& chunk, std::vector<int32_t>& words);
 std::vector<WireChunk> ParseChunkWords(std::span<const int32_t> words, int64_t count,
                                        std::string_view who);
 // Header words per chunk (the tokens come on top).
-inline constexpr int64_t kChunkHeaderWords = 13;
+inline constexpr int64_t kChunkHeaderWords = 14;
 
 }  // namespace gemmapod

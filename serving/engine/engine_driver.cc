@@ -1,5 +1,7 @@
 #include "serving/engine/engine_driver.h"
 
+#include <algorithm>
+
 #include "runtime/comm/communicator.h"
 #include "runtime/error.h"
 #include "serving/engine/pipeline_engine.h"
@@ -10,21 +12,18 @@ namespace {
 // A micro-batch that wants no token at all (pieces of prompts only) goes as kNone: no result
 // comes back for it, so the caller may submit the next one at once.
 bool SubmitTo(PipelineEngine& engine, std::span<const WireChunk> chunks) {
-  std::vector<SequenceChunk> plain;
-  std::vector<SamplingParams> sampling;
-  std::vector<uint8_t> sampled;
-  bool any = false;
-  for (const WireChunk& c : chunks) {
-    plain.push_back(c.tokens);
-    sampling.push_back(c.sampling);
-    sampled.push_back(c.sample ? 1 : 0);
-    any = any || c.sample;
-  }
+  const bool any =
+      std::any_of(chunks.begin(), chunks.end(), [](const WireChunk& c) { return c.sample; });
   if (!any) {
-    engine.Submit(StageOutput::kNone, plain, sampling);
+    std::vector<WireChunk> plain(chunks.begin(), chunks.end());
+    for (WireChunk& c : plain) {  // kNone asks nothing of any chunk
+      c.sample = true;
+      c.top_logprobs = -1;
+    }
+    engine.Submit(StageOutput::kNone, plain);
     return false;
   }
-  engine.Submit(StageOutput::kSample, plain, sampling, sampled);
+  engine.Submit(StageOutput::kSample, chunks);
   return true;
 }
 
@@ -67,9 +66,9 @@ bool EngineDriver::Submit(std::span<const WireChunk> chunks) {
   return SubmitTo(engine_, chunks);
 }
 
-std::vector<int32_t> EngineDriver::TakeTokens() {
+std::vector<SampledToken> EngineDriver::TakeSamples() {
   Broadcast(kTake, 0, {});
-  return engine_.TakeTokens();
+  return engine_.TakeSamples();
 }
 
 void EngineDriver::Finish() {
@@ -98,7 +97,7 @@ void EngineDriver::Follow() {
         break;
       }
       case kTake:
-        engine_.TakeTokens();
+        engine_.TakeSamples();
         break;
       case kFinish:
         engine_.Finish();

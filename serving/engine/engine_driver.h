@@ -10,11 +10,11 @@
 #include <vector>
 
 #include "serving/engine/chunk_wire.h"
+#include "serving/engine/pipeline_engine.h"
 
 namespace gemmapod {
 
 class Communicator;
-class PipelineEngine;
 
 class EngineDriver {
  public:
@@ -37,8 +37,8 @@ class EngineDriver {
   // a result comes back for it (some chunk wants its token); false when none does (pieces of
   // prompts only), and nothing is to be taken.
   bool Submit(std::span<const WireChunk> chunks);
-  // The oldest micro-batch's tokens (-1 where not wanted).
-  std::vector<int32_t> TakeTokens();
+  // The oldest micro-batch's tokens (-1 where not wanted), with log-probabilities where asked.
+  std::vector<SampledToken> TakeSamples();
   // No more work: the followers and the pipeline's other stages return.
   void Finish();
 

@@ -1,12 +1,15 @@
 #include "serving/engine/pipeline_engine.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
+#include <exception>
 
 #include "runtime/comm/communicator.h"
 #include "runtime/error.h"
 #include "runtime/ops/ops.h"
 #include "serving/engine/chunk_wire.h"
+#include "serving/shard_sampler.h"
 #include "sharding/process_grid.h"
 
 namespace gemmapod {
@@ -69,26 +72,37 @@ PipelineEngine::~PipelineEngine() = default;
 void PipelineEngine::Reset(int64_t sequence) { model_->Reset(sequence); }
 
 void PipelineEngine::Submit(StageOutput output, std::span<const SequenceChunk> chunks,
-                            std::span<const SamplingParams> sampling,
-                            std::span<const uint8_t> sampled) {
-  GEMMAPOD_CHECK(is_driver(), "pipeline: only the first stage submits work");
+                            std::span<const SamplingParams> sampling) {
   GEMMAPOD_CHECK(sampling.empty() || sampling.size() == chunks.size(),
                  "pipeline: ", sampling.size(), " sampling settings for ", chunks.size(),
                  " chunks");
-  GEMMAPOD_CHECK(
-      sampled.empty() || (output == StageOutput::kSample && sampled.size() == chunks.size()),
-      "pipeline: ", sampled.size(), " sample flags for ", chunks.size(),
-      " chunks (flags go with kSample only)");
   std::vector<Chunk> work;
-  int64_t rows = 0;
   for (size_t i = 0; i < chunks.size(); ++i) {
-    Chunk c{chunks[i], 0, {}, sampled.empty() || sampled[i] != 0};
-    if (!sampling.empty()) {
-      c.sampling = sampling[i];
-      Validate(c.sampling);
-    }
+    work.push_back({chunks[i], 0, sampling.empty() ? SamplingParams{} : sampling[i]});
+  }
+  Submit(output, work);
+}
+
+// Words per chunk of a kSample result: the token, then (when some chunk asks) its log-probability
+// and k (id, log-probability) pairs, k the most any chunk asks for.
+int64_t SampleWidth(std::span<const WireChunk> chunks) {
+  int32_t k = -1;
+  for (const WireChunk& c : chunks) k = std::max(k, c.sample ? c.top_logprobs : -1);
+  return k < 0 ? 1 : 2 + 2 * static_cast<int64_t>(k);
+}
+
+void PipelineEngine::Submit(StageOutput output, std::span<const Chunk> chunks) {
+  GEMMAPOD_CHECK(is_driver(), "pipeline: only the first stage submits work");
+  std::vector<Chunk> work(chunks.begin(), chunks.end());
+  int64_t rows = 0;
+  for (const Chunk& c : work) {
+    GEMMAPOD_CHECK(output == StageOutput::kSample || (c.sample && c.top_logprobs < 0),
+                   "pipeline: sample flags and log-probabilities go with kSample only");
+    GEMMAPOD_CHECK(c.top_logprobs >= -1 && c.top_logprobs <= kMaxTopLogprobs,
+                   "pipeline: top_logprobs ", c.top_logprobs, " outside [-1, ", kMaxTopLogprobs,
+                   "]");
+    Validate(c.sampling);
     rows += output == StageOutput::kAllLogits ? static_cast<int64_t>(c.tokens.tokens.size()) : 1;
-    work.push_back(std::move(c));
   }
   // Checked (and embedded, which checks the ids) here, before any stage has seen the
   // micro-batch: a bad request fails on the driver without leaving the other stages half-way
@@ -102,7 +116,9 @@ void PipelineEngine::Submit(StageOutput output, std::span<const SequenceChunk> c
     tokens.insert(tokens.end(), c.tokens.tokens.begin(), c.tokens.tokens.end());
   }
   Tensor h = model_->Embed(tokens);
-  if (output != StageOutput::kNone) expected_.push_back({output, rows});
+  if (output != StageOutput::kNone) {
+    expected_.push_back({output, rows, output == StageOutput::kSample ? SampleWidth(work) : 0});
+  }
   try {
     Process(output, work, std::move(h));
   } catch (...) {
@@ -159,19 +175,40 @@ Tensor PipelineEngine::Finalise(StageOutput output, const std::vector<Chunk>& ch
   const Tensor shard = model_->LogitShard(LastTokenRows(h, plain));
   if (output == StageOutput::kLastLogits) return model_->GatherLogits(shard);
   const int64_t width = shard.dim(1);
-  Tensor tokens = Tensor::Empty({static_cast<int64_t>(chunks.size())}, DType::kI32);
-  for (size_t i = 0; i < chunks.size(); ++i) {
-    if (!chunks[i].sample) {
-      tokens.data<int32_t>()[i] = -1;
-      continue;
+  const int64_t n = static_cast<int64_t>(chunks.size());
+  const int64_t words = SampleWidth(chunks);
+  Tensor samples = Tensor::Empty({n, words}, DType::kI32);
+  std::fill_n(samples.data<int32_t>(), n * words, -1);
+  // Each sequence has its own sampler: on a tensor-parallel group of one they share nothing and
+  // draw in parallel (a continuous batch samples a whole vocabulary per sequence per step); over
+  // a group they exchange candidates, so every rank goes through them in the same order.
+  const bool alone = tp_.size() == 1;
+  std::exception_ptr failure;
+#pragma omp parallel for schedule(dynamic) if (alone && n > 1)
+  for (int64_t i = 0; i < n; ++i) {
+    const Chunk& c = chunks[static_cast<size_t>(i)];
+    if (!c.sample) continue;
+    try {
+      SequenceSampling& s = sampling_.at(c.tokens.sequence);
+      const std::span<const float> row(shard.data<float>() + i * width, static_cast<size_t>(width));
+      int32_t* out = samples.data<int32_t>() + i * words;
+      out[0] = s.sampler->Sample(row, model_->vocab_begin(), sampled_vocab_, s.context);
+      if (c.top_logprobs >= 0) {
+        const TokenLogProbs lp = ShardLogProbs(row, model_->vocab_begin(), sampled_vocab_, out[0],
+                                               c.top_logprobs, alone ? nullptr : &tp_);
+        out[1] = std::bit_cast<int32_t>(lp.logprob);
+        for (size_t j = 0; j < lp.top.size(); ++j) {
+          out[2 + 2 * j] = lp.top[j].first;
+          out[3 + 2 * j] = std::bit_cast<int32_t>(lp.top[j].second);
+        }
+      }
+    } catch (...) {
+#pragma omp critical(gemmapod_sampling_failure)
+      if (!failure) failure = std::current_exception();
     }
-    SequenceSampling& s = sampling_[chunks[i].tokens.sequence];
-    const std::span<const float> row(shard.data<float>() + static_cast<int64_t>(i) * width,
-                                     static_cast<size_t>(width));
-    tokens.data<int32_t>()[i] =
-        s.sampler->Sample(row, model_->vocab_begin(), sampled_vocab_, s.context);
   }
-  return tokens;
+  if (failure) std::rethrow_exception(failure);
+  return samples;
 }
 
 void PipelineEngine::Deliver(Tensor result) {
@@ -200,7 +237,7 @@ Tensor PipelineEngine::TakeLogits() {
   return t;
 }
 
-std::vector<int32_t> PipelineEngine::TakeTokens() {
+std::vector<SampledToken> PipelineEngine::TakeSamples() {
   GEMMAPOD_CHECK(!expected_.empty() && expected_.front().output == StageOutput::kSample,
                  "pipeline: no sampled tokens are on their way");
   const Expected e = expected_.front();
@@ -210,10 +247,27 @@ std::vector<int32_t> PipelineEngine::TakeTokens() {
     t = std::move(local_results_.front());
     local_results_.pop_front();
   } else {
-    t = Tensor::Empty({e.rows}, DType::kI32);
+    t = Tensor::Empty({e.rows, e.width}, DType::kI32);
     pp_.Recv(t, stages_ - 1, kResultTag);
   }
-  return std::vector<int32_t>(t.data<int32_t>(), t.data<int32_t>() + t.numel());
+  std::vector<SampledToken> out(static_cast<size_t>(e.rows));
+  for (int64_t i = 0; i < e.rows; ++i) {
+    const int32_t* w = t.data<int32_t>() + i * e.width;
+    SampledToken& s = out[static_cast<size_t>(i)];
+    s.id = w[0];
+    if (e.width == 1) continue;
+    s.logprob = std::bit_cast<float>(w[1]);
+    for (int64_t j = 2; j + 1 < e.width && w[j] >= 0; j += 2) {
+      s.top.push_back({w[j], std::bit_cast<float>(w[j + 1])});
+    }
+  }
+  return out;
+}
+
+std::vector<int32_t> PipelineEngine::TakeTokens() {
+  std::vector<int32_t> ids;
+  for (const SampledToken& s : TakeSamples()) ids.push_back(s.id);
+  return ids;
 }
 
 void PipelineEngine::Finish() {

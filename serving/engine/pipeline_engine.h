@@ -61,6 +61,14 @@ std::vector<std::pair<int64_t, int64_t>> PromptPieces(int64_t tokens, int stages
 // order: [chunks, d].
 Tensor LastTokenRows(const Tensor& h, std::span<const SequenceChunk> chunks);
 
+// One chunk's sampled token (-1 where the chunk asked for none), with log-probabilities under
+// the model where asked (ShardLogProbs).
+struct SampledToken {
+  int32_t id = -1;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;  // best first
+};
+
 class PipelineEngine {
  public:
   // Collective over the grid's replica. `model` is this rank's part of the model, made for this
@@ -87,14 +95,17 @@ class PipelineEngine {
   void Reset(int64_t sequence);
   // `sampling[i]` (checked when given) applies to chunk i's sequence from the first sampled
   // chunk after the sequence started (position 0) until it starts again; may be empty (greedy).
-  // With kSample, `sampled[i]` == 0 marks a chunk whose next token is not wanted (a piece of a
-  // prompt whose rest comes later, batched with other sequences' decode steps): its token comes
-  // back as -1 and draws nothing from its sequence's random stream. Empty: every chunk is sampled.
   void Submit(StageOutput output, std::span<const SequenceChunk> chunks,
-              std::span<const SamplingParams> sampling = {}, std::span<const uint8_t> sampled = {});
+              std::span<const SamplingParams> sampling = {});
+  // The same with each chunk's settings in full. With kSample, a chunk whose `sample` is false (a
+  // piece of a prompt whose rest comes later, batched with other sequences' decode steps) gets
+  // no token (-1) and draws nothing from its sequence's random stream; `top_logprobs` >= 0 asks
+  // for the token's log-probability and that many of the most likely ids'.
+  void Submit(StageOutput output, std::span<const WireChunk> chunks);
   // The oldest result not yet taken; its kind must be the one submitted.
   Tensor TakeLogits();
   std::vector<int32_t> TakeTokens();
+  std::vector<SampledToken> TakeSamples();  // with log-probabilities where asked
   // Tells the other stages that no more work comes; they return from Serve().
   void Finish();
 
@@ -115,6 +126,7 @@ class PipelineEngine {
   struct Expected {
     StageOutput output;
     int64_t rows;
+    int64_t width;  // kSample: words per row
   };
 
   // Runs this stage's layers over a micro-batch, then passes it on or finishes it.

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "runtime/error.h"
+#include "serving/shard_sampler.h"
 
 namespace gemmapod {
 namespace {
@@ -111,9 +112,6 @@ const std::set<std::string> kKnownFields = {"model",
 // Fields whose meaning this server does not implement: refused unless they ask for nothing.
 bool AsksForNothing(const std::string& key, const json& v) {
   if (v.is_null()) return true;
-  if (key == "logprobs" && v.is_boolean()) return !v.get<bool>();
-  if (key == "logprobs" && v.is_number_integer()) return v.get<int64_t>() == 0;
-  if (key == "top_logprobs" && v.is_number_integer()) return v.get<int64_t>() == 0;
   if (key == "echo" && v.is_boolean()) return !v.get<bool>();
   if (key == "best_of" && v.is_number_integer()) return v.get<int64_t>() == 1;
   if (key == "logit_bias" && v.is_object()) return v.empty();
@@ -148,8 +146,8 @@ ApiRequest ParseApiRequest(std::string_view body, bool chat) {
   r.chat = chat;
   r.sampling.temperature = 1.0f;
   static const std::set<std::string> unsupported = {
-      "logprobs", "top_logprobs", "logit_bias", "echo",          "best_of",        "suffix",
-      "tools",    "tool_choice",  "functions",  "function_call", "response_format"};
+      "logit_bias",  "echo",      "best_of",       "suffix",         "tools",
+      "tool_choice", "functions", "function_call", "response_format"};
   for (const auto& [key, value] : j.items()) {
     if (!kKnownFields.contains(key) || (chat && key == "prompt") || (!chat && key == "messages")) {
       throw Bad(key, "unknown field '" + key + "' for " +
@@ -268,6 +266,23 @@ ApiRequest ParseApiRequest(std::string_view body, bool chat) {
   }
   if (has("user")) String(j["user"], "user");
   if (has("ignore_eos")) r.ignore_eos = Boolean(j["ignore_eos"], "ignore_eos");
+  if (chat) {
+    const bool wanted = has("logprobs") && Boolean(j["logprobs"], "logprobs");
+    if (has("top_logprobs")) {
+      if (!wanted) throw Bad("top_logprobs", "top_logprobs needs logprobs: true");
+      r.top_logprobs =
+          static_cast<int>(Integer(j["top_logprobs"], "top_logprobs", 0, kMaxTopLogprobs));
+    } else if (wanted) {
+      r.top_logprobs = 0;
+    }
+  } else {
+    if (has("top_logprobs")) {
+      throw Bad("top_logprobs", "completions take logprobs: <count>; top_logprobs is chat's");
+    }
+    if (has("logprobs")) {
+      r.top_logprobs = static_cast<int>(Integer(j["logprobs"], "logprobs", 0, kMaxTopLogprobs));
+    }
+  }
   return r;
 }
 
@@ -291,6 +306,46 @@ json UsageJson(const Usage& u) {
           {"total_tokens", u.prompt_tokens + u.completion_tokens}};
 }
 
+json Bytes(const std::string& text) {
+  json b = json::array();
+  for (unsigned char c : text) b.push_back(static_cast<int>(c));
+  return b;
+}
+
+// A choice's "logprobs" object: OpenAI's legacy form for completions, the content list for chat.
+json LogprobsJson(bool chat, std::span<const TokenLogprob> tokens, size_t text_offset) {
+  if (chat) {
+    json content = json::array();
+    for (const TokenLogprob& t : tokens) {
+      json top = json::array();
+      for (const auto& [token, lp] : t.top) {
+        top.push_back({{"token", token}, {"logprob", lp}, {"bytes", Bytes(token)}});
+      }
+      content.push_back({{"token", t.token},
+                         {"logprob", t.logprob},
+                         {"bytes", Bytes(t.token)},
+                         {"top_logprobs", std::move(top)}});
+    }
+    return {{"content", std::move(content)}};
+  }
+  json texts = json::array(), lps = json::array(), tops = json::array(), offsets = json::array();
+  for (const TokenLogprob& t : tokens) {
+    texts.push_back(t.token);
+    lps.push_back(t.logprob);
+    json top = json::object();
+    for (const auto& [token, lp] : t.top) {
+      if (!top.contains(token)) top[token] = lp;  // two ids spelling the same text: the likelier
+    }
+    tops.push_back(std::move(top));
+    offsets.push_back(text_offset);
+    text_offset += t.token.size();
+  }
+  return {{"tokens", std::move(texts)},
+          {"token_logprobs", std::move(lps)},
+          {"top_logprobs", std::move(tops)},
+          {"text_offset", std::move(offsets)}};
+}
+
 std::string Event(const json& j) { return "data: " + Dump(j) + "\n\n"; }
 
 }  // namespace
@@ -301,7 +356,8 @@ std::string ResponseBody(const ResponseMeta& meta, const std::vector<ChoiceOutpu
   json list = json::array();
   for (size_t i = 0; i < choices.size(); ++i) {
     json c = {{"index", i},
-              {"logprobs", nullptr},
+              {"logprobs",
+               meta.logprobs ? LogprobsJson(meta.chat, choices[i].logprobs, 0) : json(nullptr)},
               {"finish_reason", OpenAiFinishReason(choices[i].finish)}};
     if (meta.chat) {
       c["message"] = {{"role", "assistant"}, {"content", choices[i].text}};
@@ -316,10 +372,13 @@ std::string ResponseBody(const ResponseMeta& meta, const std::vector<ChoiceOutpu
 }
 
 std::string StreamEvent(const ResponseMeta& meta, int index, std::string_view text,
-                        std::optional<FinishReason> finish, bool role_only) {
+                        std::optional<FinishReason> finish, bool role_only,
+                        std::span<const TokenLogprob> logprobs, size_t text_offset) {
   json j = Header(meta, true);
   json c = {{"index", index},
-            {"logprobs", nullptr},
+            {"logprobs", meta.logprobs && !logprobs.empty()
+                             ? LogprobsJson(meta.chat, logprobs, text_offset)
+                             : json(nullptr)},
             {"finish_reason", finish ? json(OpenAiFinishReason(*finish)) : json(nullptr)}};
   if (meta.chat) {
     json delta = json::object();

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -51,6 +52,9 @@ struct ApiRequest {
   bool seeded = false;
   std::vector<std::string> stop;
   bool ignore_eos = false;  // vLLM's extension: run to max_tokens (benchmarks)
+  // Completions' logprobs (k), or chat's logprobs: true with top_logprobs (k): each generated
+  // token's log-probability and the k most likely tokens'; -1: none.
+  int top_logprobs = -1;
 };
 
 // Throws ApiError (400) naming the field: malformed JSON, wrong types, values out of range,
@@ -63,10 +67,18 @@ struct ResponseMeta {
   int64_t created = 0;  // Unix seconds
   std::string model;
   bool chat = false;
+  bool logprobs = false;  // the choices carry log-probabilities
+};
+// One generated token's log-probability, and the most likely tokens' (best first), as text.
+struct TokenLogprob {
+  std::string token;
+  float logprob = 0;
+  std::vector<std::pair<std::string, float>> top;
 };
 struct ChoiceOutput {
   std::string text;
   FinishReason finish = FinishReason::kLength;
+  std::vector<TokenLogprob> logprobs;
 };
 struct Usage {
   int64_t prompt_tokens = 0;
@@ -82,7 +94,8 @@ std::string ResponseBody(const ResponseMeta& meta, const std::vector<ChoiceOutpu
 // finish (with `finish` set and `text` empty). Chat streams open each choice with a delta that
 // carries the role: `role_only`.
 std::string StreamEvent(const ResponseMeta& meta, int index, std::string_view text,
-                        std::optional<FinishReason> finish, bool role_only = false);
+                        std::optional<FinishReason> finish, bool role_only = false,
+                        std::span<const TokenLogprob> logprobs = {}, size_t text_offset = 0);
 // The stream's usage event (stream_options.include_usage): no choices.
 std::string StreamUsageEvent(const ResponseMeta& meta, const Usage& usage);
 // An error inside a stream that had already started.

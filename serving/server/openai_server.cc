@@ -35,6 +35,8 @@ struct Channel {
     JobEvent::Kind kind = JobEvent::Kind::kToken;
     std::string text;
     int32_t token = -1;
+    float logprob = 0;
+    std::vector<std::pair<int32_t, float>> top;
     FinishReason finish = FinishReason::kLength;
     std::string error;
   };
@@ -63,6 +65,8 @@ void Report(Channel& channel, ServerMetrics& metrics, int choice, const JobEvent
     if (e.kind == JobEvent::Kind::kToken) {
       event.text = std::string(e.text);
       event.token = e.token;
+      event.logprob = e.logprob;
+      event.top.assign(e.top.begin(), e.top.end());
       if (e.token >= 0) {
         const Clock::time_point now = Clock::now();
         if (!channel.saw_token) metrics.ObserveFirstToken(Seconds(now - channel.arrival));
@@ -251,6 +255,7 @@ void OpenAiServer::Impl::Completion(const httplib::Request& req, httplib::Respon
     base.sampling = api.sampling;
     if (!api.seeded) base.sampling.seed = std::random_device{}() * 0x100000001ull;
     base.stop_strings = api.stop;
+    base.top_logprobs = api.top_logprobs;
     try {
       Validate(base.sampling);
     } catch (const Error& e) {
@@ -292,7 +297,7 @@ void OpenAiServer::Impl::Completion(const httplib::Request& req, httplib::Respon
                     std::chrono::duration_cast<std::chrono::seconds>(
                         std::chrono::system_clock::now().time_since_epoch())
                         .count(),
-                    model.name, chat};
+                    model.name, chat, api.top_logprobs >= 0};
   const int64_t prompt_tokens = static_cast<int64_t>(base.prompt.size());
   const bool stream = api.stream, include_usage = api.include_usage;
   const int n = api.n;
@@ -305,6 +310,7 @@ void OpenAiServer::Impl::Completion(const httplib::Request& req, httplib::Respon
   auto respond = [this, channel, meta, prompt_tokens, stream, include_usage, n, path, deadline,
                   arrival, sched](size_t, httplib::DataSink& sink) -> bool {
     std::vector<ChoiceOutput> choices(static_cast<size_t>(n));
+    std::vector<size_t> offsets(static_cast<size_t>(n), 0);  // text_offset of the next token
     int64_t generated = 0;
     int finished = 0;
     std::optional<ApiError> failure;
@@ -329,9 +335,22 @@ void OpenAiServer::Impl::Completion(const httplib::Request& req, httplib::Respon
       for (Channel::Event& e : events) {
         ChoiceOutput& c = choices[static_cast<size_t>(e.choice)];
         if (e.kind == JobEvent::Kind::kToken) {
-          if (e.token >= 0) ++generated;
+          std::span<const TokenLogprob> token_logprobs;
+          if (e.token >= 0) {
+            ++generated;
+            if (meta.logprobs) {
+              TokenLogprob t{tokenizer->TokenText(e.token), e.logprob, {}};
+              for (const auto& [id, lp] : e.top) t.top.push_back({tokenizer->TokenText(id), lp});
+              c.logprobs.push_back(std::move(t));
+              token_logprobs = {&c.logprobs.back(), 1};
+            }
+          }
           c.text += e.text;
-          if (stream && !e.text.empty()) out += StreamEvent(meta, e.choice, e.text, std::nullopt);
+          if (stream && (!e.text.empty() || !token_logprobs.empty())) {
+            size_t& offset = offsets[static_cast<size_t>(e.choice)];
+            out += StreamEvent(meta, e.choice, e.text, std::nullopt, false, token_logprobs, offset);
+            for (const TokenLogprob& t : token_logprobs) offset += t.token.size();
+          }
         } else if (e.kind == JobEvent::Kind::kFinished) {
           ++finished;
           c.finish = e.finish;

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "runtime/checkpoint/npy.h"
 #include "tests/launch/run_gemmapod.h"
 #include "tests/launch/serve_process.h"
 
@@ -249,7 +250,8 @@ TEST_F(ServeCli, MalformedRequestsGetFourHundredsNamingTheFieldWhileGoodOnesComp
       {"/v1/completions", R"({"prompt":"x","temperature":-1})", 400, "temperature"},
       {"/v1/completions", R"({"prompt":"x","top_p":0})", 400, "top_p"},
       {"/v1/completions", R"({"prompt":"x","stop":[1]})", 400, "stop[0]"},
-      {"/v1/completions", R"({"prompt":"x","logprobs":5})", 400, "logprobs"},
+      {"/v1/completions", R"({"prompt":"x","logprobs":50})", 400, "logprobs"},
+      {"/v1/completions", R"({"prompt":"x","echo":true})", 400, "echo"},
       {"/v1/completions", R"({"prompt":"x","bogus":1})", 400, "bogus"},
       {"/v1/completions", R"({"prompt":"x","model":"gpt-4"})", 404, "model"},
       {"/v1/completions", R"({"prompt":[2,99999]})", 400, "prompt"},
@@ -299,6 +301,59 @@ TEST_F(ServeCli, MalformedRequestsGetFourHundredsNamingTheFieldWhileGoodOnesComp
   EXPECT_EQ(MetricValue(metrics.body, "gemmapod_requests_waiting"), 0);
   EXPECT_GT(MetricValue(metrics.body, "gemmapod_time_to_first_token_seconds_count"), 0);
   EXPECT_EQ(Get(port(), "/health").status, 200);
+}
+
+// Log-probabilities: those of the first generated token and its rivals equal the log-softmax of
+// `gemmapod logits` at the prompt's last position; chat streams carry them per token.
+TEST_F(ServeCli, LogprobsAreTheModelsLogSoftmax) {
+  const Reply r = Post(port(), "/v1/completions",
+                       R"({"prompt":[2,151,300,77],"max_tokens":4,"temperature":0,"logprobs":3})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json lp = json::parse(r.body)["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["token_logprobs"].size(), 4u) << r.body;
+  const std::string out = (dir_ / "lp.npy").string();
+  const CliResult l = Gemmapod("logits --model " + model_ + " --tokens 2,151,300,77 --out " + out);
+  ASSERT_EQ(l.exit_code, 0) << l.output;
+  const Tensor logits = ReadNpy(out);
+  const int64_t V = logits.dim(1);
+  const float* last = logits.data<float>() + 3 * V;
+  double top = -1e30, sum = 0;
+  for (int64_t i = 0; i < V; ++i) top = std::max(top, double{last[i]});
+  for (int64_t i = 0; i < V; ++i) sum += std::exp(last[i] - top);
+  std::vector<double> want(static_cast<size_t>(V));
+  for (int64_t i = 0; i < V; ++i) want[static_cast<size_t>(i)] = last[i] - top - std::log(sum);
+  std::sort(want.begin(), want.end(), std::greater<>());
+  // Greedy: the token is the likeliest, and the three best are the row's three largest.
+  EXPECT_NEAR(lp["token_logprobs"][0].get<double>(), want[0], 1e-4);
+  std::vector<double> tops;
+  for (const auto& [text, value] : lp["top_logprobs"][0].items()) tops.push_back(value);
+  std::sort(tops.begin(), tops.end(), std::greater<>());
+  ASSERT_GE(tops.size(), 2u);  // texts may coincide (byte pieces), so 2 or 3 entries
+  EXPECT_NEAR(tops[0], want[0], 1e-4);
+  EXPECT_NEAR(tops[1], want[1], 1e-4);
+
+  const Reply chat = Post(port(), "/v1/chat/completions", R"({"messages":[
+      {"role":"user","content":"Hi"}],"max_tokens":3,"temperature":0,"logprobs":true,
+      "top_logprobs":2,"stream":true})");
+  ASSERT_EQ(chat.status, 200) << chat.body;
+  int entries = 0;
+  std::istringstream in(chat.body);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("data: {", 0) != 0) continue;
+    const json e = json::parse(line.substr(6));
+    if (e["choices"].empty() || e["choices"][0]["logprobs"].is_null()) continue;
+    for (const json& t : e["choices"][0]["logprobs"]["content"]) {
+      ++entries;
+      EXPECT_EQ(t["top_logprobs"].size(), 2u);
+      EXPECT_LE(t["logprob"].get<double>(), 0.0);
+    }
+  }
+  EXPECT_EQ(entries, 3) << chat.body;
+  EXPECT_EQ(Post(port(), "/v1/chat/completions",
+                 R"({"messages":[{"role":"user","content":"Hi"}],"top_logprobs":2})")
+                .status,
+            400);
+  EXPECT_EQ(Post(port(), "/v1/completions", R"({"prompt":"x","logprobs":21})").status, 400);
 }
 
 TEST_F(ServeCli, ModelsAndHealth) {
@@ -385,7 +440,7 @@ TEST_F(ServeCli, AnApiKeyIsRequiredWhenSet) {
 
 TEST_F(ServeCli, ShardedServersAnswerWithOneRanksTokens) {
   const std::string body =
-      R"({"prompt":"The license of","max_tokens":16,"temperature":0.6,"seed":3,"n":3})";
+      R"({"prompt":"The license of","max_tokens":16,"temperature":0.6,"seed":3,"n":3,"logprobs":2})";
   const Reply one = Post(port(), "/v1/completions", body);
   ASSERT_EQ(one.status, 200) << one.body;
   for (const char* pod : {"configs/pods/local.yaml", "tests/launch/pods/pp2.yaml"}) {
@@ -397,6 +452,12 @@ TEST_F(ServeCli, ShardedServersAnswerWithOneRanksTokens) {
     const json a = json::parse(one.body), b = json::parse(sharded.body);
     for (int i = 0; i < 3; ++i) {
       EXPECT_EQ(a["choices"][i]["text"], b["choices"][i]["text"]) << "choice " << i;
+      const json& la = a["choices"][i]["logprobs"]["token_logprobs"];
+      const json& lb = b["choices"][i]["logprobs"]["token_logprobs"];
+      ASSERT_EQ(la.size(), lb.size());
+      for (size_t t = 0; t < la.size(); ++t) {
+        EXPECT_NEAR(la[t].get<double>(), lb[t].get<double>(), 1e-4) << "choice " << i;
+      }
     }
     EXPECT_EQ(server.Stop(SIGTERM), 0) << server.log();
   }

@@ -204,5 +204,38 @@ TEST_F(ShardSamplerTest, TheRepetitionPenaltyReachesEveryShard) {
   EXPECT_EQ(sampler.Sample(shard_, begin_, 1000, {}), 1);
 }
 
+// Log-probabilities from the shards equal the log-softmax of the whole row (over the sampled
+// ids) computed in double, with the top ids best first and ties going to the lower id; the token
+// asked about may sit on any rank's shard.
+TEST_F(ShardSamplerTest, LogProbsAreTheWholeRowsLogSoftmax) {
+  const int64_t vocab = 1000, sampled = 990;  // ids 990.. are never sampled: left out
+  for (uint32_t seed : {3u, 4u}) {
+    MakeRow(vocab, seed);
+    row_[17] = row_[601] = 9.0f;  // a tie at the top, on different ranks' shards (2+ ranks)
+    for (int64_t i = 0; i < width_ && begin_ + i < vocab; ++i) {
+      shard_[static_cast<size_t>(i)] = row_[static_cast<size_t>(begin_ + i)];
+    }
+    double top = -1e30, sum = 0;
+    for (int64_t i = 0; i < sampled; ++i) top = std::max(top, double{row_[static_cast<size_t>(i)]});
+    for (int64_t i = 0; i < sampled; ++i) sum += std::exp(row_[static_cast<size_t>(i)] - top);
+    const double log_z = top + std::log(sum);
+    for (int32_t token : {17, 601, 5, 989}) {
+      const TokenLogProbs lp = ShardLogProbs(shard_, begin_, sampled, token, 4, world_.get());
+      EXPECT_NEAR(lp.logprob, row_[static_cast<size_t>(token)] - log_z, 2e-5) << token;
+      ASSERT_EQ(lp.top.size(), 4u);
+      EXPECT_EQ(lp.top[0].first, 17);
+      EXPECT_EQ(lp.top[1].first, 601);
+      for (size_t j = 0; j < 4; ++j) {
+        EXPECT_NEAR(lp.top[j].second, row_[static_cast<size_t>(lp.top[j].first)] - log_z, 2e-5);
+        if (j > 0) {
+          EXPECT_LE(lp.top[j].second, lp.top[j - 1].second);
+        }
+      }
+    }
+  }
+  // k = 0: the token's alone.
+  EXPECT_TRUE(ShardLogProbs(shard_, begin_, sampled, 3, 0, world_.get()).top.empty());
+}
+
 }  // namespace
 }  // namespace gemmapod
