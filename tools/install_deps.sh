@@ -30,6 +30,8 @@ PKGS=(
   libcpp-httplib-dev libcli11-dev libspdlog-dev libfmt-dev
   # Debian's python reads our HDF5 checkpoints in tests (h5py).
   python3 python3-h5py python3-numpy
+  # The server's chat page is tested in a real headless browser.
+  chromium chromium-driver python3-selenium
 )
 
 missing=()

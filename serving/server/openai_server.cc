@@ -14,6 +14,7 @@
 #include "runtime/error.h"
 #include "runtime/tokenizer/chat_template.h"
 #include "serving/engine/batch_scheduler.h"
+#include "serving/server/chat_page.h"
 #include "serving/server/openai_api.h"
 #include "serving/server/server_metrics.h"
 
@@ -131,7 +132,8 @@ void OpenAiServer::Impl::Routes() {
   http.set_write_timeout(30, 0);
 
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    if (options.api_key.empty() || req.path == "/health") {
+    // The page and the probe carry no data; the page sends the key with its API calls.
+    if (options.api_key.empty() || req.path == "/health" || req.path == "/") {
       return httplib::Server::HandlerResponse::Unhandled;
     }
     const std::string expected = "Bearer " + options.api_key;
@@ -168,6 +170,11 @@ void OpenAiServer::Impl::Routes() {
         Refuse(req, res, ApiError(500, "internal error: " + what, "", "server_error"));
       });
 
+  http.Get("/", [](const httplib::Request&, httplib::Response& res) {
+    res.set_header("Content-Security-Policy",
+                   "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'");
+    res.set_content(std::string(ChatPageHtml()), "text/html; charset=utf-8");
+  });
   http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     const bool up = ready.load() && admitting.load();
     res.status = up ? 200 : 503;

@@ -8,9 +8,15 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
 
+#include "tests/launch/http_client.h"
 #include "tests/launch/npy_relative_error.h"
 #include "tests/launch/run_gemmapod.h"
+#include "tests/launch/serve_process.h"
 
 namespace {
 
@@ -62,6 +68,42 @@ TEST_P(Gemma3_270mCli, TwoRanksGiveOneRanksLogits) {
   // The row-parallel products add their halves in another order (and bf16's exact products
   // split the activations into hi + lo per product): 1.1e-5 measured for bf16.
   EXPECT_LE(gemmapod::NpyRelativeError(two, one), 3e-5) << GetParam();
+}
+
+// The server on the real model: a greedy completion is generate's text, also with four clients
+// at once, each prompt's answer its own.
+TEST_P(Gemma3_270mCli, TheServerAnswersAsGenerateDoes) {
+  const std::vector<std::string> prompts = {
+      "The Eiffel Tower is located in the city of", "Water is made of hydrogen and",
+      "The first president of the United States was", "Photosynthesis converts sunlight into"};
+  std::vector<std::string> want;
+  for (const std::string& p : prompts) {
+    const Result g = Gemmapod("generate --model " + Checkpoint(GetParam()) + " --prompt '" + p +
+                              "' --max-tokens 12");
+    ASSERT_EQ(g.exit_code, 0) << g.output;
+    want.push_back(g.output.substr(0, g.output.size() - 1));  // generate ends with a newline
+  }
+  gemmapod::ServeProcess server;
+  ASSERT_TRUE(server.Start("--model " + Checkpoint(GetParam()) + " --context 512", 1, "", 120))
+      << server.log();
+  auto body = [&](size_t i) {
+    return nlohmann::json{{"prompt", prompts[i]}, {"max_tokens", 12}, {"temperature", 0}}.dump();
+  };
+  const gemmapod::Reply alone = gemmapod::Post(server.port(), "/v1/completions", body(0));
+  ASSERT_EQ(alone.status, 200) << alone.body;
+  EXPECT_EQ(gemmapod::TextOf(alone.body), want[0]);
+  std::vector<gemmapod::Reply> replies(prompts.size());
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    clients.emplace_back(
+        [&, i] { replies[i] = gemmapod::Post(server.port(), "/v1/completions", body(i)); });
+  }
+  for (auto& c : clients) c.join();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_EQ(replies[i].status, 200) << replies[i].body;
+    EXPECT_EQ(gemmapod::TextOf(replies[i].body), want[i]) << prompts[i];
+  }
+  EXPECT_EQ(server.Stop(), 0) << server.log();
 }
 
 INSTANTIATE_TEST_SUITE_P(Weights, Gemma3_270mCli, ::testing::Values("bf16", "int8"));

@@ -5,7 +5,6 @@
 // is cancelled; SIGTERM finishes the requests in flight and exits 0; the API key; and the server
 // sharded over two ranks (tp = 2, pp = 2) answers with one rank's tokens.
 #include <gtest/gtest.h>
-#include <httplib.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -17,6 +16,7 @@
 #include <vector>
 
 #include "runtime/checkpoint/npy.h"
+#include "tests/launch/http_client.h"
 #include "tests/launch/run_gemmapod.h"
 #include "tests/launch/serve_process.h"
 
@@ -25,35 +25,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-struct Reply {
-  int status = 0;
-  std::string body;
-};
-
-Reply Post(int port, const std::string& path, const std::string& body,
-           const httplib::Headers& headers = {}) {
-  httplib::Client client("127.0.0.1", port);
-  client.set_read_timeout(120, 0);
-  auto r = client.Post(path.c_str(), headers, body, "application/json");
-  if (!r) return {-1, httplib::to_string(r.error())};
-  return {r->status, r->body};
-}
-
-Reply Get(int port, const std::string& path) {
-  httplib::Client client("127.0.0.1", port);
-  auto r = client.Get(path.c_str());
-  if (!r) return {-1, httplib::to_string(r.error())};
-  return {r->status, r->body};
-}
-
-// The text of choice 0 of a completion or chat completion.
-std::string TextOf(const std::string& body) {
-  const json j = json::parse(body);
-  const json& c = j.at("choices").at(0);
-  return c.contains("message") ? c["message"]["content"].get<std::string>()
-                               : c["text"].get<std::string>();
-}
 
 // The concatenated deltas of a stream, its finish reason and its usage (if sent); checks that it
 // ends with [DONE].
