@@ -5,9 +5,11 @@
 // tokens equal one rank's. Run under mpiexec with 1 and 2 ranks.
 #include "serving/engine/batch_scheduler.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <thread>
 
@@ -41,13 +43,15 @@ const Tokenizer& TestTokenizer() {
 
 // This rank's part of the model for `shape` over `comm`, in an engine of `slots` sequences.
 struct Engine {
-  Engine(Communicator& comm, GridShape shape, int64_t slots)
+  // `poisoned`: the final norm's first weight is NaN, so every logit is.
+  Engine(Communicator& comm, GridShape shape, int64_t slots, bool poisoned = false)
       : grid(ProcessGrid::Create(comm, shape)) {
     const ModelConfig config = TestConfig();
     const std::vector<LayerRange> stages = GemmaStageLayers(config, shape.tp, shape.pp, 4, nullptr);
     const GemmaShard shard = GemmaShardAt(config, grid.shape(), grid.coords(), stages);
-    GemmaStage stage(config, shard, RandomGemmaShard(config, shard, DType::kF32, kWeightSeed),
-                     &grid.tp());
+    GemmaWeights weights = RandomGemmaShard(config, shard, DType::kF32, kWeightSeed);
+    if (poisoned) weights.final_norm.data<float>()[0] = std::nanf("");
+    GemmaStage stage(config, shard, std::move(weights), &grid.tp());
     const int64_t sampled = std::min<int64_t>(config.vocab_size, TestTokenizer().vocab_size());
     pipeline = std::make_unique<PipelineEngine>(
         grid, MakeGemmaStageModel(grid, std::move(stage), slots, 200), PipelineOptions{sampled});
@@ -103,6 +107,7 @@ struct Outcome {
   std::string text;
   std::optional<FinishReason> finish;
   int finished_events = 0;
+  std::string error;  // kFailed
 };
 
 std::vector<std::shared_ptr<ServeJob>> Jobs(const std::vector<GenerationRequest>& requests,
@@ -120,6 +125,8 @@ std::vector<std::shared_ptr<ServeJob>> Jobs(const std::vector<GenerationRequest>
       } else if (e.kind == JobEvent::Kind::kFinished) {
         o->finish = e.result->finish;
         ++o->finished_events;
+      } else {
+        o->error = std::string(e.error);
       }
     };
     jobs.push_back(std::move(job));
@@ -219,6 +226,28 @@ TEST(BatchScheduler, AFullQueueRefusesAllOfARequestsChoices) {
   for (const auto& o : a) EXPECT_EQ(o.finished_events, 1);
   for (const auto& o : b) EXPECT_EQ(o.finished_events, 0);
   EXPECT_EQ(c[0].finished_events, 1);
+}
+
+// A one-rank engine that fails mid-step (non-finite logits met by the sampler) fails the jobs of
+// that micro-batch with the message, frees their slots, and the scheduler goes on with the rest.
+TEST(BatchScheduler, AnEngineFailureFailsItsJobsAndTheSchedulerGoesOn) {
+  auto world = MpiCommunicator::World();
+  if (world->size() != 1) GTEST_SKIP() << "one-rank test";
+  Engine e(*world, GridShape{1, 1, 1}, 2, /*poisoned=*/true);
+  EngineDriver driver(*e.pipeline, nullptr);
+  BatchScheduler scheduler(driver, TestTokenizer(), SchedulerOptions{64, 100});
+  const std::vector<GenerationRequest> requests = Requests();
+  std::vector<Outcome> outcomes;
+  ASSERT_EQ(scheduler.Enqueue(Jobs({requests.begin(), requests.begin() + 5}, outcomes)),
+            BatchScheduler::Admission::kAccepted);
+  scheduler.Drain();
+  scheduler.Run();
+  for (size_t i = 0; i < outcomes.size(); ++i) {
+    EXPECT_THAT(outcomes[i].error, testing::HasSubstr("NaN")) << "request " << i;
+    EXPECT_TRUE(outcomes[i].tokens.empty());
+  }
+  EXPECT_EQ(scheduler.load().running, 0);
+  EXPECT_EQ(scheduler.load().waiting, 0);
 }
 
 // tp = 2 (the first stage's second rank follows the leader's calls) and pp = 2 (two lanes in
