@@ -26,7 +26,8 @@ struct RequestTiming {
   bool ok = false;
   double start = 0, first = 0, end = 0;
   std::vector<double> gaps;  // between successive streamed events with text
-  int64_t tokens = 0;
+  int64_t tokens = 0;        // from the stream's usage
+  int64_t text_events = 0;   // servers that send no usage in a stream: one token per event
   std::string error;
 };
 
@@ -50,6 +51,7 @@ RequestTiming StreamOne(const std::string& host, int port, const std::string& bo
       if (j.contains("error")) t.error = j["error"]["message"];
       for (const auto& c : j["choices"]) {
         if (!c.contains("text") || c["text"].get<std::string>().empty()) continue;
+        ++t.text_events;
         const double now = Now();
         if (t.first == 0) {
           t.first = now;
@@ -151,7 +153,7 @@ int Main(int argc, char** argv) {
       }
       ttft.push_back(t.first - t.start);
       itl.insert(itl.end(), t.gaps.begin(), t.gaps.end());
-      tokens += t.tokens;
+      tokens += t.tokens > 0 ? t.tokens : t.text_events;
     }
     const double rate = static_cast<double>(tokens) / elapsed;
     std::printf("%7d %9.2f %10.1f %12.1f %9.3fs %9.3fs %8.1fms %8.1fms%s\n", clients,
