@@ -9,9 +9,9 @@
 namespace gemmapod::cpu::internal {
 namespace {
 
-// Software prefetch distance along each weight row. With 3-8 rows streamed at once the hardware
-// prefetchers alone left 10-20 % of one core's bandwidth unused (measured, docs/performance.md).
-constexpr int kPrefetchBytes = 1024;
+// Software prefetch: with 3-8 rows streamed at once the hardware prefetchers alone left 10-20 %
+// of one core's bandwidth unused (measured, docs/performance.md), so each pass prefetches the
+// next pass's rows (see Pass).
 
 // Weight rows per pass for a given number of activation rows: enough independent accumulators
 // (M * R) to hide the FMA latency, while M * R + R + 1 stays within the 32 zmm registers.
@@ -33,11 +33,6 @@ inline __m512 LoadWeightsF32(const uint16_t* p, __mmask16 mask) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
 }
 
-template <typename T>
-inline void Prefetch(const T* p) {
-  _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
-}
-
 // M activation rows against R weight rows starting at n.
 template <int M, int R, typename W>
 inline void Pass(const float* x, int64_t ldx, int64_t k, const W* w, int64_t n, float* y,
@@ -48,11 +43,17 @@ inline void Pass(const float* x, int64_t ldx, int64_t k, const W* w, int64_t n, 
   const W* wr[R];
   for (int r = 0; r < R; ++r) wr[r] = w + (n + r) * k;
 
+  // The next pass's R rows are contiguous: prefetch them front to back while this pass reads its
+  // own, all of them by its end (a fixed distance ahead in each row missed every row's start).
+  const char* next = reinterpret_cast<const char*>(w + (n + R) * k);
+  constexpr int kLinesPerStep = static_cast<int>((R * 16 * sizeof(W) + 63) / 64);
   int64_t kk = 0;
   for (; kk + 16 <= k; kk += 16) {
     __m512 wv[R];
     for (int r = 0; r < R; ++r) wv[r] = LoadWeightsF32(wr[r] + kk);
-    for (int r = 0; r < R; ++r) Prefetch(wr[r] + kk);
+    for (int j = 0; j < kLinesPerStep; ++j) {
+      _mm_prefetch(next + kk * static_cast<int64_t>(sizeof(W)) * R + j * 64, _MM_HINT_T0);
+    }
     for (int m = 0; m < M; ++m) {
       const __m512 xv = _mm512_loadu_ps(x + m * ldx + kk);
       for (int r = 0; r < R; ++r) acc[m][r] = _mm512_fmadd_ps(xv, wv[r], acc[m][r]);

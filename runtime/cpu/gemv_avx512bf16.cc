@@ -11,19 +11,14 @@
 namespace gemmapod::cpu::internal {
 namespace {
 
-// Software prefetch distance along each weight row. With 3-8 rows streamed at once the hardware
-// prefetchers alone left 10-20 % of one core's bandwidth unused (measured, docs/performance.md).
-constexpr int kPrefetchBytes = 1024;
+// Software prefetch: with 3-8 rows streamed at once the hardware prefetchers alone left 10-20 %
+// of one core's bandwidth unused (measured, docs/performance.md), so each pass prefetches the
+// next pass's rows (see Pass).
 
 // M * R accumulators plus R weight registers and 2 activation registers fit in 32 zmm.
 constexpr int RowsPerPass(int m) { return m == 1 ? 8 : m == 2 ? 6 : m <= 4 ? 4 : m <= 6 ? 4 : 3; }
 
 inline __m512bh AsBh(__m512i v) { return reinterpret_cast<__m512bh&>(v); }
-
-template <typename T>
-inline void Prefetch(const T* p) {
-  _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
-}
 
 template <int M, int R, bool kWithLo>
 inline void Pass(const uint16_t* x_hi, const uint16_t* x_lo, int64_t ldx, int64_t k,
@@ -56,11 +51,16 @@ inline void Pass(const uint16_t* x_hi, const uint16_t* x_lo, int64_t ldx, int64_
       }
     }
   };
+  // The R rows after these are contiguous: while this pass reads its rows, the next pass's block
+  // is prefetched front to back, R lines per step, all of it by the pass's end. (Prefetching each
+  // row a fixed distance ahead missed every row's first kilobyte, nearly all of a short row: the
+  // 262144 x 640 tied head streamed at half the bandwidth of long rows.)
+  const char* next = reinterpret_cast<const char*>(w + (n + R) * k);
   int64_t kk = 0;
   for (; kk + 32 <= k; kk += 32) {
     __m512i wv[R];
     for (int r = 0; r < R; ++r) wv[r] = _mm512_loadu_si512(wr[r] + kk);
-    for (int r = 0; r < R; ++r) Prefetch(wr[r] + kk);
+    for (int r = 0; r < R; ++r) _mm_prefetch(next + kk * 2 * R + r * 64, _MM_HINT_T0);
     step(wv, kk);
   }
   if (kk < k) {
