@@ -118,8 +118,6 @@ int ServeRecurrentOnRanks(const ServeOptions& o, Communicator& world) {
         GEMMAPOD_CHECK(plan.tokenizer->vocab_size() <= config.vocab_size, o.files.model_path,
                        ": the tokenizer has ", plan.tokenizer->vocab_size(), " pieces, the model ",
                        config.vocab_size);
-        GEMMAPOD_CHECK(shape.dp == 1, o.pod_path, ": dp ", shape.dp,
-                       ": serve runs one replica for now (dp: 1); its tp and pp shard the model");
         // A fixed-size state per sequence: the context is a per-request bound, not memory.
         plan.model.context = o.context;
         plan.model.eos_id = config.eos_id;

@@ -18,6 +18,7 @@
 #include "serving/engine/batch_scheduler.h"
 #include "serving/engine/engine_driver.h"
 #include "serving/engine/pipeline_engine.h"
+#include "serving/engine/replica_router.h"
 #include "serving/server/server_metrics.h"
 
 namespace gemmapod {
@@ -122,13 +123,28 @@ int ServeOnRanks(const ServeOptions& o, Communicator& world,
     return 0;
   }
   BatchScheduler scheduler(driver, *plan.tokenizer, SchedulerOptions{o.prefill_chunk, o.max_queue});
-  server->SetReady(&scheduler, *plan.tokenizer, plan.model);
+  const GridShape shape = run.grid->shape();
+  if (!leader) {
+    // Another replica's leader: rank 0 deals it jobs.
+    ServeReplica(world, scheduler);
+    return 0;
+  }
+  std::unique_ptr<ReplicaRouter> router;
+  JobQueue* queue = &scheduler;
+  if (shape.dp > 1) {
+    std::vector<int> leaders;
+    for (int r = 0; r < shape.dp; ++r) leaders.push_back(shape.RankOf({r, 0, 0}));
+    router = std::make_unique<ReplicaRouter>(world, leaders, scheduler, o.parallel + o.max_queue);
+    queue = router.get();
+  }
+  server->SetReady(queue, *plan.tokenizer, plan.model);
   std::fprintf(stderr,
                "serve: ready: model '%s', %lld sequences x %lld tokens of context (%lld tokens "
-               "of KV cache), %s over %d rank(s)\n",
+               "of KV cache)%s, %s over %d rank(s)\n",
                plan.model.name.c_str(), static_cast<long long>(driver.max_sequences()),
                static_cast<long long>(plan.model.context),
                static_cast<long long>(driver.max_sequences() * plan.model.context),
+               shape.dp > 1 ? StrCat(" per replica, ", shape.dp, " replicas").c_str() : "",
                LayoutName(*run.grid).c_str(), world.size());
   std::atomic<bool> finished{false};
   std::thread watcher([&] {
@@ -138,10 +154,12 @@ int ServeOnRanks(const ServeOptions& o, Communicator& world,
     if (finished.load()) return;
     std::fprintf(stderr, "serve: stopping: finishing the requests in flight\n");
     server->StopAdmitting();
-    scheduler.Drain();
+    queue->Drain();
   });
+  const std::function<bool()> pump =
+      router ? std::function<bool()>([&] { return router->Pump(); }) : nullptr;
   try {
-    scheduler.Run();
+    scheduler.Run(pump);
   } catch (...) {
     finished.store(true);
     watcher.join();
@@ -151,6 +169,13 @@ int ServeOnRanks(const ServeOptions& o, Communicator& world,
   finished.store(true);
   watcher.join();
   server->Stop();
+  if (router) {
+    const std::vector<int64_t> dealt = router->dealt();
+    for (size_t r = 0; r < dealt.size(); ++r) {
+      std::fprintf(stderr, "serve: replica %zu ran %lld sequences\n", r,
+                   static_cast<long long>(dealt[r]));
+    }
+  }
   std::fprintf(stderr, "serve: stopped\n");
   return 0;
 }
@@ -164,8 +189,6 @@ int ServeGemmaOnRanks(const ServeOptions& o, Communicator& world) {
         const CheckpointModel model = ReadCheckpointModel(o.files.model_path);
         CheckTokenizerFits(*plan.tokenizer, model.config, o.files);
         std::optional<PodTopology> pod = LoadPodIfGiven(o.pod_path);
-        GEMMAPOD_CHECK(!pod || pod->dp == 1, o.pod_path, ": dp ", pod ? pod->dp : 1,
-                       ": serve runs one replica for now (dp: 1); its tp and pp shard the model");
         const int64_t context = std::min<int64_t>(o.context, model.config.max_position_embeddings);
         const int64_t sampled =
             std::min<int64_t>(model.config.vocab_size, plan.tokenizer->vocab_size());

@@ -1,5 +1,7 @@
 #include "runtime/comm/communicator.h"
 
+#include "runtime/error.h"
+
 namespace gemmapod {
 
 const char* ReduceOpName(ReduceOp op) {
@@ -24,6 +26,10 @@ void CheckReduceScatterShapes(const Tensor& in, const Tensor& out, int group_siz
   GEMMAPOD_CHECK(in.dtype() == out.dtype() && in.numel() == out.numel() * group_size,
                  "ReduceScatter: ", in.Describe(), " is not ", group_size, " blocks of ",
                  out.Describe());
+}
+
+bool Communicator::Probe(int, int) {
+  throw Error(StrCat("Probe: the ", backend(), " communicator cannot poll for messages"));
 }
 
 }  // namespace gemmapod

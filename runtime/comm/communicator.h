@@ -46,6 +46,10 @@ class Communicator {
   // stage never blocks on a peer that is itself blocked sending forwards to it.
   virtual std::unique_ptr<PendingSend> SendAsync(const Tensor& tensor, int dst, int tag = 0) = 0;
   virtual void Barrier() = 0;
+  // Whether a message from `src` with `tag` has arrived and waits for a Recv, without waiting.
+  // For ranks that poll for work between steps of their own (a server's replica leaders); a
+  // backend without it throws naming itself.
+  virtual bool Probe(int src, int tag);
 
   // A new communicator over the ranks that pass the same `color`, ordered by `key` (as
   // MPI_Comm_split). Collective over this communicator.

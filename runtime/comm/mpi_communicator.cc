@@ -252,6 +252,14 @@ void MpiCommunicator::Recv(Tensor& tensor, int src, int tag) {
   });
 }
 
+bool MpiCommunicator::Probe(int src, int tag) {
+  GEMMAPOD_CHECK(src >= 0 && src < size_ && src != rank_, "Probe: bad source ", src, " at rank ",
+                 rank_, " of ", size_);
+  int flag = 0;
+  CheckMpi(MPI_Iprobe(src, tag, comm_, &flag, MPI_STATUS_IGNORE), "MPI_Iprobe");
+  return flag != 0;
+}
+
 void MpiCommunicator::Barrier() { CheckMpi(MPI_Barrier(comm_), "MPI_Barrier"); }
 
 std::unique_ptr<Communicator> MpiCommunicator::Split(int color, int key) {

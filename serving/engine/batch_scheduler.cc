@@ -1,6 +1,7 @@
 #include "serving/engine/batch_scheduler.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "runtime/error.h"
 #include "serving/engine/engine_driver.h"
@@ -230,9 +231,11 @@ void BatchScheduler::FailLane(Lane& lane, std::string_view message) {
   lane.in_flight = false;
 }
 
-void BatchScheduler::Run() {
+void BatchScheduler::Run(const std::function<bool()>& pump) {
   std::deque<Lane*> in_flight;  // lanes in submission order
+  bool outside = false;         // the pump has work on its way
   for (;;) {
+    if (pump) outside = pump();
     for (auto& lane : lanes_) {
       if (lane->in_flight) continue;
       // Pieces of prompts that want no token return nothing: the lane's next piece goes at once,
@@ -244,8 +247,14 @@ void BatchScheduler::Run() {
     }
     if (in_flight.empty()) {
       std::unique_lock<std::mutex> lock(mutex_);
-      if (draining_ && waiting_.empty()) break;
-      wake_.wait(lock, [&] { return draining_ || woken_ || !waiting_.empty(); });
+      if (draining_ && waiting_.empty() && !outside) break;
+      // With a pump, draining is re-checked every millisecond (the pump's work may still come).
+      const auto ready = [&] { return woken_ || !waiting_.empty() || (draining_ && !pump); };
+      if (pump) {
+        wake_.wait_for(lock, std::chrono::milliseconds(1), ready);
+      } else {
+        wake_.wait(lock, ready);
+      }
       lock.unlock();
       DropCancelledWaiting();
       continue;

@@ -60,23 +60,40 @@ struct SchedulerLoad {
   int64_t slots = 0;  // sequence slots in all
 };
 
-class BatchScheduler {
- public:
-  BatchScheduler(EngineDriver& engine, const Tokenizer& tokenizer, const SchedulerOptions& options);
-  ~BatchScheduler();
+enum class Admission { kAccepted, kQueueFull, kDraining };
 
-  enum class Admission { kAccepted, kQueueFull, kDraining };
+// Where a server hands its jobs: one scheduler, or a router over data-parallel replicas.
+class JobQueue {
+ public:
+  virtual ~JobQueue() = default;
   // Thread-safe. The jobs (a request's choices) join together or not at all. Each must fit the
   // engine's context (CheckRequest) and have valid sampling settings: checked by the caller.
-  Admission Enqueue(std::vector<std::shared_ptr<ServeJob>> jobs);
-  // Thread-safe: wakes the engine thread (after a cancellation, so a waiting job leaves now).
-  void Wake();
-  // Thread-safe: refuse new jobs from now on; Run returns once the admitted ones are done.
-  void Drain();
-  SchedulerLoad load() const;
+  virtual Admission Enqueue(std::vector<std::shared_ptr<ServeJob>> jobs) = 0;
+  // Thread-safe: a job was cancelled; the thread that runs it notices now.
+  virtual void Wake() = 0;
+  // Thread-safe: refuse new jobs from now on; the admitted ones finish.
+  virtual void Drain() = 0;
+  virtual SchedulerLoad load() const = 0;
+};
 
-  // The engine thread: runs steps until drained and idle, then finishes the engine.
-  void Run();
+class BatchScheduler final : public JobQueue {
+ public:
+  using Admission = gemmapod::Admission;
+
+  BatchScheduler(EngineDriver& engine, const Tokenizer& tokenizer, const SchedulerOptions& options);
+  ~BatchScheduler() override;
+
+  Admission Enqueue(std::vector<std::shared_ptr<ServeJob>> jobs) override;
+  void Wake() override;
+  // Run returns once the admitted jobs are done.
+  void Drain() override;
+  SchedulerLoad load() const override;
+
+  // The engine thread: runs steps until drained and idle, then finishes the engine. `pump`, when
+  // given, runs on this thread between steps and at least every millisecond while idle (a
+  // replica leader's messages); it returns true while it still has work on its way, which keeps
+  // Run from returning.
+  void Run(const std::function<bool()>& pump = {});
 
  private:
   struct Member;

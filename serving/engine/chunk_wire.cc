@@ -7,23 +7,40 @@
 
 namespace gemmapod {
 
+void AppendSamplingWords(const SamplingParams& p, std::vector<int32_t>& words) {
+  const int32_t w[kSamplingWords] = {std::bit_cast<int32_t>(p.temperature),
+                                     p.top_k,
+                                     std::bit_cast<int32_t>(p.top_p),
+                                     std::bit_cast<int32_t>(p.min_p),
+                                     std::bit_cast<int32_t>(p.repetition_penalty),
+                                     static_cast<int32_t>(p.seed & 0xffffffffu),
+                                     static_cast<int32_t>(p.seed >> 32),
+                                     std::bit_cast<int32_t>(p.presence_penalty),
+                                     std::bit_cast<int32_t>(p.frequency_penalty)};
+  words.insert(words.end(), w, w + kSamplingWords);
+}
+
+SamplingParams ReadSamplingWords(const int32_t* w) {
+  SamplingParams p;
+  p.temperature = std::bit_cast<float>(w[0]);
+  p.top_k = w[1];
+  p.top_p = std::bit_cast<float>(w[2]);
+  p.min_p = std::bit_cast<float>(w[3]);
+  p.repetition_penalty = std::bit_cast<float>(w[4]);
+  p.seed = static_cast<uint64_t>(static_cast<uint32_t>(w[5])) |
+           (static_cast<uint64_t>(static_cast<uint32_t>(w[6])) << 32);
+  p.presence_penalty = std::bit_cast<float>(w[7]);
+  p.frequency_penalty = std::bit_cast<float>(w[8]);
+  return p;
+}
+
 void AppendChunkWords(const WireChunk& c, std::vector<int32_t>& words) {
-  const SamplingParams& p = c.sampling;
-  const int32_t header[kChunkHeaderWords] = {static_cast<int32_t>(c.tokens.sequence),
-                                             static_cast<int32_t>(c.start),
-                                             static_cast<int32_t>(c.tokens.tokens.size()),
-                                             std::bit_cast<int32_t>(p.temperature),
-                                             p.top_k,
-                                             std::bit_cast<int32_t>(p.top_p),
-                                             std::bit_cast<int32_t>(p.min_p),
-                                             std::bit_cast<int32_t>(p.repetition_penalty),
-                                             static_cast<int32_t>(p.seed & 0xffffffffu),
-                                             static_cast<int32_t>(p.seed >> 32),
-                                             std::bit_cast<int32_t>(p.presence_penalty),
-                                             std::bit_cast<int32_t>(p.frequency_penalty),
-                                             c.sample ? 1 : 0,
-                                             c.top_logprobs};
-  words.insert(words.end(), header, header + kChunkHeaderWords);
+  words.push_back(static_cast<int32_t>(c.tokens.sequence));
+  words.push_back(static_cast<int32_t>(c.start));
+  words.push_back(static_cast<int32_t>(c.tokens.tokens.size()));
+  AppendSamplingWords(c.sampling, words);
+  words.push_back(c.sample ? 1 : 0);
+  words.push_back(c.top_logprobs);
   words.insert(words.end(), c.tokens.tokens.begin(), c.tokens.tokens.end());
 }
 
@@ -39,17 +56,9 @@ std::vector<WireChunk> ParseChunkWords(std::span<const int32_t> words, int64_t c
     c.tokens.sequence = p[at];
     c.start = p[at + 1];
     const int64_t n = p[at + 2];
-    c.sampling.temperature = std::bit_cast<float>(p[at + 3]);
-    c.sampling.top_k = p[at + 4];
-    c.sampling.top_p = std::bit_cast<float>(p[at + 5]);
-    c.sampling.min_p = std::bit_cast<float>(p[at + 6]);
-    c.sampling.repetition_penalty = std::bit_cast<float>(p[at + 7]);
-    c.sampling.seed = static_cast<uint64_t>(static_cast<uint32_t>(p[at + 8])) |
-                      (static_cast<uint64_t>(static_cast<uint32_t>(p[at + 9])) << 32);
-    c.sampling.presence_penalty = std::bit_cast<float>(p[at + 10]);
-    c.sampling.frequency_penalty = std::bit_cast<float>(p[at + 11]);
-    c.sample = p[at + 12] != 0;
-    c.top_logprobs = p[at + 13];
+    c.sampling = ReadSamplingWords(p + at + 3);
+    c.sample = p[at + 3 + kSamplingWords] != 0;
+    c.top_logprobs = p[at + 4 + kSamplingWords];
     GEMMAPOD_CHECK(c.top_logprobs >= -1 && c.top_logprobs <= kMaxTopLogprobs, who,
                    ": top_logprobs ", c.top_logprobs, " outside [-1, ", kMaxTopLogprobs, "]");
     at += kChunkHeaderWords;

@@ -28,7 +28,12 @@ void AppendChunkWords(const WireChunk& chunk, std::vector<int32_t>& words);
 // are truncated or malformed.
 std::vector<WireChunk> ParseChunkWords(std::span<const int32_t> words, int64_t count,
                                        std::string_view who);
-// Header words per chunk (the tokens come on top).
-inline constexpr int64_t kChunkHeaderWords = 14;
+// Sampling settings as words (read back from kSamplingWords words).
+inline constexpr int64_t kSamplingWords = 9;
+void AppendSamplingWords(const SamplingParams& params, std::vector<int32_t>& words);
+SamplingParams ReadSamplingWords(const int32_t* words);
+// Header words per chunk (the tokens come on top): sequence, start, token count, sampling, the
+// sample flag, top_logprobs.
+inline constexpr int64_t kChunkHeaderWords = 5 + kSamplingWords;
 
 }  // namespace gemmapod

@@ -50,7 +50,7 @@ struct Channel {
   bool saw_token = false;
   std::vector<std::optional<Clock::time_point>> last_token;  // per choice
 
-  void Cancel(BatchScheduler& scheduler) {
+  void Cancel(JobQueue& scheduler) {
     for (auto& job : jobs) job->cancelled = true;
     scheduler.Wake();
   }
@@ -97,7 +97,7 @@ struct OpenAiServer::Impl {
   int port = 0;
 
   std::mutex setup;  // guards the three below until ready is set
-  BatchScheduler* scheduler = nullptr;
+  JobQueue* scheduler = nullptr;
   std::optional<Tokenizer> tokenizer;
   ServedModel model;
   std::atomic<bool> ready{false};
@@ -282,9 +282,9 @@ void OpenAiServer::Impl::Completion(const httplib::Request& req, httplib::Respon
       channel->jobs.push_back(std::move(job));
     }
     switch (scheduler->Enqueue(channel->jobs)) {
-      case BatchScheduler::Admission::kAccepted:
+      case Admission::kAccepted:
         break;
-      case BatchScheduler::Admission::kQueueFull: {
+      case Admission::kQueueFull: {
         res.set_header("Retry-After", "1");
         const SchedulerLoad load = scheduler->load();
         throw ApiError(503,
@@ -292,7 +292,7 @@ void OpenAiServer::Impl::Completion(const httplib::Request& req, httplib::Respon
                               load.waiting, " waiting); retry later"),
                        "", "server_error", "overloaded");
       }
-      case BatchScheduler::Admission::kDraining:
+      case Admission::kDraining:
         throw ApiError(503, "the server is shutting down", "", "server_error");
     }
   } catch (const ApiError& e) {
@@ -312,7 +312,7 @@ void OpenAiServer::Impl::Completion(const httplib::Request& req, httplib::Respon
   const auto deadline =
       arrival + std::chrono::duration_cast<Clock::duration>(
                     std::chrono::duration<double>(options.request_timeout_seconds));
-  BatchScheduler* sched = scheduler;
+  JobQueue* sched = scheduler;
 
   auto respond = [this, channel, meta, prompt_tokens, stream, include_usage, n, path, deadline,
                   arrival, sched](size_t, httplib::DataSink& sink) -> bool {
@@ -446,11 +446,10 @@ int OpenAiServer::Start() {
   return impl_->port;
 }
 
-void OpenAiServer::SetReady(BatchScheduler* scheduler, const Tokenizer& tokenizer,
-                            const ServedModel& model) {
+void OpenAiServer::SetReady(JobQueue* queue, const Tokenizer& tokenizer, const ServedModel& model) {
   {
     std::lock_guard<std::mutex> lock(impl_->setup);
-    impl_->scheduler = scheduler;
+    impl_->scheduler = queue;
     impl_->tokenizer = tokenizer;
     impl_->model = model;
   }

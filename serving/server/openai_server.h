@@ -1,8 +1,8 @@
 // The HTTP face of `gemmapod serve`: OpenAI's completions and chat completions (whole or streamed
 // as Server-Sent Events), the model list, health and Prometheus metrics, on cpp-httplib. Requests
-// are checked and tokenized on the HTTP threads and handed to the BatchScheduler as one job per
-// choice; the engine thread reports tokens back through a per-request channel. httplib stays
-// inside the .cc.
+// are checked and tokenized on the HTTP threads and handed to the scheduler (or the replicas'
+// router) as one job per choice; the engine thread reports tokens back through a per-request
+// channel. httplib stays inside the .cc.
 #pragma once
 
 #include <atomic>
@@ -15,7 +15,7 @@
 
 namespace gemmapod {
 
-class BatchScheduler;
+class JobQueue;
 class ServerMetrics;
 
 struct ServerOptions {
@@ -45,8 +45,9 @@ class OpenAiServer {
   // get 503 until SetReady. Returns the port; throws gemmapod::Error naming host:port when it
   // cannot bind.
   int Start();
-  // The model is loaded: completions go to `scheduler` (which outlives the server's use of it).
-  void SetReady(BatchScheduler* scheduler, const Tokenizer& tokenizer, const ServedModel& model);
+  // The model is loaded: completions go to `queue` (a scheduler, or a router over replicas; it
+  // outlives the server's use of it).
+  void SetReady(JobQueue* queue, const Tokenizer& tokenizer, const ServedModel& model);
   // From now on completions get 503 (shutting down); requests already admitted go on.
   void StopAdmitting();
   // Stops listening and waits for the HTTP threads (after the scheduler has drained).

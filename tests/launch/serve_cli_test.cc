@@ -434,6 +434,50 @@ TEST_F(ServeCli, ShardedServersAnswerWithOneRanksTokens) {
   }
 }
 
+// Two data-parallel replicas: rank 0 deals requests to both, each answer is one rank's, and
+// SIGTERM drains both.
+TEST_F(ServeCli, DataParallelReplicasShareTheLoad) {
+  auto body = [](int i) {
+    return json{{"prompt", "Replica test " + std::to_string(i)},
+                {"max_tokens", 12},
+                {"temperature", i % 2 == 0 ? 0.0 : 0.8},
+                {"seed", i},
+                {"logprobs", 1}}
+        .dump();
+  };
+  std::vector<json> one(8);
+  for (int i = 0; i < 8; ++i) {
+    const Reply r = Post(port(), "/v1/completions", body(i));
+    ASSERT_EQ(r.status, 200) << r.body;
+    one[static_cast<size_t>(i)] = json::parse(r.body)["choices"][0];
+  }
+  ServeProcess server;
+  ASSERT_TRUE(
+      server.Start("--model " + model_ + " --pod tests/launch/pods/dp2.yaml --parallel 2", 2))
+      << server.log();
+  std::vector<Reply> replies(8);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 8; ++i) {
+    clients.emplace_back([&, i] {
+      replies[static_cast<size_t>(i)] = Post(server.port(), "/v1/completions", body(i));
+    });
+  }
+  for (auto& c : clients) c.join();
+  for (size_t i = 0; i < 8; ++i) {
+    ASSERT_EQ(replies[i].status, 200) << replies[i].body;
+    const json got = json::parse(replies[i].body)["choices"][0];
+    EXPECT_EQ(got["text"], one[i]["text"]) << "request " << i;
+    EXPECT_NEAR(got["logprobs"]["token_logprobs"][0].get<double>(),
+                one[i]["logprobs"]["token_logprobs"][0].get<double>(), 1e-4);
+  }
+  const Reply metrics = Get(server.port(), "/metrics");
+  EXPECT_EQ(MetricValue(metrics.body, "gemmapod_kv_slots_free"), 4) << metrics.body;
+  EXPECT_EQ(server.Stop(SIGTERM), 0) << server.log();
+  // Both replicas ran some of the 8.
+  EXPECT_TRUE(Contains(server.log(), "replica 0 ran [1-7] sequences")) << server.log();
+  EXPECT_TRUE(Contains(server.log(), "replica 1 ran [1-7] sequences")) << server.log();
+}
+
 TEST(ServeCliFamilies, RecurrentGemmaIsServedAndT5GemmaIsRefusedByName) {
   const fs::path dir = fs::temp_directory_path() / ("serve-families-" + std::to_string(getpid()));
   fs::create_directories(dir);
