@@ -37,6 +37,7 @@ std::vector<GenerationResult> GeneratePipelined(
   std::vector<GenerationResult> results(n);
   std::vector<Clock::time_point> first_token(n, start);
   std::vector<bool> started(n, false);
+  std::string failure;  // the first job that failed (non-finite logits): the run fails with it
   std::vector<std::shared_ptr<ServeJob>> jobs;
   for (size_t i = 0; i < n; ++i) {
     auto job = std::make_shared<ServeJob>();
@@ -54,6 +55,8 @@ std::vector<GenerationResult> GeneratePipelined(
         results[i].prefill_seconds = std::chrono::duration<double>(first_token[i] - start).count();
         results[i].decode_seconds =
             std::chrono::duration<double>(Clock::now() - first_token[i]).count();
+      } else if (failure.empty()) {
+        failure = StrCat("generate: request ", i, ": ", e.error);
       }
     };
     jobs.push_back(std::move(job));
@@ -62,6 +65,7 @@ std::vector<GenerationResult> GeneratePipelined(
                  "generate: the scheduler refused the requests");
   scheduler.Drain();
   scheduler.Run();  // finishes the pipeline: the other stages return from Serve()
+  GEMMAPOD_CHECK(failure.empty(), failure);
   return results;
 }
 

@@ -178,6 +178,11 @@ TEST_F(ModelCli, NonFiniteWeightsAreRefusedAndNonFiniteLogitsReported) {
                        "nan: the model computes non-finite values"))
       << logits.output;
   EXPECT_FALSE(fs::exists(out));
+  // generate fails with the sampler's finding rather than printing nothing.
+  const Result generated = Gemmapod("generate --model " + poisoned + " --prompt hi");
+  EXPECT_EQ(generated.exit_code, 1) << generated.output;
+  EXPECT_TRUE(Contains(generated.output, "generate: request 0: sampling: .*NaN"))
+      << generated.output;
 }
 
 }  // namespace
