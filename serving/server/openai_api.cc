@@ -137,8 +137,9 @@ ApiRequest ParseApiRequest(std::string_view body, bool chat) {
   json j;
   try {
     j = json::parse(body.begin(), body.end());
-  } catch (const json::parse_error& e) {
-    // nlohmann names the byte; its message also covers invalid UTF-8 inside strings.
+  } catch (const json::exception& e) {
+    // nlohmann names the byte; its message also covers invalid UTF-8 inside strings and numbers
+    // too large for a double (1e309, an out_of_range error rather than a parse_error).
     throw Bad("", StrCat("the body is not valid JSON: ", e.what()));
   }
   if (!j.is_object()) throw Bad("", "the body must be a JSON object, got " + TypeName(j));

@@ -213,6 +213,7 @@ TEST_F(ServeCli, MalformedRequestsGetFourHundredsNamingTheFieldWhileGoodOnesComp
   const std::vector<Bad> bad = {
       {"/v1/completions", "{not json", 400, ""},
       {"/v1/completions", "[1,2]", 400, ""},
+      {"/v1/completions", R"({"prompt":"x","temperature":1e999})", 400, ""},
       {"/v1/completions", R"({"prompt":"x","max_tokens":"ten"})", 400, "max_tokens"},
       {"/v1/completions", R"({"prompt":"x","max_tokens":0})", 400, "max_tokens"},
       {"/v1/completions", R"({"prompt":"x","max_tokens":100000})", 400, "max_tokens"},
