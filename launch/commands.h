@@ -98,13 +98,13 @@ struct ServeOptions {
   std::string pod_path;
   std::string host = "127.0.0.1";
   int port = 8080;
-  std::string api_key_file;  // else $GEMMAPOD_API_KEY; neither: no key asked
-  std::string model_name;    // the id clients name; default: the checkpoint's file stem
-  int64_t parallel = 16;     // sequences decoded together (KV cache slots)
-  int64_t context = 4096;    // tokens per sequence, prompt and completion together
-  int64_t prefill_chunk = 512;
-  int64_t max_queue = 256;  // requests waiting beyond the running ones; more get 503
-  double timeout = 600;     // seconds a request may take
+  std::string api_key_file;     // else $GEMMAPOD_API_KEY; neither: no key asked
+  std::string model_name;       // the id clients name; default: the checkpoint's file stem
+  int64_t parallel = 16;        // sequences decoded together (KV cache slots)
+  int64_t context = 4096;       // tokens per sequence, prompt and completion together
+  int64_t prefill_chunk = 256;  // docs/performance.md "Serving": the CPU trade-off measured
+  int64_t max_queue = 256;      // requests waiting beyond the running ones; more get 503
+  double timeout = 600;         // seconds a request may take
   int64_t max_body_kib = 1024;
 };
 int RunServe(const ServeOptions& options, int* argc, char*** argv);
