@@ -209,8 +209,8 @@ int main(int argc, char** argv) {
       "serve", "Serve the model over an OpenAI-compatible HTTP API (docs/serving.md)");
   add_model_files(serve_cmd, serve.files);
   serve_cmd->add_option("--pod", serve.pod_path,
-                        "Pod file (YAML): tp and pp shard the model; default: every rank in one "
-                        "tensor-parallel group");
+                        "Pod file (YAML): tp and pp shard the model, dp replicas share the "
+                        "requests; default: every rank in one tensor-parallel group");
   serve_cmd->add_option("--host", serve.host, "Address to listen on")->capture_default_str();
   serve_cmd->add_option("--port", serve.port, "Port to listen on (0: any free port)")
       ->capture_default_str();

@@ -160,9 +160,11 @@ int ServeOnRanks(const ServeOptions& o, Communicator& world,
       router ? std::function<bool()>([&] { return router->Pump(); }) : nullptr;
   try {
     scheduler.Run(pump);
-  } catch (...) {
+  } catch (const std::exception& e) {
+    // The job ends with this error (RunOnRanks); the requests still waiting end first, with it.
     finished.store(true);
     watcher.join();
+    server->Abort(e.what());
     server->Stop();
     throw;
   }

@@ -146,14 +146,17 @@ BatchScheduler::Submitted BatchScheduler::Step(Lane& lane) {
   const size_t lane_cap = (static_cast<size_t>(engine_.max_sequences()) + lanes - 1) / lanes;
   while (budget > 0 && !free_slots_.empty() && lane.members.size() < lane_cap) {
     std::shared_ptr<ServeJob> job;
+    bool cancelled = false;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (waiting_.empty()) break;
       job = std::move(waiting_.front());
       waiting_.pop_front();
-      if (!job->cancelled.load()) ++running_;
+      // Read once: a cancellation landing between two reads would count a slot never released.
+      cancelled = job->cancelled.load();
+      if (!cancelled) ++running_;
     }
-    if (job->cancelled.load()) {
+    if (cancelled) {
       GenerationResult none;
       Finish(*job, none, /*cancelled=*/true);
       continue;
@@ -233,9 +236,8 @@ void BatchScheduler::FailLane(Lane& lane, std::string_view message) {
 
 void BatchScheduler::Run(const std::function<bool()>& pump) {
   std::deque<Lane*> in_flight;  // lanes in submission order
-  bool outside = false;         // the pump has work on its way
   for (;;) {
-    if (pump) outside = pump();
+    if (pump) pump();
     for (auto& lane : lanes_) {
       if (lane->in_flight) continue;
       // Pieces of prompts that want no token return nothing: the lane's next piece goes at once,
@@ -247,7 +249,14 @@ void BatchScheduler::Run(const std::function<bool()>& pump) {
     }
     if (in_flight.empty()) {
       std::unique_lock<std::mutex> lock(mutex_);
-      if (draining_ && waiting_.empty() && !outside) break;
+      if (draining_ && waiting_.empty()) {
+        if (!pump) break;
+        // One more pump after the drain was seen: it passes the drain on (to other replicas)
+        // and says whether their jobs are still out.
+        lock.unlock();
+        if (!pump()) break;
+        lock.lock();
+      }
       // With a pump, draining is re-checked every millisecond (the pump's work may still come).
       const auto ready = [&] { return woken_ || !waiting_.empty() || (draining_ && !pump); };
       if (pump) {
@@ -259,6 +268,9 @@ void BatchScheduler::Run(const std::function<bool()>& pump) {
       DropCancelledWaiting();
       continue;
     }
+    // Jobs cancelled while they wait leave the queue now, not when the engine next idles: under
+    // load the queue's room is what refuses new requests.
+    DropCancelledWaiting();
     Lane& lane = *in_flight.front();
     in_flight.pop_front();
     std::vector<SampledToken> tokens;

@@ -54,7 +54,7 @@ class Reader {
   std::string Bytes() {
     const int32_t n = Word();
     GEMMAPOD_CHECK(n >= 0, what_, ": a negative length");
-    const auto words = Words((n + 3) / 4);
+    const auto words = Words((static_cast<int64_t>(n) + 3) / 4);
     std::string s(static_cast<size_t>(n), '\0');
     if (n > 0) std::memcpy(s.data(), words.data(), static_cast<size_t>(n));
     return s;
@@ -286,14 +286,6 @@ bool ReplicaRouter::Pump() {
     Send(leaders_[static_cast<size_t>(replica)], kToReplicaTag, EncodeJob(id, job->request));
     remote_[id] = std::make_unique<Remote>(Remote{replica, std::move(job), false});
   }
-  for (auto& [id, remote] : remote_) {
-    if (!remote->cancel_sent && remote->job->cancelled.load()) {
-      std::vector<int32_t> w{kCancel};
-      AppendId(id, w);
-      Send(leaders_[static_cast<size_t>(remote->replica)], kToReplicaTag, std::move(w));
-      remote->cancel_sent = true;
-    }
-  }
   // After the last jobs: nothing is sent to a replica once it has been drained.
   if (draining && !drain_sent_) {
     for (size_t r = 1; r < leaders_.size(); ++r) Send(leaders_[r], kToReplicaTag, {kDrain});
@@ -312,6 +304,15 @@ bool ReplicaRouter::Pump() {
         std::lock_guard<std::mutex> lock(mutex_);
         --held_[r];
       }
+    }
+  }
+  // Cancellations after the events: a job that has just ended needs none.
+  for (auto& [id, remote] : remote_) {
+    if (!remote->cancel_sent && remote->job->cancelled.load()) {
+      std::vector<int32_t> w{kCancel};
+      AppendId(id, w);
+      Send(leaders_[static_cast<size_t>(remote->replica)], kToReplicaTag, std::move(w));
+      remote->cancel_sent = true;
     }
   }
   ReapSends(pending_);

@@ -102,6 +102,8 @@ struct OpenAiServer::Impl {
   ServedModel model;
   std::atomic<bool> ready{false};
   std::atomic<bool> admitting{true};
+  std::atomic<bool> aborted{false};
+  std::string abort_reason;  // set before aborted
   std::atomic<uint64_t> next_id{1};
 
   Impl(const ServerOptions& o, ServerMetrics& m) : options(o), metrics(m) {}
@@ -132,6 +134,13 @@ void OpenAiServer::Impl::Routes() {
   http.set_write_timeout(30, 0);
 
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    // Completions go uncompressed: a compressor emits nothing for the one-space probes of a
+    // waiting answer, and with them would go the notice that its client has gone. httplib
+    // decides on compression from the request's Accept-Encoding alone and hands handlers a
+    // const request; the object itself is httplib's own non-const one, so erasing is defined.
+    if (req.path.rfind("/v1/", 0) == 0) {
+      const_cast<httplib::Request&>(req).headers.erase("Accept-Encoding");
+    }
     // The page and the probe carry no data; the page sends the key with its API calls.
     if (options.api_key.empty() || req.path == "/health" || req.path == "/") {
       return httplib::Server::HandlerResponse::Unhandled;
@@ -377,6 +386,10 @@ void OpenAiServer::Impl::Completion(const httplib::Request& req, httplib::Respon
       }
       out.clear();
       if (finished == n) break;
+      if (aborted.load()) {
+        failure = ApiError(500, "the engine stopped: " + abort_reason, "", "server_error");
+        break;
+      }
       const Clock::time_point now = Clock::now();
       if (now >= deadline) {
         channel->Cancel(*sched);
@@ -457,6 +470,12 @@ void OpenAiServer::SetReady(JobQueue* queue, const Tokenizer& tokenizer, const S
 }
 
 void OpenAiServer::StopAdmitting() { impl_->admitting.store(false); }
+
+void OpenAiServer::Abort(const std::string& reason) {
+  impl_->admitting.store(false);
+  impl_->abort_reason = reason;
+  impl_->aborted.store(true);
+}
 
 void OpenAiServer::Stop() {
   if (!impl_->listener.joinable()) return;

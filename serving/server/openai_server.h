@@ -50,6 +50,9 @@ class OpenAiServer {
   void SetReady(JobQueue* queue, const Tokenizer& tokenizer, const ServedModel& model);
   // From now on completions get 503 (shutting down); requests already admitted go on.
   void StopAdmitting();
+  // The engine has stopped for good (an error ends the job): every request still waiting ends
+  // now with a 500 naming `reason`, and new ones are refused, so Stop need not wait for them.
+  void Abort(const std::string& reason);
   // Stops listening and waits for the HTTP threads (after the scheduler has drained).
   void Stop();
 

@@ -339,8 +339,9 @@ TEST_F(ServeCli, ModelsAndHealth) {
   EXPECT_EQ(json::parse(health.body)["status"], "ok");
 }
 
-// Sends a streaming request over a raw socket, reads until `bytes` have come, and closes.
-void StartStreamAndHangUp(int port, const std::string& body, size_t bytes) {
+// Sends a request over a raw socket, reads until `bytes` have come, and closes.
+void StartStreamAndHangUp(int port, const std::string& body, size_t bytes,
+                          const std::string& headers = "") {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -348,9 +349,8 @@ void StartStreamAndHangUp(int port, const std::string& body, size_t bytes) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   const std::string request =
-      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-      "application/json\r\nContent-Length: " +
-      std::to_string(body.size()) + "\r\n\r\n" + body;
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + headers +
+      "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
   ASSERT_EQ(send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
   std::string got;
   char buf[4096];
@@ -379,6 +379,16 @@ TEST_F(ServeLongCli, AClientThatGoesAwayIsCancelledAndSigtermFinishesTheRest) {
   }
   EXPECT_EQ(used, 0) << server.log();
   EXPECT_TRUE(Contains(server.log(), "the client went away; cancelled")) << server.log();
+  // The same for a whole (not streamed) answer that a client asked to be compressed: the probes
+  // must still reach the socket.
+  StartStreamAndHangUp(server.port(), R"({"prompt":"Once","max_tokens":30000,"temperature":0})", 1,
+                       "Accept-Encoding: gzip, br\r\n");
+  used = -1;
+  for (int i = 0; i < 100 && used != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    used = MetricValue(Get(server.port(), "/metrics").body, "gemmapod_kv_slots_used");
+  }
+  EXPECT_EQ(used, 0) << server.log();
 
   // A request in flight when SIGTERM comes still completes; then the server exits 0.
   Reply in_flight;
