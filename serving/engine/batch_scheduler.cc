@@ -44,6 +44,9 @@ BatchScheduler::Admission BatchScheduler::Enqueue(std::vector<std::shared_ptr<Se
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (draining_) return Admission::kDraining;
+    if (static_cast<int64_t>(jobs.size()) > engine_.max_sequences() + options_.max_waiting) {
+      return Admission::kNeverFits;
+    }
     // Jobs beyond the free slots wait; the queue's bound counts those.
     const int64_t free = engine_.max_sequences() - running_.load();
     const int64_t queued = static_cast<int64_t>(waiting_.size() + jobs.size());

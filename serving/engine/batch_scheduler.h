@@ -60,7 +60,8 @@ struct SchedulerLoad {
   int64_t slots = 0;  // sequence slots in all
 };
 
-enum class Admission { kAccepted, kQueueFull, kDraining };
+// kNeverFits: more jobs at once than the slots and the queue could ever hold.
+enum class Admission { kAccepted, kQueueFull, kDraining, kNeverFits };
 
 // Where a server hands its jobs: one scheduler, or a router over data-parallel replicas.
 class JobQueue {

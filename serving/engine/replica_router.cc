@@ -213,6 +213,7 @@ Admission ReplicaRouter::Enqueue(std::vector<std::shared_ptr<ServeJob>> jobs) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (draining_) return Admission::kDraining;
+    if (n > capacity_) return Admission::kNeverFits;
     for (size_t r = 0; r < held_.size(); ++r) {
       if (held_[r] + n <= capacity_ && (replica < 0 || held_[r] < held_[replica])) {
         replica = static_cast<int>(r);

@@ -301,6 +301,13 @@ void OpenAiServer::Impl::Completion(const httplib::Request& req, httplib::Respon
                               load.waiting, " waiting); retry later"),
                        "", "server_error", "overloaded");
       }
+      case Admission::kNeverFits: {
+        const SchedulerLoad load = scheduler->load();
+        throw ApiError(400,
+                       StrCat("n = ", api.n, " sequences at once cannot fit this server (",
+                              load.slots, " sequence slots and its queue)"),
+                       "n");
+      }
       case Admission::kDraining:
         throw ApiError(503, "the server is shutting down", "", "server_error");
     }

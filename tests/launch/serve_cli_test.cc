@@ -407,6 +407,17 @@ TEST_F(ServeLongCli, AClientThatGoesAwayIsCancelledAndSigtermFinishesTheRest) {
   EXPECT_TRUE(Contains(server.log(), "serve: stopping")) << server.log();
 }
 
+// A request that could never fit (n beyond the slots and the queue) is a 400 naming n, not a
+// 503 that invites retrying forever.
+TEST_F(ServeCli, ARequestThatCanNeverFitIsRefusedAsSuch) {
+  ServeProcess server;
+  ASSERT_TRUE(server.Start("--model " + model_ + " --parallel 2 --max-queue 1")) << server.log();
+  const Reply r = Post(server.port(), "/v1/completions", R"({"prompt":"x","n":4})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(json::parse(r.body)["error"]["param"], "n") << r.body;
+  EXPECT_EQ(Post(server.port(), "/v1/completions", R"({"prompt":"x","n":3})").status, 200);
+}
+
 TEST_F(ServeCli, AnApiKeyIsRequiredWhenSet) {
   ServeProcess server;
   ASSERT_TRUE(server.Start("--model " + model_, 1, "GEMMAPOD_API_KEY=s3cret")) << server.log();

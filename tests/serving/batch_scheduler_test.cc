@@ -221,6 +221,10 @@ TEST(BatchScheduler, AFullQueueRefusesAllOfARequestsChoices) {
   EXPECT_EQ(scheduler.load().waiting, 4);
   EXPECT_EQ(scheduler.Enqueue(Jobs({requests.begin(), requests.begin() + 1}, c)),
             BatchScheduler::Admission::kAccepted);
+  // Six at once could never fit 2 slots and 3 places in the queue.
+  std::vector<Outcome> d;
+  EXPECT_EQ(scheduler.Enqueue(Jobs({requests.begin(), requests.begin() + 6}, d)),
+            BatchScheduler::Admission::kNeverFits);
   scheduler.Drain();
   scheduler.Run();
   for (const auto& o : a) EXPECT_EQ(o.finished_events, 1);
