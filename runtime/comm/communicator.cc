@@ -1,5 +1,9 @@
 #include "runtime/comm/communicator.h"
 
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
 #include "runtime/error.h"
 
 namespace gemmapod {
@@ -30,6 +34,18 @@ void CheckReduceScatterShapes(const Tensor& in, const Tensor& out, int group_siz
 
 bool Communicator::Probe(int, int) {
   throw Error(StrCat("Probe: the ", backend(), " communicator cannot poll for messages"));
+}
+
+void WaitForMessage(Communicator& comm, int src, int tag) {
+  using Clock = std::chrono::steady_clock;
+  if (comm.backend() != "mpi") return;  // the only backend that can poll
+  const Clock::time_point spin_until = Clock::now() + std::chrono::milliseconds(1);
+  auto pause = std::chrono::microseconds(50);
+  while (!comm.Probe(src, tag)) {
+    if (Clock::now() < spin_until) continue;
+    std::this_thread::sleep_for(pause);
+    pause = std::min(2 * pause, std::chrono::microseconds(500));
+  }
 }
 
 }  // namespace gemmapod

@@ -62,4 +62,10 @@ const char* ReduceOpName(ReduceOp op);
 void CheckAllGatherShapes(const Tensor& in, const Tensor& out, int group_size);
 void CheckReduceScatterShapes(const Tensor& in, const Tensor& out, int group_size);
 
+// Returns once a message from `src` with `tag` waits for a Recv. Polls without pause for a
+// millisecond (traffic within a step goes at full speed), then sleeps between polls, 50 us at
+// first and up to 500 us: a rank idle between a server's requests leaves its core to the others,
+// where MPI's blocking receive would spin at full speed. Backends without Probe return at once.
+void WaitForMessage(Communicator& comm, int src, int tag);
+
 }  // namespace gemmapod

@@ -9,6 +9,8 @@
 namespace gemmapod {
 namespace {
 
+constexpr int kCallTag = 401;  // leader -> follower: an engine call (and 402: its words)
+
 // A micro-batch that wants no token at all (pieces of prompts only) goes as kNone: no result
 // comes back for it, so the caller may submit the next one at once.
 bool SubmitTo(PipelineEngine& engine, std::span<const WireChunk> chunks) {
@@ -40,17 +42,19 @@ int EngineDriver::stages() const { return engine_.stages(); }
 int64_t EngineDriver::max_sequences() const { return engine_.max_sequences(); }
 int64_t EngineDriver::max_context() const { return engine_.max_context(); }
 
+// The leader sends each call to every follower (point to point rather than a broadcast, so
+// an idle follower can wait for it without spinning: WaitForMessage).
 void EngineDriver::Broadcast(Op op, int64_t count, std::vector<int32_t> words) {
   if (tp_ == nullptr) return;
   Tensor header = Tensor::Empty({3}, DType::kI32);
   header.data<int32_t>()[0] = op;
   header.data<int32_t>()[1] = static_cast<int32_t>(count);
   header.data<int32_t>()[2] = static_cast<int32_t>(words.size());
-  tp_->Broadcast(header, 0);
-  if (!words.empty()) {
-    Tensor payload =
-        Tensor::Borrow(words.data(), {static_cast<int64_t>(words.size())}, DType::kI32);
-    tp_->Broadcast(payload, 0);
+  const Tensor payload =
+      Tensor::Borrow(words.data(), {static_cast<int64_t>(words.size())}, DType::kI32);
+  for (int r = 1; r < tp_->size(); ++r) {
+    tp_->Send(header, r, kCallTag);
+    if (!words.empty()) tp_->Send(payload, r, kCallTag + 1);
   }
 }
 
@@ -80,13 +84,15 @@ void EngineDriver::Follow() {
   GEMMAPOD_CHECK(!leads(), "serve: the leader of the first stage does not follow");
   for (;;) {
     Tensor header = Tensor::Empty({3}, DType::kI32);
-    tp_->Broadcast(header, 0);
+    WaitForMessage(*tp_, 0, kCallTag);
+    tp_->Recv(header, 0, kCallTag);
     const int32_t op = header.data<int32_t>()[0];
     const int64_t count = header.data<int32_t>()[1], n = header.data<int32_t>()[2];
+    GEMMAPOD_CHECK(n >= 0, "serve follower: a call of ", n, " words");
     std::vector<int32_t> words(static_cast<size_t>(n));
     if (n > 0) {
       Tensor payload = Tensor::Borrow(words.data(), {n}, DType::kI32);
-      tp_->Broadcast(payload, 0);
+      tp_->Recv(payload, 0, kCallTag + 1);
     }
     switch (op) {
       case kReset:

@@ -289,6 +289,7 @@ void PipelineEngine::Serve() {
   const int64_t d = model_->hidden_size();
   for (;;) {
     Tensor header = Tensor::Empty({3}, DType::kI32);
+    WaitForMessage(pp_, previous, kHeaderTag);  // idle between requests without spinning
     pp_.Recv(header, previous, kHeaderTag);
     const int32_t kind = header.data<int32_t>()[0];
     const int64_t n_chunks = header.data<int32_t>()[1], words = header.data<int32_t>()[2];
