@@ -56,4 +56,31 @@ inline double MaxRelativeError(const Tensor& got, const Doubles& want) {
   return worst / scale;
 }
 
+// A model's parameter gradient against central differences of its loss: each of the first
+// `count` f32 entries of `param` is moved by +-step in place and `loss()` evaluated. Returns
+// max |grad - numeric| and max |numeric| (the scale the error is judged against).
+struct GradientAgreement {
+  double worst = 0;
+  double scale = 1e-30;
+};
+inline GradientAgreement CompareWithCentralDifferences(Tensor& param, const Tensor& grad,
+                                                       int64_t count,
+                                                       const std::function<double()>& loss,
+                                                       float step = 1e-2f) {
+  GradientAgreement a;
+  for (int64_t i = 0; i < std::min(count, param.numel()); ++i) {
+    float& v = param.data<float>()[i];
+    const float keep = v;
+    v = keep + step;
+    const double up = loss();
+    v = keep - step;
+    const double down = loss();
+    v = keep;
+    const double numeric = (up - down) / (2.0 * step);
+    a.scale = std::max(a.scale, std::fabs(numeric));
+    a.worst = std::max(a.worst, std::fabs(grad.data<float>()[i] - numeric));
+  }
+  return a;
+}
+
 }  // namespace gemmapod

@@ -227,16 +227,22 @@ LossSum GemmaLoss(const ModelConfig& c, const GemmaWeights& w, const PackedBatch
   CheckPackedBatch(batch);
   const AttentionRanges ranges(c, batch);
   const Tensor h = ForwardToFinalNorm(c, w, batch, ranges, nullptr, false);
+  return {SumOfLosses(TiedHeadLosses(h, w.final_norm, w.embed_tokens, c.rms_norm_eps,
+                                     c.final_logit_softcap, c.vocab_size, batch.targets)),
+          CountTargets(batch)};
+}
+
+Tensor TiedHeadLosses(const Tensor& h, const Tensor& final_norm, const Linear& embed_tokens,
+                      double rms_norm_eps, double final_logit_softcap, int64_t vocab_size,
+                      const std::vector<int32_t>& targets) {
   Tensor normed = ActivationLike(h, h.shape());
-  ops::RmsNorm(h, w.final_norm, static_cast<float>(c.rms_norm_eps), normed);
-  const VocabSlice vocab{c.vocab_size, 0, c.vocab_size, c.vocab_size};
-  const VocabParallelHead head(w.embed_tokens, vocab, static_cast<float>(c.final_logit_softcap),
+  ops::RmsNorm(h, final_norm, static_cast<float>(rms_norm_eps), normed);
+  const VocabSlice vocab{vocab_size, 0, vocab_size, vocab_size};
+  const VocabParallelHead head(embed_tokens, vocab, static_cast<float>(final_logit_softcap),
                                nullptr);
   const Tensor logits = head.LogitShard(normed, MatmulPrecision::kExact);
   Tensor dlogits = ActivationLike(logits, logits.shape());
-  const Tensor losses =
-      VocabParallelCrossEntropy(logits, batch.targets, vocab, nullptr, 0.0f, dlogits);
-  return {SumOfLosses(losses), CountTargets(batch)};
+  return VocabParallelCrossEntropy(logits, targets, vocab, nullptr, 0.0f, dlogits);
 }
 
 LossSum GemmaLossAndGradients(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch,

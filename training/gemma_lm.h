@@ -47,6 +47,12 @@ int64_t CountTargets(const PackedBatch& batch);
 // learn (errors say which), and the per-token losses summed on the host in double.
 void CheckPackedBatch(const PackedBatch& batch);
 double SumOfLosses(const Tensor& losses);
+// The loss of every row of `h` (the last layer's output, before the final norm) against
+// `targets` through the final RMSNorm (1 + w), the tied head (soft-capped when softcap > 0) and
+// the cross-entropy on one rank: the forward-only loss every decoder family shares.
+Tensor TiedHeadLosses(const Tensor& h, const Tensor& final_norm, const Linear& embed_tokens,
+                      double rms_norm_eps, double final_logit_softcap, int64_t vocab_size,
+                      const std::vector<int32_t>& targets);
 
 // A batch's summed token cross-entropies and how many targets it had.
 struct LossSum {

@@ -154,16 +154,9 @@ LossSum RecurrentGemmaLoss(const RecurrentGemmaConfig& c, const RecurrentGemmaWe
   const Reach reach(c, batch);
   Forward f;
   RunForward(c, w, batch, reach, f);
-  Tensor normed = ActivationLike(f.h, f.h.shape());
-  ops::RmsNorm(f.h, w.final_norm, static_cast<float>(c.rms_norm_eps), normed);
-  const VocabSlice vocab{c.vocab_size, 0, c.vocab_size, c.vocab_size};
-  const VocabParallelHead head(w.embed_tokens, vocab, static_cast<float>(c.final_logit_softcap),
-                               nullptr);
-  const Tensor logits = head.LogitShard(normed, MatmulPrecision::kExact);
-  Tensor dlogits = ActivationLike(logits, logits.shape());
-  const Tensor losses =
-      VocabParallelCrossEntropy(logits, batch.targets, vocab, nullptr, 0.0f, dlogits);
-  return {SumOfLosses(losses), CountTargets(batch)};
+  return {SumOfLosses(TiedHeadLosses(f.h, w.final_norm, w.embed_tokens, c.rms_norm_eps,
+                                     c.final_logit_softcap, c.vocab_size, batch.targets)),
+          CountTargets(batch)};
 }
 
 LossSum RecurrentGemmaLossAndGradients(const RecurrentGemmaConfig& c,

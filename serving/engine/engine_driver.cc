@@ -44,7 +44,7 @@ int64_t EngineDriver::max_context() const { return engine_.max_context(); }
 
 // The leader sends each call to every follower (point to point rather than a broadcast, so
 // an idle follower can wait for it without spinning: WaitForMessage).
-void EngineDriver::Broadcast(Op op, int64_t count, std::vector<int32_t> words) {
+void EngineDriver::SendToFollowers(Op op, int64_t count, std::vector<int32_t> words) {
   if (tp_ == nullptr) return;
   Tensor header = Tensor::Empty({3}, DType::kI32);
   header.data<int32_t>()[0] = op;
@@ -59,24 +59,24 @@ void EngineDriver::Broadcast(Op op, int64_t count, std::vector<int32_t> words) {
 }
 
 void EngineDriver::Reset(int64_t sequence) {
-  Broadcast(kReset, sequence, {});
+  SendToFollowers(kReset, sequence, {});
   engine_.Reset(sequence);
 }
 
 bool EngineDriver::Submit(std::span<const WireChunk> chunks) {
   std::vector<int32_t> words;
   for (const WireChunk& c : chunks) AppendChunkWords(c, words);
-  Broadcast(kSubmit, static_cast<int64_t>(chunks.size()), std::move(words));
+  SendToFollowers(kSubmit, static_cast<int64_t>(chunks.size()), std::move(words));
   return SubmitTo(engine_, chunks);
 }
 
 std::vector<SampledToken> EngineDriver::TakeSamples() {
-  Broadcast(kTake, 0, {});
+  SendToFollowers(kTake, 0, {});
   return engine_.TakeSamples();
 }
 
 void EngineDriver::Finish() {
-  Broadcast(kFinish, 0, {});
+  SendToFollowers(kFinish, 0, {});
   engine_.Finish();
 }
 

@@ -1,7 +1,7 @@
 // The calls a server's scheduler makes on the pipeline's first stage. Every tensor-parallel rank
 // of that stage must make the same engine calls in the same order (they embed, run their slice of
 // the layers and sample together), but only one of them, the leader, hears the HTTP clients. So
-// the leader broadcasts each call to the stage's other ranks before making it, and they Follow():
+// the leader sends each call to the stage's other ranks before making it, and they Follow():
 // the one place where a single-process decision becomes a collective one.
 #pragma once
 
@@ -47,7 +47,7 @@ class EngineDriver {
 
  private:
   enum Op : int32_t { kReset = 1, kSubmit = 2, kTake = 3, kFinish = 4 };
-  void Broadcast(Op op, int64_t count, std::vector<int32_t> words);
+  void SendToFollowers(Op op, int64_t count, std::vector<int32_t> words);
 
   PipelineEngine& engine_;
   Communicator* tp_;

@@ -157,9 +157,8 @@ TEST_F(ServeCli, StreamingEqualsNonStreaming) {
     const Streamed s = ParseStream(stream.body);
     EXPECT_TRUE(s.done);
     EXPECT_EQ(s.usage, json::parse(whole.body)["usage"]);
-    // Two seeds, two different texts.
-    const json w = json::parse(whole.body);
-    ASSERT_EQ(w["choices"].size(), 2u);
+    // n = 2: two choices (seeded seed and seed + 1).
+    ASSERT_EQ(json::parse(whole.body)["choices"].size(), 2u);
   }
 }
 
@@ -521,9 +520,20 @@ TEST(ServeCliFamilies, RecurrentGemmaIsServedAndT5GemmaIsRefusedByName) {
   EXPECT_EQ(refused.exit_code, 1);
   EXPECT_TRUE(Contains(refused.output, "t5gemma model, which the server cannot run yet"))
       << refused.output;
-  const CliResult port = Gemmapod("serve --model " + rg + " --port 70000");
-  EXPECT_EQ(port.exit_code, 1);
-  EXPECT_TRUE(Contains(port.output, "--port")) << port.output;
+  // Bad flags are named before anything is loaded or bound.
+  for (const auto& [flag, named] : std::vector<std::pair<std::string, std::string>>{
+           {"--port 70000", "--port"},
+           {"--parallel 0", "--parallel"},
+           {"--context 1", "--context"},
+           {"--prefill-chunk 0", "--prefill-chunk"},
+           {"--timeout 0", "--timeout"},
+           {"--max-body-kib 0", "--max-body-kib"},
+           {"--api-key-file /nonexistent/key", "/nonexistent/key"},
+           {"--pod /nonexistent/pod.yaml", "/nonexistent/pod.yaml"}}) {
+    const CliResult bad = Gemmapod("serve --model " + rg + " " + flag);
+    EXPECT_EQ(bad.exit_code, 1) << flag << "\n" << bad.output;
+    EXPECT_TRUE(Contains(bad.output, "error: .*" + named)) << flag << "\n" << bad.output;
+  }
   fs::remove_all(dir);
 }
 

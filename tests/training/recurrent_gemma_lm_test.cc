@@ -18,6 +18,7 @@
 #include "models/recurrent_gemma/recurrent_gemma_config.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/checkpoint/safetensors.h"
+#include "tests/gradient_check.h"
 #include "tests/training/reference_gradients.h"
 #include "training/adamw.h"
 #include "training/data.h"
@@ -85,21 +86,10 @@ TEST(RecurrentGemmaLm, GradientMatchesFiniteDifferencesAcrossTheModel) {
   RecurrentGemmaLossAndGradients(c, w, batch, 1.0 / static_cast<double>(CountTargets(batch)),
                                  grads);
   const auto check = [&](const char* what, Tensor& param, const Tensor& grad, int64_t count) {
-    double worst = 0, scale = 1e-30;
-    for (int64_t i = 0; i < std::min(count, param.numel()); ++i) {
-      float& v = param.data<float>()[i];
-      const float keep = v;
-      v = keep + 1e-2f;
-      const double up = RecurrentGemmaLoss(c, w, batch).mean();
-      v = keep - 1e-2f;
-      const double down = RecurrentGemmaLoss(c, w, batch).mean();
-      v = keep;
-      const double numeric = (up - down) / 2e-2;
-      scale = std::max(scale, std::fabs(numeric));
-      worst = std::max(worst, std::fabs(grad.data<float>()[i] - numeric));
-    }
-    EXPECT_GT(scale, 1e-5) << what << ": nothing to compare";
-    EXPECT_LT(worst / scale, 5e-3) << what;
+    const GradientAgreement a = CompareWithCentralDifferences(
+        param, grad, count, [&] { return RecurrentGemmaLoss(c, w, batch).mean(); });
+    EXPECT_GT(a.scale, 1e-5) << what << ": nothing to compare";
+    EXPECT_LT(a.worst / a.scale, 5e-3) << what;
   };
   RecurrentGemmaLayerWeights& r0 = w.layers[0];
   RecurrentGemmaLayerGrads& g0 = grads.layers[0];

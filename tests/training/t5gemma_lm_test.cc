@@ -15,6 +15,7 @@
 #include "models/t5gemma/t5gemma_config.h"
 #include "models/t5gemma/t5gemma_random.h"
 #include "runtime/checkpoint/safetensors.h"
+#include "tests/gradient_check.h"
 #include "tests/training/reference_gradients.h"
 #include "training/adamw.h"
 
@@ -65,21 +66,10 @@ TEST(T5GemmaLm, GradientMatchesFiniteDifferencesOnBothSides) {
   T5GemmaLossAndGradients(c, w, batch, 1.0 / static_cast<double>(CountTargets(batch.decoder)),
                           grads);
   const auto check = [&](const char* what, Tensor& param, const Tensor& grad, int64_t count) {
-    double worst = 0, scale = 1e-30;
-    for (int64_t i = 0; i < std::min(count, param.numel()); ++i) {
-      float& v = param.data<float>()[i];
-      const float keep = v;
-      v = keep + 1e-2f;
-      const double up = T5GemmaLoss(c, w, batch).mean();
-      v = keep - 1e-2f;
-      const double down = T5GemmaLoss(c, w, batch).mean();
-      v = keep;
-      const double numeric = (up - down) / 2e-2;
-      scale = std::max(scale, std::fabs(numeric));
-      worst = std::max(worst, std::fabs(grad.data<float>()[i] - numeric));
-    }
-    EXPECT_GT(scale, 1e-5) << what << ": nothing to compare";
-    EXPECT_LT(worst / scale, 5e-3) << what;
+    const GradientAgreement a = CompareWithCentralDifferences(
+        param, grad, count, [&] { return T5GemmaLoss(c, w, batch).mean(); });
+    EXPECT_GT(a.scale, 1e-5) << what << ": nothing to compare";
+    EXPECT_LT(a.worst / a.scale, 5e-3) << what;
   };
   // Rows 5.. of the encoder's table: tokens 5, 7, 8, 9 are inputs.
   check("encoder.embed_tokens", w.encoder.embed_tokens.weight, grads.encoder.embed_tokens,
