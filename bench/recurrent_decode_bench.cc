@@ -68,13 +68,19 @@ double GemmaStepSeconds(GemmaDecoder& model, int64_t context, int64_t steps, siz
   const ModelConfig& c = model.config();
   KvCache cache(c, 1, context + steps + 1);
   uint32_t x = 99;
+  const int64_t row = cache.kv_heads() * cache.head_dim();
   for (int64_t l = 0; l < c.num_layers; ++l) {
     LayerKv kv = cache.Layer(0, l);
-    const int64_t n = std::min(kv.capacity, context) * cache.kv_heads() * cache.head_dim();
-    for (int64_t i = 0; i < n; ++i) {
-      x = x * 1664525u + 1013904223u;
-      kv.keys.data<float>()[i] = static_cast<float>(x >> 8) / 16777216.0f - 0.5f;
-      kv.values.data<float>()[i] = static_cast<float>(x >> 9) / 8388608.0f - 0.5f;
+    // The positions a step at `context` reads (a sliding ring's last ones; earlier ones share
+    // rows).
+    for (int64_t p = std::max<int64_t>(0, context - cache.LayerCapacity(l)); p < context; ++p) {
+      const int64_t r = kv.blocks[static_cast<size_t>(p / kv.block_tokens)] * kv.block_tokens +
+                        p % kv.block_tokens;
+      for (int64_t i = r * row; i < (r + 1) * row; ++i) {
+        x = x * 1664525u + 1013904223u;
+        kv.keys.data<float>()[i] = static_cast<float>(x >> 8) / 16777216.0f - 0.5f;
+        kv.values.data<float>()[i] = static_cast<float>(x >> 9) / 8388608.0f - 0.5f;
+      }
     }
   }
   cache.Advance(0, context);

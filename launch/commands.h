@@ -104,7 +104,12 @@ struct ServeOptions {
   int64_t context = 4096;       // tokens per sequence, prompt and completion together
   int64_t prefill_chunk = 256;  // docs/performance.md "Serving": the CPU trade-off measured
   int64_t max_queue = 256;      // requests waiting beyond the running ones; more get 503
-  double timeout = 600;         // seconds a request may take
+  // The KV cache as a pool of blocks (models with attention): positions it holds in all (0:
+  // parallel x context, what fixed slots would hold), positions per block, prefix caching.
+  int64_t kv_tokens = 0;
+  int64_t kv_block = 16;
+  bool prefix_caching = true;
+  double timeout = 600;  // seconds a request may take
   int64_t max_body_kib = 1024;
 };
 int RunServe(const ServeOptions& options, int* argc, char*** argv);

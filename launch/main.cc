@@ -232,6 +232,15 @@ int main(int argc, char** argv) {
                    "Prompt tokens prefilled per step, batched with the decoding sequences")
       ->capture_default_str();
   serve_cmd
+      ->add_option("--kv-tokens", serve.kv_tokens,
+                   "Positions the KV cache's pool of blocks holds in all, shared by the sequences "
+                   "(0: --parallel x --context)")
+      ->capture_default_str();
+  serve_cmd->add_option("--kv-block", serve.kv_block, "Positions per KV cache block")
+      ->capture_default_str();
+  serve_cmd->add_flag("!--no-prefix-caching", serve.prefix_caching,
+                      "Do not share the KV blocks of identical prompt prefixes between requests");
+  serve_cmd
       ->add_option("--max-queue", serve.max_queue,
                    "Requests that may wait for a slot; more are answered 503")
       ->capture_default_str();

@@ -67,6 +67,12 @@ void CheckServeOptions(const ServeOptions& o) {
   GEMMAPOD_CHECK(o.prefill_chunk >= 1, "serve: --prefill-chunk must be positive, got ",
                  o.prefill_chunk);
   GEMMAPOD_CHECK(o.max_queue >= 0, "serve: --max-queue must be >= 0, got ", o.max_queue);
+  GEMMAPOD_CHECK(o.kv_block >= 1 && o.kv_block <= 1024,
+                 "serve: --kv-block must be in [1, 1024], got ", o.kv_block);
+  GEMMAPOD_CHECK(
+      o.kv_tokens == 0 || (o.kv_tokens >= o.context && o.kv_tokens <= (int64_t{1} << 31)),
+      "serve: --kv-tokens must be 0 or at least --context (", o.context, ") and at most 2^31, got ",
+      o.kv_tokens);
   GEMMAPOD_CHECK(o.timeout > 0, "serve: --timeout must be positive, got ", o.timeout);
   GEMMAPOD_CHECK(o.max_body_kib >= 1 && o.max_body_kib <= (1 << 20),
                  "serve: --max-body-kib must be in [1, 1048576], got ", o.max_body_kib);
@@ -122,7 +128,8 @@ int ServeOnRanks(const ServeOptions& o, Communicator& world,
     driver.Follow();
     return 0;
   }
-  BatchScheduler scheduler(driver, *plan.tokenizer, SchedulerOptions{o.prefill_chunk, o.max_queue});
+  BatchScheduler scheduler(driver, *plan.tokenizer,
+                           SchedulerOptions{o.prefill_chunk, o.max_queue, o.prefix_caching});
   const GridShape shape = run.grid->shape();
   if (!leader) {
     // Another replica's leader: rank 0 deals it jobs.
@@ -138,12 +145,17 @@ int ServeOnRanks(const ServeOptions& o, Communicator& world,
     queue = router.get();
   }
   server->SetReady(queue, *plan.tokenizer, plan.model);
+  const KvPool pool = driver.kv_pool();
+  const std::string kv =
+      pool.block_tokens > 0
+          ? StrCat(scheduler.kv_capacity_tokens(), " tokens of KV cache in blocks of ",
+                   pool.block_tokens, o.prefix_caching ? ", prefix caching" : "")
+          : StrCat(driver.max_sequences() * plan.model.context, " tokens of state slots");
   std::fprintf(stderr,
-               "serve: ready: model '%s', %lld sequences x %lld tokens of context (%lld tokens "
-               "of KV cache)%s, %s over %d rank(s)\n",
+               "serve: ready: model '%s', %lld sequences x %lld tokens of context (%s)%s, %s over "
+               "%d rank(s)\n",
                plan.model.name.c_str(), static_cast<long long>(driver.max_sequences()),
-               static_cast<long long>(plan.model.context),
-               static_cast<long long>(driver.max_sequences() * plan.model.context),
+               static_cast<long long>(plan.model.context), kv.c_str(),
                shape.dp > 1 ? StrCat(" per replica, ", shape.dp, " replicas").c_str() : "",
                LayoutName(*run.grid).c_str(), world.size());
   std::atomic<bool> finished{false};
@@ -196,6 +208,11 @@ int ServeGemmaOnRanks(const ServeOptions& o, Communicator& world) {
             std::min<int64_t>(model.config.vocab_size, plan.tokenizer->vocab_size());
         sharded =
             PlanShardedGemma(world.size(), std::move(pod), o.files, o.parallel, context, sampled);
+        // The pool holds what fixed slots would unless told otherwise; a request longer than
+        // it is refused when it arrives.
+        const int64_t kv_tokens = o.kv_tokens > 0 ? o.kv_tokens : o.parallel * context;
+        sharded.kv_pool = KvCache::PoolFor(model.config, kv_tokens, o.parallel, context,
+                                           o.prefill_chunk, o.kv_block);
         plan.model.context = context;
         plan.model.eos_id = model.config.eos_id;
         plan.model.sampled_vocab = sampled;

@@ -79,7 +79,8 @@ ShardedRun LoadShardedGemma(Communicator& world, const ShardedGemmaPlan& plan,
   stage.set_matmul_precision(ParsePrecision(files));
   run.pipeline = std::make_unique<PipelineEngine>(
       *run.grid,
-      MakeGemmaStageModel(*run.grid, std::move(stage), plan.max_sequences, plan.max_context),
+      MakeGemmaStageModel(*run.grid, std::move(stage), plan.max_sequences, plan.max_context,
+                          plan.kv_pool),
       PipelineOptions{plan.sampled_vocab});
   return run;
 }

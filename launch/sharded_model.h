@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "models/gemma/model_config.h"
+#include "models/layers/kv_cache.h"
 #include "serving/engine/pipeline_engine.h"
 #include "sharding/pod_topology.h"
 #include "sharding/process_grid.h"
@@ -35,6 +36,8 @@ struct ShardedGemmaPlan {
   int64_t max_sequences = 1;  // per replica
   int64_t max_context = 1;
   int64_t sampled_vocab = 0;
+  // The KV cache as a shared pool of blocks (block_tokens > 0) or fixed slots (0).
+  KvPool kv_pool{0, {0, 0}, 0};
 };
 
 // The pod file at `pod_path`, parsed once per command; none when the path is empty.

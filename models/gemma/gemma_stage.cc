@@ -68,9 +68,13 @@ GemmaStage::GemmaStage(ModelConfig config, GemmaShard shard, GemmaWeights weight
                  " but the tensor-parallel communicator does not match");
 }
 
-KvCache GemmaStage::NewCache(int64_t num_sequences, int64_t max_context) const {
+KvCache GemmaStage::NewCache(int64_t num_sequences, int64_t max_context, const KvPool& pool) const {
   // On the device the weights live on (every stage holds its layers' norms).
   const Device device = weights_.layers[static_cast<size_t>(shard_.first_layer)].attn_norm.device();
+  if (pool.block_tokens > 0) {
+    return KvCache(config_, num_sequences, max_context, shard_.kv_heads, shard_.first_layer,
+                   shard_.end_layer, pool, device);
+  }
   return KvCache(config_, num_sequences, max_context, shard_.kv_heads, shard_.first_layer,
                  shard_.end_layer, device);
 }

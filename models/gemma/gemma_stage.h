@@ -46,7 +46,9 @@ class GemmaStage {
   void set_activation_store(ActivationStore* store) { store_ = store; }
 
   // A cache for this stage's layers and this rank's key/value heads.
-  KvCache NewCache(int64_t num_sequences, int64_t max_context) const;
+  // Fixed slots, or a shared pool of blocks when pool.block_tokens > 0.
+  KvCache NewCache(int64_t num_sequences, int64_t max_context,
+                   const KvPool& pool = KvPool{0, {0, 0}, 0}) const;
 
   // First stage: embed(tokens) * sqrt(d), f32 [T, d].
   Tensor Embed(std::span<const int32_t> tokens) const;

@@ -45,26 +45,59 @@ void RingAttention(const AttentionShape& s, const Tensor& q, const Tensor& k_new
 
 void CachedSelfAttention(const AttentionShape& s, const Tensor& q, const Tensor& k_new,
                          const Tensor& v_new, int64_t start, const LayerKv& cache, Tensor& out) {
-  const int64_t n = q.dim(0), cap = cache.capacity;
-  // The oldest position a query of this chunk may need must still be in the ring.
-  GEMMAPOD_CHECK(s.window > 0 ? s.window <= cap || start + n <= cap : start + n <= cap,
-                 "attention: cache capacity ", cap, " cannot hold the keys positions up to ",
-                 start + n, " need");
+  const int64_t n = q.dim(0), B = cache.block_tokens;
+  const int64_t from = s.window > 0 ? std::max<int64_t>(0, start - s.window + 1) : 0;
+  // In a fixed slot's sliding ring, the oldest position a query of this chunk may need must not
+  // have been overwritten yet.
+  GEMMAPOD_CHECK(cache.ring_tokens == 0 || (s.window > 0 && start - from <= cache.ring_tokens),
+                 "attention: a ring of ", cache.ring_tokens, " rows cannot hold the keys of ",
+                 s.window > 0 ? "a window of " : "a global layer at position ",
+                 s.window > 0 ? s.window : start);
+  auto row_of = [&](int64_t p) {
+    const int64_t b = p / B;
+    GEMMAPOD_CHECK(b < static_cast<int64_t>(cache.blocks.size()) && cache.blocks[b] >= 0,
+                   "attention: no KV block holds position ", p);
+    return static_cast<int64_t>(cache.blocks[b]) * B + p % B;
+  };
   std::vector<int64_t> lo(static_cast<size_t>(n)), hi(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
     const int64_t p = start + i;
     lo[i] = s.window > 0 ? std::max<int64_t>(0, p - s.window + 1) : 0;
     hi[i] = p + 1;
   }
-  const KeyRing ring{cache.keys, cache.values, cap, std::max<int64_t>(0, start - cap), start};
-  RingAttention(s, q, k_new, v_new, start, ring, lo, hi, out);
+  // The past positions, one run per stretch of consecutive rows (a fixed slot's blocks are
+  // consecutive, a pool's wherever the scheduler put them), then the chunk's own keys.
+  std::vector<ops::KeyRunTensors> runs;
+  int64_t run_row = -1, run_first = 0, run_len = 0;
+  auto close = [&] {
+    if (run_len > 0) {
+      runs.push_back({cache.keys.Slice(run_row, run_row + run_len),
+                      cache.values.Slice(run_row, run_row + run_len), run_first});
+    }
+  };
+  for (int64_t p = from; p < start;) {
+    const int64_t row = row_of(p), len = std::min(start - p, B - p % B);
+    if (run_len > 0 && run_row + run_len == row) {
+      run_len += len;
+    } else {
+      close();
+      run_row = row;
+      run_first = p;
+      run_len = len;
+    }
+    p += len;
+  }
+  close();
+  runs.push_back({k_new, v_new, start});
+  ops::Attention(ProblemOf(s, k_new.dim(1)), q, runs, lo, hi, out);
 
-  // Store the new keys and values; a chunk longer than a sliding ring keeps only its tail.
-  std::vector<int64_t> slots(static_cast<size_t>(n), -1);
-  for (int64_t i = std::max<int64_t>(0, n - cap); i < n; ++i) slots[i] = (start + i) % cap;
+  // Store the new keys and values; a chunk longer than a ring keeps only its tail.
+  std::vector<int64_t> rows(static_cast<size_t>(n), -1);
+  const int64_t keep = cache.ring_tokens > 0 ? std::max<int64_t>(0, n - cache.ring_tokens) : 0;
+  for (int64_t i = keep; i < n; ++i) rows[i] = row_of(start + i);
   Tensor keys = cache.keys, values = cache.values;
-  ops::ScatterRows(k_new, slots, keys);
-  ops::ScatterRows(v_new, slots, values);
+  ops::ScatterRows(k_new, rows, keys);
+  ops::ScatterRows(v_new, rows, values);
 }
 
 void FullAttention(const AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v,

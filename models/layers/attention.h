@@ -43,8 +43,9 @@ void RingAttention(const AttentionShape& shape, const Tensor& q, const Tensor& k
                    std::span<const int64_t> lo, std::span<const int64_t> hi, Tensor& out);
 
 // q: [n, H * hd] and k_new, v_new: [n, KV * hd] for positions [start, start + n), RoPE applied.
-// Positions below `start` are read from `cache`. out: [n, H * hd]. Afterwards the new keys and
-// values are stored in `cache` (the caller advances the sequence length once all layers ran).
+// Positions below `start` are read from `cache` through its block table. out: [n, H * hd].
+// Afterwards the new keys and values are stored in `cache` (the caller advances the sequence length
+// once all layers ran).
 void CachedSelfAttention(const AttentionShape& shape, const Tensor& q, const Tensor& k_new,
                          const Tensor& v_new, int64_t start, const LayerKv& cache, Tensor& out);
 

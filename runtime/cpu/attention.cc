@@ -83,6 +83,10 @@ class AttentionRun {
  private:
   // Computes the softmax of tile t over the positions of chunk c into `s`.
   void Chunk(const Tile& t, int64_t c, Softmax& s, std::vector<float>& scratch) const;
+  // Points keys[j], values[j] at the rows of position b + j (head offset kv_offset added), or at
+  // zeros where no run holds it (held[j] false). False when the block holds nothing.
+  bool Locate(int64_t b, int64_t kv_offset, const float** keys, const float** values,
+              bool* held) const;
   // Folds `part` into `acc` (acc = part when acc has seen nothing yet).
   void Merge(const Tile& t, Softmax& acc, const Softmax& part) const;
   void Write(const Tile& t, const Softmax& acc) const;
@@ -109,6 +113,31 @@ class AttentionRun {
   std::vector<float> zeros_;  // what hidden positions point at
 };
 
+bool AttentionRun::Locate(int64_t b, int64_t kv_offset, const float** keys, const float** values,
+                          bool* held) const {
+  constexpr int B = kAttentionKeyBlock;
+  for (int j = 0; j < B; ++j) {
+    keys[j] = values[j] = zeros_.data();
+    held[j] = false;
+  }
+  bool any = false;
+  // Runs are sorted and disjoint: the first that ends after b, then on while they start inside.
+  auto run = std::partition_point(runs_.begin(), runs_.end(),
+                                  [&](const KeyRun& r) { return r.first + r.count <= b; });
+  for (; run != runs_.end() && run->first < b + B; ++run) {
+    const int64_t from = std::max(b, run->first), to = std::min(b + B, run->first + run->count);
+    for (int64_t pos = from; pos < to; ++pos) {
+      const int64_t i = pos - run->first;
+      if (run->valid != nullptr && run->valid[i] == 0) continue;
+      const int j = static_cast<int>(pos - b);
+      keys[j] = run->keys + i * p_.kv_row_stride + kv_offset;
+      values[j] = run->values + i * p_.kv_row_stride + kv_offset;
+      held[j] = any = true;
+    }
+  }
+  return any;
+}
+
 void AttentionRun::Chunk(const Tile& t, int64_t c, Softmax& s, std::vector<float>& scratch) const {
   const int64_t hd = p_.head_dim;
   s.Reset(t.rows, hd);
@@ -128,36 +157,30 @@ void AttentionRun::Chunk(const Tile& t, int64_t c, Softmax& s, std::vector<float
   const int64_t begin = std::max(c * kKeyChunk, t.lo) / B * B;
   const int64_t end = std::min((c + 1) * kKeyChunk, t.hi);
   const int64_t kv_offset = t.kv_head * hd;
+  // The key and value rows of block b (positions b..b+B-1) and of the block after it, whose rows
+  // are prefetched a block ahead: a head's rows are hd floats every kv_row_stride, a pattern the
+  // hardware prefetchers do not follow across pages, and in a paged cache the next block's rows
+  // may be anywhere.
+  const float* next_keys[B];
+  const float* next_values[B];
+  bool next_held[B];
+  bool next_any = Locate(begin, kv_offset, next_keys, next_values, next_held);
   for (int64_t b = begin; b < end; b += B) {
-    bool any = false;
-    for (int j = 0; j < B; ++j) {
-      keys[j] = values[j] = zeros_.data();
-      held[j] = false;
-    }
-    for (const KeyRun& run : runs_) {
-      const int64_t from = std::max(b, run.first), to = std::min(b + B, run.first + run.count);
-      for (int64_t pos = from; pos < to; ++pos) {
-        const int64_t i = pos - run.first;
-        if (run.valid != nullptr && run.valid[i] == 0) continue;
-        const int j = static_cast<int>(pos - b);
-        keys[j] = run.keys + i * p_.kv_row_stride + kv_offset;
-        values[j] = run.values + i * p_.kv_row_stride + kv_offset;
-        held[j] = any = true;
-      }
-    }
-    if (!any) continue;
-    // The next block's rows, a block ahead: a head's rows are hd floats every kv_row_stride, a
-    // pattern the hardware prefetchers do not follow across pages when the cache holds many heads.
+    const bool any = next_any;
+    std::copy(next_keys, next_keys + B, keys);
+    std::copy(next_values, next_values + B, values);
+    std::copy(next_held, next_held + B, held);
     if (b + B < end) {
-      const int64_t ahead = B * p_.kv_row_stride;
+      next_any = Locate(b + B, kv_offset, next_keys, next_values, next_held);
       for (int j = 0; j < B; ++j) {
-        if (!held[j]) continue;
+        if (!next_held[j]) continue;
         for (int64_t e = 0; e < hd; e += 16) {
-          __builtin_prefetch(keys[j] + ahead + e, 0, 1);
-          __builtin_prefetch(values[j] + ahead + e, 0, 1);
+          __builtin_prefetch(next_keys[j] + e, 0, 1);
+          __builtin_prefetch(next_values[j] + e, 0, 1);
         }
       }
     }
+    if (!any) continue;
     kernels_.scores(q_rows, t.rows, keys, hd, scores);
     for (int i = 0; i < t.rows * B; ++i) scores[i] *= p_.scale;
     // Soft-cap before the mask, as the references do.

@@ -11,8 +11,9 @@ namespace gemmapod {
 struct BatchScheduler::Member {
   std::shared_ptr<ServeJob> job;
   int64_t slot = 0;
-  size_t prefilled = 0;  // prompt tokens submitted so far
-  int32_t next = -1;     // once the prompt is in: the token to feed at the next step
+  size_t prefilled = 0;   // prompt tokens submitted so far (or found in the prefix cache)
+  int64_t positions = 0;  // positions submitted so far (or found in the prefix cache)
+  int32_t next = -1;      // once the prompt is in: the token to feed at the next step
   std::unique_ptr<GenerationTracker> tracker;
   // What the tracker made final during the current Accept (on the heap: members move).
   std::unique_ptr<std::string> text = std::make_unique<std::string>();
@@ -36,6 +37,30 @@ BatchScheduler::BatchScheduler(EngineDriver& engine, const Tokenizer& tokenizer,
                  options_.max_waiting);
   for (int64_t s = engine_.max_sequences() - 1; s >= 0; --s) free_slots_.push_back(s);
   for (int i = 0; i < engine_.stages(); ++i) lanes_.push_back(std::make_unique<Lane>());
+  const KvPool pool = engine_.kv_pool();
+  if (pool.block_tokens > 0) {
+    kv_ = std::make_unique<KvBlockManager>(pool, engine_.max_sequences(), options_.prefill_chunk,
+                                           options_.prefix_caching);
+    kv_usage_ = kv_->usage();
+  }
+}
+
+namespace {
+
+// Positions a job may fill: its prompt and its completion, within the context.
+int64_t JobTokens(const ServeJob& job, int64_t max_context) {
+  return std::min<int64_t>(
+      static_cast<int64_t>(job.request.prompt.size()) + job.request.max_new_tokens, max_context);
+}
+
+}  // namespace
+
+Admission BatchScheduler::Fits(const std::vector<std::shared_ptr<ServeJob>>& jobs) const {
+  if (!kv_ || jobs.empty()) return Admission::kAccepted;
+  int64_t longest = 0;
+  for (const auto& job : jobs) longest = std::max(longest, JobTokens(*job, engine_.max_context()));
+  return kv_->EverFits(longest, static_cast<int64_t>(jobs.size())) ? Admission::kAccepted
+                                                                   : Admission::kTooLong;
 }
 
 BatchScheduler::~BatchScheduler() = default;
@@ -47,6 +72,7 @@ BatchScheduler::Admission BatchScheduler::Enqueue(std::vector<std::shared_ptr<Se
     if (static_cast<int64_t>(jobs.size()) > engine_.max_sequences() + options_.max_waiting) {
       return Admission::kNeverFits;
     }
+    if (Fits(jobs) != Admission::kAccepted) return Admission::kTooLong;
     // Jobs beyond the free slots wait; the queue's bound counts those.
     const int64_t free = engine_.max_sequences() - running_.load();
     const int64_t queued = static_cast<int64_t>(waiting_.size() + jobs.size());
@@ -75,7 +101,8 @@ void BatchScheduler::Drain() {
 
 SchedulerLoad BatchScheduler::load() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return {running_.load(), static_cast<int64_t>(waiting_.size()), engine_.max_sequences()};
+  return {running_.load(), static_cast<int64_t>(waiting_.size()), engine_.max_sequences(),
+          kv_usage_};
 }
 
 namespace {
@@ -119,9 +146,15 @@ BatchScheduler::Submitted BatchScheduler::Step(Lane& lane) {
   lane.batch.clear();
   lane.sampled.clear();
   auto add = [&](size_t member, std::vector<int32_t> tokens, bool sample) {
-    const Member& m = lane.members[member];
-    chunks.push_back({SequenceChunk{m.slot, std::move(tokens)}, 0, m.job->request.sampling, sample,
-                      m.job->request.top_logprobs});
+    Member& m = lane.members[member];
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    WireChunk& c = chunks.emplace_back();
+    c.tokens = SequenceChunk{m.slot, std::move(tokens)};
+    c.sampling = m.job->request.sampling;
+    c.sample = sample;
+    c.top_logprobs = m.job->request.top_logprobs;
+    if (kv_) kv_->Grow(m.slot, m.job->request.prompt, m.positions, n, chunks.back());
+    m.positions += n;
     lane.batch.push_back(member);
     lane.sampled.push_back(sample ? 1 : 0);
   };
@@ -131,7 +164,7 @@ BatchScheduler::Submitted BatchScheduler::Step(Lane& lane) {
     const std::vector<int32_t>& prompt = m.job->request.prompt;
     const size_t take = std::min<size_t>(static_cast<size_t>(budget), prompt.size() - m.prefilled);
     if (take == 0) return;
-    if (m.prefilled == 0) engine_.Reset(m.slot);
+    if (m.positions == 0) engine_.Reset(m.slot);
     const auto begin = prompt.begin() + static_cast<ptrdiff_t>(m.prefilled);
     m.prefilled += take;
     budget -= static_cast<int64_t>(take);
@@ -150,13 +183,21 @@ BatchScheduler::Submitted BatchScheduler::Step(Lane& lane) {
   while (budget > 0 && !free_slots_.empty() && lane.members.size() < lane_cap) {
     std::shared_ptr<ServeJob> job;
     bool cancelled = false;
+    const int64_t slot = free_slots_.back();
+    int64_t cached = 0;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (waiting_.empty()) break;
+      // Read once: a cancellation landing between two reads would count a slot never released.
+      cancelled = waiting_.front()->cancelled.load();
+      // The first in the queue waits for the KV pool to promise it its blocks; nobody passes it.
+      if (!cancelled && kv_ &&
+          !kv_->Admit(slot, waiting_.front()->request.prompt,
+                      JobTokens(*waiting_.front(), engine_.max_context()), cached)) {
+        break;
+      }
       job = std::move(waiting_.front());
       waiting_.pop_front();
-      // Read once: a cancellation landing between two reads would count a slot never released.
-      cancelled = job->cancelled.load();
       if (!cancelled) ++running_;
     }
     if (cancelled) {
@@ -166,12 +207,18 @@ BatchScheduler::Submitted BatchScheduler::Step(Lane& lane) {
     }
     Member m;
     m.job = std::move(job);
-    m.slot = free_slots_.back();
+    m.slot = slot;
     free_slots_.pop_back();
+    m.prefilled = static_cast<size_t>(cached);
+    m.positions = cached;
     m.tracker = std::make_unique<GenerationTracker>(
         tokenizer_, m.job->request, [text = m.text.get()](std::string_view t) { text->append(t); });
     lane.members.push_back(std::move(m));
     prefill(lane.members.size() - 1);
+  }
+  if (kv_) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    kv_usage_ = kv_->usage();
   }
   if (chunks.empty()) return Submitted::kNothing;
   try {
@@ -220,8 +267,9 @@ void BatchScheduler::Collect(Lane& lane, const std::vector<SampledToken>& tokens
   }
 }
 
-void BatchScheduler::Release(Lane& lane, size_t member) {
+void BatchScheduler::Release(Lane& lane, size_t member, bool failed) {
   free_slots_.push_back(lane.members[member].slot);
+  if (kv_) kv_->Release(lane.members[member].slot, failed);
   lane.members.erase(lane.members.begin() + static_cast<ptrdiff_t>(member));
   --running_;
 }
@@ -232,7 +280,7 @@ void BatchScheduler::FailLane(Lane& lane, std::string_view message) {
     e.kind = JobEvent::Kind::kFailed;
     e.error = message;
     lane.members[i].job->on_event(e);
-    Release(lane, i);
+    Release(lane, i, /*failed=*/true);
   }
   lane.in_flight = false;
 }

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "runtime/tokenizer/tokenizer.h"
+#include "serving/engine/kv_block_manager.h"
 #include "serving/engine/pipeline_engine.h"
 #include "serving/generator.h"
 
@@ -52,16 +53,19 @@ struct ServeJob {
 struct SchedulerOptions {
   int64_t prefill_chunk = 512;  // prompt tokens per lane per step (chunked prefill)
   int64_t max_waiting = 256;    // jobs queued beyond the running ones; more are refused
+  bool prefix_caching = true;   // with a shared KV pool: prompts share identical prefix blocks
 };
 
 struct SchedulerLoad {
   int64_t running = 0;  // jobs holding a sequence slot
   int64_t waiting = 0;
   int64_t slots = 0;  // sequence slots in all
+  KvUsage kv;         // a shared KV pool's blocks (all zero with fixed slots)
 };
 
-// kNeverFits: more jobs at once than the slots and the queue could ever hold.
-enum class Admission { kAccepted, kQueueFull, kDraining, kNeverFits };
+// kNeverFits: more jobs at once than the slots and the queue could ever hold. kTooLong: the jobs'
+// prompts and completions could never fit the KV pool together, even with nothing else running.
+enum class Admission { kAccepted, kQueueFull, kDraining, kNeverFits, kTooLong };
 
 // Where a server hands its jobs: one scheduler, or a router over data-parallel replicas.
 class JobQueue {
@@ -85,6 +89,11 @@ class BatchScheduler final : public JobQueue {
   ~BatchScheduler() override;
 
   Admission Enqueue(std::vector<std::shared_ptr<ServeJob>> jobs) override;
+  // kTooLong when the jobs could never run together in this engine's KV pool, else kAccepted
+  // (thread-safe; the router asks it before dealing jobs to a replica).
+  Admission Fits(const std::vector<std::shared_ptr<ServeJob>>& jobs) const;
+  // Tokens the KV pool holds (0 with fixed slots).
+  int64_t kv_capacity_tokens() const { return kv_ ? kv_->capacity_tokens() : 0; }
   void Wake() override;
   // Run returns once the admitted jobs are done.
   void Drain() override;
@@ -106,7 +115,8 @@ class BatchScheduler final : public JobQueue {
   Submitted Step(Lane& lane);
   // Hands out the tokens of lane's micro-batch.
   void Collect(Lane& lane, const std::vector<SampledToken>& tokens);
-  void Release(Lane& lane, size_t member);
+  // `failed`: its micro-batch threw, so the KV blocks it filled are not to be shared.
+  void Release(Lane& lane, size_t member, bool failed = false);
   // Fails every job of a lane whose micro-batch threw (one-rank engines only).
   void FailLane(Lane& lane, std::string_view message);
   void DropCancelledWaiting();
@@ -124,6 +134,8 @@ class BatchScheduler final : public JobQueue {
 
   std::vector<int64_t> free_slots_;  // engine thread only
   std::vector<std::unique_ptr<Lane>> lanes_;
+  std::unique_ptr<KvBlockManager> kv_;  // a shared KV pool's book (engine thread only)
+  KvUsage kv_usage_;                    // its last state, for load() (under mutex_)
 };
 
 }  // namespace gemmapod

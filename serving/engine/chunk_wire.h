@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "models/layers/kv_cache.h"
 #include "models/sequence_chunk.h"
 #include "serving/sampler.h"
 
@@ -20,6 +21,13 @@ struct WireChunk {
   bool sample = true;  // kSample: this chunk's next token is wanted
   // With its token: -1 no log-probabilities; k >= 0 the token's and the k most likely ids'.
   int32_t top_logprobs = -1;
+  // A shared KV pool (kv_cache.h): table entries [kv_first[g], + kv_blocks[g].size()) of the
+  // sequence in group g, assigned before the chunk runs. Empty with fixed slots.
+  int64_t kv_first[kKvGroups] = {0, 0};
+  std::vector<int32_t> kv_blocks[kKvGroups];
+  // The sequence's first chunk when it starts on a cached prefix: the prefix's tokens (positions
+  // [0, start), already in the blocks its table names), for the samplers' penalties.
+  std::vector<int32_t> cached;
 };
 
 // Appends one chunk's words: header words, then the tokens.
@@ -32,8 +40,9 @@ std::vector<WireChunk> ParseChunkWords(std::span<const int32_t> words, int64_t c
 inline constexpr int64_t kSamplingWords = 9;
 void AppendSamplingWords(const SamplingParams& params, std::vector<int32_t>& words);
 SamplingParams ReadSamplingWords(const int32_t* words);
-// Header words per chunk (the tokens come on top): sequence, start, token count, sampling, the
-// sample flag, top_logprobs.
-inline constexpr int64_t kChunkHeaderWords = 5 + kSamplingWords;
+// Header words per chunk (the tokens, cached tokens and KV blocks come on top): sequence, start,
+// token count, sampling, the sample flag, top_logprobs, the cached prefix's length, then per KV
+// group the first table entry and the count.
+inline constexpr int64_t kChunkHeaderWords = 6 + 2 * kKvGroups + kSamplingWords;
 
 }  // namespace gemmapod

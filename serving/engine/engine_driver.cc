@@ -41,6 +41,7 @@ bool EngineDriver::alone() const { return tp_ == nullptr && engine_.stages() == 
 int EngineDriver::stages() const { return engine_.stages(); }
 int64_t EngineDriver::max_sequences() const { return engine_.max_sequences(); }
 int64_t EngineDriver::max_context() const { return engine_.max_context(); }
+KvPool EngineDriver::kv_pool() const { return engine_.model().kv_pool(); }
 
 // The leader sends each call to every follower (point to point rather than a broadcast, so
 // an idle follower can wait for it without spinning: WaitForMessage).

@@ -30,6 +30,8 @@ class EngineDriver {
   int stages() const;
   int64_t max_sequences() const;
   int64_t max_context() const;
+  // The model's KV pool, when its cache is one (StageModel::kv_pool).
+  KvPool kv_pool() const;
 
   // --- The leader ---
   void Reset(int64_t sequence);

@@ -108,13 +108,15 @@ void PipelineEngine::Submit(StageOutput output, std::span<const Chunk> chunks) {
   // micro-batch: a bad request fails on the driver without leaving the other stages half-way
   // through it.
   std::vector<SequenceChunk> plain;
-  for (const Chunk& c : work) plain.push_back(c.tokens);
-  model_->Check(plain);
   std::vector<int32_t> tokens;
   for (Chunk& c : work) {
-    c.start = model_->length(c.tokens.sequence);
+    c.start = c.cached.empty() ? model_->length(c.tokens.sequence)
+                               : static_cast<int64_t>(c.cached.size());
+    Prepare(c);
+    plain.push_back(c.tokens);
     tokens.insert(tokens.end(), c.tokens.tokens.begin(), c.tokens.tokens.end());
   }
+  model_->Check(plain);
   Tensor h = model_->Embed(tokens);
   if (output != StageOutput::kNone) {
     expected_.push_back({output, rows, output == StageOutput::kSample ? SampleWidth(work) : 0});
@@ -129,13 +131,25 @@ void PipelineEngine::Submit(StageOutput output, std::span<const Chunk> chunks) {
   }
 }
 
+void PipelineEngine::Prepare(const Chunk& c) {
+  const int64_t sequence = c.tokens.sequence;
+  // A sequence begins: from position 0, or on a cached prefix.
+  if (c.start == 0 || !c.cached.empty()) model_->Reset(sequence);
+  for (int g = 0; g < kKvGroups; ++g) {
+    if (!c.kv_blocks[g].empty()) {
+      model_->AssignKv(sequence, static_cast<KvGroup>(g), c.kv_first[g], c.kv_blocks[g]);
+    }
+  }
+  if (!c.cached.empty()) model_->PlaceKv(sequence, c.start);
+  GEMMAPOD_CHECK(c.start == model_->length(sequence), "pipeline stage ", stage_index_,
+                 ": sequence ", sequence, " arrives at position ", c.start, " but holds ",
+                 model_->length(sequence), " tokens");
+}
+
 void PipelineEngine::Process(StageOutput output, std::vector<Chunk>& chunks, Tensor h) {
   std::vector<SequenceChunk> plain;
   for (Chunk& c : chunks) {
-    if (c.start == 0 && model_->length(c.tokens.sequence) != 0) model_->Reset(c.tokens.sequence);
-    GEMMAPOD_CHECK(c.start == model_->length(c.tokens.sequence), "pipeline stage ", stage_index_,
-                   ": sequence ", c.tokens.sequence, " arrives at position ", c.start,
-                   " but holds ", model_->length(c.tokens.sequence), " tokens");
+    if (!is_driver()) Prepare(c);  // the driver prepared them when it submitted
     plain.push_back(c.tokens);
   }
   model_->Forward(h, plain);
@@ -154,9 +168,9 @@ void PipelineEngine::Process(StageOutput output, std::vector<Chunk>& chunks, Ten
   // the first chunk that asks for a sample (a prompt may arrive in pieces that do not).
   for (const Chunk& c : chunks) {
     SequenceSampling& s = sampling_[c.tokens.sequence];
-    if (c.start == 0) {
+    if (c.start == 0 || !c.cached.empty()) {
       s.sampler.reset();
-      s.context.clear();
+      s.context = c.cached;
     }
     s.context.insert(s.context.end(), c.tokens.tokens.begin(), c.tokens.tokens.end());
     if (output == StageOutput::kSample && c.sample && s.sampler == nullptr) {

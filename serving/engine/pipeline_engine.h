@@ -129,6 +129,9 @@ class PipelineEngine {
     int64_t width;  // kSample: words per row
   };
 
+  // Brings a chunk's sequence to where the chunk starts: reset when it begins, its KV blocks
+  // assigned, placed on a cached prefix.
+  void Prepare(const Chunk& c);
   // Runs this stage's layers over a micro-batch, then passes it on or finishes it.
   void Process(StageOutput output, std::vector<Chunk>& chunks, Tensor h);
   // The last stage: what `output` asks for, from the final activations.

@@ -214,6 +214,8 @@ Admission ReplicaRouter::Enqueue(std::vector<std::shared_ptr<ServeJob>> jobs) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (draining_) return Admission::kDraining;
     if (n > capacity_) return Admission::kNeverFits;
+    // Every replica's KV pool is the same as replica 0's.
+    if (local_.Fits(jobs) != Admission::kAccepted) return Admission::kTooLong;
     for (size_t r = 0; r < held_.size(); ++r) {
       if (held_[r] + n <= capacity_ && (replica < 0 || held_[r] < held_[replica])) {
         replica = static_cast<int>(r);

@@ -9,7 +9,9 @@
 #include <span>
 #include <vector>
 
+#include "models/layers/kv_cache.h"
 #include "models/sequence_chunk.h"
+#include "runtime/error.h"
 #include "runtime/tensor.h"
 
 namespace gemmapod {
@@ -28,6 +30,20 @@ class StageModel {
   virtual int64_t length(int64_t sequence) const = 0;
   // Forgets a sequence: its next chunk starts at position 0.
   virtual void Reset(int64_t sequence) = 0;
+
+  // The model's KV cache as a shared pool of blocks that the scheduler assigns (kv_cache.h); a
+  // block_tokens of 0 when the model keeps fixed slots (or has no KV cache: RecurrentGemma's
+  // state is a fixed slot per sequence).
+  virtual KvPool kv_pool() const { return KvPool{0, {0, 0}, 0}; }
+  // A shared pool's table entries of `sequence` (KvCache::Assign), and a sequence that starts on
+  // a cached prefix of `length` positions (KvCache::Place).
+  virtual void AssignKv(int64_t /*sequence*/, KvGroup /*group*/, int64_t /*first*/,
+                        std::span<const int32_t> /*blocks*/) {
+    throw Error("pipeline: this model keeps fixed state slots; it has no KV blocks to assign");
+  }
+  virtual void PlaceKv(int64_t /*sequence*/, int64_t /*length*/) {
+    throw Error("pipeline: this model keeps fixed state slots; it cannot start on a cached prefix");
+  }
 
   // Checks a micro-batch against the state without changing it: no empty chunk, no sequence
   // twice, slots and ids in range, room in the context. The driver calls it before any stage has

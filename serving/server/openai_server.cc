@@ -308,6 +308,15 @@ void OpenAiServer::Impl::Completion(const httplib::Request& req, httplib::Respon
                               load.slots, " sequence slots and its queue)"),
                        "n");
       }
+      case Admission::kTooLong: {
+        const SchedulerLoad load = scheduler->load();
+        throw ApiError(
+            400,
+            StrCat("the prompt's ", base.prompt.size(), " tokens and max_tokens ",
+                   base.max_new_tokens, api.n > 1 ? StrCat(", for n = ", api.n) : "",
+                   " cannot fit this server's KV cache of ", load.kv.capacity_tokens, " tokens"),
+            "max_tokens", "invalid_request_error", "context_length_exceeded");
+      }
       case Admission::kDraining:
         throw ApiError(503, "the server is shutting down", "", "server_error");
     }

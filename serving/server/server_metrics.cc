@@ -110,9 +110,32 @@ std::string ServerMetrics::Render(const SchedulerLoad& load, int64_t context) co
   out += Line("gemmapod_kv_slots_used", "", static_cast<double>(load.running));
   out += Metric("gemmapod_kv_slots_free", "gauge", "KV cache sequence slots free.");
   out += Line("gemmapod_kv_slots_free", "", static_cast<double>(load.slots - load.running));
+  const bool pool = load.kv.block_tokens > 0;
   out += Metric("gemmapod_kv_capacity_tokens", "gauge",
-                "Tokens the KV cache holds in all (slots x context per slot).");
-  out += Line("gemmapod_kv_capacity_tokens", "", static_cast<double>(load.slots * context));
+                "Tokens the KV cache holds in all (its pool's global layers, or slots x context).");
+  out += Line("gemmapod_kv_capacity_tokens", "",
+              static_cast<double>(pool ? load.kv.capacity_tokens : load.slots * context));
+  if (pool) {
+    out += Metric("gemmapod_kv_block_tokens", "gauge", "Positions per KV cache block.");
+    out += Line("gemmapod_kv_block_tokens", "", static_cast<double>(load.kv.block_tokens));
+    out += Metric("gemmapod_kv_blocks_used", "gauge",
+                  "KV cache blocks held by running sequences (global and sliding layers).");
+    out += Line("gemmapod_kv_blocks_used", "", static_cast<double>(load.kv.used));
+    out += Metric("gemmapod_kv_blocks_free", "gauge",
+                  "KV cache blocks free, including those keeping a cached prefix.");
+    out += Line("gemmapod_kv_blocks_free", "", static_cast<double>(load.kv.blocks - load.kv.used));
+    out += Metric("gemmapod_kv_blocks_cached", "gauge",
+                  "Free KV cache blocks that still hold a prompt prefix for reuse.");
+    out += Line("gemmapod_kv_blocks_cached", "", static_cast<double>(load.kv.cached));
+    out += Metric("gemmapod_prefix_cache_hit_tokens_total", "counter",
+                  "Prompt tokens found in the prefix cache instead of computed.");
+    out += Line("gemmapod_prefix_cache_hit_tokens_total", "",
+                static_cast<double>(load.kv.prefix_hits));
+    out += Metric("gemmapod_prefix_cache_query_tokens_total", "counter",
+                  "Prompt tokens of the sequences admitted.");
+    out += Line("gemmapod_prefix_cache_query_tokens_total", "",
+                static_cast<double>(load.kv.prompt_tokens));
+  }
   out += first_token_.Render("gemmapod_time_to_first_token_seconds",
                              "Time from a request's arrival to its first generated token.");
   out += inter_token_.Render("gemmapod_inter_token_latency_seconds",

@@ -264,10 +264,11 @@ TEST_F(ServeCli, MalformedRequestsGetFourHundredsNamingTheFieldWhileGoodOnesComp
     EXPECT_EQ(good_replies[i].status, 200) << good_replies[i].body;
     EXPECT_EQ(TextOf(good_replies[i].body), want);
   }
-  // Nothing leaked: every slot free, nothing queued, and the server still healthy.
+  // Nothing leaked: every slot and KV block free, nothing queued, and the server still healthy.
   const Reply metrics = Get(port(), "/metrics");
   ASSERT_EQ(metrics.status, 200);
   EXPECT_EQ(MetricValue(metrics.body, "gemmapod_kv_slots_used"), 0) << metrics.body;
+  EXPECT_EQ(MetricValue(metrics.body, "gemmapod_kv_blocks_used"), 0) << metrics.body;
   EXPECT_EQ(MetricValue(metrics.body, "gemmapod_kv_slots_free"), 8) << metrics.body;
   EXPECT_EQ(MetricValue(metrics.body, "gemmapod_requests_waiting"), 0);
   EXPECT_GT(MetricValue(metrics.body, "gemmapod_time_to_first_token_seconds_count"), 0);
@@ -430,28 +431,133 @@ TEST_F(ServeCli, AnApiKeyIsRequiredWhenSet) {
   EXPECT_EQ(Get(server.port(), "/health").status, 200);  // probes need no key
 }
 
-TEST_F(ServeCli, ShardedServersAnswerWithOneRanksTokens) {
-  const std::string body =
-      R"({"prompt":"The license of","max_tokens":16,"temperature":0.6,"seed":3,"n":3,"logprobs":2})";
-  const Reply one = Post(port(), "/v1/completions", body);
-  ASSERT_EQ(one.status, 200) << one.body;
-  for (const char* pod : {"configs/pods/local.yaml", "tests/launch/pods/pp2.yaml"}) {
-    SCOPED_TRACE(pod);
-    ServeProcess server;
-    ASSERT_TRUE(server.Start("--model " + model_ + " --pod " + pod, 2)) << server.log();
-    const Reply sharded = Post(server.port(), "/v1/completions", body);
-    ASSERT_EQ(sharded.status, 200) << sharded.body;
-    const json a = json::parse(one.body), b = json::parse(sharded.body);
-    for (int i = 0; i < 3; ++i) {
-      EXPECT_EQ(a["choices"][i]["text"], b["choices"][i]["text"]) << "choice " << i;
-      const json& la = a["choices"][i]["logprobs"]["token_logprobs"];
-      const json& lb = b["choices"][i]["logprobs"]["token_logprobs"];
-      ASSERT_EQ(la.size(), lb.size());
-      for (size_t t = 0; t < la.size(); ++t) {
-        EXPECT_NEAR(la[t].get<double>(), lb[t].get<double>(), 1e-4) << "choice " << i;
-      }
+// A prompt long enough for several KV blocks, and requests that share it.
+const std::string kLongPrompt =
+    "Once upon a time there was a little model that served many requests, and every one of them "
+    "was answered with exactly the tokens it would have had alone, because the blocks it shared "
+    "held the same keys and values";
+
+// Prompts that start alike share their KV blocks (prefix caching): the answers are those of
+// `gemmapod generate` and of a server that shares nothing, also between the choices of one
+// request (admitted in one step, the later ones reading blocks the first is filling in the same
+// micro-batch), and the hits are counted.
+TEST_F(ServeCli, PromptsThatShareAPrefixShareItsBlocksAndAnswerAsAlone) {
+  const Reply before = Get(port(), "/metrics");
+  const double hits0 = MetricValue(before.body, "gemmapod_prefix_cache_hit_tokens_total");
+  ASSERT_GE(hits0, 0) << before.body;
+  for (const char* tail : {" first", " second", " first"}) {
+    const std::string prompt = kLongPrompt + tail;
+    const Reply r = Post(port(), "/v1/completions",
+                         json{{"prompt", prompt}, {"max_tokens", 10}, {"temperature", 0}}.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    const CliResult g =
+        Gemmapod("generate --model " + model_ + " --prompt '" + prompt + "' --max-tokens 10");
+    ASSERT_EQ(g.exit_code, 0) << g.output;
+    EXPECT_EQ(TextOf(r.body), Generated(g)) << tail;
+  }
+  const double hits =
+      MetricValue(Get(port(), "/metrics").body, "gemmapod_prefix_cache_hit_tokens_total");
+  EXPECT_GE(hits - hits0, 2 * 32) << "the second and third prompts reuse the first's blocks";
+
+  const std::string body = json{
+      {"prompt", kLongPrompt}, {"max_tokens", 14}, {"temperature", 0.7}, {"seed", 5}, {"n", 3},
+      {"logprobs", 2}}.dump();
+  ServeProcess plain;
+  ASSERT_TRUE(plain.Start("--model " + model_ + " --no-prefix-caching")) << plain.log();
+  const Reply want = Post(plain.port(), "/v1/completions", body);
+  ASSERT_EQ(want.status, 200) << want.body;
+  EXPECT_EQ(
+      MetricValue(Get(plain.port(), "/metrics").body, "gemmapod_prefix_cache_hit_tokens_total"), 0);
+  const Reply got = Post(port(), "/v1/completions", body);
+  ASSERT_EQ(got.status, 200) << got.body;
+  // The same tokens; log-probabilities to rounding (a batch's row count changes the low bits of
+  // its matrix products, and a choice that shares the prefix brings fewer rows).
+  const json a = json::parse(want.body)["choices"], b = json::parse(got.body)["choices"];
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(a[i]["text"], b[i]["text"]) << "choice " << i;
+    const json& la = a[i]["logprobs"]["token_logprobs"];
+    const json& lb = b[i]["logprobs"]["token_logprobs"];
+    ASSERT_EQ(la.size(), lb.size());
+    for (size_t t = 0; t < la.size(); ++t) {
+      EXPECT_NEAR(la[t].get<double>(), lb[t].get<double>(), 1e-5) << "choice " << i;
     }
-    EXPECT_EQ(server.Stop(SIGTERM), 0) << server.log();
+  }
+}
+
+// A pool smaller than the slots' contexts: requests wait for blocks rather than slots, all
+// complete with their answers alone, and a request that could never fit is a 400 naming
+// max_tokens.
+TEST_F(ServeCli, ASmallKvPoolQueuesRequestsByTheirTokens) {
+  ServeProcess server;
+  ASSERT_TRUE(
+      server.Start("--model " + model_ + " --parallel 8 --context 64 --kv-tokens 96 --kv-block 16"))
+      << server.log();
+  EXPECT_TRUE(Contains(server.log(), "96 tokens of KV cache in blocks of 16")) << server.log();
+  auto body = [](int i) {
+    return json{{"prompt", "Queue " + std::to_string(i)}, {"max_tokens", 40}, {"temperature", 0}}
+        .dump();
+  };
+  std::vector<std::string> alone(8);
+  for (int i = 0; i < 8; ++i) {
+    const Reply r = Post(server.port(), "/v1/completions", body(i));
+    ASSERT_EQ(r.status, 200) << r.body;
+    alone[static_cast<size_t>(i)] = TextOf(r.body);
+  }
+  std::vector<Reply> replies(8);
+  std::vector<std::thread> clients;
+  double most_running = 0;
+  for (int i = 0; i < 8; ++i) {
+    clients.emplace_back([&, i] {
+      replies[static_cast<size_t>(i)] = Post(server.port(), "/v1/completions", body(i));
+    });
+  }
+  for (int k = 0; k < 20; ++k) {  // sampled while they run: never more than two at once
+    most_running = std::max(most_running, MetricValue(Get(server.port(), "/metrics").body,
+                                                      "gemmapod_requests_running"));
+  }
+  for (auto& c : clients) c.join();
+  for (size_t i = 0; i < 8; ++i) {
+    ASSERT_EQ(replies[i].status, 200) << replies[i].body;
+    EXPECT_EQ(TextOf(replies[i].body), alone[i]) << "request " << i;
+  }
+  EXPECT_LE(most_running, 2);  // 45 positions each: three blocks of the pool's six
+  const std::string metrics = Get(server.port(), "/metrics").body;
+  EXPECT_EQ(MetricValue(metrics, "gemmapod_kv_blocks_used"), 0) << metrics;
+  EXPECT_EQ(MetricValue(metrics, "gemmapod_kv_capacity_tokens"), 96) << metrics;
+
+  const Reply too_long =
+      Post(server.port(), "/v1/completions", R"({"prompt":"x","max_tokens":40,"n":3})");
+  EXPECT_EQ(too_long.status, 400) << too_long.body;
+  EXPECT_EQ(json::parse(too_long.body)["error"]["param"], "max_tokens") << too_long.body;
+  EXPECT_EQ(server.Stop(SIGTERM), 0) << server.log();
+}
+
+TEST_F(ServeCli, ShardedServersAnswerWithOneRanksTokens) {
+  // A short prompt, and a long one whose three choices share its blocks.
+  for (const std::string& prompt : {std::string("The license of"), kLongPrompt}) {
+    const std::string body = json{{"prompt", prompt}, {"max_tokens", 16}, {"temperature", 0.6},
+                                  {"seed", 3},        {"n", 3},           {"logprobs", 2}}
+                                 .dump();
+    const Reply one = Post(port(), "/v1/completions", body);
+    ASSERT_EQ(one.status, 200) << one.body;
+    for (const char* pod : {"configs/pods/local.yaml", "tests/launch/pods/pp2.yaml"}) {
+      SCOPED_TRACE(pod);
+      ServeProcess server;
+      ASSERT_TRUE(server.Start("--model " + model_ + " --pod " + pod, 2)) << server.log();
+      const Reply sharded = Post(server.port(), "/v1/completions", body);
+      ASSERT_EQ(sharded.status, 200) << sharded.body;
+      const json a = json::parse(one.body), b = json::parse(sharded.body);
+      for (int i = 0; i < 3; ++i) {
+        EXPECT_EQ(a["choices"][i]["text"], b["choices"][i]["text"]) << "choice " << i;
+        const json& la = a["choices"][i]["logprobs"]["token_logprobs"];
+        const json& lb = b["choices"][i]["logprobs"]["token_logprobs"];
+        ASSERT_EQ(la.size(), lb.size());
+        for (size_t t = 0; t < la.size(); ++t) {
+          EXPECT_NEAR(la[t].get<double>(), lb[t].get<double>(), 1e-4) << "choice " << i;
+        }
+      }
+      EXPECT_EQ(server.Stop(SIGTERM), 0) << server.log();
+    }
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include "models/gemma/gemma_random.h"
@@ -210,19 +211,27 @@ INSTANTIATE_TEST_SUITE_P(Families, GemmaDecoderTest,
                                          DTypeName(info.param.weights));
                          });
 
-TEST(KvCacheTest, SlidingLayersHoldOnlyTheirWindow) {
+class KvCacheBlockTest : public ::testing::TestWithParam<int64_t> {};
+
+TEST_P(KvCacheBlockTest, SlidingLayersHoldOnlyTheirWindow) {
   const ModelConfig c = TinyConfig(Architecture::kGemma2);  // window 5; layers 0, 2 sliding
   const size_t row_bytes = 2 * 2 * 12 * sizeof(float);      // keys + values, 2 kv heads x 12
-  KvCache small(c, 1, 16);
-  KvCache large(c, 1, 128);
-  EXPECT_EQ(small.LayerBytes(0), 5 * row_bytes);
-  EXPECT_EQ(large.LayerBytes(0), 5 * row_bytes);  // does not grow with the context
-  EXPECT_EQ(large.LayerBytes(2), 5 * row_bytes);
-  EXPECT_EQ(small.LayerBytes(1), 16 * row_bytes);  // a global layer holds the whole context
-  EXPECT_EQ(large.LayerBytes(1), 128 * row_bytes);
-  EXPECT_EQ(large.bytes(), (5 + 128 + 5) * row_bytes);
+  const int64_t B = GetParam();
+  auto blocks = [&](int64_t rows) { return static_cast<size_t>((rows + B - 1) / B * B); };
+  KvCache small(c, 1, 16, c.num_kv_heads, 0, c.num_layers, Device::Cpu(), B);
+  KvCache large(c, 1, 128, c.num_kv_heads, 0, c.num_layers, Device::Cpu(), B);
+  // A chunk reads back window - 1 = 4 positions before it writes: a ring of 4 rows, in blocks.
+  const size_t ring = std::min(blocks(4), blocks(16));
+  EXPECT_EQ(small.LayerBytes(0), ring * row_bytes);
+  EXPECT_EQ(large.LayerBytes(0), blocks(4) * row_bytes);  // does not grow with the context
+  EXPECT_EQ(large.LayerBytes(2), blocks(4) * row_bytes);
+  EXPECT_EQ(small.LayerBytes(1), blocks(16) * row_bytes);  // a global layer holds the context
+  EXPECT_EQ(large.LayerBytes(1), blocks(128) * row_bytes);
+  EXPECT_EQ(large.bytes(), (2 * blocks(4) + blocks(128)) * row_bytes);
+  EXPECT_EQ(large.bytes(), KvCache::BytesFor(c, 1, 128, c.num_kv_heads, 0, c.num_layers, B));
 
-  // Generating far past the window leaves the memory as it was and the logits right.
+  // Generating far past the window leaves the memory as it was and the logits right, one token
+  // at a time and in chunks longer than the ring.
   GemmaDecoder model(c, RandomGemmaWeights(c, DType::kF32, 3));
   const size_t before = large.bytes();
   const std::vector<int32_t> tokens = RandomTokens(100, 9);
@@ -232,10 +241,22 @@ TEST(KvCacheTest, SlidingLayersHoldOnlyTheirWindow) {
   }
   EXPECT_EQ(large.bytes(), before);
   EXPECT_EQ(large.length(0), 100);
-  KvCache fresh(c, 1, 128);
-  const Tensor full = model.Forward({{SequenceChunk{0, tokens}}}, fresh, LogitRows::kLastToken);
+  KvCache fresh(c, 1, 128, c.num_kv_heads, 0, c.num_layers, Device::Cpu(), B);
+  Tensor chunked;
+  for (int64_t at = 0; at < 100; at += 23) {
+    chunked = model.Forward(
+        {{SequenceChunk{0,
+                        {tokens.begin() + at, tokens.begin() + std::min<int64_t>(at + 23, 100)}}}},
+        fresh, LogitRows::kLastToken);
+  }
+  KvCache whole(c, 1, 128);
+  const Tensor full = model.Forward({{SequenceChunk{0, tokens}}}, whole, LogitRows::kLastToken);
   EXPECT_LT(RelativeError(last, full), 5e-6);  // 20 windows later, the ring still serves right
+  EXPECT_LT(RelativeError(chunked, full), 5e-6);
 }
+
+INSTANTIATE_TEST_SUITE_P(BlockTokens, KvCacheBlockTest, ::testing::Values(1, 4, 16),
+                         [](const auto& info) { return StrCat("B", info.param); });
 
 TEST(KvCacheTest, ContextOverflowIsAnError) {
   const ModelConfig c = TinyConfig(Architecture::kGemma);
