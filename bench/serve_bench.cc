@@ -2,7 +2,8 @@
 // level, that many clients send streaming completions back to back, each a prompt of exactly
 // --prompt-tokens ids and --output-tokens generated (ignore_eos), and the run reports requests/s,
 // output tokens/s, time to first token and inter-token latency (p50, p99), measured on the
-// client from the Server-Sent Events as they arrive.
+// client from the Server-Sent Events as they arrive. --shared-prefix-tokens N makes every prompt
+// start with the same N tokens (a system prompt: prefix caching's case).
 //
 //   build/bench/serve_bench --port 8080 --clients 1,4,16,64 --prompt-tokens 128 --output-tokens 128
 //
@@ -105,15 +106,20 @@ int Main(int argc, char** argv) {
                      {"--output-tokens", "128"},
                      {"--requests-per-client", "2"},
                      {"--vocab", "32000"},
-                     {"--temperature", "0"}});
+                     {"--temperature", "0"},
+                     {"--shared-prefix-tokens", "0"}});
   const std::string host = flags.Get("--host");
   const int port = static_cast<int>(flags.Int("--port"));
   const int64_t prompt_tokens = flags.Int("--prompt-tokens");
   const int64_t output_tokens = flags.Int("--output-tokens");
   const int64_t per_client = flags.Int("--requests-per-client");
-  std::printf("prompt %lld tokens, output %lld tokens, %lld requests per client, temperature %s\n",
-              static_cast<long long>(prompt_tokens), static_cast<long long>(output_tokens),
-              static_cast<long long>(per_client), flags.Get("--temperature").c_str());
+  const int64_t shared_prefix = std::min(flags.Int("--shared-prefix-tokens"), prompt_tokens);
+  std::printf(
+      "prompt %lld tokens (the first %lld shared), output %lld tokens, %lld requests per client, "
+      "temperature %s\n",
+      static_cast<long long>(prompt_tokens), static_cast<long long>(shared_prefix),
+      static_cast<long long>(output_tokens), static_cast<long long>(per_client),
+      flags.Get("--temperature").c_str());
   std::printf("%7s %9s %10s %12s %10s %10s %10s %10s\n", "clients", "req/s", "out tok/s",
               "tok/s/client", "ttft p50", "ttft p99", "itl p50", "itl p99");
   std::atomic<int64_t> serial{0};
@@ -127,6 +133,10 @@ int Main(int argc, char** argv) {
         for (int64_t r = 0; r < per_client; ++r) {
           const int64_t id = serial.fetch_add(1);
           std::vector<int32_t> prompt = PromptTokens(prompt_tokens, id, flags.Int("--vocab"));
+          // A system prompt every request shares (prefix caching's case): the same first tokens.
+          const std::vector<int32_t> shared =
+              PromptTokens(shared_prefix, int64_t{1} << 30, flags.Int("--vocab"));
+          std::copy(shared.begin(), shared.end(), prompt.begin());
           prompt[0] = 2;  // <bos>
           const nlohmann::json body = {{"prompt", prompt},
                                        {"max_tokens", output_tokens},
