@@ -48,8 +48,13 @@ const ModelFamily kRecurrentGemma{"recurrent_gemma",
                                   PrintRecurrentPlan,
                                   ServeRecurrentOnRanks,
                                   nullptr};
-const ModelFamily kT5Gemma{"t5gemma",        true,    GenerateT5GemmaOnRanks, LogitsT5GemmaOnRanks,
-                           PrintT5GemmaPlan, nullptr, RandomT5GemmaCheckpoint};
+const ModelFamily kT5Gemma{"t5gemma",
+                           true,
+                           GenerateT5GemmaOnRanks,
+                           LogitsT5GemmaOnRanks,
+                           PrintT5GemmaPlan,
+                           ServeT5GemmaOnRanks,
+                           RandomT5GemmaCheckpoint};
 
 }  // namespace
 

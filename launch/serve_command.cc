@@ -69,10 +69,8 @@ void CheckServeOptions(const ServeOptions& o) {
   GEMMAPOD_CHECK(o.max_queue >= 0, "serve: --max-queue must be >= 0, got ", o.max_queue);
   GEMMAPOD_CHECK(o.kv_block >= 1 && o.kv_block <= 1024,
                  "serve: --kv-block must be in [1, 1024], got ", o.kv_block);
-  GEMMAPOD_CHECK(
-      o.kv_tokens == 0 || (o.kv_tokens >= o.context && o.kv_tokens <= (int64_t{1} << 31)),
-      "serve: --kv-tokens must be 0 or at least --context (", o.context, ") and at most 2^31, got ",
-      o.kv_tokens);
+  GEMMAPOD_CHECK(o.kv_tokens >= 0 && o.kv_tokens <= (int64_t{1} << 31),
+                 "serve: --kv-tokens must be in [0, 2^31], got ", o.kv_tokens);
   GEMMAPOD_CHECK(o.timeout > 0, "serve: --timeout must be positive, got ", o.timeout);
   GEMMAPOD_CHECK(o.max_body_kib >= 1 && o.max_body_kib <= (1 << 20),
                  "serve: --max-body-kib must be in [1, 1048576], got ", o.max_body_kib);
@@ -88,7 +86,7 @@ std::string ServedModelName(const ServeOptions& o) {
 int ServeOnRanks(const ServeOptions& o, Communicator& world,
                  const std::function<void(ServePlan&)>& check,
                  const std::function<ShardedRun()>& load) {
-  const bool leader = world.rank() == 0;
+  bool leader = false;
   ServerMetrics metrics;
   std::unique_ptr<OpenAiServer> server;
   ServePlan plan;
@@ -96,6 +94,7 @@ int ServeOnRanks(const ServeOptions& o, Communicator& world,
   CheckOnEveryRank(world, [&] {
     CheckServeOptions(o);
     check(plan);
+    leader = world.rank() == plan.leader_rank;
     plan.model.name = ServedModelName(o);
     plan.model.created = std::chrono::duration_cast<std::chrono::seconds>(
                              std::chrono::system_clock::now().time_since_epoch())
@@ -118,19 +117,24 @@ int ServeOnRanks(const ServeOptions& o, Communicator& world,
                  port, static_cast<int>(getpid()), o.files.model_path.c_str());
   }
   ShardedRun run = load();
-  PipelineEngine& engine = *run.pipeline;
+  PipelineEngine* const engine_here = run.pipeline ? run.pipeline.get() : run.engine;
+  if (engine_here == nullptr) {  // a rank outside the engine (T5Gemma's encoder)
+    run.serve_outside_engine();
+    return 0;
+  }
+  PipelineEngine& engine = *engine_here;
   if (!engine.is_driver()) {
     engine.Serve();
     return 0;
   }
-  EngineDriver driver(engine, &run.grid->tp());
+  EngineDriver driver(engine, run.grid ? &run.grid->tp() : run.stage_tp);
   if (!driver.leads()) {
     driver.Follow();
     return 0;
   }
   BatchScheduler scheduler(driver, *plan.tokenizer,
                            SchedulerOptions{o.prefill_chunk, o.max_queue, o.prefix_caching});
-  const GridShape shape = run.grid->shape();
+  const GridShape shape = run.grid ? run.grid->shape() : GridShape{1, 1, 1};
   if (!leader) {
     // Another replica's leader: rank 0 deals it jobs.
     ServeReplica(world, scheduler);
@@ -157,7 +161,7 @@ int ServeOnRanks(const ServeOptions& o, Communicator& world,
                plan.model.name.c_str(), static_cast<long long>(driver.max_sequences()),
                static_cast<long long>(plan.model.context), kv.c_str(),
                shape.dp > 1 ? StrCat(" per replica, ", shape.dp, " replicas").c_str() : "",
-               LayoutName(*run.grid).c_str(), world.size());
+               run.grid ? LayoutName(*run.grid).c_str() : run.layout.c_str(), world.size());
   std::atomic<bool> finished{false};
   std::thread watcher([&] {
     while (!finished.load() && !g_stop_requested.load()) {
@@ -210,6 +214,9 @@ int ServeGemmaOnRanks(const ServeOptions& o, Communicator& world) {
             PlanShardedGemma(world.size(), std::move(pod), o.files, o.parallel, context, sampled);
         // The pool holds what fixed slots would unless told otherwise; a request longer than
         // it is refused when it arrives.
+        GEMMAPOD_CHECK(o.kv_tokens == 0 || o.kv_tokens >= context, "serve: --kv-tokens ",
+                       o.kv_tokens, " cannot hold one sequence of the context's ", context,
+                       " tokens");
         const int64_t kv_tokens = o.kv_tokens > 0 ? o.kv_tokens : o.parallel * context;
         sharded.kv_pool = KvCache::PoolFor(model.config, kv_tokens, o.parallel, context,
                                            o.prefill_chunk, o.kv_block);

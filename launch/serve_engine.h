@@ -20,6 +20,9 @@ class Communicator;
 struct ServePlan {
   std::optional<Tokenizer> tokenizer;
   ServedModel model;
+  // The rank that answers HTTP and drives the engine (the first stage's first rank): rank 0 but
+  // for T5Gemma split into encoder and decoder stages, whose first decoder rank drives.
+  int leader_rank = 0;
 };
 
 // `check` runs on every rank and fills the plan (or throws, reported once); `load` is collective.

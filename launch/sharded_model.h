@@ -5,6 +5,7 @@
 // this rank's slices of the weights from the file.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,9 +51,19 @@ ShardedGemmaPlan PlanShardedGemma(int world_size, std::optional<PodTopology> pod
                                   int64_t max_context, int64_t sampled_vocab);
 
 // A loaded sharded model of any family: this rank's place in the grid and its pipeline engine.
+// A loaded model on this rank, as `serve` and `generate` drive it: a process grid and the
+// pipeline engine over it (Gemma, RecurrentGemma), or an engine a family's own pipeline owns
+// (T5Gemma's, whose encoder ranks sit outside the engine).
 struct ShardedRun {
   std::unique_ptr<ProcessGrid> grid;
   std::unique_ptr<PipelineEngine> pipeline;
+  // Without a grid: what owns the engine, the engine (null on a rank outside it), its stage's
+  // tensor-parallel group, the layout's name, and what a rank outside the engine does instead.
+  std::shared_ptr<void> owner;
+  PipelineEngine* engine = nullptr;
+  Communicator* stage_tp = nullptr;
+  std::string layout;
+  std::function<void()> serve_outside_engine;
 };
 
 // A line for rank 0 to print when the pod's devices are accelerators, which this build does not

@@ -11,6 +11,7 @@
 #include "launch/model_files.h"
 #include "launch/rank_runner.h"
 #include "launch/recurrent_commands.h"
+#include "launch/serve_engine.h"
 #include "launch/sharded_model.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/checkpoint/npy.h"
@@ -272,6 +273,53 @@ int LogitsT5GemmaOnRanks(const LogitsOptions& o, Communicator& world) {
               ShapeToString(all.shape()).c_str(), pipeline.layout().Describe().c_str(),
               job.dp > 1 ? StrCat(" x dp ", job.dp).c_str() : "", world.size());
   return 0;
+}
+
+}  // namespace gemmapod
+
+namespace gemmapod {
+
+int ServeT5GemmaOnRanks(const ServeOptions& o, Communicator& world) {
+  T5GemmaConfig config;
+  T5GemmaJob job;
+  int64_t context = 0, sampled = 0;
+  return ServeOnRanks(
+      o, world,
+      [&](ServePlan& plan) {
+        plan.tokenizer = LoadTokenizer(o.files);
+        job = CheckT5GemmaJob(world, o.files, o.pod_path, config);
+        CheckTokenizerFits(*plan.tokenizer, config.decoder, o.files);
+        CheckTokenizerFits(*plan.tokenizer, config.encoder, o.files);
+        GEMMAPOD_CHECK(job.dp == 1, "serve: the pod file ", o.pod_path, " asks for dp = ", job.dp,
+                       "; a T5Gemma server runs one replica (tensor and pipeline parallelism, "
+                       "encoder and decoder stages) for now");
+        // The decoder's context: its start token and the completion. The prompt feeds the
+        // encoder, up to its own max_position_embeddings.
+        context = std::min<int64_t>(o.context, config.decoder.max_position_embeddings);
+        sampled = std::min<int64_t>(config.decoder.vocab_size, plan.tokenizer->vocab_size());
+        plan.model.context = context;
+        plan.model.eos_id = config.decoder.eos_id;
+        plan.model.sampled_vocab = sampled;
+        plan.model.decoder_start = config.decoder.bos_id;
+        plan.model.encoder_context = config.encoder.max_position_embeddings;
+        plan.leader_rank =
+            job.layout.stages[static_cast<size_t>(job.layout.first_decoder_stage())].first_rank;
+      },
+      [&] {
+        auto pipeline = std::make_shared<T5GemmaPipeline>(
+            world, job.layout, config, CheckpointFile(o.files.model_path), o.parallel, context,
+            PipelineOptions{sampled});
+        pipeline->set_matmul_precision(ParsePrecision(o.files));
+        pipeline->EnableServing();
+        ShardedRun run;
+        run.engine = pipeline->engine();
+        run.stage_tp = &pipeline->stage_tp();
+        run.layout = pipeline->layout().Describe();
+        T5GemmaPipeline* encoder = pipeline.get();
+        run.serve_outside_engine = [encoder] { encoder->ServeEncoder(); };
+        run.owner = std::move(pipeline);
+        return run;
+      });
 }
 
 }  // namespace gemmapod

@@ -14,5 +14,8 @@ class Communicator;
 
 int GenerateT5GemmaOnRanks(const GenerateOptions& options, Communicator& world);
 int LogitsT5GemmaOnRanks(const LogitsOptions& options, Communicator& world);
+// `serve` (one replica): each request's prompt is encoded when its sequence starts; the decoder
+// ranks decode it in the server's continuous batches.
+int ServeT5GemmaOnRanks(const ServeOptions& options, Communicator& world);
 
 }  // namespace gemmapod

@@ -24,6 +24,9 @@ struct GenerationRequest {
   // Report each generated token's log-probability (>= 0) and this many of the most likely ids'
   // (the pipeline's loop only); -1: none.
   int32_t top_logprobs = -1;
+  // Encoder-decoder models (T5Gemma): the encoder's input, run once when the sequence starts;
+  // `prompt` is then the decoder's start. Empty for decoder-only models.
+  std::vector<int32_t> encoder_prompt;
 };
 
 // kCancelled: the client went away or the request timed out before it finished.

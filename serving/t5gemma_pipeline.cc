@@ -15,6 +15,7 @@ namespace {
 // ranks (the decoder stages talk through the engine's own communicator).
 constexpr int kTagEncoder = 31;
 constexpr int kTagMemory = 32;
+constexpr int kTagEncodeJob = 33;  // serving: driver -> encoder ranks, a sequence's input (34)
 
 }  // namespace
 
@@ -22,8 +23,10 @@ constexpr int kTagMemory = 32;
 // (self-attention caches and cross-attention memory) this object's own, filled by Encode.
 class T5GemmaDecoderStage final : public StageModel {
  public:
-  T5GemmaDecoderStage(T5Gemma& model, int64_t max_sequences, int64_t max_context)
-      : model_(model),
+  T5GemmaDecoderStage(T5GemmaPipeline& pipeline, T5Gemma& model, int64_t max_sequences,
+                      int64_t max_context)
+      : pipeline_(pipeline),
+        model_(model),
         max_context_(max_context),
         state_(model.NewDecodeState(max_sequences, max_context)) {}
 
@@ -62,8 +65,13 @@ class T5GemmaDecoderStage final : public StageModel {
   Tensor LogitShard(const Tensor& rows) const override { return model_.LogitShard(rows); }
   int64_t vocab_begin() const override { return model_.shard().decoder.vocab_begin; }
   Tensor GatherLogits(const Tensor& shard) const override { return model_.GatherLogits(shard); }
+  void BeginSequence(int64_t sequence, std::span<const int32_t> encoder_tokens) override {
+    pipeline_.BeginSequence(sequence, encoder_tokens);
+  }
+  void Finish() override { pipeline_.FinishEncoders(); }
 
  private:
+  T5GemmaPipeline& pipeline_;
   T5Gemma& model_;
   int64_t max_context_;
   T5GemmaDecodeState state_;
@@ -88,7 +96,8 @@ T5GemmaPipeline::T5GemmaPipeline(Communicator& world, T5GemmaLayout layout,
   const int tp_rank = world.rank() - me.first_rank;
   decoder_pp_ = world.Split(me.decoder ? tp_rank : world.size() + world.rank(), stage_);
   if (me.decoder) {
-    auto decoder = std::make_unique<T5GemmaDecoderStage>(*model_, max_sequences, max_context);
+    auto decoder =
+        std::make_unique<T5GemmaDecoderStage>(*this, *model_, max_sequences, max_context);
     decoder_ = decoder.get();
     engine_ = std::make_unique<PipelineEngine>(*tp_, *decoder_pp_, std::move(decoder), options);
   }
@@ -105,7 +114,8 @@ void T5GemmaPipeline::SendToStage(const Tensor& t, int stage, int tag) const {
   for (int r = s.first_rank; r < s.first_rank + s.tp; ++r) world_.Send(t, r, tag);
 }
 
-void T5GemmaPipeline::Encode(const std::vector<std::vector<int32_t>>& prompts) {
+void T5GemmaPipeline::Encode(const std::vector<std::vector<int32_t>>& prompts,
+                             std::span<const int64_t> sequences) {
   const T5GemmaConfig& c = model_->config();
   const T5GemmaShard& shard = model_->shard();
   const T5GemmaStagePlan& me = layout_.stages[static_cast<size_t>(stage_)];
@@ -130,10 +140,17 @@ void T5GemmaPipeline::Encode(const std::vector<std::vector<int32_t>>& prompts) {
       if (leader) SendToStage(h, stage_ + 1, kTagEncoder);
     } else {
       memory = model_->FinishEncoder(h);
-      // The encoder's output goes once to every rank of every decoder stage.
+      // The encoder's output goes once to every rank of every decoder stage, without waiting:
+      // a later decoder stage takes it only when the sequence's first chunk reaches it, and
+      // while a server's driver is encoding the next sequence of the same micro-batch, the
+      // encoder must be free to take that one.
       if (!me.decoder && leader) {
+        while (!memory_sends_.empty() && memory_sends_.front()->Done()) memory_sends_.pop_front();
         for (int s = first_decoder; s < static_cast<int>(layout_.stages.size()); ++s) {
-          SendToStage(memory, s, kTagMemory);
+          const T5GemmaStagePlan& to = layout_.stages[static_cast<size_t>(s)];
+          for (int r = to.first_rank; r < to.first_rank + to.tp; ++r) {
+            memory_sends_.push_back(world_.SendAsync(memory, r, kTagMemory));
+          }
         }
       }
     }
@@ -144,7 +161,56 @@ void T5GemmaPipeline::Encode(const std::vector<std::vector<int32_t>>& prompts) {
       world_.Recv(memory, layout_.stages[static_cast<size_t>(first_decoder - 1)].first_rank,
                   kTagMemory);
     }
-    model_->SetEncoderMemory(memory, batch, decoder_->state());
+    model_->SetEncoderMemory(memory, batch, decoder_->state(), sequences);
+  }
+}
+
+bool T5GemmaPipeline::has_encoder_ranks() const { return layout_.first_decoder_stage() > 0; }
+
+void T5GemmaPipeline::BeginSequence(int64_t sequence, std::span<const int32_t> tokens) {
+  GEMMAPOD_CHECK(serving_, "T5Gemma: encoder input inside the pipeline outside serving");
+  GEMMAPOD_CHECK(!tokens.empty() && static_cast<int64_t>(tokens.size()) <=
+                                        model_->config().encoder.max_position_embeddings,
+                 "T5Gemma: an encoder input of ", tokens.size(),
+                 " tokens (the encoder's max_position_embeddings is ",
+                 model_->config().encoder.max_position_embeddings, ")");
+  // The encoder's own ranks learn of the sequence from the driver; every decoder rank takes its
+  // part below (the stage's tp group makes the same calls, later stages when the chunk reaches
+  // them, all in the order the sequences started, which is the order the encoder sends in).
+  if (has_encoder_ranks() && world_.rank() == driver_rank()) {
+    Tensor header = Tensor::Empty({1}, DType::kI32);
+    header.data<int32_t>()[0] = static_cast<int32_t>(tokens.size());
+    const Tensor payload = Tensor::Borrow(const_cast<int32_t*>(tokens.data()),
+                                          {static_cast<int64_t>(tokens.size())}, DType::kI32);
+    for (int s = 0; s < layout_.first_decoder_stage(); ++s) {
+      SendToStage(header, s, kTagEncodeJob);
+      SendToStage(payload, s, kTagEncodeJob + 1);
+    }
+  }
+  const int64_t slot[1] = {sequence};
+  Encode({std::vector<int32_t>(tokens.begin(), tokens.end())}, slot);
+}
+
+void T5GemmaPipeline::FinishEncoders() {
+  if (!serving_ || !has_encoder_ranks() || world_.rank() != driver_rank()) return;
+  Tensor header = Tensor::Empty({1}, DType::kI32);
+  header.data<int32_t>()[0] = 0;
+  for (int s = 0; s < layout_.first_decoder_stage(); ++s) SendToStage(header, s, kTagEncodeJob);
+}
+
+void T5GemmaPipeline::ServeEncoder() {
+  GEMMAPOD_CHECK(engine_ == nullptr, "T5Gemma: a decoder rank serves through its engine");
+  for (;;) {
+    Tensor header = Tensor::Empty({1}, DType::kI32);
+    WaitForMessage(world_, driver_rank(), kTagEncodeJob);
+    world_.Recv(header, driver_rank(), kTagEncodeJob);
+    const int64_t n = header.data<int32_t>()[0];
+    if (n == 0) return;
+    GEMMAPOD_CHECK(n > 0, "T5Gemma encoder: a job of ", n, " tokens");
+    std::vector<int32_t> tokens(static_cast<size_t>(n));
+    Tensor payload = Tensor::Borrow(tokens.data(), {n}, DType::kI32);
+    world_.Recv(payload, driver_rank(), kTagEncodeJob + 1);
+    Encode({tokens});
   }
 }
 

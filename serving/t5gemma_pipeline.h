@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <span>
@@ -30,6 +31,7 @@ namespace gemmapod {
 
 class Communicator;
 
+class PendingSend;
 class T5GemmaDecoderStage;
 
 class T5GemmaPipeline {
@@ -51,9 +53,10 @@ class T5GemmaPipeline {
   int driver_rank() const;
 
   // Collective over the world: runs the encoder over `prompts` (padding tokens masked, at most
-  // max_sequences) and leaves sequence b of every decoder rank's state holding its
-  // cross-attention keys and values, its decoder cache empty.
-  void Encode(const std::vector<std::vector<int32_t>>& prompts);
+  // max_sequences) and leaves sequence b (or sequences[b] when given) of every decoder rank's
+  // state holding its cross-attention keys and values, its decoder cache empty.
+  void Encode(const std::vector<std::vector<int32_t>>& prompts,
+              std::span<const int64_t> sequences = {});
   // Collective over the world: decodes `chunks` (sequences of the state, new tokens at the
   // positions their caches reached) and returns the logits on every rank: every token's
   // [tokens, vocab], or each chunk's last [chunks, vocab].
@@ -65,8 +68,29 @@ class T5GemmaPipeline {
       const Tokenizer& tokenizer, std::span<const GenerationRequest> requests,
       const std::function<void(size_t, std::string_view)>& on_text);
 
+  // --- Serving: requests arrive one at a time, each sequence encoded when it starts.
+  // Call on every rank before serving. A chunk that starts a sequence then carries its encoder
+  // input; the decoder ranks encode it (the driver first sends it to the encoder's ranks when
+  // they are others), and the driver's Finish stops the encoder's ranks.
+  void EnableServing() { serving_ = true; }
+  // This rank's engine: decoder ranks; null on an encoder-only rank.
+  PipelineEngine* engine() { return engine_.get(); }
+  // This rank's stage's tensor-parallel group.
+  Communicator& stage_tp() { return *tp_; }
+  // An encoder-only rank: encodes each sequence the driver sends until the driver finishes.
+  void ServeEncoder();
+
  private:
   void SendToStage(const Tensor& t, int stage, int tag) const;
+  friend class T5GemmaDecoderStage;
+  // A decoder rank: sequence `sequence` starts with encoder input `tokens`.
+  void BeginSequence(int64_t sequence, std::span<const int32_t> tokens);
+  // The driver tells the encoder-only ranks to stop serving.
+  void FinishEncoders();
+  bool has_encoder_ranks() const;
+  bool serving_ = false;
+  // The last encoder stage's leader: its output on its way to the decoder ranks.
+  std::deque<std::unique_ptr<PendingSend>> memory_sends_;
 
   Communicator& world_;
   T5GemmaLayout layout_;

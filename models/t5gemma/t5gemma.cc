@@ -201,7 +201,8 @@ T5GemmaDecodeState T5Gemma::NewDecodeState(int64_t num_sequences, int64_t max_co
 }
 
 void T5Gemma::SetEncoderMemory(const Tensor& memory, const EncoderBatch& batch,
-                               T5GemmaDecodeState& state) const {
+                               T5GemmaDecodeState& state,
+                               std::span<const int64_t> sequences) const {
   const GemmaShard& s = shard_.decoder;
   const int64_t rows = batch.rows(), width = s.kv_heads * config_.decoder.head_dim;
   GEMMAPOD_CHECK(memory.dim(0) == rows && memory.dim(1) == config_.encoder.hidden_size,
@@ -210,14 +211,23 @@ void T5Gemma::SetEncoderMemory(const Tensor& memory, const EncoderBatch& batch,
   GEMMAPOD_CHECK(static_cast<int64_t>(batch.offset.size()) <= state.num_sequences(),
                  "T5Gemma: ", batch.offset.size(), " encoded sequences for a state of ",
                  state.num_sequences());
+  GEMMAPOD_CHECK(sequences.empty() || sequences.size() == batch.offset.size(),
+                 "T5Gemma: ", sequences.size(), " sequence slots for ", batch.offset.size(),
+                 " encoded");
+  std::vector<int64_t> slot(batch.offset.size());
+  for (size_t b = 0; b < slot.size(); ++b) {
+    slot[b] = sequences.empty() ? static_cast<int64_t>(b) : sequences[b];
+    GEMMAPOD_CHECK(slot[b] >= 0 && slot[b] < state.num_sequences(), "T5Gemma: sequence ", slot[b],
+                   " outside a state of ", state.num_sequences());
+  }
   for (size_t b = 0; b < batch.offset.size(); ++b) {
-    T5GemmaDecodeState::CrossMemory& m = state.cross[b];
+    T5GemmaDecodeState::CrossMemory& m = state.cross[static_cast<size_t>(slot[b])];
     m.length = batch.length[b];
     m.valid.assign(batch.valid.begin() + batch.offset[b],
                    batch.valid.begin() + batch.offset[b] + batch.length[b]);
     m.keys.clear();
     m.values.clear();
-    if (state.self) state.self->Reset(static_cast<int64_t>(b));
+    if (state.self) state.self->Reset(slot[b]);
   }
   if (!shard_.has_decoder) return;
   Tensor k = ActivationLike(memory, {rows, width}), v = ActivationLike(memory, {rows, width});
@@ -227,7 +237,7 @@ void T5Gemma::SetEncoderMemory(const Tensor& memory, const EncoderBatch& batch,
     ColumnParallelLinear(w.k_proj).Forward(memory, k, precision_);
     ColumnParallelLinear(w.v_proj).Forward(memory, v, precision_);
     for (size_t b = 0; b < batch.offset.size(); ++b) {
-      T5GemmaDecodeState::CrossMemory& m = state.cross[b];
+      T5GemmaDecodeState::CrossMemory& m = state.cross[static_cast<size_t>(slot[b])];
       m.keys.push_back(CopyOf(k.Slice(batch.offset[b], batch.offset[b] + batch.length[b])));
       m.values.push_back(CopyOf(v.Slice(batch.offset[b], batch.offset[b] + batch.length[b])));
     }

@@ -89,10 +89,10 @@ class T5Gemma {
   // A state for `num_sequences` sequences of up to `max_context` decoder tokens.
   T5GemmaDecodeState NewDecodeState(int64_t num_sequences, int64_t max_context) const;
   // Projects this rank's cross-attention keys and values for its layers from the encoder output
-  // `memory` [rows, d_enc]; batch entry b becomes sequence b of `state` (the others keep theirs),
-  // whose decoder cache starts empty.
-  void SetEncoderMemory(const Tensor& memory, const EncoderBatch& batch,
-                        T5GemmaDecodeState& state) const;
+  // `memory` [rows, d_enc]; batch entry b becomes sequence b of `state`, or sequence
+  // sequences[b] when given (the others keep theirs), whose decoder cache starts empty.
+  void SetEncoderMemory(const Tensor& memory, const EncoderBatch& batch, T5GemmaDecodeState& state,
+                        std::span<const int64_t> sequences = {}) const;
   Tensor EmbedDecoder(std::span<const int32_t> tokens) const;  // first decoder stage
   // Runs this rank's decoder layers over h [T, d_dec] in place; stores the self-attention keys
   // and values (the caller advances the cache once every stage ran).

@@ -153,6 +153,7 @@ BatchScheduler::Submitted BatchScheduler::Step(Lane& lane) {
     c.sampling = m.job->request.sampling;
     c.sample = sample;
     c.top_logprobs = m.job->request.top_logprobs;
+    if (m.positions == 0) c.encoder = m.job->request.encoder_prompt;
     if (kv_) kv_->Grow(m.slot, m.job->request.prompt, m.positions, n, chunks.back());
     m.positions += n;
     lane.batch.push_back(member);
@@ -269,7 +270,11 @@ void BatchScheduler::Collect(Lane& lane, const std::vector<SampledToken>& tokens
 
 void BatchScheduler::Release(Lane& lane, size_t member, bool failed) {
   free_slots_.push_back(lane.members[member].slot);
-  if (kv_) kv_->Release(lane.members[member].slot, failed);
+  if (kv_) {
+    kv_->Release(lane.members[member].slot, failed);
+    std::lock_guard<std::mutex> lock(mutex_);
+    kv_usage_ = kv_->usage();  // what /metrics shows once the last request is done
+  }
   lane.members.erase(lane.members.begin() + static_cast<ptrdiff_t>(member));
   --running_;
 }

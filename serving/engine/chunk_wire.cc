@@ -42,12 +42,14 @@ void AppendChunkWords(const WireChunk& c, std::vector<int32_t>& words) {
   words.push_back(c.sample ? 1 : 0);
   words.push_back(c.top_logprobs);
   words.push_back(static_cast<int32_t>(c.cached.size()));
+  words.push_back(static_cast<int32_t>(c.encoder.size()));
   for (int g = 0; g < kKvGroups; ++g) {
     words.push_back(static_cast<int32_t>(c.kv_first[g]));
     words.push_back(static_cast<int32_t>(c.kv_blocks[g].size()));
   }
   words.insert(words.end(), c.tokens.tokens.begin(), c.tokens.tokens.end());
   words.insert(words.end(), c.cached.begin(), c.cached.end());
+  words.insert(words.end(), c.encoder.begin(), c.encoder.end());
   for (const auto& blocks : c.kv_blocks) words.insert(words.end(), blocks.begin(), blocks.end());
 }
 
@@ -69,20 +71,24 @@ std::vector<WireChunk> ParseChunkWords(std::span<const int32_t> words, int64_t c
     GEMMAPOD_CHECK(c.top_logprobs >= -1 && c.top_logprobs <= kMaxTopLogprobs, who,
                    ": top_logprobs ", c.top_logprobs, " outside [-1, ", kMaxTopLogprobs, "]");
     const int64_t cached = p[at + 5 + kSamplingWords];
+    const int64_t encoder = p[at + 6 + kSamplingWords];
     int64_t blocks[kKvGroups];
     for (int g = 0; g < kKvGroups; ++g) {
-      c.kv_first[g] = p[at + 6 + kSamplingWords + 2 * g];
-      blocks[g] = p[at + 7 + kSamplingWords + 2 * g];
+      c.kv_first[g] = p[at + 7 + kSamplingWords + 2 * g];
+      blocks[g] = p[at + 8 + kSamplingWords + 2 * g];
       GEMMAPOD_CHECK(c.kv_first[g] >= 0 && blocks[g] >= 0, who, ": KV blocks [", c.kv_first[g],
                      ", +", blocks[g], ")");
     }
     at += kChunkHeaderWords;
-    GEMMAPOD_CHECK(n > 0 && cached >= 0 && at + n + cached + blocks[0] + blocks[1] <= size, who,
-                   ": truncated micro-batch payload");
+    GEMMAPOD_CHECK(n > 0 && cached >= 0 && encoder >= 0 &&
+                       at + n + cached + encoder + blocks[0] + blocks[1] <= size,
+                   who, ": truncated micro-batch payload");
     c.tokens.tokens.assign(p + at, p + at + n);
     at += n;
     c.cached.assign(p + at, p + at + cached);
     at += cached;
+    c.encoder.assign(p + at, p + at + encoder);
+    at += encoder;
     for (int g = 0; g < kKvGroups; ++g) {
       c.kv_blocks[g].assign(p + at, p + at + blocks[g]);
       at += blocks[g];

@@ -28,6 +28,8 @@ struct WireChunk {
   // The sequence's first chunk when it starts on a cached prefix: the prefix's tokens (positions
   // [0, start), already in the blocks its table names), for the samplers' penalties.
   std::vector<int32_t> cached;
+  // An encoder-decoder sequence's first chunk: the encoder's input, encoded before the chunk runs.
+  std::vector<int32_t> encoder;
 };
 
 // Appends one chunk's words: header words, then the tokens.
@@ -41,8 +43,8 @@ inline constexpr int64_t kSamplingWords = 9;
 void AppendSamplingWords(const SamplingParams& params, std::vector<int32_t>& words);
 SamplingParams ReadSamplingWords(const int32_t* words);
 // Header words per chunk (the tokens, cached tokens and KV blocks come on top): sequence, start,
-// token count, sampling, the sample flag, top_logprobs, the cached prefix's length, then per KV
-// group the first table entry and the count.
-inline constexpr int64_t kChunkHeaderWords = 6 + 2 * kKvGroups + kSamplingWords;
+// token count, sampling, the sample flag, top_logprobs, the cached prefix's length, the encoder
+// input's length, then per KV group the first table entry and the count.
+inline constexpr int64_t kChunkHeaderWords = 7 + 2 * kKvGroups + kSamplingWords;
 
 }  // namespace gemmapod

@@ -78,7 +78,9 @@ void PipelineEngine::Submit(StageOutput output, std::span<const SequenceChunk> c
                  " chunks");
   std::vector<Chunk> work;
   for (size_t i = 0; i < chunks.size(); ++i) {
-    work.push_back({chunks[i], 0, sampling.empty() ? SamplingParams{} : sampling[i]});
+    Chunk& c = work.emplace_back();
+    c.tokens = chunks[i];
+    if (!sampling.empty()) c.sampling = sampling[i];
   }
   Submit(output, work);
 }
@@ -141,6 +143,11 @@ void PipelineEngine::Prepare(const Chunk& c) {
     }
   }
   if (!c.cached.empty()) model_->PlaceKv(sequence, c.start);
+  if (!c.encoder.empty()) {
+    GEMMAPOD_CHECK(c.start == 0, "pipeline stage ", stage_index_, ": encoder input for sequence ",
+                   sequence, " at position ", c.start, " (it goes with the first chunk)");
+    model_->BeginSequence(sequence, c.encoder);
+  }
   GEMMAPOD_CHECK(c.start == model_->length(sequence), "pipeline stage ", stage_index_,
                  ": sequence ", sequence, " arrives at position ", c.start, " but holds ",
                  model_->length(sequence), " tokens");
@@ -295,6 +302,7 @@ void PipelineEngine::Finish() {
     }
   }
   if (stages_ > 1) pp_.Send(Header(kEnd, 0, 0), 1, kHeaderTag);
+  model_->Finish();
 }
 
 void PipelineEngine::Serve() {

@@ -44,6 +44,14 @@ class StageModel {
   virtual void PlaceKv(int64_t /*sequence*/, int64_t /*length*/) {
     throw Error("pipeline: this model keeps fixed state slots; it cannot start on a cached prefix");
   }
+  // An encoder-decoder model's sequence starts (after Reset): its encoder input is encoded and
+  // the decoder state of `sequence` attends to it from now on (collective over the stage's tp
+  // group, and over the encoder's ranks where they are others).
+  virtual void BeginSequence(int64_t /*sequence*/, std::span<const int32_t> /*encoder_tokens*/) {
+    throw Error("pipeline: this model has no encoder; a chunk brought encoder input");
+  }
+  // The driver finishes: ranks outside the pipeline that serve it (an encoder's) stop too.
+  virtual void Finish() {}
 
   // Checks a micro-batch against the state without changing it: no empty chunk, no sequence
   // twice, slots and ids in range, room in the context. The driver calls it before any stage has

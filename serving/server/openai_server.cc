@@ -252,6 +252,21 @@ void OpenAiServer::Impl::Completion(const httplib::Request& req, httplib::Respon
       base.stop_tokens = {model.eos_id};
     }
     if (api.ignore_eos) base.stop_tokens.clear();
+    if (model.decoder_start >= 0) {
+      // An encoder-decoder model: the prompt is the encoder's; the decoder's context holds its
+      // start token and the completion.
+      const int64_t encoder = static_cast<int64_t>(base.prompt.size());
+      if (encoder > model.encoder_context) {
+        throw ApiError(400,
+                       StrCat("the prompt has ", encoder,
+                              " tokens; this model's encoder takes at "
+                              "most ",
+                              model.encoder_context),
+                       prompt_field, "invalid_request_error", "context_length_exceeded");
+      }
+      base.encoder_prompt = std::move(base.prompt);
+      base.prompt = {model.decoder_start};
+    }
     const int64_t prompt = static_cast<int64_t>(base.prompt.size());
     if (prompt >= model.context) {
       throw ApiError(400,
@@ -330,7 +345,8 @@ void OpenAiServer::Impl::Completion(const httplib::Request& req, httplib::Respon
                         std::chrono::system_clock::now().time_since_epoch())
                         .count(),
                     model.name, chat, api.top_logprobs >= 0};
-  const int64_t prompt_tokens = static_cast<int64_t>(base.prompt.size());
+  const int64_t prompt_tokens = static_cast<int64_t>(
+      base.encoder_prompt.empty() ? base.prompt.size() : base.encoder_prompt.size());
   const bool stream = api.stream, include_usage = api.include_usage;
   const int n = api.n;
   const std::string path = req.path;

@@ -34,6 +34,11 @@ struct ServedModel {
   int32_t eos_id = 1;         // ends a completion
   int64_t sampled_vocab = 0;  // ids a prompt given as tokens may hold
   int64_t created = 0;        // Unix seconds, for /v1/models
+  // Encoder-decoder models (T5Gemma): the prompt feeds the encoder (at most encoder_context
+  // tokens) and the decoder starts from decoder_start; -1 for decoder-only models, whose context
+  // holds prompt and completion together.
+  int32_t decoder_start = -1;
+  int64_t encoder_context = 0;
 };
 
 class OpenAiServer {
