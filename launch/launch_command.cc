@@ -9,6 +9,7 @@
 
 #include "launch/commands.h"
 #include "launch/mpirun_command.h"
+#include "runtime/checkpoint/output_file.h"
 #include "runtime/error.h"
 #include "sharding/pod_topology.h"
 
@@ -16,7 +17,8 @@ namespace gemmapod {
 namespace {
 
 // Written whole or not at all: a temporary file renamed over the target.
-void WriteFileAtomically(const std::string& path, const std::string& text) {
+void WriteFileAtomically(const std::string& destination, const std::string& text) {
+  const std::string path = OutputTarget(destination);
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);

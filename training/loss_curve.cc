@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "runtime/checkpoint/output_file.h"
 #include "runtime/error.h"
 
 namespace gemmapod {
@@ -124,7 +125,8 @@ std::string LossCurveSvg(const std::vector<CurvePoint>& train,
   return svg;
 }
 
-void WriteTextFileAtomically(const std::string& path, const std::string& text) {
+void WriteTextFileAtomically(const std::string& destination, const std::string& text) {
+  const std::string path = OutputTarget(destination);
   const std::string tmp = StrCat(path, ".tmp-", getpid());
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);

@@ -13,6 +13,7 @@
 #include <mutex>
 
 #include "runtime/checkpoint/crc32.h"
+#include "runtime/checkpoint/output_file.h"
 #include "runtime/error.h"
 
 namespace gemmapod {
@@ -621,8 +622,9 @@ int RemoveAbandonedTemporaries(const std::string& path) {
   return removed;
 }
 
-Hdf5CheckpointWriter Hdf5CheckpointWriter::Create(const std::string& path) {
+Hdf5CheckpointWriter Hdf5CheckpointWriter::Create(const std::string& destination) {
   SilenceHdf5();
+  const std::string path = OutputTarget(destination);
   // A writer killed before its rename (kill -9, a power cut) left its temporary file behind.
   RemoveAbandonedTemporaries(path);
   Hdf5CheckpointWriter w;

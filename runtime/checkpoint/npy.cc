@@ -10,6 +10,7 @@
 #include <regex>
 #include <sstream>
 
+#include "runtime/checkpoint/output_file.h"
 #include "runtime/error.h"
 
 namespace gemmapod {
@@ -19,7 +20,8 @@ constexpr char kMagic[] = "\x93NUMPY";
 
 }  // namespace
 
-void WriteNpy(const std::string& path, const Tensor& t) {
+void WriteNpy(const std::string& destination, const Tensor& t) {
+  const std::string path = OutputTarget(destination);
   GEMMAPOD_CHECK(t.device().is_cpu(), path, ": .npy files are written from host tensors");
   const char* descr = t.dtype() == DType::kF32 ? "<f4" : t.dtype() == DType::kI32 ? "<i4" : nullptr;
   GEMMAPOD_CHECK(descr != nullptr, path, ": .npy output supports f32 and i32, not ",
