@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 
 #include "runtime/checkpoint/crc32.h"
 #include "runtime/checkpoint/output_file.h"
@@ -146,6 +147,17 @@ void WriteScalarAttribute(hid_t obj, const char* name, hid_t type, const void* v
   CheckStatus(H5Awrite(attr.get(), type, value), where + ": cannot write attribute " + name);
 }
 
+// Strings are stored fixed-length (null-padded UTF-8, at least one byte wide): a variable-length
+// string lives in HDF5's global heap, the one piece of metadata without a checksum even in the
+// 1.10 format, and a corrupted global heap hangs the library when the string is read.
+hid_t FixedStringType(size_t width) {
+  const hid_t t = Check(H5Tcopy(H5T_C_S1), "HDF5: string type");
+  CheckStatus(H5Tset_size(t, std::max<size_t>(width, 1)), "HDF5: string type");
+  CheckStatus(H5Tset_strpad(t, H5T_STR_NULLPAD), "HDF5: string type");
+  CheckStatus(H5Tset_cset(t, H5T_CSET_UTF8), "HDF5: string type");
+  return t;
+}
+
 hid_t VariableStringType() {
   const hid_t t = Check(H5Tcopy(H5T_C_S1), "HDF5: string type");
   CheckStatus(H5Tset_size(t, H5T_VARIABLE), "HDF5: string type");
@@ -161,23 +173,28 @@ void WriteAttribute(hid_t obj, const std::string& name, const AttributeValue& va
   } else if (const auto* v = std::get_if<double>(&value)) {
     WriteScalarAttribute(obj, name.c_str(), H5T_NATIVE_DOUBLE, v, what);
   } else if (const auto* v = std::get_if<std::string>(&value)) {
-    Handle type(VariableStringType(), H5Tclose);
-    const char* p = v->c_str();
-    WriteScalarAttribute(obj, name.c_str(), type.get(), &p, what);
+    Handle type(FixedStringType(v->size()), H5Tclose);
+    WriteScalarAttribute(obj, name.c_str(), type.get(), v->data(), what);
   } else {
     hsize_t n = 0;
     hid_t mem = -1;
     const void* data = nullptr;
-    std::vector<const char*> strings;
-    Handle string_type(VariableStringType(), H5Tclose);
+    std::string strings;  // fixed-width items, null-padded
+    std::optional<Handle> string_type;
     if (const auto* v = std::get_if<std::vector<int64_t>>(&value)) {
       n = v->size(), mem = H5T_NATIVE_INT64, data = v->data();
     } else if (const auto* v = std::get_if<std::vector<double>>(&value)) {
       n = v->size(), mem = H5T_NATIVE_DOUBLE, data = v->data();
     } else {
       const auto& s = std::get<std::vector<std::string>>(value);
-      for (const std::string& item : s) strings.push_back(item.c_str());
-      n = s.size(), mem = string_type.get(), data = strings.data();
+      size_t width = 1;
+      for (const std::string& item : s) width = std::max(width, item.size());
+      for (const std::string& item : s) {
+        strings += item;
+        strings.append(width - item.size(), '\0');
+      }
+      string_type.emplace(FixedStringType(width), H5Tclose);
+      n = s.size(), mem = string_type->get(), data = strings.data();
     }
     Handle space(Check(H5Screate_simple(1, &n, nullptr), what), H5Sclose);
     Handle attr(Check(H5Acreate2(obj, name.c_str(), mem, space.get(), H5P_DEFAULT, H5P_DEFAULT),
@@ -630,13 +647,19 @@ Hdf5CheckpointWriter Hdf5CheckpointWriter::Create(const std::string& destination
   Hdf5CheckpointWriter w;
   w.path_ = path;
   w.tmp_path_ = StrCat(path, ".tmp-", getpid());
-  w.file_ = Check(H5Fcreate(w.tmp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
+  // The file format of HDF5 1.10 and later: every piece of metadata (superblock, object
+  // headers, the indexes of chunked datasets) carries a checksum, so a corrupted file is an error
+  // when it is read, where the original format's unchecked metadata could crash the library.
+  Handle access(Check(H5Pcreate(H5P_FILE_ACCESS), path + ": file access properties"), H5Pclose);
+  CheckStatus(H5Pset_libver_bounds(access.get(), H5F_LIBVER_V110, H5F_LIBVER_LATEST),
+              path + ": cannot ask for the HDF5 1.10 file format");
+  w.file_ = Check(H5Fcreate(w.tmp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access.get()),
                   path + ": cannot create the checkpoint (is the directory writable?)");
   try {
     const std::string what = path;
-    Handle type(VariableStringType(), H5Tclose);
-    const char* format = kFormat;
-    WriteScalarAttribute(w.file_, "format", type.get(), &format, what);
+    const std::string format = kFormat;
+    Handle type(FixedStringType(format.size()), H5Tclose);
+    WriteScalarAttribute(w.file_, "format", type.get(), format.data(), what);
     WriteScalarAttribute(w.file_, "format_version", H5T_NATIVE_INT64, &kFormatVersion, what);
     for (const char* group : {"config", "params", "files"}) {
       Handle g(Check(H5Gcreate2(w.file_, group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),

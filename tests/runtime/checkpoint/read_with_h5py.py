@@ -15,14 +15,18 @@ except ImportError:
 
 writer, path = sys.argv[1], sys.argv[2]
 subprocess.run([writer, path], check=True)
+def text(value):
+    """Strings are stored fixed-length (UTF-8, null-padded): h5py gives them as bytes."""
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
 with h5py.File(path, "r") as f:
-    assert f.attrs["format"] == "gemmapod-checkpoint", dict(f.attrs)
+    assert text(f.attrs["format"]) == "gemmapod-checkpoint", dict(f.attrs)
     assert f.attrs["format_version"] == 1
     cfg = f["config"].attrs
-    assert cfg["architecture"] == "gemma2" and cfg["hidden_size"] == 64
+    assert text(cfg["architecture"]) == "gemma2" and cfg["hidden_size"] == 64
     assert abs(cfg["rms_norm_eps"] - 1e-6) < 1e-18
-    assert [s if isinstance(s, str) else s.decode() for s in cfg["layer_kinds"]] == ["sliding",
-                                                                                      "global"]
+    assert [text(s) for s in cfg["layer_kinds"]] == ["sliding", "global"]
     params = f["params"]
     assert sorted(params) == ["ids", "model.embed_tokens.weight",
                               "model.layers.0.mlp.up_proj.weight"], list(params)
