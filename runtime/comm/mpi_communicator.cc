@@ -7,6 +7,8 @@
 #include <exception>
 #include <vector>
 
+#include "runtime/comm/comm_watchdog.h"
+
 namespace gemmapod {
 
 namespace {
@@ -78,6 +80,7 @@ MpiSession::MpiSession(int* argc, char*** argv) {
     int provided = 0;
     CheckMpi(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
   }
+  if (world_size() > 1) StartCommWatchdog(world_rank());
 }
 
 MpiSession::~MpiSession() {
@@ -110,6 +113,16 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::World() {
 MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm) {
   CheckMpi(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
   CheckMpi(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+  // World ranks of this group's ranks, for the watchdog's message.
+  MPI_Group group = MPI_GROUP_NULL, world = MPI_GROUP_NULL;
+  MPI_Comm_group(comm_, &group);
+  MPI_Comm_group(MPI_COMM_WORLD, &world);
+  std::vector<int> ranks(static_cast<size_t>(size_));
+  for (int r = 0; r < size_; ++r) ranks[static_cast<size_t>(r)] = r;
+  world_ranks_.assign(static_cast<size_t>(size_), -1);
+  MPI_Group_translate_ranks(group, size_, ranks.data(), world, world_ranks_.data());
+  MPI_Group_free(&group);
+  MPI_Group_free(&world);
 }
 
 MpiCommunicator::~MpiCommunicator() {
@@ -120,6 +133,7 @@ MpiCommunicator::~MpiCommunicator() {
 
 void MpiCommunicator::AllReduce(Tensor& tensor, ReduceOp op) {
   CheckHost(tensor, "AllReduce");
+  const CommWait wait("MPI_Allreduce", -1, -1, size_);
   if (tensor.dtype() == DType::kBF16) {
     // MPI has no bf16: reduce in f32 and round once, so the result is the bf16 rounding of the
     // f32 reduction (and MPI keeps its tuned algorithms, which user-defined ops would lose).
@@ -145,6 +159,7 @@ void MpiCommunicator::AllGather(const Tensor& in, Tensor& out) {
   CheckAllGatherShapes(in, out, size_);
   const int n = CountOf(in.numel(), "AllGather");
   const MPI_Datatype type = MpiType(in.dtype());
+  const CommWait wait("MPI_Allgather", -1, -1, size_);
   CheckMpi(MPI_Allgather(in.raw(), n, type, out.raw(), n, type, comm_), "MPI_Allgather");
 }
 
@@ -159,6 +174,7 @@ void MpiCommunicator::ReduceScatter(const Tensor& in, Tensor& out, ReduceOp op) 
     return;
   }
   const int n = CountOf(out.numel(), "ReduceScatter");
+  const CommWait wait("MPI_Reduce_scatter_block", -1, -1, size_);
   CheckMpi(MPI_Reduce_scatter_block(in.raw(), out.raw(), n, MpiType(in.dtype()), MpiOp(op), comm_),
            "MPI_Reduce_scatter_block");
 }
@@ -168,6 +184,7 @@ void MpiCommunicator::Broadcast(Tensor& tensor, int root) {
   GEMMAPOD_CHECK(root >= 0 && root < size_, "Broadcast: root ", root, " outside a group of ",
                  size_);
   const MPI_Datatype type = MpiType(tensor.dtype());
+  const CommWait wait("MPI_Bcast", WorldRank(root), -1, size_);
   InChunks(tensor,
            [&](void* p, int n) { CheckMpi(MPI_Bcast(p, n, type, root, comm_), "MPI_Bcast"); });
 }
@@ -177,6 +194,7 @@ void MpiCommunicator::Send(const Tensor& tensor, int dst, int tag) {
   GEMMAPOD_CHECK(dst >= 0 && dst < size_ && dst != rank_, "Send: bad destination ", dst,
                  " from rank ", rank_, " of ", size_);
   const MPI_Datatype type = MpiType(tensor.dtype());
+  const CommWait wait("MPI_Send", WorldRank(dst), tag, size_);
   InChunks(tensor,
            [&](void* p, int n) { CheckMpi(MPI_Send(p, n, type, dst, tag, comm_), "MPI_Send"); });
 }
@@ -185,7 +203,8 @@ namespace {
 
 class MpiPendingSend final : public PendingSend {
  public:
-  explicit MpiPendingSend(Tensor tensor) : tensor_(std::move(tensor)) {}
+  MpiPendingSend(Tensor tensor, int peer, int tag)
+      : tensor_(std::move(tensor)), peer_(peer), tag_(tag) {}
   ~MpiPendingSend() override {
     if (requests_.empty()) return;
     if (std::uncaught_exceptions() > 0) {
@@ -196,10 +215,12 @@ class MpiPendingSend final : public PendingSend {
       return;
     }
     // A destructor must not throw: an error here means the job is already failing.
+    const CommWait wait("MPI_Waitall (a send)", peer_, tag_, 0);
     MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
   }
   void Wait() override {
     if (requests_.empty()) return;
+    const CommWait wait("MPI_Waitall (a send)", peer_, tag_, 0);
     CheckMpi(MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE),
              "MPI_Waitall");
     requests_.clear();
@@ -217,7 +238,8 @@ class MpiPendingSend final : public PendingSend {
   std::vector<MPI_Request>& requests() { return requests_; }
 
  private:
-  Tensor tensor_;  // keeps the buffer alive until the send completes
+  Tensor tensor_;   // keeps the buffer alive until the send completes
+  int peer_, tag_;  // for the watchdog's message
   std::vector<MPI_Request> requests_;
 };
 
@@ -227,7 +249,7 @@ std::unique_ptr<PendingSend> MpiCommunicator::SendAsync(const Tensor& tensor, in
   CheckHost(tensor, "SendAsync");
   GEMMAPOD_CHECK(dst >= 0 && dst < size_ && dst != rank_, "SendAsync: bad destination ", dst,
                  " from rank ", rank_, " of ", size_);
-  auto pending = std::make_unique<MpiPendingSend>(tensor);
+  auto pending = std::make_unique<MpiPendingSend>(tensor, WorldRank(dst), tag);
   const MPI_Datatype type = MpiType(tensor.dtype());
   InChunks(pending->tensor(), [&](void* p, int n) {
     MPI_Request request;
@@ -242,6 +264,7 @@ void MpiCommunicator::Recv(Tensor& tensor, int src, int tag) {
   GEMMAPOD_CHECK(src >= 0 && src < size_ && src != rank_, "Recv: bad source ", src, " at rank ",
                  rank_, " of ", size_);
   const MPI_Datatype type = MpiType(tensor.dtype());
+  const CommWait wait("MPI_Recv", WorldRank(src), tag, size_);
   InChunks(tensor, [&](void* p, int n) {
     MPI_Status status;
     CheckMpi(MPI_Recv(p, n, type, src, tag, comm_, &status), "MPI_Recv");
@@ -260,7 +283,14 @@ bool MpiCommunicator::Probe(int src, int tag) {
   return flag != 0;
 }
 
-void MpiCommunicator::Barrier() { CheckMpi(MPI_Barrier(comm_), "MPI_Barrier"); }
+void MpiCommunicator::Barrier() {
+  const CommWait wait("MPI_Barrier", -1, -1, size_);
+  CheckMpi(MPI_Barrier(comm_), "MPI_Barrier");
+}
+
+int MpiCommunicator::WorldRank(int rank) const {
+  return rank >= 0 && rank < size_ ? world_ranks_[static_cast<size_t>(rank)] : -1;
+}
 
 std::unique_ptr<Communicator> MpiCommunicator::Split(int color, int key) {
   MPI_Comm sub = MPI_COMM_NULL;

@@ -5,6 +5,8 @@
 
 #include <mpi.h>
 
+#include <vector>
+
 #include "runtime/comm/communicator.h"
 
 namespace gemmapod {
@@ -48,11 +50,14 @@ class MpiCommunicator final : public Communicator {
   std::unique_ptr<Communicator> Split(int color, int key) override;
 
   MPI_Comm comm() const { return comm_; }
+  // The world rank of this group's rank `rank` (-1 outside the group).
+  int WorldRank(int rank) const;
 
  private:
   MPI_Comm comm_;
   int rank_ = 0;
   int size_ = 1;
+  std::vector<int> world_ranks_;
 };
 
 }  // namespace gemmapod

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -24,14 +25,19 @@ class ServeProcess {
       kill(-pid_, SIGKILL);
       waitpid(pid_, nullptr, 0);
     }
+    if (!log_path_.empty()) std::remove(log_path_.c_str());
   }
 
   // Runs `gemmapod serve <args> --port 0` (under `mpirun -np ranks` when ranks > 1) and waits up
   // to `timeout_s` for "serve: ready". False when it exits or never gets ready (see log()).
   bool Start(const std::string& args, int ranks = 1, const std::string& env = "",
              int timeout_s = 60) {
-    log_path_ = "/tmp/gemmapod-serve-" + std::to_string(getpid()) + "-" +
-                std::to_string(counter_++) + ".log";
+    // A name no earlier run left behind: process ids are reused (a test run forks thousands of
+    // processes), and reading a stale log's "ready" line once sent a test to another server.
+    log_path_ =
+        "/tmp/gemmapod-serve-" + std::to_string(getpid()) + "-" + std::to_string(counter_++) + "-" +
+        std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()) + ".log";
+    std::remove(log_path_.c_str());
     std::string command = env + " exec ";
     if (ranks > 1) {
       command +=
