@@ -113,6 +113,7 @@ int ServeRecurrentOnRanks(const ServeOptions& o, Communicator& world) {
   return ServeOnRanks(
       o, world,
       [&](ServePlan& plan) {
+        RefuseKvPoolFlags(o, "RecurrentGemma");
         plan.tokenizer = LoadTokenizer(o.files);
         config = CheckRecurrentJob(world, o.files, o.pod_path, shape);
         GEMMAPOD_CHECK(plan.tokenizer->vocab_size() <= config.vocab_size, o.files.model_path,

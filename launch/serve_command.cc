@@ -78,6 +78,13 @@ void CheckServeOptions(const ServeOptions& o) {
 
 }  // namespace
 
+void RefuseKvPoolFlags(const ServeOptions& o, const std::string& family) {
+  GEMMAPOD_CHECK(o.kv_tokens == 0 && o.kv_block == kDefaultKvBlockTokens, "serve: --kv-tokens and ",
+                 "--kv-block size the paged KV cache of Gemma models; a ", family,
+                 " server keeps a fixed state slot per sequence (size it with --parallel and "
+                 "--context)");
+}
+
 std::string ServedModelName(const ServeOptions& o) {
   if (!o.model_name.empty()) return o.model_name;
   return std::filesystem::path(o.files.model_path).stem().string();

@@ -30,6 +30,10 @@ int ServeOnRanks(const ServeOptions& options, Communicator& world,
                  const std::function<void(ServePlan&)>& check,
                  const std::function<ShardedRun()>& load);
 
+// A family whose state is fixed slots (RecurrentGemma, T5Gemma's decoder) refuses the KV pool's
+// flags by name rather than ignoring them.
+void RefuseKvPoolFlags(const ServeOptions& options, const std::string& family);
+
 // The served model's name: --model-name, else the checkpoint's file name without its extension.
 std::string ServedModelName(const ServeOptions& options);
 

@@ -286,6 +286,7 @@ int ServeT5GemmaOnRanks(const ServeOptions& o, Communicator& world) {
   return ServeOnRanks(
       o, world,
       [&](ServePlan& plan) {
+        RefuseKvPoolFlags(o, "T5Gemma");
         plan.tokenizer = LoadTokenizer(o.files);
         job = CheckT5GemmaJob(world, o.files, o.pod_path, config);
         CheckTokenizerFits(*plan.tokenizer, config.decoder, o.files);

@@ -702,6 +702,7 @@ TEST(ServeCliFamilies, RecurrentGemmaIsServedAndBadFlagsAreNamed) {
            {"--prefill-chunk 0", "--prefill-chunk"},
            {"--kv-block 0", "--kv-block"},
            {"--kv-tokens -1", "--kv-tokens"},
+           {"--kv-tokens 4096", "--kv-tokens and --kv-block size the paged KV cache of Gemma"},
            {"--timeout 0", "--timeout"},
            {"--max-body-kib 0", "--max-body-kib"},
            {"--api-key-file /nonexistent/key", "/nonexistent/key"},
