@@ -1,5 +1,6 @@
 #include "launch/rank_runner.h"
 
+#include <cstdint>
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -7,11 +8,49 @@
 #include "runtime/comm/mpi_communicator.h"
 
 namespace gemmapod {
+namespace {
+
+// The ranks of a job must run one command: mpirun's `:` syntax can start them with different
+// arguments, and they would then wait on each other in different calls or mix their outputs.
+// Checked first, with one all-gather of a hash of each rank's arguments.
+void CheckOneCommand(Communicator& world, int argc, char** argv) {
+  if (world.size() == 1) return;
+  std::string command;
+  for (int i = 1; i < argc; ++i) {
+    if (!command.empty()) command += ' ';
+    command += argv[i];
+  }
+  uint64_t hash = 1469598103934665603ull;  // FNV-1a
+  for (const unsigned char c : command) hash = (hash ^ c) * 1099511628211ull;
+  Tensor mine = Tensor::Empty({2}, DType::kI32);
+  mine.data<int32_t>()[0] = static_cast<int32_t>(hash & 0xffffffffu);
+  mine.data<int32_t>()[1] = static_cast<int32_t>(hash >> 32);
+  Tensor all = Tensor::Empty({2 * world.size()}, DType::kI32);
+  world.AllGather(mine, all);
+  const int32_t* h = all.data<int32_t>();
+  std::string differ;
+  for (int r = 1; r < world.size(); ++r) {
+    if (h[2 * r] != h[0] || h[2 * r + 1] != h[1])
+      differ += (differ.empty() ? "" : ", ") + std::to_string(r);
+  }
+  if (differ.empty()) return;
+  if (world.rank() == 0) {
+    std::fprintf(stderr,
+                 "gemmapod: error: the job's ranks were started with different commands: rank(s) "
+                 "%s differ from rank 0's `gemmapod %s` (every rank must run the same command)\n",
+                 differ.c_str(), command.c_str());
+    std::fflush(stderr);
+  }
+  throw JobFailed{};
+}
+
+}  // namespace
 
 int RunOnRanks(int* argc, char*** argv, const std::function<int(Communicator& world)>& body) {
   MpiSession session(argc, argv);
   auto world = MpiCommunicator::World();
   try {
+    CheckOneCommand(*world, *argc, *argv);
     return body(*world);
   } catch (const JobFailed&) {
     return 1;  // reported once by CheckOnEveryRank; every rank got here

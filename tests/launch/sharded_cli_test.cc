@@ -275,6 +275,22 @@ pid_t FindRank(const std::string& marker, int rank) {
   return -1;
 }
 
+// mpirun's `:` syntax starts ranks with different commands; the job refuses at once, naming them,
+// instead of hanging in mismatched calls or printing text that matches neither.
+TEST_F(ShardedCli, RanksStartedWithDifferentCommandsAreRefused) {
+  const std::string common = std::string(GEMMAPOD_BIN) + " generate --model " + model_;
+  const Result r = gemmapod::RunShell(
+      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader "
+      "OMPI_MCA_rmaps_base_oversubscribe=1 timeout 60 mpirun -np 2 " +
+      common + " --prompt one --max-tokens 4 : -np 1 " + common +
+      " --prompt two --max-tokens 4 2>&1");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output,
+                       "the job's ranks were started with different commands: rank\\(s\\) "
+                       "2 differ from rank 0's `gemmapod generate --model "))
+      << r.output;
+}
+
 TEST_F(ShardedCli, KillingARankEndsTheJobWithinSeconds) {
   const std::string model = (dir_ / "decode-long.h5").string();
   const Result made = Gemmapod(
