@@ -387,6 +387,20 @@ void GgufFile::Parse() {
                    data_offset_, " + ", t.offset, ") lie past the end of the file (", size,
                    " bytes; truncated or corrupt file)");
   }
+  // No two tensors may share bytes (a file made wrongly, or on purpose).
+  std::vector<const GgufTensorInfo*> by_offset;
+  for (const GgufTensorInfo& t : tensors_) {
+    if (t.nbytes > 0) by_offset.push_back(&t);
+  }
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const GgufTensorInfo* a, const GgufTensorInfo* b) { return a->offset < b->offset; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const GgufTensorInfo& a = *by_offset[i - 1];
+    const GgufTensorInfo& b = *by_offset[i];
+    GEMMAPOD_CHECK(a.offset + a.nbytes <= b.offset, path_, ": tensors '", a.name, "' and '", b.name,
+                   "' overlap (data offsets ", a.offset, " + ", a.nbytes, " bytes and ", b.offset,
+                   "): each tensor needs bytes of its own");
+  }
 }
 
 const GgufValue& GgufFile::Value(const std::string& key) const {

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -186,6 +187,24 @@ std::map<std::string, Entry> ParseFile(const std::shared_ptr<MappedFile>& file) 
     e.readable = ReadableAs(e.stored_dtype, &e.info.dtype);
     e.data = file->bytes() + data_start + begin;
     entries.emplace(name, std::move(e));
+  }
+  // No two tensors may share bytes: a file whose ranges overlap was made wrongly or on purpose,
+  // and converting it would give tensors that alias each other's data.
+  std::vector<std::pair<const char*, const Entry*>> starts;
+  for (const auto& [name, e] : entries) {
+    if (NumElements(e.info.shape) > 0) starts.push_back({e.data, &e});
+  }
+  std::sort(starts.begin(), starts.end());
+  for (size_t i = 1; i < starts.size(); ++i) {
+    const Entry& a = *starts[i - 1].second;
+    const Entry& b = *starts[i].second;
+    const uint64_t a_end =
+        static_cast<uint64_t>(a.data - (file->bytes() + data_start)) +
+        static_cast<uint64_t>(NumElements(a.info.shape)) * StoredSize(a.stored_dtype);
+    const uint64_t b_begin = static_cast<uint64_t>(b.data - (file->bytes() + data_start));
+    GEMMAPOD_CHECK(a_end <= b_begin, path, ": tensors '", a.info.name, "' and '", b.info.name,
+                   "' overlap (bytes up to ", a_end, " and from ", b_begin,
+                   "): each tensor needs bytes of its own");
   }
   return entries;
 }

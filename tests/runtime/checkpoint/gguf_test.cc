@@ -445,6 +445,14 @@ TEST_F(GgufTest, RefusesMalformedTensorInfos) {
                             .Zeros(64)
                             .str()),
               AllOf(HasSubstr("tensor 't'"), HasSubstr("appears twice")));
+  EXPECT_THAT(OpenError(Bytes()
+                            .Header(2, 0)
+                            .TensorInfo("a", {16}, 0, 0)
+                            .TensorInfo("b", {16}, 0, 32)
+                            .Align()
+                            .Zeros(128)
+                            .str()),
+              HasSubstr("tensors 'a' and 'b' overlap (data offsets 0 + 64 bytes and 32)"));
 }
 
 // Random damage to the header: opening either succeeds (and then every tensor reads) or throws

@@ -160,6 +160,22 @@ TEST_F(SafetensorsTest, DamageIsNamed) {
                 .string());
       }),
       HasSubstr("overflow.safetensors: the safetensors header is not valid JSON"));
+  // Two tensors over the same bytes: refused, naming both (an empty tensor shares nothing).
+  EXPECT_THAT(
+      ErrorOf([&] {
+        OpenSafetensors(HandMade("overlap.safetensors",
+                                 R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                 R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                                 std::string(12, 'x'))
+                            .string());
+      }),
+      HasSubstr("overlap.safetensors: tensors 'a' and 'b' overlap (bytes up to 8 and from 4)"));
+  EXPECT_NO_THROW(
+      OpenSafetensors(HandMade("empty.safetensors",
+                               R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                               R"("e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]}})",
+                               std::string(8, 'x'))
+                          .string()));
   std::ofstream(dir_ / "tiny.safetensors") << "abc";
   EXPECT_THAT(ErrorOf([&] { OpenSafetensors((dir_ / "tiny.safetensors").string()); }),
               HasSubstr("tiny.safetensors: truncated"));
