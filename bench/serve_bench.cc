@@ -113,7 +113,11 @@ int Main(int argc, char** argv) {
   const int64_t prompt_tokens = flags.Int("--prompt-tokens");
   const int64_t output_tokens = flags.Int("--output-tokens");
   const int64_t per_client = flags.Int("--requests-per-client");
-  const int64_t shared_prefix = std::min(flags.Int("--shared-prefix-tokens"), prompt_tokens);
+  const int64_t shared_prefix = flags.Int("--shared-prefix-tokens");
+  if (shared_prefix < 0 || shared_prefix > prompt_tokens || prompt_tokens < 1) {
+    std::fprintf(stderr, "serve_bench: --shared-prefix-tokens must be in [0, --prompt-tokens]\n");
+    return 2;
+  }
   std::printf(
       "prompt %lld tokens (the first %lld shared), output %lld tokens, %lld requests per client, "
       "temperature %s\n",

@@ -245,7 +245,9 @@ void KvBlockManager::Grow(int64_t slot, std::span<const int32_t> prompt, int64_t
   if (groups_[kSlidingKv].blocks > 0) {
     auto& table = s.table[kSlidingKv];
     const int64_t keep_from = std::max<int64_t>(0, start - window_ + 1);
-    for (int64_t b = 0; (b + 1) * B <= keep_from && b < static_cast<int64_t>(table.size()); ++b) {
+    // From where the last chunk stopped: each step looks at the blocks it frees, not the table.
+    for (int64_t& b = s.sliding_kept;
+         (b + 1) * B <= keep_from && b < static_cast<int64_t>(table.size()); ++b) {
       if (table[static_cast<size_t>(b)] < 0) continue;
       Let(kSlidingKv, table[static_cast<size_t>(b)], slot);
       table[static_cast<size_t>(b)] = -1;

@@ -81,6 +81,7 @@ class KvBlockManager {
     bool first_chunk = true;
     uint64_t hash = 0;          // chain hash of its registered-or-checked prompt blocks
     int64_t hashed_blocks = 0;  // prompt blocks hashed so far
+    int64_t sliding_kept = 0;   // sliding table entries below this one are given back
   };
   struct Block {
     std::vector<int64_t> holders;  // slots; the first pays

@@ -64,6 +64,23 @@ std::string Generated(const CliResult& r) {
   return r.output.size() > 0 ? r.output.substr(0, r.output.size() - 1) : "";
 }
 
+// A greedy completion of `prompt` from the server at `port`, checked against `gemmapod generate`
+// on `model` with the same prompt and length; the reply's body (empty when it failed).
+std::string ServedAsGenerate(int port, const std::string& model, const std::string& prompt,
+                             int max_tokens, const std::string& extra_fields = "") {
+  const Reply r =
+      Post(port, "/v1/completions",
+           json{{"prompt", prompt}, {"max_tokens", max_tokens}, {"temperature", 0}}.dump().insert(
+               1, extra_fields));
+  EXPECT_EQ(r.status, 200) << r.body;
+  if (r.status != 200) return "";
+  const CliResult g = Gemmapod("generate --model " + model + " --prompt '" + prompt +
+                               "' --max-tokens " + std::to_string(max_tokens));
+  EXPECT_EQ(g.exit_code, 0) << g.output;
+  EXPECT_EQ(TextOf(r.body), Generated(g)) << prompt;
+  return r.body;
+}
+
 class ServeCli : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -101,15 +118,10 @@ class ServeCli : public ::testing::Test {
 };
 
 TEST_F(ServeCli, GreedyAnswersEqualGenerate) {
-  const Reply r =
-      Post(port(), "/v1/completions",
-           R"({"model":"gemma3","prompt":"The license","max_tokens":12,"temperature":0})");
-  ASSERT_EQ(r.status, 200) << r.body;
-  const CliResult g =
-      Gemmapod("generate --model " + model_ + " --prompt 'The license' --max-tokens 12");
-  ASSERT_EQ(g.exit_code, 0) << g.output;
-  EXPECT_EQ(TextOf(r.body), Generated(g));
-  const json j = json::parse(r.body);
+  const std::string body =
+      ServedAsGenerate(port(), model_, "The license", 12, R"("model":"gemma3",)");
+  ASSERT_FALSE(body.empty());
+  const json j = json::parse(body);
   EXPECT_EQ(j["object"], "text_completion");
   EXPECT_EQ(j["model"], "gemma3");
   EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
@@ -459,14 +471,7 @@ TEST_F(ServeCli, PromptsThatShareAPrefixShareItsBlocksAndAnswerAsAlone) {
   const double hits0 = MetricValue(before.body, "gemmapod_prefix_cache_hit_tokens_total");
   ASSERT_GE(hits0, 0) << before.body;
   for (const char* tail : {" first", " second", " first"}) {
-    const std::string prompt = kLongPrompt + tail;
-    const Reply r = Post(port(), "/v1/completions",
-                         json{{"prompt", prompt}, {"max_tokens", 10}, {"temperature", 0}}.dump());
-    ASSERT_EQ(r.status, 200) << r.body;
-    const CliResult g =
-        Gemmapod("generate --model " + model_ + " --prompt '" + prompt + "' --max-tokens 10");
-    ASSERT_EQ(g.exit_code, 0) << g.output;
-    EXPECT_EQ(TextOf(r.body), Generated(g)) << tail;
+    EXPECT_FALSE(ServedAsGenerate(port(), model_, kLongPrompt + tail, 10).empty()) << tail;
   }
   const double hits =
       MetricValue(Get(port(), "/metrics").body, "gemmapod_prefix_cache_hit_tokens_total");
@@ -585,14 +590,9 @@ TEST_F(ServeCli, T5GemmaEncodesEachRequestOnOneRankAndSplitOverFour) {
   ASSERT_EQ(c.exit_code, 0) << c.output;
   ServeProcess one;
   ASSERT_TRUE(one.Start("--model " + t5)) << one.log();
-  const Reply greedy = Post(one.port(), "/v1/completions",
-                            R"({"prompt":"The license","max_tokens":12,"temperature":0})");
-  ASSERT_EQ(greedy.status, 200) << greedy.body;
-  const CliResult g =
-      Gemmapod("generate --model " + t5 + " --prompt 'The license' --max-tokens 12");
-  ASSERT_EQ(g.exit_code, 0) << g.output;
-  EXPECT_EQ(TextOf(greedy.body), Generated(g));
-  EXPECT_EQ(json::parse(greedy.body)["usage"]["prompt_tokens"], 4);  // the encoder's input
+  const std::string greedy = ServedAsGenerate(one.port(), t5, "The license", 12);
+  ASSERT_FALSE(greedy.empty());
+  EXPECT_EQ(json::parse(greedy)["usage"]["prompt_tokens"], 4);  // the encoder's input
   const Reply chat = Post(one.port(), "/v1/chat/completions",
                           R"({"messages":[{"role":"user","content":"Hi there"}],"max_tokens":9,
                               "temperature":0})");
@@ -686,12 +686,7 @@ TEST(ServeCliFamilies, RecurrentGemmaIsServedAndBadFlagsAreNamed) {
   ASSERT_EQ(Gemmapod("convert tests/fixtures/models/recurrentgemma/hf " + rg).exit_code, 0);
   ServeProcess server;
   ASSERT_TRUE(server.Start("--model " + rg)) << server.log();
-  const Reply r = Post(server.port(), "/v1/completions",
-                       R"({"prompt":"The license","max_tokens":10,"temperature":0})");
-  ASSERT_EQ(r.status, 200) << r.body;
-  const CliResult g =
-      Gemmapod("generate --model " + rg + " --prompt 'The license' --max-tokens 10");
-  EXPECT_EQ(TextOf(r.body), Generated(g));
+  EXPECT_FALSE(ServedAsGenerate(server.port(), rg, "The license", 10).empty());
   EXPECT_EQ(server.Stop(SIGTERM), 0);
 
   // Bad flags are named before anything is loaded or bound.
