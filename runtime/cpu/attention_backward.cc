@@ -4,12 +4,15 @@
 #include <cmath>
 #include <vector>
 
+#include "runtime/cpu/backward_kernels.h"
+#include "runtime/cpu/gemv.h"
+
 namespace gemmapod::cpu {
 
 namespace {
 
 // The dot product of two head vectors, in float lanes (vectorised), summed in double at the end.
-inline double Dot(const float* a, const float* b, int64_t n) {
+double DotPortable(const float* a, const float* b, int64_t n) {
   float s = 0;
 #pragma omp simd reduction(+ : s)
   for (int64_t e = 0; e < n; ++e) s += a[e] * b[e];
@@ -17,7 +20,7 @@ inline double Dot(const float* a, const float* b, int64_t n) {
 }
 
 // y += alpha * x over a head vector.
-inline void Axpy(float alpha, const float* x, float* y, int64_t n) {
+void AxpyPortable(float alpha, const float* x, float* y, int64_t n) {
 #pragma omp simd
   for (int64_t e = 0; e < n; ++e) y[e] += alpha * x[e];
 }
@@ -30,6 +33,12 @@ void AttentionBackward(const AttentionProblem& p, const float* q, int64_t n, con
   const int64_t H = p.num_heads, KV = p.num_kv_heads, hd = p.head_dim, group = H / KV;
   const int64_t q_row = H * hd, kv_out_row = KV * hd, stride = p.kv_row_stride;
   std::fill(dq, dq + n * q_row, 0.0f);
+  // The head-vector products in AVX-512 where the CPU has them and the heads are whole vectors.
+  const bool avx512 = ActiveCpuIsa() >= CpuIsa::kAvx512 && hd % 16 == 0;
+  double (*const Dot)(const float*, const float*, int64_t) =
+      avx512 ? internal::HeadDotAvx512 : DotPortable;
+  void (*const Axpy)(float, const float*, float*, int64_t) =
+      avx512 ? internal::HeadAxpyAvx512 : AxpyPortable;
   // Per query head: its share of its key/value head's dk and dv, [m, hd] each.
   std::vector<float> dk_part(static_cast<size_t>(H * m * hd), 0.0f);
   std::vector<float> dv_part(static_cast<size_t>(H * m * hd), 0.0f);

@@ -174,6 +174,8 @@ void RowSum(const float* x, int64_t rows, int64_t cols, float* out) {
 }
 
 void RowMax(const float* x, int64_t rows, int64_t cols, float* out) {
+  // Rows of a vocabulary's logits are long: split them over the threads.
+#pragma omp parallel for schedule(static) if (rows * cols >= (int64_t{1} << 16))
   for (int64_t r = 0; r < rows; ++r) out[r] = Max(x + r * cols, cols);
 }
 

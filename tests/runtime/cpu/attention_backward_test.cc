@@ -1,15 +1,19 @@
 // The attention backward kernel gives the same bits for any thread count (its heads' partial key
 // and value gradients are added in head order), for MQA (one key/value head shared by every
 // query head) and GQA. Its values are checked against central differences in
-// tests/runtime/ops/grad_ops_test.cc.
+// tests/runtime/ops/grad_ops_test.cc. The AVX-512 head products agree with the portable ones.
 #include "runtime/cpu/attention_backward.h"
 
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
+
+#include "runtime/cpu/gemv.h"
 
 namespace gemmapod::cpu {
 namespace {
@@ -64,6 +68,37 @@ TEST(AttentionBackwardKernel, SameBitsForAnyThreadCount) {
     for (float x : one.dk) norm += static_cast<double>(x) * x;
     EXPECT_GT(norm, 0.0) << "the check needs a gradient";
   }
+}
+
+// Largest |a - b| over the largest |b|.
+double RelativeDifference(const std::vector<float>& a, const std::vector<float>& b) {
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff = std::max(diff, std::abs(static_cast<double>(a[i]) - b[i]));
+    scale = std::max(scale, std::abs(static_cast<double>(b[i])));
+  }
+  return diff / scale;
+}
+
+TEST(AttentionBackwardKernel, Avx512HeadProductsAgreeWithPortable) {
+  if (!CpuSupports(CpuIsa::kAvx512)) GTEST_SKIP() << "no AVX-512 on this CPU";
+  AttentionProblem p;
+  p.num_heads = 4;
+  p.num_kv_heads = 2;
+  p.head_dim = 48;  // three vectors of 16: the AVX-512 path
+  p.kv_row_stride = 2 * 48;
+  p.scale = 0.14f;
+  p.softcap = 30.0f;
+  setenv("GEMMAPOD_CPU_ISA", "portable", 1);
+  const Gradients portable = RunWithThreads(p, 80, 2);
+  setenv("GEMMAPOD_CPU_ISA", "avx512", 1);
+  const Gradients avx512 = RunWithThreads(p, 80, 2);
+  unsetenv("GEMMAPOD_CPU_ISA");
+  // The products are summed in another order (f32 lanes): agreement to f32 rounding.
+  EXPECT_LT(RelativeDifference(avx512.dq, portable.dq), 1e-5);
+  EXPECT_LT(RelativeDifference(avx512.dk, portable.dk), 1e-5);
+  EXPECT_LT(RelativeDifference(avx512.dv, portable.dv), 1e-5);
+  EXPECT_FALSE(Same(avx512.dq, portable.dq)) << "both runs took the same path";
 }
 
 }  // namespace
