@@ -33,8 +33,10 @@ struct PrimitiveKey {
   int threads;                // oneDNN plans its blocking for the thread count at creation
   bool x_transposed = false;  // x stored [K, M] (its transpose is the [M, K] operand)
   bool w_stored_kn = false;   // w stored [K, N] (else [N, K], read transposed)
+  int64_t x_row_stride = 0;   // elements between rows of x [M, K] (0: dense, K)
   auto Tie() const {
-    return std::tie(m, k, n, src, wei, accumulate, threads, x_transposed, w_stored_kn);
+    return std::tie(m, k, n, src, wei, accumulate, threads, x_transposed, w_stored_kn,
+                    x_row_stride);
   }
   bool operator<(const PrimitiveKey& o) const { return Tie() < o.Tie(); }
 };
@@ -50,11 +52,18 @@ struct CachedMatmul {
 std::mutex cache_mutex;
 std::map<PrimitiveKey, std::shared_ptr<const CachedMatmul>> cache;
 
+dnnl::memory::desc SourceDesc(const PrimitiveKey& key) {
+  if (key.x_row_stride != 0) {
+    return dnnl::memory::desc({key.m, key.k}, key.src, dnnl::memory::dims{key.x_row_stride, 1});
+  }
+  return dnnl::memory::desc({key.m, key.k}, key.src, key.x_transposed ? tag::ba : tag::ab);
+}
+
 std::shared_ptr<const CachedMatmul> GetMatmul(const PrimitiveKey& key) {
   std::lock_guard<std::mutex> lock(cache_mutex);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
-  const dnnl::memory::desc src({key.m, key.k}, key.src, key.x_transposed ? tag::ba : tag::ab);
+  const dnnl::memory::desc src = SourceDesc(key);
   // [N, K] row-major read in place as the transposed [K, N] (or [K, N] as it is).
   const dnnl::memory::desc wei({key.k, key.n}, key.wei, key.w_stored_kn ? tag::ab : tag::ba);
   const dnnl::memory::desc dst({key.m, key.n}, dt::f32, tag::ab);
@@ -83,8 +92,7 @@ void Run(const PrimitiveKey& key, const void* x, const void* w, float* y) {
   if (scratch.size() < scratch_bytes) scratch.resize(scratch_bytes);
   dnnl::memory scratchpad({{static_cast<int64_t>(scratch_bytes)}, dt::u8, tag::a}, Engine(),
                           scratch.data());
-  dnnl::memory src({{key.m, key.k}, key.src, key.x_transposed ? tag::ba : tag::ab}, Engine(),
-                   const_cast<void*>(x));
+  dnnl::memory src(SourceDesc(key), Engine(), const_cast<void*>(x));
   dnnl::memory wei({{key.k, key.n}, key.wei, key.w_stored_kn ? tag::ab : tag::ba}, Engine(),
                    const_cast<void*>(w));
   dnnl::memory dst({{key.m, key.n}, dt::f32, tag::ab}, Engine(), y);
@@ -140,6 +148,20 @@ void GemmBF16(const float* x, int64_t m, int64_t k, const BF16* w, int64_t n, fl
 
 void GemmF32Transposed(const float* a, bool a_transposed, const float* b, bool b_stored_kn,
                        int64_t m, int64_t k, int64_t n, float* c, bool accumulate) {
+  // oneDNN 2.6 runs a very long reduction (the tied head's input gradient, K = the vocabulary)
+  // below its rate at K of a few thousand: M = 512, K = 262144, N = 640 took 955 ms whole and
+  // 776 ms as slices of 8192 adding into c (2 threads, docs/performance.md).
+  constexpr int64_t kLongK = 65536, kSliceK = 8192;
+  if (!a_transposed && b_stored_kn && k >= kLongK) {
+    for (int64_t k0 = 0; k0 < k; k0 += kSliceK) {
+      PrimitiveKey key{m,       std::min(kSliceK, k - k0), n,        dt::f32,
+                       dt::f32, accumulate || k0 > 0,      Threads()};
+      key.w_stored_kn = true;
+      key.x_row_stride = k;
+      Run(key, a + k0, b + k0 * n, c);
+    }
+    return;
+  }
   PrimitiveKey key{m, k, n, dt::f32, dt::f32, accumulate, Threads()};
   key.x_transposed = a_transposed;
   key.w_stored_kn = b_stored_kn;
