@@ -152,7 +152,8 @@ struct TrainCommandOptions {
   std::string resume_from;  // or from this checkpoint
   int64_t inject_kill_during_save = -1;  // testing: SIGKILL half-way through this step's save
 };
-int RunTrain(const TrainCommandOptions& options);
+// One rank, or data-parallel replicas under mpirun (training/trainer.h).
+int RunTrain(const TrainCommandOptions& options, int* argc, char*** argv);
 
 // "2,651,7" -> ids; errors name the bad entry. Exposed for tests.
 std::vector<int32_t> ParseTokenList(const std::string& text);

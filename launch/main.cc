@@ -273,7 +273,7 @@ int main(int argc, char** argv) {
     if (*generate_cmd) return RunGenerate(generate, &argc, &argv);
     if (*logits_cmd) return RunLogits(logits, &argc, &argv);
     if (*random_cmd) return RunRandomCheckpoint(random);
-    if (*train_cmd) return RunTrain(train);
+    if (*train_cmd) return RunTrain(train, &argc, &argv);
     if (*serve_cmd) return RunServe(serve, &argc, &argv);
     if (*tokenize_cmd) {
       if (tokenize.files.model_path.empty() && tokenize.files.tokenizer_path.empty()) {

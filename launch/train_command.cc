@@ -1,11 +1,13 @@
-// gemmapod train: one rank fine-tunes a decoder-only Gemma as its job file says.
+// gemmapod train: fine-tunes a model as its job file says, on one rank or on data-parallel
+// replicas started by mpirun.
 #include <cstdio>
-#include <cstdlib>
 
 #include "launch/commands.h"
 #include "launch/families.h"
+#include "launch/rank_runner.h"
 #include "models/gemma/model_config.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
+#include "runtime/comm/communicator.h"
 #include "runtime/error.h"
 #include "training/job_config.h"
 #include "training/memory_plan.h"
@@ -30,26 +32,28 @@ int PrintTrainingPlan(const std::string& job_path) {
   return available < 0 || plan.memory.total() <= available ? 0 : 1;
 }
 
-int RunTrain(const TrainCommandOptions& options) {
-  if (const char* size = std::getenv("OMPI_COMM_WORLD_SIZE"); size && std::atoi(size) > 1) {
-    throw Error(StrCat("train: started as one of ", size,
-                       " ranks; fine-tuning runs on one rank for now (sharded training is not "
-                       "built yet): run `gemmapod train` without mpirun"));
-  }
-  const TrainingJob job = ReadTrainingJob(options.config_path);
-  if (!options.resume && options.resume_from.empty()) {
-    const ModelFamily& family = FamilyOf(job.model);
-    GEMMAPOD_CHECK(
-        family.name == "gemma" || family.name == "recurrent_gemma" || family.name == "t5gemma",
-        job.source, ": model ", job.model, " is a ", family.name,
-        " model, which gemmapod does not train");
-  }
-  TrainRunOptions run;
-  run.resume = options.resume || !options.resume_from.empty();
-  run.resume_from = options.resume_from;
-  run.kill_during_save_at_step = options.inject_kill_during_save;
-  RunTrainingJob(job, run, stderr);
-  return 0;
+int RunTrain(const TrainCommandOptions& options, int* argc, char*** argv) {
+  return RunOnRanks(argc, argv, [&](Communicator& world) {
+    TrainingJob job;
+    // Checked on every rank, reported once: a bad job file is one message, not one per rank.
+    CheckOnEveryRank(world, [&] {
+      job = ReadTrainingJob(options.config_path);
+      if (!options.resume && options.resume_from.empty()) {
+        const ModelFamily& family = FamilyOf(job.model);
+        GEMMAPOD_CHECK(
+            family.name == "gemma" || family.name == "recurrent_gemma" || family.name == "t5gemma",
+            job.source, ": model ", job.model, " is a ", family.name,
+            " model, which gemmapod does not train");
+      }
+      CheckDataParallelBatch(job, world.size());
+    });
+    TrainRunOptions run;
+    run.resume = options.resume || !options.resume_from.empty();
+    run.resume_from = options.resume_from;
+    run.kill_during_save_at_step = options.inject_kill_during_save;
+    RunTrainingJob(job, run, stderr, &world);
+    return 0;
+  });
 }
 
 }  // namespace gemmapod

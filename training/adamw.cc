@@ -84,6 +84,18 @@ std::vector<std::string> AdamW::names() const {
   return out;
 }
 
+std::vector<Tensor*> AdamW::gradients() {
+  std::vector<Tensor*> out;
+  for (Parameter& p : params_) out.push_back(p.grad);
+  return out;
+}
+
+std::vector<const Tensor*> AdamW::weights() const {
+  std::vector<const Tensor*> out;
+  for (const Parameter& p : params_) out.push_back(p.weight);
+  return out;
+}
+
 void AdamW::Restore(const std::string& name, const Tensor& master, const Tensor& m,
                     const Tensor& v) {
   Parameter& p = const_cast<Parameter&>(Find(name));

@@ -44,6 +44,10 @@ class AdamW {
   const Tensor& grad(const std::string& name) const;
   // The registered parameters' names, in registration order.
   std::vector<std::string> names() const;
+  // Every registered gradient and weight, in registration order (data parallelism sums the
+  // former over the replicas and checks that the latter agree).
+  std::vector<Tensor*> gradients();
+  std::vector<const Tensor*> weights() const;
   // Resuming a run: a parameter's saved f32 master values and moments (its shape; a bf16 weight is
   // refreshed from the master), and how many steps were taken (the bias correction's count).
   void Restore(const std::string& name, const Tensor& master, const Tensor& first_moment,

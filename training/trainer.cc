@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -17,6 +18,7 @@
 #include "runtime/tokenizer/tokenizer.h"
 #include "training/adamw.h"
 #include "training/data.h"
+#include "training/data_parallel.h"
 #include "training/exact_match.h"
 #include "training/gemma_lm.h"
 #include "training/lora.h"
@@ -105,11 +107,12 @@ void CheckSameRun(const Attributes& saved, const Attributes& job, const std::str
 struct Metrics {
   std::vector<CurvePoint> train, held_out;
   std::string path;
-  std::FILE* file = nullptr;
+  std::FILE* file = nullptr;  // null on the replicas that do not write (rank > 0)
   ~Metrics() {
     if (file != nullptr) std::fclose(file);
   }
   void Append(const nlohmann::json& line) {
+    if (file == nullptr) return;
     const std::string text = line.dump() + "\n";
     GEMMAPOD_CHECK(
         std::fwrite(text.data(), 1, text.size(), file) == text.size() && std::fflush(file) == 0,
@@ -161,6 +164,19 @@ int64_t ModelDigest(const Hdf5CheckpointReader& model) {
   return crc;
 }
 
+// This replica's contiguous share of the held-out examples.
+std::vector<TrainingExample> ShareOf(const std::vector<TrainingExample>& all,
+                                     const DataParallel& dp) {
+  const auto [begin, end] = dp.Share(static_cast<int64_t>(all.size()));
+  return {all.begin() + begin, all.begin() + end};
+}
+
+// The processes on this host (Open MPI's local size): they share its memory.
+int64_t RanksOnThisHost() {
+  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  return local != nullptr && std::atoi(local) > 0 ? std::atoi(local) : 1;
+}
+
 LossSum HeldOutLoss(TrainableModel& model, const std::vector<TrainingExample>& held_out,
                     int64_t rows_per_batch) {
   LossSum total;
@@ -178,16 +194,46 @@ LossSum HeldOutLoss(TrainableModel& model, const std::vector<TrainingExample>& h
 
 }  // namespace
 
+void CheckDataParallelBatch(const TrainingJob& job, int replicas) {
+  const int64_t micro_batches = job.batch_sequences / job.micro_batch;
+  GEMMAPOD_CHECK(micro_batches % replicas == 0, job.source, ": batch.sequences ",
+                 job.batch_sequences, " in micro-batches of ", job.micro_batch,
+                 " (batch.micro_batch) ", "makes ", micro_batches,
+                 " micro-batch(es) a step, which ", replicas,
+                 " data-parallel ranks cannot share evenly; make batch.sequences a multiple of ",
+                 replicas * job.micro_batch);
+}
+
 TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& options,
-                               std::FILE* log) {
+                               std::FILE* log, Communicator* world) {
+  const DataParallel dp(world);
+  CheckDataParallelBatch(job, dp.size());
+  // One replica speaks and writes; the others run the same steps silently.
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> quiet(nullptr, &std::fclose);
+  if (!dp.leader()) {
+    quiet.reset(std::fopen("/dev/null", "w"));
+    GEMMAPOD_CHECK(quiet != nullptr, "train: cannot open /dev/null");
+    log = quiet.get();
+  }
   const std::string& dir = job.checkpoint.dir;
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  GEMMAPOD_CHECK(!ec && fs::is_directory(dir), job.source, ": checkpoint.dir ", dir,
-                 ": cannot create the directory", ec ? ": " + ec.message() : "");
-  if (const int removed = RemoveAbandonedSaves(dir)) {
-    std::fprintf(log, "train: removed %d unfinished checkpoint file(s) of a killed run in %s\n",
-                 removed, dir.c_str());
+  if (dp.leader()) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    GEMMAPOD_CHECK(!ec && fs::is_directory(dir), job.source, ": checkpoint.dir ", dir,
+                   ": cannot create the directory", ec ? ": " + ec.message() : "");
+    if (const int removed = RemoveAbandonedSaves(dir)) {
+      std::fprintf(log, "train: removed %d unfinished checkpoint file(s) of a killed run in %s\n",
+                   removed, dir.c_str());
+    }
+  }
+  dp.Wait();  // the directory as rank 0 left it
+  GEMMAPOD_CHECK(fs::is_directory(dir), job.source, ": checkpoint.dir ", dir,
+                 " is not visible to rank ", dp.rank(),
+                 "; data-parallel ranks on several hosts need it on a shared filesystem");
+  if (dp.size() > 1) {
+    std::fprintf(log, "train: data parallelism over %d ranks (%lld micro-batch(es) each a step)\n",
+                 dp.size(),
+                 static_cast<long long>(job.batch_sequences / job.micro_batch / dp.size()));
   }
   const std::vector<CheckpointEntry> existing = ListTrainingCheckpoints(dir);
   std::string start = job.model;
@@ -237,11 +283,15 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
 
   const TrainingMemory& memory = plan.memory;
   std::fprintf(log, "train: %s\n", RenderTrainingMemory(memory).c_str());
-  const int64_t available = AvailableMemoryBytes();
-  GEMMAPOD_CHECK(available < 0 || memory.total() <= available + memory.weights, job.source,
-                 ": the run needs about ", memory.total() >> 20, " MiB and this machine has ",
-                 available >> 20, " MiB free beside the loaded weights; lower batch.micro_batch ",
-                 "or data.max_length, train LoRA adapters, or free memory");
+  // The replicas on one host share its memory: each may count on its part of what is free.
+  const int64_t host_ranks = RanksOnThisHost();
+  const int64_t available = AvailableMemoryBytes() < 0 ? -1 : AvailableMemoryBytes() / host_ranks;
+  GEMMAPOD_CHECK(
+      available < 0 || memory.total() <= available + memory.weights, job.source,
+      ": the run needs about ", memory.total() >> 20, " MiB and this machine has ", available >> 20,
+      " MiB free beside the loaded weights",
+      host_ranks > 1 ? StrCat(" for each of its ", host_ranks, " ranks") : "",
+      "; lower batch.micro_batch or data.max_length, train LoRA adapters, or free memory");
   const DataReadOptions read{max_length, job.data.skip_too_long, job.data.skip_invalid,
                              model->seq2seq()};
   TrainingData data = ReadJsonlExamples(job.data.train, tokenizer, read);
@@ -289,23 +339,25 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   reader.reset();
 
   Metrics metrics;
-  OpenMetrics(dir, state.step, options.resume, metrics);
+  if (dp.leader()) OpenMetrics(dir, state.step, options.resume, metrics);
   BatchStream stream(split.train, job.seed, job.data.shuffle, job.data.packing, max_length,
                      state.cursor);
   TrainRunSummary summary;
   summary.first_step = state.step + 1;
 
+  const std::vector<TrainingExample> held_out_share = ShareOf(split.held_out, dp);
   const auto evaluate = [&](int64_t step) {
     if (split.held_out.empty()) return;
-    const LossSum held = HeldOutLoss(*model, split.held_out, job.batch_sequences);
+    const LossSum held = dp.Sum(HeldOutLoss(*model, held_out_share, job.batch_sequences));
     summary.held_out_loss = held.mean();
     metrics.held_out.push_back({step, held.mean()});
     nlohmann::json line = {
         {"step", step}, {"held_out_loss", held.mean()}, {"held_out_tokens", held.targets}};
     std::string match;
     if (job.eval_exact_match) {
-      const ExactMatch em =
-          model->HeldOutExactMatch(tokenizer, split.held_out, job.eval_max_new_tokens);
+      const ExactMatch mine =
+          model->HeldOutExactMatch(tokenizer, held_out_share, job.eval_max_new_tokens);
+      const ExactMatch em{dp.Sum(mine.correct), dp.Sum(mine.total)};
       summary.exact_match = em.rate();
       line["held_out_exact_match"] = em.rate();
       line["held_out_answers"] = em.total;
@@ -319,6 +371,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     std::fflush(log);
   };
   const auto save = [&](int64_t step) {
+    dp.CheckReplicasAgree(optimizer);
+    if (!dp.leader()) return;
     const Clock::time_point begin = Clock::now();
     const std::string path = TrainingCheckpointPath(dir, step);
     SaveProgress progress;
@@ -355,7 +409,10 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     }
     GEMMAPOD_CHECK(targets > 0, "train: step ", step, " has no token to learn");
     LossSum loss;
-    for (int64_t begin = 0; begin < job.batch_sequences; begin += job.micro_batch) {
+    // This replica's micro-batches of the step (all of them on one rank).
+    const auto [first_micro, end_micro] = dp.Share(job.batch_sequences / job.micro_batch);
+    for (int64_t begin = first_micro * job.micro_batch; begin < end_micro * job.micro_batch;
+         begin += job.micro_batch) {
       std::vector<const TrainingExample*> micro;
       for (int64_t r = begin; r < begin + job.micro_batch; ++r) {
         micro.insert(micro.end(), rows[static_cast<size_t>(r)].begin(),
@@ -371,6 +428,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       loss.sum += part.sum;
       loss.targets += part.targets;
     }
+    dp.SumGradients(optimizer);
+    loss = dp.Sum(loss);
     GEMMAPOD_CHECK(std::isfinite(loss.sum), "train: step ", step, ": the loss is ", loss.sum,
                    "; stopping before the weights take it (lower optimizer.lr?)");
     const double lr = job.schedule.At(step);
@@ -414,7 +473,7 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     window_start += Clock::now() - pause;
   }
   summary.exported_model = (fs::path(dir) / kExportedModelFile).string();
-  {
+  if (dp.leader()) {
     Hdf5CheckpointWriter writer = Hdf5CheckpointWriter::Create(summary.exported_model);
     model->WriteModel(writer, nullptr);
     writer.WriteFile("tokenizer.model", tokenizer_bytes);

@@ -35,7 +35,18 @@ inline constexpr const char* kMetricsFile = "metrics.jsonl";
 inline constexpr const char* kLossCurveFile = "loss.svg";
 inline constexpr const char* kExportedModelFile = "model.h5";
 
+class Communicator;
+
+// `world`: the data-parallel replicas (null or one rank: this process alone). Every replica
+// loads the model and reads the data; each runs its contiguous share of a step's micro-batches
+// (training/data_parallel.h) and of the held-out evaluation; rank 0 alone logs, writes the
+// metrics, checkpoints and the exported model. The checkpoint directory must be one every rank
+// reads (one host, or a shared filesystem).
 TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& options,
-                               std::FILE* log);
+                               std::FILE* log, Communicator* world = nullptr);
+
+// Refuses a step that data parallelism over `replicas` ranks cannot split evenly, naming the
+// job's keys.
+void CheckDataParallelBatch(const TrainingJob& job, int replicas);
 
 }  // namespace gemmapod
