@@ -1,5 +1,6 @@
 #include "training/adamw.h"
 
+#include <algorithm>
 #include <cmath>
 #include <tuple>
 
@@ -31,7 +32,9 @@ void AdamW::Add(const std::string& name, Tensor& weight, Tensor& grad, bool deca
               weight,
               ZerosOn(weight.device(), weight.shape()),
               ZerosOn(weight.device(), weight.shape()),
-              decay};
+              decay,
+              0,
+              weight.numel()};
   if (weight.dtype() != DType::kF32) {
     p.master = Tensor::Empty(weight.shape(), DType::kF32, weight.device());
     GEMMAPOD_CHECK(weight.device().is_cpu(), "AdamW: '", name,
@@ -42,14 +45,29 @@ void AdamW::Add(const std::string& name, Tensor& weight, Tensor& grad, bool deca
   params_.push_back(std::move(p));
 }
 
-double AdamW::GradNorm() const {
-  double squares = 0;
-  for (const Parameter& p : params_) squares += ops::SumOfSquares(*p.grad);
-  return std::sqrt(squares);
+namespace {
+
+// Elements [begin, end) of a tensor, flattened (a view).
+Tensor Elements(const Tensor& t, int64_t begin, int64_t end) {
+  return t.Reshape({t.numel()}).Slice(begin, end);
 }
 
-double AdamW::Step(float lr, double max_grad_norm) {
-  const double norm = GradNorm();
+}  // namespace
+
+double AdamW::OwnedGradSquares() const {
+  double squares = 0;
+  for (const Parameter& p : params_) {
+    if (p.own_end == p.own_begin) continue;
+    squares += ops::SumOfSquares(sharded_ ? Elements(*p.grad, p.own_begin, p.own_end) : *p.grad);
+  }
+  return squares;
+}
+
+double AdamW::GradNorm() const { return std::sqrt(OwnedGradSquares()); }
+
+double AdamW::Step(float lr, double max_grad_norm) { return Step(lr, max_grad_norm, GradNorm()); }
+
+double AdamW::Step(float lr, double max_grad_norm, double norm) {
   GEMMAPOD_CHECK(std::isfinite(norm), "AdamW: the gradient norm is ", norm,
                  " (a NaN or infinity in the gradients); the step is refused");
   ++steps_;
@@ -64,11 +82,46 @@ double AdamW::Step(float lr, double max_grad_norm) {
     s.grad_scale = static_cast<float>(max_grad_norm / (norm + 1e-6));
   }
   for (Parameter& p : params_) {
+    if (p.own_end == p.own_begin) continue;
     s.weight_decay = p.decay ? options_.weight_decay : 0.0f;
-    ops::AdamWUpdate(p.master, p.m, p.v, *p.grad, s);
-    if (p.weight->dtype() != DType::kF32) ops::CastInto(p.master, *p.weight);
+    if (!sharded_) {
+      ops::AdamWUpdate(p.master, p.m, p.v, *p.grad, s);
+      if (p.weight->dtype() != DType::kF32) ops::CastInto(p.master, *p.weight);
+      continue;
+    }
+    ops::AdamWUpdate(p.master, p.m, p.v, Elements(*p.grad, p.own_begin, p.own_end), s);
+    if (p.weight->dtype() != DType::kF32) {
+      Tensor weight = Elements(*p.weight, p.own_begin, p.own_end);
+      ops::CastInto(p.master, weight);
+    }
   }
   return norm;
+}
+
+void AdamW::KeepStateOf(int64_t begin, int64_t end) {
+  GEMMAPOD_CHECK(steps_ == 0 && !sharded_, "AdamW: the state is sharded once, before any step");
+  int64_t at = 0;  // the first element of the parameter in the flat order
+  for (Parameter& p : params_) {
+    const int64_t n = p.weight->numel();
+    p.own_begin = std::clamp<int64_t>(begin - at, 0, n);
+    p.own_end = std::clamp<int64_t>(end - at, p.own_begin, n);
+    at += n;
+    const int64_t owned = p.own_end - p.own_begin;
+    p.m = ZerosOn(p.weight->device(), {owned});
+    p.v = ZerosOn(p.weight->device(), {owned});
+    const Tensor weight = Elements(*p.weight, p.own_begin, p.own_end);
+    if (p.weight->dtype() == DType::kF32) {
+      p.master = weight;  // the weight's own elements
+    } else {
+      p.master = weight.To(DType::kF32);
+    }
+  }
+  sharded_ = true;
+}
+
+std::pair<int64_t, int64_t> AdamW::owned(const std::string& name) const {
+  const Parameter& p = Find(name);
+  return {p.own_begin, p.own_end};
 }
 
 void AdamW::ZeroGrad() {
@@ -90,15 +143,34 @@ std::vector<Tensor*> AdamW::gradients() {
   return out;
 }
 
+std::vector<Tensor*> AdamW::weights() {
+  std::vector<Tensor*> out;
+  for (Parameter& p : params_) out.push_back(p.weight);
+  return out;
+}
+
 std::vector<const Tensor*> AdamW::weights() const {
   std::vector<const Tensor*> out;
   for (const Parameter& p : params_) out.push_back(p.weight);
   return out;
 }
 
-void AdamW::Restore(const std::string& name, const Tensor& master, const Tensor& m,
-                    const Tensor& v) {
+void AdamW::Restore(const std::string& name, const Tensor& full_master, const Tensor& full_m,
+                    const Tensor& full_v) {
   Parameter& p = const_cast<Parameter&>(Find(name));
+  for (const auto& [what, saved] :
+       {std::pair<const char*, const Tensor*>{"master weights", &full_master},
+        {"first moment", &full_m},
+        {"second moment", &full_v}}) {
+    GEMMAPOD_CHECK(saved->dtype() == DType::kF32 && saved->shape() == p.weight->shape(), "AdamW: '",
+                   name, "': the saved ", what, " is ", saved->Describe(), ", expected f32 ",
+                   ShapeToString(p.weight->shape()));
+  }
+  // With sharded state, this rank's elements of each.
+  const auto mine = [&](const Tensor& t) {
+    return sharded_ ? Elements(t, p.own_begin, p.own_end) : t;
+  };
+  const Tensor master = mine(full_master), m = mine(full_m), v = mine(full_v);
   for (const auto& [what, saved, into] :
        {std::tuple<const char*, const Tensor*, Tensor*>{"master weights", &master, &p.master},
         {"first moment", &m, &p.m},
@@ -108,7 +180,10 @@ void AdamW::Restore(const std::string& name, const Tensor& master, const Tensor&
                    ShapeToString(into->shape()));
     ops::CastInto(*saved, *into);
   }
-  if (p.weight->dtype() != DType::kF32) ops::CastInto(p.master, *p.weight);
+  if (p.weight->dtype() != DType::kF32) {
+    Tensor weight = sharded_ ? Elements(*p.weight, p.own_begin, p.own_end) : *p.weight;
+    ops::CastInto(p.master, weight);
+  }
 }
 
 void AdamW::set_steps(int64_t steps) {

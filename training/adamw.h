@@ -20,6 +20,11 @@ struct AdamWOptions {
   float weight_decay = 0.0f;
 };
 
+// One parameter's optimizer tensors, whole (checkpoints).
+struct AdamWState {
+  Tensor master, first_moment, second_moment;
+};
+
 class AdamW {
  public:
   explicit AdamW(AdamWOptions options);
@@ -29,11 +34,26 @@ class AdamW {
   // applies (false for norms and biases). Names are unique; errors name the parameter.
   void Add(const std::string& name, Tensor& weight, Tensor& grad, bool decay);
 
-  // The global L2 norm of every registered gradient.
+  // The global L2 norm of every registered gradient (of the elements this rank updates, when the
+  // state is sharded).
   double GradNorm() const;
+  // Sum of the squares of the gradient elements this rank updates (every element unsharded).
+  double OwnedGradSquares() const;
   // One step at learning rate `lr`: gradients scaled down so their global norm is at most
   // `max_grad_norm` (<= 0: no clipping), then the AdamW update. Returns the norm before clipping.
   double Step(float lr, double max_grad_norm);
+  // The same with the global norm given: with sharded state each rank holds only its elements'
+  // summed gradients, and the replicas add their OwnedGradSquares to find it.
+  double Step(float lr, double max_grad_norm, double grad_norm);
+
+  // ZeRO-1: keeps master weights and moments only for elements [begin, end) of the registered
+  // parameters laid end to end in registration order, and updates only those; the caller sums
+  // their gradients over the replicas before a step and shares the updated values after it
+  // (training/data_parallel.h). Called once, after every Add and before Restore or a step.
+  void KeepStateOf(int64_t begin, int64_t end);
+  bool sharded() const { return sharded_; }
+  // The elements [first, second) of a parameter (flattened) whose state this rank keeps.
+  std::pair<int64_t, int64_t> owned(const std::string& name) const;
   // Zeros every gradient (after a step, or to drop an accumulated micro-batch).
   void ZeroGrad();
 
@@ -48,12 +68,14 @@ class AdamW {
   // former over the replicas and checks that the latter agree).
   std::vector<Tensor*> gradients();
   std::vector<const Tensor*> weights() const;
+  std::vector<Tensor*> weights();
   // Resuming a run: a parameter's saved f32 master values and moments (its shape; a bf16 weight is
   // refreshed from the master), and how many steps were taken (the bias correction's count).
   void Restore(const std::string& name, const Tensor& master, const Tensor& first_moment,
                const Tensor& second_moment);
   void set_steps(int64_t steps);
-  // A parameter's f32 master values and moments, by name (checkpoints; tests).
+  // A parameter's f32 master values and moments, by name (checkpoints; tests): the whole
+  // parameter's, shaped as it is, or with sharded state its owned elements, 1-D.
   const Tensor& master(const std::string& name) const;
   const Tensor& first_moment(const std::string& name) const;
   const Tensor& second_moment(const std::string& name) const;
@@ -66,12 +88,14 @@ class AdamW {
     Tensor master;  // f32 (the weight itself when it is f32)
     Tensor m, v;
     bool decay;
+    int64_t own_begin = 0, own_end = 0;  // the owned elements (all of them unsharded)
   };
   const Parameter& Find(const std::string& name) const;
 
   AdamWOptions options_;
   std::vector<Parameter> params_;
   int64_t steps_ = 0;
+  bool sharded_ = false;
 };
 
 }  // namespace gemmapod

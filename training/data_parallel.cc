@@ -1,11 +1,13 @@
 #include "training/data_parallel.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "runtime/checkpoint/crc32.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/error.h"
-#include "training/adamw.h"
+#include "runtime/ops/grad_ops.h"
 
 namespace gemmapod {
 namespace {
@@ -23,6 +25,46 @@ T Read64(const int32_t* words) {
   std::memcpy(&value, words, sizeof value);
   return value;
 }
+
+// Tensors laid end to end: calls fn(tensor, first, last, at) for each piece of the elements
+// [begin, end), where the piece is the tensor's (flattened) elements [first, last) and starts
+// `at` elements after begin.
+template <typename T, typename Fn>
+void ForEachPiece(const std::vector<T*>& tensors, int64_t begin, int64_t end, Fn fn) {
+  int64_t start = 0;  // the first element of the tensor in the flat order
+  for (T* t : tensors) {
+    const int64_t n = t->numel();
+    const int64_t first = std::max<int64_t>(begin - start, 0);
+    const int64_t last = std::min<int64_t>(end - start, n);
+    if (first < last) fn(*t, first, last, start + first - begin);
+    start += n;
+    if (start >= end) break;
+  }
+}
+
+Tensor Elements(const Tensor& t, int64_t first, int64_t last) {
+  return t.Reshape({t.numel()}).Slice(first, last);
+}
+
+// Copies elements [begin, end) of f32 tensors laid end to end into dst.
+template <typename T>
+void CopyOut(const std::vector<T*>& tensors, int64_t begin, int64_t end, float* dst) {
+  ForEachPiece(tensors, begin, end, [&](const Tensor& t, int64_t first, int64_t last, int64_t at) {
+    std::memcpy(dst + at, t.data<float>() + first, static_cast<size_t>(last - first) * 4);
+  });
+}
+
+// Writes f32 values into elements [begin, end) of tensors laid end to end (bf16 ones rounded
+// as the optimizer rounds its masters into them).
+void CopyIn(const std::vector<Tensor*>& tensors, int64_t begin, int64_t end, const float* src) {
+  ForEachPiece(tensors, begin, end, [&](Tensor& t, int64_t first, int64_t last, int64_t at) {
+    const Tensor values = Tensor::Borrow(const_cast<float*>(src + at), {last - first}, DType::kF32);
+    Tensor into = Elements(t, first, last);
+    ops::CastInto(values, into);
+  });
+}
+
+constexpr int kStateTag = 7301;
 
 }  // namespace
 
@@ -77,6 +119,127 @@ void DataParallel::SumGradients(AdamW& optimizer, int64_t bucket_bytes) const {
     pending_bytes += bytes;
   }
   flush();
+}
+
+std::pair<int64_t, int64_t> DataParallel::RangeOf(int r, int64_t total) const {
+  return {total * r / size_, total * (r + 1) / size_};
+}
+
+void DataParallel::Shard(AdamW& optimizer) {
+  int64_t total = 0;
+  for (const Tensor* w : optimizer.weights()) total += w->numel();
+  const auto [begin, end] = RangeOf(rank_, total);
+  optimizer.KeepStateOf(begin, end);
+  sharded_ = true;
+}
+
+double DataParallel::ShardedStep(AdamW& optimizer, float lr, double max_grad_norm,
+                                 int64_t bucket_bytes) const {
+  GEMMAPOD_CHECK(sharded_, "ShardedStep: the optimizer state is not sharded");
+  std::vector<Tensor*> grads = optimizer.gradients();
+  std::vector<Tensor*> weights = optimizer.weights();
+  int64_t total = 0;
+  for (const Tensor* g : grads) {
+    GEMMAPOD_CHECK(g->dtype() == DType::kF32 && g->device().is_cpu(),
+                   "ZeRO-1: gradients are summed from host f32 tensors; this one is ",
+                   g->Describe());
+    total += g->numel();
+  }
+  // Rounds of `chunk` elements of every replica's range: one reduce-scatter (and later one
+  // all-gather) per round, the ranges' lengths (which differ by at most one) padded with zeros.
+  const int64_t chunk = std::max<int64_t>(1, bucket_bytes / 4 / size_);
+  const int64_t longest = (total + size_ - 1) / size_;
+  const int64_t rounds = (longest + chunk - 1) / chunk;
+  const auto piece = [&](int r, int64_t round) {
+    const auto [begin, end] = RangeOf(r, total);
+    const int64_t first = std::min(end, begin + round * chunk);
+    return std::pair<int64_t, int64_t>{first, std::min(end, first + chunk)};
+  };
+  Tensor blocks = Tensor::Empty({chunk * size_}, DType::kF32);
+  Tensor mine = Tensor::Empty({chunk}, DType::kF32);
+  for (int64_t round = 0; round < rounds; ++round) {
+    float* out = blocks.data<float>();
+    std::fill(out, out + chunk * size_, 0.0f);
+    for (int r = 0; r < size_; ++r) {
+      const auto [first, last] = piece(r, round);
+      CopyOut(grads, first, last, out + r * chunk);
+    }
+    world_->ReduceScatter(blocks, mine, ReduceOp::kSum);
+    const auto [first, last] = piece(rank_, round);
+    CopyIn(grads, first, last, mine.data<float>());
+  }
+  // The global norm from every replica's share, added in rank order.
+  const double squares = optimizer.OwnedGradSquares();
+  std::vector<int32_t> words;
+  Append64(words, &squares);
+  const std::vector<int32_t> all_squares = Gather(words);
+  double sum = 0;
+  for (int r = 0; r < size_; ++r) sum += Read64<double>(all_squares.data() + 2 * r);
+  const double norm = optimizer.Step(lr, max_grad_norm, std::sqrt(sum));
+  // Every replica's updated values (its masters, the owned elements in parameter order) into
+  // every replica's weights.
+  std::vector<const Tensor*> masters;
+  for (const std::string& name : optimizer.names()) {
+    const auto [first, last] = optimizer.owned(name);
+    if (first < last) masters.push_back(&optimizer.master(name));
+  }
+  const int64_t my_begin = RangeOf(rank_, total).first;
+  Tensor gathered = Tensor::Empty({chunk * size_}, DType::kF32);
+  for (int64_t round = 0; round < rounds; ++round) {
+    const auto [first, last] = piece(rank_, round);
+    std::fill(mine.data<float>(), mine.data<float>() + chunk, 0.0f);
+    CopyOut(masters, first - my_begin, last - my_begin, mine.data<float>());
+    world_->AllGather(mine, gathered);
+    for (int r = 0; r < size_; ++r) {
+      const auto [rf, rl] = piece(r, round);
+      CopyIn(weights, rf, rl, gathered.data<float>() + r * chunk);
+    }
+  }
+  return norm;
+}
+
+AdamWState DataParallel::GatherState(const AdamW& optimizer, const std::string& name) const {
+  const Tensor& weight = optimizer.weight(name);
+  if (!sharded_) {
+    return {optimizer.master(name), optimizer.first_moment(name), optimizer.second_moment(name)};
+  }
+  int64_t total = 0, at = -1;
+  for (const std::string& n : optimizer.names()) {
+    if (n == name) at = total;
+    total += optimizer.weight(n).numel();
+  }
+  AdamWState whole{Tensor::Empty(weight.shape(), DType::kF32),
+                   Tensor::Empty(weight.shape(), DType::kF32),
+                   Tensor::Empty(weight.shape(), DType::kF32)};
+  for (int r = 0; r < size_; ++r) {
+    const auto [begin, end] = RangeOf(r, total);
+    const int64_t first = std::max<int64_t>(begin - at, 0);
+    const int64_t last = std::min<int64_t>(end - at, weight.numel());
+    if (first >= last) continue;
+    for (const auto& [into, local] :
+         {std::pair<Tensor*, const Tensor*>{&whole.master, &optimizer.master(name)},
+          {&whole.first_moment, &optimizer.first_moment(name)},
+          {&whole.second_moment, &optimizer.second_moment(name)}}) {
+      Tensor part = Elements(*into, first, last);
+      if (r == rank_) {
+        ops::CastInto(*local, part);
+      } else {
+        world_->Recv(part, r, kStateTag);
+      }
+    }
+  }
+  return whole;
+}
+
+void DataParallel::SendState(const AdamW& optimizer) const {
+  if (!sharded_) return;
+  for (const std::string& name : optimizer.names()) {
+    const auto [first, last] = optimizer.owned(name);
+    if (first >= last) continue;
+    world_->Send(optimizer.master(name), 0, kStateTag);
+    world_->Send(optimizer.first_moment(name), 0, kStateTag);
+    world_->Send(optimizer.second_moment(name), 0, kStateTag);
+  }
 }
 
 void DataParallel::Wait() const {

@@ -4,16 +4,26 @@
 // place; small ones packed together, so a norm costs no collective of its own). Scalars (loss
 // sums, target and exact-match counts) are gathered and added in rank order, so every replica
 // computes the same bits. One rank (no communicator) is the same code with nothing to sum.
+//
+// ZeRO-1 (Shard): the parameters laid end to end are cut into size() contiguous ranges, and each
+// replica keeps the optimizer state (masters, moments) of its range only. A step then
+// reduce-scatters the gradients (each replica receives the sum of its range), finds the global
+// norm from the replicas' sums of squares, updates its range, and all-gathers the updated values
+// into every replica's weights: the traffic of one all-reduce, the optimizer's memory divided by
+// size(). Checkpoints stay whole files: rank 0 receives each parameter's state from the replicas
+// that hold it while it writes.
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <vector>
 
+#include "training/adamw.h"
 #include "training/gemma_lm.h"
 
 namespace gemmapod {
 
-class AdamW;
 class Communicator;
 
 class DataParallel {
@@ -31,6 +41,19 @@ class DataParallel {
 
   // Sums every gradient registered with the optimizer over the replicas.
   void SumGradients(AdamW& optimizer, int64_t bucket_bytes = kDefaultBucketBytes) const;
+
+  // ZeRO-1: gives this replica the state of its range only (after the parameters are
+  // registered, before a resume restores them).
+  void Shard(AdamW& optimizer);
+  bool sharded() const { return sharded_; }
+  // A whole step on sharded state: gradients reduce-scattered, the update of this replica's
+  // range, the updated values all-gathered into every weight. Returns the global gradient norm.
+  double ShardedStep(AdamW& optimizer, float lr, double max_grad_norm,
+                     int64_t bucket_bytes = kDefaultBucketBytes) const;
+  // Saving sharded state: rank 0 calls GatherState for each parameter in the optimizer's order
+  // while the other replicas are in SendState, which answers those calls.
+  AdamWState GatherState(const AdamW& optimizer, const std::string& name) const;
+  void SendState(const AdamW& optimizer) const;
   // Returns when every replica has called it.
   void Wait() const;
   // Each replica's value, added in rank order (the same result on every replica).
@@ -46,8 +69,12 @@ class DataParallel {
   // Every replica's `words` int32 values, rank after rank.
   std::vector<int32_t> Gather(const std::vector<int32_t>& words) const;
 
+  // Replica r's range of the parameters laid end to end, of `total` elements.
+  std::pair<int64_t, int64_t> RangeOf(int r, int64_t total) const;
+
   Communicator* world_;
   int rank_ = 0, size_ = 1;
+  bool sharded_ = false;
 };
 
 }  // namespace gemmapod

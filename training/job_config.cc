@@ -51,7 +51,8 @@ void ReadData(const YamlValue& value, const fs::path& base, TrainingJob::Data& d
 }
 
 void ReadOptimizer(const YamlValue& value, TrainingJob& job) {
-  const YamlMap map = value.AsMap({"lr", "beta1", "beta2", "eps", "weight_decay", "max_grad_norm"});
+  const YamlMap map =
+      value.AsMap({"lr", "beta1", "beta2", "eps", "weight_decay", "max_grad_norm", "zero"});
   if (auto v = map.Find("lr")) {
     job.schedule.peak = v->AsNumber();
     if (job.schedule.peak <= 0 || job.schedule.peak > 1) {
@@ -68,6 +69,13 @@ void ReadOptimizer(const YamlValue& value, TrainingJob& job) {
   }
   if (auto v = map.Find("weight_decay")) {
     job.optimizer.weight_decay = static_cast<float>(NumberIn(*v, 0, 1, false));
+  }
+  if (auto v = map.Find("zero")) {
+    job.zero_stage = PositiveInt(*v, 0);
+    if (job.zero_stage > 1) {
+      v->Fail(StrCat("ZeRO stage ", job.zero_stage,
+                     " is not built; 0 (replicated optimizer state) or 1 (sharded)"));
+    }
   }
   if (auto v = map.Find("max_grad_norm")) {
     job.max_grad_norm = v->AsNumber();

@@ -206,7 +206,7 @@ void CheckDataParallelBatch(const TrainingJob& job, int replicas) {
 
 TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& options,
                                std::FILE* log, Communicator* world) {
-  const DataParallel dp(world);
+  DataParallel dp(world);
   CheckDataParallelBatch(job, dp.size());
   // One replica speaks and writes; the others run the same steps silently.
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> quiet(nullptr, &std::fclose);
@@ -281,7 +281,9 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
                  tokenizer.vocab_size(), " pieces, more than the model's vocabulary (",
                  model->vocab_size(), ")");
 
-  const TrainingMemory& memory = plan.memory;
+  TrainingMemory memory = plan.memory;
+  // ZeRO-1: each replica holds its share of the optimizer state.
+  if (job.zero_stage == 1) memory.optimizer = (memory.optimizer + dp.size() - 1) / dp.size();
   std::fprintf(log, "train: %s\n", RenderTrainingMemory(memory).c_str());
   // The replicas on one host share its memory: each may count on its part of what is free.
   const int64_t host_ranks = RanksOnThisHost();
@@ -319,6 +321,10 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
 
   AdamW optimizer(job.optimizer);
   model->RegisterParameters(optimizer);
+  if (job.zero_stage == 1 && dp.size() > 1) {
+    dp.Shard(optimizer);
+    std::fprintf(log, "train: ZeRO-1: optimizer state sharded over the %d ranks\n", dp.size());
+  }
   TrainerState state;
   state.run_identity = identity;
   if (options.resume) {
@@ -372,7 +378,10 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   };
   const auto save = [&](int64_t step) {
     dp.CheckReplicasAgree(optimizer);
-    if (!dp.leader()) return;
+    if (!dp.leader()) {
+      dp.SendState(optimizer);  // sharded state: rank 0 writes it as it receives it
+      return;
+    }
     const Clock::time_point begin = Clock::now();
     const std::string path = TrainingCheckpointPath(dir, step);
     SaveProgress progress;
@@ -381,7 +390,9 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
         if (written == 3) raise(SIGKILL);
       };
     }
-    SaveTrainingCheckpoint(path, *model, tokenizer_bytes, optimizer, state, progress);
+    SaveTrainingCheckpoint(
+        path, *model, tokenizer_bytes, optimizer, state, progress,
+        [&](const std::string& name) { return dp.GatherState(optimizer, name); });
     PruneTrainingCheckpoints(dir, job.checkpoint.keep);
     WriteTextFileAtomically(
         (fs::path(dir) / kLossCurveFile).string(),
@@ -428,12 +439,14 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       loss.sum += part.sum;
       loss.targets += part.targets;
     }
-    dp.SumGradients(optimizer);
+    if (!dp.sharded()) dp.SumGradients(optimizer);
     loss = dp.Sum(loss);
     GEMMAPOD_CHECK(std::isfinite(loss.sum), "train: step ", step, ": the loss is ", loss.sum,
                    "; stopping before the weights take it (lower optimizer.lr?)");
     const double lr = job.schedule.At(step);
-    const double grad_norm = optimizer.Step(static_cast<float>(lr), job.max_grad_norm);
+    const double grad_norm =
+        dp.sharded() ? dp.ShardedStep(optimizer, static_cast<float>(lr), job.max_grad_norm)
+                     : optimizer.Step(static_cast<float>(lr), job.max_grad_norm);
     optimizer.ZeroGrad();
     state.step = step;
     state.cursor = stream.cursor();

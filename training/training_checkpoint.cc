@@ -50,7 +50,8 @@ const std::regex& CheckpointName() {
 
 void SaveTrainingCheckpoint(const std::string& path, TrainableModel& model,
                             const std::string& tokenizer, const AdamW& optimizer,
-                            const TrainerState& state, const SaveProgress& progress) {
+                            const TrainerState& state, const SaveProgress& progress,
+                            const OptimizerStateOf& state_of) {
   Hdf5CheckpointWriter writer = Hdf5CheckpointWriter::Create(path);
   int64_t written = 0;
   const auto wrote = [&] {
@@ -64,15 +65,18 @@ void SaveTrainingCheckpoint(const std::string& path, TrainableModel& model,
   });
   writer.WriteFile("tokenizer.model", tokenizer);
   for (const std::string& name : optimizer.names()) {
+    const AdamWState s = state_of ? state_of(name)
+                                  : AdamWState{optimizer.master(name), optimizer.first_moment(name),
+                                               optimizer.second_moment(name)};
     // An f32 weight in /params is its own master; a bf16 weight, or a parameter that is not a
     // model tensor (a LoRA adapter: /params then holds the merged matrices), gets one here.
     if (optimizer.weight(name).dtype() != DType::kF32 || in_params.count(name) == 0) {
-      writer.WriteToGroup(kMasters, name, optimizer.master(name));
+      writer.WriteToGroup(kMasters, name, s.master);
       wrote();
     }
-    writer.WriteToGroup(kFirstMoments, name, optimizer.first_moment(name));
+    writer.WriteToGroup(kFirstMoments, name, s.first_moment);
     wrote();
-    writer.WriteToGroup(kSecondMoments, name, optimizer.second_moment(name));
+    writer.WriteToGroup(kSecondMoments, name, s.second_moment);
     wrote();
   }
   writer.SetGroupAttributes(kOptimizer,

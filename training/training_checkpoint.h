@@ -12,11 +12,11 @@
 #include <vector>
 
 #include "runtime/checkpoint/attributes.h"
+#include "training/adamw.h"
 #include "training/data.h"
 
 namespace gemmapod {
 
-class AdamW;
 class Hdf5CheckpointReader;
 class TrainableModel;
 
@@ -32,9 +32,14 @@ struct TrainerState {
 // Called after each tensor written (tests stop a save half-way through with it).
 using SaveProgress = std::function<void(int64_t tensors_written)>;
 
+// Where the save finds a parameter's optimizer tensors, whole; null: the optimizer's own. With
+// sharded state (ZeRO-1) rank 0 gathers them from the replicas (training/data_parallel.h).
+using OptimizerStateOf = std::function<AdamWState(const std::string& name)>;
+
 void SaveTrainingCheckpoint(const std::string& path, TrainableModel& model,
                             const std::string& tokenizer, const AdamW& optimizer,
-                            const TrainerState& state, const SaveProgress& progress = nullptr);
+                            const TrainerState& state, const SaveProgress& progress = nullptr,
+                            const OptimizerStateOf& state_of = nullptr);
 
 // The trainer's state of a training checkpoint (/trainer); errors name the file when it is a
 // plain model checkpoint or the state is incomplete.

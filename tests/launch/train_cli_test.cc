@@ -345,7 +345,9 @@ TEST_F(TrainCli, T5GemmaTrainsOnPairsAndResumesExactly) {
 // Data parallelism: mpirun starts replicas that split each step's micro-batches and the held-out
 // evaluation; their summed gradients give one rank's losses and weights (to the rounding of a
 // different summation order) for decoder-only Gemma 2, RecurrentGemma and T5Gemma, with 2 and 4
-// ranks. A replica killed mid-save loses nothing, and the run resumes on another number of ranks.
+// ranks, with the optimizer state replicated and sharded (ZeRO-1). A replica killed mid-save loses
+// nothing, and the run resumes on another number of ranks (replicated: on one rank; sharded: on
+// four, each taking another share of the saved state).
 TEST_F(TrainCli, DataParallelRanksTrainAsOneRank) {
   {
     std::ofstream pairs(dir_ / "dp-pairs.jsonl");
@@ -368,11 +370,11 @@ TEST_F(TrainCli, DataParallelRanksTrainAsOneRank) {
     const std::string model = (dir_ / ("dp-" + f.name + ".h5")).string();
     const Result converted = Gemmapod("convert " + f.fixture + " " + model);
     ASSERT_EQ(converted.exit_code, 0) << converted.output;
-    const auto job = [&](const std::string& run) {
+    const auto job = [&](const std::string& run, int zero = 0) {
       const std::string path = (dir_ / (run + ".yaml")).string();
       std::ofstream(path) << "model: " << model << "\n"
                           << f.data << "steps: 5\nbatch: {sequences: 4, micro_batch: 1}\n"
-                          << "optimizer: {lr: 1e-2, weight_decay: 0.01}\n"
+                          << "optimizer: {lr: 1e-2, weight_decay: 0.01, zero: " << zero << "}\n"
                           << "checkpoint: {dir: " << run << ", interval: 2, keep: 3}\n";
       return path;
     };
@@ -381,14 +383,21 @@ TEST_F(TrainCli, DataParallelRanksTrainAsOneRank) {
     ASSERT_EQ(single.exit_code, 0) << single.output;
     const auto want = Metrics(one);
     ASSERT_EQ(want.size(), 5u + 4u) << f.name;  // 5 steps; held-out at 0, 2, 4, 5
-    for (int ranks : {2, 4}) {
-      const std::string run = f.name + "-dp" + std::to_string(ranks);
-      const Result r = gemmapod::MpirunGemmapod(ranks, "train --config " + job(run), 240);
-      ASSERT_EQ(r.exit_code, 0) << r.output;
-      EXPECT_TRUE(Contains(r.output, "data parallelism over " + std::to_string(ranks) + " ranks"))
-          << r.output;
-      ExpectCloseMetrics(Metrics(run), want, 1e-5, run);
-      ExpectCloseWeights(Run(run) / "model.h5", Run(one) / "model.h5", 1e-5);
+    for (int zero : {0, 1}) {
+      for (int ranks : {2, 4}) {
+        const std::string run =
+            f.name + "-dp" + std::to_string(ranks) + "-zero" + std::to_string(zero);
+        const Result r = gemmapod::MpirunGemmapod(ranks, "train --config " + job(run, zero), 240);
+        ASSERT_EQ(r.exit_code, 0) << r.output;
+        EXPECT_TRUE(Contains(r.output, "data parallelism over " + std::to_string(ranks) + " ranks"))
+            << r.output;
+        EXPECT_EQ(Contains(r.output, "ZeRO-1: optimizer state sharded over the " +
+                                         std::to_string(ranks) + " ranks"),
+                  zero == 1)
+            << r.output;
+        ExpectCloseMetrics(Metrics(run), want, 1e-5, run);
+        ExpectCloseWeights(Run(run) / "model.h5", Run(one) / "model.h5", 1e-5);
+      }
     }
     // Killed while rank 0 writes step 4: step 2 stays, and one rank finishes the run.
     const std::string killed = f.name + "-killed";
@@ -403,6 +412,17 @@ TEST_F(TrainCli, DataParallelRanksTrainAsOneRank) {
     EXPECT_TRUE(Contains(resumed.output, "resuming from .*step-00000002.h5")) << resumed.output;
     ExpectCloseMetrics(Metrics(killed), want, 1e-5, killed);
     ExpectCloseWeights(Run(killed) / "model.h5", Run(one) / "model.h5", 1e-5);
+    // Sharded: the state rank 0 gathered into step 2, shared out again over four ranks.
+    const std::string sharded = f.name + "-sharded-killed";
+    EXPECT_NE(gemmapod::MpirunGemmapod(
+                  2, "train --config " + job(sharded, 1) + " --inject-kill-during-save 4", 240)
+                  .exit_code,
+              0);
+    const Result reshared =
+        gemmapod::MpirunGemmapod(4, "train --config " + job(sharded, 1) + " --resume", 240);
+    ASSERT_EQ(reshared.exit_code, 0) << reshared.output;
+    ExpectCloseMetrics(Metrics(sharded), want, 1e-5, sharded);
+    ExpectCloseWeights(Run(sharded) / "model.h5", Run(one) / "model.h5", 1e-5);
   }
   const Result uneven =
       gemmapod::MpirunGemmapod(3, "train --config " + Job("dp-uneven", "dp-uneven"));

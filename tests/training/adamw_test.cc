@@ -93,6 +93,46 @@ TEST(AdamW, ThreeStepsMatchTorchsFormulaWithDecayAndClipping) {
               testing::HasSubstr("the gradient norm is nan"));
 }
 
+// ZeRO-1's shard of the state: given the global norm, a sharded optimizer updates exactly its
+// elements (a range that starts inside one parameter and ends inside the next), bit for bit as
+// the whole optimizer does, and leaves the others alone; its state restores from whole tensors.
+TEST(AdamW, ShardedStateUpdatesItsElementsAsTheWholeOptimizerDoes) {
+  const AdamWOptions o{0.9f, 0.95f, 1e-8f, 0.1f};
+  Tensor a = RandomTensor({3, 4}, 1), b = RandomTensor({5}, 2).To(DType::kBF16);
+  Tensor a2 = a.Clone(), b2 = b.Clone();
+  Tensor ga = RandomTensor({3, 4}, 3), gb = RandomTensor({5}, 4);
+  AdamW whole(o), shard(o);
+  whole.Add("a", a, ga, true);
+  whole.Add("b", b, gb, false);
+  shard.Add("a", a2, ga, true);
+  shard.Add("b", b2, gb, false);
+  shard.KeepStateOf(7, 15);  // a's elements 7..11, b's 0..2
+  EXPECT_EQ(shard.owned("a"), (std::pair<int64_t, int64_t>{7, 12}));
+  EXPECT_EQ(shard.owned("b"), (std::pair<int64_t, int64_t>{0, 3}));
+  EXPECT_EQ(shard.first_moment("a").numel(), 5);
+  const Tensor a_before = a2.Clone(), b_before = b2.Clone();
+  for (int step = 0; step < 2; ++step) {
+    const double norm = whole.Step(1e-2f, 0.5);
+    shard.Step(1e-2f, 0.5, norm);
+  }
+  for (int64_t i = 0; i < 12; ++i) {
+    const float want = i >= 7 ? a.data<float>()[i] : a_before.data<float>()[i];
+    EXPECT_EQ(std::memcmp(&a2.data<float>()[i], &want, 4), 0) << "a[" << i << "]";
+  }
+  for (int64_t i = 0; i < 5; ++i) {
+    const BF16 want = i < 3 ? b.data<BF16>()[i] : b_before.data<BF16>()[i];
+    EXPECT_EQ(std::memcmp(&b2.data<BF16>()[i], &want, 2), 0) << "b[" << i << "]";
+  }
+  AdamW restored(o);
+  Tensor a3 = a.Clone(), b3 = b.Clone();
+  restored.Add("a", a3, ga, true);
+  restored.Add("b", b3, gb, false);
+  restored.KeepStateOf(7, 15);
+  restored.Restore("b", whole.master("b"), whole.first_moment("b"), whole.second_moment("b"));
+  EXPECT_EQ(std::memcmp(restored.second_moment("b").raw(), shard.second_moment("b").raw(), 12), 0);
+  EXPECT_EQ(std::memcmp(restored.master("b").raw(), shard.master("b").raw(), 12), 0);
+}
+
 TEST(LrSchedule, WarmUpThenCosineOrLinearDecay) {
   LrSchedule s;
   s.peak = 1e-3;
