@@ -1,6 +1,7 @@
 // gemmapod train: fine-tunes a model as its job file says, on one rank or on data-parallel
 // replicas started by mpirun.
 #include <cstdio>
+#include <memory>
 
 #include "launch/commands.h"
 #include "launch/families.h"
@@ -45,13 +46,19 @@ int RunTrain(const TrainCommandOptions& options, int* argc, char*** argv) {
             job.source, ": model ", job.model, " is a ", family.name,
             " model, which gemmapod does not train");
       }
-      CheckDataParallelBatch(job, world.size());
+      CheckTensorParallelJob(job, world.size());
+      CheckDataParallelBatch(job, world.size() / static_cast<int>(job.tensor_parallel));
     });
+    // Tensor-parallel groups of consecutive ranks (the innermost, most talkative split); the
+    // ranks holding the same shard form the data-parallel groups.
+    const int tp = static_cast<int>(job.tensor_parallel);
+    const std::unique_ptr<Communicator> tp_group = world.Split(world.rank() / tp, world.rank());
+    const std::unique_ptr<Communicator> dp_group = world.Split(world.rank() % tp, world.rank());
     TrainRunOptions run;
     run.resume = options.resume || !options.resume_from.empty();
     run.resume_from = options.resume_from;
     run.kill_during_save_at_step = options.inject_kill_during_save;
-    RunTrainingJob(job, run, stderr, &world);
+    RunTrainingJob(job, run, stderr, {&world, tp_group.get(), dp_group.get()});
     return 0;
   });
 }

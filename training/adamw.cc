@@ -57,7 +57,7 @@ Tensor Elements(const Tensor& t, int64_t begin, int64_t end) {
 double AdamW::OwnedGradSquares() const {
   double squares = 0;
   for (const Parameter& p : params_) {
-    if (p.own_end == p.own_begin) continue;
+    if (p.own_end == p.own_begin || !p.in_norm) continue;
     squares += ops::SumOfSquares(sharded_ ? Elements(*p.grad, p.own_begin, p.own_end) : *p.grad);
   }
   return squares;
@@ -117,6 +117,10 @@ void AdamW::KeepStateOf(int64_t begin, int64_t end) {
     }
   }
   sharded_ = true;
+}
+
+void AdamW::LeaveOutOfNorm(const std::string& name) {
+  const_cast<Parameter&>(Find(name)).in_norm = false;
 }
 
 std::pair<int64_t, int64_t> AdamW::owned(const std::string& name) const {

@@ -52,6 +52,9 @@ class AdamW {
   // (training/data_parallel.h). Called once, after every Add and before Restore or a step.
   void KeepStateOf(int64_t begin, int64_t end);
   bool sharded() const { return sharded_; }
+  // Tensor parallelism: a replicated parameter's gradient counts in the global norm on one rank
+  // of the group only; the others leave it out of OwnedGradSquares.
+  void LeaveOutOfNorm(const std::string& name);
   // The elements [first, second) of a parameter (flattened) whose state this rank keeps.
   std::pair<int64_t, int64_t> owned(const std::string& name) const;
   // Zeros every gradient (after a step, or to drop an accumulated micro-batch).
@@ -89,6 +92,7 @@ class AdamW {
     Tensor m, v;
     bool decay;
     int64_t own_begin = 0, own_end = 0;  // the owned elements (all of them unsharded)
+    bool in_norm = true;
   };
   const Parameter& Find(const std::string& name) const;
 

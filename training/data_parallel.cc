@@ -133,11 +133,11 @@ void DataParallel::Shard(AdamW& optimizer) {
   sharded_ = true;
 }
 
-double DataParallel::ShardedStep(AdamW& optimizer, float lr, double max_grad_norm,
-                                 int64_t bucket_bytes) const {
-  GEMMAPOD_CHECK(sharded_, "ShardedStep: the optimizer state is not sharded");
+// ZeRO-1 works in rounds of `chunk` elements of every replica's range (the ranges' lengths,
+// which differ by at most one, padded with zeros): one collective of a bucket per round.
+void DataParallel::ReduceScatterGradients(AdamW& optimizer, int64_t bucket_bytes) const {
+  GEMMAPOD_CHECK(sharded_, "ReduceScatterGradients: the optimizer state is not sharded");
   std::vector<Tensor*> grads = optimizer.gradients();
-  std::vector<Tensor*> weights = optimizer.weights();
   int64_t total = 0;
   for (const Tensor* g : grads) {
     GEMMAPOD_CHECK(g->dtype() == DType::kF32 && g->device().is_cpu(),
@@ -145,57 +145,56 @@ double DataParallel::ShardedStep(AdamW& optimizer, float lr, double max_grad_nor
                    g->Describe());
     total += g->numel();
   }
-  // Rounds of `chunk` elements of every replica's range: one reduce-scatter (and later one
-  // all-gather) per round, the ranges' lengths (which differ by at most one) padded with zeros.
   const int64_t chunk = std::max<int64_t>(1, bucket_bytes / 4 / size_);
-  const int64_t longest = (total + size_ - 1) / size_;
-  const int64_t rounds = (longest + chunk - 1) / chunk;
-  const auto piece = [&](int r, int64_t round) {
-    const auto [begin, end] = RangeOf(r, total);
-    const int64_t first = std::min(end, begin + round * chunk);
-    return std::pair<int64_t, int64_t>{first, std::min(end, first + chunk)};
-  };
+  const int64_t rounds = ((total + size_ - 1) / size_ + chunk - 1) / chunk;
   Tensor blocks = Tensor::Empty({chunk * size_}, DType::kF32);
   Tensor mine = Tensor::Empty({chunk}, DType::kF32);
   for (int64_t round = 0; round < rounds; ++round) {
     float* out = blocks.data<float>();
     std::fill(out, out + chunk * size_, 0.0f);
     for (int r = 0; r < size_; ++r) {
-      const auto [first, last] = piece(r, round);
+      const auto [first, last] = Piece(r, round, chunk, total);
       CopyOut(grads, first, last, out + r * chunk);
     }
     world_->ReduceScatter(blocks, mine, ReduceOp::kSum);
-    const auto [first, last] = piece(rank_, round);
+    const auto [first, last] = Piece(rank_, round, chunk, total);
     CopyIn(grads, first, last, mine.data<float>());
   }
-  // The global norm from every replica's share, added in rank order.
-  const double squares = optimizer.OwnedGradSquares();
-  std::vector<int32_t> words;
-  Append64(words, &squares);
-  const std::vector<int32_t> all_squares = Gather(words);
-  double sum = 0;
-  for (int r = 0; r < size_; ++r) sum += Read64<double>(all_squares.data() + 2 * r);
-  const double norm = optimizer.Step(lr, max_grad_norm, std::sqrt(sum));
-  // Every replica's updated values (its masters, the owned elements in parameter order) into
-  // every replica's weights.
+}
+
+void DataParallel::AllGatherUpdates(AdamW& optimizer, int64_t bucket_bytes) const {
+  GEMMAPOD_CHECK(sharded_, "AllGatherUpdates: the optimizer state is not sharded");
+  std::vector<Tensor*> weights = optimizer.weights();
+  int64_t total = 0;
+  for (const Tensor* w : weights) total += w->numel();
+  // This replica's updated values: its masters (the owned elements) in parameter order.
   std::vector<const Tensor*> masters;
   for (const std::string& name : optimizer.names()) {
     const auto [first, last] = optimizer.owned(name);
     if (first < last) masters.push_back(&optimizer.master(name));
   }
+  const int64_t chunk = std::max<int64_t>(1, bucket_bytes / 4 / size_);
+  const int64_t rounds = ((total + size_ - 1) / size_ + chunk - 1) / chunk;
   const int64_t my_begin = RangeOf(rank_, total).first;
+  Tensor mine = Tensor::Empty({chunk}, DType::kF32);
   Tensor gathered = Tensor::Empty({chunk * size_}, DType::kF32);
   for (int64_t round = 0; round < rounds; ++round) {
-    const auto [first, last] = piece(rank_, round);
+    const auto [first, last] = Piece(rank_, round, chunk, total);
     std::fill(mine.data<float>(), mine.data<float>() + chunk, 0.0f);
     CopyOut(masters, first - my_begin, last - my_begin, mine.data<float>());
     world_->AllGather(mine, gathered);
     for (int r = 0; r < size_; ++r) {
-      const auto [rf, rl] = piece(r, round);
+      const auto [rf, rl] = Piece(r, round, chunk, total);
       CopyIn(weights, rf, rl, gathered.data<float>() + r * chunk);
     }
   }
-  return norm;
+}
+
+std::pair<int64_t, int64_t> DataParallel::Piece(int r, int64_t round, int64_t chunk,
+                                                int64_t total) const {
+  const auto [begin, end] = RangeOf(r, total);
+  const int64_t first = std::min(end, begin + round * chunk);
+  return {first, std::min(end, first + chunk)};
 }
 
 AdamWState DataParallel::GatherState(const AdamW& optimizer, const std::string& name) const {
@@ -267,6 +266,15 @@ LossSum DataParallel::Sum(const LossSum& mine) const {
     total.sum += Read64<double>(all.data() + 4 * r);
     total.targets += Read64<int64_t>(all.data() + 4 * r + 2);
   }
+  return total;
+}
+
+double DataParallel::Sum(double mine) const {
+  std::vector<int32_t> words;
+  Append64(words, &mine);
+  const std::vector<int32_t> all = Gather(words);
+  double total = 0;
+  for (int r = 0; r < size_; ++r) total += Read64<double>(all.data() + 2 * r);
   return total;
 }
 

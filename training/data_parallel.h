@@ -46,10 +46,11 @@ class DataParallel {
   // registered, before a resume restores them).
   void Shard(AdamW& optimizer);
   bool sharded() const { return sharded_; }
-  // A whole step on sharded state: gradients reduce-scattered, the update of this replica's
-  // range, the updated values all-gathered into every weight. Returns the global gradient norm.
-  double ShardedStep(AdamW& optimizer, float lr, double max_grad_norm,
-                     int64_t bucket_bytes = kDefaultBucketBytes) const;
+  // A step on sharded state: ReduceScatterGradients (each replica receives the sum of its range),
+  // the optimizer's step on that range (with the norm from every replica's share: Sum), then
+  // AllGatherUpdates (every replica's updated values into every replica's weights).
+  void ReduceScatterGradients(AdamW& optimizer, int64_t bucket_bytes = kDefaultBucketBytes) const;
+  void AllGatherUpdates(AdamW& optimizer, int64_t bucket_bytes = kDefaultBucketBytes) const;
   // Saving sharded state: rank 0 calls GatherState for each parameter in the optimizer's order
   // while the other replicas are in SendState, which answers those calls.
   AdamWState GatherState(const AdamW& optimizer, const std::string& name) const;
@@ -59,6 +60,7 @@ class DataParallel {
   // Each replica's value, added in rank order (the same result on every replica).
   LossSum Sum(const LossSum& mine) const;
   int64_t Sum(int64_t mine) const;
+  double Sum(double mine) const;
   // Throws naming the replicas whose weights differ from rank 0's (a CRC-32 of every registered
   // weight, gathered): replicas that drifted apart would train different models silently.
   void CheckReplicasAgree(const AdamW& optimizer) const;
@@ -69,8 +71,10 @@ class DataParallel {
   // Every replica's `words` int32 values, rank after rank.
   std::vector<int32_t> Gather(const std::vector<int32_t>& words) const;
 
-  // Replica r's range of the parameters laid end to end, of `total` elements.
+  // Replica r's range of the parameters laid end to end, of `total` elements, and its piece in
+  // round `round` of `chunk` elements.
   std::pair<int64_t, int64_t> RangeOf(int r, int64_t total) const;
+  std::pair<int64_t, int64_t> Piece(int r, int64_t round, int64_t chunk, int64_t total) const;
 
   Communicator* world_;
   int rank_ = 0, size_ = 1;

@@ -181,12 +181,16 @@ struct AttentionRanges {
 // what the layer's backward reads, or, recomputing, only the layer's input (the backward runs the
 // layer again from it). Null (a forward without backward): one scratch entry is reused, so
 // nothing accumulates.
+// The whole vocabulary unless the caller holds a slice of it.
+VocabSlice VocabOf(const LossParallelism& p, int64_t vocab_size) {
+  return p.vocab.vocab_size > 0 ? p.vocab : VocabSlice{vocab_size, 0, vocab_size, vocab_size};
+}
+
 Tensor ForwardToFinalNorm(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch,
                           const AttentionRanges& ranges, std::vector<GemmaLayerSaved>* saved,
-                          bool recompute) {
-  const VocabSlice vocab{c.vocab_size, 0, c.vocab_size, c.vocab_size};
-  const VocabParallelEmbedding embedding(w.embed_tokens, vocab,
-                                         c.EmbedScale(w.embed_tokens.weight.dtype()), nullptr);
+                          bool recompute, const LossParallelism& parallel) {
+  const VocabParallelEmbedding embedding(w.embed_tokens, VocabOf(parallel, c.vocab_size),
+                                         c.EmbedScale(w.embed_tokens.weight.dtype()), parallel.tp);
   Tensor h = embedding.Forward(batch.tokens);
   GemmaLayerSaved scratch;
   if (saved != nullptr) saved->assign(static_cast<size_t>(c.num_layers), GemmaLayerSaved{});
@@ -195,7 +199,8 @@ Tensor ForwardToFinalNorm(const ModelConfig& c, const GemmaWeights& w, const Pac
     GemmaLayerSaved& keep = keep_all ? (*saved)[static_cast<size_t>(l)] : scratch;
     if (saved != nullptr && recompute) (*saved)[static_cast<size_t>(l)].input = h;
     h = GemmaLayerTrainForward(c, l, w.layers[static_cast<size_t>(l)], h, batch.positions,
-                               ranges.lo(c, l), ranges.hi, nullptr, MatmulPrecision::kExact, keep);
+                               ranges.lo(c, l), ranges.hi, parallel.tp, MatmulPrecision::kExact,
+                               keep);
   }
   return h;
 }
@@ -223,45 +228,47 @@ struct TargetRows {
 
 }  // namespace
 
-LossSum GemmaLoss(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch) {
+LossSum GemmaLoss(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch,
+                  const LossParallelism& parallel) {
   CheckPackedBatch(batch);
   const AttentionRanges ranges(c, batch);
-  const Tensor h = ForwardToFinalNorm(c, w, batch, ranges, nullptr, false);
+  const Tensor h = ForwardToFinalNorm(c, w, batch, ranges, nullptr, false, parallel);
   return {SumOfLosses(TiedHeadLosses(h, w.final_norm, w.embed_tokens, c.rms_norm_eps,
-                                     c.final_logit_softcap, c.vocab_size, batch.targets)),
+                                     c.final_logit_softcap, c.vocab_size, batch.targets, parallel)),
           CountTargets(batch)};
 }
 
 Tensor TiedHeadLosses(const Tensor& h, const Tensor& final_norm, const Linear& embed_tokens,
                       double rms_norm_eps, double final_logit_softcap, int64_t vocab_size,
-                      const std::vector<int32_t>& targets) {
+                      const std::vector<int32_t>& targets, const LossParallelism& parallel) {
   Tensor normed = ActivationLike(h, h.shape());
   ops::RmsNorm(h, final_norm, static_cast<float>(rms_norm_eps), normed);
-  const VocabSlice vocab{vocab_size, 0, vocab_size, vocab_size};
+  const VocabSlice vocab = VocabOf(parallel, vocab_size);
   const VocabParallelHead head(embed_tokens, vocab, static_cast<float>(final_logit_softcap),
-                               nullptr);
+                               parallel.tp);
   const Tensor logits = head.LogitShard(normed, MatmulPrecision::kExact);
   Tensor dlogits = ActivationLike(logits, logits.shape());
-  return VocabParallelCrossEntropy(logits, targets, vocab, nullptr, 0.0f, dlogits);
+  return VocabParallelCrossEntropy(logits, targets, vocab, parallel.tp, 0.0f, dlogits);
 }
 
 LossSum GemmaLossAndGradients(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch,
-                              double scale, GemmaGrads& grads, bool recompute) {
+                              double scale, GemmaGrads& grads, bool recompute,
+                              const LossParallelism& parallel) {
   CheckPackedBatch(batch);
   const AttentionRanges ranges(c, batch);
   std::vector<GemmaLayerSaved> saved;
-  Tensor h = ForwardToFinalNorm(c, w, batch, ranges, &saved, recompute);
+  Tensor h = ForwardToFinalNorm(c, w, batch, ranges, &saved, recompute, parallel);
   const float eps = static_cast<float>(c.rms_norm_eps);
   Tensor normed = ActivationLike(h, h.shape());
   ops::RmsNorm(h, w.final_norm, eps, normed);
-  const VocabSlice vocab{c.vocab_size, 0, c.vocab_size, c.vocab_size};
+  const VocabSlice vocab = VocabOf(parallel, c.vocab_size);
   const VocabParallelHead head(w.embed_tokens, vocab, static_cast<float>(c.final_logit_softcap),
-                               nullptr);
+                               parallel.tp);
   const TargetRows selected(batch);
   const Tensor head_input = selected.Select(normed);
   const Tensor logits = head.LogitShard(head_input, MatmulPrecision::kExact);
   Tensor dlogits = ActivationLike(logits, logits.shape());
-  const Tensor losses = VocabParallelCrossEntropy(logits, selected.targets, vocab, nullptr,
+  const Tensor losses = VocabParallelCrossEntropy(logits, selected.targets, vocab, parallel.tp,
                                                   static_cast<float>(scale), dlogits);
   const LossSum result{SumOfLosses(losses), CountTargets(batch)};
 
@@ -276,17 +283,17 @@ LossSum GemmaLossAndGradients(const ModelConfig& c, const GemmaWeights& w, const
     if (recompute) {  // the layer again from its input: the same operations, the same bits
       const Tensor input = saved[static_cast<size_t>(l)].input;
       GemmaLayerTrainForward(c, l, w.layers[static_cast<size_t>(l)], input, batch.positions,
-                             ranges.lo(c, l), ranges.hi, nullptr, MatmulPrecision::kExact,
+                             ranges.lo(c, l), ranges.hi, parallel.tp, MatmulPrecision::kExact,
                              saved[static_cast<size_t>(l)]);
     }
     GemmaLayerBackward(c, l, w.layers[static_cast<size_t>(l)], batch.positions, ranges.lo(c, l),
-                       ranges.hi, saved[static_cast<size_t>(l)], dh, nullptr, dprev,
+                       ranges.hi, saved[static_cast<size_t>(l)], dh, parallel.tp, dprev,
                        grads.layers[static_cast<size_t>(l)]);
     std::swap(dh, dprev);
     saved[static_cast<size_t>(l)] = GemmaLayerSaved{};  // its activations are spent
   }
   const VocabParallelEmbedding embedding(w.embed_tokens, vocab,
-                                         c.EmbedScale(w.embed_tokens.weight.dtype()), nullptr);
+                                         c.EmbedScale(w.embed_tokens.weight.dtype()), parallel.tp);
   embedding.Backward(batch.tokens, dh, grads.embed_tokens);
   return result;
 }

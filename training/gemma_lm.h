@@ -10,6 +10,7 @@
 
 #include "models/gemma/gemma_layer_training.h"
 #include "models/gemma/gemma_weights.h"
+#include "models/layers/parallel.h"
 
 namespace gemmapod {
 
@@ -47,12 +48,20 @@ int64_t CountTargets(const PackedBatch& batch);
 // learn (errors say which), and the per-token losses summed on the host in double.
 void CheckPackedBatch(const PackedBatch& batch);
 double SumOfLosses(const Tensor& losses);
+// Tensor parallelism of a loss: the group (null: one rank) and this rank's rows of the tied
+// embedding (vocab_size 0: all of them). The layers' weights are the group's shards
+// (models/gemma/gemma_shard.h); the losses come out whole on every rank.
+struct LossParallelism {
+  Communicator* tp = nullptr;
+  VocabSlice vocab;
+};
+
 // The loss of every row of `h` (the last layer's output, before the final norm) against
 // `targets` through the final RMSNorm (1 + w), the tied head (soft-capped when softcap > 0) and
-// the cross-entropy on one rank: the forward-only loss every decoder family shares.
+// the cross-entropy: the forward-only loss every decoder family shares.
 Tensor TiedHeadLosses(const Tensor& h, const Tensor& final_norm, const Linear& embed_tokens,
                       double rms_norm_eps, double final_logit_softcap, int64_t vocab_size,
-                      const std::vector<int32_t>& targets);
+                      const std::vector<int32_t>& targets, const LossParallelism& parallel = {});
 
 // A batch's summed token cross-entropies and how many targets it had.
 struct LossSum {
@@ -67,11 +76,15 @@ struct LossSum {
 // each layer's input through the forward and run the layer again before its backward (activation
 // memory of one layer instead of all, for about a third more compute); the gradients are the
 // same bits.
+// With tensor parallelism each rank accumulates its shards' gradients (the replicated norms'
+// and, where ranks share a key/value head, the shared parts' are partial: GemmaTensorParallel
+// sums them).
 LossSum GemmaLossAndGradients(const ModelConfig& config, const GemmaWeights& weights,
                               const PackedBatch& batch, double scale, GemmaGrads& grads,
-                              bool recompute = false);
+                              bool recompute = false, const LossParallelism& parallel = {});
 
 // The loss alone (held-out evaluation): the same forward, nothing kept for a backward.
-LossSum GemmaLoss(const ModelConfig& config, const GemmaWeights& weights, const PackedBatch& batch);
+LossSum GemmaLoss(const ModelConfig& config, const GemmaWeights& weights, const PackedBatch& batch,
+                  const LossParallelism& parallel = {});
 
 }  // namespace gemmapod

@@ -103,7 +103,7 @@ TrainingJob ReadTrainingJob(const std::string& path) {
   const fs::path base = fs::path(path).parent_path();
   const YamlMap map =
       doc.AsMap({"model", "tokenizer", "weights", "data", "steps", "seed", "batch", "optimizer",
-                 "schedule", "checkpoint", "eval", "log", "lora", "recompute"});
+                 "schedule", "checkpoint", "eval", "log", "lora", "recompute", "parallel"});
   TrainingJob job;
   job.source = path;
   job.model = PathFrom(map.Require("model"), base);
@@ -147,6 +147,10 @@ TrainingJob ReadTrainingJob(const std::string& path) {
     job.lora = options;
   }
   if (auto v = map.Find("recompute")) job.recompute = v->AsBool();
+  if (auto v = map.Find("parallel")) {
+    const YamlMap parallel = v->AsMap({"tp"});
+    if (auto tp = parallel.Find("tp")) job.tensor_parallel = PositiveInt(*tp, 1);
+  }
   if (auto v = map.Find("optimizer")) ReadOptimizer(*v, job);
   if (auto v = map.Find("schedule")) ReadSchedule(*v, job.schedule);
   job.schedule.total_steps = job.steps;

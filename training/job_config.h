@@ -44,7 +44,10 @@ struct TrainingJob {
 
   AdamWOptions optimizer{0.9f, 0.999f, 1e-8f, 0.0f};
   double max_grad_norm = 1.0;  // 0: no clipping
-  int64_t zero_stage = 0;      // 1: optimizer state sharded over the data-parallel ranks (ZeRO-1)
+  int64_t zero_stage = 0;
+  // Ranks of each tensor-parallel group (parallel.tp); the job's ranks / tp are data-parallel
+  // replicas of it.
+  int64_t tensor_parallel = 1;  // 1: optimizer state sharded over the data-parallel ranks (ZeRO-1)
   LrSchedule schedule;
 
   struct Checkpoints {

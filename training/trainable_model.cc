@@ -4,11 +4,14 @@
 #include <map>
 
 #include "models/gemma/gemma_decoder.h"
+#include "models/gemma/gemma_shard.h"
+#include "models/layers/parallel.h"
 #include "models/recurrent_gemma/recurrent_gemma_config.h"
 #include "models/recurrent_gemma/recurrent_gemma_weights.h"
 #include "models/t5gemma/t5gemma_config.h"
 #include "models/t5gemma/t5gemma_weights.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
+#include "runtime/comm/communicator.h"
 #include "runtime/error.h"
 #include "training/adamw.h"
 #include "training/data.h"
@@ -16,46 +19,139 @@
 #include "training/lora.h"
 #include "training/recurrent_gemma_lm.h"
 #include "training/t5gemma_lm.h"
+#include "training/tensor_parallel.h"
 
 namespace gemmapod {
 namespace {
 
+// Decoder-only Gemma, whole or as one rank's shard of a tensor-parallel group (tp_ set): the
+// loss runs Megatron's parallel layers over the shard, and checkpoints gather whole tensors.
 class GemmaTrainable final : public TrainableModel {
  public:
   GemmaTrainable(ModelConfig config, GemmaWeights weights)
       : config_(std::move(config)), weights_(std::move(weights)) {}
+  GemmaTrainable(ModelConfig config, GemmaWeights weights, GemmaShard shard, Communicator* tp)
+      : config_(std::move(config)), weights_(std::move(weights)), shard_(shard), tp_(tp) {
+    parallel_.tp = tp;
+    parallel_.vocab = {config_.vocab_size, shard_.vocab_begin, shard_.vocab_rows,
+                       shard_.vocab_valid};
+    // Every rank's slice of every parameter, in checkpoint order (the same on every rank).
+    for (int r = 0; r < shard_.tp; ++r) {
+      const GemmaShard theirs =
+          MakeGemmaShard(config_, shard_.tp, r, 0, config_.num_layers, true, true);
+      GemmaWeights scratch;
+      size_t i = 0;
+      ForEachShardParameter(config_, theirs, scratch,
+                            [&](const GemmaParameter& p, const ParameterSlice& slice, Tensor&) {
+                              if (r == 0) {
+                                index_[p.name] = names_.size();
+                                names_.push_back(p.name);
+                                shapes_.push_back(p.shape);
+                                slices_.emplace_back();
+                              }
+                              slices_[i++].push_back(slice);
+                            });
+    }
+    // Ranks that share a key/value head (fewer heads than ranks) sum its gradient among them.
+    if (config_.num_kv_heads < shard_.tp) {
+      kv_group_ = tp_->Split(static_cast<int>(shard_.kv_head_begin), shard_.tp_rank);
+    }
+  }
 
   std::string family() const override { return "gemma"; }
   int64_t vocab_size() const override { return config_.vocab_size; }
   int64_t max_context() const override { return config_.max_position_embeddings; }
   void AttachLora(const LoraOptions& options, uint64_t seed) override {
+    GEMMAPOD_CHECK(tp_ == nullptr,
+                   "lora: adapters are built for one tensor-parallel rank so far; remove lora: or "
+                   "parallel.tp");
     gemmapod::AttachLora(config_, weights_, options, seed);
   }
   void RegisterParameters(AdamW& optimizer) override {
     grads_ = GemmaGrads::ZerosFor(config_, weights_);
     AddGemmaParameters(optimizer, config_, weights_, grads_);
+    if (tp_ == nullptr) return;
+    // A replicated parameter counts in the gradient norm once: on rank 0 of the group (norms),
+    // or of the ranks sharing it (a key/value head).
+    for (size_t i = 0; i < names_.size(); ++i) {
+      const bool replicated = slices_[i][0].dim < 0;
+      const bool shared_kv = kv_group_ && IsKeyValue(names_[i]);
+      if ((replicated && shard_.tp_rank != 0) || (shared_kv && kv_group_->rank() != 0)) {
+        optimizer.LeaveOutOfNorm(names_[i]);
+      }
+    }
   }
   LossSum LossAndGradients(const std::vector<const TrainingExample*>& examples, double scale,
                            bool recompute) override {
     return GemmaLossAndGradients(config_, weights_, PackExamples(examples), scale, grads_,
-                                 recompute);
+                                 recompute, parallel_);
   }
   LossSum Loss(const std::vector<const TrainingExample*>& examples) override {
-    return GemmaLoss(config_, weights_, PackExamples(examples));
+    return GemmaLoss(config_, weights_, PackExamples(examples), parallel_);
+  }
+  void SyncGradients() override {
+    if (tp_ == nullptr) return;
+    // Each rank's shard feeds a replicated parameter differently: the qk-norm weights see only
+    // this rank's heads, and a key/value head shared by several ranks only their query heads.
+    for (GemmaLayerGrads& layer : grads_.layers) {
+      for (Tensor* norm : {&layer.attention.q_norm, &layer.attention.k_norm}) {
+        if (norm->defined()) AllReduceSum(tp_, *norm);
+      }
+      if (kv_group_) {
+        AllReduceSum(kv_group_.get(), layer.attention.k_proj.weight);
+        AllReduceSum(kv_group_.get(), layer.attention.v_proj.weight);
+      }
+    }
   }
   void WriteModel(Hdf5CheckpointWriter& writer,
                   const std::function<void(const std::string&)>& wrote) override {
+    writer.SetConfig(ToAttributes(config_));
+    if (tp_ != nullptr) {  // whole tensors from the group's parts
+      ForEachShardParameter(config_, shard_, weights_,
+                            [&](const GemmaParameter& p, const ParameterSlice&, Tensor& slot) {
+                              const size_t i = index_.at(p.name);
+                              writer.Write(p.name, GatherWhole(*tp_, slot, shapes_[i], slices_[i]));
+                              if (wrote) wrote(p.name);
+                            });
+      return;
+    }
     // LoRA: the merged matrices (new tensors; the training weights keep their adapters).
     GemmaWeights model = MergedLoraWeights(config_, weights_);
-    writer.SetConfig(ToAttributes(config_));
     ForEachGemmaParameter(config_, model, [&](const GemmaParameter& p, Tensor& slot) {
       writer.Write(p.name, slot);
       if (wrote) wrote(p.name);
     });
   }
+  void SendModel() override {
+    ForEachShardParameter(config_, shard_, weights_,
+                          [&](const GemmaParameter&, const ParameterSlice& slice, Tensor& slot) {
+                            SendPart(*tp_, slot, slice);
+                          });
+  }
+  AdamWState WholeState(const std::string& name, const AdamWState& mine) override {
+    if (tp_ == nullptr) return mine;
+    const size_t i = index_.at(name);
+    return {GatherWhole(*tp_, mine.master, shapes_[i], slices_[i]),
+            GatherWhole(*tp_, mine.first_moment, shapes_[i], slices_[i]),
+            GatherWhole(*tp_, mine.second_moment, shapes_[i], slices_[i])};
+  }
+  void SendState(const std::string& name, const AdamWState& mine) override {
+    const ParameterSlice& slice = slices_[index_.at(name)][static_cast<size_t>(shard_.tp_rank)];
+    for (const Tensor* t : {&mine.master, &mine.first_moment, &mine.second_moment}) {
+      SendPart(*tp_, *t, slice);
+    }
+  }
+  Tensor PartOf(const std::string& name, const Tensor& whole) const override {
+    if (tp_ == nullptr) return whole;
+    return CutPart(whole, slices_[index_.at(name)][static_cast<size_t>(shard_.tp_rank)]);
+  }
   ExactMatch HeldOutExactMatch(const Tokenizer& tokenizer,
                                const std::vector<TrainingExample>& held_out,
                                int64_t max_new_tokens) override {
+    GEMMAPOD_CHECK(tp_ == nullptr,
+                   "eval.exact_match: generation over a tensor-parallel training group is not "
+                   "built yet; the held-out loss is reported (remove eval.exact_match or "
+                   "parallel.tp)");
     // The serving engine over the same weight tensors (a GemmaWeights copy shares them, adapters
     // included): it answers with the weights as they are after the last step.
     if (!engine_) engine_ = std::make_unique<GemmaDecoder>(config_, weights_);
@@ -66,10 +162,24 @@ class GemmaTrainable final : public TrainableModel {
   }
 
  private:
+  static bool IsKeyValue(const std::string& name) {
+    return name.find("self_attn.k_proj.") != std::string::npos ||
+           name.find("self_attn.v_proj.") != std::string::npos;
+  }
+
   ModelConfig config_;
   GemmaWeights weights_;
   GemmaGrads grads_;
   std::unique_ptr<GemmaDecoder> engine_;
+  // Tensor parallelism (tp_ null: the whole model on this rank).
+  GemmaShard shard_;
+  Communicator* tp_ = nullptr;
+  std::unique_ptr<Communicator> kv_group_;  // the ranks sharing this rank's key/value head
+  LossParallelism parallel_;
+  std::vector<std::string> names_;                   // every parameter, checkpoint order
+  std::vector<Shape> shapes_;                        // its whole shape
+  std::vector<std::vector<ParameterSlice>> slices_;  // [parameter][rank]
+  std::map<std::string, size_t> index_;
 };
 
 TrainingMemory PlanRecurrentGemmaTraining(const RecurrentGemmaConfig& c, const TrainingJob& job,
@@ -278,10 +388,29 @@ std::string ArchitectureOf(const Attributes& a) {
 
 }  // namespace
 
-std::unique_ptr<TrainableModel> LoadTrainableModel(const Hdf5CheckpointReader& reader,
-                                                   DType dtype) {
+std::unique_ptr<TrainableModel> LoadTrainableModel(const Hdf5CheckpointReader& reader, DType dtype,
+                                                   Communicator* tp) {
   const std::string& path = reader.origin();
   const std::string architecture = ArchitectureOf(reader.config());
+  if (tp != nullptr && tp->size() > 1) {
+    GEMMAPOD_CHECK(architecture != "recurrent_gemma" && !IsT5GemmaAttributes(reader.config()), path,
+                   ": tensor-parallel training is built for decoder-only Gemma so far; train "
+                   "this model with data parallelism (no parallel.tp)");
+    ModelConfig config = FromAttributes(reader.config(), path);
+    GEMMAPOD_CHECK(config.quantization == WeightQuantization::kNone, path,
+                   ": int8 weights do not train; start from the bf16 or f32 checkpoint");
+    if (const auto problem = TensorParallelProblem(config, tp->size())) {
+      throw Error(StrCat(path, ": parallel.tp ", tp->size(), ": ", *problem));
+    }
+    const GemmaShard shard =
+        MakeGemmaShard(config, tp->size(), tp->rank(), 0, config.num_layers, true, true);
+    GemmaWeights weights = LoadGemmaShard(config, shard, reader, tp);
+    ForEachShardParameter(config, shard, weights,
+                          [&](const GemmaParameter& p, const ParameterSlice&, Tensor& slot) {
+                            if (!p.is_norm && slot.dtype() != dtype) slot = slot.To(dtype);
+                          });
+    return std::make_unique<GemmaTrainable>(std::move(config), std::move(weights), shard, tp);
+  }
   if (architecture == "recurrent_gemma") {
     RecurrentGemmaConfig config = RecurrentGemmaFromAttributes(reader.config(), path);
     RecurrentGemmaWeights weights = LoadRecurrentGemmaWeights(config, reader);

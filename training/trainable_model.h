@@ -12,13 +12,14 @@
 #include <vector>
 
 #include "runtime/checkpoint/attributes.h"
+#include "training/adamw.h"
 #include "training/gemma_lm.h"
 #include "training/job_config.h"
 #include "training/memory_plan.h"
 
 namespace gemmapod {
 
-class AdamW;
+class Communicator;
 class Hdf5CheckpointReader;
 class Hdf5CheckpointWriter;
 class Tokenizer;
@@ -53,12 +54,27 @@ class TrainableModel {
                                        const std::vector<TrainingExample>& held_out,
                                        int64_t max_new_tokens) = 0;
   virtual TrainingMemory PlanMemory(const TrainingJob& job, int64_t max_length) const = 0;
+
+  // Tensor parallelism (decoder-only Gemma so far; a model without it holds everything and these
+  // do nothing). After a step's micro-batches: sums the gradients the group's ranks hold in part
+  // (replicated parameters that each rank's shard feeds differently).
+  virtual void SyncGradients() {}
+  // Writing a checkpoint: WriteModel on the group's rank 0 gathers every tensor while the other
+  // ranks are in SendModel; WholeState gathers a parameter's optimizer tensors while the others
+  // are in SendState, parameter by parameter in the optimizer's order.
+  virtual void SendModel() {}
+  virtual AdamWState WholeState(const std::string&, const AdamWState& mine) { return mine; }
+  virtual void SendState(const std::string&, const AdamWState&) {}
+  // Resuming: this rank's part of parameter `name`'s whole checkpoint tensor.
+  virtual Tensor PartOf(const std::string&, const Tensor& whole) const { return whole; }
 };
 
-// The model of a checkpoint, its matrices in `dtype` (f32 or bf16). Errors name the file (an
-// int8 checkpoint, a family that does not train yet).
+// The model of a checkpoint, its matrices in `dtype` (f32 or bf16). With `tp` (a group of more
+// than one rank; collective over it) this rank's shard of it. Errors name the file (an int8
+// checkpoint, a family that does not train yet or not under tensor parallelism, a model that
+// does not split over the group).
 std::unique_ptr<TrainableModel> LoadTrainableModel(const Hdf5CheckpointReader& checkpoint,
-                                                   DType dtype);
+                                                   DType dtype, Communicator* tp = nullptr);
 
 // What training the checkpoint's model as `job` says holds in memory, from its config alone (no
 // weights read), and the longest row the model takes.

@@ -14,6 +14,7 @@
 #include "models/gemma/gemma_decoder.h"
 #include "runtime/checkpoint/crc32.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
+#include "runtime/comm/communicator.h"
 #include "runtime/error.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "training/adamw.h"
@@ -204,19 +205,34 @@ void CheckDataParallelBatch(const TrainingJob& job, int replicas) {
                  replicas * job.micro_batch);
 }
 
+void CheckTensorParallelJob(const TrainingJob& job, int ranks) {
+  const int64_t tp = job.tensor_parallel;
+  if (tp == 1) return;
+  GEMMAPOD_CHECK(ranks % tp == 0, job.source, ": parallel.tp ", tp, " does not divide the job's ",
+                 ranks, " ranks (the ranks are tp x data-parallel replicas)");
+  GEMMAPOD_CHECK(!job.lora, job.source,
+                 ": lora: adapters are built for one tensor-parallel rank so far; remove lora: "
+                 "or parallel.tp");
+  GEMMAPOD_CHECK(!job.eval_exact_match, job.source,
+                 ": eval.exact_match: generation over a tensor-parallel training group is not "
+                 "built yet; remove it (the held-out loss is reported) or parallel.tp");
+}
+
 TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& options,
-                               std::FILE* log, Communicator* world) {
-  DataParallel dp(world);
+                               std::FILE* log, const TrainingGroups& groups) {
+  DataParallel dp(groups.dp);
   CheckDataParallelBatch(job, dp.size());
-  // One replica speaks and writes; the others run the same steps silently.
+  Communicator* const tp = groups.tp != nullptr && groups.tp->size() > 1 ? groups.tp : nullptr;
+  // The job's rank 0 speaks and writes; the others run the same steps silently.
+  const bool speaker = groups.world == nullptr || groups.world->rank() == 0;
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> quiet(nullptr, &std::fclose);
-  if (!dp.leader()) {
+  if (!speaker) {
     quiet.reset(std::fopen("/dev/null", "w"));
     GEMMAPOD_CHECK(quiet != nullptr, "train: cannot open /dev/null");
     log = quiet.get();
   }
   const std::string& dir = job.checkpoint.dir;
-  if (dp.leader()) {
+  if (speaker) {
     std::error_code ec;
     fs::create_directories(dir, ec);
     GEMMAPOD_CHECK(!ec && fs::is_directory(dir), job.source, ": checkpoint.dir ", dir,
@@ -226,10 +242,15 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
                    removed, dir.c_str());
     }
   }
-  dp.Wait();  // the directory as rank 0 left it
+  if (groups.world != nullptr && groups.world->size() > 1) {
+    groups.world->Barrier();  // the directory as rank 0 left it
+  }
   GEMMAPOD_CHECK(fs::is_directory(dir), job.source, ": checkpoint.dir ", dir,
                  " is not visible to rank ", dp.rank(),
                  "; data-parallel ranks on several hosts need it on a shared filesystem");
+  if (tp != nullptr) {
+    std::fprintf(log, "train: tensor parallelism over %d ranks\n", tp->size());
+  }
   if (dp.size() > 1) {
     std::fprintf(log, "train: data parallelism over %d ranks (%lld micro-batch(es) each a step)\n",
                  dp.size(),
@@ -262,8 +283,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
                  job.data.max_length, " is longer than the model's context (", plan.max_context,
                  " tokens)");
   const int64_t max_length = plan.max_length;
-  const std::unique_ptr<TrainableModel> model =
-      LoadTrainableModel(weights_source, job.weights_dtype == "bf16" ? DType::kBF16 : DType::kF32);
+  const std::unique_ptr<TrainableModel> model = LoadTrainableModel(
+      weights_source, job.weights_dtype == "bf16" ? DType::kBF16 : DType::kF32, tp);
   if (job.lora) {
     model->AttachLora(*job.lora, job.seed);
     std::fprintf(log, "train: LoRA rank %lld, alpha %g on %s\n",
@@ -282,8 +303,14 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
                  model->vocab_size(), ")");
 
   TrainingMemory memory = plan.memory;
-  // ZeRO-1: each replica holds its share of the optimizer state.
+  // ZeRO-1: each replica holds its share of the optimizer state; tensor parallelism splits the
+  // parameters (the norms, replicated, are a rounding error of this).
   if (job.zero_stage == 1) memory.optimizer = (memory.optimizer + dp.size() - 1) / dp.size();
+  if (tp != nullptr) {
+    for (int64_t* part : {&memory.weights, &memory.gradients, &memory.optimizer}) {
+      *part = (*part + tp->size() - 1) / tp->size();
+    }
+  }
   std::fprintf(log, "train: %s\n", RenderTrainingMemory(memory).c_str());
   // The replicas on one host share its memory: each may count on its part of what is free.
   const int64_t host_ranks = RanksOnThisHost();
@@ -330,7 +357,9 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   if (options.resume) {
     const TrainerState saved = ReadTrainerState(*reader);
     CheckSameRun(saved.run_identity, identity, start, job.source);
-    RestoreOptimizerState(*reader, optimizer);
+    RestoreOptimizerState(*reader, optimizer, [&](const std::string& name, const Tensor& whole) {
+      return model->PartOf(name, whole);
+    });
     state.step = saved.step;
     state.cursor = saved.cursor;
     state.tokens_seen = saved.tokens_seen;
@@ -345,7 +374,7 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   reader.reset();
 
   Metrics metrics;
-  if (dp.leader()) OpenMetrics(dir, state.step, options.resume, metrics);
+  if (speaker) OpenMetrics(dir, state.step, options.resume, metrics);
   BatchStream stream(split.train, job.seed, job.data.shuffle, job.data.packing, max_length,
                      state.cursor);
   TrainRunSummary summary;
@@ -376,10 +405,22 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
                  static_cast<long long>(held.targets), match.c_str());
     std::fflush(log);
   };
+  // The whole optimizer state of a parameter: from the replicas (ZeRO-1), then from the
+  // tensor-parallel group. Called by the first replica's ranks.
+  const auto state_of = [&](const std::string& name) {
+    return model->WholeState(name, dp.GatherState(optimizer, name));
+  };
   const auto save = [&](int64_t step) {
     dp.CheckReplicasAgree(optimizer);
     if (!dp.leader()) {
-      dp.SendState(optimizer);  // sharded state: rank 0 writes it as it receives it
+      dp.SendState(optimizer);  // sharded state: the first replica writes it as it receives it
+      return;
+    }
+    if (!speaker) {  // the first replica's other tensor-parallel ranks: their parts to rank 0
+      model->SendModel();
+      for (const std::string& name : optimizer.names()) {
+        model->SendState(name, dp.GatherState(optimizer, name));
+      }
       return;
     }
     const Clock::time_point begin = Clock::now();
@@ -390,9 +431,7 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
         if (written == 3) raise(SIGKILL);
       };
     }
-    SaveTrainingCheckpoint(
-        path, *model, tokenizer_bytes, optimizer, state, progress,
-        [&](const std::string& name) { return dp.GatherState(optimizer, name); });
+    SaveTrainingCheckpoint(path, *model, tokenizer_bytes, optimizer, state, progress, state_of);
     PruneTrainingCheckpoints(dir, job.checkpoint.keep);
     WriteTextFileAtomically(
         (fs::path(dir) / kLossCurveFile).string(),
@@ -439,14 +478,24 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       loss.sum += part.sum;
       loss.targets += part.targets;
     }
-    if (!dp.sharded()) dp.SumGradients(optimizer);
+    model->SyncGradients();
+    if (dp.sharded()) {
+      dp.ReduceScatterGradients(optimizer);
+    } else {
+      dp.SumGradients(optimizer);
+    }
     loss = dp.Sum(loss);
     GEMMAPOD_CHECK(std::isfinite(loss.sum), "train: step ", step, ": the loss is ", loss.sum,
                    "; stopping before the weights take it (lower optimizer.lr?)");
     const double lr = job.schedule.At(step);
+    // The global norm: this rank's share, the replicas' shares (sharded state) and the tensor-
+    // parallel group's (each shard's; a replicated parameter counted once), added in rank order.
+    double squares = optimizer.OwnedGradSquares();
+    if (dp.sharded()) squares = dp.Sum(squares);
+    if (tp != nullptr) squares = DataParallel(tp).Sum(squares);
     const double grad_norm =
-        dp.sharded() ? dp.ShardedStep(optimizer, static_cast<float>(lr), job.max_grad_norm)
-                     : optimizer.Step(static_cast<float>(lr), job.max_grad_norm);
+        optimizer.Step(static_cast<float>(lr), job.max_grad_norm, std::sqrt(squares));
+    if (dp.sharded()) dp.AllGatherUpdates(optimizer);
     optimizer.ZeroGrad();
     state.step = step;
     state.cursor = stream.cursor();
@@ -486,7 +535,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     window_start += Clock::now() - pause;
   }
   summary.exported_model = (fs::path(dir) / kExportedModelFile).string();
-  if (dp.leader()) {
+  if (dp.leader() && !speaker) model->SendModel();
+  if (speaker) {
     Hdf5CheckpointWriter writer = Hdf5CheckpointWriter::Create(summary.exported_model);
     model->WriteModel(writer, nullptr);
     writer.WriteFile("tokenizer.model", tokenizer_bytes);

@@ -37,16 +37,28 @@ inline constexpr const char* kExportedModelFile = "model.h5";
 
 class Communicator;
 
-// `world`: the data-parallel replicas (null or one rank: this process alone). Every replica
-// loads the model and reads the data; each runs its contiguous share of a step's micro-batches
-// (training/data_parallel.h) and of the held-out evaluation; rank 0 alone logs, writes the
-// metrics, checkpoints and the exported model. The checkpoint directory must be one every rank
-// reads (one host, or a shared filesystem).
+// The ranks of a job: tensor-parallel groups of parallel.tp consecutive ranks, each holding a
+// shard of the model, and data-parallel groups of the ranks that hold the same shard (the
+// replicas). Null groups: one process.
+struct TrainingGroups {
+  Communicator* world = nullptr;
+  Communicator* tp = nullptr;
+  Communicator* dp = nullptr;
+};
+
+// Every replica loads its shard and reads the data; each runs its contiguous share of a step's
+// micro-batches (training/data_parallel.h) and of the held-out evaluation; the job's rank 0
+// alone logs and writes the metrics, checkpoints and the exported model (whole tensors, gathered
+// from the tensor-parallel group). The checkpoint directory must be one every rank reads (one
+// host, or a shared filesystem).
 TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& options,
-                               std::FILE* log, Communicator* world = nullptr);
+                               std::FILE* log, const TrainingGroups& groups = {});
 
 // Refuses a step that data parallelism over `replicas` ranks cannot split evenly, naming the
 // job's keys.
 void CheckDataParallelBatch(const TrainingJob& job, int replicas);
+// Refuses a job whose parallel.tp does not divide the job's `ranks`, or asks for what tensor
+// parallelism does not do yet (LoRA, held-out exact match).
+void CheckTensorParallelJob(const TrainingJob& job, int ranks);
 
 }  // namespace gemmapod

@@ -119,7 +119,11 @@ TrainerState ReadTrainerState(const Hdf5CheckpointReader& ckpt) {
   return state;
 }
 
-void RestoreOptimizerState(const Hdf5CheckpointReader& ckpt, AdamW& optimizer) {
+void RestoreOptimizerState(const Hdf5CheckpointReader& ckpt, AdamW& optimizer,
+                           const PartOf& part_of) {
+  const auto part = [&](const std::string& name, const Tensor& whole) {
+    return part_of ? part_of(name, whole) : whole;
+  };
   const std::string& path = ckpt.origin();
   ReadTrainerState(ckpt);  // names a plain model checkpoint
   const Attributes opt = ckpt.GroupAttributes(kOptimizer);
@@ -140,13 +144,13 @@ void RestoreOptimizerState(const Hdf5CheckpointReader& ckpt, AdamW& optimizer) {
   for (const std::string& name : optimizer.names()) {
     Tensor master = optimizer.weight(name);
     if (masters.count(name) > 0) {
-      master = ckpt.ReadFromGroup(kMasters, name);
+      master = part(name, ckpt.ReadFromGroup(kMasters, name));
     } else {
       GEMMAPOD_CHECK(master.dtype() == DType::kF32 && ckpt.Has(name), path, ": no f32 master ",
                      "copy of '", name, "' (/optimizer/master) to resume from");
     }
-    optimizer.Restore(name, master, ckpt.ReadFromGroup(kFirstMoments, name),
-                      ckpt.ReadFromGroup(kSecondMoments, name));
+    optimizer.Restore(name, master, part(name, ckpt.ReadFromGroup(kFirstMoments, name)),
+                      part(name, ckpt.ReadFromGroup(kSecondMoments, name)));
   }
   optimizer.set_steps(IntAttribute(opt, "steps", where));
 }

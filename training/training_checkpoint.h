@@ -47,7 +47,11 @@ TrainerState ReadTrainerState(const Hdf5CheckpointReader& checkpoint);
 // Restores the optimizer (masters, moments, step count) from a training checkpoint whose weights
 // were already loaded into the optimizer's parameters. Errors name the file and what is missing
 // or mismatched.
-void RestoreOptimizerState(const Hdf5CheckpointReader& checkpoint, AdamW& optimizer);
+// part_of (when set) cuts this rank's part out of a parameter's whole tensor (tensor
+// parallelism).
+using PartOf = std::function<Tensor(const std::string& name, const Tensor& whole)>;
+void RestoreOptimizerState(const Hdf5CheckpointReader& checkpoint, AdamW& optimizer,
+                           const PartOf& part_of = nullptr);
 
 // The checkpoints of a run directory (step-<n>.h5), oldest first.
 struct CheckpointEntry {

@@ -109,6 +109,26 @@ class TrainCli : public ::testing::Test {
     }
   }
 
+  // The optimizer's moments of two training checkpoints, each tensor within `relative` of the
+  // largest |value| of b's.
+  static void ExpectCloseState(const fs::path& a, const fs::path& b, double relative) {
+    const auto ra = gemmapod::Hdf5CheckpointReader::Open(a.string());
+    const auto rb = gemmapod::Hdf5CheckpointReader::Open(b.string());
+    for (const char* group : {"optimizer/exp_avg", "optimizer/exp_avg_sq"}) {
+      for (const gemmapod::TensorInfo& info : rb->ListGroup(group)) {
+        const gemmapod::Tensor x = ra->ReadFromGroup(group, info.name);
+        const gemmapod::Tensor y = rb->ReadFromGroup(group, info.name);
+        ASSERT_EQ(x.numel(), y.numel()) << group << "/" << info.name;
+        double diff = 0, scale = 0;
+        for (int64_t i = 0; i < x.numel(); ++i) {
+          diff = std::max(diff, std::abs(double{x.data<float>()[i]} - y.data<float>()[i]));
+          scale = std::max(scale, std::abs(double{y.data<float>()[i]}));
+        }
+        EXPECT_LE(diff, relative * scale) << a << ": " << group << "/" << info.name;
+      }
+    }
+  }
+
   // The same steps and kinds, each loss within `relative` of the other.
   static void ExpectCloseMetrics(const std::map<std::pair<int64_t, std::string>, double>& got,
                                  const std::map<std::pair<int64_t, std::string>, double>& want,
@@ -432,6 +452,86 @@ TEST_F(TrainCli, DataParallelRanksTrainAsOneRank) {
                        "ranks cannot share evenly"))
       << uneven.output;
   EXPECT_EQ(uneven.output.find("rank 1"), std::string::npos) << "reported once: " << uneven.output;
+}
+
+// Tensor parallelism (decoder-only Gemma): groups of 2 and 4 ranks, alone, with data-parallel
+// replicas, and with the replicas' optimizer state sharded, give one rank's losses, weights and
+// optimizer moments. Gemma 3's single key/value head is held by every rank of the group (its
+// gradient summed over them); Gemma 2's two are split at tp 2 and shared by pairs at tp 4. A run
+// saved with tp 2 resumes with tp 1 and 2 replicas, and the reverse. The jobs use AdamW's eps
+// 1e-6: at the default 1e-8 a gradient element that is rounding noise around zero (a sum that
+// cancels) moves its weight by a whole learning rate in a direction the summation order picks,
+// which says nothing about the layout.
+TEST_F(TrainCli, TensorParallelLayoutsTrainAsOneRank) {
+  struct Layout {
+    int ranks, tp, zero;
+  };
+  struct Family {
+    std::string name, fixture;
+    std::vector<Layout> layouts;
+    bool switch_layouts;
+  };
+  const std::vector<Family> families = {
+      {"tp-g3", "tests/fixtures/models/gemma3", {{2, 2, 0}, {4, 4, 0}, {4, 2, 0}, {4, 2, 1}}, true},
+      {"tp-g2", "tests/fixtures/models/gemma2", {{2, 2, 0}, {4, 4, 0}}, false}};
+  for (const Family& f : families) {
+    const std::string model = (dir_ / (f.name + ".h5")).string();
+    const Result converted = Gemmapod("convert " + f.fixture + " " + model);
+    ASSERT_EQ(converted.exit_code, 0) << converted.output;
+    const auto job = [&](const std::string& run, int tp, int zero) {
+      const std::string path = (dir_ / (run + ".yaml")).string();
+      std::ofstream(path) << "model: " << model << "\n"
+                          << "data: {train: train.jsonl, held_out_fraction: 0.2, max_length: 64, "
+                          << "packing: true}\n"
+                          << "steps: 5\nbatch: {sequences: 4, micro_batch: 1}\n"
+                          << "optimizer: {lr: 1e-2, weight_decay: 0.01, eps: 1e-6, zero: " << zero
+                          << "}\nparallel: {tp: " << tp << "}\n"
+                          << "checkpoint: {dir: " << run << ", interval: 2, keep: 3}\n";
+      return path;
+    };
+    const std::string one = f.name + "-one";
+    const Result single = Gemmapod("train --config " + job(one, 1, 0), 120);
+    ASSERT_EQ(single.exit_code, 0) << single.output;
+    const auto want = Metrics(one);
+    for (const Layout& l : f.layouts) {
+      const std::string run = f.name + "-" + std::to_string(l.ranks) + "x" + std::to_string(l.tp) +
+                              "-zero" + std::to_string(l.zero);
+      const Result r =
+          gemmapod::MpirunGemmapod(l.ranks, "train --config " + job(run, l.tp, l.zero), 240);
+      ASSERT_EQ(r.exit_code, 0) << r.output;
+      EXPECT_TRUE(Contains(r.output, "tensor parallelism over " + std::to_string(l.tp) + " ranks"))
+          << r.output;
+      ExpectCloseMetrics(Metrics(run), want, 1e-5, run);
+      // Whole tensors in the checkpoint (gathered from the group), the moments included (their
+      // small elements carry five steps of rounding differences).
+      ExpectCloseWeights(Run(run) / "model.h5", Run(one) / "model.h5", 1e-5);
+      ExpectCloseState(Run(run) / "step-00000005.h5", Run(one) / "step-00000005.h5", 1e-4);
+    }
+    if (!f.switch_layouts) continue;
+    // Saved with tp 2 (killed while writing step 4), resumed on 2 replicas of the whole model;
+    // and saved by 2 replicas, resumed with tp 2.
+    for (const auto& [saved, resumed] : {std::pair<int, int>{2, 1}, {1, 2}}) {
+      const std::string run = f.name + "-switch-tp" + std::to_string(saved);
+      EXPECT_NE(gemmapod::MpirunGemmapod(
+                    2, "train --config " + job(run, saved, 0) + " --inject-kill-during-save 4", 240)
+                    .exit_code,
+                0);
+      const Result r =
+          gemmapod::MpirunGemmapod(2, "train --config " + job(run, resumed, 0) + " --resume", 240);
+      ASSERT_EQ(r.exit_code, 0) << r.output;
+      EXPECT_TRUE(Contains(r.output, "resuming from .*step-00000002.h5")) << r.output;
+      ExpectCloseMetrics(Metrics(run), want, 1e-5, run);
+      ExpectCloseWeights(Run(run) / "model.h5", Run(one) / "model.h5", 1e-5);
+    }
+  }
+  const Result uneven = gemmapod::MpirunGemmapod(
+      3, "train --config " + Job("tp-uneven", "tp-uneven", "parallel: {tp: 2}\n"));
+  EXPECT_TRUE(Contains(uneven.output, "parallel.tp 2 does not divide the job's 3 ranks"))
+      << uneven.output;
+  const Result heads = gemmapod::MpirunGemmapod(
+      8, "train --config " + Job("tp-heads", "tp-heads", "parallel: {tp: 8}\n"));
+  EXPECT_NE(heads.exit_code, 0);
+  EXPECT_TRUE(Contains(heads.output, "parallel.tp 8: ")) << heads.output;
 }
 
 TEST_F(TrainCli, MistakesAreNamed) {
