@@ -4,6 +4,7 @@
 
 #include "runtime/comm/communicator.h"
 #include "runtime/error.h"
+#include "training/adamw.h"
 
 namespace gemmapod {
 namespace {
@@ -89,6 +90,66 @@ Tensor CutPart(const Tensor& whole, const ParameterSlice& slice) {
                 static_cast<size_t>(width * elem));
   }
   return part;
+}
+
+TensorParallelParameters::TensorParallelParameters(Communicator* tp, const Visit& visit) : tp_(tp) {
+  for (int r = 0; r < tp->size(); ++r) {
+    size_t i = 0;
+    visit(r, [&](const std::string& name, const Shape& shape, const ParameterSlice& slice) {
+      if (r == 0) {
+        index_[name] = names_.size();
+        names_.push_back(name);
+        shapes_.push_back(shape);
+        slices_.emplace_back();
+      }
+      GEMMAPOD_CHECK(i < names_.size() && names_[i] == name, "tensor parallelism: rank ", r,
+                     " holds '", name, "' where rank 0 holds ",
+                     i < names_.size() ? "'" + names_[i] + "'" : std::string("nothing"));
+      slices_[i++].push_back(slice);
+    });
+    GEMMAPOD_CHECK(i == names_.size(), "tensor parallelism: rank ", r, " holds ", i,
+                   " parameters, rank 0 ", names_.size());
+  }
+}
+
+size_t TensorParallelParameters::Index(const std::string& name) const {
+  const auto it = index_.find(name);
+  GEMMAPOD_CHECK(it != index_.end(), "tensor parallelism: no parameter '", name, "'");
+  return it->second;
+}
+
+Tensor TensorParallelParameters::Whole(const std::string& name, const Tensor& mine) const {
+  const size_t i = Index(name);
+  return GatherWhole(*tp_, mine, shapes_[i], slices_[i]);
+}
+
+void TensorParallelParameters::Send(const std::string& name, const Tensor& mine) const {
+  SendPart(*tp_, mine, slices_[Index(name)][static_cast<size_t>(tp_->rank())]);
+}
+
+AdamWState TensorParallelParameters::WholeState(const std::string& name,
+                                                const AdamWState& mine) const {
+  return {Whole(name, mine.master), Whole(name, mine.first_moment),
+          Whole(name, mine.second_moment)};
+}
+
+void TensorParallelParameters::SendState(const std::string& name, const AdamWState& mine) const {
+  for (const Tensor* t : {&mine.master, &mine.first_moment, &mine.second_moment}) Send(name, *t);
+}
+
+Tensor TensorParallelParameters::PartOf(const std::string& name, const Tensor& whole) const {
+  return CutPart(whole, slices_[Index(name)][static_cast<size_t>(tp_->rank())]);
+}
+
+bool TensorParallelParameters::Replicated(const std::string& name) const {
+  return slices_[Index(name)][0].dim < 0;
+}
+
+void TensorParallelParameters::CountReplicatedOnce(AdamW& optimizer) const {
+  if (tp_->rank() == 0) return;
+  for (const std::string& name : optimizer.names()) {
+    if (index_.count(name) > 0 && Replicated(name)) optimizer.LeaveOutOfNorm(name);
+  }
 }
 
 }  // namespace gemmapod

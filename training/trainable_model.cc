@@ -31,27 +31,22 @@ class GemmaTrainable final : public TrainableModel {
   GemmaTrainable(ModelConfig config, GemmaWeights weights)
       : config_(std::move(config)), weights_(std::move(weights)) {}
   GemmaTrainable(ModelConfig config, GemmaWeights weights, GemmaShard shard, Communicator* tp)
-      : config_(std::move(config)), weights_(std::move(weights)), shard_(shard), tp_(tp) {
+      : config_(std::move(config)),
+        weights_(std::move(weights)),
+        shard_(shard),
+        tp_(tp),
+        parameters_(tp, [this](int rank, const auto& fn) {
+          const GemmaShard theirs =
+              MakeGemmaShard(config_, shard_.tp, rank, 0, config_.num_layers, true, true);
+          GemmaWeights scratch;
+          ForEachShardParameter(config_, theirs, scratch,
+                                [&](const GemmaParameter& p, const ParameterSlice& slice, Tensor&) {
+                                  fn(p.name, p.shape, slice);
+                                });
+        }) {
     parallel_.tp = tp;
     parallel_.vocab = {config_.vocab_size, shard_.vocab_begin, shard_.vocab_rows,
                        shard_.vocab_valid};
-    // Every rank's slice of every parameter, in checkpoint order (the same on every rank).
-    for (int r = 0; r < shard_.tp; ++r) {
-      const GemmaShard theirs =
-          MakeGemmaShard(config_, shard_.tp, r, 0, config_.num_layers, true, true);
-      GemmaWeights scratch;
-      size_t i = 0;
-      ForEachShardParameter(config_, theirs, scratch,
-                            [&](const GemmaParameter& p, const ParameterSlice& slice, Tensor&) {
-                              if (r == 0) {
-                                index_[p.name] = names_.size();
-                                names_.push_back(p.name);
-                                shapes_.push_back(p.shape);
-                                slices_.emplace_back();
-                              }
-                              slices_[i++].push_back(slice);
-                            });
-    }
     // Ranks that share a key/value head (fewer heads than ranks) sum its gradient among them.
     if (config_.num_kv_heads < shard_.tp) {
       kv_group_ = tp_->Split(static_cast<int>(shard_.kv_head_begin), shard_.tp_rank);
@@ -73,11 +68,10 @@ class GemmaTrainable final : public TrainableModel {
     if (tp_ == nullptr) return;
     // A replicated parameter counts in the gradient norm once: on rank 0 of the group (norms),
     // or of the ranks sharing it (a key/value head).
-    for (size_t i = 0; i < names_.size(); ++i) {
-      const bool replicated = slices_[i][0].dim < 0;
-      const bool shared_kv = kv_group_ && IsKeyValue(names_[i]);
-      if ((replicated && shard_.tp_rank != 0) || (shared_kv && kv_group_->rank() != 0)) {
-        optimizer.LeaveOutOfNorm(names_[i]);
+    parameters_.CountReplicatedOnce(optimizer);
+    if (kv_group_ && kv_group_->rank() != 0) {
+      for (const std::string& name : optimizer.names()) {
+        if (IsKeyValue(name)) optimizer.LeaveOutOfNorm(name);
       }
     }
   }
@@ -109,8 +103,7 @@ class GemmaTrainable final : public TrainableModel {
     if (tp_ != nullptr) {  // whole tensors from the group's parts
       ForEachShardParameter(config_, shard_, weights_,
                             [&](const GemmaParameter& p, const ParameterSlice&, Tensor& slot) {
-                              const size_t i = index_.at(p.name);
-                              writer.Write(p.name, GatherWhole(*tp_, slot, shapes_[i], slices_[i]));
+                              writer.Write(p.name, parameters_.Whole(p.name, slot));
                               if (wrote) wrote(p.name);
                             });
       return;
@@ -124,26 +117,18 @@ class GemmaTrainable final : public TrainableModel {
   }
   void SendModel() override {
     ForEachShardParameter(config_, shard_, weights_,
-                          [&](const GemmaParameter&, const ParameterSlice& slice, Tensor& slot) {
-                            SendPart(*tp_, slot, slice);
+                          [&](const GemmaParameter& p, const ParameterSlice&, Tensor& slot) {
+                            parameters_.Send(p.name, slot);
                           });
   }
   AdamWState WholeState(const std::string& name, const AdamWState& mine) override {
-    if (tp_ == nullptr) return mine;
-    const size_t i = index_.at(name);
-    return {GatherWhole(*tp_, mine.master, shapes_[i], slices_[i]),
-            GatherWhole(*tp_, mine.first_moment, shapes_[i], slices_[i]),
-            GatherWhole(*tp_, mine.second_moment, shapes_[i], slices_[i])};
+    return tp_ == nullptr ? mine : parameters_.WholeState(name, mine);
   }
   void SendState(const std::string& name, const AdamWState& mine) override {
-    const ParameterSlice& slice = slices_[index_.at(name)][static_cast<size_t>(shard_.tp_rank)];
-    for (const Tensor* t : {&mine.master, &mine.first_moment, &mine.second_moment}) {
-      SendPart(*tp_, *t, slice);
-    }
+    parameters_.SendState(name, mine);
   }
   Tensor PartOf(const std::string& name, const Tensor& whole) const override {
-    if (tp_ == nullptr) return whole;
-    return CutPart(whole, slices_[index_.at(name)][static_cast<size_t>(shard_.tp_rank)]);
+    return tp_ == nullptr ? whole : parameters_.PartOf(name, whole);
   }
   ExactMatch HeldOutExactMatch(const Tokenizer& tokenizer,
                                const std::vector<TrainingExample>& held_out,
@@ -175,11 +160,8 @@ class GemmaTrainable final : public TrainableModel {
   GemmaShard shard_;
   Communicator* tp_ = nullptr;
   std::unique_ptr<Communicator> kv_group_;  // the ranks sharing this rank's key/value head
+  TensorParallelParameters parameters_;
   LossParallelism parallel_;
-  std::vector<std::string> names_;                   // every parameter, checkpoint order
-  std::vector<Shape> shapes_;                        // its whole shape
-  std::vector<std::vector<ParameterSlice>> slices_;  // [parameter][rank]
-  std::map<std::string, size_t> index_;
 };
 
 TrainingMemory PlanRecurrentGemmaTraining(const RecurrentGemmaConfig& c, const TrainingJob& job,
