@@ -47,7 +47,7 @@ const ModelFamily kRecurrentGemma{"recurrent_gemma",
                                   LogitsRecurrentOnRanks,
                                   PrintRecurrentPlan,
                                   ServeRecurrentOnRanks,
-                                  nullptr};
+                                  RandomRecurrentGemmaCheckpoint};
 const ModelFamily kT5Gemma{"t5gemma",
                            true,
                            GenerateT5GemmaOnRanks,

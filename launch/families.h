@@ -46,6 +46,7 @@ int PrintRecurrentPlan(const PodTopology& pod, const PlanOptions& options);
 int PrintT5GemmaPlan(const PodTopology& pod, const PlanOptions& options);
 RandomCheckpointReport RandomGemmaCheckpoint(const RandomCheckpointOptions& options);
 RandomCheckpointReport RandomT5GemmaCheckpoint(const RandomCheckpointOptions& options);
+RandomCheckpointReport RandomRecurrentGemmaCheckpoint(const RandomCheckpointOptions& options);
 // `plan --train job.yaml` (launch/train_command.cc).
 int PrintTrainingPlan(const std::string& job_path);
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <optional>
+#include <random>
 
 #include "launch/commands.h"
 #include "launch/engine_commands.h"
@@ -18,8 +19,11 @@
 #include "models/gemma/gemma_checkpoint.h"
 #include "models/gemma/gemma_random.h"
 #include "models/import/convert.h"
+#include "models/recurrent_gemma/recurrent_gemma_config.h"
+#include "models/recurrent_gemma/recurrent_gemma_weights.h"
 #include "models/t5gemma/t5gemma.h"
 #include "models/t5gemma/t5gemma_random.h"
+#include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/checkpoint/npy.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/error.h"
@@ -156,6 +160,24 @@ RandomCheckpointReport RandomT5GemmaCheckpoint(const RandomCheckpointOptions& o)
   return {config.name, config.ParameterCount()};
 }
 
+RandomCheckpointReport RandomRecurrentGemmaCheckpoint(const RandomCheckpointOptions& o) {
+  const RecurrentGemmaConfig config = LoadRecurrentGemmaConfigYaml(o.config_path);
+  std::mt19937_64 rng(o.seed);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  Hdf5CheckpointWriter writer = Hdf5CheckpointWriter::Create(o.out);
+  writer.SetConfig(ToAttributes(config));
+  for (const RecurrentGemmaParameter& p : RecurrentGemmaParameters(config)) {
+    Tensor t = Tensor::Empty(p.shape, DType::kF32);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = normal(rng);
+    writer.Write(p.name, IsRecurrentGemmaMatrix(p) ? t.To(RandomDType(o)) : t);
+  }
+  if (const std::optional<std::string> tokenizer = TokenizerToEmbed(o)) {
+    writer.WriteFile("tokenizer.model", *tokenizer);
+  }
+  writer.Commit();
+  return {config.name, config.ParameterCount()};
+}
+
 int RunRandomCheckpoint(const RandomCheckpointOptions& o) {
   GEMMAPOD_CHECK(o.dtype == "bf16" || o.dtype == "f32", "--dtype must be bf16 or f32, got '",
                  o.dtype, "'");
@@ -163,9 +185,7 @@ int RunRandomCheckpoint(const RandomCheckpointOptions& o) {
                  " exists; pass --force to replace it");
   const ModelFamily& family = FamilyOf(o.config_path);
   GEMMAPOD_CHECK(family.random_checkpoint != nullptr, "random-checkpoint: ", o.config_path,
-                 " is a ", family.name,
-                 " config; random checkpoints are made for gemma and "
-                 "t5gemma configs");
+                 " is a ", family.name, " config, which has no random checkpoint");
   const RandomCheckpointReport r = family.random_checkpoint(o);
   std::printf("wrote %s: %s with RANDOM weights (seed %llu, %s, %lld parameters)%s\n",
               o.out.c_str(), r.name.c_str(), static_cast<unsigned long long>(o.seed),

@@ -43,11 +43,16 @@ SelfAttentionWeights AttentionOf(const RecurrentGemmaLayerWeights& w) {
           nullptr};
 }
 
-SelfAttentionSettings AttentionSettings(const RecurrentGemmaConfig& c) {
+// The layer's heads are those its weights hold (a tensor-parallel shard holds some).
+SelfAttentionSettings AttentionSettings(const RecurrentGemmaConfig& c,
+                                        const RecurrentGemmaLayerWeights& w) {
   SelfAttentionSettings s;
-  s.shape = {c.num_heads, c.num_kv_heads,
-             c.head_dim,  1.0f / std::sqrt(static_cast<float>(c.head_dim)),
-             0.0f,        0};
+  s.shape = {w.attention.q_proj.weight.dim(0) / c.head_dim,
+             w.attention.k_proj.weight.dim(0) / c.head_dim,
+             c.head_dim,
+             1.0f / std::sqrt(static_cast<float>(c.head_dim)),
+             0.0f,
+             0};
   s.rope_theta = static_cast<float>(c.rope_theta);
   s.rotary_fraction = static_cast<float>(c.rotary_fraction);
   s.rms_norm_eps = static_cast<float>(c.rms_norm_eps);
@@ -75,15 +80,18 @@ void CheckBatch(const RecurrentGemmaConfig& c, const PackedBatch& batch) {
   }
 }
 
+VocabSlice VocabOf(const RecurrentGemmaConfig& c, const LossParallelism& p) {
+  return p.vocab.vocab_size > 0 ? p.vocab : VocabSlice{c.vocab_size, 0, c.vocab_size, c.vocab_size};
+}
+
 void RunForward(const RecurrentGemmaConfig& c, const RecurrentGemmaWeights& w,
-                const PackedBatch& batch, const Reach& reach, Forward& f) {
+                const PackedBatch& batch, const Reach& reach, const LossParallelism& par,
+                Forward& f) {
   const auto T = static_cast<int64_t>(batch.tokens.size());
-  const int64_t d = c.hidden_size, lru = c.lru_width, width = c.conv1d_width;
+  const int64_t d = c.hidden_size, width = c.conv1d_width;
   const float eps = static_cast<float>(c.rms_norm_eps);
-  const VocabSlice vocab{c.vocab_size, 0, c.vocab_size, c.vocab_size};
-  Tensor h =
-      VocabParallelEmbedding(w.embed_tokens, vocab, c.EmbedScale(), nullptr).Forward(batch.tokens);
-  const SelfAttentionSettings settings = AttentionSettings(c);
+  Tensor h = VocabParallelEmbedding(w.embed_tokens, VocabOf(c, par), c.EmbedScale(), par.tp)
+                 .Forward(batch.tokens);
   f.layers.assign(static_cast<size_t>(c.num_layers), LayerSaved{});
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const RecurrentGemmaLayerWeights& lw = w.layers[static_cast<size_t>(l)];
@@ -94,15 +102,16 @@ void RunForward(const RecurrentGemmaConfig& c, const RecurrentGemmaWeights& w,
     Tensor out = ActivationLike(h, {T, d});
     if (c.blocks[static_cast<size_t>(l)] == TemporalBlock::kRecurrent) {
       // A fresh state: every document of the batch starts at position 0, which resets it.
+      const int64_t lru = lw.recurrent.conv_bias.numel();  // this rank's channels
       Tensor conv_history = ZerosOn(h.device(), {width - 1, lru});
       Tensor state = ZerosOn(h.device(), {lru});
       RecurrentBlockState block_state{conv_history, state};
       RecurrentBlockForward(s.temporal_normed, lw.recurrent, {reach.conv_reach, batch.positions},
-                            block_state, nullptr, MatmulPrecision::kExact, out, &f.store, l);
+                            block_state, par.tp, MatmulPrecision::kExact, out, &f.store, l);
     } else {
-      SelfAttentionTrainForward(s.temporal_normed, AttentionOf(lw), settings, batch.positions,
-                                reach.lo, reach.hi, nullptr, MatmulPrecision::kExact, out,
-                                s.attention);
+      SelfAttentionTrainForward(s.temporal_normed, AttentionOf(lw), AttentionSettings(c, lw),
+                                batch.positions, reach.lo, reach.hi, par.tp,
+                                MatmulPrecision::kExact, out, s.attention);
     }
     s.mid = ActivationLike(h, {T, d});
     ops::Add(h, out, s.mid);
@@ -113,7 +122,7 @@ void RunForward(const RecurrentGemmaConfig& c, const RecurrentGemmaWeights& w,
     s.up = ActivationLike(h, {T, ffn});
     s.hidden = ActivationLike(h, {T, ffn});
     Tensor mlp_out = ActivationLike(h, {T, d});
-    GegluMlpForward(s.mlp_normed, {lw.gate_proj, lw.up_proj, lw.down_proj}, nullptr, s.gate, s.up,
+    GegluMlpForward(s.mlp_normed, {lw.gate_proj, lw.up_proj, lw.down_proj}, par.tp, s.gate, s.up,
                     s.hidden, mlp_out, MatmulPrecision::kExact);
     h = ActivationLike(s.mid, {T, d});
     ops::Add(s.mid, mlp_out, h);
@@ -149,34 +158,35 @@ RecurrentGemmaGrads RecurrentGemmaGrads::ZerosFor(const RecurrentGemmaConfig& c,
 }
 
 LossSum RecurrentGemmaLoss(const RecurrentGemmaConfig& c, const RecurrentGemmaWeights& w,
-                           const PackedBatch& batch) {
+                           const PackedBatch& batch, const LossParallelism& par) {
   CheckBatch(c, batch);
   const Reach reach(c, batch);
   Forward f;
-  RunForward(c, w, batch, reach, f);
+  RunForward(c, w, batch, reach, par, f);
   return {SumOfLosses(TiedHeadLosses(f.h, w.final_norm, w.embed_tokens, c.rms_norm_eps,
-                                     c.final_logit_softcap, c.vocab_size, batch.targets)),
+                                     c.final_logit_softcap, c.vocab_size, batch.targets, par)),
           CountTargets(batch)};
 }
 
 LossSum RecurrentGemmaLossAndGradients(const RecurrentGemmaConfig& c,
                                        const RecurrentGemmaWeights& w, const PackedBatch& batch,
-                                       double scale, RecurrentGemmaGrads& grads) {
+                                       double scale, RecurrentGemmaGrads& grads,
+                                       const LossParallelism& par) {
   CheckBatch(c, batch);
   const Reach reach(c, batch);
   Forward f;
-  RunForward(c, w, batch, reach, f);
+  RunForward(c, w, batch, reach, par, f);
   const float eps = static_cast<float>(c.rms_norm_eps);
   const auto T = static_cast<int64_t>(batch.tokens.size());
   const int64_t d = c.hidden_size;
   Tensor normed = ActivationLike(f.h, f.h.shape());
   ops::RmsNorm(f.h, w.final_norm, eps, normed);
-  const VocabSlice vocab{c.vocab_size, 0, c.vocab_size, c.vocab_size};
+  const VocabSlice vocab = VocabOf(c, par);
   const VocabParallelHead head(w.embed_tokens, vocab, static_cast<float>(c.final_logit_softcap),
-                               nullptr);
+                               par.tp);
   const Tensor logits = head.LogitShard(normed, MatmulPrecision::kExact);
   Tensor dlogits = ActivationLike(logits, logits.shape());
-  const Tensor losses = VocabParallelCrossEntropy(logits, batch.targets, vocab, nullptr,
+  const Tensor losses = VocabParallelCrossEntropy(logits, batch.targets, vocab, par.tp,
                                                   static_cast<float>(scale), dlogits);
   const LossSum result{SumOfLosses(losses), CountTargets(batch)};
 
@@ -184,7 +194,6 @@ LossSum RecurrentGemmaLossAndGradients(const RecurrentGemmaConfig& c,
   head.Backward(normed, logits, dlogits, dnormed, grads.embed_tokens);
   Tensor dh = ActivationLike(f.h, f.h.shape());
   ops::RmsNormBackward(f.h, w.final_norm, dnormed, eps, dh, grads.final_norm);
-  const SelfAttentionSettings settings = AttentionSettings(c);
   for (int64_t l = c.num_layers - 1; l >= 0; --l) {
     const RecurrentGemmaLayerWeights& lw = w.layers[static_cast<size_t>(l)];
     RecurrentGemmaLayerGrads& lg = grads.layers[static_cast<size_t>(l)];
@@ -192,7 +201,7 @@ LossSum RecurrentGemmaLossAndGradients(const RecurrentGemmaConfig& c,
     // h_out = mid + mlp(norm(mid)): dmid = dh + norm'(mlp'(dh)).
     Tensor d_mlp_normed = ActivationLike(dh, {T, d});
     GegluMlpBackward(s.mlp_normed, {lw.gate_proj, lw.up_proj, lw.down_proj}, s.gate, s.up, s.hidden,
-                     dh, nullptr, d_mlp_normed, lg.mlp);
+                     dh, par.tp, d_mlp_normed, lg.mlp);
     Tensor d_mid = ActivationLike(dh, {T, d});
     ops::RmsNormBackward(s.mid, lw.channel_pre_norm, d_mlp_normed, eps, d_mid, lg.channel_pre_norm);
     ops::Add(d_mid, dh, d_mid);
@@ -200,11 +209,11 @@ LossSum RecurrentGemmaLossAndGradients(const RecurrentGemmaConfig& c,
     Tensor d_temporal_normed = ActivationLike(dh, {T, d});
     if (c.blocks[static_cast<size_t>(l)] == TemporalBlock::kRecurrent) {
       RecurrentBlockBackward(s.temporal_normed, lw.recurrent, {reach.conv_reach, batch.positions},
-                             f.store, l, d_mid, nullptr, d_temporal_normed, lg.recurrent);
+                             f.store, l, d_mid, par.tp, d_temporal_normed, lg.recurrent);
     } else {
       SelfAttentionGrads ag{lg.q_proj, lg.k_proj, lg.v_proj, lg.o_proj, Tensor(), Tensor()};
-      SelfAttentionBackward(AttentionOf(lw), settings, batch.positions, reach.lo, reach.hi,
-                            s.attention, d_mid, nullptr, d_temporal_normed, ag);
+      SelfAttentionBackward(AttentionOf(lw), AttentionSettings(c, lw), batch.positions, reach.lo,
+                            reach.hi, s.attention, d_mid, par.tp, d_temporal_normed, ag);
     }
     Tensor d_input = ActivationLike(dh, {T, d});
     ops::RmsNormBackward(s.input, lw.temporal_pre_norm, d_temporal_normed, eps, d_input,
@@ -212,7 +221,7 @@ LossSum RecurrentGemmaLossAndGradients(const RecurrentGemmaConfig& c,
     ops::Add(d_input, d_mid, d_input);
     dh = d_input;
   }
-  VocabParallelEmbedding(w.embed_tokens, vocab, c.EmbedScale(), nullptr)
+  VocabParallelEmbedding(w.embed_tokens, vocab, c.EmbedScale(), par.tp)
       .Backward(batch.tokens, dh, grads.embed_tokens);
   return result;
 }

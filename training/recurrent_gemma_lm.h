@@ -33,13 +33,16 @@ struct RecurrentGemmaGrads {
 };
 
 // grads += the gradient of scale * (the batch's summed loss); see GemmaLossAndGradients.
+// Under tensor parallelism (`parallel`) the weights are a shard (models/recurrent_gemma/
+// recurrent_gemma_shard.h) and the gradients of the replicated key/value projections partial.
 LossSum RecurrentGemmaLossAndGradients(const RecurrentGemmaConfig& config,
                                        const RecurrentGemmaWeights& weights,
                                        const PackedBatch& batch, double scale,
-                                       RecurrentGemmaGrads& grads);
+                                       RecurrentGemmaGrads& grads,
+                                       const LossParallelism& parallel = {});
 
 // The loss alone, with the same forward (tests; held-out evaluation).
 LossSum RecurrentGemmaLoss(const RecurrentGemmaConfig& config, const RecurrentGemmaWeights& weights,
-                           const PackedBatch& batch);
+                           const PackedBatch& batch, const LossParallelism& parallel = {});
 
 }  // namespace gemmapod

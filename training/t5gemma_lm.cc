@@ -76,7 +76,7 @@ AttentionProblem CrossProblem(const ModelConfig& c, const CrossAttentionWeights&
 // h + post(cross_attention(pre(h), memory)): no RoPE; each decoder token sees its pair's input.
 Tensor CrossResidualForward(const ModelConfig& c, const CrossAttentionWeights& x, const Tensor& h,
                             const Tensor& memory, const std::vector<int64_t>& lo,
-                            const std::vector<int64_t>& hi, CrossSaved& s) {
+                            const std::vector<int64_t>& hi, Communicator* tp, CrossSaved& s) {
   const float eps = static_cast<float>(c.rms_norm_eps);
   const int64_t T = h.dim(0), d = h.dim(1), M = memory.dim(0);
   const AttentionProblem p = CrossProblem(c, x);
@@ -93,33 +93,38 @@ Tensor CrossResidualForward(const ModelConfig& c, const CrossAttentionWeights& x
   const ops::KeyRunTensors run{s.k, s.v, 0, nullptr};
   ops::Attention(p, s.q, {&run, 1}, lo, hi, s.attn);
   s.block_out = ActivationLike(h, {T, d});
-  RowParallelLinear(x.o_proj, nullptr).Forward(s.attn, s.block_out, MatmulPrecision::kExact);
+  RowParallelLinear(x.o_proj, tp).Forward(s.attn, s.block_out, MatmulPrecision::kExact);
   Tensor out = ActivationLike(h, {T, d});
   ops::RmsNorm(s.block_out, x.post_norm, eps, out);
   ops::Add(h, out, out);
   return out;
 }
 
-// dh from dout; d_memory += the memory's share (through k_proj and v_proj).
+// dh from dout; d_memory += the memory's share (through k_proj and v_proj). Under tensor
+// parallelism both input gradients are the column-parallel projections' partials, summed over
+// the group.
 void CrossResidualBackward(const ModelConfig& c, const CrossAttentionWeights& x,
                            const Tensor& memory, const std::vector<int64_t>& lo,
                            const std::vector<int64_t>& hi, const CrossSaved& s, const Tensor& dout,
-                           Tensor& dh, Tensor& d_memory, CrossAttentionGrads& g) {
+                           Communicator* tp, Tensor& dh, Tensor& d_memory, CrossAttentionGrads& g) {
   const float eps = static_cast<float>(c.rms_norm_eps);
   const AttentionProblem p = CrossProblem(c, x);
   Tensor d_block = ActivationLike(dout, dout.shape());
   ops::RmsNormBackward(s.block_out, x.post_norm, dout, eps, d_block, g.post_norm);
   Tensor d_attn = ActivationLike(dout, s.attn.shape());
-  RowParallelLinear(x.o_proj, nullptr).Backward(s.attn, d_block, &d_attn, g.o_proj);
+  RowParallelLinear(x.o_proj, tp).Backward(s.attn, d_block, &d_attn, g.o_proj);
   Tensor dq = ActivationLike(dout, s.q.shape()), dk = ActivationLike(dout, s.k.shape()),
          dv = ActivationLike(dout, s.v.shape());
   ops::AttentionBackward(p, s.q, s.k, s.v, d_attn, lo, hi, dq, dk, dv);
   Tensor d_normed = ActivationLike(dout, dout.shape());
   ColumnParallelLinear(x.q_proj).Backward(s.normed, dq, &d_normed, g.q_proj);
-  Tensor d_mem = ActivationLike(memory, memory.shape());
+  AllReduceSum(tp, d_normed);
+  Tensor d_mem = ActivationLike(memory, memory.shape()),
+         d_mem_v = ActivationLike(memory, memory.shape());
   ColumnParallelLinear(x.k_proj).Backward(memory, dk, &d_mem, g.k_proj);
-  ops::Add(d_memory, d_mem, d_memory);
-  ColumnParallelLinear(x.v_proj).Backward(memory, dv, &d_mem, g.v_proj);
+  ColumnParallelLinear(x.v_proj).Backward(memory, dv, &d_mem_v, g.v_proj);
+  ops::Add(d_mem, d_mem_v, d_mem);
+  AllReduceSum(tp, d_mem);
   ops::Add(d_memory, d_mem, d_memory);
   ops::RmsNormBackward(s.input, x.pre_norm, d_normed, eps, dh, g.pre_norm);
   ops::Add(dh, dout, dh);
@@ -142,19 +147,24 @@ void CheckBatch(const Seq2SeqBatch& b) {
   CheckPackedBatch(b.decoder);
 }
 
+// A stack's vocabulary rows on this rank: all of them unless the caller holds a slice.
+VocabSlice VocabOf(const VocabSlice& slice, int64_t vocab_size) {
+  return slice.vocab_size > 0 ? slice : VocabSlice{vocab_size, 0, vocab_size, vocab_size};
+}
+
 void RunForward(const T5GemmaConfig& c, const T5GemmaWeights& w, const Seq2SeqBatch& b,
-                Forward& f) {
+                const T5GemmaParallelism& par, Forward& f) {
   const ModelConfig& ce = c.encoder;
   const ModelConfig& cd = c.decoder;
   const Ranges enc = EncoderRanges(ce, b), dec = DecoderRanges(cd, b);
-  const VocabSlice enc_vocab{ce.vocab_size, 0, ce.vocab_size, ce.vocab_size};
+  const VocabSlice enc_vocab = VocabOf(par.encoder_vocab, ce.vocab_size);
   Tensor e = VocabParallelEmbedding(w.encoder.embed_tokens, enc_vocab,
-                                    ce.EmbedScale(w.encoder.embed_tokens.weight.dtype()), nullptr)
+                                    ce.EmbedScale(w.encoder.embed_tokens.weight.dtype()), par.tp)
                  .Forward(b.encoder.tokens);
   f.encoder.assign(static_cast<size_t>(ce.num_layers), GemmaLayerSaved{});
   for (int64_t l = 0; l < ce.num_layers; ++l) {
     e = GemmaLayerTrainForward(ce, l, w.encoder.layers[static_cast<size_t>(l)], e,
-                               b.encoder.positions, enc.lo(ce, l), enc.hi(ce, l), nullptr,
+                               b.encoder.positions, enc.lo(ce, l), enc.hi(ce, l), par.tp,
                                MatmulPrecision::kExact, f.encoder[static_cast<size_t>(l)]);
   }
   f.encoder_last = e;
@@ -165,9 +175,9 @@ void RunForward(const T5GemmaConfig& c, const T5GemmaWeights& w, const Seq2SeqBa
     f.cross_lo.push_back(b.encoder_begin[static_cast<size_t>(pair)]);
     f.cross_hi.push_back(b.encoder_end[static_cast<size_t>(pair)]);
   }
-  const VocabSlice dec_vocab{cd.vocab_size, 0, cd.vocab_size, cd.vocab_size};
+  const VocabSlice dec_vocab = VocabOf(par.decoder_vocab, cd.vocab_size);
   Tensor h = VocabParallelEmbedding(w.decoder.embed_tokens, dec_vocab,
-                                    cd.EmbedScale(w.decoder.embed_tokens.weight.dtype()), nullptr)
+                                    cd.EmbedScale(w.decoder.embed_tokens.weight.dtype()), par.tp)
                  .Forward(b.decoder.tokens);
   f.decoder.assign(static_cast<size_t>(cd.num_layers), GemmaLayerSaved{});
   f.cross.assign(static_cast<size_t>(cd.num_layers), CrossSaved{});
@@ -176,11 +186,11 @@ void RunForward(const T5GemmaConfig& c, const T5GemmaWeights& w, const Seq2SeqBa
     GemmaLayerSaved& saved = f.decoder[static_cast<size_t>(l)];
     const Tensor mid =
         GemmaAttentionResidualForward(cd, l, lw, h, b.decoder.positions, dec.lo(cd, l),
-                                      dec.hi(cd, l), nullptr, MatmulPrecision::kExact, saved);
+                                      dec.hi(cd, l), par.tp, MatmulPrecision::kExact, saved);
     const Tensor crossed =
         CrossResidualForward(cd, w.cross[static_cast<size_t>(l)], mid, f.memory, f.cross_lo,
-                             f.cross_hi, f.cross[static_cast<size_t>(l)]);
-    h = GemmaMlpResidualForward(cd, lw, crossed, nullptr, MatmulPrecision::kExact, saved);
+                             f.cross_hi, par.tp, f.cross[static_cast<size_t>(l)]);
+    h = GemmaMlpResidualForward(cd, lw, crossed, par.tp, MatmulPrecision::kExact, saved);
   }
   f.decoder_last = h;
 }
@@ -190,18 +200,18 @@ struct Head {
 };
 
 Head RunHead(const T5GemmaConfig& c, const T5GemmaWeights& w, const Seq2SeqBatch& b,
-             const Forward& f, double scale) {
+             const T5GemmaParallelism& par, const Forward& f, double scale) {
   const ModelConfig& cd = c.decoder;
   Head head;
   head.normed = ActivationLike(f.decoder_last, f.decoder_last.shape());
   ops::RmsNorm(f.decoder_last, w.decoder.final_norm, static_cast<float>(cd.rms_norm_eps),
                head.normed);
-  const VocabSlice vocab{cd.vocab_size, 0, cd.vocab_size, cd.vocab_size};
+  const VocabSlice vocab = VocabOf(par.decoder_vocab, cd.vocab_size);
   const VocabParallelHead layer(w.decoder.embed_tokens, vocab,
-                                static_cast<float>(cd.final_logit_softcap), nullptr);
+                                static_cast<float>(cd.final_logit_softcap), par.tp);
   head.logits = layer.LogitShard(head.normed, MatmulPrecision::kExact);
   head.dlogits = ActivationLike(head.logits, head.logits.shape());
-  head.losses = VocabParallelCrossEntropy(head.logits, b.decoder.targets, vocab, nullptr,
+  head.losses = VocabParallelCrossEntropy(head.logits, b.decoder.targets, vocab, par.tp,
                                           static_cast<float>(scale), head.dlogits);
   return head;
 }
@@ -243,7 +253,7 @@ T5GemmaGrads T5GemmaGrads::ZerosFor(const T5GemmaConfig& c, const T5GemmaWeights
 }
 
 void AddT5GemmaParameters(AdamW& optimizer, const T5GemmaConfig& c, T5GemmaWeights& w,
-                          T5GemmaGrads& g) {
+                          T5GemmaGrads& g, const T5GemmaShard* shard) {
   std::map<const Tensor*, Tensor*> grad_of;
   MapGemmaGradients(w.encoder, g.encoder, grad_of);
   MapGemmaGradients(w.decoder, g.decoder, grad_of);
@@ -257,38 +267,41 @@ void AddT5GemmaParameters(AdamW& optimizer, const T5GemmaConfig& c, T5GemmaWeigh
     grad_of[&x.v_proj.weight] = &xg.v_proj.weight;
     grad_of[&x.o_proj.weight] = &xg.o_proj.weight;
   }
-  ForEachT5GemmaShardParameter(
-      c, WholeT5Gemma(c), w, [&](const GemmaParameter& p, const ParameterSlice&, Tensor& slot) {
-        GEMMAPOD_CHECK(!p.is_scale, "train: '", p.name,
-                       "' belongs to an int8 model, which does not train");
-        const auto it = grad_of.find(&slot);
-        GEMMAPOD_CHECK(it != grad_of.end(), "train: no gradient for '", p.name, "'");
-        optimizer.Add(p.name, slot, *it->second, !p.is_norm);
-      });
+  ForEachT5GemmaShardParameter(c, shard != nullptr ? *shard : WholeT5Gemma(c), w,
+                               [&](const GemmaParameter& p, const ParameterSlice&, Tensor& slot) {
+                                 GEMMAPOD_CHECK(!p.is_scale, "train: '", p.name,
+                                                "' belongs to an int8 model, which does not train");
+                                 const auto it = grad_of.find(&slot);
+                                 GEMMAPOD_CHECK(it != grad_of.end(), "train: no gradient for '",
+                                                p.name, "'");
+                                 optimizer.Add(p.name, slot, *it->second, !p.is_norm);
+                               });
 }
 
-LossSum T5GemmaLoss(const T5GemmaConfig& c, const T5GemmaWeights& w, const Seq2SeqBatch& b) {
+LossSum T5GemmaLoss(const T5GemmaConfig& c, const T5GemmaWeights& w, const Seq2SeqBatch& b,
+                    const T5GemmaParallelism& par) {
   CheckBatch(b);
   Forward f;
-  RunForward(c, w, b, f);
-  const Head head = RunHead(c, w, b, f, 0.0);
+  RunForward(c, w, b, par, f);
+  const Head head = RunHead(c, w, b, par, f, 0.0);
   return {SumOfLosses(head.losses), CountTargets(b.decoder)};
 }
 
 LossSum T5GemmaLossAndGradients(const T5GemmaConfig& c, const T5GemmaWeights& w,
-                                const Seq2SeqBatch& b, double scale, T5GemmaGrads& grads) {
+                                const Seq2SeqBatch& b, double scale, T5GemmaGrads& grads,
+                                const T5GemmaParallelism& par) {
   CheckBatch(b);
   const ModelConfig& ce = c.encoder;
   const ModelConfig& cd = c.decoder;
   Forward f;
-  RunForward(c, w, b, f);
-  Head head = RunHead(c, w, b, f, scale);
+  RunForward(c, w, b, par, f);
+  Head head = RunHead(c, w, b, par, f, scale);
   const LossSum result{SumOfLosses(head.losses), CountTargets(b.decoder)};
 
   // The decoder, from the head back, each layer's cross-attention adding to d_memory.
-  const VocabSlice dec_vocab{cd.vocab_size, 0, cd.vocab_size, cd.vocab_size};
+  const VocabSlice dec_vocab = VocabOf(par.decoder_vocab, cd.vocab_size);
   const VocabParallelHead head_layer(w.decoder.embed_tokens, dec_vocab,
-                                     static_cast<float>(cd.final_logit_softcap), nullptr);
+                                     static_cast<float>(cd.final_logit_softcap), par.tp);
   Tensor dnormed = ActivationLike(head.normed, head.normed.shape());
   head_layer.Backward(head.normed, head.logits, head.dlogits, dnormed, grads.decoder.embed_tokens);
   Tensor dh = ActivationLike(f.decoder_last, f.decoder_last.shape());
@@ -301,18 +314,18 @@ LossSum T5GemmaLossAndGradients(const T5GemmaConfig& c, const T5GemmaWeights& w,
     GemmaLayerGrads& lg = grads.decoder.layers[static_cast<size_t>(l)];
     const GemmaLayerSaved& saved = f.decoder[static_cast<size_t>(l)];
     Tensor d_crossed = ActivationLike(dh, dh.shape());
-    GemmaMlpResidualBackward(cd, lw, saved, dh, nullptr, d_crossed, lg);
+    GemmaMlpResidualBackward(cd, lw, saved, dh, par.tp, d_crossed, lg);
     Tensor d_mid = ActivationLike(dh, dh.shape());
     CrossResidualBackward(cd, w.cross[static_cast<size_t>(l)], f.memory, f.cross_lo, f.cross_hi,
-                          f.cross[static_cast<size_t>(l)], d_crossed, d_mid, d_memory,
+                          f.cross[static_cast<size_t>(l)], d_crossed, par.tp, d_mid, d_memory,
                           grads.cross[static_cast<size_t>(l)]);
     Tensor d_in = ActivationLike(dh, dh.shape());
     GemmaAttentionResidualBackward(cd, l, lw, b.decoder.positions, dec.lo(cd, l), dec.hi(cd, l),
-                                   saved, d_mid, nullptr, d_in, lg);
+                                   saved, d_mid, par.tp, d_in, lg);
     dh = d_in;
   }
   VocabParallelEmbedding(w.decoder.embed_tokens, dec_vocab,
-                         cd.EmbedScale(w.decoder.embed_tokens.weight.dtype()), nullptr)
+                         cd.EmbedScale(w.decoder.embed_tokens.weight.dtype()), par.tp)
       .Backward(b.decoder.tokens, dh, grads.decoder.embed_tokens);
 
   // The encoder, from the memory's gradient.
@@ -323,13 +336,13 @@ LossSum T5GemmaLossAndGradients(const T5GemmaConfig& c, const T5GemmaWeights& w,
   for (int64_t l = ce.num_layers - 1; l >= 0; --l) {
     Tensor d_in = ActivationLike(de, de.shape());
     GemmaLayerBackward(ce, l, w.encoder.layers[static_cast<size_t>(l)], b.encoder.positions,
-                       enc.lo(ce, l), enc.hi(ce, l), f.encoder[static_cast<size_t>(l)], de, nullptr,
+                       enc.lo(ce, l), enc.hi(ce, l), f.encoder[static_cast<size_t>(l)], de, par.tp,
                        d_in, grads.encoder.layers[static_cast<size_t>(l)]);
     de = d_in;
   }
-  const VocabSlice enc_vocab{ce.vocab_size, 0, ce.vocab_size, ce.vocab_size};
+  const VocabSlice enc_vocab = VocabOf(par.encoder_vocab, ce.vocab_size);
   VocabParallelEmbedding(w.encoder.embed_tokens, enc_vocab,
-                         ce.EmbedScale(w.encoder.embed_tokens.weight.dtype()), nullptr)
+                         ce.EmbedScale(w.encoder.embed_tokens.weight.dtype()), par.tp)
       .Backward(b.encoder.tokens, de, grads.encoder.embed_tokens);
   return result;
 }

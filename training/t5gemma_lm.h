@@ -39,12 +39,22 @@ struct T5GemmaGrads {
 
 class AdamW;
 // Registers every parameter under its Hugging Face name (decay on matrices, not on norms).
+// `shard`: the part of the model `weights` holds (null: all of it).
 void AddT5GemmaParameters(AdamW& optimizer, const T5GemmaConfig& config, T5GemmaWeights& weights,
-                          T5GemmaGrads& grads);
+                          T5GemmaGrads& grads, const T5GemmaShard* shard = nullptr);
+
+// Tensor parallelism: the group (null: one rank) and each stack's vocabulary rows on this rank
+// (vocab_size 0: all of them). Gradients of parameters the ranks hold in part are partial, as in
+// GemmaLossAndGradients.
+struct T5GemmaParallelism {
+  Communicator* tp = nullptr;
+  VocabSlice encoder_vocab, decoder_vocab;
+};
 
 LossSum T5GemmaLossAndGradients(const T5GemmaConfig& config, const T5GemmaWeights& weights,
-                                const Seq2SeqBatch& batch, double scale, T5GemmaGrads& grads);
+                                const Seq2SeqBatch& batch, double scale, T5GemmaGrads& grads,
+                                const T5GemmaParallelism& parallel = {});
 LossSum T5GemmaLoss(const T5GemmaConfig& config, const T5GemmaWeights& weights,
-                    const Seq2SeqBatch& batch);
+                    const Seq2SeqBatch& batch, const T5GemmaParallelism& parallel = {});
 
 }  // namespace gemmapod

@@ -7,6 +7,7 @@
 #include "models/gemma/gemma_shard.h"
 #include "models/layers/parallel.h"
 #include "models/recurrent_gemma/recurrent_gemma_config.h"
+#include "models/recurrent_gemma/recurrent_gemma_shard.h"
 #include "models/recurrent_gemma/recurrent_gemma_weights.h"
 #include "models/t5gemma/t5gemma_config.h"
 #include "models/t5gemma/t5gemma_weights.h"
@@ -197,10 +198,26 @@ TrainingMemory PlanT5GemmaTraining(const T5GemmaConfig& c, const TrainingJob& jo
 // the only bound is what a row costs (time, and activation memory, which the plan counts).
 constexpr int64_t kRecurrentMaxRow = int64_t{1} << 20;
 
+// RecurrentGemma, whole or as one rank's shard of a tensor-parallel group (tp_ set).
 class RecurrentGemmaTrainable final : public TrainableModel {
  public:
   RecurrentGemmaTrainable(RecurrentGemmaConfig config, RecurrentGemmaWeights weights)
       : config_(std::move(config)), weights_(std::move(weights)) {}
+  RecurrentGemmaTrainable(RecurrentGemmaConfig config, RecurrentGemmaWeights weights,
+                          const RecurrentGemmaShard& shard, Communicator* tp)
+      : config_(std::move(config)),
+        weights_(std::move(weights)),
+        tp_(tp),
+        parameters_(tp, [this](int rank, const auto& fn) {
+          const RecurrentGemmaShard theirs = MakeRecurrentGemmaShard(
+              config_, tp_->size(), rank, 0, config_.num_layers, true, true);
+          for (const RecurrentGemmaParameter& p : RecurrentGemmaParameters(config_)) {
+            fn(p.name, p.shape, *RecurrentGemmaSliceOf(config_, theirs, p.name));
+          }
+        }) {
+    parallel_.tp = tp;
+    parallel_.vocab = {config_.vocab_size, shard.vocab_begin, shard.vocab_rows, shard.vocab_rows};
+  }
 
   std::string family() const override { return "recurrent_gemma"; }
   int64_t vocab_size() const override { return config_.vocab_size; }
@@ -256,25 +273,52 @@ class RecurrentGemmaTrainable final : public TrainableModel {
                                      // norms, biases and Λ.
                                      optimizer.Add(p.name, slot, *it->second, slot.rank() >= 2);
                                    });
+    // Replicated parameters (norms, the single key/value head, row-parallel biases) count once.
+    if (tp_ != nullptr) parameters_.CountReplicatedOnce(optimizer);
   }
   LossSum LossAndGradients(const std::vector<const TrainingExample*>& examples, double scale,
                            bool recompute) override {
     GEMMAPOD_CHECK(!recompute,
                    "recompute: built for decoder-only Gemma so far; remove it to "
                    "train RecurrentGemma");
-    return RecurrentGemmaLossAndGradients(config_, weights_, PackExamples(examples), scale, grads_);
+    return RecurrentGemmaLossAndGradients(config_, weights_, PackExamples(examples), scale, grads_,
+                                          parallel_);
   }
   LossSum Loss(const std::vector<const TrainingExample*>& examples) override {
-    return RecurrentGemmaLoss(config_, weights_, PackExamples(examples));
+    return RecurrentGemmaLoss(config_, weights_, PackExamples(examples), parallel_);
+  }
+  void SyncGradients() override {
+    if (tp_ == nullptr) return;
+    // The attention's single key/value head is held by every rank, each feeding it only its
+    // query heads' gradient.
+    for (size_t l = 0; l < grads_.layers.size(); ++l) {
+      if (config_.blocks[l] == TemporalBlock::kRecurrent) continue;
+      AllReduceSum(tp_, grads_.layers[l].k_proj.weight);
+      AllReduceSum(tp_, grads_.layers[l].v_proj.weight);
+    }
   }
   void WriteModel(Hdf5CheckpointWriter& writer,
                   const std::function<void(const std::string&)>& wrote) override {
     writer.SetConfig(ToAttributes(config_));
-    ForEachRecurrentGemmaParameter(config_, weights_,
-                                   [&](const RecurrentGemmaParameter& p, Tensor& slot) {
-                                     writer.Write(p.name, slot);
-                                     if (wrote) wrote(p.name);
-                                   });
+    ForEachRecurrentGemmaParameter(
+        config_, weights_, [&](const RecurrentGemmaParameter& p, Tensor& slot) {
+          writer.Write(p.name, tp_ ? parameters_.Whole(p.name, slot) : slot);
+          if (wrote) wrote(p.name);
+        });
+  }
+  void SendModel() override {
+    ForEachRecurrentGemmaParameter(
+        config_, weights_,
+        [&](const RecurrentGemmaParameter& p, Tensor& slot) { parameters_.Send(p.name, slot); });
+  }
+  AdamWState WholeState(const std::string& name, const AdamWState& mine) override {
+    return tp_ == nullptr ? mine : parameters_.WholeState(name, mine);
+  }
+  void SendState(const std::string& name, const AdamWState& mine) override {
+    parameters_.SendState(name, mine);
+  }
+  Tensor PartOf(const std::string& name, const Tensor& whole) const override {
+    return tp_ == nullptr ? whole : parameters_.PartOf(name, whole);
   }
   ExactMatch HeldOutExactMatch(const Tokenizer&, const std::vector<TrainingExample>&,
                                int64_t) override {
@@ -290,6 +334,10 @@ class RecurrentGemmaTrainable final : public TrainableModel {
   RecurrentGemmaConfig config_;
   RecurrentGemmaWeights weights_;
   RecurrentGemmaGrads grads_;
+  // Tensor parallelism (tp_ null: the whole model on this rank).
+  Communicator* tp_ = nullptr;
+  TensorParallelParameters parameters_;
+  LossParallelism parallel_;
 };
 
 Seq2SeqBatch PackPairs(const std::vector<const TrainingExample*>& examples) {
@@ -306,10 +354,50 @@ Seq2SeqBatch PackPairs(const std::vector<const TrainingExample*>& examples) {
   return PackSeq2Seq(inputs, targets, learn);
 }
 
+// T5Gemma's shard of tensor-parallel rank `rank` of `tp`: both stacks split as decoder-only
+// Gemma's are, the cross-attention as the decoder's self-attention.
+T5GemmaShard T5GemmaTensorShard(const T5GemmaConfig& c, int tp, int rank) {
+  T5GemmaShard shard;
+  shard.has_encoder = shard.has_decoder = true;
+  shard.encoder = MakeGemmaShard(c.encoder, tp, rank, 0, c.encoder.num_layers, true, true);
+  shard.decoder = MakeGemmaShard(c.decoder, tp, rank, 0, c.decoder.num_layers, true, true);
+  return shard;
+}
+
+// Encoder-decoder T5Gemma, whole or as one rank's shard of a tensor-parallel group (tp_ set).
 class T5GemmaTrainable final : public TrainableModel {
  public:
   T5GemmaTrainable(T5GemmaConfig config, T5GemmaWeights weights)
-      : config_(std::move(config)), weights_(std::move(weights)) {}
+      : config_(std::move(config)), weights_(std::move(weights)), shard_(WholeT5Gemma(config_)) {}
+  T5GemmaTrainable(T5GemmaConfig config, T5GemmaWeights weights, T5GemmaShard shard,
+                   Communicator* tp)
+      : config_(std::move(config)),
+        weights_(std::move(weights)),
+        shard_(shard),
+        tp_(tp),
+        parameters_(tp, [this](int rank, const auto& fn) {
+          T5GemmaWeights scratch;
+          ForEachT5GemmaShardParameter(config_, T5GemmaTensorShard(config_, tp_->size(), rank),
+                                       scratch,
+                                       [&](const GemmaParameter& p, const ParameterSlice& slice,
+                                           Tensor&) { fn(p.name, p.shape, slice); });
+        }) {
+    parallel_.tp = tp;
+    const auto vocab = [](const ModelConfig& c, const GemmaShard& s) {
+      return VocabSlice{c.vocab_size, s.vocab_begin, s.vocab_rows, s.vocab_valid};
+    };
+    parallel_.encoder_vocab = vocab(config_.encoder, shard_.encoder);
+    parallel_.decoder_vocab = vocab(config_.decoder, shard_.decoder);
+    // Ranks that share a key/value head of a stack sum its gradient among them (the decoder's
+    // groups also hold the cross-attention's heads, split the same way).
+    const int rank = tp_->rank();
+    if (config_.encoder.num_kv_heads < tp_->size()) {
+      encoder_kv_ = tp_->Split(static_cast<int>(shard_.encoder.kv_head_begin), rank);
+    }
+    if (config_.decoder.num_kv_heads < tp_->size()) {
+      decoder_kv_ = tp_->Split(static_cast<int>(shard_.decoder.kv_head_begin), rank);
+    }
+  }
 
   std::string family() const override { return "t5gemma"; }
   bool seq2seq() const override { return true; }
@@ -325,26 +413,71 @@ class T5GemmaTrainable final : public TrainableModel {
   }
   void RegisterParameters(AdamW& optimizer) override {
     grads_ = T5GemmaGrads::ZerosFor(config_, weights_);
-    AddT5GemmaParameters(optimizer, config_, weights_, grads_);
+    AddT5GemmaParameters(optimizer, config_, weights_, grads_, &shard_);
+    if (tp_ == nullptr) return;
+    parameters_.CountReplicatedOnce(optimizer);
+    for (const std::string& name : optimizer.names()) {
+      Communicator* group = KeyValueGroupOf(name);
+      if (group != nullptr && group->rank() != 0) optimizer.LeaveOutOfNorm(name);
+    }
   }
   LossSum LossAndGradients(const std::vector<const TrainingExample*>& examples, double scale,
                            bool recompute) override {
     GEMMAPOD_CHECK(!recompute,
                    "recompute: built for decoder-only Gemma so far; remove it to "
                    "train T5Gemma");
-    return T5GemmaLossAndGradients(config_, weights_, PackPairs(examples), scale, grads_);
+    return T5GemmaLossAndGradients(config_, weights_, PackPairs(examples), scale, grads_,
+                                   parallel_);
   }
   LossSum Loss(const std::vector<const TrainingExample*>& examples) override {
-    return T5GemmaLoss(config_, weights_, PackPairs(examples));
+    return T5GemmaLoss(config_, weights_, PackPairs(examples), parallel_);
+  }
+  void SyncGradients() override {
+    if (tp_ == nullptr) return;
+    const auto sync_stack = [&](GemmaGrads& stack, Communicator* kv) {
+      for (GemmaLayerGrads& layer : stack.layers) {
+        for (Tensor* norm : {&layer.attention.q_norm, &layer.attention.k_norm}) {
+          if (norm->defined()) AllReduceSum(tp_, *norm);
+        }
+        if (kv != nullptr) {
+          AllReduceSum(kv, layer.attention.k_proj.weight);
+          AllReduceSum(kv, layer.attention.v_proj.weight);
+        }
+      }
+    };
+    sync_stack(grads_.encoder, encoder_kv_.get());
+    sync_stack(grads_.decoder, decoder_kv_.get());
+    if (decoder_kv_) {
+      for (CrossAttentionGrads& cross : grads_.cross) {
+        AllReduceSum(decoder_kv_.get(), cross.k_proj.weight);
+        AllReduceSum(decoder_kv_.get(), cross.v_proj.weight);
+      }
+    }
   }
   void WriteModel(Hdf5CheckpointWriter& writer,
                   const std::function<void(const std::string&)>& wrote) override {
     writer.SetConfig(ToAttributes(config_));
-    ForEachT5GemmaShardParameter(config_, WholeT5Gemma(config_), weights_,
+    ForEachT5GemmaShardParameter(config_, shard_, weights_,
                                  [&](const GemmaParameter& p, const ParameterSlice&, Tensor& slot) {
-                                   writer.Write(p.name, slot);
+                                   writer.Write(p.name,
+                                                tp_ ? parameters_.Whole(p.name, slot) : slot);
                                    if (wrote) wrote(p.name);
                                  });
+  }
+  void SendModel() override {
+    ForEachT5GemmaShardParameter(config_, shard_, weights_,
+                                 [&](const GemmaParameter& p, const ParameterSlice&, Tensor& slot) {
+                                   parameters_.Send(p.name, slot);
+                                 });
+  }
+  AdamWState WholeState(const std::string& name, const AdamWState& mine) override {
+    return tp_ == nullptr ? mine : parameters_.WholeState(name, mine);
+  }
+  void SendState(const std::string& name, const AdamWState& mine) override {
+    parameters_.SendState(name, mine);
+  }
+  Tensor PartOf(const std::string& name, const Tensor& whole) const override {
+    return tp_ == nullptr ? whole : parameters_.PartOf(name, whole);
   }
   ExactMatch HeldOutExactMatch(const Tokenizer&, const std::vector<TrainingExample>&,
                                int64_t) override {
@@ -357,9 +490,23 @@ class T5GemmaTrainable final : public TrainableModel {
   }
 
  private:
+  // The group that shares a key/value projection with this rank, if any.
+  Communicator* KeyValueGroupOf(const std::string& name) const {
+    const bool kv = name.find("attn.k_proj.") != std::string::npos ||
+                    name.find("attn.v_proj.") != std::string::npos;
+    if (!kv) return nullptr;
+    return name.rfind("model.encoder.", 0) == 0 ? encoder_kv_.get() : decoder_kv_.get();
+  }
+
   T5GemmaConfig config_;
   T5GemmaWeights weights_;
   T5GemmaGrads grads_;
+  // Tensor parallelism (tp_ null: the whole model on this rank).
+  T5GemmaShard shard_;
+  Communicator* tp_ = nullptr;
+  std::unique_ptr<Communicator> encoder_kv_, decoder_kv_;
+  TensorParallelParameters parameters_;
+  T5GemmaParallelism parallel_;
 };
 
 std::string ArchitectureOf(const Attributes& a) {
@@ -374,10 +521,43 @@ std::unique_ptr<TrainableModel> LoadTrainableModel(const Hdf5CheckpointReader& r
                                                    Communicator* tp) {
   const std::string& path = reader.origin();
   const std::string architecture = ArchitectureOf(reader.config());
+  if (tp != nullptr && tp->size() > 1 && IsT5GemmaAttributes(reader.config())) {
+    T5GemmaConfig config = T5GemmaFromAttributes(reader.config(), path);
+    GEMMAPOD_CHECK(config.decoder.quantization == WeightQuantization::kNone, path,
+                   ": int8 weights do not train; start from the bf16 or f32 checkpoint");
+    for (const auto& [stack, c] :
+         {std::pair<const char*, const ModelConfig*>{"encoder", &config.encoder},
+          {"decoder", &config.decoder}}) {
+      if (const auto problem = TensorParallelProblem(*c, tp->size())) {
+        throw Error(StrCat(path, ": parallel.tp ", tp->size(), ": the ", stack, ": ", *problem));
+      }
+    }
+    const T5GemmaShard shard = T5GemmaTensorShard(config, tp->size(), tp->rank());
+    T5GemmaWeights weights = LoadT5GemmaShard(config, shard, reader, tp);
+    ForEachT5GemmaShardParameter(config, shard, weights,
+                                 [&](const GemmaParameter& p, const ParameterSlice&, Tensor& slot) {
+                                   if (!p.is_norm && slot.dtype() != dtype) slot = slot.To(dtype);
+                                 });
+    return std::make_unique<T5GemmaTrainable>(std::move(config), std::move(weights), shard, tp);
+  }
+  if (tp != nullptr && tp->size() > 1 && architecture == "recurrent_gemma") {
+    RecurrentGemmaConfig config = RecurrentGemmaFromAttributes(reader.config(), path);
+    if (const auto problem = RecurrentTensorParallelProblem(config, tp->size())) {
+      throw Error(StrCat(path, ": parallel.tp ", tp->size(), ": ", *problem));
+    }
+    const RecurrentGemmaShard shard =
+        MakeRecurrentGemmaShard(config, tp->size(), tp->rank(), 0, config.num_layers, true, true);
+    RecurrentGemmaWeights weights = LoadRecurrentGemmaShard(config, shard, reader);
+    ForEachRecurrentGemmaParameter(config, weights,
+                                   [&](const RecurrentGemmaParameter& p, Tensor& slot) {
+                                     if (IsRecurrentGemmaMatrix(p) && slot.dtype() != dtype) {
+                                       slot = slot.To(dtype);
+                                     }
+                                   });
+    return std::make_unique<RecurrentGemmaTrainable>(std::move(config), std::move(weights), shard,
+                                                     tp);
+  }
   if (tp != nullptr && tp->size() > 1) {
-    GEMMAPOD_CHECK(architecture != "recurrent_gemma" && !IsT5GemmaAttributes(reader.config()), path,
-                   ": tensor-parallel training is built for decoder-only Gemma so far; train "
-                   "this model with data parallelism (no parallel.tp)");
     ModelConfig config = FromAttributes(reader.config(), path);
     GEMMAPOD_CHECK(config.quantization == WeightQuantization::kNone, path,
                    ": int8 weights do not train; start from the bf16 or f32 checkpoint");

@@ -106,6 +106,14 @@ RecurrentGemmaShard MakeRecurrentGemmaShard(const RecurrentGemmaConfig& c, int t
   return s;
 }
 
+std::optional<ParameterSlice> RecurrentGemmaSliceOf(const RecurrentGemmaConfig& c,
+                                                    const RecurrentGemmaShard& s,
+                                                    const std::string& name) {
+  const std::optional<Cutting> cut = CuttingOf(c, s, name);
+  if (!cut) return std::nullopt;
+  return ParameterSlice{cut->dim, cut->begin, cut->end, cut->end};
+}
+
 RecurrentGemmaShard WholeRecurrentGemma(const RecurrentGemmaConfig& c) {
   return MakeRecurrentGemmaShard(c, 1, 0, 0, c.num_layers, true, true);
 }

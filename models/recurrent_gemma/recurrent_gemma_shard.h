@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 
+#include "models/gemma/gemma_shard.h"
 #include "models/recurrent_gemma/recurrent_gemma_weights.h"
 
 namespace gemmapod {
@@ -36,6 +37,12 @@ RecurrentGemmaShard MakeRecurrentGemmaShard(const RecurrentGemmaConfig& config, 
                                             int64_t first_layer, int64_t end_layer,
                                             bool has_embedding, bool has_head);
 RecurrentGemmaShard WholeRecurrentGemma(const RecurrentGemmaConfig& config);
+
+// The part of parameter `name` the shard holds (whole, or rows or columns), or nothing when it
+// holds none of it (another stage's layer).
+std::optional<ParameterSlice> RecurrentGemmaSliceOf(const RecurrentGemmaConfig& config,
+                                                    const RecurrentGemmaShard& shard,
+                                                    const std::string& name);
 
 // The shard's slices of every parameter it holds, read from `source` (each tensor read whole,
 // so its stored checksum is checked, then cut). Row-parallel biases are kept whole.

@@ -454,11 +454,11 @@ TEST_F(TrainCli, DataParallelRanksTrainAsOneRank) {
   EXPECT_EQ(uneven.output.find("rank 1"), std::string::npos) << "reported once: " << uneven.output;
 }
 
-// Tensor parallelism (decoder-only Gemma): groups of 2 and 4 ranks, alone, with data-parallel
-// replicas, and with the replicas' optimizer state sharded, give one rank's losses, weights and
-// optimizer moments. Gemma 3's single key/value head is held by every rank of the group (its
-// gradient summed over them); Gemma 2's two are split at tp 2 and shared by pairs at tp 4. A run
-// saved with tp 2 resumes with tp 1 and 2 replicas, and the reverse. The jobs use AdamW's eps
+// Tensor parallelism (Gemma, RecurrentGemma and T5Gemma): groups of 2 and 4 ranks, alone, with
+// data-parallel replicas, and with the replicas' optimizer state sharded, give one rank's losses,
+// weights and optimizer moments. Gemma 3's single key/value head is held by every rank of the group
+// (its gradient summed over them); Gemma 2's two are split at tp 2 and shared by pairs at tp 4. A
+// run saved with tp 2 resumes with tp 1 and 2 replicas, and the reverse. The jobs use AdamW's eps
 // 1e-6: at the default 1e-8 a gradient element that is rounding noise around zero (a sum that
 // cancels) moves its weight by a whole learning rate in a direction the summation order picks,
 // which says nothing about the layout.
@@ -467,23 +467,60 @@ TEST_F(TrainCli, TensorParallelLayoutsTrainAsOneRank) {
     int ranks, tp, zero;
   };
   struct Family {
-    std::string name, fixture;
+    std::string name, make, data;  // make: the command that writes the model (+ its path)
     std::vector<Layout> layouts;
     bool switch_layouts;
   };
+  // RecurrentGemma's fixture has 3 heads (and a 512-word vocabulary), which no tp splits: its
+  // shape with 4 heads and random weights.
+  {
+    std::ifstream in("configs/models/tiny-recurrentgemma.yaml");
+    std::string config((std::istreambuf_iterator<char>(in)), {});
+    for (const auto& [from, to] :
+         {std::pair<std::string, std::string>{"num_heads: 3", "num_heads: 4"},
+          {"lru_width: 72", "lru_width: 64"}}) {
+      ASSERT_NE(config.find(from), std::string::npos) << from;
+      config.replace(config.find(from), from.size(), to);
+    }
+    std::ofstream(dir_ / "rg-4-heads.yaml") << config;
+  }
+  {
+    std::ofstream pairs(dir_ / "tp-pairs.jsonl");
+    for (int i = 0; i < 20; ++i) {
+      pairs << R"({"input": ")" << i << " plus " << i % 3 << R"(", "target": ")" << i + i % 3
+            << "\"}\n";
+    }
+  }
+  const std::string text =
+      "data: {train: train.jsonl, held_out_fraction: 0.2, max_length: 64, packing: true}\n";
+  // The unbalanced T5Gemma: the encoder's two key/value heads split at tp 2, the decoder's one
+  // (self- and cross-attention) held by both ranks.
   const std::vector<Family> families = {
-      {"tp-g3", "tests/fixtures/models/gemma3", {{2, 2, 0}, {4, 4, 0}, {4, 2, 0}, {4, 2, 1}}, true},
-      {"tp-g2", "tests/fixtures/models/gemma2", {{2, 2, 0}, {4, 4, 0}}, false}};
+      {"tp-g3",
+       "convert tests/fixtures/models/gemma3",
+       text,
+       {{2, 2, 0}, {4, 4, 0}, {4, 2, 0}, {4, 2, 1}},
+       true},
+      {"tp-g2", "convert tests/fixtures/models/gemma2", text, {{2, 2, 0}, {4, 4, 0}}, false},
+      {"tp-rg",
+       "random-checkpoint --dtype f32 --config " + (dir_ / "rg-4-heads.yaml").string() +
+           " --tokenizer tests/fixtures/models/recurrentgemma/hf/tokenizer.model --out",
+       text,
+       {{2, 2, 0}, {4, 4, 0}, {4, 2, 1}},
+       false},
+      {"tp-t5",
+       "convert tests/fixtures/models/t5gemma/unbalanced",
+       "data: {train: tp-pairs.jsonl, held_out_fraction: 0.2, max_length: 32}\n",
+       {{2, 2, 0}, {4, 2, 1}},
+       true}};
   for (const Family& f : families) {
     const std::string model = (dir_ / (f.name + ".h5")).string();
-    const Result converted = Gemmapod("convert " + f.fixture + " " + model);
-    ASSERT_EQ(converted.exit_code, 0) << converted.output;
+    const Result made = Gemmapod(f.make + " " + model);
+    ASSERT_EQ(made.exit_code, 0) << made.output;
     const auto job = [&](const std::string& run, int tp, int zero) {
       const std::string path = (dir_ / (run + ".yaml")).string();
       std::ofstream(path) << "model: " << model << "\n"
-                          << "data: {train: train.jsonl, held_out_fraction: 0.2, max_length: 64, "
-                          << "packing: true}\n"
-                          << "steps: 5\nbatch: {sequences: 4, micro_batch: 1}\n"
+                          << f.data << "steps: 5\nbatch: {sequences: 4, micro_batch: 1}\n"
                           << "optimizer: {lr: 1e-2, weight_decay: 0.01, eps: 1e-6, zero: " << zero
                           << "}\nparallel: {tp: " << tp << "}\n"
                           << "checkpoint: {dir: " << run << ", interval: 2, keep: 3}\n";
