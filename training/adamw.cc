@@ -9,6 +9,14 @@
 #include "runtime/ops/grad_ops.h"
 
 namespace gemmapod {
+namespace {
+
+// Elements [begin, end) of a tensor, flattened (a view).
+Tensor Elements(const Tensor& t, int64_t begin, int64_t end) {
+  return t.Reshape({t.numel()}).Slice(begin, end);
+}
+
+}  // namespace
 
 AdamW::AdamW(AdamWOptions options) : options_(options) {
   GEMMAPOD_CHECK(options.beta1 >= 0 && options.beta1 < 1 && options.beta2 >= 0 &&
@@ -26,33 +34,25 @@ void AdamW::Add(const std::string& name, Tensor& weight, Tensor& grad, bool deca
                  "' is ", weight.Describe(), "; only f32 and bf16 weights train");
   GEMMAPOD_CHECK(grad.dtype() == DType::kF32 && grad.shape() == weight.shape(), "AdamW: '", name,
                  "' has gradient ", grad.Describe(), " for weight ", weight.Describe());
-  Parameter p{name,
-              &weight,
-              &grad,
-              weight,
-              ZerosOn(weight.device(), weight.shape()),
-              ZerosOn(weight.device(), weight.shape()),
-              decay,
-              0,
-              weight.numel()};
-  if (weight.dtype() != DType::kF32) {
-    p.master = Tensor::Empty(weight.shape(), DType::kF32, weight.device());
-    GEMMAPOD_CHECK(weight.device().is_cpu(), "AdamW: '", name,
-                   "': a bf16 master copy is made on the host for now");
-    const Tensor f32 = weight.To(DType::kF32);
-    ops::CastInto(f32, p.master);
+  GEMMAPOD_CHECK(weight.dtype() == DType::kF32 || weight.device().is_cpu(), "AdamW: '", name,
+                 "': a bf16 master copy is made on the host for now");
+  // The moments (and a bf16 weight's master) are allocated at the first step or restore, once
+  // it is known which elements this rank keeps (KeepStateOf): a sharded optimizer never holds
+  // the whole state, not even for a moment.
+  params_.push_back({name, &weight, &grad, Tensor(), Tensor(), Tensor(), decay, 0, weight.numel()});
+}
+
+void AdamW::AllocateState() {
+  for (Parameter& p : params_) {
+    if (p.m.defined()) continue;
+    const int64_t owned = p.own_end - p.own_begin;
+    const bool whole = !sharded_;
+    p.m = ZerosOn(p.weight->device(), whole ? p.weight->shape() : Shape{owned});
+    p.v = ZerosOn(p.weight->device(), whole ? p.weight->shape() : Shape{owned});
+    const Tensor weight = whole ? *p.weight : Elements(*p.weight, p.own_begin, p.own_end);
+    p.master = p.weight->dtype() == DType::kF32 ? weight : weight.To(DType::kF32);
   }
-  params_.push_back(std::move(p));
 }
-
-namespace {
-
-// Elements [begin, end) of a tensor, flattened (a view).
-Tensor Elements(const Tensor& t, int64_t begin, int64_t end) {
-  return t.Reshape({t.numel()}).Slice(begin, end);
-}
-
-}  // namespace
 
 double AdamW::OwnedGradSquares() const {
   double squares = 0;
@@ -68,6 +68,7 @@ double AdamW::GradNorm() const { return std::sqrt(OwnedGradSquares()); }
 double AdamW::Step(float lr, double max_grad_norm) { return Step(lr, max_grad_norm, GradNorm()); }
 
 double AdamW::Step(float lr, double max_grad_norm, double norm) {
+  AllocateState();
   GEMMAPOD_CHECK(std::isfinite(norm), "AdamW: the gradient norm is ", norm,
                  " (a NaN or infinity in the gradients); the step is refused");
   ++steps_;
@@ -99,24 +100,17 @@ double AdamW::Step(float lr, double max_grad_norm, double norm) {
 }
 
 void AdamW::KeepStateOf(int64_t begin, int64_t end) {
-  GEMMAPOD_CHECK(steps_ == 0 && !sharded_, "AdamW: the state is sharded once, before any step");
+  GEMMAPOD_CHECK(steps_ == 0 && !sharded_ && (params_.empty() || !params_[0].m.defined()),
+                 "AdamW: the state is sharded once, before any step or restore");
   int64_t at = 0;  // the first element of the parameter in the flat order
   for (Parameter& p : params_) {
     const int64_t n = p.weight->numel();
     p.own_begin = std::clamp<int64_t>(begin - at, 0, n);
     p.own_end = std::clamp<int64_t>(end - at, p.own_begin, n);
     at += n;
-    const int64_t owned = p.own_end - p.own_begin;
-    p.m = ZerosOn(p.weight->device(), {owned});
-    p.v = ZerosOn(p.weight->device(), {owned});
-    const Tensor weight = Elements(*p.weight, p.own_begin, p.own_end);
-    if (p.weight->dtype() == DType::kF32) {
-      p.master = weight;  // the weight's own elements
-    } else {
-      p.master = weight.To(DType::kF32);
-    }
   }
   sharded_ = true;
+  AllocateState();
 }
 
 void AdamW::LeaveOutOfNorm(const std::string& name) {
@@ -161,6 +155,7 @@ std::vector<const Tensor*> AdamW::weights() const {
 
 void AdamW::Restore(const std::string& name, const Tensor& full_master, const Tensor& full_m,
                     const Tensor& full_v) {
+  AllocateState();
   Parameter& p = const_cast<Parameter&>(Find(name));
   for (const auto& [what, saved] :
        {std::pair<const char*, const Tensor*>{"master weights", &full_master},
@@ -204,8 +199,23 @@ const AdamW::Parameter& AdamW::Find(const std::string& name) const {
 
 const Tensor& AdamW::weight(const std::string& name) const { return *Find(name).weight; }
 const Tensor& AdamW::grad(const std::string& name) const { return *Find(name).grad; }
-const Tensor& AdamW::master(const std::string& name) const { return Find(name).master; }
-const Tensor& AdamW::first_moment(const std::string& name) const { return Find(name).m; }
-const Tensor& AdamW::second_moment(const std::string& name) const { return Find(name).v; }
+// The state is allocated on first use; reading it counts (a checkpoint of a run not yet stepped).
+const Tensor& AdamW::master(const std::string& name) const {
+  const_cast<AdamW*>(this)->AllocateState();
+  return Find(name).master;
+}
+const Tensor& AdamW::first_moment(const std::string& name) const {
+  const_cast<AdamW*>(this)->AllocateState();
+  return Find(name).m;
+}
+const Tensor& AdamW::second_moment(const std::string& name) const {
+  const_cast<AdamW*>(this)->AllocateState();
+  return Find(name).v;
+}
+const Tensor& AdamW::state(const std::string& name, AdamWPart part) const {
+  return part == AdamWPart::kMaster        ? master(name)
+         : part == AdamWPart::kFirstMoment ? first_moment(name)
+                                           : second_moment(name);
+}
 
 }  // namespace gemmapod

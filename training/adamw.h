@@ -20,10 +20,10 @@ struct AdamWOptions {
   float weight_decay = 0.0f;
 };
 
-// One parameter's optimizer tensors, whole (checkpoints).
-struct AdamWState {
-  Tensor master, first_moment, second_moment;
-};
+// One of a parameter's optimizer tensors (checkpoints move them one at a time, in this order).
+enum class AdamWPart { kMaster, kFirstMoment, kSecondMoment };
+inline constexpr AdamWPart kAdamWParts[] = {AdamWPart::kMaster, AdamWPart::kFirstMoment,
+                                            AdamWPart::kSecondMoment};
 
 class AdamW {
  public:
@@ -82,6 +82,7 @@ class AdamW {
   const Tensor& master(const std::string& name) const;
   const Tensor& first_moment(const std::string& name) const;
   const Tensor& second_moment(const std::string& name) const;
+  const Tensor& state(const std::string& name, AdamWPart part) const;
 
  private:
   struct Parameter {
@@ -95,6 +96,9 @@ class AdamW {
     bool in_norm = true;
   };
   const Parameter& Find(const std::string& name) const;
+  // Allocates what state is missing: the moments (zeros) and the masters, whole or this rank's
+  // elements.
+  void AllocateState();
 
   AdamWOptions options_;
   std::vector<Parameter> params_;

@@ -197,34 +197,26 @@ std::pair<int64_t, int64_t> DataParallel::Piece(int r, int64_t round, int64_t ch
   return {first, std::min(end, first + chunk)};
 }
 
-AdamWState DataParallel::GatherState(const AdamW& optimizer, const std::string& name) const {
+Tensor DataParallel::GatherState(const AdamW& optimizer, const std::string& name,
+                                 AdamWPart part) const {
   const Tensor& weight = optimizer.weight(name);
-  if (!sharded_) {
-    return {optimizer.master(name), optimizer.first_moment(name), optimizer.second_moment(name)};
-  }
+  if (!sharded_) return optimizer.state(name, part);
   int64_t total = 0, at = -1;
   for (const std::string& n : optimizer.names()) {
     if (n == name) at = total;
     total += optimizer.weight(n).numel();
   }
-  AdamWState whole{Tensor::Empty(weight.shape(), DType::kF32),
-                   Tensor::Empty(weight.shape(), DType::kF32),
-                   Tensor::Empty(weight.shape(), DType::kF32)};
+  Tensor whole = Tensor::Empty(weight.shape(), DType::kF32);
   for (int r = 0; r < size_; ++r) {
     const auto [begin, end] = RangeOf(r, total);
     const int64_t first = std::max<int64_t>(begin - at, 0);
     const int64_t last = std::min<int64_t>(end - at, weight.numel());
     if (first >= last) continue;
-    for (const auto& [into, local] :
-         {std::pair<Tensor*, const Tensor*>{&whole.master, &optimizer.master(name)},
-          {&whole.first_moment, &optimizer.first_moment(name)},
-          {&whole.second_moment, &optimizer.second_moment(name)}}) {
-      Tensor part = Elements(*into, first, last);
-      if (r == rank_) {
-        ops::CastInto(*local, part);
-      } else {
-        world_->Recv(part, r, kStateTag);
-      }
+    Tensor piece = Elements(whole, first, last);
+    if (r == rank_) {
+      ops::CastInto(optimizer.state(name, part), piece);
+    } else {
+      world_->Recv(piece, r, kStateTag);
     }
   }
   return whole;
@@ -235,9 +227,8 @@ void DataParallel::SendState(const AdamW& optimizer) const {
   for (const std::string& name : optimizer.names()) {
     const auto [first, last] = optimizer.owned(name);
     if (first >= last) continue;
-    world_->Send(optimizer.master(name), 0, kStateTag);
-    world_->Send(optimizer.first_moment(name), 0, kStateTag);
-    world_->Send(optimizer.second_moment(name), 0, kStateTag);
+    for (const AdamWPart part : kAdamWParts)
+      world_->Send(optimizer.state(name, part), 0, kStateTag);
   }
 }
 

@@ -53,7 +53,7 @@ class DataParallel {
   void AllGatherUpdates(AdamW& optimizer, int64_t bucket_bytes = kDefaultBucketBytes) const;
   // Saving sharded state: rank 0 calls GatherState for each parameter in the optimizer's order
   // while the other replicas are in SendState, which answers those calls.
-  AdamWState GatherState(const AdamW& optimizer, const std::string& name) const;
+  Tensor GatherState(const AdamW& optimizer, const std::string& name, AdamWPart part) const;
   void SendState(const AdamW& optimizer) const;
   // Returns when every replica has called it.
   void Wait() const;

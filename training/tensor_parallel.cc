@@ -127,16 +127,6 @@ void TensorParallelParameters::Send(const std::string& name, const Tensor& mine)
   SendPart(*tp_, mine, slices_[Index(name)][static_cast<size_t>(tp_->rank())]);
 }
 
-AdamWState TensorParallelParameters::WholeState(const std::string& name,
-                                                const AdamWState& mine) const {
-  return {Whole(name, mine.master), Whole(name, mine.first_moment),
-          Whole(name, mine.second_moment)};
-}
-
-void TensorParallelParameters::SendState(const std::string& name, const AdamWState& mine) const {
-  for (const Tensor* t : {&mine.master, &mine.first_moment, &mine.second_moment}) Send(name, *t);
-}
-
 Tensor TensorParallelParameters::PartOf(const std::string& name, const Tensor& whole) const {
   return CutPart(whole, slices_[Index(name)][static_cast<size_t>(tp_->rank())]);
 }

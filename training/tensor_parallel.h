@@ -17,7 +17,6 @@ namespace gemmapod {
 
 class AdamW;
 class Communicator;
-struct AdamWState;
 
 // Rank 0 of `tp`: the whole tensor of `shape` from its own part `mine` and every other rank's
 // (slices[r]: rank r's part). Replicated parts are taken from rank 0 and not sent.
@@ -46,8 +45,6 @@ class TensorParallelParameters {
   // Rank 0: the whole tensor from its part and the other ranks'; they call Send meanwhile.
   Tensor Whole(const std::string& name, const Tensor& mine) const;
   void Send(const std::string& name, const Tensor& mine) const;
-  AdamWState WholeState(const std::string& name, const AdamWState& mine) const;
-  void SendState(const std::string& name, const AdamWState& mine) const;
   // This rank's part of a whole tensor.
   Tensor PartOf(const std::string& name, const Tensor& whole) const;
   bool Replicated(const std::string& name) const;

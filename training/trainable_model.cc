@@ -122,11 +122,11 @@ class GemmaTrainable final : public TrainableModel {
                             parameters_.Send(p.name, slot);
                           });
   }
-  AdamWState WholeState(const std::string& name, const AdamWState& mine) override {
-    return tp_ == nullptr ? mine : parameters_.WholeState(name, mine);
+  Tensor WholeOf(const std::string& name, const Tensor& mine) override {
+    return tp_ == nullptr ? mine : parameters_.Whole(name, mine);
   }
-  void SendState(const std::string& name, const AdamWState& mine) override {
-    parameters_.SendState(name, mine);
+  void SendPartOf(const std::string& name, const Tensor& mine) override {
+    parameters_.Send(name, mine);
   }
   Tensor PartOf(const std::string& name, const Tensor& whole) const override {
     return tp_ == nullptr ? whole : parameters_.PartOf(name, whole);
@@ -311,11 +311,11 @@ class RecurrentGemmaTrainable final : public TrainableModel {
         config_, weights_,
         [&](const RecurrentGemmaParameter& p, Tensor& slot) { parameters_.Send(p.name, slot); });
   }
-  AdamWState WholeState(const std::string& name, const AdamWState& mine) override {
-    return tp_ == nullptr ? mine : parameters_.WholeState(name, mine);
+  Tensor WholeOf(const std::string& name, const Tensor& mine) override {
+    return tp_ == nullptr ? mine : parameters_.Whole(name, mine);
   }
-  void SendState(const std::string& name, const AdamWState& mine) override {
-    parameters_.SendState(name, mine);
+  void SendPartOf(const std::string& name, const Tensor& mine) override {
+    parameters_.Send(name, mine);
   }
   Tensor PartOf(const std::string& name, const Tensor& whole) const override {
     return tp_ == nullptr ? whole : parameters_.PartOf(name, whole);
@@ -470,11 +470,11 @@ class T5GemmaTrainable final : public TrainableModel {
                                    parameters_.Send(p.name, slot);
                                  });
   }
-  AdamWState WholeState(const std::string& name, const AdamWState& mine) override {
-    return tp_ == nullptr ? mine : parameters_.WholeState(name, mine);
+  Tensor WholeOf(const std::string& name, const Tensor& mine) override {
+    return tp_ == nullptr ? mine : parameters_.Whole(name, mine);
   }
-  void SendState(const std::string& name, const AdamWState& mine) override {
-    parameters_.SendState(name, mine);
+  void SendPartOf(const std::string& name, const Tensor& mine) override {
+    parameters_.Send(name, mine);
   }
   Tensor PartOf(const std::string& name, const Tensor& whole) const override {
     return tp_ == nullptr ? whole : parameters_.PartOf(name, whole);

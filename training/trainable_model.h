@@ -60,11 +60,11 @@ class TrainableModel {
   // (replicated parameters that each rank's shard feeds differently).
   virtual void SyncGradients() {}
   // Writing a checkpoint: WriteModel on the group's rank 0 gathers every tensor while the other
-  // ranks are in SendModel; WholeState gathers a parameter's optimizer tensors while the others
-  // are in SendState, parameter by parameter in the optimizer's order.
+  // ranks are in SendModel; WholeOf gathers a tensor shaped as parameter `name` (an optimizer
+  // tensor) while the others are in SendPartOf, in the same order.
   virtual void SendModel() {}
-  virtual AdamWState WholeState(const std::string&, const AdamWState& mine) { return mine; }
-  virtual void SendState(const std::string&, const AdamWState&) {}
+  virtual Tensor WholeOf(const std::string&, const Tensor& mine) { return mine; }
+  virtual void SendPartOf(const std::string&, const Tensor&) {}
   // Resuming: this rank's part of parameter `name`'s whole checkpoint tensor.
   virtual Tensor PartOf(const std::string&, const Tensor& whole) const { return whole; }
 };

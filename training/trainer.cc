@@ -407,8 +407,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   };
   // The whole optimizer state of a parameter: from the replicas (ZeRO-1), then from the
   // tensor-parallel group. Called by the first replica's ranks.
-  const auto state_of = [&](const std::string& name) {
-    return model->WholeState(name, dp.GatherState(optimizer, name));
+  const auto state_of = [&](const std::string& name, AdamWPart part) {
+    return model->WholeOf(name, dp.GatherState(optimizer, name, part));
   };
   const auto save = [&](int64_t step) {
     dp.CheckReplicasAgree(optimizer);
@@ -419,7 +419,9 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     if (!speaker) {  // the first replica's other tensor-parallel ranks: their parts to rank 0
       model->SendModel();
       for (const std::string& name : optimizer.names()) {
-        model->SendState(name, dp.GatherState(optimizer, name));
+        for (const AdamWPart part : kAdamWParts) {
+          model->SendPartOf(name, dp.GatherState(optimizer, name, part));
+        }
       }
       return;
     }

@@ -65,19 +65,20 @@ void SaveTrainingCheckpoint(const std::string& path, TrainableModel& model,
   });
   writer.WriteFile("tokenizer.model", tokenizer);
   for (const std::string& name : optimizer.names()) {
-    const AdamWState s = state_of ? state_of(name)
-                                  : AdamWState{optimizer.master(name), optimizer.first_moment(name),
-                                               optimizer.second_moment(name)};
-    // An f32 weight in /params is its own master; a bf16 weight, or a parameter that is not a
-    // model tensor (a LoRA adapter: /params then holds the merged matrices), gets one here.
-    if (optimizer.weight(name).dtype() != DType::kF32 || in_params.count(name) == 0) {
-      writer.WriteToGroup(kMasters, name, s.master);
+    for (const AdamWPart part : kAdamWParts) {
+      // One whole tensor at a time: rank 0 of a sharded run holds no more than that.
+      const Tensor t = state_of ? state_of(name, part) : optimizer.state(name, part);
+      if (part == AdamWPart::kMaster) {
+        // An f32 weight in /params is its own master; a bf16 weight, or a parameter that is not
+        // a model tensor (a LoRA adapter: /params then holds the merged matrices), gets one.
+        if (optimizer.weight(name).dtype() == DType::kF32 && in_params.count(name) > 0) continue;
+        writer.WriteToGroup(kMasters, name, t);
+      } else {
+        writer.WriteToGroup(part == AdamWPart::kFirstMoment ? kFirstMoments : kSecondMoments, name,
+                            t);
+      }
       wrote();
     }
-    writer.WriteToGroup(kFirstMoments, name, s.first_moment);
-    wrote();
-    writer.WriteToGroup(kSecondMoments, name, s.second_moment);
-    wrote();
   }
   writer.SetGroupAttributes(kOptimizer,
                             {{"algorithm", std::string("adamw")},

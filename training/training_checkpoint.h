@@ -32,9 +32,11 @@ struct TrainerState {
 // Called after each tensor written (tests stop a save half-way through with it).
 using SaveProgress = std::function<void(int64_t tensors_written)>;
 
-// Where the save finds a parameter's optimizer tensors, whole; null: the optimizer's own. With
-// sharded state (ZeRO-1) rank 0 gathers them from the replicas (training/data_parallel.h).
-using OptimizerStateOf = std::function<AdamWState(const std::string& name)>;
+// Where the save finds each optimizer tensor of a parameter, whole; null: the optimizer's own.
+// With sharded state (ZeRO-1) or tensor parallelism rank 0 gathers them from the other ranks: it
+// asks for every part of every parameter in the optimizer's order (kAdamWParts), also a master it
+// does not write, so the ranks that send them know the order without being told.
+using OptimizerStateOf = std::function<Tensor(const std::string& name, AdamWPart part)>;
 
 void SaveTrainingCheckpoint(const std::string& path, TrainableModel& model,
                             const std::string& tokenizer, const AdamW& optimizer,
