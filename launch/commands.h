@@ -151,6 +151,7 @@ struct TrainCommandOptions {
   bool resume = false;      // continue from the newest checkpoint of the job's checkpoint.dir
   std::string resume_from;  // or from this checkpoint
   int64_t inject_kill_during_save = -1;  // testing: SIGKILL half-way through this step's save
+  std::string pod_path;  // a pod file (gemmapod launch passes it): its tp splits the model
 };
 // One rank, or data-parallel replicas under mpirun (training/trainer.h).
 int RunTrain(const TrainCommandOptions& options, int* argc, char*** argv);

@@ -253,6 +253,9 @@ int main(int argc, char** argv) {
   CLI::App* train_cmd = app.add_subcommand(
       "train", "Fine-tune a model on JSONL data as a job file describes (docs/training.md)");
   train_cmd->add_option("--config", train.config_path, "Training job file (YAML)")->required();
+  train_cmd->add_option("--pod", train.pod_path,
+                        "Pod file whose tp splits the model (gemmapod launch passes it; the "
+                        "job's parallel.tp, when set, must agree)");
   train_cmd->add_flag("--resume", train.resume,
                       "Continue the run from the newest checkpoint in the job's checkpoint.dir");
   train_cmd->add_option("--resume-from", train.resume_from,

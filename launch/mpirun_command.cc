@@ -7,7 +7,8 @@
 namespace gemmapod {
 
 bool PodAwareSubcommand(const std::string& name) {
-  return name == "demo" || name == "plan" || name == "generate" || name == "logits";
+  return name == "demo" || name == "plan" || name == "generate" || name == "logits" ||
+         name == "train";
 }
 
 std::vector<std::string> MpirunCommand(const PodTopology& pod, const MpirunOptions& o) {

@@ -10,6 +10,7 @@
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/error.h"
+#include "sharding/pod_topology.h"
 #include "training/job_config.h"
 #include "training/memory_plan.h"
 #include "training/trainable_model.h"
@@ -45,6 +46,19 @@ int RunTrain(const TrainCommandOptions& options, int* argc, char*** argv) {
             family.name == "gemma" || family.name == "recurrent_gemma" || family.name == "t5gemma",
             job.source, ": model ", job.model, " is a ", family.name,
             " model, which gemmapod does not train");
+      }
+      if (!options.pod_path.empty()) {
+        // The pod's layout: its tp splits the model, its ranks / tp are the replicas.
+        const PodTopology pod = LoadPodTopology(options.pod_path);
+        GEMMAPOD_CHECK(pod.pp == 1, options.pod_path, ": parallelism pp ", pod.pp,
+                       ": pipeline-parallel training is not built yet (tp and dp are)");
+        GEMMAPOD_CHECK(pod.world_size() == world.size(), options.pod_path, ": ", pod.world_size(),
+                       " ranks, but the job was started with ", world.size(),
+                       " (run it with gemmapod launch --pod ", options.pod_path, ")");
+        GEMMAPOD_CHECK(job.tensor_parallel == 1 || job.tensor_parallel == pod.tp, job.source,
+                       ": parallel.tp ", job.tensor_parallel, " disagrees with tp ", pod.tp, " of ",
+                       options.pod_path, "; remove one of them");
+        job.tensor_parallel = pod.tp;
       }
       CheckTensorParallelJob(job, world.size());
       CheckDataParallelBatch(job, world.size() / static_cast<int>(job.tensor_parallel));

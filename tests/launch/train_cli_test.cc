@@ -571,6 +571,30 @@ TEST_F(TrainCli, TensorParallelLayoutsTrainAsOneRank) {
   EXPECT_TRUE(Contains(heads.output, "parallel.tp 8: ")) << heads.output;
 }
 
+// `gemmapod launch` passes its pod file on: the pod's tp splits the model and its other ranks are
+// replicas; a job whose parallel.tp disagrees, or a pod with pipeline stages, is refused.
+TEST_F(TrainCli, ALaunchedPodLaysOutTheJob) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  const Result r = Gemmapod(
+      "launch --pod tests/launch/pods/tp2-dp2.yaml -- train --config " + Job("pod", "pod-run"),
+      240);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "tensor parallelism over 2 ranks")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "data parallelism over 2 ranks")) << r.output;
+  const Result disagrees =
+      Gemmapod("launch --pod tests/launch/pods/tp2-dp2.yaml -- train --config " +
+                   Job("pod-tp4", "pod-tp4", "parallel: {tp: 4}\n"),
+               120);
+  EXPECT_NE(disagrees.exit_code, 0);
+  EXPECT_TRUE(Contains(disagrees.output, "parallel.tp 4 disagrees with tp 2 of .*tp2-dp2.yaml"))
+      << disagrees.output;
+  const Result stages = Gemmapod(
+      "launch --pod tests/launch/pods/pp2.yaml -- train --config " + Job("pod-pp", "pod-pp"), 120);
+  EXPECT_NE(stages.exit_code, 0);
+  EXPECT_TRUE(Contains(stages.output, "pp 2: pipeline-parallel training is not built yet"))
+      << stages.output;
+}
+
 TEST_F(TrainCli, MistakesAreNamed) {
   ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
   const std::string job = Job("errors", "errors");
