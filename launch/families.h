@@ -48,6 +48,6 @@ RandomCheckpointReport RandomGemmaCheckpoint(const RandomCheckpointOptions& opti
 RandomCheckpointReport RandomT5GemmaCheckpoint(const RandomCheckpointOptions& options);
 RandomCheckpointReport RandomRecurrentGemmaCheckpoint(const RandomCheckpointOptions& options);
 // `plan --train job.yaml` (launch/train_command.cc).
-int PrintTrainingPlan(const std::string& job_path);
+int PrintTrainingPlan(const std::string& job_path, const std::string& pod_path = "");
 
 }  // namespace gemmapod

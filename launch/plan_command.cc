@@ -235,7 +235,7 @@ int PrintGemmaPlan(const PodTopology& pod, const PlanOptions& o) {
 }
 
 int RunPlan(const PlanOptions& options) {
-  if (!options.train_job.empty()) return PrintTrainingPlan(options.train_job);
+  if (!options.train_job.empty()) return PrintTrainingPlan(options.train_job, options.pod_path);
   GEMMAPOD_CHECK(!options.pod_path.empty(), "plan: give --pod (a pod file), or --train (a job)");
   const PodTopology pod = LoadPodTopology(options.pod_path);
   std::fputs(RenderPodSummary(pod).c_str(), stdout);

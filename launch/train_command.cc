@@ -18,20 +18,40 @@
 
 namespace gemmapod {
 
-int PrintTrainingPlan(const std::string& job_path) {
+int PrintTrainingPlan(const std::string& job_path, const std::string& pod_path) {
   const TrainingJob job = ReadTrainingJob(job_path);
   const TrainingPlan plan = PlanTraining(*Hdf5CheckpointReader::Open(job.model), job);
-  std::printf("training %s (%s, %s) on one rank: %s%s\n", plan.name.c_str(), job.model.c_str(),
-              plan.family.c_str(), job.lora ? "LoRA adapters" : "every parameter",
-              job.weights_dtype == "bf16" ? ", bf16 weights with f32 masters" : ", f32 weights");
-  std::printf("%s\n", RenderTrainingMemory(plan.memory).c_str());
-  const int64_t available = AvailableMemoryBytes();
-  if (available >= 0) {
-    std::printf("this machine has %lld MiB available: %s\n",
-                static_cast<long long>(available >> 20),
-                plan.memory.total() <= available ? "fits" : "does NOT fit");
+  // The layout: the pod's (its tp, its other ranks replicas), or the job's tp alone.
+  int64_t tp = job.tensor_parallel, replicas = 1, ranks_per_host = tp;
+  std::string layout = tp > 1 ? StrCat("each rank of tp ", tp) : "one rank";
+  if (!pod_path.empty()) {
+    const PodTopology pod = LoadPodTopology(pod_path);
+    GEMMAPOD_CHECK(job.tensor_parallel == 1 || job.tensor_parallel == pod.tp, job.source,
+                   ": parallel.tp ", job.tensor_parallel, " disagrees with tp ", pod.tp, " of ",
+                   pod_path);
+    tp = pod.tp;
+    replicas = pod.world_size() / pod.tp;
+    ranks_per_host = 0;
+    for (const PodNode& node : pod.nodes)
+      ranks_per_host = std::max<int64_t>(ranks_per_host, node.devices);
+    layout = StrCat("each of ", pod.world_size(), " ranks (tp ", tp, " x ", replicas, " replicas",
+                    job.zero_stage == 1 ? ", ZeRO-1" : "", ")");
   }
-  return available < 0 || plan.memory.total() <= available ? 0 : 1;
+  const TrainingMemory memory =
+      PerRankTrainingMemory(plan.memory, tp, replicas, job.zero_stage == 1);
+  std::printf("training %s (%s, %s) on %s: %s%s\n", plan.name.c_str(), job.model.c_str(),
+              plan.family.c_str(), layout.c_str(), job.lora ? "LoRA adapters" : "every parameter",
+              job.weights_dtype == "bf16" ? ", bf16 weights with f32 masters" : ", f32 weights");
+  std::printf("%s\n", RenderTrainingMemory(memory).c_str());
+  const int64_t available = AvailableMemoryBytes();
+  const int64_t host_total = memory.total() * std::max<int64_t>(1, ranks_per_host);
+  if (available >= 0) {
+    std::printf("this machine has %lld MiB available%s: %s\n",
+                static_cast<long long>(available >> 20),
+                ranks_per_host > 1 ? StrCat(" for its ", ranks_per_host, " ranks").c_str() : "",
+                host_total <= available ? "fits" : "does NOT fit");
+  }
+  return available < 0 || host_total <= available ? 0 : 1;
 }
 
 int RunTrain(const TrainCommandOptions& options, int* argc, char*** argv) {

@@ -84,4 +84,11 @@ int64_t AvailableMemoryBytes() {
   return -1;
 }
 
+TrainingMemory PerRankTrainingMemory(TrainingMemory m, int64_t tp, int64_t replicas, bool zero) {
+  const auto share = [](int64_t bytes, int64_t parts) { return (bytes + parts - 1) / parts; };
+  if (zero) m.optimizer = share(m.optimizer, replicas);
+  for (int64_t* part : {&m.weights, &m.gradients, &m.optimizer}) *part = share(*part, tp);
+  return m;
+}
+
 }  // namespace gemmapod

@@ -34,6 +34,12 @@ TrainingMemory PlanTrainingMemory(const ModelConfig& config, const TrainingJob& 
 // The plan as lines for a terminal.
 std::string RenderTrainingMemory(const TrainingMemory& memory);
 
+// One rank's share of `whole` (one rank's plan of the whole model): tensor parallelism over `tp`
+// ranks splits the weights, gradients and optimizer state (the replicated norms are a rounding
+// error of that; activations and logits are counted whole, an upper bound), and ZeRO-1 splits the
+// optimizer state again over the `replicas`.
+TrainingMemory PerRankTrainingMemory(TrainingMemory whole, int64_t tp, int64_t replicas, bool zero);
+
 // The memory this machine has free for a new process (MemAvailable), or -1 when unknown.
 int64_t AvailableMemoryBytes();
 

@@ -302,15 +302,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
                  tokenizer.vocab_size(), " pieces, more than the model's vocabulary (",
                  model->vocab_size(), ")");
 
-  TrainingMemory memory = plan.memory;
-  // ZeRO-1: each replica holds its share of the optimizer state; tensor parallelism splits the
-  // parameters (the norms, replicated, are a rounding error of this).
-  if (job.zero_stage == 1) memory.optimizer = (memory.optimizer + dp.size() - 1) / dp.size();
-  if (tp != nullptr) {
-    for (int64_t* part : {&memory.weights, &memory.gradients, &memory.optimizer}) {
-      *part = (*part + tp->size() - 1) / tp->size();
-    }
-  }
+  const TrainingMemory memory = PerRankTrainingMemory(plan.memory, tp != nullptr ? tp->size() : 1,
+                                                      dp.size(), job.zero_stage == 1);
   std::fprintf(log, "train: %s\n", RenderTrainingMemory(memory).c_str());
   // The replicas on one host share its memory: each may count on its part of what is free.
   const int64_t host_ranks = RanksOnThisHost();

@@ -191,6 +191,13 @@ TEST_F(TrainCli, PlanCountsTrainingMemory) {
       << full.output;
   EXPECT_TRUE(Contains(full.output, "per micro-batch of 128 tokens at most")) << full.output;
   EXPECT_TRUE(Contains(full.output, "\\(350464 trainable parameters\\)")) << full.output;
+  // Per rank of a pod: tp 2 halves the weights, gradients and optimizer state.
+  const Result pod = Gemmapod("plan --train " + Job("plan-pod", "plan-run") +
+                              " --pod tests/launch/pods/tp2-dp2.yaml");
+  ASSERT_EQ(pod.exit_code, 0) << pod.output;
+  EXPECT_TRUE(Contains(pod.output, "on each of 4 ranks \\(tp 2 x 2 replicas\\)")) << pod.output;
+  EXPECT_TRUE(Contains(pod.output, "weights 0.7 MiB, gradients 0.7 MiB, optimizer 1.3 MiB"))
+      << pod.output;
   const Result lora = Gemmapod(
       "plan --train " + Job("plan-lora", "plan-run", "lora: {rank: 2, targets: [q_proj]}\n"));
   ASSERT_EQ(lora.exit_code, 0) << lora.output;
