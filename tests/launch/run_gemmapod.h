@@ -6,7 +6,10 @@
 
 #include <array>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <regex>
+#include <sstream>
 #include <string>
 
 namespace gemmapod {
@@ -45,6 +48,27 @@ inline CliResult MpirunGemmapod(int ranks, const std::string& args, int timeout_
       "OMPI_MCA_btl=self,vader OMPI_MCA_rmaps_base_oversubscribe=1 timeout " +
       std::to_string(timeout_s) + " mpirun -np " + std::to_string(ranks) + " " + GEMMAPOD_BIN +
       " " + args + " 2>&1");
+}
+
+// The pid of the process running world rank `rank` of a job whose command line mentions
+// `marker`, or -1.
+inline pid_t FindRank(const std::string& marker, int rank) {
+  const std::string want = "OMPI_COMM_WORLD_RANK=" + std::to_string(rank);
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream cmdline(entry.path() / "cmdline"), environ(entry.path() / "environ");
+    std::stringstream cmd, env;
+    cmd << cmdline.rdbuf();
+    env << environ.rdbuf();
+    if (cmd.str().find(marker) == std::string::npos) continue;
+    if (cmd.str().find("mpirun") != std::string::npos) continue;
+    std::string var;
+    while (std::getline(env, var, '\0')) {
+      if (var == want) return static_cast<pid_t>(std::stoi(name));
+    }
+  }
+  return -1;
 }
 
 // Whether `text` matches the regular expression `pattern` somewhere.

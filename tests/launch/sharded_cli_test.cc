@@ -24,6 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 
 using gemmapod::Contains;
+using gemmapod::FindRank;
 using gemmapod::Gemmapod;
 using gemmapod::MpirunGemmapod;
 using Result = gemmapod::CliResult;
@@ -252,27 +253,6 @@ TEST_F(ShardedCli, ADamagedSlicedTensorIsCaughtByTheGroup) {
                        "tensor 'model.layers.3.self_attn.o_proj.weight': checksum "
                        "mismatch .*tensor-parallel group's slices"))
       << r.output;
-}
-
-// The pid of the process running world rank `rank` of a job whose command line mentions
-// `marker`, or -1.
-pid_t FindRank(const std::string& marker, int rank) {
-  const std::string want = "OMPI_COMM_WORLD_RANK=" + std::to_string(rank);
-  for (const auto& entry : fs::directory_iterator("/proc")) {
-    const std::string name = entry.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream cmdline(entry.path() / "cmdline"), environ(entry.path() / "environ");
-    std::stringstream cmd, env;
-    cmd << cmdline.rdbuf();
-    env << environ.rdbuf();
-    if (cmd.str().find(marker) == std::string::npos) continue;
-    if (cmd.str().find("mpirun") != std::string::npos) continue;
-    std::string var;
-    while (std::getline(env, var, '\0')) {
-      if (var == want) return static_cast<pid_t>(std::stoi(name));
-    }
-  }
-  return -1;
 }
 
 // mpirun's `:` syntax starts ranks with different commands; the job refuses at once, naming them,

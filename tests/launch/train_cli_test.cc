@@ -3,15 +3,19 @@
 // the previous checkpoint whole, and resuming from it gives losses and weights bit-identical to
 // the uninterrupted run (f32 weights, and bf16 weights with f32 masters); mistakes are named.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "runtime/checkpoint/hdf5_checkpoint.h"
@@ -600,6 +604,44 @@ TEST_F(TrainCli, ALaunchedPodLaysOutTheJob) {
   EXPECT_NE(stages.exit_code, 0);
   EXPECT_TRUE(Contains(stages.output, "pp 2: pipeline-parallel training is not built yet"))
       << stages.output;
+}
+
+// A replica killed in the middle of a data-parallel run ends the whole job within seconds (no
+// rank is left waiting in a collective), and the run resumes from its last checkpoint.
+TEST_F(TrainCli, AKilledReplicaEndsTheJobAndTheRunResumes) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  const std::string job = Job("killed-replica", "killed-replica");
+  const std::string long_job = (dir_ / "killed-replica-long.yaml").string();
+  {
+    std::ifstream in(job);
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    text.replace(text.find("steps: 12"), 9, "steps: 400");
+    text.replace(text.find("interval: 4"), 11, "interval: 20");
+    std::ofstream(long_job) << text;
+  }
+  auto run = std::async(std::launch::async,
+                        [&] { return gemmapod::MpirunGemmapod(2, "train --config " + long_job); });
+  pid_t victim = -1;
+  for (int i = 0; i < 1200 && victim < 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (fs::exists(Run("killed-replica") / "step-00000020.h5")) {
+      victim = gemmapod::FindRank(long_job, 1);
+    }
+  }
+  ASSERT_GT(victim, 0) << "the run never reached its first checkpoint";
+  const auto killed = std::chrono::steady_clock::now();
+  ASSERT_EQ(kill(victim, SIGKILL), 0);
+  const Result r = run.get();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  EXPECT_LT(seconds, 10.0) << r.output;
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.exit_code, 124) << "timed out: the surviving rank hung\n" << r.output;
+  EXPECT_TRUE(Contains(r.output, "rank 1 .*(signal 9|Killed)")) << r.output;
+  const Result resumed = Gemmapod("train --config " + long_job + " --resume", 120);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_TRUE(Contains(resumed.output, "resuming from .*step-000000[0-9]0.h5")) << resumed.output;
+  EXPECT_TRUE(Contains(resumed.output, "step 400/400 \\| loss")) << resumed.output;
 }
 
 TEST_F(TrainCli, MistakesAreNamed) {
