@@ -260,23 +260,18 @@ LossSum DataParallel::Sum(const LossSum& mine) const {
   return total;
 }
 
-double DataParallel::Sum(double mine) const {
+template <typename T>
+T DataParallel::SumOf(T mine) const {
   std::vector<int32_t> words;
   Append64(words, &mine);
   const std::vector<int32_t> all = Gather(words);
-  double total = 0;
-  for (int r = 0; r < size_; ++r) total += Read64<double>(all.data() + 2 * r);
+  T total = 0;
+  for (int r = 0; r < size_; ++r) total += Read64<T>(all.data() + 2 * r);
   return total;
 }
 
-int64_t DataParallel::Sum(int64_t mine) const {
-  std::vector<int32_t> words;
-  Append64(words, &mine);
-  const std::vector<int32_t> all = Gather(words);
-  int64_t total = 0;
-  for (int r = 0; r < size_; ++r) total += Read64<int64_t>(all.data() + 2 * r);
-  return total;
-}
+double DataParallel::Sum(double mine) const { return SumOf(mine); }
+int64_t DataParallel::Sum(int64_t mine) const { return SumOf(mine); }
 
 void DataParallel::CheckReplicasAgree(const AdamW& optimizer) const {
   if (size_ == 1) return;

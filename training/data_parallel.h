@@ -70,6 +70,9 @@ class DataParallel {
  private:
   // Every replica's `words` int32 values, rank after rank.
   std::vector<int32_t> Gather(const std::vector<int32_t>& words) const;
+  // Every replica's 8-byte value, added in rank order.
+  template <typename T>
+  T SumOf(T mine) const;
 
   // Replica r's range of the parameters laid end to end, of `total` elements, and its piece in
   // round `round` of `chunk` elements.

@@ -23,6 +23,21 @@
 #include "training/tensor_parallel.h"
 
 namespace gemmapod {
+
+Tensor TrainableModel::WholeOf(const std::string& name, const Tensor& mine) const {
+  const TensorParallelParameters* tp = tensor_parallel();
+  return tp != nullptr ? tp->Whole(name, mine) : mine;
+}
+
+void TrainableModel::SendPartOf(const std::string& name, const Tensor& mine) const {
+  if (const TensorParallelParameters* tp = tensor_parallel()) tp->Send(name, mine);
+}
+
+Tensor TrainableModel::PartOf(const std::string& name, const Tensor& whole) const {
+  const TensorParallelParameters* tp = tensor_parallel();
+  return tp != nullptr ? tp->PartOf(name, whole) : whole;
+}
+
 namespace {
 
 // Decoder-only Gemma, whole or as one rank's shard of a tensor-parallel group (tp_ set): the
@@ -122,14 +137,8 @@ class GemmaTrainable final : public TrainableModel {
                             parameters_.Send(p.name, slot);
                           });
   }
-  Tensor WholeOf(const std::string& name, const Tensor& mine) override {
-    return tp_ == nullptr ? mine : parameters_.Whole(name, mine);
-  }
-  void SendPartOf(const std::string& name, const Tensor& mine) override {
-    parameters_.Send(name, mine);
-  }
-  Tensor PartOf(const std::string& name, const Tensor& whole) const override {
-    return tp_ == nullptr ? whole : parameters_.PartOf(name, whole);
+  const TensorParallelParameters* tensor_parallel() const override {
+    return tp_ != nullptr ? &parameters_ : nullptr;
   }
   ExactMatch HeldOutExactMatch(const Tokenizer& tokenizer,
                                const std::vector<TrainingExample>& held_out,
@@ -311,14 +320,8 @@ class RecurrentGemmaTrainable final : public TrainableModel {
         config_, weights_,
         [&](const RecurrentGemmaParameter& p, Tensor& slot) { parameters_.Send(p.name, slot); });
   }
-  Tensor WholeOf(const std::string& name, const Tensor& mine) override {
-    return tp_ == nullptr ? mine : parameters_.Whole(name, mine);
-  }
-  void SendPartOf(const std::string& name, const Tensor& mine) override {
-    parameters_.Send(name, mine);
-  }
-  Tensor PartOf(const std::string& name, const Tensor& whole) const override {
-    return tp_ == nullptr ? whole : parameters_.PartOf(name, whole);
+  const TensorParallelParameters* tensor_parallel() const override {
+    return tp_ != nullptr ? &parameters_ : nullptr;
   }
   ExactMatch HeldOutExactMatch(const Tokenizer&, const std::vector<TrainingExample>&,
                                int64_t) override {
@@ -470,14 +473,8 @@ class T5GemmaTrainable final : public TrainableModel {
                                    parameters_.Send(p.name, slot);
                                  });
   }
-  Tensor WholeOf(const std::string& name, const Tensor& mine) override {
-    return tp_ == nullptr ? mine : parameters_.Whole(name, mine);
-  }
-  void SendPartOf(const std::string& name, const Tensor& mine) override {
-    parameters_.Send(name, mine);
-  }
-  Tensor PartOf(const std::string& name, const Tensor& whole) const override {
-    return tp_ == nullptr ? whole : parameters_.PartOf(name, whole);
+  const TensorParallelParameters* tensor_parallel() const override {
+    return tp_ != nullptr ? &parameters_ : nullptr;
   }
   ExactMatch HeldOutExactMatch(const Tokenizer&, const std::vector<TrainingExample>&,
                                int64_t) override {

@@ -21,6 +21,7 @@ namespace gemmapod {
 
 class Communicator;
 class Hdf5CheckpointReader;
+class TensorParallelParameters;
 class Hdf5CheckpointWriter;
 class Tokenizer;
 struct ExactMatch;
@@ -63,10 +64,14 @@ class TrainableModel {
   // ranks are in SendModel; WholeOf gathers a tensor shaped as parameter `name` (an optimizer
   // tensor) while the others are in SendPartOf, in the same order.
   virtual void SendModel() {}
-  virtual Tensor WholeOf(const std::string&, const Tensor& mine) { return mine; }
-  virtual void SendPartOf(const std::string&, const Tensor&) {}
+  Tensor WholeOf(const std::string& name, const Tensor& mine) const;
+  void SendPartOf(const std::string& name, const Tensor& mine) const;
   // Resuming: this rank's part of parameter `name`'s whole checkpoint tensor.
-  virtual Tensor PartOf(const std::string&, const Tensor& whole) const { return whole; }
+  Tensor PartOf(const std::string& name, const Tensor& whole) const;
+
+ protected:
+  // The family's tensor-parallel bookkeeping, or null for a model held whole.
+  virtual const TensorParallelParameters* tensor_parallel() const { return nullptr; }
 };
 
 // The model of a checkpoint, its matrices in `dtype` (f32 or bf16). With `tp` (a group of more
