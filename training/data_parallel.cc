@@ -232,10 +232,6 @@ void DataParallel::SendState(const AdamW& optimizer) const {
   }
 }
 
-void DataParallel::Wait() const {
-  if (size_ > 1) world_->Barrier();
-}
-
 std::vector<int32_t> DataParallel::Gather(const std::vector<int32_t>& words) const {
   if (size_ == 1) return words;
   const auto n = static_cast<int64_t>(words.size());

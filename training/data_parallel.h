@@ -55,8 +55,6 @@ class DataParallel {
   // while the other replicas are in SendState, which answers those calls.
   Tensor GatherState(const AdamW& optimizer, const std::string& name, AdamWPart part) const;
   void SendState(const AdamW& optimizer) const;
-  // Returns when every replica has called it.
-  void Wait() const;
   // Each replica's value, added in rank order (the same result on every replica).
   LossSum Sum(const LossSum& mine) const;
   int64_t Sum(int64_t mine) const;

@@ -599,6 +599,11 @@ TEST_F(TrainCli, ALaunchedPodLaysOutTheJob) {
   EXPECT_NE(disagrees.exit_code, 0);
   EXPECT_TRUE(Contains(disagrees.output, "parallel.tp 4 disagrees with tp 2 of .*tp2-dp2.yaml"))
       << disagrees.output;
+  const Result alone = Gemmapod("train --config " + Job("pod-alone", "pod-alone") +
+                                " --pod tests/launch/pods/tp2-dp2.yaml");
+  EXPECT_NE(alone.exit_code, 0);
+  EXPECT_TRUE(Contains(alone.output, "tp2-dp2.yaml: 4 ranks, but the job was started with 1"))
+      << alone.output;
   const Result stages = Gemmapod(
       "launch --pod tests/launch/pods/pp2.yaml -- train --config " + Job("pod-pp", "pod-pp"), 120);
   EXPECT_NE(stages.exit_code, 0);
