@@ -11,6 +11,7 @@
 #include "runtime/comm/communicator.h"
 #include "runtime/error.h"
 #include "sharding/pod_topology.h"
+#include "sharding/process_grid.h"
 #include "training/job_config.h"
 #include "training/memory_plan.h"
 #include "training/trainable_model.h"
@@ -68,31 +69,49 @@ int RunTrain(const TrainCommandOptions& options, int* argc, char*** argv) {
             " model, which gemmapod does not train");
       }
       if (!options.pod_path.empty()) {
-        // The pod's layout: its tp splits the model, its ranks / tp are the replicas.
+        // The pod's layout: its tp splits the model, its pp into stages, its ranks / (tp x pp)
+        // are the replicas.
         const PodTopology pod = LoadPodTopology(options.pod_path);
-        GEMMAPOD_CHECK(pod.pp == 1, options.pod_path, ": parallelism pp ", pod.pp,
-                       ": pipeline-parallel training is not built yet (tp and dp are)");
         GEMMAPOD_CHECK(pod.world_size() == world.size(), options.pod_path, ": ", pod.world_size(),
                        " ranks, but the job was started with ", world.size(),
                        " (run it with gemmapod launch --pod ", options.pod_path, ")");
         GEMMAPOD_CHECK(job.tensor_parallel == 1 || job.tensor_parallel == pod.tp, job.source,
                        ": parallel.tp ", job.tensor_parallel, " disagrees with tp ", pod.tp, " of ",
                        options.pod_path, "; remove one of them");
+        GEMMAPOD_CHECK(job.pipeline_parallel == 1 || job.pipeline_parallel == pod.pp, job.source,
+                       ": parallel.pp ", job.pipeline_parallel, " disagrees with pp ", pod.pp,
+                       " of ", options.pod_path, "; remove one of them");
         job.tensor_parallel = pod.tp;
+        job.pipeline_parallel = pod.pp;
       }
-      CheckTensorParallelJob(job, world.size());
-      CheckDataParallelBatch(job, world.size() / static_cast<int>(job.tensor_parallel));
+      CheckModelParallelJob(job, world.size());
+      CheckDataParallelBatch(
+          job, world.size() / static_cast<int>(job.tensor_parallel * job.pipeline_parallel));
     });
-    // Tensor-parallel groups of consecutive ranks (the innermost, most talkative split); the
-    // ranks holding the same shard form the data-parallel groups.
+    // The process grid's order (sharding/process_grid.h): tensor-parallel groups of consecutive
+    // ranks (the innermost, most talkative split), then the replicas, then the stages.
     const int tp = static_cast<int>(job.tensor_parallel);
-    const std::unique_ptr<Communicator> tp_group = world.Split(world.rank() / tp, world.rank());
-    const std::unique_ptr<Communicator> dp_group = world.Split(world.rank() % tp, world.rank());
+    const int pp = static_cast<int>(job.pipeline_parallel);
+    const GridShape grid{tp, pp, world.size() / (tp * pp)};
+    const GridCoords at = grid.CoordsOf(world.rank());
+    const std::unique_ptr<Communicator> tp_group =
+        world.Split(at.dp + grid.dp * at.pp, world.rank());
+    const std::unique_ptr<Communicator> dp_group = world.Split(at.tp + tp * at.pp, world.rank());
+    const std::unique_ptr<Communicator> pp_group = world.Split(at.tp + tp * at.dp, world.rank());
+    // A replica's ranks, stage-major (its rank at.tp + tp at.pp).
+    const std::unique_ptr<Communicator> model_group = world.Split(at.dp, at.tp + tp * at.pp);
+    // The first and last stages' ranks of the same rows of the tied embedding; every other rank
+    // alone.
+    const bool end_stage = at.pp == 0 || at.pp == pp - 1;
+    const std::unique_ptr<Communicator> embedding_group =
+        world.Split(end_stage ? at.tp + tp * at.dp : world.size() + world.rank(), world.rank());
     TrainRunOptions run;
     run.resume = options.resume || !options.resume_from.empty();
     run.resume_from = options.resume_from;
     run.kill_during_save_at_step = options.inject_kill_during_save;
-    RunTrainingJob(job, run, stderr, {&world, tp_group.get(), dp_group.get()});
+    RunTrainingJob(job, run, stderr,
+                   {&world, tp_group.get(), dp_group.get(), pp_group.get(), model_group.get(),
+                    pp > 1 ? embedding_group.get() : nullptr});
     return 0;
   });
 }

@@ -25,12 +25,18 @@ bool HasAdapters(const GemmaWeights& w) {
 
 GemmaGrads GemmaGrads::ZerosFor(const ModelConfig& c, const GemmaWeights& w) {
   GemmaGrads g;
+  // A pipeline stage holds some layers, and the embedding and final norm only at its ends: the
+  // others have no weights and get no gradient.
+  const auto zeros_like = [](const Tensor& t) {
+    return t.defined() ? ZerosOn(t.device(), t.shape()) : Tensor();
+  };
   for (const GemmaLayerWeights& layer : w.layers) {
-    g.layers.push_back(GemmaLayerGrads::ZerosFor(c, layer));
+    g.layers.push_back(layer.attn_norm.defined() ? GemmaLayerGrads::ZerosFor(c, layer)
+                                                 : GemmaLayerGrads{});
   }
   if (!HasAdapters(w)) {
-    g.embed_tokens = ZerosOn(w.embed_tokens.weight.device(), w.embed_tokens.weight.shape());
-    g.final_norm = ZerosOn(w.final_norm.device(), w.final_norm.shape());
+    g.embed_tokens = zeros_like(w.embed_tokens.weight);
+    g.final_norm = zeros_like(w.final_norm);
     return g;
   }
   // Adapter fine-tuning: only the adapters train. Every other parameter is frozen (an undefined
@@ -100,6 +106,7 @@ void AddGemmaParameters(AdamW& optimizer, const ModelConfig& c, GemmaWeights& w,
   std::map<const Tensor*, Tensor*> grad_of;
   MapGemmaGradients(w, g, grad_of);
   ForEachGemmaParameter(c, w, [&](const GemmaParameter& p, Tensor& slot) {
+    if (!slot.defined()) return;  // on another pipeline stage
     GEMMAPOD_CHECK(!p.is_scale, "train: '", p.name,
                    "' belongs to an int8 model, which does not train");
     const auto it = grad_of.find(&slot);
@@ -177,32 +184,9 @@ struct AttentionRanges {
   }
 };
 
-// The forward from tokens to the final norm's input. `saved` gets one entry per layer: all of
-// what the layer's backward reads, or, recomputing, only the layer's input (the backward runs the
-// layer again from it). Null (a forward without backward): one scratch entry is reused, so
-// nothing accumulates.
 // The whole vocabulary unless the caller holds a slice of it.
 VocabSlice VocabOf(const LossParallelism& p, int64_t vocab_size) {
   return p.vocab.vocab_size > 0 ? p.vocab : VocabSlice{vocab_size, 0, vocab_size, vocab_size};
-}
-
-Tensor ForwardToFinalNorm(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch,
-                          const AttentionRanges& ranges, std::vector<GemmaLayerSaved>* saved,
-                          bool recompute, const LossParallelism& parallel) {
-  const VocabParallelEmbedding embedding(w.embed_tokens, VocabOf(parallel, c.vocab_size),
-                                         c.EmbedScale(w.embed_tokens.weight.dtype()), parallel.tp);
-  Tensor h = embedding.Forward(batch.tokens);
-  GemmaLayerSaved scratch;
-  if (saved != nullptr) saved->assign(static_cast<size_t>(c.num_layers), GemmaLayerSaved{});
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    const bool keep_all = saved != nullptr && !recompute;
-    GemmaLayerSaved& keep = keep_all ? (*saved)[static_cast<size_t>(l)] : scratch;
-    if (saved != nullptr && recompute) (*saved)[static_cast<size_t>(l)].input = h;
-    h = GemmaLayerTrainForward(c, l, w.layers[static_cast<size_t>(l)], h, batch.positions,
-                               ranges.lo(c, l), ranges.hi, parallel.tp, MatmulPrecision::kExact,
-                               keep);
-  }
-  return h;
 }
 
 // The rows that have a target: only they need logits. Prompts of prompt/completion data and the
@@ -230,12 +214,11 @@ struct TargetRows {
 
 LossSum GemmaLoss(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch,
                   const LossParallelism& parallel) {
-  CheckPackedBatch(batch);
-  const AttentionRanges ranges(c, batch);
-  const Tensor h = ForwardToFinalNorm(c, w, batch, ranges, nullptr, false, parallel);
-  return {SumOfLosses(TiedHeadLosses(h, w.final_norm, w.embed_tokens, c.rms_norm_eps,
-                                     c.final_logit_softcap, c.vocab_size, batch.targets, parallel)),
-          CountTargets(batch)};
+  GemmaGrads none;
+  GemmaStageLoss whole(c, w, none, WholeGemma(c), false, parallel);
+  LossSum loss;
+  whole.Forward(0, batch, Tensor(), nullptr, loss);
+  return loss;
 }
 
 Tensor TiedHeadLosses(const Tensor& h, const Tensor& final_norm, const Linear& embed_tokens,
@@ -251,51 +234,144 @@ Tensor TiedHeadLosses(const Tensor& h, const Tensor& final_norm, const Linear& e
   return VocabParallelCrossEntropy(logits, targets, vocab, parallel.tp, 0.0f, dlogits);
 }
 
-LossSum GemmaLossAndGradients(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch,
-                              double scale, GemmaGrads& grads, bool recompute,
-                              const LossParallelism& parallel) {
+// What a stage keeps of a micro-batch between its forward and its backward.
+struct GemmaStageLoss::InFlight {
+  PackedBatch batch;
+  AttentionRanges ranges;
+  std::vector<GemmaLayerSaved> saved;  // one per layer of the stage
+  Tensor dh;                           // last stage: the loss's gradient at the final norm's input
+};
+
+GemmaStageLoss::GemmaStageLoss(const ModelConfig& config, const GemmaWeights& weights,
+                               GemmaGrads& grads, const GemmaShard& shard, bool recompute,
+                               const LossParallelism& parallel)
+    : c_(config),
+      w_(weights),
+      grads_(grads),
+      shard_(shard),
+      recompute_(recompute),
+      parallel_(parallel) {}
+
+GemmaStageLoss::~GemmaStageLoss() = default;
+
+Tensor GemmaStageLoss::Forward(int64_t micro, PackedBatch batch, const Tensor& input,
+                               const GradientScale* backward, LossSum& loss) {
   CheckPackedBatch(batch);
-  const AttentionRanges ranges(c, batch);
-  std::vector<GemmaLayerSaved> saved;
-  Tensor h = ForwardToFinalNorm(c, w, batch, ranges, &saved, recompute, parallel);
-  const float eps = static_cast<float>(c.rms_norm_eps);
+  GEMMAPOD_CHECK(in_flight_.count(micro) == 0, "pipeline: micro-batch ", micro,
+                 " forwarded twice before its backward");
+  AttentionRanges ranges(c_, batch);
+  auto f = std::make_unique<InFlight>(InFlight{std::move(batch), std::move(ranges), {}, {}});
+  const PackedBatch& b = f->batch;
+  const VocabSlice vocab = VocabOf(parallel_, c_.vocab_size);
+  Tensor h;
+  if (shard_.has_embedding) {
+    const VocabParallelEmbedding embedding(
+        w_.embed_tokens, vocab, c_.EmbedScale(w_.embed_tokens.weight.dtype()), parallel_.tp);
+    h = embedding.Forward(b.tokens);
+  } else {
+    GEMMAPOD_CHECK(input.defined() && input.rank() == 2 &&
+                       input.dim(0) == static_cast<int64_t>(b.tokens.size()) &&
+                       input.dim(1) == c_.hidden_size,
+                   "pipeline: stage input ", input.Describe(), " for ", b.tokens.size(),
+                   " tokens of width ", c_.hidden_size);
+    h = input;
+  }
+  // Forward only: one scratch entry reused, nothing accumulates.
+  GemmaLayerSaved scratch;
+  if (backward != nullptr)
+    f->saved.assign(static_cast<size_t>(shard_.end_layer - shard_.first_layer), {});
+  for (int64_t l = shard_.first_layer; l < shard_.end_layer; ++l) {
+    GemmaLayerSaved* keep = &scratch;
+    if (backward != nullptr) {
+      GemmaLayerSaved& mine = f->saved[static_cast<size_t>(l - shard_.first_layer)];
+      if (recompute_) {
+        mine.input = h;  // the backward runs the layer again from it
+      } else {
+        keep = &mine;
+      }
+    }
+    h = GemmaLayerTrainForward(c_, l, w_.layers[static_cast<size_t>(l)], h, b.positions,
+                               f->ranges.lo(c_, l), f->ranges.hi, parallel_.tp,
+                               MatmulPrecision::kExact, *keep);
+  }
+  if (!shard_.has_head) {
+    if (backward != nullptr) in_flight_[micro] = std::move(f);
+    return h;
+  }
+  if (backward == nullptr) {
+    loss = {
+        SumOfLosses(TiedHeadLosses(h, w_.final_norm, w_.embed_tokens, c_.rms_norm_eps,
+                                   c_.final_logit_softcap, c_.vocab_size, b.targets, parallel_)),
+        CountTargets(b)};
+    return Tensor();
+  }
+  // The last stage takes the loss's gradient at once, down to the final norm's input: the logits
+  // (targets x vocabulary) never wait for the backward.
+  const float eps = static_cast<float>(c_.rms_norm_eps);
   Tensor normed = ActivationLike(h, h.shape());
-  ops::RmsNorm(h, w.final_norm, eps, normed);
-  const VocabSlice vocab = VocabOf(parallel, c.vocab_size);
-  const VocabParallelHead head(w.embed_tokens, vocab, static_cast<float>(c.final_logit_softcap),
-                               parallel.tp);
-  const TargetRows selected(batch);
+  ops::RmsNorm(h, w_.final_norm, eps, normed);
+  const VocabParallelHead head(w_.embed_tokens, vocab, static_cast<float>(c_.final_logit_softcap),
+                               parallel_.tp);
+  const TargetRows selected(b);
   const Tensor head_input = selected.Select(normed);
   const Tensor logits = head.LogitShard(head_input, MatmulPrecision::kExact);
   Tensor dlogits = ActivationLike(logits, logits.shape());
-  const Tensor losses = VocabParallelCrossEntropy(logits, selected.targets, vocab, parallel.tp,
-                                                  static_cast<float>(scale), dlogits);
-  const LossSum result{SumOfLosses(losses), CountTargets(batch)};
-
+  const Tensor losses = VocabParallelCrossEntropy(logits, selected.targets, vocab, parallel_.tp,
+                                                  static_cast<float>(backward->scale), dlogits);
+  loss = {SumOfLosses(losses), CountTargets(b)};
   Tensor dhead_input = ActivationLike(head_input, head_input.shape());
-  head.Backward(head_input, logits, dlogits, dhead_input, grads.embed_tokens);
+  head.Backward(head_input, logits, dlogits, dhead_input, grads_.embed_tokens);
   // Rows without a target get no gradient from the head.
-  Tensor dnormed = ZerosOn(h.device(), h.shape()), dh = ActivationLike(h, h.shape());
+  Tensor dnormed = ZerosOn(h.device(), h.shape());
+  f->dh = ActivationLike(h, h.shape());
   ops::ScatterRows(dhead_input, selected.rows, dnormed);
-  ops::RmsNormBackward(h, w.final_norm, dnormed, eps, dh, grads.final_norm);
-  Tensor dprev = ActivationLike(h, h.shape());
-  for (int64_t l = c.num_layers - 1; l >= 0; --l) {
-    if (recompute) {  // the layer again from its input: the same operations, the same bits
-      const Tensor input = saved[static_cast<size_t>(l)].input;
-      GemmaLayerTrainForward(c, l, w.layers[static_cast<size_t>(l)], input, batch.positions,
-                             ranges.lo(c, l), ranges.hi, parallel.tp, MatmulPrecision::kExact,
-                             saved[static_cast<size_t>(l)]);
+  ops::RmsNormBackward(h, w_.final_norm, dnormed, eps, f->dh, grads_.final_norm);
+  in_flight_[micro] = std::move(f);
+  return Tensor();
+}
+
+Tensor GemmaStageLoss::Backward(int64_t micro, const Tensor& doutput) {
+  const auto it = in_flight_.find(micro);
+  GEMMAPOD_CHECK(it != in_flight_.end(), "pipeline: backward of micro-batch ", micro,
+                 " without its forward");
+  std::unique_ptr<InFlight> f = std::move(it->second);
+  in_flight_.erase(it);
+  const PackedBatch& b = f->batch;
+  Tensor dh = shard_.has_head ? f->dh : doutput;
+  GEMMAPOD_CHECK(
+      dh.defined() && dh.rank() == 2 && dh.dim(0) == static_cast<int64_t>(b.tokens.size()),
+      "pipeline: the gradient of micro-batch ", micro, "'s stage output is ", dh.Describe());
+  Tensor dprev = ActivationLike(dh, dh.shape());
+  for (int64_t l = shard_.end_layer - 1; l >= shard_.first_layer; --l) {
+    GemmaLayerSaved& saved = f->saved[static_cast<size_t>(l - shard_.first_layer)];
+    const GemmaLayerWeights& lw = w_.layers[static_cast<size_t>(l)];
+    if (recompute_) {  // the layer again from its input: the same operations, the same bits
+      const Tensor input = saved.input;
+      GemmaLayerTrainForward(c_, l, lw, input, b.positions, f->ranges.lo(c_, l), f->ranges.hi,
+                             parallel_.tp, MatmulPrecision::kExact, saved);
     }
-    GemmaLayerBackward(c, l, w.layers[static_cast<size_t>(l)], batch.positions, ranges.lo(c, l),
-                       ranges.hi, saved[static_cast<size_t>(l)], dh, parallel.tp, dprev,
-                       grads.layers[static_cast<size_t>(l)]);
+    GemmaLayerBackward(c_, l, lw, b.positions, f->ranges.lo(c_, l), f->ranges.hi, saved, dh,
+                       parallel_.tp, dprev, grads_.layers[static_cast<size_t>(l)]);
     std::swap(dh, dprev);
-    saved[static_cast<size_t>(l)] = GemmaLayerSaved{};  // its activations are spent
+    saved = GemmaLayerSaved{};  // its activations are spent
   }
-  const VocabParallelEmbedding embedding(w.embed_tokens, vocab,
-                                         c.EmbedScale(w.embed_tokens.weight.dtype()), parallel.tp);
-  embedding.Backward(batch.tokens, dh, grads.embed_tokens);
-  return result;
+  if (!shard_.has_embedding) return dh;
+  const VocabParallelEmbedding embedding(w_.embed_tokens, VocabOf(parallel_, c_.vocab_size),
+                                         c_.EmbedScale(w_.embed_tokens.weight.dtype()),
+                                         parallel_.tp);
+  embedding.Backward(b.tokens, dh, grads_.embed_tokens);
+  return Tensor();
+}
+
+LossSum GemmaLossAndGradients(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch,
+                              double scale, GemmaGrads& grads, bool recompute,
+                              const LossParallelism& parallel) {
+  GemmaStageLoss whole(c, w, grads, WholeGemma(c), recompute, parallel);
+  const GemmaStageLoss::GradientScale backward{scale};
+  LossSum loss;
+  whole.Forward(0, batch, Tensor(), &backward, loss);
+  whole.Backward(0, Tensor());
+  return loss;
 }
 
 }  // namespace gemmapod

@@ -6,9 +6,11 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <vector>
 
 #include "models/gemma/gemma_layer_training.h"
+#include "models/gemma/gemma_shard.h"
 #include "models/gemma/gemma_weights.h"
 #include "models/layers/parallel.h"
 
@@ -82,6 +84,42 @@ struct LossSum {
 LossSum GemmaLossAndGradients(const ModelConfig& config, const GemmaWeights& weights,
                               const PackedBatch& batch, double scale, GemmaGrads& grads,
                               bool recompute = false, const LossParallelism& parallel = {});
+
+// One pipeline stage's part of the loss (models/gemma/gemma_shard.h: the layers
+// [first_layer, end_layer), the embedding on the first stage, the final norm and tied head on
+// the last), micro-batch by micro-batch as a pipeline schedule asks (training/pipeline_schedule.h):
+// Forward keeps what the micro-batch's Backward reads until it runs. The last stage takes the
+// loss's gradient within its forward, down to the final norm's input, so the logits never wait
+// for the schedule. The whole model is the stage WholeGemma gives (GemmaLossAndGradients).
+class GemmaStageLoss {
+ public:
+  GemmaStageLoss(const ModelConfig& config, const GemmaWeights& weights, GemmaGrads& grads,
+                 const GemmaShard& shard, bool recompute, const LossParallelism& parallel);
+  ~GemmaStageLoss();
+
+  struct GradientScale {
+    double scale;  // the gradient is that of scale * the micro-batch's summed loss
+  };
+  // `input`: the previous stage's output, [tokens, d] (ignored on the first stage). Returns this
+  // stage's output, or on the last stage nothing, with the micro-batch's loss in `loss`.
+  // `backward` null: forward only, nothing kept.
+  Tensor Forward(int64_t micro, PackedBatch batch, const Tensor& input,
+                 const GradientScale* backward, LossSum& loss);
+  // `doutput`: the next stage's gradient of this stage's output (ignored on the last stage).
+  // Returns the gradient of this stage's input, or nothing on the first stage. Gradients
+  // accumulate.
+  Tensor Backward(int64_t micro, const Tensor& doutput);
+
+ private:
+  struct InFlight;
+  const ModelConfig& c_;
+  const GemmaWeights& w_;
+  GemmaGrads& grads_;
+  GemmaShard shard_;
+  bool recompute_;
+  LossParallelism parallel_;
+  std::map<int64_t, std::unique_ptr<InFlight>> in_flight_;
+};
 
 // The loss alone (held-out evaluation): the same forward, nothing kept for a backward.
 LossSum GemmaLoss(const ModelConfig& config, const GemmaWeights& weights, const PackedBatch& batch,

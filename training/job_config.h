@@ -11,6 +11,7 @@
 #include "training/adamw.h"
 #include "training/lora.h"
 #include "training/lr_schedule.h"
+#include "training/pipeline_schedule.h"
 
 namespace gemmapod {
 
@@ -44,10 +45,13 @@ struct TrainingJob {
 
   AdamWOptions optimizer{0.9f, 0.999f, 1e-8f, 0.0f};
   double max_grad_norm = 1.0;  // 0: no clipping
-  int64_t zero_stage = 0;
-  // Ranks of each tensor-parallel group (parallel.tp); the job's ranks / tp are data-parallel
-  // replicas of it.
-  int64_t tensor_parallel = 1;  // 1: optimizer state sharded over the data-parallel ranks (ZeRO-1)
+  int64_t zero_stage = 0;      // 1: optimizer state sharded over the data-parallel ranks (ZeRO-1)
+  // Ranks of each tensor-parallel group (parallel.tp) and pipeline stages (parallel.pp); the
+  // job's ranks / (tp x pp) are data-parallel replicas of the model. A pipeline runs a replica's
+  // micro-batches of a step as parallel.schedule says.
+  int64_t tensor_parallel = 1;
+  int64_t pipeline_parallel = 1;
+  PipelineSchedule pipeline_schedule = PipelineSchedule::kOneFOneB;
   LrSchedule schedule;
 
   struct Checkpoints {

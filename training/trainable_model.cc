@@ -14,57 +14,85 @@
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/error.h"
+#include "sharding/gemma_layout.h"
 #include "training/adamw.h"
 #include "training/data.h"
 #include "training/exact_match.h"
 #include "training/lora.h"
+#include "training/model_parallel.h"
 #include "training/recurrent_gemma_lm.h"
 #include "training/t5gemma_lm.h"
-#include "training/tensor_parallel.h"
 
 namespace gemmapod {
 
 Tensor TrainableModel::WholeOf(const std::string& name, const Tensor& mine) const {
-  const TensorParallelParameters* tp = tensor_parallel();
-  return tp != nullptr ? tp->Whole(name, mine) : mine;
+  const ModelParallelParameters* parts = model_parallel();
+  if (parts == nullptr) return mine;
+  // Optimizer tensors are f32 wherever they are held.
+  return parts->Whole(name, mine.defined() ? &mine : nullptr, DType::kF32);
 }
 
 void TrainableModel::SendPartOf(const std::string& name, const Tensor& mine) const {
-  if (const TensorParallelParameters* tp = tensor_parallel()) tp->Send(name, mine);
+  if (const ModelParallelParameters* tp = model_parallel()) tp->Send(name, mine);
 }
 
 Tensor TrainableModel::PartOf(const std::string& name, const Tensor& whole) const {
-  const TensorParallelParameters* tp = tensor_parallel();
+  const ModelParallelParameters* tp = model_parallel();
   return tp != nullptr ? tp->PartOf(name, whole) : whole;
 }
 
+std::vector<std::string> TrainableModel::ParameterNames(const AdamW& optimizer) const {
+  const ModelParallelParameters* parts = model_parallel();
+  return parts != nullptr ? parts->names() : optimizer.names();
+}
+
+Shape TrainableModel::StageBoundary(const std::vector<const TrainingExample*>&) const {
+  throw Error(StrCat("parallel.pp: pipeline stages are built for decoder-only Gemma so far; ",
+                     family(), " trains with tp and dp"));
+}
+
+Tensor TrainableModel::StageForward(int64_t, const std::vector<const TrainingExample*>& examples,
+                                    const Tensor&, const StageGradient*, LossSum&) {
+  StageBoundary(examples);
+  return Tensor();
+}
+
+Tensor TrainableModel::StageBackward(int64_t, const Tensor&) {
+  StageBoundary({});
+  return Tensor();
+}
+
+bool ModelParallelism::active() const { return model != nullptr && model->size() > 1; }
+
 namespace {
 
-// Decoder-only Gemma, whole or as one rank's shard of a tensor-parallel group (tp_ set): the
-// loss runs Megatron's parallel layers over the shard, and checkpoints gather whole tensors.
+// Decoder-only Gemma, whole or as one rank's part of a model group: a shard of a tensor-parallel
+// group (Megatron's parallel layers over it) of a pipeline stage (its layers, with the embedding
+// on the first stage and the tied head on the last). Checkpoints gather whole tensors.
 class GemmaTrainable final : public TrainableModel {
  public:
   GemmaTrainable(ModelConfig config, GemmaWeights weights)
-      : config_(std::move(config)), weights_(std::move(weights)) {}
-  GemmaTrainable(ModelConfig config, GemmaWeights weights, GemmaShard shard, Communicator* tp)
+      : config_(std::move(config)), weights_(std::move(weights)), shard_(WholeGemma(config_)) {}
+  GemmaTrainable(ModelConfig config, GemmaWeights weights, std::vector<LayerRange> stages,
+                 const ModelParallelism& parallel)
       : config_(std::move(config)),
         weights_(std::move(weights)),
-        shard_(shard),
-        tp_(tp),
-        parameters_(tp, [this](int rank, const auto& fn) {
-          const GemmaShard theirs =
-              MakeGemmaShard(config_, shard_.tp, rank, 0, config_.num_layers, true, true);
+        stages_(std::move(stages)),
+        parallel_groups_(parallel),
+        tp_(parallel.tp != nullptr && parallel.tp->size() > 1 ? parallel.tp : nullptr),
+        parameters_(parallel.model, [this](int rank, const auto& fn) {
           GemmaWeights scratch;
-          ForEachShardParameter(config_, theirs, scratch,
+          ForEachShardParameter(config_, ShardOfModelRank(rank), scratch,
                                 [&](const GemmaParameter& p, const ParameterSlice& slice, Tensor&) {
                                   fn(p.name, p.shape, slice);
                                 });
         }) {
-    parallel_.tp = tp;
+    shard_ = ShardOfModelRank(parallel.model->rank());
+    parallel_.tp = tp_;
     parallel_.vocab = {config_.vocab_size, shard_.vocab_begin, shard_.vocab_rows,
                        shard_.vocab_valid};
     // Ranks that share a key/value head (fewer heads than ranks) sum its gradient among them.
-    if (config_.num_kv_heads < shard_.tp) {
+    if (tp_ != nullptr && config_.num_kv_heads < shard_.tp) {
       kv_group_ = tp_->Split(static_cast<int>(shard_.kv_head_begin), shard_.tp_rank);
     }
   }
@@ -73,23 +101,17 @@ class GemmaTrainable final : public TrainableModel {
   int64_t vocab_size() const override { return config_.vocab_size; }
   int64_t max_context() const override { return config_.max_position_embeddings; }
   void AttachLora(const LoraOptions& options, uint64_t seed) override {
-    GEMMAPOD_CHECK(tp_ == nullptr,
-                   "lora: adapters are built for one tensor-parallel rank so far; remove lora: or "
-                   "parallel.tp");
+    GEMMAPOD_CHECK(!parameters_.active(),
+                   "lora: adapters are built for one rank per replica so far; remove lora: or "
+                   "parallel.tp / parallel.pp");
     gemmapod::AttachLora(config_, weights_, options, seed);
   }
   void RegisterParameters(AdamW& optimizer) override {
     grads_ = GemmaGrads::ZerosFor(config_, weights_);
     AddGemmaParameters(optimizer, config_, weights_, grads_);
-    if (tp_ == nullptr) return;
-    // A replicated parameter counts in the gradient norm once: on rank 0 of the group (norms),
-    // or of the ranks sharing it (a key/value head).
-    parameters_.CountReplicatedOnce(optimizer);
-    if (kv_group_ && kv_group_->rank() != 0) {
-      for (const std::string& name : optimizer.names()) {
-        if (IsKeyValue(name)) optimizer.LeaveOutOfNorm(name);
-      }
-    }
+    // A parameter held by several ranks (replicated norms, a shared key/value head, the tied
+    // embedding of the last stage) counts in the gradient norm once.
+    if (parameters_.active()) parameters_.CountEachElementOnce(optimizer);
   }
   LossSum LossAndGradients(const std::vector<const TrainingExample*>& examples, double scale,
                            bool recompute) override {
@@ -99,11 +121,38 @@ class GemmaTrainable final : public TrainableModel {
   LossSum Loss(const std::vector<const TrainingExample*>& examples) override {
     return GemmaLoss(config_, weights_, PackExamples(examples), parallel_);
   }
+  Shape StageBoundary(const std::vector<const TrainingExample*>& examples) const override {
+    int64_t tokens = 0;
+    for (const TrainingExample* e : examples) tokens += static_cast<int64_t>(e->tokens.size());
+    return {tokens, config_.hidden_size};
+  }
+  Tensor StageForward(int64_t micro, const std::vector<const TrainingExample*>& examples,
+                      const Tensor& input, const StageGradient* gradient, LossSum& loss) override {
+    const bool recompute = gradient != nullptr && gradient->recompute;
+    if (!stage_ || stage_recompute_ != recompute) {
+      stage_ =
+          std::make_unique<GemmaStageLoss>(config_, weights_, grads_, shard_, recompute, parallel_);
+      stage_recompute_ = recompute;
+    }
+    const GemmaStageLoss::GradientScale scale{gradient != nullptr ? gradient->scale : 0.0};
+    return stage_->Forward(micro, PackExamples(examples), input,
+                           gradient != nullptr ? &scale : nullptr, loss);
+  }
+  Tensor StageBackward(int64_t micro, const Tensor& doutput) override {
+    GEMMAPOD_CHECK(stage_ != nullptr, "pipeline: a backward before any forward");
+    return stage_->Backward(micro, doutput);
+  }
   void SyncGradients() override {
+    // The tied embedding: the first stage's gradient from the lookups, the last stage's from the
+    // head; both ranks take the sum, and so the same step.
+    if (parallel_groups_.embedding != nullptr && grads_.embed_tokens.defined()) {
+      AllReduceSum(parallel_groups_.embedding, grads_.embed_tokens);
+    }
     if (tp_ == nullptr) return;
     // Each rank's shard feeds a replicated parameter differently: the qk-norm weights see only
     // this rank's heads, and a key/value head shared by several ranks only their query heads.
     for (GemmaLayerGrads& layer : grads_.layers) {
+      if (!layer.attn_norm.defined()) continue;  // on another stage
       for (Tensor* norm : {&layer.attention.q_norm, &layer.attention.k_norm}) {
         if (norm->defined()) AllReduceSum(tp_, *norm);
       }
@@ -114,21 +163,24 @@ class GemmaTrainable final : public TrainableModel {
     }
   }
   void WriteModel(Hdf5CheckpointWriter& writer,
-                  const std::function<void(const std::string&)>& wrote) override {
+                  const std::function<void(const std::string&, DType)>& wrote) override {
     writer.SetConfig(ToAttributes(config_));
-    if (tp_ != nullptr) {  // whole tensors from the group's parts
-      ForEachShardParameter(config_, shard_, weights_,
-                            [&](const GemmaParameter& p, const ParameterSlice&, Tensor& slot) {
-                              writer.Write(p.name, parameters_.Whole(p.name, slot));
-                              if (wrote) wrote(p.name);
-                            });
+    if (parameters_.active()) {
+      // Whole tensors from the model group's parts, this rank's own among them; a parameter
+      // held only on other stages comes in the dtype its kind trains in.
+      const DType matrices = weights_.embed_tokens.weight.dtype();
+      ForEachGemmaParameter(config_, weights_, [&](const GemmaParameter& p, Tensor& slot) {
+        const DType dtype = slot.defined() ? slot.dtype() : p.is_norm ? DType::kF32 : matrices;
+        writer.Write(p.name, parameters_.Whole(p.name, slot.defined() ? &slot : nullptr, dtype));
+        if (wrote) wrote(p.name, dtype);
+      });
       return;
     }
     // LoRA: the merged matrices (new tensors; the training weights keep their adapters).
     GemmaWeights model = MergedLoraWeights(config_, weights_);
     ForEachGemmaParameter(config_, model, [&](const GemmaParameter& p, Tensor& slot) {
       writer.Write(p.name, slot);
-      if (wrote) wrote(p.name);
+      if (wrote) wrote(p.name, slot.dtype());
     });
   }
   void SendModel() override {
@@ -137,16 +189,16 @@ class GemmaTrainable final : public TrainableModel {
                             parameters_.Send(p.name, slot);
                           });
   }
-  const TensorParallelParameters* tensor_parallel() const override {
-    return tp_ != nullptr ? &parameters_ : nullptr;
+  const ModelParallelParameters* model_parallel() const override {
+    return parameters_.active() ? &parameters_ : nullptr;
   }
   ExactMatch HeldOutExactMatch(const Tokenizer& tokenizer,
                                const std::vector<TrainingExample>& held_out,
                                int64_t max_new_tokens) override {
-    GEMMAPOD_CHECK(tp_ == nullptr,
-                   "eval.exact_match: generation over a tensor-parallel training group is not "
+    GEMMAPOD_CHECK(!parameters_.active(),
+                   "eval.exact_match: generation over a model-parallel training group is not "
                    "built yet; the held-out loss is reported (remove eval.exact_match or "
-                   "parallel.tp)");
+                   "parallel.tp / parallel.pp)");
     // The serving engine over the same weight tensors (a GemmaWeights copy shares them, adapters
     // included): it answers with the weights as they are after the last step.
     if (!engine_) engine_ = std::make_unique<GemmaDecoder>(config_, weights_);
@@ -157,21 +209,28 @@ class GemmaTrainable final : public TrainableModel {
   }
 
  private:
-  static bool IsKeyValue(const std::string& name) {
-    return name.find("self_attn.k_proj.") != std::string::npos ||
-           name.find("self_attn.v_proj.") != std::string::npos;
+  // Model-group rank r is tensor-parallel rank r % tp of stage r / tp.
+  GemmaShard ShardOfModelRank(int rank) const {
+    const int tp = parallel_groups_.model->size() / static_cast<int>(stages_.size());
+    const auto stage = static_cast<size_t>(rank / tp);
+    return MakeGemmaShard(config_, tp, rank % tp, stages_[stage].first, stages_[stage].end,
+                          stage == 0, stage + 1 == stages_.size());
   }
 
   ModelConfig config_;
   GemmaWeights weights_;
   GemmaGrads grads_;
   std::unique_ptr<GemmaDecoder> engine_;
-  // Tensor parallelism (tp_ null: the whole model on this rank).
-  GemmaShard shard_;
+  // Model parallelism (parameters_ inactive: the whole model on this rank).
+  std::vector<LayerRange> stages_;
+  ModelParallelism parallel_groups_;
   Communicator* tp_ = nullptr;
+  GemmaShard shard_;
   std::unique_ptr<Communicator> kv_group_;  // the ranks sharing this rank's key/value head
-  TensorParallelParameters parameters_;
+  ModelParallelParameters parameters_;
   LossParallelism parallel_;
+  std::unique_ptr<GemmaStageLoss> stage_;
+  bool stage_recompute_ = false;
 };
 
 TrainingMemory PlanRecurrentGemmaTraining(const RecurrentGemmaConfig& c, const TrainingJob& job,
@@ -283,7 +342,7 @@ class RecurrentGemmaTrainable final : public TrainableModel {
                                      optimizer.Add(p.name, slot, *it->second, slot.rank() >= 2);
                                    });
     // Replicated parameters (norms, the single key/value head, row-parallel biases) count once.
-    if (tp_ != nullptr) parameters_.CountReplicatedOnce(optimizer);
+    if (tp_ != nullptr) parameters_.CountEachElementOnce(optimizer);
   }
   LossSum LossAndGradients(const std::vector<const TrainingExample*>& examples, double scale,
                            bool recompute) override {
@@ -307,12 +366,12 @@ class RecurrentGemmaTrainable final : public TrainableModel {
     }
   }
   void WriteModel(Hdf5CheckpointWriter& writer,
-                  const std::function<void(const std::string&)>& wrote) override {
+                  const std::function<void(const std::string&, DType)>& wrote) override {
     writer.SetConfig(ToAttributes(config_));
     ForEachRecurrentGemmaParameter(
         config_, weights_, [&](const RecurrentGemmaParameter& p, Tensor& slot) {
-          writer.Write(p.name, tp_ ? parameters_.Whole(p.name, slot) : slot);
-          if (wrote) wrote(p.name);
+          writer.Write(p.name, tp_ ? parameters_.Whole(p.name, &slot, slot.dtype()) : slot);
+          if (wrote) wrote(p.name, slot.dtype());
         });
   }
   void SendModel() override {
@@ -320,7 +379,7 @@ class RecurrentGemmaTrainable final : public TrainableModel {
         config_, weights_,
         [&](const RecurrentGemmaParameter& p, Tensor& slot) { parameters_.Send(p.name, slot); });
   }
-  const TensorParallelParameters* tensor_parallel() const override {
+  const ModelParallelParameters* model_parallel() const override {
     return tp_ != nullptr ? &parameters_ : nullptr;
   }
   ExactMatch HeldOutExactMatch(const Tokenizer&, const std::vector<TrainingExample>&,
@@ -339,7 +398,7 @@ class RecurrentGemmaTrainable final : public TrainableModel {
   RecurrentGemmaGrads grads_;
   // Tensor parallelism (tp_ null: the whole model on this rank).
   Communicator* tp_ = nullptr;
-  TensorParallelParameters parameters_;
+  ModelParallelParameters parameters_;
   LossParallelism parallel_;
 };
 
@@ -418,7 +477,7 @@ class T5GemmaTrainable final : public TrainableModel {
     grads_ = T5GemmaGrads::ZerosFor(config_, weights_);
     AddT5GemmaParameters(optimizer, config_, weights_, grads_, &shard_);
     if (tp_ == nullptr) return;
-    parameters_.CountReplicatedOnce(optimizer);
+    parameters_.CountEachElementOnce(optimizer);
     for (const std::string& name : optimizer.names()) {
       Communicator* group = KeyValueGroupOf(name);
       if (group != nullptr && group->rank() != 0) optimizer.LeaveOutOfNorm(name);
@@ -458,14 +517,14 @@ class T5GemmaTrainable final : public TrainableModel {
     }
   }
   void WriteModel(Hdf5CheckpointWriter& writer,
-                  const std::function<void(const std::string&)>& wrote) override {
+                  const std::function<void(const std::string&, DType)>& wrote) override {
     writer.SetConfig(ToAttributes(config_));
-    ForEachT5GemmaShardParameter(config_, shard_, weights_,
-                                 [&](const GemmaParameter& p, const ParameterSlice&, Tensor& slot) {
-                                   writer.Write(p.name,
-                                                tp_ ? parameters_.Whole(p.name, slot) : slot);
-                                   if (wrote) wrote(p.name);
-                                 });
+    ForEachT5GemmaShardParameter(
+        config_, shard_, weights_,
+        [&](const GemmaParameter& p, const ParameterSlice&, Tensor& slot) {
+          writer.Write(p.name, tp_ ? parameters_.Whole(p.name, &slot, slot.dtype()) : slot);
+          if (wrote) wrote(p.name, slot.dtype());
+        });
   }
   void SendModel() override {
     ForEachT5GemmaShardParameter(config_, shard_, weights_,
@@ -473,7 +532,7 @@ class T5GemmaTrainable final : public TrainableModel {
                                    parameters_.Send(p.name, slot);
                                  });
   }
-  const TensorParallelParameters* tensor_parallel() const override {
+  const ModelParallelParameters* model_parallel() const override {
     return tp_ != nullptr ? &parameters_ : nullptr;
   }
   ExactMatch HeldOutExactMatch(const Tokenizer&, const std::vector<TrainingExample>&,
@@ -502,7 +561,7 @@ class T5GemmaTrainable final : public TrainableModel {
   T5GemmaShard shard_;
   Communicator* tp_ = nullptr;
   std::unique_ptr<Communicator> encoder_kv_, decoder_kv_;
-  TensorParallelParameters parameters_;
+  ModelParallelParameters parameters_;
   T5GemmaParallelism parallel_;
 };
 
@@ -515,8 +574,15 @@ std::string ArchitectureOf(const Attributes& a) {
 }  // namespace
 
 std::unique_ptr<TrainableModel> LoadTrainableModel(const Hdf5CheckpointReader& reader, DType dtype,
-                                                   Communicator* tp) {
+                                                   const ModelParallelism& parallel) {
   const std::string& path = reader.origin();
+  Communicator* const tp = parallel.tp;
+  if (parallel.stages > 1 && (ArchitectureOf(reader.config()) == "recurrent_gemma" ||
+                              IsT5GemmaAttributes(reader.config()))) {
+    throw Error(StrCat(path, ": parallel.pp ", parallel.stages,
+                       ": pipeline stages are built for decoder-only Gemma so far; train this "
+                       "model with tp and dp"));
+  }
   const std::string architecture = ArchitectureOf(reader.config());
   if (tp != nullptr && tp->size() > 1 && IsT5GemmaAttributes(reader.config())) {
     T5GemmaConfig config = T5GemmaFromAttributes(reader.config(), path);
@@ -554,21 +620,30 @@ std::unique_ptr<TrainableModel> LoadTrainableModel(const Hdf5CheckpointReader& r
     return std::make_unique<RecurrentGemmaTrainable>(std::move(config), std::move(weights), shard,
                                                      tp);
   }
-  if (tp != nullptr && tp->size() > 1) {
+  if (parallel.active()) {
     ModelConfig config = FromAttributes(reader.config(), path);
     GEMMAPOD_CHECK(config.quantization == WeightQuantization::kNone, path,
                    ": int8 weights do not train; start from the bf16 or f32 checkpoint");
-    if (const auto problem = TensorParallelProblem(config, tp->size())) {
-      throw Error(StrCat(path, ": parallel.tp ", tp->size(), ": ", *problem));
+    const int tp_size = tp != nullptr ? tp->size() : 1;
+    if (const auto problem = TensorParallelProblem(config, tp_size)) {
+      throw Error(StrCat(path, ": parallel.tp ", tp_size, ": ", *problem));
     }
+    GEMMAPOD_CHECK(parallel.stages <= config.num_layers, path, ": parallel.pp ", parallel.stages,
+                   ": more pipeline stages than the model's ", config.num_layers, " layers");
+    // Stages balanced by the bytes each holds (the embedding and the head count on the ends).
+    std::vector<LayerRange> stages =
+        GemmaStageLayers(config, tp_size, parallel.stages, dtype == DType::kBF16 ? 2 : 4, nullptr);
+    const LayerRange mine = stages[static_cast<size_t>(parallel.stage)];
     const GemmaShard shard =
-        MakeGemmaShard(config, tp->size(), tp->rank(), 0, config.num_layers, true, true);
-    GemmaWeights weights = LoadGemmaShard(config, shard, reader, tp);
+        MakeGemmaShard(config, tp_size, tp != nullptr ? tp->rank() : 0, mine.first, mine.end,
+                       parallel.stage == 0, parallel.stage + 1 == parallel.stages);
+    GemmaWeights weights = LoadGemmaShard(config, shard, reader, tp_size > 1 ? tp : nullptr);
     ForEachShardParameter(config, shard, weights,
                           [&](const GemmaParameter& p, const ParameterSlice&, Tensor& slot) {
                             if (!p.is_norm && slot.dtype() != dtype) slot = slot.To(dtype);
                           });
-    return std::make_unique<GemmaTrainable>(std::move(config), std::move(weights), shard, tp);
+    return std::make_unique<GemmaTrainable>(std::move(config), std::move(weights),
+                                            std::move(stages), parallel);
   }
   if (architecture == "recurrent_gemma") {
     RecurrentGemmaConfig config = RecurrentGemmaFromAttributes(reader.config(), path);

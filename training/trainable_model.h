@@ -21,7 +21,7 @@ namespace gemmapod {
 
 class Communicator;
 class Hdf5CheckpointReader;
-class TensorParallelParameters;
+class ModelParallelParameters;
 class Hdf5CheckpointWriter;
 class Tokenizer;
 struct ExactMatch;
@@ -47,39 +47,74 @@ class TrainableModel {
   // Encoder-decoder: examples are {"input", "target"} pairs.
   virtual bool seq2seq() const { return false; }
   // The config and every tensor (adapters merged) into a checkpoint being written; `wrote`
-  // after each tensor, with its name.
+  // after each tensor, with its name and dtype.
   virtual void WriteModel(Hdf5CheckpointWriter& writer,
-                          const std::function<void(const std::string&)>& wrote) = 0;
+                          const std::function<void(const std::string&, DType)>& wrote) = 0;
   // Held-out exact match through the family's generation engine over the trained weights.
   virtual ExactMatch HeldOutExactMatch(const Tokenizer& tokenizer,
                                        const std::vector<TrainingExample>& held_out,
                                        int64_t max_new_tokens) = 0;
   virtual TrainingMemory PlanMemory(const TrainingJob& job, int64_t max_length) const = 0;
 
-  // Tensor parallelism (decoder-only Gemma so far; a model without it holds everything and these
-  // do nothing). After a step's micro-batches: sums the gradients the group's ranks hold in part
-  // (replicated parameters that each rank's shard feeds differently).
+  // Pipeline parallelism (a model loaded as one stage: training/pipeline_engine.h runs these as
+  // the schedule says). The shape of the f32 activation a stage passes on for micro-batch
+  // `examples`; the stage's forward (`input`: the previous stage's output; with `gradient`, kept
+  // for the backward and the gradient of scale * the summed loss taken), returning its output or,
+  // on the last stage, nothing and the loss; and its backward from the gradient of its output,
+  // returning that of its input (nothing on the first stage). A family without pipeline stages
+  // refuses.
+  virtual Shape StageBoundary(const std::vector<const TrainingExample*>& examples) const;
+  struct StageGradient {
+    double scale;
+    bool recompute;  // keep only each layer's input, and run the layer again in the backward
+  };
+  virtual Tensor StageForward(int64_t micro, const std::vector<const TrainingExample*>& examples,
+                              const Tensor& input, const StageGradient* gradient, LossSum& loss);
+  virtual Tensor StageBackward(int64_t micro, const Tensor& doutput);
+
+  // Model parallelism (tensor parallelism, and pipeline stages; a model held whole does nothing
+  // here). After a step's micro-batches: sums the gradients the model group's ranks hold in part
+  // (replicated parameters that each rank's shard feeds differently, the tied embedding of the
+  // first and last stages).
   virtual void SyncGradients() {}
-  // Writing a checkpoint: WriteModel on the group's rank 0 gathers every tensor while the other
-  // ranks are in SendModel; WholeOf gathers a tensor shaped as parameter `name` (an optimizer
-  // tensor) while the others are in SendPartOf, in the same order.
+  // Writing a checkpoint: WriteModel on the model group's rank 0 gathers every tensor while the
+  // other ranks are in SendModel; WholeOf gathers a tensor shaped as parameter `name` (an
+  // optimizer tensor; `mine` undefined where this rank holds none of it) while the others are in
+  // SendPartOf, in the order of ParameterNames.
   virtual void SendModel() {}
   Tensor WholeOf(const std::string& name, const Tensor& mine) const;
   void SendPartOf(const std::string& name, const Tensor& mine) const;
   // Resuming: this rank's part of parameter `name`'s whole checkpoint tensor.
   Tensor PartOf(const std::string& name, const Tensor& whole) const;
+  // Every trained parameter of the whole model, in checkpoint order (a pipeline stage's
+  // optimizer holds only its own).
+  std::vector<std::string> ParameterNames(const AdamW& optimizer) const;
 
  protected:
-  // The family's tensor-parallel bookkeeping, or null for a model held whole.
-  virtual const TensorParallelParameters* tensor_parallel() const { return nullptr; }
+  // The family's model-parallel bookkeeping, or null for a model held whole.
+  virtual const ModelParallelParameters* model_parallel() const { return nullptr; }
 };
 
-// The model of a checkpoint, its matrices in `dtype` (f32 or bf16). With `tp` (a group of more
-// than one rank; collective over it) this rank's shard of it. Errors name the file (an int8
-// checkpoint, a family that does not train yet or not under tensor parallelism, a model that
-// does not split over the group).
+// How a model is split over the ranks of one replica: tensor-parallel groups of `tp` ranks, each
+// holding a shard of a pipeline stage's layers; `stages` groups, stage s's ranks being ranks
+// [s tp, (s + 1) tp) of `model` (the replica's ranks). `embedding` joins a first-stage rank with
+// the last-stage rank that holds the same rows of the tied embedding (null with one stage).
+struct ModelParallelism {
+  Communicator* tp = nullptr;
+  Communicator* model = nullptr;
+  Communicator* embedding = nullptr;
+  int stages = 1;
+  int stage = 0;
+  bool active() const;  // more than one rank
+};
+
+// The model of a checkpoint, its matrices in `dtype` (f32 or bf16); under model parallelism
+// (collective over its groups) this rank's part of it. Errors name the file (an int8
+// checkpoint, a family that does not train yet or not under this layout, a model that does not
+// split over it).
 std::unique_ptr<TrainableModel> LoadTrainableModel(const Hdf5CheckpointReader& checkpoint,
-                                                   DType dtype, Communicator* tp = nullptr);
+                                                   DType dtype,
+                                                   const ModelParallelism& parallel = {});
 
 // What training the checkpoint's model as `job` says holds in memory, from its config alone (no
 // weights read), and the longest row the model takes.

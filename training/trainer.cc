@@ -9,6 +9,7 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "models/gemma/gemma_checkpoint.h"
 #include "models/gemma/gemma_decoder.h"
@@ -25,6 +26,7 @@
 #include "training/lora.h"
 #include "training/loss_curve.h"
 #include "training/memory_plan.h"
+#include "training/pipeline_engine.h"
 #include "training/trainable_model.h"
 #include "training/training_checkpoint.h"
 
@@ -178,14 +180,28 @@ int64_t RanksOnThisHost() {
   return local != nullptr && std::atoi(local) > 0 ? std::atoi(local) : 1;
 }
 
+// This replica's held-out loss; with pipeline stages (`pp`), the batches flow through them as
+// the micro-batches of one forward-only schedule, and the last stage's loss is summed to all.
 LossSum HeldOutLoss(TrainableModel& model, const std::vector<TrainingExample>& held_out,
-                    int64_t rows_per_batch) {
-  LossSum total;
+                    int64_t rows_per_batch, Communicator* pp) {
+  std::vector<std::vector<const TrainingExample*>> batches;
   for (size_t begin = 0; begin < held_out.size(); begin += static_cast<size_t>(rows_per_batch)) {
     std::vector<const TrainingExample*> rows;
     for (size_t i = begin; i < std::min(held_out.size(), begin + rows_per_batch); ++i) {
       rows.push_back(&held_out[i]);
     }
+    batches.push_back(std::move(rows));
+  }
+  LossSum total;
+  if (pp != nullptr) {
+    if (batches.empty()) return total;
+    total = RunPipelineInstructions(
+                ForwardInstructions(pp->size(), pp->rank(), static_cast<int64_t>(batches.size())),
+                *pp, model, batches, nullptr)
+                .loss;
+    return DataParallel(pp).Sum(total);
+  }
+  for (const auto& rows : batches) {
     const LossSum part = model.Loss(rows);
     total.sum += part.sum;
     total.targets += part.targets;
@@ -205,17 +221,19 @@ void CheckDataParallelBatch(const TrainingJob& job, int replicas) {
                  replicas * job.micro_batch);
 }
 
-void CheckTensorParallelJob(const TrainingJob& job, int ranks) {
-  const int64_t tp = job.tensor_parallel;
-  if (tp == 1) return;
-  GEMMAPOD_CHECK(ranks % tp == 0, job.source, ": parallel.tp ", tp, " does not divide the job's ",
-                 ranks, " ranks (the ranks are tp x data-parallel replicas)");
+void CheckModelParallelJob(const TrainingJob& job, int ranks) {
+  const int64_t tp = job.tensor_parallel, pp = job.pipeline_parallel;
+  if (tp * pp == 1) return;
+  GEMMAPOD_CHECK(ranks % (tp * pp) == 0, job.source, ": parallel.tp ", tp, " x parallel.pp ", pp,
+                 " does not divide the job's ", ranks,
+                 " ranks (the ranks are tp x pp x data-parallel replicas)");
   GEMMAPOD_CHECK(!job.lora, job.source,
-                 ": lora: adapters are built for one tensor-parallel rank so far; remove lora: "
-                 "or parallel.tp");
+                 ": lora: adapters are built for one rank per replica so far; remove lora: "
+                 "or parallel.tp / parallel.pp");
   GEMMAPOD_CHECK(!job.eval_exact_match, job.source,
-                 ": eval.exact_match: generation over a tensor-parallel training group is not "
-                 "built yet; remove it (the held-out loss is reported) or parallel.tp");
+                 ": eval.exact_match: generation over a model-parallel training group is not "
+                 "built yet; remove it (the held-out loss is reported) or parallel.tp / "
+                 "parallel.pp");
 }
 
 TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& options,
@@ -223,6 +241,12 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   DataParallel dp(groups.dp);
   CheckDataParallelBatch(job, dp.size());
   Communicator* const tp = groups.tp != nullptr && groups.tp->size() > 1 ? groups.tp : nullptr;
+  // Pipeline stages: this rank's stage runs its part of every micro-batch as the schedule says.
+  Communicator* const pp = groups.pp != nullptr && groups.pp->size() > 1 ? groups.pp : nullptr;
+  Communicator* const model_group =
+      groups.model != nullptr && groups.model->size() > 1 ? groups.model : nullptr;
+  const int stages = pp != nullptr ? pp->size() : 1;
+  const int stage = pp != nullptr ? pp->rank() : 0;
   // The job's rank 0 speaks and writes; the others run the same steps silently.
   const bool speaker = groups.world == nullptr || groups.world->rank() == 0;
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> quiet(nullptr, &std::fclose);
@@ -250,6 +274,12 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
                  "; data-parallel ranks on several hosts need it on a shared filesystem");
   if (tp != nullptr) {
     std::fprintf(log, "train: tensor parallelism over %d ranks\n", tp->size());
+  }
+  const int64_t micro_per_replica = job.batch_sequences / job.micro_batch / dp.size();
+  if (pp != nullptr) {
+    std::fprintf(log, "train: pipeline of %d stages, %s schedule over %lld micro-batch(es)\n",
+                 stages, PipelineScheduleName(job.pipeline_schedule),
+                 static_cast<long long>(micro_per_replica));
   }
   if (dp.size() > 1) {
     std::fprintf(log, "train: data parallelism over %d ranks (%lld micro-batch(es) each a step)\n",
@@ -284,7 +314,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
                  " tokens)");
   const int64_t max_length = plan.max_length;
   const std::unique_ptr<TrainableModel> model = LoadTrainableModel(
-      weights_source, job.weights_dtype == "bf16" ? DType::kBF16 : DType::kF32, tp);
+      weights_source, job.weights_dtype == "bf16" ? DType::kBF16 : DType::kF32,
+      ModelParallelism{tp, model_group, pp != nullptr ? groups.embedding : nullptr, stages, stage});
   if (job.lora) {
     model->AttachLora(*job.lora, job.seed);
     std::fprintf(log, "train: LoRA rank %lld, alpha %g on %s\n",
@@ -376,7 +407,7 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   const std::vector<TrainingExample> held_out_share = ShareOf(split.held_out, dp);
   const auto evaluate = [&](int64_t step) {
     if (split.held_out.empty()) return;
-    const LossSum held = dp.Sum(HeldOutLoss(*model, held_out_share, job.batch_sequences));
+    const LossSum held = dp.Sum(HeldOutLoss(*model, held_out_share, job.batch_sequences, pp));
     summary.held_out_loss = held.mean();
     metrics.held_out.push_back({step, held.mean()});
     nlohmann::json line = {
@@ -400,8 +431,12 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   };
   // The whole optimizer state of a parameter: from the replicas (ZeRO-1), then from the
   // tensor-parallel group. Called by the first replica's ranks.
+  const std::vector<std::string> registered = optimizer.names();
+  const std::set<std::string> held(registered.begin(), registered.end());
   const auto state_of = [&](const std::string& name, AdamWPart part) {
-    return model->WholeOf(name, dp.GatherState(optimizer, name, part));
+    // A parameter of another pipeline stage: all of it comes from that stage's ranks.
+    return model->WholeOf(name,
+                          held.count(name) > 0 ? dp.GatherState(optimizer, name, part) : Tensor());
   };
   const auto save = [&](int64_t step) {
     dp.CheckReplicasAgree(optimizer);
@@ -454,7 +489,9 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     }
     GEMMAPOD_CHECK(targets > 0, "train: step ", step, " has no token to learn");
     LossSum loss;
-    // This replica's micro-batches of the step (all of them on one rank).
+    // This replica's micro-batches of the step (all of them on one rank); one with nothing to
+    // learn is left out.
+    std::vector<std::vector<const TrainingExample*>> micro_batches;
     const auto [first_micro, end_micro] = dp.Share(job.batch_sequences / job.micro_batch);
     for (int64_t begin = first_micro * job.micro_batch; begin < end_micro * job.micro_batch;
          begin += job.micro_batch) {
@@ -467,11 +504,30 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       for (const TrainingExample* e : micro) {
         for (size_t i = 1; i < e->learn.size(); ++i) micro_targets += e->learn[i];
       }
-      if (micro_targets == 0) continue;
-      const LossSum part =
-          model->LossAndGradients(micro, 1.0 / static_cast<double>(targets), job.recompute);
-      loss.sum += part.sum;
-      loss.targets += part.targets;
+      if (micro_targets > 0) micro_batches.push_back(std::move(micro));
+    }
+    double bubble = -1;
+    if (pp != nullptr && !micro_batches.empty()) {
+      const TrainableModel::StageGradient gradient{1.0 / static_cast<double>(targets),
+                                                   job.recompute};
+      const Clock::time_point begin = Clock::now();
+      const PipelineStepResult part =
+          RunPipelineInstructions(StageInstructions(job.pipeline_schedule, stages, stage,
+                                                    static_cast<int64_t>(micro_batches.size())),
+                                  *pp, *model, micro_batches, &gradient);
+      // The share of the stages' time spent waiting: 1 - their busy time over stages x the
+      // pipeline's wall time.
+      const DataParallel pipeline(pp);
+      const double busy = pipeline.Sum(part.busy_s), wall = pipeline.Sum(Seconds(begin));
+      bubble = wall > 0 ? 1.0 - busy / wall : 0.0;
+      loss = pipeline.Sum(part.loss);
+    } else {
+      for (const auto& micro : micro_batches) {
+        const LossSum part =
+            model->LossAndGradients(micro, 1.0 / static_cast<double>(targets), job.recompute);
+        loss.sum += part.sum;
+        loss.targets += part.targets;
+      }
     }
     model->SyncGradients();
     if (dp.sharded()) {
@@ -483,11 +539,12 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     GEMMAPOD_CHECK(std::isfinite(loss.sum), "train: step ", step, ": the loss is ", loss.sum,
                    "; stopping before the weights take it (lower optimizer.lr?)");
     const double lr = job.schedule.At(step);
-    // The global norm: this rank's share, the replicas' shares (sharded state) and the tensor-
-    // parallel group's (each shard's; a replicated parameter counted once), added in rank order.
+    // The global norm: this rank's share, the replicas' shares (sharded state) and the model
+    // group's (each shard's and stage's; a parameter held twice counted once), added in rank
+    // order.
     double squares = optimizer.OwnedGradSquares();
     if (dp.sharded()) squares = dp.Sum(squares);
-    if (tp != nullptr) squares = DataParallel(tp).Sum(squares);
+    if (model_group != nullptr) squares = DataParallel(model_group).Sum(squares);
     const double grad_norm =
         optimizer.Step(static_cast<float>(lr), job.max_grad_norm, std::sqrt(squares));
     if (dp.sharded()) dp.AllGatherUpdates(optimizer);
@@ -500,13 +557,15 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     summary.last_step = step;
     summary.last_loss = loss.mean();
     metrics.train.push_back({step, loss.mean()});
-    metrics.Append({{"step", step},
-                    {"loss", loss.mean()},
-                    {"lr", lr},
-                    {"grad_norm", grad_norm},
-                    {"tokens", tokens},
-                    {"targets", loss.targets},
-                    {"elapsed_s", state.elapsed_s}});
+    nlohmann::json line = {{"step", step},
+                           {"loss", loss.mean()},
+                           {"lr", lr},
+                           {"grad_norm", grad_norm},
+                           {"tokens", tokens},
+                           {"targets", loss.targets},
+                           {"elapsed_s", state.elapsed_s}};
+    if (bubble >= 0) line["pipeline_bubble"] = bubble;
+    metrics.Append(line);
     if (step % job.log_interval == 0 || step == job.steps) {
       const double rate =
           static_cast<double>(window_tokens) / std::max(1e-9, Seconds(window_start));

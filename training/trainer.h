@@ -37,13 +37,19 @@ inline constexpr const char* kExportedModelFile = "model.h5";
 
 class Communicator;
 
-// The ranks of a job: tensor-parallel groups of parallel.tp consecutive ranks, each holding a
-// shard of the model, and data-parallel groups of the ranks that hold the same shard (the
-// replicas). Null groups: one process.
+// The ranks of a job (sharding/process_grid.h's order: rank = tp_rank + tp (dp_rank + dp
+// pp_rank)): tensor-parallel groups of parallel.tp consecutive ranks, each holding a shard of a
+// pipeline stage; pipeline groups of a replica's stages (a stage's rank in it is its index);
+// data-parallel groups of the ranks that hold the same part (the replicas); model groups of one
+// replica's ranks (stage-major); embedding groups of a first- and a last-stage rank holding the
+// same rows of the tied embedding. Null groups: one process.
 struct TrainingGroups {
   Communicator* world = nullptr;
   Communicator* tp = nullptr;
   Communicator* dp = nullptr;
+  Communicator* pp = nullptr;
+  Communicator* model = nullptr;
+  Communicator* embedding = nullptr;
 };
 
 // Every replica loads its shard and reads the data; each runs its contiguous share of a step's
@@ -57,8 +63,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
 // Refuses a step that data parallelism over `replicas` ranks cannot split evenly, naming the
 // job's keys.
 void CheckDataParallelBatch(const TrainingJob& job, int replicas);
-// Refuses a job whose parallel.tp does not divide the job's `ranks`, or asks for what tensor
-// parallelism does not do yet (LoRA, held-out exact match).
-void CheckTensorParallelJob(const TrainingJob& job, int ranks);
+// Refuses a job whose parallel.tp x parallel.pp does not divide the job's `ranks`, or asks for
+// what model parallelism does not do yet (LoRA, held-out exact match).
+void CheckModelParallelJob(const TrainingJob& job, int ranks);
 
 }  // namespace gemmapod

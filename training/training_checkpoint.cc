@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <regex>
 #include <set>
 
@@ -58,20 +59,24 @@ void SaveTrainingCheckpoint(const std::string& path, TrainableModel& model,
     ++written;
     if (progress) progress(written);
   };
-  std::set<std::string> in_params;
-  model.WriteModel(writer, [&](const std::string& name) {
-    in_params.insert(name);
+  // The dtype of every model tensor written: an f32 weight is its own master.
+  std::map<std::string, DType> in_params;
+  model.WriteModel(writer, [&](const std::string& name, DType dtype) {
+    in_params[name] = dtype;
     wrote();
   });
   writer.WriteFile("tokenizer.model", tokenizer);
-  for (const std::string& name : optimizer.names()) {
+  // Every parameter of the model, also those that other pipeline stages hold (state_of gathers
+  // them).
+  for (const std::string& name : model.ParameterNames(optimizer)) {
     for (const AdamWPart part : kAdamWParts) {
       // One whole tensor at a time: rank 0 of a sharded run holds no more than that.
       const Tensor t = state_of ? state_of(name, part) : optimizer.state(name, part);
       if (part == AdamWPart::kMaster) {
         // An f32 weight in /params is its own master; a bf16 weight, or a parameter that is not
         // a model tensor (a LoRA adapter: /params then holds the merged matrices), gets one.
-        if (optimizer.weight(name).dtype() == DType::kF32 && in_params.count(name) > 0) continue;
+        const auto it = in_params.find(name);
+        if (it != in_params.end() && it->second == DType::kF32) continue;
         writer.WriteToGroup(kMasters, name, t);
       } else {
         writer.WriteToGroup(part == AdamWPart::kFirstMoment ? kFirstMoments : kSecondMoments, name,

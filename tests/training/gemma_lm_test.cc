@@ -140,6 +140,76 @@ TEST(GemmaLm, RecomputingLayersGivesTheSameGradients) {
   }
 }
 
+// Two pipeline stages chained on one process: micro-batch by micro-batch (each stage's backward
+// right after the forwards) they give the whole model's bits, the tied embedding's gradient
+// summed from the first stage's lookups and the last stage's head; all forwards before the
+// backwards (GPipe's order) add the same terms in another order.
+TEST(GemmaLm, PipelineStagesChainedGiveTheWholeModelsGradients) {
+  const ModelConfig c = TinyConfig();
+  ASSERT_GE(c.num_layers, 2);
+  const GemmaWeights w = RandomGemmaWeights(c, DType::kF32, 8);
+  const std::vector<PackedBatch> micro = {PackSequences({Sequences()[0]}),
+                                          PackSequences({Sequences()[1], Sequences()[2]})};
+  const double scale = 1.0 / static_cast<double>(CountTargets(micro[0]) + CountTargets(micro[1]));
+  GemmaGrads whole = GemmaGrads::ZerosFor(c, w);
+  double whole_loss = 0;
+  for (const PackedBatch& b : micro) whole_loss += GemmaLossAndGradients(c, w, b, scale, whole).sum;
+
+  const int64_t cut = c.num_layers / 2;
+  const GemmaShard first = MakeGemmaShard(c, 1, 0, 0, cut, true, false);
+  const GemmaShard last = MakeGemmaShard(c, 1, 0, cut, c.num_layers, false, true);
+  const GemmaStageLoss::GradientScale gradient{scale};
+  const auto same = [](const Tensor& x, const Tensor& y) {
+    return x.nbytes() == y.nbytes() && std::memcmp(x.raw(), y.raw(), x.nbytes()) == 0;
+  };
+  for (const bool gpipe : {false, true}) {
+    SCOPED_TRACE(gpipe ? "gpipe" : "micro-batch by micro-batch");
+    GemmaGrads staged = GemmaGrads::ZerosFor(c, w);
+    GemmaStageLoss a(c, w, staged, first, false, {}), b(c, w, staged, last, false, {});
+    double loss = 0;
+    const auto forward = [&](int64_t m) {
+      LossSum none, part;
+      const Tensor h = a.Forward(m, micro[m], Tensor(), &gradient, none);
+      EXPECT_EQ(none.targets, 0);
+      EXPECT_FALSE(b.Forward(m, micro[m], h, &gradient, part).defined());
+      loss += part.sum;
+    };
+    const auto backward = [&](int64_t m) {
+      EXPECT_FALSE(a.Backward(m, b.Backward(m, Tensor())).defined());
+    };
+    for (int64_t m = 0; m < 2; ++m) {
+      forward(m);
+      if (!gpipe) backward(m);
+    }
+    if (gpipe) {
+      for (int64_t m = 0; m < 2; ++m) backward(m);
+    }
+    EXPECT_EQ(loss, whole_loss);
+    for (size_t l = 0; l < staged.layers.size(); ++l) {
+      EXPECT_TRUE(
+          same(staged.layers[l].attention.q_proj.weight, whole.layers[l].attention.q_proj.weight))
+          << l;
+      EXPECT_TRUE(same(staged.layers[l].mlp_norm, whole.layers[l].mlp_norm)) << l;
+    }
+    EXPECT_TRUE(same(staged.final_norm, whole.final_norm));
+    if (!gpipe) {
+      EXPECT_TRUE(same(staged.embed_tokens, whole.embed_tokens));
+    } else {
+      EXPECT_LT(MaxRelativeError(staged.embed_tokens, ToDoubles(whole.embed_tokens)), 1e-5);
+    }
+  }
+  // A stage's input of the wrong width, and a backward without its forward, are named.
+  GemmaGrads g = GemmaGrads::ZerosFor(c, w);
+  GemmaStageLoss b(c, w, g, last, false, {});
+  LossSum none;
+  EXPECT_THAT(ErrorOf([&] {
+                b.Forward(0, micro[0], Tensor::Zeros({5, 3}, DType::kF32), &gradient, none);
+              }),
+              ::testing::HasSubstr("pipeline: stage input"));
+  EXPECT_THAT(ErrorOf([&] { b.Backward(3, Tensor()); }),
+              ::testing::HasSubstr("backward of micro-batch 3 without its forward"));
+}
+
 TEST(GemmaLm, BatchesWithoutTargetsOrWithBadMasksAreNamed) {
   const ModelConfig c = TinyConfig();
   GemmaWeights w = RandomGemmaWeights(c, DType::kF32, 5);

@@ -53,7 +53,7 @@ lora: {rank: 4, alpha: 8, targets: [q_proj, down_proj]}
 batch: {sequences: 8, micro_batch: 2}
 optimizer: {lr: 3e-4, beta1: 0.8, beta2: 0.95, eps: 1e-6, weight_decay: 0.1, max_grad_norm: 0.5,
             zero: 1}
-parallel: {tp: 2}
+parallel: {tp: 2, pp: 2, schedule: gpipe}
 schedule: {warmup_steps: 10, decay: linear, min_lr_ratio: 0.1}
 checkpoint: {dir: run, interval: 25, keep: 2}
 eval: {interval: 5}
@@ -86,6 +86,8 @@ log: {interval: 10}
   EXPECT_DOUBLE_EQ(job.max_grad_norm, 0.5);
   EXPECT_EQ(job.zero_stage, 1);
   EXPECT_EQ(job.tensor_parallel, 2);
+  EXPECT_EQ(job.pipeline_parallel, 2);
+  EXPECT_EQ(job.pipeline_schedule, PipelineSchedule::kGPipe);
   EXPECT_EQ(job.schedule.warmup_steps, 10);
   EXPECT_EQ(job.schedule.decay, LrSchedule::Decay::kLinear);
   EXPECT_DOUBLE_EQ(job.schedule.min_ratio, 0.1);
@@ -107,6 +109,8 @@ TEST_F(JobConfig, DefaultsAreAWholeBatchPerStepInF32) {
   EXPECT_DOUBLE_EQ(job.max_grad_norm, 1.0);
   EXPECT_EQ(job.zero_stage, 0);
   EXPECT_EQ(job.tensor_parallel, 1);
+  EXPECT_EQ(job.pipeline_parallel, 1);
+  EXPECT_EQ(job.pipeline_schedule, PipelineSchedule::kOneFOneB);
 }
 
 TEST_F(JobConfig, MistakesNameFileLineAndKey) {
@@ -132,7 +136,9 @@ TEST_F(JobConfig, MistakesNameFileLineAndKey) {
               HasSubstr("optimizer.zero: ZeRO stage 2 is not built; 0 (replicated optimizer "
                         "state) or 1 (sharded)"));
   EXPECT_THAT(error(base + "parallel: {tp: 0}\n"), HasSubstr("parallel.tp: must be at least 1"));
-  EXPECT_THAT(error(base + "parallel: {pp: 2}\n"), HasSubstr("parallel.pp: unknown key"));
+  EXPECT_THAT(error(base + "parallel: {pp: 0}\n"), HasSubstr("parallel.pp: must be at least 1"));
+  EXPECT_THAT(error(base + "parallel: {schedule: interleaved}\n"), HasSubstr("parallel.schedule"));
+  EXPECT_THAT(error(base + "parallel: {dp: 2}\n"), HasSubstr("parallel.dp: unknown key"));
   EXPECT_THAT(error("model: m.h5\ndata: {train: t.jsonl, held_out: e.jsonl, "
                     "held_out_fraction: 0.1}\nsteps: 1\ncheckpoint: {dir: r}\n"),
               HasSubstr("give held_out (a file) or held_out_fraction"));
