@@ -100,18 +100,12 @@ int RunTrain(const TrainCommandOptions& options, int* argc, char*** argv) {
     const std::unique_ptr<Communicator> pp_group = world.Split(at.tp + tp * at.dp, world.rank());
     // A replica's ranks, stage-major (its rank at.tp + tp at.pp).
     const std::unique_ptr<Communicator> model_group = world.Split(at.dp, at.tp + tp * at.pp);
-    // The first and last stages' ranks of the same rows of the tied embedding; every other rank
-    // alone.
-    const bool end_stage = at.pp == 0 || at.pp == pp - 1;
-    const std::unique_ptr<Communicator> embedding_group =
-        world.Split(end_stage ? at.tp + tp * at.dp : world.size() + world.rank(), world.rank());
     TrainRunOptions run;
     run.resume = options.resume || !options.resume_from.empty();
     run.resume_from = options.resume_from;
     run.kill_during_save_at_step = options.inject_kill_during_save;
     RunTrainingJob(job, run, stderr,
-                   {&world, tp_group.get(), dp_group.get(), pp_group.get(), model_group.get(),
-                    pp > 1 ? embedding_group.get() : nullptr});
+                   {&world, tp_group.get(), dp_group.get(), pp_group.get(), model_group.get()});
     return 0;
   });
 }

@@ -97,18 +97,21 @@ T5GemmaReplicaRank T5GemmaReplicaOf(const PodTopology* pod, int world_rank) {
   return {at.dp, at.pp * pod->tp + at.tp};
 }
 
+int AutoEncoderStages(const T5GemmaConfig& config, int pp) {
+  if (pp <= 1) return 0;
+  const double share = static_cast<double>(config.encoder.ParameterCount()) /
+                       static_cast<double>(config.ParameterCount());
+  return std::clamp(static_cast<int>(share * pp + 0.5), 1, pp - 1);
+}
+
 T5GemmaLayout T5GemmaLayoutFromPod(const PodTopology& pod, const T5GemmaConfig& config) {
   const int encoder_tp = pod.encoder_tp > 0 ? pod.encoder_tp : pod.tp;
   const PipelineLayout& p = pod.pipeline;
   if (p.automatic) {
     // Auto: with pp > 1 and no split given, the encoder takes stages in proportion to its
     // bytes (at least one, leaving at least one to the decoder).
-    int encoder_stages = p.encoder_stages;
-    if (encoder_stages == 0 && pod.pp > 1) {
-      const double share = static_cast<double>(config.encoder.ParameterCount()) /
-                           static_cast<double>(config.ParameterCount());
-      encoder_stages = std::clamp(static_cast<int>(share * pod.pp + 0.5), 1, pod.pp - 1);
-    }
+    const int encoder_stages =
+        p.encoder_stages == 0 ? AutoEncoderStages(config, pod.pp) : p.encoder_stages;
     return MakeT5GemmaLayout(config, encoder_tp, encoder_stages, pod.tp,
                              encoder_stages == 0 ? 1 : pod.pp - encoder_stages);
   }

@@ -41,6 +41,9 @@ struct T5GemmaLayout {
 // does not divide the heads, more stages than layers).
 T5GemmaLayout MakeT5GemmaLayout(const T5GemmaConfig& config, int encoder_tp, int encoder_stages,
                                 int decoder_tp, int decoder_stages);
+// How many of `pp` stages the encoder takes when nobody says: in proportion to its parameters,
+// at least one, leaving at least one to the decoder (0 with one stage: it holds both).
+int AutoEncoderStages(const T5GemmaConfig& config, int pp);
 // The pod file's layout of one data-parallel replica: parallelism.tp for the decoder,
 // parallelism.encoder_tp (default tp) for the encoder, pipeline.encoder_stages (auto) or the
 // explicit stages' parts and layer ranges. The pod has dp such replicas (its parser allows dp > 1

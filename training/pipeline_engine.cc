@@ -42,7 +42,7 @@ PipelineStepResult RunPipelineInstructions(
         micro_batches[static_cast<size_t>(i.micro)];
     switch (i.op) {
       case PipelineOp::kRecvActivation: {
-        Tensor in = Tensor::Empty(model.StageBoundary(examples), DType::kF32);
+        Tensor in = Tensor::Empty(model.InputBoundary(examples), DType::kF32);
         pipeline.Recv(in, stage - 1, ActivationTag(i.micro));
         inputs[i.micro] = std::move(in);
         break;
@@ -66,7 +66,7 @@ PipelineStepResult RunPipelineInstructions(
         break;
       }
       case PipelineOp::kRecvGradient: {
-        Tensor d = Tensor::Empty(model.StageBoundary(examples), DType::kF32);
+        Tensor d = Tensor::Empty(model.OutputBoundary(examples), DType::kF32);
         pipeline.Recv(d, stage + 1, GradientTag(i.micro));
         doutputs[i.micro] = std::move(d);
         break;

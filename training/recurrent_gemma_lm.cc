@@ -66,7 +66,7 @@ struct LayerSaved {
   Tensor mid, mlp_normed, gate, up, hidden;
 };
 
-struct Forward {
+struct StageActivations {
   Tensor h;  // the final norm's input
   std::vector<LayerSaved> layers;
   ActivationStore store{ActivationStore::Keep::kEverything};
@@ -84,18 +84,18 @@ VocabSlice VocabOf(const RecurrentGemmaConfig& c, const LossParallelism& p) {
   return p.vocab.vocab_size > 0 ? p.vocab : VocabSlice{c.vocab_size, 0, c.vocab_size, c.vocab_size};
 }
 
-void RunForward(const RecurrentGemmaConfig& c, const RecurrentGemmaWeights& w,
-                const PackedBatch& batch, const Reach& reach, const LossParallelism& par,
-                Forward& f) {
+// Layers [first, end) over h (the stage's input, or the embedding's output), keeping what their
+// backward reads in `f`.
+void RunLayers(const RecurrentGemmaConfig& c, const RecurrentGemmaWeights& w,
+               const PackedBatch& batch, const Reach& reach, const LossParallelism& par,
+               int64_t first, int64_t end, Tensor h, StageActivations& f) {
   const auto T = static_cast<int64_t>(batch.tokens.size());
   const int64_t d = c.hidden_size, width = c.conv1d_width;
   const float eps = static_cast<float>(c.rms_norm_eps);
-  Tensor h = VocabParallelEmbedding(w.embed_tokens, VocabOf(c, par), c.EmbedScale(), par.tp)
-                 .Forward(batch.tokens);
-  f.layers.assign(static_cast<size_t>(c.num_layers), LayerSaved{});
-  for (int64_t l = 0; l < c.num_layers; ++l) {
+  f.layers.assign(static_cast<size_t>(end - first), LayerSaved{});
+  for (int64_t l = first; l < end; ++l) {
     const RecurrentGemmaLayerWeights& lw = w.layers[static_cast<size_t>(l)];
-    LayerSaved& s = f.layers[static_cast<size_t>(l)];
+    LayerSaved& s = f.layers[static_cast<size_t>(l - first)];
     s.input = h;
     s.temporal_normed = ActivationLike(h, {T, d});
     ops::RmsNorm(h, lw.temporal_pre_norm, eps, s.temporal_normed);
@@ -134,13 +134,21 @@ void RunForward(const RecurrentGemmaConfig& c, const RecurrentGemmaWeights& w,
 
 RecurrentGemmaGrads RecurrentGemmaGrads::ZerosFor(const RecurrentGemmaConfig& c,
                                                   const RecurrentGemmaWeights& w) {
-  const auto zeros = [](const Tensor& like) { return ZerosOn(like.device(), like.shape()); };
+  // A pipeline stage holds some layers, and the embedding and final norm only at its ends: the
+  // others have no weights and get no gradient.
+  const auto zeros = [](const Tensor& like) {
+    return like.defined() ? ZerosOn(like.device(), like.shape()) : Tensor();
+  };
   RecurrentGemmaGrads g;
   g.embed_tokens = zeros(w.embed_tokens.weight);
   g.final_norm = zeros(w.final_norm);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const RecurrentGemmaLayerWeights& lw = w.layers[static_cast<size_t>(l)];
     RecurrentGemmaLayerGrads lg;
+    if (!lw.temporal_pre_norm.defined()) {
+      g.layers.push_back(std::move(lg));
+      continue;
+    }
     lg.temporal_pre_norm = zeros(lw.temporal_pre_norm);
     if (c.blocks[static_cast<size_t>(l)] == TemporalBlock::kRecurrent) {
       lg.recurrent = RecurrentBlockGrads::ZerosFor(lw.recurrent);
@@ -157,47 +165,95 @@ RecurrentGemmaGrads RecurrentGemmaGrads::ZerosFor(const RecurrentGemmaConfig& c,
   return g;
 }
 
-LossSum RecurrentGemmaLoss(const RecurrentGemmaConfig& c, const RecurrentGemmaWeights& w,
-                           const PackedBatch& batch, const LossParallelism& par) {
-  CheckBatch(c, batch);
-  const Reach reach(c, batch);
-  Forward f;
-  RunForward(c, w, batch, reach, par, f);
-  return {SumOfLosses(TiedHeadLosses(f.h, w.final_norm, w.embed_tokens, c.rms_norm_eps,
-                                     c.final_logit_softcap, c.vocab_size, batch.targets, par)),
-          CountTargets(batch)};
-}
+struct RecurrentGemmaStageLoss::InFlight {
+  PackedBatch batch;
+  Reach reach;
+  StageActivations forward;
+  Tensor dh;  // last stage: the loss's gradient at the final norm's input
+};
 
-LossSum RecurrentGemmaLossAndGradients(const RecurrentGemmaConfig& c,
-                                       const RecurrentGemmaWeights& w, const PackedBatch& batch,
-                                       double scale, RecurrentGemmaGrads& grads,
-                                       const LossParallelism& par) {
-  CheckBatch(c, batch);
-  const Reach reach(c, batch);
-  Forward f;
-  RunForward(c, w, batch, reach, par, f);
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  const auto T = static_cast<int64_t>(batch.tokens.size());
-  const int64_t d = c.hidden_size;
-  Tensor normed = ActivationLike(f.h, f.h.shape());
-  ops::RmsNorm(f.h, w.final_norm, eps, normed);
-  const VocabSlice vocab = VocabOf(c, par);
-  const VocabParallelHead head(w.embed_tokens, vocab, static_cast<float>(c.final_logit_softcap),
-                               par.tp);
+RecurrentGemmaStageLoss::RecurrentGemmaStageLoss(const RecurrentGemmaConfig& config,
+                                                 const RecurrentGemmaWeights& weights,
+                                                 RecurrentGemmaGrads& grads,
+                                                 const RecurrentGemmaShard& shard,
+                                                 const LossParallelism& parallel)
+    : c_(config), w_(weights), grads_(grads), shard_(shard), parallel_(parallel) {}
+
+RecurrentGemmaStageLoss::~RecurrentGemmaStageLoss() = default;
+
+Tensor RecurrentGemmaStageLoss::Forward(int64_t micro, PackedBatch batch, const Tensor& input,
+                                        const GemmaStageLoss::GradientScale* backward,
+                                        LossSum& loss) {
+  CheckBatch(c_, batch);
+  GEMMAPOD_CHECK(in_flight_.count(micro) == 0, "pipeline: micro-batch ", micro,
+                 " forwarded twice before its backward");
+  Reach reach(c_, batch);
+  auto f = std::make_unique<InFlight>(InFlight{std::move(batch), std::move(reach), {}, {}});
+  const PackedBatch& b = f->batch;
+  const VocabSlice vocab = VocabOf(c_, parallel_);
+  Tensor h;
+  if (shard_.has_embedding) {
+    h = VocabParallelEmbedding(w_.embed_tokens, vocab, c_.EmbedScale(), parallel_.tp)
+            .Forward(b.tokens);
+  } else {
+    GEMMAPOD_CHECK(input.defined() && input.rank() == 2 &&
+                       input.dim(0) == static_cast<int64_t>(b.tokens.size()) &&
+                       input.dim(1) == c_.hidden_size,
+                   "pipeline: stage input ", input.Describe(), " for ", b.tokens.size(),
+                   " tokens of width ", c_.hidden_size);
+    h = input;
+  }
+  RunLayers(c_, w_, b, f->reach, parallel_, shard_.first_layer, shard_.end_layer, h, f->forward);
+  const Tensor out = f->forward.h;
+  if (!shard_.has_head) {
+    if (backward != nullptr) in_flight_[micro] = std::move(f);
+    return out;
+  }
+  if (backward == nullptr) {
+    loss = {
+        SumOfLosses(TiedHeadLosses(out, w_.final_norm, w_.embed_tokens, c_.rms_norm_eps,
+                                   c_.final_logit_softcap, c_.vocab_size, b.targets, parallel_)),
+        CountTargets(b)};
+    return Tensor();
+  }
+  // The last stage takes the loss's gradient at once, down to the final norm's input.
+  const float eps = static_cast<float>(c_.rms_norm_eps);
+  Tensor normed = ActivationLike(out, out.shape());
+  ops::RmsNorm(out, w_.final_norm, eps, normed);
+  const VocabParallelHead head(w_.embed_tokens, vocab, static_cast<float>(c_.final_logit_softcap),
+                               parallel_.tp);
   const Tensor logits = head.LogitShard(normed, MatmulPrecision::kExact);
   Tensor dlogits = ActivationLike(logits, logits.shape());
-  const Tensor losses = VocabParallelCrossEntropy(logits, batch.targets, vocab, par.tp,
-                                                  static_cast<float>(scale), dlogits);
-  const LossSum result{SumOfLosses(losses), CountTargets(batch)};
-
+  const Tensor losses = VocabParallelCrossEntropy(logits, b.targets, vocab, parallel_.tp,
+                                                  static_cast<float>(backward->scale), dlogits);
+  loss = {SumOfLosses(losses), CountTargets(b)};
   Tensor dnormed = ActivationLike(normed, normed.shape());
-  head.Backward(normed, logits, dlogits, dnormed, grads.embed_tokens);
-  Tensor dh = ActivationLike(f.h, f.h.shape());
-  ops::RmsNormBackward(f.h, w.final_norm, dnormed, eps, dh, grads.final_norm);
-  for (int64_t l = c.num_layers - 1; l >= 0; --l) {
-    const RecurrentGemmaLayerWeights& lw = w.layers[static_cast<size_t>(l)];
-    RecurrentGemmaLayerGrads& lg = grads.layers[static_cast<size_t>(l)];
-    const LayerSaved& s = f.layers[static_cast<size_t>(l)];
+  head.Backward(normed, logits, dlogits, dnormed, grads_.embed_tokens);
+  f->dh = ActivationLike(out, out.shape());
+  ops::RmsNormBackward(out, w_.final_norm, dnormed, eps, f->dh, grads_.final_norm);
+  in_flight_[micro] = std::move(f);
+  return Tensor();
+}
+
+Tensor RecurrentGemmaStageLoss::Backward(int64_t micro, const Tensor& doutput) {
+  const auto it = in_flight_.find(micro);
+  GEMMAPOD_CHECK(it != in_flight_.end(), "pipeline: backward of micro-batch ", micro,
+                 " without its forward");
+  std::unique_ptr<InFlight> f = std::move(it->second);
+  in_flight_.erase(it);
+  const PackedBatch& b = f->batch;
+  const Reach& reach = f->reach;
+  const auto T = static_cast<int64_t>(b.tokens.size());
+  const int64_t d = c_.hidden_size;
+  const float eps = static_cast<float>(c_.rms_norm_eps);
+  Tensor dh = shard_.has_head ? f->dh : doutput;
+  GEMMAPOD_CHECK(dh.defined() && dh.rank() == 2 && dh.dim(0) == T, "pipeline: the gradient of ",
+                 "micro-batch ", micro, "'s stage output is ", dh.Describe());
+  const LossParallelism& par = parallel_;
+  for (int64_t l = shard_.end_layer - 1; l >= shard_.first_layer; --l) {
+    const RecurrentGemmaLayerWeights& lw = w_.layers[static_cast<size_t>(l)];
+    RecurrentGemmaLayerGrads& lg = grads_.layers[static_cast<size_t>(l)];
+    const LayerSaved& s = f->forward.layers[static_cast<size_t>(l - shard_.first_layer)];
     // h_out = mid + mlp(norm(mid)): dmid = dh + norm'(mlp'(dh)).
     Tensor d_mlp_normed = ActivationLike(dh, {T, d});
     GegluMlpBackward(s.mlp_normed, {lw.gate_proj, lw.up_proj, lw.down_proj}, s.gate, s.up, s.hidden,
@@ -207,12 +263,12 @@ LossSum RecurrentGemmaLossAndGradients(const RecurrentGemmaConfig& c,
     ops::Add(d_mid, dh, d_mid);
     // mid = input + temporal(norm(input)).
     Tensor d_temporal_normed = ActivationLike(dh, {T, d});
-    if (c.blocks[static_cast<size_t>(l)] == TemporalBlock::kRecurrent) {
-      RecurrentBlockBackward(s.temporal_normed, lw.recurrent, {reach.conv_reach, batch.positions},
-                             f.store, l, d_mid, par.tp, d_temporal_normed, lg.recurrent);
+    if (c_.blocks[static_cast<size_t>(l)] == TemporalBlock::kRecurrent) {
+      RecurrentBlockBackward(s.temporal_normed, lw.recurrent, {reach.conv_reach, b.positions},
+                             f->forward.store, l, d_mid, par.tp, d_temporal_normed, lg.recurrent);
     } else {
       SelfAttentionGrads ag{lg.q_proj, lg.k_proj, lg.v_proj, lg.o_proj, Tensor(), Tensor()};
-      SelfAttentionBackward(AttentionOf(lw), AttentionSettings(c, lw), batch.positions, reach.lo,
+      SelfAttentionBackward(AttentionOf(lw), AttentionSettings(c_, lw), b.positions, reach.lo,
                             reach.hi, s.attention, d_mid, par.tp, d_temporal_normed, ag);
     }
     Tensor d_input = ActivationLike(dh, {T, d});
@@ -221,9 +277,31 @@ LossSum RecurrentGemmaLossAndGradients(const RecurrentGemmaConfig& c,
     ops::Add(d_input, d_mid, d_input);
     dh = d_input;
   }
-  VocabParallelEmbedding(w.embed_tokens, vocab, c.EmbedScale(), par.tp)
-      .Backward(batch.tokens, dh, grads.embed_tokens);
-  return result;
+  if (!shard_.has_embedding) return dh;
+  VocabParallelEmbedding(w_.embed_tokens, VocabOf(c_, par), c_.EmbedScale(), par.tp)
+      .Backward(b.tokens, dh, grads_.embed_tokens);
+  return Tensor();
+}
+
+LossSum RecurrentGemmaLoss(const RecurrentGemmaConfig& c, const RecurrentGemmaWeights& w,
+                           const PackedBatch& batch, const LossParallelism& par) {
+  RecurrentGemmaGrads none;
+  RecurrentGemmaStageLoss whole(c, w, none, WholeRecurrentGemma(c), par);
+  LossSum loss;
+  whole.Forward(0, batch, Tensor(), nullptr, loss);
+  return loss;
+}
+
+LossSum RecurrentGemmaLossAndGradients(const RecurrentGemmaConfig& c,
+                                       const RecurrentGemmaWeights& w, const PackedBatch& batch,
+                                       double scale, RecurrentGemmaGrads& grads,
+                                       const LossParallelism& par) {
+  RecurrentGemmaStageLoss whole(c, w, grads, WholeRecurrentGemma(c), par);
+  const GemmaStageLoss::GradientScale gradient{scale};
+  LossSum loss;
+  whole.Forward(0, batch, Tensor(), &gradient, loss);
+  whole.Backward(0, Tensor());
+  return loss;
 }
 
 }  // namespace gemmapod

@@ -6,11 +6,14 @@
 // embedding and the soft-capped head.
 #pragma once
 
+#include <map>
+#include <memory>
 #include <vector>
 
 #include "models/layers/geglu_mlp.h"
 #include "models/layers/linear.h"
 #include "models/layers/recurrent_block.h"
+#include "models/recurrent_gemma/recurrent_gemma_shard.h"
 #include "models/recurrent_gemma/recurrent_gemma_weights.h"
 #include "training/gemma_lm.h"
 
@@ -40,6 +43,29 @@ LossSum RecurrentGemmaLossAndGradients(const RecurrentGemmaConfig& config,
                                        const PackedBatch& batch, double scale,
                                        RecurrentGemmaGrads& grads,
                                        const LossParallelism& parallel = {});
+
+// One pipeline stage's part of the loss, micro-batch by micro-batch (see GemmaStageLoss): the
+// layers [first_layer, end_layer) of `shard`, the embedding on the first stage, the final norm
+// and tied head on the last (whose forward takes the loss's gradient down to the norm's input).
+class RecurrentGemmaStageLoss {
+ public:
+  RecurrentGemmaStageLoss(const RecurrentGemmaConfig& config, const RecurrentGemmaWeights& weights,
+                          RecurrentGemmaGrads& grads, const RecurrentGemmaShard& shard,
+                          const LossParallelism& parallel);
+  ~RecurrentGemmaStageLoss();
+  Tensor Forward(int64_t micro, PackedBatch batch, const Tensor& input,
+                 const GemmaStageLoss::GradientScale* backward, LossSum& loss);
+  Tensor Backward(int64_t micro, const Tensor& doutput);
+
+ private:
+  struct InFlight;
+  const RecurrentGemmaConfig& c_;
+  const RecurrentGemmaWeights& w_;
+  RecurrentGemmaGrads& grads_;
+  RecurrentGemmaShard shard_;
+  LossParallelism parallel_;
+  std::map<int64_t, std::unique_ptr<InFlight>> in_flight_;
+};
 
 // The loss alone, with the same forward (tests; held-out evaluation).
 LossSum RecurrentGemmaLoss(const RecurrentGemmaConfig& config, const RecurrentGemmaWeights& weights,

@@ -1,7 +1,10 @@
 #include "training/t5gemma_lm.h"
 
 #include <algorithm>
+#include <cstring>
+#include <initializer_list>
 #include <map>
+#include <memory>
 
 #include "models/gemma/gemma_layer_training.h"
 #include "models/layers/device_tensors.h"
@@ -130,17 +133,6 @@ void CrossResidualBackward(const ModelConfig& c, const CrossAttentionWeights& x,
   ops::Add(dh, dout, dh);
 }
 
-struct Forward {
-  Tensor encoder_last;  // the encoder's final norm's input
-  Tensor memory;        // the encoder's output
-  std::vector<GemmaLayerSaved> encoder;
-  std::vector<GemmaLayerSaved> decoder;
-  std::vector<CrossSaved> cross;
-  std::vector<Tensor> decoder_after_self;  // each decoder layer's cross block input
-  Tensor decoder_last;                     // the decoder's final norm's input
-  std::vector<int64_t> cross_lo, cross_hi;
-};
-
 void CheckBatch(const Seq2SeqBatch& b) {
   GEMMAPOD_CHECK(!b.encoder.tokens.empty() && !b.decoder.tokens.empty(),
                  "loss: an empty encoder or decoder side");
@@ -152,68 +144,35 @@ VocabSlice VocabOf(const VocabSlice& slice, int64_t vocab_size) {
   return slice.vocab_size > 0 ? slice : VocabSlice{vocab_size, 0, vocab_size, vocab_size};
 }
 
-void RunForward(const T5GemmaConfig& c, const T5GemmaWeights& w, const Seq2SeqBatch& b,
-                const T5GemmaParallelism& par, Forward& f) {
-  const ModelConfig& ce = c.encoder;
-  const ModelConfig& cd = c.decoder;
-  const Ranges enc = EncoderRanges(ce, b), dec = DecoderRanges(cd, b);
-  const VocabSlice enc_vocab = VocabOf(par.encoder_vocab, ce.vocab_size);
-  Tensor e = VocabParallelEmbedding(w.encoder.embed_tokens, enc_vocab,
-                                    ce.EmbedScale(w.encoder.embed_tokens.weight.dtype()), par.tp)
-                 .Forward(b.encoder.tokens);
-  f.encoder.assign(static_cast<size_t>(ce.num_layers), GemmaLayerSaved{});
-  for (int64_t l = 0; l < ce.num_layers; ++l) {
-    e = GemmaLayerTrainForward(ce, l, w.encoder.layers[static_cast<size_t>(l)], e,
-                               b.encoder.positions, enc.lo(ce, l), enc.hi(ce, l), par.tp,
-                               MatmulPrecision::kExact, f.encoder[static_cast<size_t>(l)]);
+// Copies `parts` one after another into one flat f32 tensor (what a pipeline stage sends), and
+// back.
+Tensor Concatenate(std::initializer_list<const Tensor*> parts) {
+  int64_t n = 0;
+  for (const Tensor* t : parts) n += t->numel();
+  Tensor out = Tensor::Empty({n}, DType::kF32);
+  auto* to = static_cast<char*>(out.raw());
+  for (const Tensor* t : parts) {
+    std::memcpy(to, t->raw(), t->nbytes());
+    to += t->nbytes();
   }
-  f.encoder_last = e;
-  f.memory = ActivationLike(e, e.shape());
-  ops::RmsNorm(e, w.encoder.final_norm, static_cast<float>(ce.rms_norm_eps), f.memory);
-
-  for (int64_t pair : b.pair_of_decoder_token) {
-    f.cross_lo.push_back(b.encoder_begin[static_cast<size_t>(pair)]);
-    f.cross_hi.push_back(b.encoder_end[static_cast<size_t>(pair)]);
+  return out;
+}
+void Split(const Tensor& flat, std::initializer_list<Tensor*> parts) {
+  int64_t n = 0;
+  for (const Tensor* t : parts) n += t->numel();
+  GEMMAPOD_CHECK(flat.dtype() == DType::kF32 && flat.numel() == n, "pipeline: a stage boundary of ",
+                 flat.Describe(), " where ", n, " f32 values were expected");
+  const auto* from = static_cast<const char*>(flat.raw());
+  for (Tensor* t : parts) {
+    std::memcpy(t->raw(), from, t->nbytes());
+    from += t->nbytes();
   }
-  const VocabSlice dec_vocab = VocabOf(par.decoder_vocab, cd.vocab_size);
-  Tensor h = VocabParallelEmbedding(w.decoder.embed_tokens, dec_vocab,
-                                    cd.EmbedScale(w.decoder.embed_tokens.weight.dtype()), par.tp)
-                 .Forward(b.decoder.tokens);
-  f.decoder.assign(static_cast<size_t>(cd.num_layers), GemmaLayerSaved{});
-  f.cross.assign(static_cast<size_t>(cd.num_layers), CrossSaved{});
-  for (int64_t l = 0; l < cd.num_layers; ++l) {
-    const GemmaLayerWeights& lw = w.decoder.layers[static_cast<size_t>(l)];
-    GemmaLayerSaved& saved = f.decoder[static_cast<size_t>(l)];
-    const Tensor mid =
-        GemmaAttentionResidualForward(cd, l, lw, h, b.decoder.positions, dec.lo(cd, l),
-                                      dec.hi(cd, l), par.tp, MatmulPrecision::kExact, saved);
-    const Tensor crossed =
-        CrossResidualForward(cd, w.cross[static_cast<size_t>(l)], mid, f.memory, f.cross_lo,
-                             f.cross_hi, par.tp, f.cross[static_cast<size_t>(l)]);
-    h = GemmaMlpResidualForward(cd, lw, crossed, par.tp, MatmulPrecision::kExact, saved);
-  }
-  f.decoder_last = h;
 }
 
-struct Head {
-  Tensor normed, logits, dlogits, losses;
-};
-
-Head RunHead(const T5GemmaConfig& c, const T5GemmaWeights& w, const Seq2SeqBatch& b,
-             const T5GemmaParallelism& par, const Forward& f, double scale) {
-  const ModelConfig& cd = c.decoder;
-  Head head;
-  head.normed = ActivationLike(f.decoder_last, f.decoder_last.shape());
-  ops::RmsNorm(f.decoder_last, w.decoder.final_norm, static_cast<float>(cd.rms_norm_eps),
-               head.normed);
-  const VocabSlice vocab = VocabOf(par.decoder_vocab, cd.vocab_size);
-  const VocabParallelHead layer(w.decoder.embed_tokens, vocab,
-                                static_cast<float>(cd.final_logit_softcap), par.tp);
-  head.logits = layer.LogitShard(head.normed, MatmulPrecision::kExact);
-  head.dlogits = ActivationLike(head.logits, head.logits.shape());
-  head.losses = VocabParallelCrossEntropy(head.logits, b.decoder.targets, vocab, par.tp,
-                                          static_cast<float>(scale), head.dlogits);
-  return head;
+void CheckRows(const Tensor& t, int64_t rows, int64_t width, const char* what) {
+  GEMMAPOD_CHECK(t.defined() && t.rank() == 2 && t.dim(0) == rows && t.dim(1) == width,
+                 "pipeline: ", what, " ", t.Describe(), " where [", rows, ", ", width,
+                 "] was expected");
 }
 
 }  // namespace
@@ -240,11 +199,18 @@ Seq2SeqBatch PackSeq2Seq(const std::vector<std::vector<int32_t>>& inputs,
 }
 
 T5GemmaGrads T5GemmaGrads::ZerosFor(const T5GemmaConfig& c, const T5GemmaWeights& w) {
-  const auto zeros = [](const Tensor& like) { return ZerosOn(like.device(), like.shape()); };
+  // A pipeline stage holds only its layers' parameters: the others get no gradient.
+  const auto zeros = [](const Tensor& like) {
+    return like.defined() ? ZerosOn(like.device(), like.shape()) : Tensor();
+  };
   T5GemmaGrads g;
   g.encoder = GemmaGrads::ZerosFor(c.encoder, w.encoder);
   g.decoder = GemmaGrads::ZerosFor(c.decoder, w.decoder);
   for (const CrossAttentionWeights& x : w.cross) {
+    if (!x.pre_norm.defined()) {
+      g.cross.emplace_back();
+      continue;
+    }
     g.cross.push_back({zeros(x.pre_norm), zeros(x.post_norm), LinearGrad::ZerosFor(x.q_proj),
                        LinearGrad::ZerosFor(x.k_proj), LinearGrad::ZerosFor(x.v_proj),
                        LinearGrad::ZerosFor(x.o_proj)});
@@ -278,73 +244,226 @@ void AddT5GemmaParameters(AdamW& optimizer, const T5GemmaConfig& c, T5GemmaWeigh
                                });
 }
 
+// What a stage keeps of a micro-batch between its forward and its backward.
+struct T5GemmaStageLoss::InFlight {
+  Seq2SeqBatch batch;
+  Ranges enc, dec;
+  std::vector<GemmaLayerSaved> encoder, decoder;  // this stage's layers
+  std::vector<CrossSaved> cross;
+  Tensor encoder_last;  // the last encoder stage: its final norm's input
+  Tensor memory;        // decoder stages: the encoder's output
+  std::vector<int64_t> cross_lo, cross_hi;
+  Tensor dh;  // the last stage: the loss's gradient at the decoder's final norm's input
+};
+
+T5GemmaStageLoss::T5GemmaStageLoss(const T5GemmaConfig& config, const T5GemmaWeights& weights,
+                                   T5GemmaGrads& grads, const T5GemmaShard& shard,
+                                   const T5GemmaParallelism& parallel)
+    : c_(config), w_(weights), grads_(grads), shard_(shard), parallel_(parallel) {}
+
+T5GemmaStageLoss::~T5GemmaStageLoss() = default;
+
+Tensor T5GemmaStageLoss::Forward(int64_t micro, Seq2SeqBatch batch, const Tensor& input,
+                                 const GemmaStageLoss::GradientScale* backward, LossSum& loss) {
+  CheckBatch(batch);
+  GEMMAPOD_CHECK(in_flight_.count(micro) == 0, "pipeline: micro-batch ", micro,
+                 " forwarded twice before its backward");
+  const ModelConfig& ce = c_.encoder;
+  const ModelConfig& cd = c_.decoder;
+  auto f = std::make_unique<InFlight>();
+  f->enc = EncoderRanges(ce, batch);
+  f->dec = DecoderRanges(cd, batch);
+  f->batch = std::move(batch);
+  const Seq2SeqBatch& b = f->batch;
+  const auto Te = static_cast<int64_t>(b.encoder.tokens.size());
+  const auto Td = static_cast<int64_t>(b.decoder.tokens.size());
+  Communicator* const tp = parallel_.tp;
+  Tensor out;
+  if (shard_.has_encoder) {
+    const GemmaShard& s = shard_.encoder;
+    Tensor e;
+    if (s.has_embedding) {
+      e = VocabParallelEmbedding(w_.encoder.embed_tokens,
+                                 VocabOf(parallel_.encoder_vocab, ce.vocab_size),
+                                 ce.EmbedScale(w_.encoder.embed_tokens.weight.dtype()), tp)
+              .Forward(b.encoder.tokens);
+    } else {
+      CheckRows(input, Te, ce.hidden_size, "encoder stage input");
+      e = input;
+    }
+    f->encoder.assign(static_cast<size_t>(s.end_layer - s.first_layer), GemmaLayerSaved{});
+    for (int64_t l = s.first_layer; l < s.end_layer; ++l) {
+      e = GemmaLayerTrainForward(ce, l, w_.encoder.layers[static_cast<size_t>(l)], e,
+                                 b.encoder.positions, f->enc.lo(ce, l), f->enc.hi(ce, l), tp,
+                                 MatmulPrecision::kExact,
+                                 f->encoder[static_cast<size_t>(l - s.first_layer)]);
+    }
+    out = e;
+    if (s.has_head) {  // the encoder's last stage: its output through the final norm
+      f->encoder_last = e;
+      f->memory = ActivationLike(e, e.shape());
+      ops::RmsNorm(e, w_.encoder.final_norm, static_cast<float>(ce.rms_norm_eps), f->memory);
+      out = f->memory;
+    }
+  }
+  if (shard_.has_decoder) {
+    const GemmaShard& s = shard_.decoder;
+    Tensor h;
+    if (!shard_.has_encoder) {
+      if (s.has_embedding) {  // the first decoder stage receives the encoder's output alone
+        CheckRows(input, Te, ce.hidden_size, "the encoder output");
+        f->memory = input;
+      } else {  // the others receive the decoder's stream and, passed along, the memory
+        h = Tensor::Empty({Td, cd.hidden_size}, DType::kF32);
+        f->memory = Tensor::Empty({Te, ce.hidden_size}, DType::kF32);
+        Split(input, {&h, &f->memory});
+      }
+    }
+    if (s.has_embedding) {
+      h = VocabParallelEmbedding(w_.decoder.embed_tokens,
+                                 VocabOf(parallel_.decoder_vocab, cd.vocab_size),
+                                 cd.EmbedScale(w_.decoder.embed_tokens.weight.dtype()), tp)
+              .Forward(b.decoder.tokens);
+    }
+    for (int64_t pair : b.pair_of_decoder_token) {
+      f->cross_lo.push_back(b.encoder_begin[static_cast<size_t>(pair)]);
+      f->cross_hi.push_back(b.encoder_end[static_cast<size_t>(pair)]);
+    }
+    const auto layers = static_cast<size_t>(s.end_layer - s.first_layer);
+    f->decoder.assign(layers, GemmaLayerSaved{});
+    f->cross.assign(layers, CrossSaved{});
+    for (int64_t l = s.first_layer; l < s.end_layer; ++l) {
+      const GemmaLayerWeights& lw = w_.decoder.layers[static_cast<size_t>(l)];
+      GemmaLayerSaved& saved = f->decoder[static_cast<size_t>(l - s.first_layer)];
+      const Tensor mid =
+          GemmaAttentionResidualForward(cd, l, lw, h, b.decoder.positions, f->dec.lo(cd, l),
+                                        f->dec.hi(cd, l), tp, MatmulPrecision::kExact, saved);
+      const Tensor crossed =
+          CrossResidualForward(cd, w_.cross[static_cast<size_t>(l)], mid, f->memory, f->cross_lo,
+                               f->cross_hi, tp, f->cross[static_cast<size_t>(l - s.first_layer)]);
+      h = GemmaMlpResidualForward(cd, lw, crossed, tp, MatmulPrecision::kExact, saved);
+    }
+    if (!s.has_head) {
+      out = Concatenate({&h, &f->memory});
+    } else {
+      // The last stage: the loss, and at once its gradient down to the final norm's input.
+      const float eps = static_cast<float>(cd.rms_norm_eps);
+      Tensor normed = ActivationLike(h, h.shape());
+      ops::RmsNorm(h, w_.decoder.final_norm, eps, normed);
+      const VocabSlice vocab = VocabOf(parallel_.decoder_vocab, cd.vocab_size);
+      const VocabParallelHead head(w_.decoder.embed_tokens, vocab,
+                                   static_cast<float>(cd.final_logit_softcap), tp);
+      const Tensor logits = head.LogitShard(normed, MatmulPrecision::kExact);
+      Tensor dlogits = ActivationLike(logits, logits.shape());
+      const Tensor losses = VocabParallelCrossEntropy(
+          logits, b.decoder.targets, vocab, tp,
+          static_cast<float>(backward != nullptr ? backward->scale : 0.0), dlogits);
+      loss = {SumOfLosses(losses), CountTargets(b.decoder)};
+      if (backward == nullptr) return Tensor();
+      Tensor dnormed = ActivationLike(normed, normed.shape());
+      head.Backward(normed, logits, dlogits, dnormed, grads_.decoder.embed_tokens);
+      f->dh = ActivationLike(h, h.shape());
+      ops::RmsNormBackward(h, w_.decoder.final_norm, dnormed, eps, f->dh,
+                           grads_.decoder.final_norm);
+      out = Tensor();
+    }
+  }
+  if (backward != nullptr) in_flight_[micro] = std::move(f);
+  return out;
+}
+
+Tensor T5GemmaStageLoss::Backward(int64_t micro, const Tensor& doutput) {
+  const auto it = in_flight_.find(micro);
+  GEMMAPOD_CHECK(it != in_flight_.end(), "pipeline: backward of micro-batch ", micro,
+                 " without its forward");
+  std::unique_ptr<InFlight> f = std::move(it->second);
+  in_flight_.erase(it);
+  const ModelConfig& ce = c_.encoder;
+  const ModelConfig& cd = c_.decoder;
+  const Seq2SeqBatch& b = f->batch;
+  const auto Te = static_cast<int64_t>(b.encoder.tokens.size());
+  const auto Td = static_cast<int64_t>(b.decoder.tokens.size());
+  Communicator* const tp = parallel_.tp;
+  Tensor d_memory;  // the encoder output's gradient, summed over the decoder's layers
+  if (shard_.has_decoder) {
+    const GemmaShard& s = shard_.decoder;
+    Tensor dh;
+    if (s.has_head) {
+      dh = f->dh;
+      d_memory = ZerosOn(f->memory.device(), f->memory.shape());
+    } else {
+      dh = Tensor::Empty({Td, cd.hidden_size}, DType::kF32);
+      d_memory = Tensor::Empty({Te, ce.hidden_size}, DType::kF32);
+      Split(doutput, {&dh, &d_memory});
+    }
+    for (int64_t l = s.end_layer - 1; l >= s.first_layer; --l) {
+      const GemmaLayerWeights& lw = w_.decoder.layers[static_cast<size_t>(l)];
+      GemmaLayerGrads& lg = grads_.decoder.layers[static_cast<size_t>(l)];
+      const GemmaLayerSaved& saved = f->decoder[static_cast<size_t>(l - s.first_layer)];
+      Tensor d_crossed = ActivationLike(dh, dh.shape());
+      GemmaMlpResidualBackward(cd, lw, saved, dh, tp, d_crossed, lg);
+      Tensor d_mid = ActivationLike(dh, dh.shape());
+      CrossResidualBackward(cd, w_.cross[static_cast<size_t>(l)], f->memory, f->cross_lo,
+                            f->cross_hi, f->cross[static_cast<size_t>(l - s.first_layer)],
+                            d_crossed, tp, d_mid, d_memory, grads_.cross[static_cast<size_t>(l)]);
+      Tensor d_in = ActivationLike(dh, dh.shape());
+      GemmaAttentionResidualBackward(cd, l, lw, b.decoder.positions, f->dec.lo(cd, l),
+                                     f->dec.hi(cd, l), saved, d_mid, tp, d_in, lg);
+      dh = d_in;
+    }
+    if (!s.has_embedding) return Concatenate({&dh, &d_memory});
+    VocabParallelEmbedding(w_.decoder.embed_tokens, VocabOf(parallel_.decoder_vocab, cd.vocab_size),
+                           cd.EmbedScale(w_.decoder.embed_tokens.weight.dtype()), tp)
+        .Backward(b.decoder.tokens, dh, grads_.decoder.embed_tokens);
+    if (!shard_.has_encoder) return d_memory;  // back to the encoder's last stage
+  }
+  const GemmaShard& s = shard_.encoder;
+  Tensor de;
+  if (s.has_head) {  // from the memory's gradient through the encoder's final norm
+    if (!shard_.has_decoder) {
+      CheckRows(doutput, Te, ce.hidden_size, "the encoder output's gradient");
+      d_memory = doutput;
+    }
+    de = ActivationLike(f->encoder_last, f->encoder_last.shape());
+    ops::RmsNormBackward(f->encoder_last, w_.encoder.final_norm, d_memory,
+                         static_cast<float>(ce.rms_norm_eps), de, grads_.encoder.final_norm);
+  } else {
+    CheckRows(doutput, Te, ce.hidden_size, "encoder stage output gradient");
+    de = doutput;
+  }
+  for (int64_t l = s.end_layer - 1; l >= s.first_layer; --l) {
+    Tensor d_in = ActivationLike(de, de.shape());
+    GemmaLayerBackward(ce, l, w_.encoder.layers[static_cast<size_t>(l)], b.encoder.positions,
+                       f->enc.lo(ce, l), f->enc.hi(ce, l),
+                       f->encoder[static_cast<size_t>(l - s.first_layer)], de, tp, d_in,
+                       grads_.encoder.layers[static_cast<size_t>(l)]);
+    de = d_in;
+  }
+  if (!s.has_embedding) return de;
+  VocabParallelEmbedding(w_.encoder.embed_tokens, VocabOf(parallel_.encoder_vocab, ce.vocab_size),
+                         ce.EmbedScale(w_.encoder.embed_tokens.weight.dtype()), tp)
+      .Backward(b.encoder.tokens, de, grads_.encoder.embed_tokens);
+  return Tensor();
+}
+
 LossSum T5GemmaLoss(const T5GemmaConfig& c, const T5GemmaWeights& w, const Seq2SeqBatch& b,
                     const T5GemmaParallelism& par) {
-  CheckBatch(b);
-  Forward f;
-  RunForward(c, w, b, par, f);
-  const Head head = RunHead(c, w, b, par, f, 0.0);
-  return {SumOfLosses(head.losses), CountTargets(b.decoder)};
+  T5GemmaGrads none;
+  T5GemmaStageLoss whole(c, w, none, WholeT5Gemma(c), par);
+  LossSum loss;
+  whole.Forward(0, b, Tensor(), nullptr, loss);
+  return loss;
 }
 
 LossSum T5GemmaLossAndGradients(const T5GemmaConfig& c, const T5GemmaWeights& w,
                                 const Seq2SeqBatch& b, double scale, T5GemmaGrads& grads,
                                 const T5GemmaParallelism& par) {
-  CheckBatch(b);
-  const ModelConfig& ce = c.encoder;
-  const ModelConfig& cd = c.decoder;
-  Forward f;
-  RunForward(c, w, b, par, f);
-  Head head = RunHead(c, w, b, par, f, scale);
-  const LossSum result{SumOfLosses(head.losses), CountTargets(b.decoder)};
-
-  // The decoder, from the head back, each layer's cross-attention adding to d_memory.
-  const VocabSlice dec_vocab = VocabOf(par.decoder_vocab, cd.vocab_size);
-  const VocabParallelHead head_layer(w.decoder.embed_tokens, dec_vocab,
-                                     static_cast<float>(cd.final_logit_softcap), par.tp);
-  Tensor dnormed = ActivationLike(head.normed, head.normed.shape());
-  head_layer.Backward(head.normed, head.logits, head.dlogits, dnormed, grads.decoder.embed_tokens);
-  Tensor dh = ActivationLike(f.decoder_last, f.decoder_last.shape());
-  ops::RmsNormBackward(f.decoder_last, w.decoder.final_norm, dnormed,
-                       static_cast<float>(cd.rms_norm_eps), dh, grads.decoder.final_norm);
-  Tensor d_memory = ZerosOn(f.memory.device(), f.memory.shape());
-  const Ranges dec = DecoderRanges(cd, b);
-  for (int64_t l = cd.num_layers - 1; l >= 0; --l) {
-    const GemmaLayerWeights& lw = w.decoder.layers[static_cast<size_t>(l)];
-    GemmaLayerGrads& lg = grads.decoder.layers[static_cast<size_t>(l)];
-    const GemmaLayerSaved& saved = f.decoder[static_cast<size_t>(l)];
-    Tensor d_crossed = ActivationLike(dh, dh.shape());
-    GemmaMlpResidualBackward(cd, lw, saved, dh, par.tp, d_crossed, lg);
-    Tensor d_mid = ActivationLike(dh, dh.shape());
-    CrossResidualBackward(cd, w.cross[static_cast<size_t>(l)], f.memory, f.cross_lo, f.cross_hi,
-                          f.cross[static_cast<size_t>(l)], d_crossed, par.tp, d_mid, d_memory,
-                          grads.cross[static_cast<size_t>(l)]);
-    Tensor d_in = ActivationLike(dh, dh.shape());
-    GemmaAttentionResidualBackward(cd, l, lw, b.decoder.positions, dec.lo(cd, l), dec.hi(cd, l),
-                                   saved, d_mid, par.tp, d_in, lg);
-    dh = d_in;
-  }
-  VocabParallelEmbedding(w.decoder.embed_tokens, dec_vocab,
-                         cd.EmbedScale(w.decoder.embed_tokens.weight.dtype()), par.tp)
-      .Backward(b.decoder.tokens, dh, grads.decoder.embed_tokens);
-
-  // The encoder, from the memory's gradient.
-  Tensor de = ActivationLike(f.encoder_last, f.encoder_last.shape());
-  ops::RmsNormBackward(f.encoder_last, w.encoder.final_norm, d_memory,
-                       static_cast<float>(ce.rms_norm_eps), de, grads.encoder.final_norm);
-  const Ranges enc = EncoderRanges(ce, b);
-  for (int64_t l = ce.num_layers - 1; l >= 0; --l) {
-    Tensor d_in = ActivationLike(de, de.shape());
-    GemmaLayerBackward(ce, l, w.encoder.layers[static_cast<size_t>(l)], b.encoder.positions,
-                       enc.lo(ce, l), enc.hi(ce, l), f.encoder[static_cast<size_t>(l)], de, par.tp,
-                       d_in, grads.encoder.layers[static_cast<size_t>(l)]);
-    de = d_in;
-  }
-  const VocabSlice enc_vocab = VocabOf(par.encoder_vocab, ce.vocab_size);
-  VocabParallelEmbedding(w.encoder.embed_tokens, enc_vocab,
-                         ce.EmbedScale(w.encoder.embed_tokens.weight.dtype()), par.tp)
-      .Backward(b.encoder.tokens, de, grads.encoder.embed_tokens);
-  return result;
+  T5GemmaStageLoss whole(c, w, grads, WholeT5Gemma(c), par);
+  const GemmaStageLoss::GradientScale gradient{scale};
+  LossSum loss;
+  whole.Forward(0, b, Tensor(), &gradient, loss);
+  whole.Backward(0, Tensor());
+  return loss;
 }
 
 }  // namespace gemmapod

@@ -6,6 +6,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <vector>
 
 #include "models/t5gemma/t5gemma_weights.h"
@@ -49,6 +51,34 @@ void AddT5GemmaParameters(AdamW& optimizer, const T5GemmaConfig& config, T5Gemma
 struct T5GemmaParallelism {
   Communicator* tp = nullptr;
   VocabSlice encoder_vocab, decoder_vocab;
+};
+
+// One pipeline stage's part of the loss, micro-batch by micro-batch (see GemmaStageLoss): encoder
+// stages before decoder stages (models/t5gemma/t5gemma_weights.h's T5GemmaShard; one stage may
+// hold both, as the whole model does). The encoder's last stage sends the encoder's output; the
+// first decoder stage receives it alone and every later decoder stage receives it with the
+// decoder's stream (one flat f32 tensor: the stream's rows, then the memory's), so each decoder
+// layer's cross-attention reads it. Backwards, each decoder stage adds its layers' share of the
+// memory's gradient to what the next stage sent and passes the sum on, and the first decoder
+// stage returns the total to the encoder's last stage: the sum of every cross-attention's share,
+// in the order of the one-rank backward.
+class T5GemmaStageLoss {
+ public:
+  T5GemmaStageLoss(const T5GemmaConfig& config, const T5GemmaWeights& weights, T5GemmaGrads& grads,
+                   const T5GemmaShard& shard, const T5GemmaParallelism& parallel);
+  ~T5GemmaStageLoss();
+  Tensor Forward(int64_t micro, Seq2SeqBatch batch, const Tensor& input,
+                 const GemmaStageLoss::GradientScale* backward, LossSum& loss);
+  Tensor Backward(int64_t micro, const Tensor& doutput);
+
+ private:
+  struct InFlight;
+  const T5GemmaConfig& c_;
+  const T5GemmaWeights& w_;
+  T5GemmaGrads& grads_;
+  T5GemmaShard shard_;
+  T5GemmaParallelism parallel_;
+  std::map<int64_t, std::unique_ptr<InFlight>> in_flight_;
 };
 
 LossSum T5GemmaLossAndGradients(const T5GemmaConfig& config, const T5GemmaWeights& weights,

@@ -15,6 +15,8 @@
 #include "runtime/comm/communicator.h"
 #include "runtime/error.h"
 #include "sharding/gemma_layout.h"
+#include "sharding/recurrent_gemma_layout.h"
+#include "sharding/t5gemma_layout.h"
 #include "training/adamw.h"
 #include "training/data.h"
 #include "training/exact_match.h"
@@ -46,21 +48,54 @@ std::vector<std::string> TrainableModel::ParameterNames(const AdamW& optimizer) 
   return parts != nullptr ? parts->names() : optimizer.names();
 }
 
-Shape TrainableModel::StageBoundary(const std::vector<const TrainingExample*>&) const {
-  throw Error(StrCat("parallel.pp: pipeline stages are built for decoder-only Gemma so far; ",
-                     family(), " trains with tp and dp"));
+namespace {
+
+[[noreturn]] void NoPipelineStages(const std::string& family) {
+  throw Error(StrCat("parallel.pp: ", family, " has no pipeline stages"));
 }
 
-Tensor TrainableModel::StageForward(int64_t, const std::vector<const TrainingExample*>& examples,
+// The tokens of a micro-batch's examples (decoder side), and of their encoder inputs.
+int64_t TokensOf(const std::vector<const TrainingExample*>& examples) {
+  int64_t tokens = 0;
+  for (const TrainingExample* e : examples) tokens += static_cast<int64_t>(e->tokens.size());
+  return tokens;
+}
+int64_t EncoderTokensOf(const std::vector<const TrainingExample*>& examples) {
+  int64_t tokens = 0;
+  for (const TrainingExample* e : examples) {
+    tokens += static_cast<int64_t>(e->encoder_tokens.size());
+  }
+  return tokens;
+}
+
+// The ranks of a replica's model group that hold the same rows of a tied embedding on its two
+// ends (the stage with the lookup, `first`, and the last stage with the head), as one group;
+// every other rank alone. Null when one stage holds both. Collective over `model`.
+std::unique_ptr<Communicator> TiedEmbeddingGroup(Communicator& model, int stages, int first,
+                                                 int stage) {
+  const int tp = model.size() / stages, rank = model.rank();
+  const bool end = stage == first || stage == stages - 1;
+  std::unique_ptr<Communicator> group = model.Split(end ? rank % tp : tp + rank, rank);
+  if (first == stages - 1 || !end) return nullptr;
+  return group;
+}
+
+}  // namespace
+
+Shape TrainableModel::InputBoundary(const std::vector<const TrainingExample*>&) const {
+  NoPipelineStages(family());
+}
+
+Shape TrainableModel::OutputBoundary(const std::vector<const TrainingExample*>&) const {
+  NoPipelineStages(family());
+}
+
+Tensor TrainableModel::StageForward(int64_t, const std::vector<const TrainingExample*>&,
                                     const Tensor&, const StageGradient*, LossSum&) {
-  StageBoundary(examples);
-  return Tensor();
+  NoPipelineStages(family());
 }
 
-Tensor TrainableModel::StageBackward(int64_t, const Tensor&) {
-  StageBoundary({});
-  return Tensor();
-}
+Tensor TrainableModel::StageBackward(int64_t, const Tensor&) { NoPipelineStages(family()); }
 
 bool ModelParallelism::active() const { return model != nullptr && model->size() > 1; }
 
@@ -88,6 +123,7 @@ class GemmaTrainable final : public TrainableModel {
                                 });
         }) {
     shard_ = ShardOfModelRank(parallel.model->rank());
+    embedding_group_ = TiedEmbeddingGroup(*parallel.model, parallel.stages, 0, parallel.stage);
     parallel_.tp = tp_;
     parallel_.vocab = {config_.vocab_size, shard_.vocab_begin, shard_.vocab_rows,
                        shard_.vocab_valid};
@@ -121,10 +157,11 @@ class GemmaTrainable final : public TrainableModel {
   LossSum Loss(const std::vector<const TrainingExample*>& examples) override {
     return GemmaLoss(config_, weights_, PackExamples(examples), parallel_);
   }
-  Shape StageBoundary(const std::vector<const TrainingExample*>& examples) const override {
-    int64_t tokens = 0;
-    for (const TrainingExample* e : examples) tokens += static_cast<int64_t>(e->tokens.size());
-    return {tokens, config_.hidden_size};
+  Shape InputBoundary(const std::vector<const TrainingExample*>& examples) const override {
+    return {TokensOf(examples), config_.hidden_size};
+  }
+  Shape OutputBoundary(const std::vector<const TrainingExample*>& examples) const override {
+    return {TokensOf(examples), config_.hidden_size};
   }
   Tensor StageForward(int64_t micro, const std::vector<const TrainingExample*>& examples,
                       const Tensor& input, const StageGradient* gradient, LossSum& loss) override {
@@ -145,9 +182,7 @@ class GemmaTrainable final : public TrainableModel {
   void SyncGradients() override {
     // The tied embedding: the first stage's gradient from the lookups, the last stage's from the
     // head; both ranks take the sum, and so the same step.
-    if (parallel_groups_.embedding != nullptr && grads_.embed_tokens.defined()) {
-      AllReduceSum(parallel_groups_.embedding, grads_.embed_tokens);
-    }
+    if (embedding_group_ != nullptr) AllReduceSum(embedding_group_.get(), grads_.embed_tokens);
     if (tp_ == nullptr) return;
     // Each rank's shard feeds a replicated parameter differently: the qk-norm weights see only
     // this rank's heads, and a key/value head shared by several ranks only their query heads.
@@ -226,7 +261,8 @@ class GemmaTrainable final : public TrainableModel {
   ModelParallelism parallel_groups_;
   Communicator* tp_ = nullptr;
   GemmaShard shard_;
-  std::unique_ptr<Communicator> kv_group_;  // the ranks sharing this rank's key/value head
+  std::unique_ptr<Communicator> kv_group_;         // the ranks sharing this rank's key/value head
+  std::unique_ptr<Communicator> embedding_group_;  // the other end's rank of the tied embedding
   ModelParallelParameters parameters_;
   LossParallelism parallel_;
   std::unique_ptr<GemmaStageLoss> stage_;
@@ -266,25 +302,35 @@ TrainingMemory PlanT5GemmaTraining(const T5GemmaConfig& c, const TrainingJob& jo
 // the only bound is what a row costs (time, and activation memory, which the plan counts).
 constexpr int64_t kRecurrentMaxRow = int64_t{1} << 20;
 
-// RecurrentGemma, whole or as one rank's shard of a tensor-parallel group (tp_ set).
+// RecurrentGemma, whole or as one rank's part of a model group: a shard of a tensor-parallel
+// group of a pipeline stage, as decoder-only Gemma.
 class RecurrentGemmaTrainable final : public TrainableModel {
  public:
   RecurrentGemmaTrainable(RecurrentGemmaConfig config, RecurrentGemmaWeights weights)
-      : config_(std::move(config)), weights_(std::move(weights)) {}
-  RecurrentGemmaTrainable(RecurrentGemmaConfig config, RecurrentGemmaWeights weights,
-                          const RecurrentGemmaShard& shard, Communicator* tp)
       : config_(std::move(config)),
         weights_(std::move(weights)),
-        tp_(tp),
-        parameters_(tp, [this](int rank, const auto& fn) {
-          const RecurrentGemmaShard theirs = MakeRecurrentGemmaShard(
-              config_, tp_->size(), rank, 0, config_.num_layers, true, true);
+        shard_(WholeRecurrentGemma(config_)) {}
+  RecurrentGemmaTrainable(RecurrentGemmaConfig config, RecurrentGemmaWeights weights,
+                          std::vector<std::pair<int64_t, int64_t>> stages,
+                          const ModelParallelism& parallel)
+      : config_(std::move(config)),
+        weights_(std::move(weights)),
+        stages_(std::move(stages)),
+        groups_(parallel),
+        tp_(parallel.tp != nullptr && parallel.tp->size() > 1 ? parallel.tp : nullptr),
+        parameters_(parallel.model, [this](int rank, const auto& fn) {
+          const RecurrentGemmaShard theirs = ShardOfModelRank(rank);
           for (const RecurrentGemmaParameter& p : RecurrentGemmaParameters(config_)) {
-            fn(p.name, p.shape, *RecurrentGemmaSliceOf(config_, theirs, p.name));
+            if (const auto slice = RecurrentGemmaSliceOf(config_, theirs, p.name)) {
+              fn(p.name, p.shape, *slice);
+            }
           }
         }) {
-    parallel_.tp = tp;
-    parallel_.vocab = {config_.vocab_size, shard.vocab_begin, shard.vocab_rows, shard.vocab_rows};
+    shard_ = ShardOfModelRank(parallel.model->rank());
+    embedding_group_ = TiedEmbeddingGroup(*parallel.model, parallel.stages, 0, parallel.stage);
+    parallel_.tp = tp_;
+    parallel_.vocab = {config_.vocab_size, shard_.vocab_begin, shard_.vocab_rows,
+                       shard_.vocab_rows};
   }
 
   std::string family() const override { return "recurrent_gemma"; }
@@ -334,6 +380,7 @@ class RecurrentGemmaTrainable final : public TrainableModel {
     }
     ForEachRecurrentGemmaParameter(config_, weights_,
                                    [&](const RecurrentGemmaParameter& p, Tensor& slot) {
+                                     if (!slot.defined()) return;  // another stage's
                                      const auto it = grad_of.find(&slot);
                                      GEMMAPOD_CHECK(it != grad_of.end() && it->second->defined(),
                                                     "train: no gradient for '", p.name, "'");
@@ -341,26 +388,49 @@ class RecurrentGemmaTrainable final : public TrainableModel {
                                      // norms, biases and Λ.
                                      optimizer.Add(p.name, slot, *it->second, slot.rank() >= 2);
                                    });
-    // Replicated parameters (norms, the single key/value head, row-parallel biases) count once.
-    if (tp_ != nullptr) parameters_.CountEachElementOnce(optimizer);
+    // Parameters held by several ranks (norms, the single key/value head, row-parallel biases, the
+    // last stage's tied embedding) count once.
+    if (parameters_.active()) parameters_.CountEachElementOnce(optimizer);
   }
   LossSum LossAndGradients(const std::vector<const TrainingExample*>& examples, double scale,
                            bool recompute) override {
-    GEMMAPOD_CHECK(!recompute,
-                   "recompute: built for decoder-only Gemma so far; remove it to "
-                   "train RecurrentGemma");
+    CheckNoRecompute(recompute);
     return RecurrentGemmaLossAndGradients(config_, weights_, PackExamples(examples), scale, grads_,
                                           parallel_);
   }
   LossSum Loss(const std::vector<const TrainingExample*>& examples) override {
     return RecurrentGemmaLoss(config_, weights_, PackExamples(examples), parallel_);
   }
+  Shape InputBoundary(const std::vector<const TrainingExample*>& examples) const override {
+    return {TokensOf(examples), config_.hidden_size};
+  }
+  Shape OutputBoundary(const std::vector<const TrainingExample*>& examples) const override {
+    return {TokensOf(examples), config_.hidden_size};
+  }
+  Tensor StageForward(int64_t micro, const std::vector<const TrainingExample*>& examples,
+                      const Tensor& input, const StageGradient* gradient, LossSum& loss) override {
+    if (gradient != nullptr) CheckNoRecompute(gradient->recompute);
+    if (!stage_) {
+      stage_ =
+          std::make_unique<RecurrentGemmaStageLoss>(config_, weights_, grads_, shard_, parallel_);
+    }
+    const GemmaStageLoss::GradientScale scale{gradient != nullptr ? gradient->scale : 0.0};
+    return stage_->Forward(micro, PackExamples(examples), input,
+                           gradient != nullptr ? &scale : nullptr, loss);
+  }
+  Tensor StageBackward(int64_t micro, const Tensor& doutput) override {
+    GEMMAPOD_CHECK(stage_ != nullptr, "pipeline: a backward before any forward");
+    return stage_->Backward(micro, doutput);
+  }
   void SyncGradients() override {
+    // The tied embedding's two halves of the gradient (lookups, head) between the end stages.
+    if (embedding_group_ != nullptr) AllReduceSum(embedding_group_.get(), grads_.embed_tokens);
     if (tp_ == nullptr) return;
     // The attention's single key/value head is held by every rank, each feeding it only its
     // query heads' gradient.
     for (size_t l = 0; l < grads_.layers.size(); ++l) {
       if (config_.blocks[l] == TemporalBlock::kRecurrent) continue;
+      if (!grads_.layers[l].k_proj.weight.defined()) continue;  // another stage's
       AllReduceSum(tp_, grads_.layers[l].k_proj.weight);
       AllReduceSum(tp_, grads_.layers[l].v_proj.weight);
     }
@@ -368,19 +438,27 @@ class RecurrentGemmaTrainable final : public TrainableModel {
   void WriteModel(Hdf5CheckpointWriter& writer,
                   const std::function<void(const std::string&, DType)>& wrote) override {
     writer.SetConfig(ToAttributes(config_));
+    const DType matrices = weights_.embed_tokens.weight.dtype();
     ForEachRecurrentGemmaParameter(
         config_, weights_, [&](const RecurrentGemmaParameter& p, Tensor& slot) {
-          writer.Write(p.name, tp_ ? parameters_.Whole(p.name, &slot, slot.dtype()) : slot);
-          if (wrote) wrote(p.name, slot.dtype());
+          const DType dtype = slot.defined()              ? slot.dtype()
+                              : IsRecurrentGemmaMatrix(p) ? matrices
+                                                          : DType::kF32;
+          writer.Write(p.name,
+                       parameters_.active()
+                           ? parameters_.Whole(p.name, slot.defined() ? &slot : nullptr, dtype)
+                           : slot);
+          if (wrote) wrote(p.name, dtype);
         });
   }
   void SendModel() override {
-    ForEachRecurrentGemmaParameter(
-        config_, weights_,
-        [&](const RecurrentGemmaParameter& p, Tensor& slot) { parameters_.Send(p.name, slot); });
+    ForEachRecurrentGemmaParameter(config_, weights_,
+                                   [&](const RecurrentGemmaParameter& p, Tensor& slot) {
+                                     if (slot.defined()) parameters_.Send(p.name, slot);
+                                   });
   }
   const ModelParallelParameters* model_parallel() const override {
-    return tp_ != nullptr ? &parameters_ : nullptr;
+    return parameters_.active() ? &parameters_ : nullptr;
   }
   ExactMatch HeldOutExactMatch(const Tokenizer&, const std::vector<TrainingExample>&,
                                int64_t) override {
@@ -393,13 +471,31 @@ class RecurrentGemmaTrainable final : public TrainableModel {
   }
 
  private:
+  static void CheckNoRecompute(bool recompute) {
+    GEMMAPOD_CHECK(!recompute,
+                   "recompute: built for decoder-only Gemma so far; remove it to "
+                   "train RecurrentGemma");
+  }
+  // Model-group rank r is tensor-parallel rank r % tp of stage r / tp.
+  RecurrentGemmaShard ShardOfModelRank(int rank) const {
+    const int tp = groups_.model->size() / static_cast<int>(stages_.size());
+    const auto stage = static_cast<size_t>(rank / tp);
+    return MakeRecurrentGemmaShard(config_, tp, rank % tp, stages_[stage].first,
+                                   stages_[stage].second, stage == 0, stage + 1 == stages_.size());
+  }
+
   RecurrentGemmaConfig config_;
   RecurrentGemmaWeights weights_;
   RecurrentGemmaGrads grads_;
-  // Tensor parallelism (tp_ null: the whole model on this rank).
+  // Model parallelism (parameters_ inactive: the whole model on this rank).
+  std::vector<std::pair<int64_t, int64_t>> stages_;
+  ModelParallelism groups_;
   Communicator* tp_ = nullptr;
+  RecurrentGemmaShard shard_;
+  std::unique_ptr<Communicator> embedding_group_;  // the other end's rank of the tied embedding
   ModelParallelParameters parameters_;
   LossParallelism parallel_;
+  std::unique_ptr<RecurrentGemmaStageLoss> stage_;
 };
 
 Seq2SeqBatch PackPairs(const std::vector<const TrainingExample*>& examples) {
@@ -416,47 +512,45 @@ Seq2SeqBatch PackPairs(const std::vector<const TrainingExample*>& examples) {
   return PackSeq2Seq(inputs, targets, learn);
 }
 
-// T5Gemma's shard of tensor-parallel rank `rank` of `tp`: both stacks split as decoder-only
-// Gemma's are, the cross-attention as the decoder's self-attention.
-T5GemmaShard T5GemmaTensorShard(const T5GemmaConfig& c, int tp, int rank) {
-  T5GemmaShard shard;
-  shard.has_encoder = shard.has_decoder = true;
-  shard.encoder = MakeGemmaShard(c.encoder, tp, rank, 0, c.encoder.num_layers, true, true);
-  shard.decoder = MakeGemmaShard(c.decoder, tp, rank, 0, c.decoder.num_layers, true, true);
-  return shard;
-}
-
-// Encoder-decoder T5Gemma, whole or as one rank's shard of a tensor-parallel group (tp_ set).
+// Encoder-decoder T5Gemma, whole or as one rank's part of a model group: a shard of a
+// tensor-parallel group (both stacks split as decoder-only Gemma's are, the cross-attention as
+// the decoder's self-attention) of a pipeline stage (encoder stages before decoder stages,
+// sharding/t5gemma_layout.h).
 class T5GemmaTrainable final : public TrainableModel {
  public:
   T5GemmaTrainable(T5GemmaConfig config, T5GemmaWeights weights)
       : config_(std::move(config)), weights_(std::move(weights)), shard_(WholeT5Gemma(config_)) {}
-  T5GemmaTrainable(T5GemmaConfig config, T5GemmaWeights weights, T5GemmaShard shard,
-                   Communicator* tp)
+  T5GemmaTrainable(T5GemmaConfig config, T5GemmaWeights weights, T5GemmaLayout layout,
+                   const ModelParallelism& parallel, DType matrices)
       : config_(std::move(config)),
         weights_(std::move(weights)),
-        shard_(shard),
-        tp_(tp),
-        parameters_(tp, [this](int rank, const auto& fn) {
+        layout_(std::move(layout)),
+        shard_(T5GemmaShardOf(config_, layout_, parallel.model->rank())),
+        tp_(parallel.tp != nullptr && parallel.tp->size() > 1 ? parallel.tp : nullptr),
+        matrices_(matrices),
+        parameters_(parallel.model, [this](int rank, const auto& fn) {
           T5GemmaWeights scratch;
-          ForEachT5GemmaShardParameter(config_, T5GemmaTensorShard(config_, tp_->size(), rank),
-                                       scratch,
+          ForEachT5GemmaShardParameter(config_, T5GemmaShardOf(config_, layout_, rank), scratch,
                                        [&](const GemmaParameter& p, const ParameterSlice& slice,
                                            Tensor&) { fn(p.name, p.shape, slice); });
         }) {
-    parallel_.tp = tp;
+    // The decoder's tied embedding: the lookup on the first decoder stage, the head on the last.
+    embedding_group_ = TiedEmbeddingGroup(*parallel.model, parallel.stages,
+                                          layout_.first_decoder_stage(), parallel.stage);
+    parallel_.tp = tp_;
     const auto vocab = [](const ModelConfig& c, const GemmaShard& s) {
       return VocabSlice{c.vocab_size, s.vocab_begin, s.vocab_rows, s.vocab_valid};
     };
-    parallel_.encoder_vocab = vocab(config_.encoder, shard_.encoder);
-    parallel_.decoder_vocab = vocab(config_.decoder, shard_.decoder);
+    if (shard_.has_encoder) parallel_.encoder_vocab = vocab(config_.encoder, shard_.encoder);
+    if (shard_.has_decoder) parallel_.decoder_vocab = vocab(config_.decoder, shard_.decoder);
+    if (tp_ == nullptr) return;
     // Ranks that share a key/value head of a stack sum its gradient among them (the decoder's
     // groups also hold the cross-attention's heads, split the same way).
     const int rank = tp_->rank();
-    if (config_.encoder.num_kv_heads < tp_->size()) {
+    if (shard_.has_encoder && config_.encoder.num_kv_heads < tp_->size()) {
       encoder_kv_ = tp_->Split(static_cast<int>(shard_.encoder.kv_head_begin), rank);
     }
-    if (config_.decoder.num_kv_heads < tp_->size()) {
+    if (shard_.has_decoder && config_.decoder.num_kv_heads < tp_->size()) {
       decoder_kv_ = tp_->Split(static_cast<int>(shard_.decoder.kv_head_begin), rank);
     }
   }
@@ -476,12 +570,9 @@ class T5GemmaTrainable final : public TrainableModel {
   void RegisterParameters(AdamW& optimizer) override {
     grads_ = T5GemmaGrads::ZerosFor(config_, weights_);
     AddT5GemmaParameters(optimizer, config_, weights_, grads_, &shard_);
-    if (tp_ == nullptr) return;
-    parameters_.CountEachElementOnce(optimizer);
-    for (const std::string& name : optimizer.names()) {
-      Communicator* group = KeyValueGroupOf(name);
-      if (group != nullptr && group->rank() != 0) optimizer.LeaveOutOfNorm(name);
-    }
+    // Parameters held by several ranks (norms, shared key/value heads, the decoder's tied
+    // embedding on the last stage) count once.
+    if (parameters_.active()) parameters_.CountEachElementOnce(optimizer);
   }
   LossSum LossAndGradients(const std::vector<const TrainingExample*>& examples, double scale,
                            bool recompute) override {
@@ -494,10 +585,42 @@ class T5GemmaTrainable final : public TrainableModel {
   LossSum Loss(const std::vector<const TrainingExample*>& examples) override {
     return T5GemmaLoss(config_, weights_, PackPairs(examples), parallel_);
   }
+  // Encoder stages pass the encoder's rows; decoder stages the decoder's rows with the encoder's
+  // output after them (the first decoder stage receives the encoder's output alone).
+  Shape InputBoundary(const std::vector<const TrainingExample*>& examples) const override {
+    const int64_t memory = EncoderTokensOf(examples) * config_.encoder.hidden_size;
+    if (shard_.has_encoder || shard_.decoder.has_embedding) {
+      return {EncoderTokensOf(examples), config_.encoder.hidden_size};
+    }
+    return {TokensOf(examples) * config_.decoder.hidden_size + memory};
+  }
+  Shape OutputBoundary(const std::vector<const TrainingExample*>& examples) const override {
+    if (!shard_.has_decoder) return {EncoderTokensOf(examples), config_.encoder.hidden_size};
+    return {TokensOf(examples) * config_.decoder.hidden_size +
+            EncoderTokensOf(examples) * config_.encoder.hidden_size};
+  }
+  Tensor StageForward(int64_t micro, const std::vector<const TrainingExample*>& examples,
+                      const Tensor& input, const StageGradient* gradient, LossSum& loss) override {
+    if (gradient != nullptr) CheckNoRecompute(gradient->recompute);
+    if (!stage_) {
+      stage_ = std::make_unique<T5GemmaStageLoss>(config_, weights_, grads_, shard_, parallel_);
+    }
+    const GemmaStageLoss::GradientScale scale{gradient != nullptr ? gradient->scale : 0.0};
+    return stage_->Forward(micro, PackPairs(examples), input,
+                           gradient != nullptr ? &scale : nullptr, loss);
+  }
+  Tensor StageBackward(int64_t micro, const Tensor& doutput) override {
+    GEMMAPOD_CHECK(stage_ != nullptr, "pipeline: a backward before any forward");
+    return stage_->Backward(micro, doutput);
+  }
   void SyncGradients() override {
+    if (embedding_group_ != nullptr) {
+      AllReduceSum(embedding_group_.get(), grads_.decoder.embed_tokens);
+    }
     if (tp_ == nullptr) return;
     const auto sync_stack = [&](GemmaGrads& stack, Communicator* kv) {
       for (GemmaLayerGrads& layer : stack.layers) {
+        if (!layer.attn_norm.defined()) continue;  // another stage's
         for (Tensor* norm : {&layer.attention.q_norm, &layer.attention.k_norm}) {
           if (norm->defined()) AllReduceSum(tp_, *norm);
         }
@@ -511,6 +634,7 @@ class T5GemmaTrainable final : public TrainableModel {
     sync_stack(grads_.decoder, decoder_kv_.get());
     if (decoder_kv_) {
       for (CrossAttentionGrads& cross : grads_.cross) {
+        if (!cross.k_proj.weight.defined()) continue;  // another stage's
         AllReduceSum(decoder_kv_.get(), cross.k_proj.weight);
         AllReduceSum(decoder_kv_.get(), cross.v_proj.weight);
       }
@@ -519,11 +643,16 @@ class T5GemmaTrainable final : public TrainableModel {
   void WriteModel(Hdf5CheckpointWriter& writer,
                   const std::function<void(const std::string&, DType)>& wrote) override {
     writer.SetConfig(ToAttributes(config_));
+    // Every parameter of the model: a rank's own part, the others' gathered.
     ForEachT5GemmaShardParameter(
-        config_, shard_, weights_,
+        config_, WholeT5Gemma(config_), weights_,
         [&](const GemmaParameter& p, const ParameterSlice&, Tensor& slot) {
-          writer.Write(p.name, tp_ ? parameters_.Whole(p.name, &slot, slot.dtype()) : slot);
-          if (wrote) wrote(p.name, slot.dtype());
+          const DType dtype = slot.defined() ? slot.dtype() : p.is_norm ? DType::kF32 : matrices_;
+          writer.Write(p.name,
+                       parameters_.active()
+                           ? parameters_.Whole(p.name, slot.defined() ? &slot : nullptr, dtype)
+                           : slot);
+          if (wrote) wrote(p.name, dtype);
         });
   }
   void SendModel() override {
@@ -533,7 +662,7 @@ class T5GemmaTrainable final : public TrainableModel {
                                  });
   }
   const ModelParallelParameters* model_parallel() const override {
-    return tp_ != nullptr ? &parameters_ : nullptr;
+    return parameters_.active() ? &parameters_ : nullptr;
   }
   ExactMatch HeldOutExactMatch(const Tokenizer&, const std::vector<TrainingExample>&,
                                int64_t) override {
@@ -546,23 +675,25 @@ class T5GemmaTrainable final : public TrainableModel {
   }
 
  private:
-  // The group that shares a key/value projection with this rank, if any.
-  Communicator* KeyValueGroupOf(const std::string& name) const {
-    const bool kv = name.find("attn.k_proj.") != std::string::npos ||
-                    name.find("attn.v_proj.") != std::string::npos;
-    if (!kv) return nullptr;
-    return name.rfind("model.encoder.", 0) == 0 ? encoder_kv_.get() : decoder_kv_.get();
+  static void CheckNoRecompute(bool recompute) {
+    GEMMAPOD_CHECK(!recompute,
+                   "recompute: built for decoder-only Gemma so far; remove it to "
+                   "train T5Gemma");
   }
 
   T5GemmaConfig config_;
   T5GemmaWeights weights_;
   T5GemmaGrads grads_;
-  // Tensor parallelism (tp_ null: the whole model on this rank).
+  // Model parallelism (parameters_ inactive: the whole model on this rank).
+  T5GemmaLayout layout_;
   T5GemmaShard shard_;
   Communicator* tp_ = nullptr;
+  DType matrices_ = DType::kF32;  // the dtype the matrices train in
   std::unique_ptr<Communicator> encoder_kv_, decoder_kv_;
+  std::unique_ptr<Communicator> embedding_group_;  // the other end's rank of the tied embedding
   ModelParallelParameters parameters_;
   T5GemmaParallelism parallel_;
+  std::unique_ptr<T5GemmaStageLoss> stage_;
 };
 
 std::string ArchitectureOf(const Attributes& a) {
@@ -577,48 +708,60 @@ std::unique_ptr<TrainableModel> LoadTrainableModel(const Hdf5CheckpointReader& r
                                                    const ModelParallelism& parallel) {
   const std::string& path = reader.origin();
   Communicator* const tp = parallel.tp;
-  if (parallel.stages > 1 && (ArchitectureOf(reader.config()) == "recurrent_gemma" ||
-                              IsT5GemmaAttributes(reader.config()))) {
-    throw Error(StrCat(path, ": parallel.pp ", parallel.stages,
-                       ": pipeline stages are built for decoder-only Gemma so far; train this "
-                       "model with tp and dp"));
-  }
   const std::string architecture = ArchitectureOf(reader.config());
-  if (tp != nullptr && tp->size() > 1 && IsT5GemmaAttributes(reader.config())) {
+  if (parallel.active() && IsT5GemmaAttributes(reader.config())) {
     T5GemmaConfig config = T5GemmaFromAttributes(reader.config(), path);
     GEMMAPOD_CHECK(config.decoder.quantization == WeightQuantization::kNone, path,
                    ": int8 weights do not train; start from the bf16 or f32 checkpoint");
+    const int tp_size = tp != nullptr ? tp->size() : 1;
     for (const auto& [stack, c] :
          {std::pair<const char*, const ModelConfig*>{"encoder", &config.encoder},
           {"decoder", &config.decoder}}) {
-      if (const auto problem = TensorParallelProblem(*c, tp->size())) {
-        throw Error(StrCat(path, ": parallel.tp ", tp->size(), ": the ", stack, ": ", *problem));
+      if (const auto problem = TensorParallelProblem(*c, tp_size)) {
+        throw Error(StrCat(path, ": parallel.tp ", tp_size, ": the ", stack, ": ", *problem));
       }
     }
-    const T5GemmaShard shard = T5GemmaTensorShard(config, tp->size(), tp->rank());
-    T5GemmaWeights weights = LoadT5GemmaShard(config, shard, reader, tp);
+    // Encoder stages before decoder stages, the encoder's share by its parameters.
+    const int encoder_stages = AutoEncoderStages(config, parallel.stages);
+    T5GemmaLayout layout;
+    try {
+      layout = MakeT5GemmaLayout(config, tp_size, encoder_stages, tp_size,
+                                 encoder_stages == 0 ? 1 : parallel.stages - encoder_stages);
+    } catch (const Error& e) {
+      throw Error(StrCat(path, ": parallel.pp ", parallel.stages, ": ", e.what()));
+    }
+    const T5GemmaShard shard = T5GemmaShardOf(config, layout, parallel.model->rank());
+    T5GemmaWeights weights = LoadT5GemmaShard(config, shard, reader, tp_size > 1 ? tp : nullptr);
     ForEachT5GemmaShardParameter(config, shard, weights,
                                  [&](const GemmaParameter& p, const ParameterSlice&, Tensor& slot) {
                                    if (!p.is_norm && slot.dtype() != dtype) slot = slot.To(dtype);
                                  });
-    return std::make_unique<T5GemmaTrainable>(std::move(config), std::move(weights), shard, tp);
+    return std::make_unique<T5GemmaTrainable>(std::move(config), std::move(weights),
+                                              std::move(layout), parallel, dtype);
   }
-  if (tp != nullptr && tp->size() > 1 && architecture == "recurrent_gemma") {
+  if (parallel.active() && architecture == "recurrent_gemma") {
     RecurrentGemmaConfig config = RecurrentGemmaFromAttributes(reader.config(), path);
-    if (const auto problem = RecurrentTensorParallelProblem(config, tp->size())) {
-      throw Error(StrCat(path, ": parallel.tp ", tp->size(), ": ", *problem));
+    const int tp_size = tp != nullptr ? tp->size() : 1;
+    if (const auto problem = RecurrentTensorParallelProblem(config, tp_size)) {
+      throw Error(StrCat(path, ": parallel.tp ", tp_size, ": ", *problem));
     }
+    GEMMAPOD_CHECK(parallel.stages <= config.num_layers, path, ": parallel.pp ", parallel.stages,
+                   ": more pipeline stages than the model's ", config.num_layers, " layers");
+    std::vector<std::pair<int64_t, int64_t>> stages =
+        RecurrentStageLayers(config.num_layers, parallel.stages);
+    const auto [first, end] = stages[static_cast<size_t>(parallel.stage)];
     const RecurrentGemmaShard shard =
-        MakeRecurrentGemmaShard(config, tp->size(), tp->rank(), 0, config.num_layers, true, true);
+        MakeRecurrentGemmaShard(config, tp_size, tp != nullptr ? tp->rank() : 0, first, end,
+                                parallel.stage == 0, parallel.stage + 1 == parallel.stages);
     RecurrentGemmaWeights weights = LoadRecurrentGemmaShard(config, shard, reader);
-    ForEachRecurrentGemmaParameter(config, weights,
-                                   [&](const RecurrentGemmaParameter& p, Tensor& slot) {
-                                     if (IsRecurrentGemmaMatrix(p) && slot.dtype() != dtype) {
-                                       slot = slot.To(dtype);
-                                     }
-                                   });
-    return std::make_unique<RecurrentGemmaTrainable>(std::move(config), std::move(weights), shard,
-                                                     tp);
+    ForEachRecurrentGemmaParameter(
+        config, weights, [&](const RecurrentGemmaParameter& p, Tensor& slot) {
+          if (slot.defined() && IsRecurrentGemmaMatrix(p) && slot.dtype() != dtype) {
+            slot = slot.To(dtype);
+          }
+        });
+    return std::make_unique<RecurrentGemmaTrainable>(std::move(config), std::move(weights),
+                                                     std::move(stages), parallel);
   }
   if (parallel.active()) {
     ModelConfig config = FromAttributes(reader.config(), path);

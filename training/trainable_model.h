@@ -57,13 +57,14 @@ class TrainableModel {
   virtual TrainingMemory PlanMemory(const TrainingJob& job, int64_t max_length) const = 0;
 
   // Pipeline parallelism (a model loaded as one stage: training/pipeline_engine.h runs these as
-  // the schedule says). The shape of the f32 activation a stage passes on for micro-batch
-  // `examples`; the stage's forward (`input`: the previous stage's output; with `gradient`, kept
-  // for the backward and the gradient of scale * the summed loss taken), returning its output or,
-  // on the last stage, nothing and the loss; and its backward from the gradient of its output,
-  // returning that of its input (nothing on the first stage). A family without pipeline stages
-  // refuses.
-  virtual Shape StageBoundary(const std::vector<const TrainingExample*>& examples) const;
+  // the schedule says). The shapes of the f32 tensors this stage receives from the previous stage
+  // and sends to the next for micro-batch `examples` (a gradient has its activation's shape); the
+  // stage's forward (`input`: the previous stage's output; with `gradient`, kept for the backward
+  // and the gradient of scale * the summed loss taken), returning its output or, on the last
+  // stage, nothing and the loss; and its backward from the gradient of its output, returning that
+  // of its input (nothing on the first stage). A family without pipeline stages refuses.
+  virtual Shape InputBoundary(const std::vector<const TrainingExample*>& examples) const;
+  virtual Shape OutputBoundary(const std::vector<const TrainingExample*>& examples) const;
   struct StageGradient {
     double scale;
     bool recompute;  // keep only each layer's input, and run the layer again in the backward
@@ -97,12 +98,10 @@ class TrainableModel {
 
 // How a model is split over the ranks of one replica: tensor-parallel groups of `tp` ranks, each
 // holding a shard of a pipeline stage's layers; `stages` groups, stage s's ranks being ranks
-// [s tp, (s + 1) tp) of `model` (the replica's ranks). `embedding` joins a first-stage rank with
-// the last-stage rank that holds the same rows of the tied embedding (null with one stage).
+// [s tp, (s + 1) tp) of `model` (the replica's ranks).
 struct ModelParallelism {
   Communicator* tp = nullptr;
   Communicator* model = nullptr;
-  Communicator* embedding = nullptr;
   int stages = 1;
   int stage = 0;
   bool active() const;  // more than one rank

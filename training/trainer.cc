@@ -313,9 +313,9 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
                  job.data.max_length, " is longer than the model's context (", plan.max_context,
                  " tokens)");
   const int64_t max_length = plan.max_length;
-  const std::unique_ptr<TrainableModel> model = LoadTrainableModel(
-      weights_source, job.weights_dtype == "bf16" ? DType::kBF16 : DType::kF32,
-      ModelParallelism{tp, model_group, pp != nullptr ? groups.embedding : nullptr, stages, stage});
+  const std::unique_ptr<TrainableModel> model =
+      LoadTrainableModel(weights_source, job.weights_dtype == "bf16" ? DType::kBF16 : DType::kF32,
+                         ModelParallelism{tp, model_group, stages, stage});
   if (job.lora) {
     model->AttachLora(*job.lora, job.seed);
     std::fprintf(log, "train: LoRA rank %lld, alpha %g on %s\n",

@@ -41,15 +41,13 @@ class Communicator;
 // pp_rank)): tensor-parallel groups of parallel.tp consecutive ranks, each holding a shard of a
 // pipeline stage; pipeline groups of a replica's stages (a stage's rank in it is its index);
 // data-parallel groups of the ranks that hold the same part (the replicas); model groups of one
-// replica's ranks (stage-major); embedding groups of a first- and a last-stage rank holding the
-// same rows of the tied embedding. Null groups: one process.
+// replica's ranks (stage-major). Null groups: one process.
 struct TrainingGroups {
   Communicator* world = nullptr;
   Communicator* tp = nullptr;
   Communicator* dp = nullptr;
   Communicator* pp = nullptr;
   Communicator* model = nullptr;
-  Communicator* embedding = nullptr;
 };
 
 // Every replica loads its shard and reads the data; each runs its contiguous share of a step's

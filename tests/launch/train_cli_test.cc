@@ -146,6 +146,23 @@ class TrainCli : public ::testing::Test {
     }
   }
 
+  // RecurrentGemma's fixture has 3 heads (and a 512-word vocabulary), which no tp splits: its
+  // shape with 4 heads, as a config file for random-checkpoint.
+  static std::string RecurrentGemmaWithFourHeads() {
+    std::ifstream in("configs/models/tiny-recurrentgemma.yaml");
+    std::string config((std::istreambuf_iterator<char>(in)), {});
+    for (const auto& [from, to] :
+         {std::pair<std::string, std::string>{"num_heads: 3", "num_heads: 4"},
+          {"lru_width: 72", "lru_width: 64"}}) {
+      EXPECT_NE(config.find(from), std::string::npos) << from;
+      if (config.find(from) != std::string::npos)
+        config.replace(config.find(from), from.size(), to);
+    }
+    const std::string path = (dir_ / "rg-4-heads.yaml").string();
+    std::ofstream(path) << config;
+    return path;
+  }
+
   static inline fs::path dir_;
   static inline std::string model_;
   static inline Result convert_;
@@ -483,19 +500,6 @@ TEST_F(TrainCli, TensorParallelLayoutsTrainAsOneRank) {
     std::vector<Layout> layouts;
     bool switch_layouts;
   };
-  // RecurrentGemma's fixture has 3 heads (and a 512-word vocabulary), which no tp splits: its
-  // shape with 4 heads and random weights.
-  {
-    std::ifstream in("configs/models/tiny-recurrentgemma.yaml");
-    std::string config((std::istreambuf_iterator<char>(in)), {});
-    for (const auto& [from, to] :
-         {std::pair<std::string, std::string>{"num_heads: 3", "num_heads: 4"},
-          {"lru_width: 72", "lru_width: 64"}}) {
-      ASSERT_NE(config.find(from), std::string::npos) << from;
-      config.replace(config.find(from), from.size(), to);
-    }
-    std::ofstream(dir_ / "rg-4-heads.yaml") << config;
-  }
   {
     std::ofstream pairs(dir_ / "tp-pairs.jsonl");
     for (int i = 0; i < 20; ++i) {
@@ -515,7 +519,7 @@ TEST_F(TrainCli, TensorParallelLayoutsTrainAsOneRank) {
        true},
       {"tp-g2", "convert tests/fixtures/models/gemma2", text, {{2, 2, 0}, {4, 4, 0}}, false},
       {"tp-rg",
-       "random-checkpoint --dtype f32 --config " + (dir_ / "rg-4-heads.yaml").string() +
+       "random-checkpoint --dtype f32 --config " + RecurrentGemmaWithFourHeads() +
            " --tokenizer tests/fixtures/models/recurrentgemma/hf/tokenizer.model --out",
        text,
        {{2, 2, 0}, {4, 4, 0}, {4, 2, 1}},
@@ -585,45 +589,77 @@ TEST_F(TrainCli, TensorParallelLayoutsTrainAsOneRank) {
 }
 
 // Pipeline stages (each a rank's range of layers; the embedding on the first, the tied head on
-// the last) under 1F1B and GPipe, alone and with tensor parallelism, data parallelism and ZeRO-1:
-// the same losses, weights and optimizer moments as one rank over 5 steps. A run saved with
-// tp 2 x pp 2 resumes with tp 1 and 2 replicas, and the reverse. Pipelines of RecurrentGemma and
-// T5Gemma are refused by name.
+// the last; T5Gemma's encoder stages before its decoder stages, the encoder's output passed along
+// the decoder stages and its gradient summed back) under 1F1B and GPipe, alone and with tensor
+// parallelism, data parallelism and ZeRO-1: for Gemma 2 and 3, RecurrentGemma and the unbalanced
+// T5Gemma, the same losses, weights and optimizer moments as one rank over 5 steps. A run saved
+// with tp 2 x pp 2 resumes with tp 1 and 2 replicas, and the reverse.
 TEST_F(TrainCli, PipelineLayoutsTrainAsOneRank) {
   struct Layout {
     int ranks, tp, pp, zero;
     std::string schedule;
   };
-  const std::string data =
+  struct Family {
+    std::string name, make, data;
+    std::vector<Layout> layouts;
+    bool switch_layouts;
+  };
+  const std::string text =
       "data: {train: train.jsonl, held_out_fraction: 0.2, max_length: 64, packing: true}\n";
-  for (const std::string family : {"gemma2", "gemma3"}) {
-    const std::string model = (dir_ / ("pp-" + family + ".h5")).string();
-    const Result made = Gemmapod("convert tests/fixtures/models/" + family + " " + model);
+  {
+    std::ofstream pairs(dir_ / "pp-pairs.jsonl");
+    for (int i = 0; i < 20; ++i) {
+      pairs << R"({"input": ")" << i << " plus " << i % 3 << R"(", "target": ")" << i + i % 3
+            << "\"}\n";
+    }
+  }
+  const std::vector<Family> families = {
+      {"pp-g2",
+       "convert tests/fixtures/models/gemma2",
+       text,
+       {{2, 1, 2, 0, "1f1b"},
+        {2, 1, 2, 0, "gpipe"},
+        {4, 2, 2, 0, "1f1b"},
+        {4, 1, 2, 1, "1f1b"},
+        {4, 1, 4, 0, "gpipe"}},
+       true},
+      {"pp-g3",
+       "convert tests/fixtures/models/gemma3",
+       text,
+       {{2, 1, 2, 0, "1f1b"}, {4, 2, 2, 0, "gpipe"}},
+       false},
+      {"pp-rg",
+       "random-checkpoint --dtype f32 --config " + RecurrentGemmaWithFourHeads() +
+           " --tokenizer tests/fixtures/models/recurrentgemma/hf/tokenizer.model --out",
+       text,
+       {{2, 1, 2, 0, "1f1b"}, {4, 2, 2, 0, "1f1b"}, {4, 1, 2, 1, "gpipe"}},
+       false},
+      {"pp-t5",
+       "convert tests/fixtures/models/t5gemma/unbalanced",
+       "data: {train: pp-pairs.jsonl, held_out_fraction: 0.2, max_length: 32}\n",
+       {{2, 1, 2, 0, "1f1b"}, {4, 1, 4, 0, "1f1b"}, {4, 2, 2, 0, "gpipe"}, {4, 1, 2, 1, "1f1b"}},
+       false}};
+  for (const Family& f : families) {
+    const std::string model = (dir_ / (f.name + ".h5")).string();
+    const Result made = Gemmapod(f.make + " " + model);
     ASSERT_EQ(made.exit_code, 0) << made.output;
     const auto job = [&](const std::string& run, const Layout& l) {
       const std::string path = (dir_ / (run + ".yaml")).string();
       std::ofstream(path) << "model: " << model << "\n"
-                          << data << "steps: 5\nbatch: {sequences: 4, micro_batch: 1}\n"
+                          << f.data << "steps: 5\nbatch: {sequences: 4, micro_batch: 1}\n"
                           << "optimizer: {lr: 1e-2, weight_decay: 0.01, eps: 1e-6, zero: " << l.zero
                           << "}\nparallel: {tp: " << l.tp << ", pp: " << l.pp
                           << ", schedule: " << l.schedule << "}\n"
                           << "checkpoint: {dir: " << run << ", interval: 2, keep: 3}\n";
       return path;
     };
-    const std::string one = "pp-" + family + "-one";
+    const std::string one = f.name + "-one";
     const Result single = Gemmapod("train --config " + job(one, {1, 1, 1, 0, "1f1b"}), 120);
     ASSERT_EQ(single.exit_code, 0) << single.output;
     const auto want = Metrics(one);
-    const std::vector<Layout> layouts =
-        family == "gemma2" ? std::vector<Layout>{{2, 1, 2, 0, "1f1b"},
-                                                 {2, 1, 2, 0, "gpipe"},
-                                                 {4, 2, 2, 0, "1f1b"},
-                                                 {4, 1, 2, 1, "1f1b"},
-                                                 {4, 1, 4, 0, "gpipe"}}
-                           : std::vector<Layout>{{2, 1, 2, 0, "1f1b"}, {4, 2, 2, 0, "gpipe"}};
-    for (const Layout& l : layouts) {
-      const std::string run = gemmapod::StrCat("pp-", family, "-", l.ranks, "x", l.tp, "x", l.pp,
-                                               "-", l.schedule, "-zero", l.zero);
+    for (const Layout& l : f.layouts) {
+      const std::string run = gemmapod::StrCat(f.name, "-", l.ranks, "x", l.tp, "x", l.pp, "-",
+                                               l.schedule, "-zero", l.zero);
       const Result r = gemmapod::MpirunGemmapod(l.ranks, "train --config " + job(run, l), 240);
       ASSERT_EQ(r.exit_code, 0) << r.output;
       EXPECT_TRUE(Contains(
@@ -646,13 +682,13 @@ TEST_F(TrainCli, PipelineLayoutsTrainAsOneRank) {
       }
       EXPECT_EQ(bubbles, 5) << run;
     }
-    if (family != "gemma2") continue;
+    if (!f.switch_layouts) continue;
     // Saved by tp 2 x pp 2 (killed while writing step 4), resumed by 2 replicas of the whole
     // model; and the reverse.
     for (const auto& [saved, resumed] :
          {std::pair<Layout, Layout>{{4, 2, 2, 0, "1f1b"}, {2, 1, 1, 0, "1f1b"}},
           {{2, 1, 1, 0, "1f1b"}, {4, 2, 2, 0, "1f1b"}}}) {
-      const std::string run = gemmapod::StrCat("pp-switch-", saved.ranks);
+      const std::string run = gemmapod::StrCat(f.name, "-switch-", saved.ranks);
       EXPECT_NE(gemmapod::MpirunGemmapod(
                     saved.ranks,
                     "train --config " + job(run, saved) + " --inject-kill-during-save 4", 240)
@@ -667,19 +703,16 @@ TEST_F(TrainCli, PipelineLayoutsTrainAsOneRank) {
       ExpectCloseWeights(Run(run) / "model.h5", Run(one) / "model.h5", 1e-5);
     }
   }
-  const Result too_many = gemmapod::MpirunGemmapod(
+  const Result uneven = gemmapod::MpirunGemmapod(
       2, "train --config " + Job("pp-uneven", "pp-uneven", "parallel: {pp: 2, tp: 2}\n"));
   EXPECT_TRUE(
-      Contains(too_many.output, "parallel.tp 2 x parallel.pp 2 does not divide the job's 2 ranks"))
-      << too_many.output;
-  const std::string rg = (dir_ / "pp-rg.h5").string();
-  ASSERT_EQ(Gemmapod("convert tests/fixtures/models/recurrentgemma/hf " + rg).exit_code, 0);
-  const Result recurrent = gemmapod::MpirunGemmapod(
-      2, "train --config " + Job("pp-rg", "pp-rg", "parallel: {pp: 2}\n", rg));
-  EXPECT_NE(recurrent.exit_code, 0);
-  EXPECT_TRUE(Contains(recurrent.output,
-                       "pp-rg.h5: parallel.pp 2: pipeline stages are built for decoder-only Gemma"))
-      << recurrent.output;
+      Contains(uneven.output, "parallel.tp 2 x parallel.pp 2 does not divide the job's 2 ranks"))
+      << uneven.output;
+  const Result deep = gemmapod::MpirunGemmapod(
+      8, "train --config " + Job("pp-deep", "pp-deep", "parallel: {pp: 8}\n"));
+  EXPECT_TRUE(
+      Contains(deep.output, "parallel.pp 8: more pipeline stages than the model's 7 layers"))
+      << deep.output;
 }
 
 // `gemmapod launch` passes its pod file on: the pod's tp splits the model and its other ranks are
