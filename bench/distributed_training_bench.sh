@@ -1,11 +1,13 @@
 #!/bin/bash
 # Distributed fine-tuning on one host: tokens/s and each rank's peak memory of `gemmapod train`
-# with the real Gemma 3 270M (f32) on one rank, 2 data-parallel replicas, tp 2, and 2 replicas
-# with ZeRO-1, ROUNDS times in turn (docs/performance.md, "Distributed fine-tuning").
-#   bench/distributed_training_bench.sh [MODEL.h5] [ROUNDS]
+# with the real Gemma 3 270M (f32) on one rank, 2 data-parallel replicas, tp 2, 2 replicas with
+# ZeRO-1 and 2 pipeline stages (1F1B), ROUNDS times in turn (docs/performance.md, "Distributed
+# fine-tuning").
+#   [LAYOUTS="one tp2 ..."] bench/distributed_training_bench.sh [MODEL.h5] [ROUNDS]
 # MODEL defaults to build/gemma3-270m/f32.h5 (tools/fetch_gemma3_270m.sh or the README's main job
-# writes it). Runs in a scratch directory; prints the progress line of the last step, the memory
-# the trainer planned per rank, and each rank's peak resident memory.
+# writes it); LAYOUTS to all of one, dp2, tp2, zero2 and pp2 (a model too large for two replicas on
+# this host leaves dp2 out). Runs in a scratch directory; prints the progress line of the last
+# step, the memory the trainer planned per rank, and each rank's peak resident memory.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 model=$(realpath "${1:-$repo/build/gemma3-270m/f32.h5}")
@@ -34,13 +36,17 @@ run() {  # name, ranks
   local cmd=(/usr/bin/time -f "rank peak resident memory: %M KB" "$gemmapod" train --config "$1.yaml")
   [ "$2" -gt 1 ] && cmd=(mpirun -np "$2" "${cmd[@]}")
   echo "== $1 ($2 rank(s))"
-  "${cmd[@]}" 2>&1 | grep -E "step 4/4 \| loss|train: memory|peak resident" | sed 's/(.*trainable parameters)//'
+  "${cmd[@]}" 2>&1 | grep -E "step 4/4 \| (loss|saved)|train: memory|peak resident" | sed 's/(.*trainable parameters)//'
   rm -rf "run-$1"
 }
 job one "" ""
 job dp2 "" ""
 job tp2 "parallel: {tp: 2}" ""
 job zero2 "" ", zero: 1"
+job pp2 "parallel: {pp: 2}" ""
+layouts=${LAYOUTS:-one dp2 tp2 zero2 pp2}
 for _ in $(seq "$rounds"); do
-  run one 1; run dp2 2; run tp2 2; run zero2 2
+  for layout in $layouts; do
+    if [ "$layout" = one ]; then run one 1; else run "$layout" 2; fi
+  done
 done

@@ -20,32 +20,50 @@
 namespace gemmapod {
 
 int PrintTrainingPlan(const std::string& job_path, const std::string& pod_path) {
-  const TrainingJob job = ReadTrainingJob(job_path);
-  const TrainingPlan plan = PlanTraining(*Hdf5CheckpointReader::Open(job.model), job);
-  // The layout: the pod's (its tp, its other ranks replicas), or the job's tp alone.
-  int64_t tp = job.tensor_parallel, replicas = 1, ranks_per_host = tp;
-  std::string layout = tp > 1 ? StrCat("each rank of tp ", tp) : "one rank";
+  TrainingJob job = ReadTrainingJob(job_path);
+  const std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(job.model);
+  const TrainingPlan plan = PlanTraining(*reader, job);
+  // The layout: the pod's (its tp and pp, its other ranks replicas), or the job's alone.
+  int64_t replicas = 1, ranks_per_host = job.tensor_parallel * job.pipeline_parallel;
   if (!pod_path.empty()) {
     const PodTopology pod = LoadPodTopology(pod_path);
     GEMMAPOD_CHECK(job.tensor_parallel == 1 || job.tensor_parallel == pod.tp, job.source,
                    ": parallel.tp ", job.tensor_parallel, " disagrees with tp ", pod.tp, " of ",
                    pod_path);
-    tp = pod.tp;
-    replicas = pod.world_size() / pod.tp;
+    GEMMAPOD_CHECK(job.pipeline_parallel == 1 || job.pipeline_parallel == pod.pp, job.source,
+                   ": parallel.pp ", job.pipeline_parallel, " disagrees with pp ", pod.pp, " of ",
+                   pod_path);
+    job.tensor_parallel = pod.tp;
+    job.pipeline_parallel = pod.pp;
+    replicas = pod.world_size() / (pod.tp * pod.pp);
     ranks_per_host = 0;
     for (const PodNode& node : pod.nodes)
       ranks_per_host = std::max<int64_t>(ranks_per_host, node.devices);
-    layout = StrCat("each of ", pod.world_size(), " ranks (tp ", tp, " x ", replicas, " replicas",
-                    job.zero_stage == 1 ? ", ZeRO-1" : "", ")");
   }
-  const TrainingMemory memory =
-      PerRankTrainingMemory(plan.memory, tp, replicas, job.zero_stage == 1);
+  const int64_t tp = job.tensor_parallel, pp = job.pipeline_parallel;
+  const int64_t ranks = tp * pp * replicas;
+  const std::string layout =
+      ranks == 1 ? "one rank"
+                 : StrCat("each of ", ranks, " ranks (tp ", tp, pp > 1 ? StrCat(" x pp ", pp) : "",
+                          " x ", replicas, " replica(s)",
+                          job.zero_stage == 1 && replicas > 1 ? ", ZeRO-1" : "", ")");
   std::printf("training %s (%s, %s) on %s: %s%s\n", plan.name.c_str(), job.model.c_str(),
               plan.family.c_str(), layout.c_str(), job.lora ? "LoRA adapters" : "every parameter",
               job.weights_dtype == "bf16" ? ", bf16 weights with f32 masters" : ", f32 weights");
-  std::printf("%s\n", RenderTrainingMemory(memory).c_str());
+  // Each pipeline stage holds its own part; the largest decides whether the job fits.
+  const int64_t micro_batches = job.batch_sequences / job.micro_batch / replicas;
+  const std::vector<PipelineStageShare> stages =
+      PipelineStageShares(*reader, job, std::max<int64_t>(1, micro_batches));
+  int64_t largest = 0;
+  for (size_t s = 0; s < stages.size(); ++s) {
+    const TrainingMemory memory =
+        PerRankTrainingMemory(plan.memory, tp, replicas, job.zero_stage == 1, stages[s]);
+    largest = std::max(largest, memory.total());
+    std::printf("%s%s\n", pp > 1 ? StrCat("stage ", s, " ").c_str() : "",
+                RenderTrainingMemory(memory).c_str());
+  }
   const int64_t available = AvailableMemoryBytes();
-  const int64_t host_total = memory.total() * std::max<int64_t>(1, ranks_per_host);
+  const int64_t host_total = largest * std::max<int64_t>(1, ranks_per_host);
   if (available >= 0) {
     std::printf("this machine has %lld MiB available%s: %s\n",
                 static_cast<long long>(available >> 20),

@@ -32,6 +32,11 @@ std::vector<LayerRange> GemmaStageLayers(const ModelConfig& config, int tp, int 
   return BalanceStages(b.layers, pp, b.first_extra, b.last_extra);
 }
 
+std::vector<LayerRange> GemmaTrainingStageLayers(const ModelConfig& config, int pp) {
+  const GemmaStageBytes elements = GemmaBytesPerStagePart(config, 1, 1);
+  return BalanceStages(elements.layers, pp, 0, config.vocab_size * config.hidden_size);
+}
+
 GemmaShard GemmaShardAt(const ModelConfig& config, const GridShape& shape, const GridCoords& at,
                         std::span<const LayerRange> stages) {
   GEMMAPOD_CHECK(static_cast<int>(stages.size()) == shape.pp, "layout: ", stages.size(),

@@ -195,11 +195,11 @@ VocabSlice VocabOf(const LossParallelism& p, int64_t vocab_size) {
 struct TargetRows {
   std::vector<int64_t> rows;
   std::vector<int32_t> targets;
-  explicit TargetRows(const PackedBatch& batch) {
-    for (size_t t = 0; t < batch.targets.size(); ++t) {
-      if (batch.targets[t] < 0) continue;
+  explicit TargetRows(const std::vector<int32_t>& all) {
+    for (size_t t = 0; t < all.size(); ++t) {
+      if (all[t] < 0) continue;
       rows.push_back(static_cast<int64_t>(t));
-      targets.push_back(batch.targets[t]);
+      targets.push_back(all[t]);
     }
   }
   // normed's rows with a target, [targets, d].
@@ -211,6 +211,36 @@ struct TargetRows {
 };
 
 }  // namespace
+
+TiedHeadGradient TiedHeadLossAndGradient(const Tensor& h, const Tensor& final_norm,
+                                         const Linear& embed_tokens, double rms_norm_eps,
+                                         double final_logit_softcap, int64_t vocab_size,
+                                         const std::vector<int32_t>& targets, double scale,
+                                         const LossParallelism& parallel, Tensor& embed_grad,
+                                         Tensor& final_norm_grad) {
+  const float eps = static_cast<float>(rms_norm_eps);
+  Tensor normed = ActivationLike(h, h.shape());
+  ops::RmsNorm(h, final_norm, eps, normed);
+  const VocabSlice vocab = VocabOf(parallel, vocab_size);
+  const VocabParallelHead head(embed_tokens, vocab, static_cast<float>(final_logit_softcap),
+                               parallel.tp);
+  const TargetRows selected(targets);
+  const Tensor head_input = selected.Select(normed);
+  const Tensor logits = head.LogitShard(head_input, MatmulPrecision::kExact);
+  Tensor dlogits = ActivationLike(logits, logits.shape());
+  const Tensor losses = VocabParallelCrossEntropy(logits, selected.targets, vocab, parallel.tp,
+                                                  static_cast<float>(scale), dlogits);
+  TiedHeadGradient out;
+  out.loss = {SumOfLosses(losses), static_cast<int64_t>(selected.rows.size())};
+  Tensor dhead_input = ActivationLike(head_input, head_input.shape());
+  head.Backward(head_input, logits, dlogits, dhead_input, embed_grad);
+  // Rows without a target get no gradient from the head.
+  Tensor dnormed = ZerosOn(h.device(), h.shape());
+  ops::ScatterRows(dhead_input, selected.rows, dnormed);
+  out.dh = ActivationLike(h, h.shape());
+  ops::RmsNormBackward(h, final_norm, dnormed, eps, out.dh, final_norm_grad);
+  return out;
+}
 
 LossSum GemmaLoss(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch,
                   const LossParallelism& parallel) {
@@ -307,25 +337,11 @@ Tensor GemmaStageLoss::Forward(int64_t micro, PackedBatch batch, const Tensor& i
   }
   // The last stage takes the loss's gradient at once, down to the final norm's input: the logits
   // (targets x vocabulary) never wait for the backward.
-  const float eps = static_cast<float>(c_.rms_norm_eps);
-  Tensor normed = ActivationLike(h, h.shape());
-  ops::RmsNorm(h, w_.final_norm, eps, normed);
-  const VocabParallelHead head(w_.embed_tokens, vocab, static_cast<float>(c_.final_logit_softcap),
-                               parallel_.tp);
-  const TargetRows selected(b);
-  const Tensor head_input = selected.Select(normed);
-  const Tensor logits = head.LogitShard(head_input, MatmulPrecision::kExact);
-  Tensor dlogits = ActivationLike(logits, logits.shape());
-  const Tensor losses = VocabParallelCrossEntropy(logits, selected.targets, vocab, parallel_.tp,
-                                                  static_cast<float>(backward->scale), dlogits);
-  loss = {SumOfLosses(losses), CountTargets(b)};
-  Tensor dhead_input = ActivationLike(head_input, head_input.shape());
-  head.Backward(head_input, logits, dlogits, dhead_input, grads_.embed_tokens);
-  // Rows without a target get no gradient from the head.
-  Tensor dnormed = ZerosOn(h.device(), h.shape());
-  f->dh = ActivationLike(h, h.shape());
-  ops::ScatterRows(dhead_input, selected.rows, dnormed);
-  ops::RmsNormBackward(h, w_.final_norm, dnormed, eps, f->dh, grads_.final_norm);
+  TiedHeadGradient head = TiedHeadLossAndGradient(
+      h, w_.final_norm, w_.embed_tokens, c_.rms_norm_eps, c_.final_logit_softcap, c_.vocab_size,
+      b.targets, backward->scale, parallel_, grads_.embed_tokens, grads_.final_norm);
+  loss = head.loss;
+  f->dh = std::move(head.dh);
   in_flight_[micro] = std::move(f);
   return Tensor();
 }

@@ -72,6 +72,22 @@ struct LossSum {
   double mean() const { return targets > 0 ? sum / static_cast<double>(targets) : 0.0; }
 };
 
+// The last pipeline stage of every decoder: the loss of `h` (the last layer's output) through the
+// final norm, the tied head and the cross-entropy against `targets` (-1: none; only rows with a
+// target reach the head), and its gradient for scale * the summed loss taken at once: the
+// embedding's and the final norm's gradients accumulate, and the gradient at the final norm's
+// input comes back (zero on rows without a target).
+struct TiedHeadGradient {
+  LossSum loss;
+  Tensor dh;
+};
+TiedHeadGradient TiedHeadLossAndGradient(const Tensor& h, const Tensor& final_norm,
+                                         const Linear& embed_tokens, double rms_norm_eps,
+                                         double final_logit_softcap, int64_t vocab_size,
+                                         const std::vector<int32_t>& targets, double scale,
+                                         const LossParallelism& parallel, Tensor& embed_grad,
+                                         Tensor& final_norm_grad);
+
 // grads += the gradient of scale * (the batch's summed loss). A step accumulated over several
 // micro-batches passes scale = 1 / (the targets of the whole step), so its gradient is the step's
 // mean loss's whatever the split (not a mean of per-micro-batch means). `recompute`: keep only

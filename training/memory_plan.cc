@@ -1,5 +1,6 @@
 #include "training/memory_plan.h"
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -84,7 +85,15 @@ int64_t AvailableMemoryBytes() {
   return -1;
 }
 
-TrainingMemory PerRankTrainingMemory(TrainingMemory m, int64_t tp, int64_t replicas, bool zero) {
+TrainingMemory PerRankTrainingMemory(TrainingMemory m, int64_t tp, int64_t replicas, bool zero,
+                                     const PipelineStageShare& stage) {
+  const auto part = [](int64_t bytes, double fraction) {
+    return static_cast<int64_t>(std::ceil(static_cast<double>(bytes) * fraction));
+  };
+  for (int64_t* p : {&m.weights, &m.gradients, &m.optimizer}) *p = part(*p, stage.parameters);
+  m.trainable_parameters = part(m.trainable_parameters, stage.parameters);
+  m.activations = part(m.activations, stage.layers) * stage.in_flight;
+  if (!stage.head) m.head = 0;
   const auto share = [](int64_t bytes, int64_t parts) { return (bytes + parts - 1) / parts; };
   if (zero) m.optimizer = share(m.optimizer, replicas);
   for (int64_t* part : {&m.weights, &m.gradients, &m.optimizer}) *part = share(*part, tp);

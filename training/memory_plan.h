@@ -34,11 +34,24 @@ TrainingMemory PlanTrainingMemory(const ModelConfig& config, const TrainingJob& 
 // The plan as lines for a terminal.
 std::string RenderTrainingMemory(const TrainingMemory& memory);
 
-// One rank's share of `whole` (one rank's plan of the whole model): tensor parallelism over `tp`
-// ranks splits the weights, gradients and optimizer state (the replicated norms are a rounding
-// error of that; activations and logits are counted whole, an upper bound), and ZeRO-1 splits the
-// optimizer state again over the `replicas`.
-TrainingMemory PerRankTrainingMemory(TrainingMemory whole, int64_t tp, int64_t replicas, bool zero);
+// What one pipeline stage holds of the whole model: `parameters` (a fraction: its layers, and the
+// embedding or the head at the ends), `layers` (the fraction of the layers whose activations it
+// keeps), for `in_flight` micro-batches at once (GPipe: all of them; 1F1B: at most the stages
+// from this one to the last), and the logits if it is the last stage. The default: the whole
+// model, one micro-batch at a time.
+struct PipelineStageShare {
+  double parameters = 1;
+  double layers = 1;
+  int64_t in_flight = 1;
+  bool head = true;
+};
+
+// One rank's share of `whole` (one rank's plan of the whole model): its pipeline stage's share,
+// tensor parallelism over `tp` ranks splitting the weights, gradients and optimizer state (the
+// replicated norms are a rounding error of that; activations and logits are counted whole, an
+// upper bound), and ZeRO-1 splitting the optimizer state again over the `replicas`.
+TrainingMemory PerRankTrainingMemory(TrainingMemory whole, int64_t tp, int64_t replicas, bool zero,
+                                     const PipelineStageShare& stage = {});
 
 // The memory this machine has free for a new process (MemAvailable), or -1 when unknown.
 int64_t AvailableMemoryBytes();

@@ -217,20 +217,11 @@ Tensor RecurrentGemmaStageLoss::Forward(int64_t micro, PackedBatch batch, const 
     return Tensor();
   }
   // The last stage takes the loss's gradient at once, down to the final norm's input.
-  const float eps = static_cast<float>(c_.rms_norm_eps);
-  Tensor normed = ActivationLike(out, out.shape());
-  ops::RmsNorm(out, w_.final_norm, eps, normed);
-  const VocabParallelHead head(w_.embed_tokens, vocab, static_cast<float>(c_.final_logit_softcap),
-                               parallel_.tp);
-  const Tensor logits = head.LogitShard(normed, MatmulPrecision::kExact);
-  Tensor dlogits = ActivationLike(logits, logits.shape());
-  const Tensor losses = VocabParallelCrossEntropy(logits, b.targets, vocab, parallel_.tp,
-                                                  static_cast<float>(backward->scale), dlogits);
-  loss = {SumOfLosses(losses), CountTargets(b)};
-  Tensor dnormed = ActivationLike(normed, normed.shape());
-  head.Backward(normed, logits, dlogits, dnormed, grads_.embed_tokens);
-  f->dh = ActivationLike(out, out.shape());
-  ops::RmsNormBackward(out, w_.final_norm, dnormed, eps, f->dh, grads_.final_norm);
+  TiedHeadGradient head = TiedHeadLossAndGradient(
+      out, w_.final_norm, w_.embed_tokens, c_.rms_norm_eps, c_.final_logit_softcap, c_.vocab_size,
+      b.targets, backward->scale, parallel_, grads_.embed_tokens, grads_.final_norm);
+  loss = head.loss;
+  f->dh = std::move(head.dh);
   in_flight_[micro] = std::move(f);
   return Tensor();
 }

@@ -347,24 +347,20 @@ Tensor T5GemmaStageLoss::Forward(int64_t micro, Seq2SeqBatch batch, const Tensor
       out = Concatenate({&h, &f->memory});
     } else {
       // The last stage: the loss, and at once its gradient down to the final norm's input.
-      const float eps = static_cast<float>(cd.rms_norm_eps);
-      Tensor normed = ActivationLike(h, h.shape());
-      ops::RmsNorm(h, w_.decoder.final_norm, eps, normed);
-      const VocabSlice vocab = VocabOf(parallel_.decoder_vocab, cd.vocab_size);
-      const VocabParallelHead head(w_.decoder.embed_tokens, vocab,
-                                   static_cast<float>(cd.final_logit_softcap), tp);
-      const Tensor logits = head.LogitShard(normed, MatmulPrecision::kExact);
-      Tensor dlogits = ActivationLike(logits, logits.shape());
-      const Tensor losses = VocabParallelCrossEntropy(
-          logits, b.decoder.targets, vocab, tp,
-          static_cast<float>(backward != nullptr ? backward->scale : 0.0), dlogits);
-      loss = {SumOfLosses(losses), CountTargets(b.decoder)};
-      if (backward == nullptr) return Tensor();
-      Tensor dnormed = ActivationLike(normed, normed.shape());
-      head.Backward(normed, logits, dlogits, dnormed, grads_.decoder.embed_tokens);
-      f->dh = ActivationLike(h, h.shape());
-      ops::RmsNormBackward(h, w_.decoder.final_norm, dnormed, eps, f->dh,
-                           grads_.decoder.final_norm);
+      const LossParallelism head_parallel{tp, VocabOf(parallel_.decoder_vocab, cd.vocab_size)};
+      if (backward == nullptr) {
+        loss = {SumOfLosses(TiedHeadLosses(h, w_.decoder.final_norm, w_.decoder.embed_tokens,
+                                           cd.rms_norm_eps, cd.final_logit_softcap, cd.vocab_size,
+                                           b.decoder.targets, head_parallel)),
+                CountTargets(b.decoder)};
+        return Tensor();
+      }
+      TiedHeadGradient head = TiedHeadLossAndGradient(
+          h, w_.decoder.final_norm, w_.decoder.embed_tokens, cd.rms_norm_eps,
+          cd.final_logit_softcap, cd.vocab_size, b.decoder.targets, backward->scale, head_parallel,
+          grads_.decoder.embed_tokens, grads_.decoder.final_norm);
+      loss = head.loss;
+      f->dh = std::move(head.dh);
       out = Tensor();
     }
   }

@@ -773,9 +773,8 @@ std::unique_ptr<TrainableModel> LoadTrainableModel(const Hdf5CheckpointReader& r
     }
     GEMMAPOD_CHECK(parallel.stages <= config.num_layers, path, ": parallel.pp ", parallel.stages,
                    ": more pipeline stages than the model's ", config.num_layers, " layers");
-    // Stages balanced by the bytes each holds (the embedding and the head count on the ends).
-    std::vector<LayerRange> stages =
-        GemmaStageLayers(config, tp_size, parallel.stages, dtype == DType::kBF16 ? 2 : 4, nullptr);
+    // Stages balanced by the work of a step (the head counts on the last).
+    std::vector<LayerRange> stages = GemmaTrainingStageLayers(config, parallel.stages);
     const LayerRange mine = stages[static_cast<size_t>(parallel.stage)];
     const GemmaShard shard =
         MakeGemmaShard(config, tp_size, tp != nullptr ? tp->rank() : 0, mine.first, mine.end,
@@ -853,6 +852,81 @@ TrainingPlan PlanTraining(const Hdf5CheckpointReader& reader, const TrainingJob&
   plan.max_length = job.data.max_length > 0 ? job.data.max_length : c.max_position_embeddings;
   plan.memory = PlanTrainingMemory(c, job, plan.max_length);
   return plan;
+}
+
+std::vector<PipelineStageShare> PipelineStageShares(const Hdf5CheckpointReader& reader,
+                                                    const TrainingJob& job, int64_t micro_batches) {
+  const int pp = static_cast<int>(job.pipeline_parallel);
+  if (pp == 1) return {PipelineStageShare{}};
+  const std::string& path = reader.origin();
+  // Per stage: its parameters' elements (tp 1) and its layers.
+  std::vector<int64_t> elements(static_cast<size_t>(pp), 0), layers(static_cast<size_t>(pp), 0);
+  int64_t total_layers = 0;
+  const auto count = [&](int s, const Shape& shape) {
+    elements[static_cast<size_t>(s)] += NumElements(shape);
+  };
+  if (ArchitectureOf(reader.config()) == "recurrent_gemma") {
+    const RecurrentGemmaConfig c = RecurrentGemmaFromAttributes(reader.config(), path);
+    GEMMAPOD_CHECK(pp <= c.num_layers, path, ": parallel.pp ", pp,
+                   ": more pipeline stages than the model's ", c.num_layers, " layers");
+    const auto stages = RecurrentStageLayers(c.num_layers, pp);
+    for (int s = 0; s < pp; ++s) {
+      const auto [first, end] = stages[static_cast<size_t>(s)];
+      const RecurrentGemmaShard shard =
+          MakeRecurrentGemmaShard(c, 1, 0, first, end, s == 0, s == pp - 1);
+      for (const RecurrentGemmaParameter& p : RecurrentGemmaParameters(c)) {
+        if (RecurrentGemmaSliceOf(c, shard, p.name)) count(s, p.shape);
+      }
+      layers[static_cast<size_t>(s)] = end - first;
+    }
+    total_layers = c.num_layers;
+  } else if (IsT5GemmaAttributes(reader.config())) {
+    const T5GemmaConfig c = T5GemmaFromAttributes(reader.config(), path);
+    const int encoder_stages = AutoEncoderStages(c, pp);
+    const T5GemmaLayout layout = MakeT5GemmaLayout(c, 1, encoder_stages, 1, pp - encoder_stages);
+    for (int s = 0; s < pp; ++s) {
+      T5GemmaWeights scratch;
+      const T5GemmaShard shard = T5GemmaShardOf(c, layout, s);
+      ForEachT5GemmaShardParameter(
+          c, shard, scratch,
+          [&](const GemmaParameter& p, const ParameterSlice&, Tensor&) { count(s, p.shape); });
+      const T5GemmaStagePlan& plan = layout.stages[static_cast<size_t>(s)];
+      layers[static_cast<size_t>(s)] =
+          (plan.encoder ? plan.encoder_layers.end - plan.encoder_layers.first : 0) +
+          (plan.decoder ? plan.decoder_layers.end - plan.decoder_layers.first : 0);
+    }
+    total_layers = c.encoder.num_layers + c.decoder.num_layers;
+  } else {
+    const ModelConfig c = FromAttributes(reader.config(), path);
+    GEMMAPOD_CHECK(pp <= c.num_layers, path, ": parallel.pp ", pp,
+                   ": more pipeline stages than the model's ", c.num_layers, " layers");
+    const std::vector<LayerRange> stages = GemmaTrainingStageLayers(c, pp);
+    for (int s = 0; s < pp; ++s) {
+      const LayerRange r = stages[static_cast<size_t>(s)];
+      GemmaWeights scratch;
+      ForEachShardParameter(
+          c, MakeGemmaShard(c, 1, 0, r.first, r.end, s == 0, s == pp - 1), scratch,
+          [&](const GemmaParameter& p, const ParameterSlice&, Tensor&) { count(s, p.shape); });
+      layers[static_cast<size_t>(s)] = r.end - r.first;
+    }
+    total_layers = c.num_layers;
+  }
+  int64_t total = 0;
+  for (int s = 0; s < pp; ++s) total += elements[static_cast<size_t>(s)];
+  // The model's own count: the tied embedding held by both ends counts once there.
+  const int64_t model = PlanTraining(reader, job).memory.trainable_parameters;
+  std::vector<PipelineStageShare> shares;
+  for (int s = 0; s < pp; ++s) {
+    PipelineStageShare share;
+    share.parameters = static_cast<double>(elements[static_cast<size_t>(s)]) /
+                       static_cast<double>(model > 0 ? model : total);
+    share.layers =
+        static_cast<double>(layers[static_cast<size_t>(s)]) / static_cast<double>(total_layers);
+    share.in_flight = PeakInFlight(StageInstructions(job.pipeline_schedule, pp, s, micro_batches));
+    share.head = s == pp - 1;
+    shares.push_back(share);
+  }
+  return shares;
 }
 
 }  // namespace gemmapod

@@ -125,4 +125,10 @@ struct TrainingPlan {
 };
 TrainingPlan PlanTraining(const Hdf5CheckpointReader& checkpoint, const TrainingJob& job);
 
+// What each of the job's parallel.pp stages holds of the model (training/memory_plan.h), laid out
+// as LoadTrainableModel lays them out, with `micro_batches` a step on each replica under the
+// job's schedule. One stage: the whole model.
+std::vector<PipelineStageShare> PipelineStageShares(const Hdf5CheckpointReader& checkpoint,
+                                                    const TrainingJob& job, int64_t micro_batches);
+
 }  // namespace gemmapod

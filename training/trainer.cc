@@ -333,8 +333,9 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
                  tokenizer.vocab_size(), " pieces, more than the model's vocabulary (",
                  model->vocab_size(), ")");
 
-  const TrainingMemory memory = PerRankTrainingMemory(plan.memory, tp != nullptr ? tp->size() : 1,
-                                                      dp.size(), job.zero_stage == 1);
+  const TrainingMemory memory = PerRankTrainingMemory(
+      plan.memory, tp != nullptr ? tp->size() : 1, dp.size(), job.zero_stage == 1,
+      PipelineStageShares(weights_source, job, micro_per_replica)[static_cast<size_t>(stage)]);
   std::fprintf(log, "train: %s\n", RenderTrainingMemory(memory).c_str());
   // The replicas on one host share its memory: each may count on its part of what is free.
   const int64_t host_ranks = RanksOnThisHost();

@@ -217,9 +217,19 @@ TEST_F(TrainCli, PlanCountsTrainingMemory) {
   const Result pod = Gemmapod("plan --train " + Job("plan-pod", "plan-run") +
                               " --pod tests/launch/pods/tp2-dp2.yaml");
   ASSERT_EQ(pod.exit_code, 0) << pod.output;
-  EXPECT_TRUE(Contains(pod.output, "on each of 4 ranks \\(tp 2 x 2 replicas\\)")) << pod.output;
+  EXPECT_TRUE(Contains(pod.output, "on each of 4 ranks \\(tp 2 x 2 replica\\(s\\)\\)"))
+      << pod.output;
   EXPECT_TRUE(Contains(pod.output, "weights 0.7 MiB, gradients 0.7 MiB, optimizer 1.3 MiB"))
       << pod.output;
+  // Per pipeline stage: each its layers (the embedding on both ends), the logits on the last,
+  // and under 1F1B the first stage's 2 micro-batches in flight of its half of the layers.
+  const Result stages =
+      Gemmapod("plan --train " + Job("plan-pp", "plan-run") + " --pod tests/launch/pods/pp2.yaml");
+  ASSERT_EQ(stages.exit_code, 0) << stages.output;
+  EXPECT_TRUE(Contains(stages.output, "on each of 2 ranks \\(tp 1 x pp 2 x 1 replica\\(s\\)\\)"))
+      << stages.output;
+  EXPECT_TRUE(Contains(stages.output, "stage 0 memory: .* logits 0.0 MiB")) << stages.output;
+  EXPECT_TRUE(Contains(stages.output, "stage 1 memory: .* logits 0.[1-9]")) << stages.output;
   const Result lora = Gemmapod(
       "plan --train " + Job("plan-lora", "plan-run", "lora: {rank: 2, targets: [q_proj]}\n"));
   ASSERT_EQ(lora.exit_code, 0) << lora.output;
