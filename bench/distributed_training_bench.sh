@@ -6,7 +6,8 @@
 #   [LAYOUTS="one tp2 ..."] bench/distributed_training_bench.sh [MODEL.h5] [ROUNDS]
 # MODEL defaults to build/gemma3-270m/f32.h5 (tools/fetch_gemma3_270m.sh or the README's main job
 # writes it); LAYOUTS to all of one, dp2, tp2, zero2 and pp2 (a model too large for two replicas on
-# this host leaves dp2 out). Runs in a scratch directory; prints the progress line of the last
+# this host leaves dp2 out); dp2sync is dp2 with the gradient sums after the backward instead of
+# overlapped with it. Runs in a scratch directory; prints the progress line of the last
 # step, the memory the trainer planned per rank, and each rank's peak resident memory.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,6 +45,7 @@ job dp2 "" ""
 job tp2 "parallel: {tp: 2}" ""
 job zero2 "" ", zero: 1"
 job pp2 "parallel: {pp: 2}" ""
+job dp2sync "parallel: {overlap: false}" ""
 layouts=${LAYOUTS:-one dp2 tp2 zero2 pp2}
 for _ in $(seq "$rounds"); do
   for layout in $layouts; do

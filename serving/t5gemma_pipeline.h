@@ -31,7 +31,7 @@ namespace gemmapod {
 
 class Communicator;
 
-class PendingSend;
+class PendingTransfer;
 class T5GemmaDecoderStage;
 
 class T5GemmaPipeline {
@@ -90,7 +90,7 @@ class T5GemmaPipeline {
   bool has_encoder_ranks() const;
   bool serving_ = false;
   // The last encoder stage's leader: its output on its way to the decoder ranks.
-  std::deque<std::unique_ptr<PendingSend>> memory_sends_;
+  std::deque<std::unique_ptr<PendingTransfer>> memory_sends_;
 
   Communicator& world_;
   T5GemmaLayout layout_;

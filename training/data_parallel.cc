@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 
 #include "runtime/checkpoint/crc32.h"
 #include "runtime/comm/communicator.h"
@@ -81,29 +82,17 @@ std::pair<int64_t, int64_t> DataParallel::Share(int64_t count) const {
   return {begin, begin + base + (rank_ < extra ? 1 : 0)};
 }
 
-void DataParallel::SumGradients(AdamW& optimizer, int64_t bucket_bytes) const {
-  if (size_ == 1) return;
-  std::vector<Tensor*> grads = optimizer.gradients();
+std::vector<std::vector<Tensor*>> GradientBuckets(AdamW& optimizer, int64_t bucket_bytes) {
+  std::vector<std::vector<Tensor*>> buckets;
   std::vector<Tensor*> pending;
   int64_t pending_bytes = 0;
   const auto flush = [&] {
-    if (pending.empty()) return;
-    Tensor bucket = Tensor::Empty({pending_bytes / 4}, DType::kF32);
-    char* at = static_cast<char*>(bucket.raw());
-    for (const Tensor* g : pending) {
-      std::memcpy(at, g->raw(), g->nbytes());
-      at += g->nbytes();
-    }
-    world_->AllReduce(bucket, ReduceOp::kSum);
-    at = static_cast<char*>(bucket.raw());
-    for (Tensor* g : pending) {
-      std::memcpy(g->raw(), at, g->nbytes());
-      at += g->nbytes();
-    }
+    if (!pending.empty()) buckets.push_back(std::move(pending));
     pending.clear();
     pending_bytes = 0;
   };
   // Last registered first: the order a backward pass finishes them in.
+  const std::vector<Tensor*> grads = optimizer.gradients();
   for (auto it = grads.rbegin(); it != grads.rend(); ++it) {
     Tensor& g = **it;
     GEMMAPOD_CHECK(g.dtype() == DType::kF32 && g.device().is_cpu(),
@@ -111,7 +100,8 @@ void DataParallel::SumGradients(AdamW& optimizer, int64_t bucket_bytes) const {
                    g.Describe());
     const auto bytes = static_cast<int64_t>(g.nbytes());
     if (bytes >= bucket_bytes) {
-      world_->AllReduce(g, ReduceOp::kSum);
+      flush();
+      buckets.push_back({&g});
       continue;
     }
     if (pending_bytes + bytes > bucket_bytes) flush();
@@ -119,6 +109,114 @@ void DataParallel::SumGradients(AdamW& optimizer, int64_t bucket_bytes) const {
     pending_bytes += bytes;
   }
   flush();
+  return buckets;
+}
+
+namespace {
+
+// A bucket's tensors as one tensor to all-reduce: the tensor itself when alone, else a packed
+// copy (Unpack puts the sums back).
+Tensor Pack(const std::vector<Tensor*>& bucket) {
+  if (bucket.size() == 1) return *bucket.front();
+  int64_t n = 0;
+  for (const Tensor* g : bucket) n += g->numel();
+  Tensor packed = Tensor::Empty({n}, DType::kF32);
+  char* at = static_cast<char*>(packed.raw());
+  for (const Tensor* g : bucket) {
+    std::memcpy(at, g->raw(), g->nbytes());
+    at += g->nbytes();
+  }
+  return packed;
+}
+
+void Unpack(const Tensor& packed, const std::vector<Tensor*>& bucket) {
+  if (bucket.size() == 1) return;
+  const char* at = static_cast<const char*>(packed.raw());
+  for (Tensor* g : bucket) {
+    std::memcpy(g->raw(), at, g->nbytes());
+    at += g->nbytes();
+  }
+}
+
+}  // namespace
+
+void DataParallel::SumGradients(AdamW& optimizer, int64_t bucket_bytes) const {
+  if (size_ == 1) return;
+  for (const std::vector<Tensor*>& bucket : GradientBuckets(optimizer, bucket_bytes)) {
+    Tensor packed = Pack(bucket);
+    world_->AllReduce(packed, ReduceOp::kSum);
+    Unpack(packed, bucket);
+  }
+}
+
+OverlappedGradientSum::OverlappedGradientSum(Communicator* world, AdamW& optimizer,
+                                             int64_t bucket_bytes)
+    : world_(world) {
+  std::map<const Tensor*, std::string> layer_of;
+  const std::vector<std::string> names = optimizer.names();
+  const std::vector<Tensor*> grads = optimizer.gradients();
+  for (size_t i = 0; i < names.size(); ++i) {
+    // "model.layers.3.mlp..." (or "model.decoder.layers.3..."): its layer's prefix.
+    const size_t at = names[i].find("layers.");
+    if (at == std::string::npos) continue;
+    const size_t dot = names[i].find('.', at + 7);
+    if (dot == std::string::npos) continue;
+    layer_of[grads[i]] = names[i].substr(0, dot + 1);
+  }
+  for (std::vector<Tensor*>& tensors : GradientBuckets(optimizer, bucket_bytes)) {
+    Bucket bucket;
+    for (Tensor* g : tensors) {
+      const auto it = layer_of.find(g);
+      // A gradient outside the layers (embedding, final norm) is final only at Finish.
+      if (it != layer_of.end()) layer_tensors_[it->second].push_back(buckets_.size());
+    }
+    bucket.grads = std::move(tensors);
+    buckets_.push_back(std::move(bucket));
+  }
+}
+
+OverlappedGradientSum::~OverlappedGradientSum() = default;
+
+void OverlappedGradientSum::LayerDone(const std::string& prefix) {
+  const auto it = layer_tensors_.find(prefix);
+  if (it == layer_tensors_.end() || !layers_done_.insert(prefix).second) return;
+  // A bucket is final once every one of its gradients is (one outside the layers never is).
+  for (const size_t b : it->second) ++buckets_[b].done;
+  // Start, in bucket order (every rank the same), each bucket whose gradients are all final.
+  while (next_ < buckets_.size() && buckets_[next_].done == buckets_[next_].grads.size()) {
+    Start(buckets_[next_++]);
+  }
+  // MPI moves nonblocking collectives on inside its calls: give the started ones a turn.
+  for (size_t b = 0; b < next_; ++b) {
+    if (buckets_[b].transfer) buckets_[b].transfer->Done();
+  }
+}
+
+void OverlappedGradientSum::Start(Bucket& bucket) {
+  bucket.packed = Pack(bucket.grads);
+  bucket.transfer = world_->AllReduceAsync(bucket.packed, ReduceOp::kSum);
+}
+
+void OverlappedGradientSum::Finish() {
+  // The buckets the backward did not finish early (the embedding's, the final norm's) go as
+  // blocking all-reduces after the started ones: nothing is left to overlap them with, and
+  // MPI's blocking algorithms are the faster ones.
+  const size_t started = next_;
+  for (size_t b = 0; b < started; ++b) {
+    Bucket& bucket = buckets_[b];
+    bucket.transfer->Wait();
+    Unpack(bucket.packed, bucket.grads);
+    bucket.transfer.reset();
+    bucket.packed = Tensor();
+  }
+  for (size_t b = started; b < buckets_.size(); ++b) {
+    Tensor packed = Pack(buckets_[b].grads);
+    world_->AllReduce(packed, ReduceOp::kSum);
+    Unpack(packed, buckets_[b].grads);
+  }
+  for (Bucket& bucket : buckets_) bucket.done = 0;
+  next_ = 0;
+  layers_done_.clear();
 }
 
 std::pair<int64_t, int64_t> DataParallel::RangeOf(int r, int64_t total) const {

@@ -15,16 +15,23 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "runtime/comm/communicator.h"
 #include "training/adamw.h"
 #include "training/gemma_lm.h"
 
 namespace gemmapod {
 
-class Communicator;
+// The gradients of `optimizer` cut into the buckets data parallelism sums, in the order a backward
+// finishes them (last registered first): a tensor of at least `bucket_bytes` alone, smaller ones
+// packed together up to that size.
+std::vector<std::vector<Tensor*>> GradientBuckets(AdamW& optimizer, int64_t bucket_bytes);
 
 class DataParallel {
  public:
@@ -80,6 +87,40 @@ class DataParallel {
   Communicator* world_;
   int rank_ = 0, size_ = 1;
   bool sharded_ = false;
+};
+
+// Data parallelism's gradient sum overlapped with the backward: the buckets of SumGradients, each
+// started as an asynchronous all-reduce as soon as the backward has finished every gradient in it
+// (the model reports each layer as its backward ends, by its checkpoint prefix), in bucket order
+// so that every replica starts the same collectives in the same order; Finish starts the rest
+// (the embedding, the final norm) and waits for all. The sums are SumGradients's.
+class OverlappedGradientSum {
+ public:
+  OverlappedGradientSum(Communicator* world, AdamW& optimizer,
+                        int64_t bucket_bytes = DataParallel::kDefaultBucketBytes);
+  ~OverlappedGradientSum();
+  // The backward has finished the gradients of the layer whose parameters are named
+  // `prefix`... ("model.layers.3.") for this step.
+  void LayerDone(const std::string& prefix);
+  // After the step's last backward: every gradient summed over the replicas.
+  void Finish();
+  // Buckets started this step.
+  size_t started() const { return next_; }
+
+ private:
+  struct Bucket {
+    std::vector<Tensor*> grads;
+    size_t done = 0;  // of grads, finished this step
+    Tensor packed;    // what is being summed (grads[0] itself when alone)
+    std::unique_ptr<PendingTransfer> transfer;
+  };
+  void Start(Bucket& bucket);
+
+  Communicator* world_;
+  std::vector<Bucket> buckets_;
+  std::map<std::string, std::vector<size_t>> layer_tensors_;  // prefix -> a bucket per tensor
+  std::set<std::string> layers_done_;                         // this step's
+  size_t next_ = 0;                                           // the next bucket to start
 };
 
 }  // namespace gemmapod

@@ -370,6 +370,7 @@ Tensor GemmaStageLoss::Backward(int64_t micro, const Tensor& doutput) {
                        parallel_.tp, dprev, grads_.layers[static_cast<size_t>(l)]);
     std::swap(dh, dprev);
     saved = GemmaLayerSaved{};  // its activations are spent
+    if (layer_done) layer_done(StrCat("model.layers.", l, "."));
   }
   if (!shard_.has_embedding) return dh;
   const VocabParallelEmbedding embedding(w_.embed_tokens, VocabOf(parallel_, c_.vocab_size),

@@ -5,8 +5,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "models/gemma/gemma_layer_training.h"
@@ -125,6 +127,10 @@ class GemmaStageLoss {
   // Returns the gradient of this stage's input, or nothing on the first stage. Gradients
   // accumulate.
   Tensor Backward(int64_t micro, const Tensor& doutput);
+
+  // Called with a layer's checkpoint prefix ("model.layers.3.") as its backward ends: its
+  // gradients are final for the micro-batch (data parallelism starts summing them).
+  std::function<void(const std::string& prefix)> layer_done;
 
  private:
   struct InFlight;

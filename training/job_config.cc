@@ -148,12 +148,13 @@ TrainingJob ReadTrainingJob(const std::string& path) {
   }
   if (auto v = map.Find("recompute")) job.recompute = v->AsBool();
   if (auto v = map.Find("parallel")) {
-    const YamlMap parallel = v->AsMap({"tp", "pp", "schedule"});
+    const YamlMap parallel = v->AsMap({"tp", "pp", "schedule", "overlap"});
     if (auto tp = parallel.Find("tp")) job.tensor_parallel = PositiveInt(*tp, 1);
     if (auto pp = parallel.Find("pp")) job.pipeline_parallel = PositiveInt(*pp, 1);
     if (auto schedule = parallel.Find("schedule")) {
       ParsePipelineSchedule(schedule->AsChoice({"1f1b", "gpipe"}), job.pipeline_schedule);
     }
+    if (auto overlap = parallel.Find("overlap")) job.overlap_gradients = overlap->AsBool();
   }
   if (auto v = map.Find("optimizer")) ReadOptimizer(*v, job);
   if (auto v = map.Find("schedule")) ReadSchedule(*v, job.schedule);

@@ -52,6 +52,9 @@ struct TrainingJob {
   int64_t tensor_parallel = 1;
   int64_t pipeline_parallel = 1;
   PipelineSchedule pipeline_schedule = PipelineSchedule::kOneFOneB;
+  // Sum the data-parallel replicas' gradients while the backward runs (parallel.overlap; without
+  // tensor parallelism or ZeRO-1, which sum otherwise).
+  bool overlap_gradients = true;
   LrSchedule schedule;
 
   struct Checkpoints {

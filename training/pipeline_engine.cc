@@ -21,12 +21,12 @@ int GradientTag(int64_t micro) { return ActivationTag(micro) + 1; }
 PipelineStepResult RunPipelineInstructions(
     const std::vector<PipelineInstruction>& instructions, Communicator& pipeline,
     TrainableModel& model, const std::vector<std::vector<const TrainingExample*>>& micro_batches,
-    const TrainableModel::StageGradient* gradient) {
+    const TrainableModel::StageGradient* gradient, const TrainableModel::LayerDone& last_backward) {
   using Clock = std::chrono::steady_clock;
   const int stage = pipeline.rank();
   PipelineStepResult result;
   std::map<int64_t, Tensor> inputs, outputs, doutputs, dinputs;
-  std::vector<std::unique_ptr<PendingSend>> sends;
+  std::vector<std::unique_ptr<PendingTransfer>> sends;
   const auto take = [](std::map<int64_t, Tensor>& from, int64_t micro, const char* what) {
     const auto it = from.find(micro);
     GEMMAPOD_CHECK(it != from.end(), "pipeline: no ", what, " of micro-batch ", micro,
@@ -35,7 +35,12 @@ PipelineStepResult RunPipelineInstructions(
     from.erase(it);
     return t;
   };
-  for (const PipelineInstruction& i : instructions) {
+  size_t last_backward_at = instructions.size();
+  for (size_t k = 0; k < instructions.size(); ++k) {
+    if (instructions[k].op == PipelineOp::kBackward) last_backward_at = k;
+  }
+  for (size_t k = 0; k < instructions.size(); ++k) {
+    const PipelineInstruction& i = instructions[k];
     GEMMAPOD_CHECK(i.micro >= 0 && i.micro < static_cast<int64_t>(micro_batches.size()),
                    "pipeline: micro-batch ", i.micro, " of ", micro_batches.size());
     const std::vector<const TrainingExample*>& examples =
@@ -89,7 +94,7 @@ PipelineStepResult RunPipelineInstructions(
     // Finished sends free their tensors as the schedule goes.
     while (!sends.empty() && sends.front()->Done()) sends.erase(sends.begin());
   }
-  for (const std::unique_ptr<PendingSend>& s : sends) s->Wait();
+  for (const std::unique_ptr<PendingTransfer>& s : sends) s->Wait();
   GEMMAPOD_CHECK(outputs.empty() && dinputs.empty() && inputs.empty() && doutputs.empty(),
                  "pipeline: the schedule left tensors unsent or unused");
   return result;

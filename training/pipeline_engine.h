@@ -25,10 +25,13 @@ struct PipelineStepResult {
 
 // `micro_batches[m]` are micro-batch m's examples (every stage has them all: the stages read the
 // same data). With `gradient`, forwards keep their activations and gradients accumulate for
-// its scale * the summed loss; without it the list must be forward only (evaluation).
+// its scale * the summed loss; without it the list must be forward only (evaluation). With
+// `last_backward`, the model reports its layers to it during the list's last backward (after
+// which the stage's gradients are final: data parallelism sums them meanwhile).
 PipelineStepResult RunPipelineInstructions(
     const std::vector<PipelineInstruction>& instructions, Communicator& pipeline,
     TrainableModel& model, const std::vector<std::vector<const TrainingExample*>>& micro_batches,
-    const TrainableModel::StageGradient* gradient);
+    const TrainableModel::StageGradient* gradient,
+    const TrainableModel::LayerDone& last_backward = nullptr);
 
 }  // namespace gemmapod

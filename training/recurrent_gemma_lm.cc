@@ -267,6 +267,7 @@ Tensor RecurrentGemmaStageLoss::Backward(int64_t micro, const Tensor& doutput) {
                          lg.temporal_pre_norm);
     ops::Add(d_input, d_mid, d_input);
     dh = d_input;
+    if (layer_done) layer_done(StrCat("model.layers.", l, "."));
   }
   if (!shard_.has_embedding) return dh;
   VocabParallelEmbedding(w_.embed_tokens, VocabOf(c_, par), c_.EmbedScale(), par.tp)

@@ -6,8 +6,10 @@
 // embedding and the soft-capped head.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "models/layers/geglu_mlp.h"
@@ -56,6 +58,10 @@ class RecurrentGemmaStageLoss {
   Tensor Forward(int64_t micro, PackedBatch batch, const Tensor& input,
                  const GemmaStageLoss::GradientScale* backward, LossSum& loss);
   Tensor Backward(int64_t micro, const Tensor& doutput);
+
+  // Called with a layer's checkpoint prefix ("model.layers.3.") as its backward ends: its
+  // gradients are final for the micro-batch (data parallelism starts summing them).
+  std::function<void(const std::string& prefix)> layer_done;
 
  private:
   struct InFlight;

@@ -406,6 +406,7 @@ Tensor T5GemmaStageLoss::Backward(int64_t micro, const Tensor& doutput) {
       GemmaAttentionResidualBackward(cd, l, lw, b.decoder.positions, f->dec.lo(cd, l),
                                      f->dec.hi(cd, l), saved, d_mid, tp, d_in, lg);
       dh = d_in;
+      if (layer_done) layer_done(StrCat("model.decoder.layers.", l, "."));
     }
     if (!s.has_embedding) return Concatenate({&dh, &d_memory});
     VocabParallelEmbedding(w_.decoder.embed_tokens, VocabOf(parallel_.decoder_vocab, cd.vocab_size),
@@ -434,6 +435,7 @@ Tensor T5GemmaStageLoss::Backward(int64_t micro, const Tensor& doutput) {
                        f->encoder[static_cast<size_t>(l - s.first_layer)], de, tp, d_in,
                        grads_.encoder.layers[static_cast<size_t>(l)]);
     de = d_in;
+    if (layer_done) layer_done(StrCat("model.encoder.layers.", l, "."));
   }
   if (!s.has_embedding) return de;
   VocabParallelEmbedding(w_.encoder.embed_tokens, VocabOf(parallel_.encoder_vocab, ce.vocab_size),

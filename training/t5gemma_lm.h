@@ -6,8 +6,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "models/t5gemma/t5gemma_weights.h"
@@ -70,6 +72,10 @@ class T5GemmaStageLoss {
   Tensor Forward(int64_t micro, Seq2SeqBatch batch, const Tensor& input,
                  const GemmaStageLoss::GradientScale* backward, LossSum& loss);
   Tensor Backward(int64_t micro, const Tensor& doutput);
+
+  // Called with a layer's checkpoint prefix ("model.layers.3.") as its backward ends: its
+  // gradients are final for the micro-batch (data parallelism starts summing them).
+  std::function<void(const std::string& prefix)> layer_done;
 
  private:
   struct InFlight;

@@ -82,6 +82,21 @@ std::unique_ptr<Communicator> TiedEmbeddingGroup(Communicator& model, int stages
 
 }  // namespace
 
+LossSum TrainableModel::LossAndGradients(const std::vector<const TrainingExample*>& examples,
+                                         double scale, bool recompute) {
+  const StageGradient gradient{scale, recompute};
+  LossSum loss;
+  StageForward(0, examples, Tensor(), &gradient, loss);
+  StageBackward(0, Tensor());
+  return loss;
+}
+
+LossSum TrainableModel::Loss(const std::vector<const TrainingExample*>& examples) {
+  LossSum loss;
+  StageForward(0, examples, Tensor(), nullptr, loss);
+  return loss;
+}
+
 Shape TrainableModel::InputBoundary(const std::vector<const TrainingExample*>&) const {
   NoPipelineStages(family());
 }
@@ -149,14 +164,6 @@ class GemmaTrainable final : public TrainableModel {
     // embedding of the last stage) counts in the gradient norm once.
     if (parameters_.active()) parameters_.CountEachElementOnce(optimizer);
   }
-  LossSum LossAndGradients(const std::vector<const TrainingExample*>& examples, double scale,
-                           bool recompute) override {
-    return GemmaLossAndGradients(config_, weights_, PackExamples(examples), scale, grads_,
-                                 recompute, parallel_);
-  }
-  LossSum Loss(const std::vector<const TrainingExample*>& examples) override {
-    return GemmaLoss(config_, weights_, PackExamples(examples), parallel_);
-  }
   Shape InputBoundary(const std::vector<const TrainingExample*>& examples) const override {
     return {TokensOf(examples), config_.hidden_size};
   }
@@ -169,11 +176,16 @@ class GemmaTrainable final : public TrainableModel {
     if (!stage_ || stage_recompute_ != recompute) {
       stage_ =
           std::make_unique<GemmaStageLoss>(config_, weights_, grads_, shard_, recompute, parallel_);
+      stage_->layer_done = layer_done_;
       stage_recompute_ = recompute;
     }
     const GemmaStageLoss::GradientScale scale{gradient != nullptr ? gradient->scale : 0.0};
     return stage_->Forward(micro, PackExamples(examples), input,
                            gradient != nullptr ? &scale : nullptr, loss);
+  }
+  void SetLayerDone(LayerDone hook) override {
+    layer_done_ = std::move(hook);
+    if (stage_) stage_->layer_done = layer_done_;
   }
   Tensor StageBackward(int64_t micro, const Tensor& doutput) override {
     GEMMAPOD_CHECK(stage_ != nullptr, "pipeline: a backward before any forward");
@@ -266,6 +278,7 @@ class GemmaTrainable final : public TrainableModel {
   ModelParallelParameters parameters_;
   LossParallelism parallel_;
   std::unique_ptr<GemmaStageLoss> stage_;
+  LayerDone layer_done_;
   bool stage_recompute_ = false;
 };
 
@@ -392,15 +405,6 @@ class RecurrentGemmaTrainable final : public TrainableModel {
     // last stage's tied embedding) count once.
     if (parameters_.active()) parameters_.CountEachElementOnce(optimizer);
   }
-  LossSum LossAndGradients(const std::vector<const TrainingExample*>& examples, double scale,
-                           bool recompute) override {
-    CheckNoRecompute(recompute);
-    return RecurrentGemmaLossAndGradients(config_, weights_, PackExamples(examples), scale, grads_,
-                                          parallel_);
-  }
-  LossSum Loss(const std::vector<const TrainingExample*>& examples) override {
-    return RecurrentGemmaLoss(config_, weights_, PackExamples(examples), parallel_);
-  }
   Shape InputBoundary(const std::vector<const TrainingExample*>& examples) const override {
     return {TokensOf(examples), config_.hidden_size};
   }
@@ -413,10 +417,15 @@ class RecurrentGemmaTrainable final : public TrainableModel {
     if (!stage_) {
       stage_ =
           std::make_unique<RecurrentGemmaStageLoss>(config_, weights_, grads_, shard_, parallel_);
+      stage_->layer_done = layer_done_;
     }
     const GemmaStageLoss::GradientScale scale{gradient != nullptr ? gradient->scale : 0.0};
     return stage_->Forward(micro, PackExamples(examples), input,
                            gradient != nullptr ? &scale : nullptr, loss);
+  }
+  void SetLayerDone(LayerDone hook) override {
+    layer_done_ = std::move(hook);
+    if (stage_) stage_->layer_done = layer_done_;
   }
   Tensor StageBackward(int64_t micro, const Tensor& doutput) override {
     GEMMAPOD_CHECK(stage_ != nullptr, "pipeline: a backward before any forward");
@@ -496,6 +505,7 @@ class RecurrentGemmaTrainable final : public TrainableModel {
   ModelParallelParameters parameters_;
   LossParallelism parallel_;
   std::unique_ptr<RecurrentGemmaStageLoss> stage_;
+  LayerDone layer_done_;
 };
 
 Seq2SeqBatch PackPairs(const std::vector<const TrainingExample*>& examples) {
@@ -574,17 +584,6 @@ class T5GemmaTrainable final : public TrainableModel {
     // embedding on the last stage) count once.
     if (parameters_.active()) parameters_.CountEachElementOnce(optimizer);
   }
-  LossSum LossAndGradients(const std::vector<const TrainingExample*>& examples, double scale,
-                           bool recompute) override {
-    GEMMAPOD_CHECK(!recompute,
-                   "recompute: built for decoder-only Gemma so far; remove it to "
-                   "train T5Gemma");
-    return T5GemmaLossAndGradients(config_, weights_, PackPairs(examples), scale, grads_,
-                                   parallel_);
-  }
-  LossSum Loss(const std::vector<const TrainingExample*>& examples) override {
-    return T5GemmaLoss(config_, weights_, PackPairs(examples), parallel_);
-  }
   // Encoder stages pass the encoder's rows; decoder stages the decoder's rows with the encoder's
   // output after them (the first decoder stage receives the encoder's output alone).
   Shape InputBoundary(const std::vector<const TrainingExample*>& examples) const override {
@@ -604,10 +603,15 @@ class T5GemmaTrainable final : public TrainableModel {
     if (gradient != nullptr) CheckNoRecompute(gradient->recompute);
     if (!stage_) {
       stage_ = std::make_unique<T5GemmaStageLoss>(config_, weights_, grads_, shard_, parallel_);
+      stage_->layer_done = layer_done_;
     }
     const GemmaStageLoss::GradientScale scale{gradient != nullptr ? gradient->scale : 0.0};
     return stage_->Forward(micro, PackPairs(examples), input,
                            gradient != nullptr ? &scale : nullptr, loss);
+  }
+  void SetLayerDone(LayerDone hook) override {
+    layer_done_ = std::move(hook);
+    if (stage_) stage_->layer_done = layer_done_;
   }
   Tensor StageBackward(int64_t micro, const Tensor& doutput) override {
     GEMMAPOD_CHECK(stage_ != nullptr, "pipeline: a backward before any forward");
@@ -694,6 +698,7 @@ class T5GemmaTrainable final : public TrainableModel {
   ModelParallelParameters parameters_;
   T5GemmaParallelism parallel_;
   std::unique_ptr<T5GemmaStageLoss> stage_;
+  LayerDone layer_done_;
 };
 
 std::string ArchitectureOf(const Attributes& a) {

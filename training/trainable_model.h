@@ -40,10 +40,15 @@ class TrainableModel {
   // Every trainable parameter with its gradient, named as in the checkpoint.
   virtual void RegisterParameters(AdamW& optimizer) = 0;
   // Over examples packed one after another (each its own document); grads += the gradient of
-  // scale * the summed loss.
+  // scale * the summed loss. The whole model (or a tensor-parallel shard of it) as one stage:
+  // StageForward and StageBackward of a single micro-batch.
   virtual LossSum LossAndGradients(const std::vector<const TrainingExample*>& examples,
-                                   double scale, bool recompute) = 0;
-  virtual LossSum Loss(const std::vector<const TrainingExample*>& examples) = 0;
+                                   double scale, bool recompute);
+  virtual LossSum Loss(const std::vector<const TrainingExample*>& examples);
+  // Called with a layer's checkpoint prefix ("model.layers.3.") as the backward finishes its
+  // gradients, until set to null (data parallelism sums them while the backward goes on).
+  using LayerDone = std::function<void(const std::string& prefix)>;
+  virtual void SetLayerDone(LayerDone hook) = 0;
   // Encoder-decoder: examples are {"input", "target"} pairs.
   virtual bool seq2seq() const { return false; }
   // The config and every tensor (adapters merged) into a checkpoint being written; `wrote`

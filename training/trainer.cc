@@ -377,6 +377,17 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     dp.Shard(optimizer);
     std::fprintf(log, "train: ZeRO-1: optimizer state sharded over the %d ranks\n", dp.size());
   }
+  // Data-parallel gradients summed while the backward runs, where the model group is one rank
+  // (tensor parallelism sums replicated parameters' gradients after the backward) and the
+  // optimizer state is whole.
+  std::unique_ptr<OverlappedGradientSum> overlapped;
+  if (dp.size() > 1 && tp == nullptr && !dp.sharded() && job.overlap_gradients) {
+    overlapped = std::make_unique<OverlappedGradientSum>(groups.dp, optimizer);
+  }
+  const TrainableModel::LayerDone layer_done =
+      overlapped ? TrainableModel::LayerDone(
+                       [&](const std::string& prefix) { overlapped->LayerDone(prefix); })
+                 : nullptr;
   TrainerState state;
   state.run_identity = identity;
   if (options.resume) {
@@ -515,7 +526,7 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       const PipelineStepResult part =
           RunPipelineInstructions(StageInstructions(job.pipeline_schedule, stages, stage,
                                                     static_cast<int64_t>(micro_batches.size())),
-                                  *pp, *model, micro_batches, &gradient);
+                                  *pp, *model, micro_batches, &gradient, layer_done);
       // The share of the stages' time spent waiting: 1 - their busy time over stages x the
       // pipeline's wall time.
       const DataParallel pipeline(pp);
@@ -523,16 +534,21 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       bubble = wall > 0 ? 1.0 - busy / wall : 0.0;
       loss = pipeline.Sum(part.loss);
     } else {
-      for (const auto& micro : micro_batches) {
-        const LossSum part =
-            model->LossAndGradients(micro, 1.0 / static_cast<double>(targets), job.recompute);
+      for (size_t m = 0; m < micro_batches.size(); ++m) {
+        // The last micro-batch's backward leaves each layer's gradients final as it goes.
+        if (m + 1 == micro_batches.size()) model->SetLayerDone(layer_done);
+        const LossSum part = model->LossAndGradients(
+            micro_batches[m], 1.0 / static_cast<double>(targets), job.recompute);
         loss.sum += part.sum;
         loss.targets += part.targets;
       }
+      model->SetLayerDone(nullptr);
     }
     model->SyncGradients();
     if (dp.sharded()) {
       dp.ReduceScatterGradients(optimizer);
+    } else if (overlapped) {
+      overlapped->Finish();
     } else {
       dp.SumGradients(optimizer);
     }

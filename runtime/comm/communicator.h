@@ -13,13 +13,15 @@ namespace gemmapod {
 
 enum class ReduceOp { kSum, kMax, kMin };
 
-// A send that was started and may not have finished. It keeps the sent tensor's storage alive;
-// Wait() returns once the buffer may be reused. Destroying an unfinished transfer waits for it.
-class PendingSend {
+// A send or a collective that was started and may not have finished. It keeps the tensor's
+// storage alive; Wait() returns once the buffer may be reused (a collective's result is then in
+// it). Destroying an unfinished transfer waits for it.
+class PendingTransfer {
  public:
-  virtual ~PendingSend() = default;
+  virtual ~PendingTransfer() = default;
   virtual void Wait() = 0;
-  // Whether the send has completed, without waiting.
+  // Whether the transfer has completed, without waiting (it also lets the library move the
+  // transfer on: MPI progresses nonblocking collectives inside its calls).
   virtual bool Done() = 0;
 };
 
@@ -44,7 +46,13 @@ class Communicator {
   virtual void Recv(Tensor& tensor, int src, int tag = 0) = 0;
   // Starts a send and returns at once. Pipeline stages send results backwards this way, so a
   // stage never blocks on a peer that is itself blocked sending forwards to it.
-  virtual std::unique_ptr<PendingSend> SendAsync(const Tensor& tensor, int dst, int tag = 0) = 0;
+  virtual std::unique_ptr<PendingTransfer> SendAsync(const Tensor& tensor, int dst,
+                                                     int tag = 0) = 0;
+  // AllReduce started and returned at once (data parallelism sums gradients this way while the
+  // backward goes on); `tensor` must not be touched until the transfer is done. Every rank must
+  // start the same all-reduces in the same order. The default runs the blocking AllReduce and
+  // returns a finished transfer.
+  virtual std::unique_ptr<PendingTransfer> AllReduceAsync(Tensor& tensor, ReduceOp op);
   virtual void Barrier() = 0;
   // Whether a message from `src` with `tag` has arrived and waits for a Recv, without waiting.
   // For ranks that poll for work between steps of their own (a server's replica leaders); a

@@ -201,11 +201,12 @@ void MpiCommunicator::Send(const Tensor& tensor, int dst, int tag) {
 
 namespace {
 
-class MpiPendingSend final : public PendingSend {
+class MpiPendingTransfer final : public PendingTransfer {
  public:
-  MpiPendingSend(Tensor tensor, int peer, int tag)
-      : tensor_(std::move(tensor)), peer_(peer), tag_(tag) {}
-  ~MpiPendingSend() override {
+  // `what` names the wait for the watchdog; peer and tag are -1 for a collective.
+  MpiPendingTransfer(Tensor tensor, int peer, int tag, const char* what)
+      : tensor_(std::move(tensor)), peer_(peer), tag_(tag), what_(what) {}
+  ~MpiPendingTransfer() override {
     if (requests_.empty()) return;
     if (std::uncaught_exceptions() > 0) {
       // Unwinding towards MPI_Abort: the receiver may itself be blocked on this rank, so waiting
@@ -215,12 +216,12 @@ class MpiPendingSend final : public PendingSend {
       return;
     }
     // A destructor must not throw: an error here means the job is already failing.
-    const CommWait wait("MPI_Waitall (a send)", peer_, tag_, 0);
+    const CommWait wait(what_, peer_, tag_, 0);
     MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
   }
   void Wait() override {
     if (requests_.empty()) return;
-    const CommWait wait("MPI_Waitall (a send)", peer_, tag_, 0);
+    const CommWait wait(what_, peer_, tag_, 0);
     CheckMpi(MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE),
              "MPI_Waitall");
     requests_.clear();
@@ -240,16 +241,34 @@ class MpiPendingSend final : public PendingSend {
  private:
   Tensor tensor_;   // keeps the buffer alive until the send completes
   int peer_, tag_;  // for the watchdog's message
+  const char* what_;
   std::vector<MPI_Request> requests_;
 };
 
 }  // namespace
 
-std::unique_ptr<PendingSend> MpiCommunicator::SendAsync(const Tensor& tensor, int dst, int tag) {
+std::unique_ptr<PendingTransfer> MpiCommunicator::AllReduceAsync(Tensor& tensor, ReduceOp op) {
+  CheckHost(tensor, "AllReduceAsync");
+  if (tensor.dtype() == DType::kBF16 || size_ == 1) return Communicator::AllReduceAsync(tensor, op);
+  auto pending =
+      std::make_unique<MpiPendingTransfer>(tensor, -1, -1, "MPI_Waitall (an all-reduce)");
+  const MPI_Datatype type = MpiType(tensor.dtype());
+  InChunks(pending->tensor(), [&](void* p, int n) {
+    MPI_Request request;
+    CheckMpi(MPI_Iallreduce(MPI_IN_PLACE, p, n, type, MpiOp(op), comm_, &request),
+             "MPI_Iallreduce");
+    pending->requests().push_back(request);
+  });
+  return pending;
+}
+
+std::unique_ptr<PendingTransfer> MpiCommunicator::SendAsync(const Tensor& tensor, int dst,
+                                                            int tag) {
   CheckHost(tensor, "SendAsync");
   GEMMAPOD_CHECK(dst >= 0 && dst < size_ && dst != rank_, "SendAsync: bad destination ", dst,
                  " from rank ", rank_, " of ", size_);
-  auto pending = std::make_unique<MpiPendingSend>(tensor, WorldRank(dst), tag);
+  auto pending =
+      std::make_unique<MpiPendingTransfer>(tensor, WorldRank(dst), tag, "MPI_Waitall (a send)");
   const MPI_Datatype type = MpiType(tensor.dtype());
   InChunks(pending->tensor(), [&](void* p, int n) {
     MPI_Request request;

@@ -45,7 +45,9 @@ class MpiCommunicator final : public Communicator {
   void Send(const Tensor& tensor, int dst, int tag = 0) override;
   void Recv(Tensor& tensor, int src, int tag = 0) override;
   bool Probe(int src, int tag) override;
-  std::unique_ptr<PendingSend> SendAsync(const Tensor& tensor, int dst, int tag = 0) override;
+  std::unique_ptr<PendingTransfer> SendAsync(const Tensor& tensor, int dst, int tag = 0) override;
+  // MPI_Iallreduce in chunks (f32 and wider: bf16 takes the blocking path, which rounds once).
+  std::unique_ptr<PendingTransfer> AllReduceAsync(Tensor& tensor, ReduceOp op) override;
   void Barrier() override;
   std::unique_ptr<Communicator> Split(int color, int key) override;
 

@@ -135,11 +135,11 @@ void NcclCommunicator::Send(const Tensor& tensor, int dst, int /*tag*/) {
 namespace {
 
 // Completes when the communicator's stream has run the send and everything enqueued before it.
-class NcclPendingSend final : public PendingSend {
+class NcclPendingTransfer final : public PendingTransfer {
  public:
-  NcclPendingSend(Tensor tensor, cudaStream_t stream, int device)
+  NcclPendingTransfer(Tensor tensor, cudaStream_t stream, int device)
       : tensor_(std::move(tensor)), stream_(stream), device_(device) {}
-  ~NcclPendingSend() override {
+  ~NcclPendingTransfer() override {
     if (done_) return;
     if (std::uncaught_exceptions() > 0) {
       // Unwinding towards MPI_Abort: the peer may be blocked on this rank, so waiting could hang
@@ -177,14 +177,14 @@ class NcclPendingSend final : public PendingSend {
 
 // Enqueued on the communicator's one stream: later calls on this communicator run after the send
 // is matched, so a caller that needs to receive meanwhile uses a second communicator.
-std::unique_ptr<PendingSend> NcclCommunicator::SendAsync(const Tensor& tensor, int dst,
-                                                         int /*tag*/) {
+std::unique_ptr<PendingTransfer> NcclCommunicator::SendAsync(const Tensor& tensor, int dst,
+                                                             int /*tag*/) {
   CheckOnDevice(tensor, device_, "SendAsync");
   GEMMAPOD_CHECK(dst >= 0 && dst < size_ && dst != rank_, "SendAsync: bad destination ", dst);
   GEMMAPOD_CUDA_CHECK(cudaSetDevice(device_));
   GEMMAPOD_NCCL_CHECK(ncclSend(tensor.raw(), tensor.numel(), NcclType(tensor.dtype()), dst,
                                handles_->comm, handles_->stream));
-  return std::make_unique<NcclPendingSend>(tensor, handles_->stream, device_);
+  return std::make_unique<NcclPendingTransfer>(tensor, handles_->stream, device_);
 }
 
 void NcclCommunicator::Recv(Tensor& tensor, int src, int /*tag*/) {

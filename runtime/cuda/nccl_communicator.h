@@ -29,7 +29,7 @@ class NcclCommunicator final : public Communicator {
   void Broadcast(Tensor& tensor, int root) override;
   void Send(const Tensor& tensor, int dst, int tag = 0) override;
   void Recv(Tensor& tensor, int src, int tag = 0) override;
-  std::unique_ptr<PendingSend> SendAsync(const Tensor& tensor, int dst, int tag = 0) override;
+  std::unique_ptr<PendingTransfer> SendAsync(const Tensor& tensor, int dst, int tag = 0) override;
   void Barrier() override;
   std::unique_ptr<Communicator> Split(int color, int key) override;
 

@@ -33,7 +33,7 @@
 namespace gemmapod {
 
 class Communicator;
-class PendingSend;
+class PendingTransfer;
 class ProcessGrid;
 
 enum class StageOutput : int32_t {
@@ -152,9 +152,9 @@ class PipelineEngine {
   };
   std::map<int64_t, SequenceSampling> sampling_;
 
-  std::deque<Expected> expected_;                     // the driver's submissions awaiting results
-  std::deque<Tensor> local_results_;                  // one-stage pipelines deliver here
-  std::deque<std::unique_ptr<PendingSend>> pending_;  // the last stage's unfinished sends
+  std::deque<Expected> expected_;     // the driver's submissions awaiting results
+  std::deque<Tensor> local_results_;  // one-stage pipelines deliver here
+  std::deque<std::unique_ptr<PendingTransfer>> pending_;  // the last stage's unfinished sends
 };
 
 }  // namespace gemmapod

@@ -156,7 +156,7 @@ void DecodeEvent(std::span<const int32_t> words, ReceivedEvent& out) {
 bool IsFinal(const JobEvent& e) { return e.kind != JobEvent::Kind::kToken; }
 
 void SendWords(Communicator& world, int dst, int tag, std::vector<int32_t> words,
-               std::deque<std::unique_ptr<PendingSend>>& pending) {
+               std::deque<std::unique_ptr<PendingTransfer>>& pending) {
   Tensor header = Tensor::Empty({1}, DType::kI32);
   header.data<int32_t>()[0] = static_cast<int32_t>(words.size());
   Tensor payload = Tensor::Empty({static_cast<int64_t>(words.size())}, DType::kI32);
@@ -179,7 +179,7 @@ std::vector<int32_t> ReceiveWords(Communicator& world, int src, int tag) {
   return words;
 }
 
-void ReapSends(std::deque<std::unique_ptr<PendingSend>>& pending) {
+void ReapSends(std::deque<std::unique_ptr<PendingTransfer>>& pending) {
   while (!pending.empty() && pending.front()->Done()) pending.pop_front();
 }
 
@@ -323,7 +323,7 @@ bool ReplicaRouter::Pump() {
 }
 
 void ServeReplica(Communicator& world, BatchScheduler& scheduler) {
-  std::deque<std::unique_ptr<PendingSend>> pending;
+  std::deque<std::unique_ptr<PendingTransfer>> pending;
   std::map<uint64_t, std::shared_ptr<ServeJob>> jobs;
   const auto pump = [&]() -> bool {
     while (world.Probe(0, kToReplicaTag)) {

@@ -21,7 +21,7 @@
 namespace gemmapod {
 
 class Communicator;
-class PendingSend;
+class PendingTransfer;
 
 class ReplicaRouter final : public JobQueue {
  public:
@@ -65,7 +65,7 @@ class ReplicaRouter final : public JobQueue {
   uint64_t next_id_ = 1;
   std::map<uint64_t, std::unique_ptr<Remote>> remote_;  // jobs out on other replicas
   bool drain_sent_ = false;
-  std::deque<std::unique_ptr<PendingSend>> pending_;
+  std::deque<std::unique_ptr<PendingTransfer>> pending_;
 };
 
 // On the leader of a replica other than 0: runs `scheduler` on the jobs rank 0 sends, reporting

@@ -53,7 +53,7 @@ lora: {rank: 4, alpha: 8, targets: [q_proj, down_proj]}
 batch: {sequences: 8, micro_batch: 2}
 optimizer: {lr: 3e-4, beta1: 0.8, beta2: 0.95, eps: 1e-6, weight_decay: 0.1, max_grad_norm: 0.5,
             zero: 1}
-parallel: {tp: 2, pp: 2, schedule: gpipe}
+parallel: {tp: 2, pp: 2, schedule: gpipe, overlap: false}
 schedule: {warmup_steps: 10, decay: linear, min_lr_ratio: 0.1}
 checkpoint: {dir: run, interval: 25, keep: 2}
 eval: {interval: 5}
@@ -88,6 +88,7 @@ log: {interval: 10}
   EXPECT_EQ(job.tensor_parallel, 2);
   EXPECT_EQ(job.pipeline_parallel, 2);
   EXPECT_EQ(job.pipeline_schedule, PipelineSchedule::kGPipe);
+  EXPECT_FALSE(job.overlap_gradients);
   EXPECT_EQ(job.schedule.warmup_steps, 10);
   EXPECT_EQ(job.schedule.decay, LrSchedule::Decay::kLinear);
   EXPECT_DOUBLE_EQ(job.schedule.min_ratio, 0.1);
@@ -111,6 +112,7 @@ TEST_F(JobConfig, DefaultsAreAWholeBatchPerStepInF32) {
   EXPECT_EQ(job.tensor_parallel, 1);
   EXPECT_EQ(job.pipeline_parallel, 1);
   EXPECT_EQ(job.pipeline_schedule, PipelineSchedule::kOneFOneB);
+  EXPECT_TRUE(job.overlap_gradients);
 }
 
 TEST_F(JobConfig, MistakesNameFileLineAndKey) {

@@ -139,7 +139,7 @@ TEST_P(MpiCommunicatorTest, SendAsyncAroundARingDoesNotBlock) {
   // Every rank sends first: with blocking sends of a large buffer this ring would deadlock.
   const int64_t n = 3 << 20;  // past the eager limit and over several 1 Mi-element pieces
   Tensor out = MakeInput(world_->rank(), n, GetParam());
-  std::unique_ptr<PendingSend> pending = world_->SendAsync(out, next, 6);
+  std::unique_ptr<PendingTransfer> pending = world_->SendAsync(out, next, 6);
   out = Tensor();  // the pending send keeps the buffer alive
   Tensor in = Tensor::Empty({n}, GetParam());
   world_->Recv(in, prev, 6);
@@ -147,6 +147,24 @@ TEST_P(MpiCommunicatorTest, SendAsyncAroundARingDoesNotBlock) {
   Tensor expect = MakeInput(prev, n, GetParam());
   for (int64_t i = 0; i < n; i += 4099) ASSERT_EQ(ValueAt(in, i), ValueAt(expect, i)) << i;
   ASSERT_EQ(ValueAt(in, n - 1), ValueAt(expect, n - 1));
+}
+
+TEST_P(MpiCommunicatorTest, AllReduceAsyncGivesAllReducesResultWhileOthersRun) {
+  // Two started before either is awaited, one over several 1 Mi-element pieces.
+  const int64_t small = 1000, large = 3 << 20;
+  Tensor a = MakeInput(world_->rank(), small, GetParam());
+  Tensor b = MakeInput(world_->rank(), large, GetParam());
+  std::unique_ptr<PendingTransfer> first = world_->AllReduceAsync(a, ReduceOp::kSum);
+  std::unique_ptr<PendingTransfer> second = world_->AllReduceAsync(b, ReduceOp::kSum);
+  second->Wait();
+  first->Wait();
+  EXPECT_TRUE(first->Done());
+  for (int64_t i = 0; i < small; ++i) {
+    ASSERT_EQ(ValueAt(a, i), Expected(ReduceOp::kSum, world_->size(), i, GetParam())) << i;
+  }
+  Tensor blocking = MakeInput(world_->rank(), large, GetParam());
+  world_->AllReduce(blocking, ReduceOp::kSum);
+  for (int64_t i = 0; i < large; i += 4099) ASSERT_EQ(ValueAt(b, i), ValueAt(blocking, i)) << i;
 }
 
 INSTANTIATE_TEST_SUITE_P(AllDTypes, MpiCommunicatorTest,
