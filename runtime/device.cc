@@ -56,7 +56,7 @@ class CpuAllocator final : public DeviceAllocator {
       if (it != live_.end()) {
         const size_t size = it->second;
         live_.erase(it);
-        if (size <= kCacheLimit) {
+        if (size <= kCacheLimit && suspended_ == 0) {
           // Over the limit: drop kept blocks, smallest first.
           while (cached_bytes_ + size > kCacheLimit && !cached_.empty()) {
             const auto victim = cached_.begin();
@@ -73,6 +73,19 @@ class CpuAllocator final : public DeviceAllocator {
     std::free(ptr);
   }
 
+  // HostBlockCacheSuspension: drop what is kept, keep nothing until resumed.
+  void Suspend() {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++suspended_;
+    for (const auto& [size, p] : cached_) std::free(p);
+    cached_.clear();
+    cached_bytes_ = 0;
+  }
+  void Resume() {
+    std::lock_guard<std::mutex> lock(mu_);
+    --suspended_;
+  }
+
  private:
   static constexpr size_t kCacheFrom = size_t{8} << 20;
   static constexpr size_t kCacheLimit = size_t{2} << 30;
@@ -80,11 +93,16 @@ class CpuAllocator final : public DeviceAllocator {
   std::unordered_map<void*, size_t> live_;  // large blocks in use, by address
   std::multimap<size_t, void*> cached_;     // large blocks kept, by size
   size_t cached_bytes_ = 0;
+  int suspended_ = 0;
 };
 
-std::array<DeviceAllocator*, 2>& Registry() {
+CpuAllocator& HostAllocator() {
   static CpuAllocator cpu;
-  static std::array<DeviceAllocator*, 2> registry = {&cpu, nullptr};
+  return cpu;
+}
+
+std::array<DeviceAllocator*, 2>& Registry() {
+  static std::array<DeviceAllocator*, 2> registry = {&HostAllocator(), nullptr};
   return registry;
 }
 
@@ -101,5 +119,8 @@ DeviceAllocator& AllocatorFor(DeviceKind kind) {
 void RegisterAllocator(DeviceKind kind, DeviceAllocator* allocator) {
   Registry()[static_cast<size_t>(kind)] = allocator;
 }
+
+HostBlockCacheSuspension::HostBlockCacheSuspension() { HostAllocator().Suspend(); }
+HostBlockCacheSuspension::~HostBlockCacheSuspension() { HostAllocator().Resume(); }
 
 }  // namespace gemmapod

@@ -34,4 +34,17 @@ DeviceAllocator& AllocatorFor(DeviceKind kind);
 // Called once by a backend (e.g. RegisterCudaBackend()); the allocator must outlive all tensors.
 void RegisterAllocator(DeviceKind kind, DeviceAllocator* allocator);
 
+// The host allocator keeps large freed blocks (up to 2 GiB) for the next request of the same size,
+// which steps and decode iterations make over and over. A one-off phase that makes large tensors
+// of sizes that do not come back (writing a checkpoint gathers every whole tensor once) would
+// leave them kept: while one of these is alive, the kept blocks are dropped and large blocks freed
+// go back to the system at once.
+class HostBlockCacheSuspension {
+ public:
+  HostBlockCacheSuspension();
+  ~HostBlockCacheSuspension();
+  HostBlockCacheSuspension(const HostBlockCacheSuspension&) = delete;
+  HostBlockCacheSuspension& operator=(const HostBlockCacheSuspension&) = delete;
+};
+
 }  // namespace gemmapod

@@ -100,4 +100,25 @@ TrainingMemory PerRankTrainingMemory(TrainingMemory m, int64_t tp, int64_t repli
   return m;
 }
 
+namespace {
+
+int64_t StatusKib(const std::string& field) {
+  std::ifstream in("/proc/self/status");
+  std::string key, unit;
+  int64_t kib = 0;
+  while (in >> key) {
+    if (key == field) {
+      in >> kib >> unit;
+      return kib * 1024;
+    }
+    std::getline(in, unit);  // the rest of the line
+  }
+  return -1;
+}
+
+}  // namespace
+
+int64_t ResidentMemoryBytes() { return StatusKib("VmRSS:"); }
+int64_t PeakResidentMemoryBytes() { return StatusKib("VmHWM:"); }
+
 }  // namespace gemmapod

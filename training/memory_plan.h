@@ -55,5 +55,8 @@ TrainingMemory PerRankTrainingMemory(TrainingMemory whole, int64_t tp, int64_t r
 
 // The memory this machine has free for a new process (MemAvailable), or -1 when unknown.
 int64_t AvailableMemoryBytes();
+// This process's resident memory now (VmRSS) and its peak so far (VmHWM), or -1 when unknown.
+int64_t ResidentMemoryBytes();
+int64_t PeakResidentMemoryBytes();
 
 }  // namespace gemmapod

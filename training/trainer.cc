@@ -16,6 +16,7 @@
 #include "runtime/checkpoint/crc32.h"
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/comm/communicator.h"
+#include "runtime/device.h"
 #include "runtime/error.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "training/adamw.h"
@@ -451,6 +452,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
                           held.count(name) > 0 ? dp.GatherState(optimizer, name, part) : Tensor());
   };
   const auto save = [&](int64_t step) {
+    // Gathered whole tensors and their parts are made once: not kept for later steps.
+    const HostBlockCacheSuspension one_off;
     dp.CheckReplicasAgree(optimizer);
     if (!dp.leader()) {
       dp.SendState(optimizer);  // sharded state: the first replica writes it as it receives it
@@ -479,8 +482,11 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
         (fs::path(dir) / kLossCurveFile).string(),
         LossCurveSvg(metrics.train, metrics.held_out,
                      "gemmapod train: " + fs::path(job.source).filename().string()));
-    std::fprintf(log, "step %lld/%lld | saved %s (%.1f s)\n", static_cast<long long>(step),
-                 static_cast<long long>(job.steps), path.c_str(), Seconds(begin));
+    // The peak so far includes the save's gathering, which the memory plan does not
+    // count.
+    std::fprintf(log, "step %lld/%lld | saved %s (%.1f s; peak resident memory %lld MiB)\n",
+                 static_cast<long long>(step), static_cast<long long>(job.steps), path.c_str(),
+                 Seconds(begin), static_cast<long long>(PeakResidentMemoryBytes() >> 20));
   };
 
   if (!options.resume) evaluate(0);
@@ -606,6 +612,7 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     window_start += Clock::now() - pause;
   }
   summary.exported_model = (fs::path(dir) / kExportedModelFile).string();
+  const HostBlockCacheSuspension one_off;  // the export's gathered tensors
   if (dp.leader() && !speaker) model->SendModel();
   if (speaker) {
     Hdf5CheckpointWriter writer = Hdf5CheckpointWriter::Create(summary.exported_model);

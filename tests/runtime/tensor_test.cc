@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <string>
 
 namespace gemmapod {
 namespace {
@@ -85,6 +88,42 @@ TEST(Tensor, DeviceWithoutBackendIsAClearError) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("no allocator"), std::string::npos);
     EXPECT_THROW(Tensor::Empty({2}, DType::kF32, Device::Cuda(0)), Error);
+  }
+}
+
+// Resident memory (VmRSS) of this process, in MiB.
+int64_t ResidentMib() {
+  std::ifstream in("/proc/self/status");
+  std::string key;
+  while (in >> key) {
+    if (key == "VmRSS:") {
+      int64_t kib = 0;
+      in >> kib;
+      return kib / 1024;
+    }
+    std::getline(in, key);
+  }
+  return -1;
+}
+
+// A large block freed is kept for the next request of its size (the same memory comes back);
+// a HostBlockCacheSuspension drops the kept blocks and returns later ones to the system at once.
+TEST(Tensor, LargeBlocksAreKeptUntilASuspensionReturnsThem) {
+  DeviceAllocator& host = AllocatorFor(DeviceKind::kCpu);
+  const size_t bytes = size_t{256} << 20;
+  void* p = host.Allocate(Device{}, bytes);
+  std::memset(p, 1, bytes);  // resident
+  host.Free(Device{}, p);
+  EXPECT_EQ(host.Allocate(Device{}, bytes), p) << "a freed 256 MiB block is kept for reuse";
+  host.Free(Device{}, p);
+  const int64_t kept = ResidentMib();
+  {
+    const HostBlockCacheSuspension one_off;
+    EXPECT_LT(ResidentMib(), kept - 200) << "the kept block goes back to the system";
+    void* q = host.Allocate(Device{}, bytes);
+    std::memset(q, 1, bytes);
+    host.Free(Device{}, q);
+    EXPECT_LT(ResidentMib(), kept - 200) << "blocks freed while suspended are not kept";
   }
 }
 
