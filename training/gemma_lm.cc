@@ -215,9 +215,17 @@ struct TargetRows {
 TiedHeadGradient TiedHeadLossAndGradient(const Tensor& h, const Tensor& final_norm,
                                          const Linear& embed_tokens, double rms_norm_eps,
                                          double final_logit_softcap, int64_t vocab_size,
-                                         const std::vector<int32_t>& targets, double scale,
+                                         const std::vector<int32_t>& targets, const double* scale,
                                          const LossParallelism& parallel, Tensor& embed_grad,
                                          Tensor& final_norm_grad) {
+  TiedHeadGradient out;
+  if (scale == nullptr) {
+    out.loss = {SumOfLosses(TiedHeadLosses(h, final_norm, embed_tokens, rms_norm_eps,
+                                           final_logit_softcap, vocab_size, targets, parallel)),
+                static_cast<int64_t>(std::count_if(targets.begin(), targets.end(),
+                                                   [](int32_t t) { return t >= 0; }))};
+    return out;
+  }
   const float eps = static_cast<float>(rms_norm_eps);
   Tensor normed = ActivationLike(h, h.shape());
   ops::RmsNorm(h, final_norm, eps, normed);
@@ -229,8 +237,7 @@ TiedHeadGradient TiedHeadLossAndGradient(const Tensor& h, const Tensor& final_no
   const Tensor logits = head.LogitShard(head_input, MatmulPrecision::kExact);
   Tensor dlogits = ActivationLike(logits, logits.shape());
   const Tensor losses = VocabParallelCrossEntropy(logits, selected.targets, vocab, parallel.tp,
-                                                  static_cast<float>(scale), dlogits);
-  TiedHeadGradient out;
+                                                  static_cast<float>(*scale), dlogits);
   out.loss = {SumOfLosses(losses), static_cast<int64_t>(selected.rows.size())};
   Tensor dhead_input = ActivationLike(head_input, head_input.shape());
   head.Backward(head_input, logits, dlogits, dhead_input, embed_grad);
@@ -287,8 +294,6 @@ GemmaStageLoss::~GemmaStageLoss() = default;
 Tensor GemmaStageLoss::Forward(int64_t micro, PackedBatch batch, const Tensor& input,
                                const GradientScale* backward, LossSum& loss) {
   CheckPackedBatch(batch);
-  GEMMAPOD_CHECK(in_flight_.count(micro) == 0, "pipeline: micro-batch ", micro,
-                 " forwarded twice before its backward");
   AttentionRanges ranges(c_, batch);
   auto f = std::make_unique<InFlight>(InFlight{std::move(batch), std::move(ranges), {}, {}});
   const PackedBatch& b = f->batch;
@@ -325,33 +330,24 @@ Tensor GemmaStageLoss::Forward(int64_t micro, PackedBatch batch, const Tensor& i
                                MatmulPrecision::kExact, *keep);
   }
   if (!shard_.has_head) {
-    if (backward != nullptr) in_flight_[micro] = std::move(f);
+    if (backward != nullptr) in_flight_.Keep(micro, std::move(f));
     return h;
-  }
-  if (backward == nullptr) {
-    loss = {
-        SumOfLosses(TiedHeadLosses(h, w_.final_norm, w_.embed_tokens, c_.rms_norm_eps,
-                                   c_.final_logit_softcap, c_.vocab_size, b.targets, parallel_)),
-        CountTargets(b)};
-    return Tensor();
   }
   // The last stage takes the loss's gradient at once, down to the final norm's input: the logits
   // (targets x vocabulary) never wait for the backward.
   TiedHeadGradient head = TiedHeadLossAndGradient(
       h, w_.final_norm, w_.embed_tokens, c_.rms_norm_eps, c_.final_logit_softcap, c_.vocab_size,
-      b.targets, backward->scale, parallel_, grads_.embed_tokens, grads_.final_norm);
+      b.targets, backward != nullptr ? &backward->scale : nullptr, parallel_, grads_.embed_tokens,
+      grads_.final_norm);
   loss = head.loss;
+  if (backward == nullptr) return Tensor();
   f->dh = std::move(head.dh);
-  in_flight_[micro] = std::move(f);
+  in_flight_.Keep(micro, std::move(f));
   return Tensor();
 }
 
 Tensor GemmaStageLoss::Backward(int64_t micro, const Tensor& doutput) {
-  const auto it = in_flight_.find(micro);
-  GEMMAPOD_CHECK(it != in_flight_.end(), "pipeline: backward of micro-batch ", micro,
-                 " without its forward");
-  std::unique_ptr<InFlight> f = std::move(it->second);
-  in_flight_.erase(it);
+  std::unique_ptr<InFlight> f = in_flight_.Take(micro);
   const PackedBatch& b = f->batch;
   Tensor dh = shard_.has_head ? f->dh : doutput;
   GEMMAPOD_CHECK(

@@ -15,6 +15,7 @@
 #include "models/gemma/gemma_shard.h"
 #include "models/gemma/gemma_weights.h"
 #include "models/layers/parallel.h"
+#include "runtime/error.h"
 
 namespace gemmapod {
 
@@ -83,12 +84,34 @@ struct TiedHeadGradient {
   LossSum loss;
   Tensor dh;
 };
+// `scale` null: the loss alone (evaluation), no gradient and `dh` undefined.
 TiedHeadGradient TiedHeadLossAndGradient(const Tensor& h, const Tensor& final_norm,
                                          const Linear& embed_tokens, double rms_norm_eps,
                                          double final_logit_softcap, int64_t vocab_size,
-                                         const std::vector<int32_t>& targets, double scale,
+                                         const std::vector<int32_t>& targets, const double* scale,
                                          const LossParallelism& parallel, Tensor& embed_grad,
                                          Tensor& final_norm_grad);
+
+// A stage loss's bookkeeping of the micro-batches between their forward and their backward.
+template <typename InFlight>
+class InFlightMicroBatches {
+ public:
+  void Keep(int64_t micro, std::unique_ptr<InFlight> state) {
+    GEMMAPOD_CHECK(kept_.emplace(micro, std::move(state)).second, "pipeline: micro-batch ", micro,
+                   " forwarded twice before its backward");
+  }
+  std::unique_ptr<InFlight> Take(int64_t micro) {
+    const auto it = kept_.find(micro);
+    GEMMAPOD_CHECK(it != kept_.end(), "pipeline: backward of micro-batch ", micro,
+                   " without its forward");
+    std::unique_ptr<InFlight> state = std::move(it->second);
+    kept_.erase(it);
+    return state;
+  }
+
+ private:
+  std::map<int64_t, std::unique_ptr<InFlight>> kept_;
+};
 
 // grads += the gradient of scale * (the batch's summed loss). A step accumulated over several
 // micro-batches passes scale = 1 / (the targets of the whole step), so its gradient is the step's
@@ -140,7 +163,7 @@ class GemmaStageLoss {
   GemmaShard shard_;
   bool recompute_;
   LossParallelism parallel_;
-  std::map<int64_t, std::unique_ptr<InFlight>> in_flight_;
+  InFlightMicroBatches<InFlight> in_flight_;
 };
 
 // The loss alone (held-out evaluation): the same forward, nothing kept for a backward.

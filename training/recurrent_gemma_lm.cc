@@ -185,8 +185,6 @@ Tensor RecurrentGemmaStageLoss::Forward(int64_t micro, PackedBatch batch, const 
                                         const GemmaStageLoss::GradientScale* backward,
                                         LossSum& loss) {
   CheckBatch(c_, batch);
-  GEMMAPOD_CHECK(in_flight_.count(micro) == 0, "pipeline: micro-batch ", micro,
-                 " forwarded twice before its backward");
   Reach reach(c_, batch);
   auto f = std::make_unique<InFlight>(InFlight{std::move(batch), std::move(reach), {}, {}});
   const PackedBatch& b = f->batch;
@@ -206,32 +204,23 @@ Tensor RecurrentGemmaStageLoss::Forward(int64_t micro, PackedBatch batch, const 
   RunLayers(c_, w_, b, f->reach, parallel_, shard_.first_layer, shard_.end_layer, h, f->forward);
   const Tensor out = f->forward.h;
   if (!shard_.has_head) {
-    if (backward != nullptr) in_flight_[micro] = std::move(f);
+    if (backward != nullptr) in_flight_.Keep(micro, std::move(f));
     return out;
-  }
-  if (backward == nullptr) {
-    loss = {
-        SumOfLosses(TiedHeadLosses(out, w_.final_norm, w_.embed_tokens, c_.rms_norm_eps,
-                                   c_.final_logit_softcap, c_.vocab_size, b.targets, parallel_)),
-        CountTargets(b)};
-    return Tensor();
   }
   // The last stage takes the loss's gradient at once, down to the final norm's input.
   TiedHeadGradient head = TiedHeadLossAndGradient(
       out, w_.final_norm, w_.embed_tokens, c_.rms_norm_eps, c_.final_logit_softcap, c_.vocab_size,
-      b.targets, backward->scale, parallel_, grads_.embed_tokens, grads_.final_norm);
+      b.targets, backward != nullptr ? &backward->scale : nullptr, parallel_, grads_.embed_tokens,
+      grads_.final_norm);
   loss = head.loss;
+  if (backward == nullptr) return Tensor();
   f->dh = std::move(head.dh);
-  in_flight_[micro] = std::move(f);
+  in_flight_.Keep(micro, std::move(f));
   return Tensor();
 }
 
 Tensor RecurrentGemmaStageLoss::Backward(int64_t micro, const Tensor& doutput) {
-  const auto it = in_flight_.find(micro);
-  GEMMAPOD_CHECK(it != in_flight_.end(), "pipeline: backward of micro-batch ", micro,
-                 " without its forward");
-  std::unique_ptr<InFlight> f = std::move(it->second);
-  in_flight_.erase(it);
+  std::unique_ptr<InFlight> f = in_flight_.Take(micro);
   const PackedBatch& b = f->batch;
   const Reach& reach = f->reach;
   const auto T = static_cast<int64_t>(b.tokens.size());

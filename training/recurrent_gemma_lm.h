@@ -70,7 +70,7 @@ class RecurrentGemmaStageLoss {
   RecurrentGemmaGrads& grads_;
   RecurrentGemmaShard shard_;
   LossParallelism parallel_;
-  std::map<int64_t, std::unique_ptr<InFlight>> in_flight_;
+  InFlightMicroBatches<InFlight> in_flight_;
 };
 
 // The loss alone, with the same forward (tests; held-out evaluation).

@@ -266,8 +266,6 @@ T5GemmaStageLoss::~T5GemmaStageLoss() = default;
 Tensor T5GemmaStageLoss::Forward(int64_t micro, Seq2SeqBatch batch, const Tensor& input,
                                  const GemmaStageLoss::GradientScale* backward, LossSum& loss) {
   CheckBatch(batch);
-  GEMMAPOD_CHECK(in_flight_.count(micro) == 0, "pipeline: micro-batch ", micro,
-                 " forwarded twice before its backward");
   const ModelConfig& ce = c_.encoder;
   const ModelConfig& cd = c_.decoder;
   auto f = std::make_unique<InFlight>();
@@ -348,32 +346,23 @@ Tensor T5GemmaStageLoss::Forward(int64_t micro, Seq2SeqBatch batch, const Tensor
     } else {
       // The last stage: the loss, and at once its gradient down to the final norm's input.
       const LossParallelism head_parallel{tp, VocabOf(parallel_.decoder_vocab, cd.vocab_size)};
-      if (backward == nullptr) {
-        loss = {SumOfLosses(TiedHeadLosses(h, w_.decoder.final_norm, w_.decoder.embed_tokens,
-                                           cd.rms_norm_eps, cd.final_logit_softcap, cd.vocab_size,
-                                           b.decoder.targets, head_parallel)),
-                CountTargets(b.decoder)};
-        return Tensor();
-      }
       TiedHeadGradient head = TiedHeadLossAndGradient(
           h, w_.decoder.final_norm, w_.decoder.embed_tokens, cd.rms_norm_eps,
-          cd.final_logit_softcap, cd.vocab_size, b.decoder.targets, backward->scale, head_parallel,
+          cd.final_logit_softcap, cd.vocab_size, b.decoder.targets,
+          backward != nullptr ? &backward->scale : nullptr, head_parallel,
           grads_.decoder.embed_tokens, grads_.decoder.final_norm);
       loss = head.loss;
+      if (backward == nullptr) return Tensor();
       f->dh = std::move(head.dh);
       out = Tensor();
     }
   }
-  if (backward != nullptr) in_flight_[micro] = std::move(f);
+  if (backward != nullptr) in_flight_.Keep(micro, std::move(f));
   return out;
 }
 
 Tensor T5GemmaStageLoss::Backward(int64_t micro, const Tensor& doutput) {
-  const auto it = in_flight_.find(micro);
-  GEMMAPOD_CHECK(it != in_flight_.end(), "pipeline: backward of micro-batch ", micro,
-                 " without its forward");
-  std::unique_ptr<InFlight> f = std::move(it->second);
-  in_flight_.erase(it);
+  std::unique_ptr<InFlight> f = in_flight_.Take(micro);
   const ModelConfig& ce = c_.encoder;
   const ModelConfig& cd = c_.decoder;
   const Seq2SeqBatch& b = f->batch;

@@ -84,7 +84,7 @@ class T5GemmaStageLoss {
   T5GemmaGrads& grads_;
   T5GemmaShard shard_;
   T5GemmaParallelism parallel_;
-  std::map<int64_t, std::unique_ptr<InFlight>> in_flight_;
+  InFlightMicroBatches<InFlight> in_flight_;
 };
 
 LossSum T5GemmaLossAndGradients(const T5GemmaConfig& config, const T5GemmaWeights& weights,
