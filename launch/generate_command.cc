@@ -78,6 +78,7 @@ int GenerateGemmaOnRanks(const GenerateOptions& o, Communicator& world) {
 
 int RunGenerate(const GenerateOptions& options, int* argc, char*** argv) {
   return RunOnRanks(argc, argv, [&](Communicator& world) {
+    CheckSameCheckpoint(world, options.files.model_path);
     return FamilyOf(options.files.model_path).generate(options, world);
   });
 }

@@ -47,6 +47,13 @@ int main(int argc, char** argv) {
   CLI::App app{"gemmapod: a distributed runtime for the Gemma model family"};
   app.set_version_flag("--version", std::string("gemmapod ") + kGemmapodVersion);
   app.require_subcommand(1);
+  // Also after the subcommand's name (`gemmapod generate --timeout 60 ...`).
+  app.fallthrough();
+  double timeout = -1;
+  app.add_option("--timeout", timeout,
+                 "Seconds a rank may wait in one collective or transfer before the job ends with "
+                 "a message naming it (default 600, or GEMMAPOD_COMM_TIMEOUT; 0: no deadline)")
+      ->check(CLI::NonNegativeNumber);
 
   CLI::App* info_cmd =
       app.add_subcommand("info", "Print what this build and machine offer (kernels, MPI, CUDA)");
@@ -266,6 +273,9 @@ int main(int argc, char** argv) {
       ->group("");  // hidden from --help
 
   CLI11_PARSE(app, argc, argv);
+  // The watchdog reads its deadline from the environment, where `launch` also finds it to pass
+  // on to the ranks (runtime/comm/comm_watchdog.h).
+  if (timeout >= 0) setenv("GEMMAPOD_COMM_TIMEOUT", std::to_string(timeout).c_str(), 1);
 
   const auto run = [&]() -> int {
     if (*info_cmd) return RunInfo();

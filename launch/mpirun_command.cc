@@ -1,6 +1,7 @@
 #include "launch/mpirun_command.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "runtime/error.h"
 
@@ -40,6 +41,13 @@ std::vector<std::string> MpirunCommand(const PodTopology& pod, const MpirunOptio
   }
   for (const auto& [key, value] : pod.interconnect.env) {
     argv.insert(argv.end(), {"-x", key + "=" + value});
+  }
+  // The ranks' deadline in a collective: the command line's --timeout (or the environment's),
+  // else the pod's launch.timeout_s; mpirun passes it to every rank.
+  if (const char* timeout = std::getenv("GEMMAPOD_COMM_TIMEOUT")) {
+    argv.insert(argv.end(), {"-x", std::string("GEMMAPOD_COMM_TIMEOUT=") + timeout});
+  } else if (pod.launch.timeout_s >= 0) {
+    argv.insert(argv.end(), {"-x", StrCat("GEMMAPOD_COMM_TIMEOUT=", pod.launch.timeout_s)});
   }
   argv.insert(argv.end(), pod.launch.mpirun_args.begin(), pod.launch.mpirun_args.end());
   argv.push_back(o.gemmapod_exe);

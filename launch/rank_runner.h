@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <string>
 
 namespace gemmapod {
 
@@ -19,5 +20,12 @@ int RunOnRanks(int* argc, char*** argv, const std::function<int(Communicator& wo
 void CheckOnEveryRank(Communicator& world, const std::function<void()>& check);
 
 struct JobFailed {};
+
+// Refuses a job whose ranks read different files at `path` (hosts with different copies, or
+// ranks started in different directories): every rank hashes what it reads there (an HDF5
+// checkpoint: its tensors' names and stored checksums, metadata only; another file: its size and
+// first and last MiB; a directory: each file's name and size and config.json), and rank 0 names
+// the ranks and hosts that differ from it. Collective over `world`; one rank: nothing.
+void CheckSameCheckpoint(Communicator& world, const std::string& path);
 
 }  // namespace gemmapod

@@ -236,6 +236,7 @@ int ServeGemmaOnRanks(const ServeOptions& o, Communicator& world) {
 
 int RunServe(const ServeOptions& options, int* argc, char*** argv) {
   return RunOnRanks(argc, argv, [&](Communicator& world) {
+    CheckSameCheckpoint(world, options.files.model_path);
     const ModelFamily& family = FamilyOf(options.files.model_path);
     if (family.serve == nullptr) {
       throw Error(StrCat("serve: ", options.files.model_path, " is a ", family.name,

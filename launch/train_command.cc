@@ -106,6 +106,9 @@ int RunTrain(const TrainCommandOptions& options, int* argc, char*** argv) {
       CheckDataParallelBatch(
           job, world.size() / static_cast<int>(job.tensor_parallel * job.pipeline_parallel));
     });
+    // Every rank must read the same model (and checkpoint to resume from).
+    CheckSameCheckpoint(world, job.model);
+    if (!options.resume_from.empty()) CheckSameCheckpoint(world, options.resume_from);
     // The process grid's order (sharding/process_grid.h): tensor-parallel groups of consecutive
     // ranks (the innermost, most talkative split), then the replicas, then the stages.
     const int tp = static_cast<int>(job.tensor_parallel);

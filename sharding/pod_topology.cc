@@ -386,8 +386,12 @@ PipelineLayout ParsePipeline(const YamlValue& value, int pp) {
 }
 
 LaunchOptions ParseLaunch(const YamlValue& value) {
-  const YamlMap map = value.AsMap({"oversubscribe", "mpirun_args"});
+  const YamlMap map = value.AsMap({"oversubscribe", "mpirun_args", "timeout_s"});
   LaunchOptions launch;
+  if (auto timeout = map.Find("timeout_s")) {
+    launch.timeout_s = timeout->AsNumber();
+    if (launch.timeout_s < 0) timeout->Fail("seconds >= 0 (0: no deadline)");
+  }
   if (auto oversubscribe = map.Find("oversubscribe"))
     launch.oversubscribe = oversubscribe->AsBool();
   if (auto args = map.Find("mpirun_args")) {

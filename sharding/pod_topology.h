@@ -57,6 +57,10 @@ struct PipelineLayout {
 struct LaunchOptions {
   bool oversubscribe = false;            // more ranks than cores (tests, small machines)
   std::vector<std::string> mpirun_args;  // appended verbatim to the mpirun command line
+  // Seconds a rank may wait in one collective or transfer before the job ends naming it
+  // (runtime/comm/comm_watchdog.h); -1: not set here (the command line's --timeout, the
+  // environment's GEMMAPOD_COMM_TIMEOUT, or the default).
+  double timeout_s = -1;
 };
 
 struct PodTopology {

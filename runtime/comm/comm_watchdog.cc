@@ -61,7 +61,7 @@ void StartCommWatchdog(int world_rank) {
           stderr,
           "\ngemmapod: error: rank %d (host %s) waited %.0f s in %s%s without an answer: a "
           "rank of the job is stopped, hung or gone; ending the job "
-          "(GEMMAPOD_COMM_TIMEOUT sets the deadline)\n",
+          "(--timeout or GEMMAPOD_COMM_TIMEOUT sets the deadline)\n",
           world_rank, name.c_str(), deadline, what ? what : "MPI", detail.c_str());
       std::fflush(stderr);
       std::_Exit(3);  // mpirun ends the other ranks

@@ -9,7 +9,9 @@
 // ends the process with exit code 3, and mpirun then ends the job. Waits for work that may
 // legitimately never come (an idle server's ranks) poll with Probe and are never guarded.
 //
-// The deadline: GEMMAPOD_COMM_TIMEOUT seconds (default 600; 0 turns the watchdog off). It must
+// The deadline: GEMMAPOD_COMM_TIMEOUT seconds (default 600; 0 turns the watchdog off), which the
+// command line's --timeout and a pod file's launch.timeout_s set (launch/main.cc,
+// launch/mpirun_command.cc). It must
 // exceed the longest legitimate wait: a rank that loads its shard while its peers wait at the
 // next collective, the longest pipeline step.
 #pragma once

@@ -76,6 +76,37 @@ TEST(Cli, LaunchDryRunPrintsTheMpirunCommand) {
       << r.output;
 }
 
+// The ranks' deadline in a collective reaches mpirun's command line from the pod file's
+// launch.timeout_s, and from --timeout (before or after the subcommand), which wins.
+TEST(Cli, TheCommunicationDeadlineReachesTheRanks) {
+  namespace fs = std::filesystem;
+  const std::string pod = (fs::temp_directory_path() / "timeout-pod.yaml").string();
+  {
+    std::ifstream in("configs/pods/local.yaml");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    std::ofstream(pod) << text << "\nlaunch: {timeout_s: 45}\n";
+  }
+  const Result from_pod = Gemmapod("launch --dry-run --pod " + pod + " -- demo --steps 3");
+  ASSERT_EQ(from_pod.exit_code, 0) << from_pod.output;
+  EXPECT_TRUE(Contains(from_pod.output, "-x GEMMAPOD_COMM_TIMEOUT=45 ")) << from_pod.output;
+  const Result flag = Gemmapod("launch --timeout 7 --dry-run --pod " + pod + " -- demo --steps 3");
+  ASSERT_EQ(flag.exit_code, 0) << flag.output;
+  EXPECT_TRUE(Contains(flag.output, "-x GEMMAPOD_COMM_TIMEOUT=7\\.0+ ")) << flag.output;
+  EXPECT_FALSE(Contains(flag.output, "=45")) << flag.output;
+  const Result bad = Gemmapod("demo --timeout soon --steps 1");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_TRUE(Contains(bad.output, "--timeout")) << bad.output;
+  {
+    std::ifstream in("configs/pods/local.yaml");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    std::ofstream(pod) << text << "\nlaunch: {timeout_s: -1}\n";
+  }
+  const Result negative = Gemmapod("launch --dry-run --pod " + pod + " -- demo --steps 3");
+  EXPECT_NE(negative.exit_code, 0);
+  EXPECT_TRUE(Contains(negative.output, "timeout-pod.yaml:[0-9]+:[0-9]+: launch.timeout_s"))
+      << negative.output;
+}
+
 TEST(Cli, DemoAloneRunsAsOneRank) {
   const Result r = Gemmapod("demo --steps 2 --layers 2 --hidden 64 --ffn 128");
   ASSERT_EQ(r.exit_code, 0) << r.output;

@@ -271,6 +271,37 @@ TEST_F(ShardedCli, RanksStartedWithDifferentCommandsAreRefused) {
       << r.output;
 }
 
+// Ranks that read different files at the same path (started in different directories here; on a
+// cluster, hosts with different copies) are refused before anything loads, naming the ranks and
+// hosts; ranks reading copies of one checkpoint run.
+TEST_F(ShardedCli, RanksReadingDifferentCheckpointsAreRefused) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  for (const char* d : {"rank-a", "rank-b"}) {
+    fs::create_directories(dir_ / d);
+    fs::copy_file(model_, dir_ / d / "m.h5", fs::copy_options::overwrite_existing);
+  }
+  const auto run = [&] {
+    const std::string common =
+        std::string(GEMMAPOD_BIN) + " generate --model m.h5 --prompt one --max-tokens 2";
+    return gemmapod::RunShell(
+        "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader "
+        "OMPI_MCA_rmaps_base_oversubscribe=1 timeout 60 mpirun -np 1 -wdir " +
+        (dir_ / "rank-a").string() + " " + common + " : -np 1 -wdir " + (dir_ / "rank-b").string() +
+        " " + common + " 2>&1");
+  };
+  const Result same = run();
+  EXPECT_EQ(same.exit_code, 0) << same.output;
+  const Result converted = Gemmapod("convert tests/fixtures/models/gemma2 " +
+                                    (dir_ / "rank-b" / "m.h5").string() + " --force");
+  ASSERT_EQ(converted.exit_code, 0) << converted.output;
+  const Result differ = run();
+  EXPECT_EQ(differ.exit_code, 1) << differ.output;
+  EXPECT_TRUE(Contains(differ.output,
+                       "the job's ranks read different files at m.h5: rank\\(s\\) 1 \\(.+\\) "
+                       "differ from rank 0's"))
+      << differ.output;
+}
+
 TEST_F(ShardedCli, KillingARankEndsTheJobWithinSeconds) {
   const std::string model = (dir_ / "decode-long.h5").string();
   const Result made = Gemmapod(
