@@ -753,6 +753,39 @@ TEST_F(TrainCli, ALaunchedPodLaysOutTheJob) {
   EXPECT_TRUE(Contains(stages.output, "pipeline of 2 stages, 1f1b schedule")) << stages.output;
 }
 
+// Ranks that resume from different checkpoints (each found its own newest: directories that are
+// not one shared filesystem) are refused instead of training from different weights.
+TEST_F(TrainCli, RanksResumingFromDifferentCheckpointsAreRefused) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  const auto write_job = [&](const fs::path& dir, int steps, const char* lr) {
+    fs::create_directories(dir);
+    fs::copy_file(model_, dir / "tiny.h5", fs::copy_options::overwrite_existing);
+    fs::copy_file(dir_ / "train.jsonl", dir / "train.jsonl", fs::copy_options::overwrite_existing);
+    std::ofstream(dir / "job.yaml")
+        << "model: tiny.h5\ndata: {train: train.jsonl, max_length: 64}\n"
+        << "steps: " << steps << "\nbatch: {sequences: 2, micro_batch: 1}\n"
+        << "optimizer: {lr: " << lr << "}\ncheckpoint: {dir: run}\n";
+  };
+  const fs::path a = dir_ / "resume-a", b = dir_ / "resume-b";
+  write_job(a, 2, "1e-2");
+  write_job(b, 2, "5e-3");  // the same run's identity, other weights after two steps
+  for (const fs::path& d : {a, b}) {
+    const Result r = gemmapod::RunShell("cd " + d.string() + " && timeout 120 " + GEMMAPOD_BIN +
+                                        " train --config job.yaml 2>&1");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  write_job(a, 4, "1e-2");
+  write_job(b, 4, "5e-3");
+  const std::string train = std::string(GEMMAPOD_BIN) + " train --config job.yaml --resume";
+  const Result r = gemmapod::RunShell(
+      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader "
+      "OMPI_MCA_rmaps_base_oversubscribe=1 timeout 120 mpirun -np 1 -wdir " +
+      a.string() + " " + train + " : -np 1 -wdir " + b.string() + " " + train + " 2>&1");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "resume: run/step-00000002.h5 differs between the job's ranks"))
+      << r.output;
+}
+
 // A replica killed in the middle of a data-parallel run ends the whole job within seconds (no
 // rank is left waiting in a collective), and the run resumes from its last checkpoint.
 TEST_F(TrainCli, AKilledReplicaEndsTheJobAndTheRunResumes) {
