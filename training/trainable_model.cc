@@ -116,10 +116,48 @@ bool ModelParallelism::active() const { return model != nullptr && model->size()
 
 namespace {
 
+// What every family's stage hooks share: one stage loss kept across a step's micro-batches (it
+// holds their activations between forward and backward), made on first use, with the layer hook
+// handed to it.
+template <typename StageLoss>
+class StagedTrainable : public TrainableModel {
+ public:
+  void SetLayerDone(LayerDone hook) override {
+    layer_done_ = std::move(hook);
+    if (stage_) stage_->layer_done = layer_done_;
+  }
+  Tensor StageBackward(int64_t micro, const Tensor& doutput) override {
+    GEMMAPOD_CHECK(stage_ != nullptr, "pipeline: a backward before any forward");
+    return stage_->Backward(micro, doutput);
+  }
+
+ protected:
+  // The stage loss, made by `make` the first time or again when `remake`.
+  template <typename Make>
+  StageLoss& Stage(const Make& make, bool remake = false) {
+    if (!stage_ || remake) {
+      stage_ = make();
+      stage_->layer_done = layer_done_;
+    }
+    return *stage_;
+  }
+  // The stage loss's form of the engine's gradient request (null: forward only).
+  static const GemmaStageLoss::GradientScale* ScaleOf(const StageGradient* gradient,
+                                                      GemmaStageLoss::GradientScale& storage) {
+    if (gradient == nullptr) return nullptr;
+    storage.scale = gradient->scale;
+    return &storage;
+  }
+
+ private:
+  std::unique_ptr<StageLoss> stage_;
+  LayerDone layer_done_;
+};
+
 // Decoder-only Gemma, whole or as one rank's part of a model group: a shard of a tensor-parallel
 // group (Megatron's parallel layers over it) of a pipeline stage (its layers, with the embedding
 // on the first stage and the tied head on the last). Checkpoints gather whole tensors.
-class GemmaTrainable final : public TrainableModel {
+class GemmaTrainable final : public StagedTrainable<GemmaStageLoss> {
  public:
   GemmaTrainable(ModelConfig config, GemmaWeights weights)
       : config_(std::move(config)), weights_(std::move(weights)), shard_(WholeGemma(config_)) {}
@@ -173,23 +211,15 @@ class GemmaTrainable final : public TrainableModel {
   Tensor StageForward(int64_t micro, const std::vector<const TrainingExample*>& examples,
                       const Tensor& input, const StageGradient* gradient, LossSum& loss) override {
     const bool recompute = gradient != nullptr && gradient->recompute;
-    if (!stage_ || stage_recompute_ != recompute) {
-      stage_ =
-          std::make_unique<GemmaStageLoss>(config_, weights_, grads_, shard_, recompute, parallel_);
-      stage_->layer_done = layer_done_;
-      stage_recompute_ = recompute;
-    }
-    const GemmaStageLoss::GradientScale scale{gradient != nullptr ? gradient->scale : 0.0};
-    return stage_->Forward(micro, PackExamples(examples), input,
-                           gradient != nullptr ? &scale : nullptr, loss);
-  }
-  void SetLayerDone(LayerDone hook) override {
-    layer_done_ = std::move(hook);
-    if (stage_) stage_->layer_done = layer_done_;
-  }
-  Tensor StageBackward(int64_t micro, const Tensor& doutput) override {
-    GEMMAPOD_CHECK(stage_ != nullptr, "pipeline: a backward before any forward");
-    return stage_->Backward(micro, doutput);
+    GemmaStageLoss& stage = Stage(
+        [&] {
+          return std::make_unique<GemmaStageLoss>(config_, weights_, grads_, shard_, recompute,
+                                                  parallel_);
+        },
+        recompute != stage_recompute_);
+    stage_recompute_ = recompute;
+    GemmaStageLoss::GradientScale scale{};
+    return stage.Forward(micro, PackExamples(examples), input, ScaleOf(gradient, scale), loss);
   }
   void SyncGradients() override {
     // The tied embedding: the first stage's gradient from the lookups, the last stage's from the
@@ -277,9 +307,7 @@ class GemmaTrainable final : public TrainableModel {
   std::unique_ptr<Communicator> embedding_group_;  // the other end's rank of the tied embedding
   ModelParallelParameters parameters_;
   LossParallelism parallel_;
-  std::unique_ptr<GemmaStageLoss> stage_;
-  LayerDone layer_done_;
-  bool stage_recompute_ = false;
+  bool stage_recompute_ = false;  // whether the stage loss was made to recompute layers
 };
 
 TrainingMemory PlanRecurrentGemmaTraining(const RecurrentGemmaConfig& c, const TrainingJob& job,
@@ -317,7 +345,7 @@ constexpr int64_t kRecurrentMaxRow = int64_t{1} << 20;
 
 // RecurrentGemma, whole or as one rank's part of a model group: a shard of a tensor-parallel
 // group of a pipeline stage, as decoder-only Gemma.
-class RecurrentGemmaTrainable final : public TrainableModel {
+class RecurrentGemmaTrainable final : public StagedTrainable<RecurrentGemmaStageLoss> {
  public:
   RecurrentGemmaTrainable(RecurrentGemmaConfig config, RecurrentGemmaWeights weights)
       : config_(std::move(config)),
@@ -414,22 +442,12 @@ class RecurrentGemmaTrainable final : public TrainableModel {
   Tensor StageForward(int64_t micro, const std::vector<const TrainingExample*>& examples,
                       const Tensor& input, const StageGradient* gradient, LossSum& loss) override {
     if (gradient != nullptr) CheckNoRecompute(gradient->recompute);
-    if (!stage_) {
-      stage_ =
-          std::make_unique<RecurrentGemmaStageLoss>(config_, weights_, grads_, shard_, parallel_);
-      stage_->layer_done = layer_done_;
-    }
-    const GemmaStageLoss::GradientScale scale{gradient != nullptr ? gradient->scale : 0.0};
-    return stage_->Forward(micro, PackExamples(examples), input,
-                           gradient != nullptr ? &scale : nullptr, loss);
-  }
-  void SetLayerDone(LayerDone hook) override {
-    layer_done_ = std::move(hook);
-    if (stage_) stage_->layer_done = layer_done_;
-  }
-  Tensor StageBackward(int64_t micro, const Tensor& doutput) override {
-    GEMMAPOD_CHECK(stage_ != nullptr, "pipeline: a backward before any forward");
-    return stage_->Backward(micro, doutput);
+    RecurrentGemmaStageLoss& stage = Stage([&] {
+      return std::make_unique<RecurrentGemmaStageLoss>(config_, weights_, grads_, shard_,
+                                                       parallel_);
+    });
+    GemmaStageLoss::GradientScale scale{};
+    return stage.Forward(micro, PackExamples(examples), input, ScaleOf(gradient, scale), loss);
   }
   void SyncGradients() override {
     // The tied embedding's two halves of the gradient (lookups, head) between the end stages.
@@ -504,8 +522,6 @@ class RecurrentGemmaTrainable final : public TrainableModel {
   std::unique_ptr<Communicator> embedding_group_;  // the other end's rank of the tied embedding
   ModelParallelParameters parameters_;
   LossParallelism parallel_;
-  std::unique_ptr<RecurrentGemmaStageLoss> stage_;
-  LayerDone layer_done_;
 };
 
 Seq2SeqBatch PackPairs(const std::vector<const TrainingExample*>& examples) {
@@ -526,7 +542,7 @@ Seq2SeqBatch PackPairs(const std::vector<const TrainingExample*>& examples) {
 // tensor-parallel group (both stacks split as decoder-only Gemma's are, the cross-attention as
 // the decoder's self-attention) of a pipeline stage (encoder stages before decoder stages,
 // sharding/t5gemma_layout.h).
-class T5GemmaTrainable final : public TrainableModel {
+class T5GemmaTrainable final : public StagedTrainable<T5GemmaStageLoss> {
  public:
   T5GemmaTrainable(T5GemmaConfig config, T5GemmaWeights weights)
       : config_(std::move(config)), weights_(std::move(weights)), shard_(WholeT5Gemma(config_)) {}
@@ -601,21 +617,11 @@ class T5GemmaTrainable final : public TrainableModel {
   Tensor StageForward(int64_t micro, const std::vector<const TrainingExample*>& examples,
                       const Tensor& input, const StageGradient* gradient, LossSum& loss) override {
     if (gradient != nullptr) CheckNoRecompute(gradient->recompute);
-    if (!stage_) {
-      stage_ = std::make_unique<T5GemmaStageLoss>(config_, weights_, grads_, shard_, parallel_);
-      stage_->layer_done = layer_done_;
-    }
-    const GemmaStageLoss::GradientScale scale{gradient != nullptr ? gradient->scale : 0.0};
-    return stage_->Forward(micro, PackPairs(examples), input,
-                           gradient != nullptr ? &scale : nullptr, loss);
-  }
-  void SetLayerDone(LayerDone hook) override {
-    layer_done_ = std::move(hook);
-    if (stage_) stage_->layer_done = layer_done_;
-  }
-  Tensor StageBackward(int64_t micro, const Tensor& doutput) override {
-    GEMMAPOD_CHECK(stage_ != nullptr, "pipeline: a backward before any forward");
-    return stage_->Backward(micro, doutput);
+    T5GemmaStageLoss& stage = Stage([&] {
+      return std::make_unique<T5GemmaStageLoss>(config_, weights_, grads_, shard_, parallel_);
+    });
+    GemmaStageLoss::GradientScale scale{};
+    return stage.Forward(micro, PackPairs(examples), input, ScaleOf(gradient, scale), loss);
   }
   void SyncGradients() override {
     if (embedding_group_ != nullptr) {
@@ -697,8 +703,6 @@ class T5GemmaTrainable final : public TrainableModel {
   std::unique_ptr<Communicator> embedding_group_;  // the other end's rank of the tied embedding
   ModelParallelParameters parameters_;
   T5GemmaParallelism parallel_;
-  std::unique_ptr<T5GemmaStageLoss> stage_;
-  LayerDone layer_done_;
 };
 
 std::string ArchitectureOf(const Attributes& a) {
