@@ -61,6 +61,7 @@ TrainingMemory PlanTrainingMemory(const ModelConfig& c, const TrainingJob& job,
   m.activations = job.recompute ? (4 * d * c.num_layers + per_token_layer) * m.micro_batch_tokens
                                 : per_token_layer * c.num_layers * m.micro_batch_tokens;
   m.head = 2 * V * 4 * m.micro_batch_tokens;
+  m.largest_tensor = V * d;
   return m;
 }
 
@@ -71,6 +72,9 @@ std::string RenderTrainingMemory(const TrainingMemory& m) {
       << " and logits " << Mib(m.head) << " per micro-batch of " << m.micro_batch_tokens
       << " tokens at most; total " << Mib(m.total()) << " (" << m.trainable_parameters
       << " trainable parameters)";
+  if (m.save_gather > 0) {
+    out << "; rank 0 adds up to " << Mib(m.save_gather) << " while it writes a checkpoint";
+  }
   return out.str();
 }
 
@@ -94,6 +98,8 @@ TrainingMemory PerRankTrainingMemory(TrainingMemory m, int64_t tp, int64_t repli
   m.trainable_parameters = part(m.trainable_parameters, stage.parameters);
   m.activations = part(m.activations, stage.layers) * stage.in_flight;
   if (!stage.head) m.head = 0;
+  const bool sharded = tp > 1 || stage.parameters < 1 || (zero && replicas > 1);
+  if (sharded) m.save_gather = m.largest_tensor * 4 + (m.largest_tensor * 4 + tp - 1) / tp;
   const auto share = [](int64_t bytes, int64_t parts) { return (bytes + parts - 1) / parts; };
   if (zero) m.optimizer = share(m.optimizer, replicas);
   for (int64_t* part : {&m.weights, &m.gradients, &m.optimizer}) *part = share(*part, tp);

@@ -19,6 +19,11 @@ struct TrainingMemory {
   int64_t head = 0;         // logits and their gradient for the rows with a target
   int64_t trainable_parameters = 0;
   int64_t micro_batch_tokens = 0;
+  int64_t largest_tensor = 0;  // elements of the model's largest tensor (the embedding)
+  // Rank 0 of a sharded job while it writes a checkpoint (PerRankTrainingMemory sets it): the
+  // largest tensor gathered whole in f32, and one rank's part of it received. Not in total():
+  // only rank 0 holds it, and only while saving.
+  int64_t save_gather = 0;
   int64_t total() const { return weights + gradients + optimizer + activations + head; }
 };
 
@@ -49,7 +54,8 @@ struct PipelineStageShare {
 // One rank's share of `whole` (one rank's plan of the whole model): its pipeline stage's share,
 // tensor parallelism over `tp` ranks splitting the weights, gradients and optimizer state (the
 // replicated norms are a rounding error of that; activations and logits are counted whole, an
-// upper bound), and ZeRO-1 splitting the optimizer state again over the `replicas`.
+// upper bound), and ZeRO-1 splitting the optimizer state again over the `replicas`; and, where
+// any of them splits the model, what rank 0 gathers while it saves (save_gather).
 TrainingMemory PerRankTrainingMemory(TrainingMemory whole, int64_t tp, int64_t replicas, bool zero,
                                      const PipelineStageShare& stage = {});
 

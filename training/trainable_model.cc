@@ -318,6 +318,7 @@ TrainingMemory PlanRecurrentGemmaTraining(const RecurrentGemmaConfig& c, const T
   const int64_t d = c.hidden_size, f = c.intermediate_size, lru = c.lru_width;
   m.activations = 4 * (6 * d + 3 * f + 8 * lru) * c.num_layers * m.micro_batch_tokens;
   m.head = 2 * c.vocab_size * 4 * m.micro_batch_tokens;
+  m.largest_tensor = c.vocab_size * c.hidden_size;
   return m;
 }
 
@@ -336,6 +337,7 @@ TrainingMemory PlanT5GemmaTraining(const T5GemmaConfig& c, const TrainingJob& jo
   m.activations =
       (per_layer(e) * e.num_layers + (per_layer(d) + cross) * d.num_layers) * m.micro_batch_tokens;
   m.head = 2 * d.vocab_size * 4 * m.micro_batch_tokens;
+  m.largest_tensor = std::max(e.vocab_size * e.hidden_size, d.vocab_size * d.hidden_size);
   return m;
 }
 

@@ -353,9 +353,11 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   // The replicas on one host share its memory: each may count on its part of what is free.
   const int64_t host_ranks = RanksOnThisHost();
   const int64_t available = AvailableMemoryBytes() < 0 ? -1 : AvailableMemoryBytes() / host_ranks;
+  // Rank 0 also gathers whole tensors while it saves.
+  const int64_t needed = memory.total() + (speaker ? memory.save_gather : 0);
   GEMMAPOD_CHECK(
-      available < 0 || memory.total() <= available + memory.weights, job.source,
-      ": the run needs about ", memory.total() >> 20, " MiB and this machine has ", available >> 20,
+      available < 0 || needed <= available + memory.weights, job.source, ": the run needs about ",
+      needed >> 20, " MiB and this machine has ", available >> 20,
       " MiB free beside the loaded weights",
       host_ranks > 1 ? StrCat(" for each of its ", host_ranks, " ranks") : "",
       "; lower batch.micro_batch or data.max_length, train LoRA adapters, or free memory");

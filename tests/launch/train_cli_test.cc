@@ -221,6 +221,10 @@ TEST_F(TrainCli, PlanCountsTrainingMemory) {
       << pod.output;
   EXPECT_TRUE(Contains(pod.output, "weights 0.7 MiB, gradients 0.7 MiB, optimizer 1.3 MiB"))
       << pod.output;
+  // Rank 0 of a sharded job gathers the largest tensor (the embedding) whole while it saves.
+  EXPECT_TRUE(Contains(pod.output, "; rank 0 adds up to [0-9.]+ MiB while it writes a checkpoint"))
+      << pod.output;
+  EXPECT_FALSE(Contains(full.output, "rank 0 adds")) << full.output;
   // Per pipeline stage: each its layers (the embedding on both ends), the logits on the last,
   // and under 1F1B the first stage's 2 micro-batches in flight of its half of the layers.
   const Result stages =
