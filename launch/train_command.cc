@@ -16,6 +16,7 @@
 #include "training/memory_plan.h"
 #include "training/trainable_model.h"
 #include "training/trainer.h"
+#include "training/training_checkpoint.h"
 
 namespace gemmapod {
 
@@ -108,7 +109,13 @@ int RunTrain(const TrainCommandOptions& options, int* argc, char*** argv) {
     });
     // Every rank must read the same model (and checkpoint to resume from).
     CheckSameCheckpoint(world, job.model);
-    if (!options.resume_from.empty()) CheckSameCheckpoint(world, options.resume_from);
+    if (!options.resume_from.empty()) {
+      CheckSameCheckpoint(world, options.resume_from);
+    } else if (options.resume) {
+      // --resume takes the newest checkpoint of the directory each rank sees.
+      const std::vector<CheckpointEntry> saved = ListTrainingCheckpoints(job.checkpoint.dir);
+      if (!saved.empty()) CheckSameCheckpoint(world, saved.back().path);
+    }
     // The process grid's order (sharding/process_grid.h): tensor-parallel groups of consecutive
     // ranks (the innermost, most talkative split), then the replicas, then the stages.
     const int tp = static_cast<int>(job.tensor_parallel);

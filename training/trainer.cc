@@ -304,18 +304,6 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   }
 
   std::unique_ptr<Hdf5CheckpointReader> reader = Hdf5CheckpointReader::Open(start);
-  if (options.resume && groups.world != nullptr && groups.world->size() > 1) {
-    // The checkpoint to resume from was chosen here (the newest in the directory): every rank
-    // must have found the same one (the model and --resume-from are checked at start-up).
-    const auto digest = static_cast<int32_t>(ModelDigest(*reader) & 0x7fffffff);
-    Tensor range = Tensor::Empty({2}, DType::kI32);
-    range.data<int32_t>()[0] = digest;
-    range.data<int32_t>()[1] = -digest;
-    groups.world->AllReduce(range, ReduceOp::kMax);
-    GEMMAPOD_CHECK(range.data<int32_t>()[0] == -range.data<int32_t>()[1], "resume: ", start,
-                   " differs between the job's ranks (a hash of its tensors' checksums); every "
-                   "rank must read the same checkpoint directory (a shared filesystem)");
-  }
   // LoRA checkpoints hold merged matrices: the frozen base comes from the job's model, always,
   // and is checked against the run's digest of it on a resume.
   std::unique_ptr<Hdf5CheckpointReader> base;
@@ -496,8 +484,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
         (fs::path(dir) / kLossCurveFile).string(),
         LossCurveSvg(metrics.train, metrics.held_out,
                      "gemmapod train: " + fs::path(job.source).filename().string()));
-    // The peak so far includes the save's gathering, which the memory plan does not
-    // count.
+    // The peak so far includes the save's gathering (the plan's save_gather, and what the
+    // libraries add to it).
     std::fprintf(log, "step %lld/%lld | saved %s (%.1f s; peak resident memory %lld MiB)\n",
                  static_cast<long long>(step), static_cast<long long>(job.steps), path.c_str(),
                  Seconds(begin), static_cast<long long>(PeakResidentMemoryBytes() >> 20));
