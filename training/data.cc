@@ -124,8 +124,32 @@ TrainingExample FromInputTarget(const json& j, const Tokenizer& tok, const std::
   return e;
 }
 
+// A preference pair: the chosen answer's example with the rejected one's beside it, encoded as
+// prompt/completion examples (a prompt and two strings) or as two conversations.
+TrainingExample FromPreferencePair(const json& j, const Tokenizer& tok, const std::string& at) {
+  if (!j.contains("chosen") || !j.contains("rejected")) {
+    throw InvalidLine(StrCat(at, "a preference pair needs \"chosen\" and \"rejected\" (and a ",
+                             "\"prompt\" when they are strings)"));
+  }
+  const auto side = [&](const char* key) {
+    const json& answer = j.at(key);
+    const std::string where = StrCat(at, "\"", key, "\": ");
+    if (answer.is_array()) return FromMessages(json{{"messages", answer}}, tok, where);
+    if (!answer.is_string()) {
+      throw InvalidLine(StrCat(where, "expected a string (with \"prompt\") or a list of ",
+                               "messages, got ", answer.type_name()));
+    }
+    if (!j.contains("prompt")) throw InvalidLine(StrCat(at, "missing \"prompt\""));
+    return FromPromptCompletion(json{{"prompt", j.at("prompt")}, {"completion", answer}}, tok,
+                                where);
+  };
+  TrainingExample chosen = side("chosen");
+  chosen.rejected = std::make_shared<const TrainingExample>(side("rejected"));
+  return chosen;
+}
+
 TrainingExample ParseExample(const std::string& line, const Tokenizer& tok, bool seq2seq,
-                             const std::string& at) {
+                             bool preference, const std::string& at) {
   json j;
   try {
     j = json::parse(line);
@@ -133,6 +157,11 @@ TrainingExample ParseExample(const std::string& line, const Tokenizer& tok, bool
     throw InvalidLine(StrCat(at, "not valid JSON (", err.what(), ")"));
   }
   if (!j.is_object()) throw InvalidLine(StrCat(at, "expected a JSON object, got ", j.type_name()));
+  if (preference) return FromPreferencePair(j, tok, at);
+  if (j.contains("chosen") || j.contains("rejected")) {
+    throw InvalidLine(StrCat(at, "a preference pair (\"chosen\", \"rejected\") needs a ",
+                             "preference objective (objective: dpo)"));
+  }
   if (seq2seq) {
     if (j.contains("input") || j.contains("target")) return FromInputTarget(j, tok, at);
     throw InvalidLine(StrCat(at, "an encoder-decoder model (T5Gemma) trains on {\"input\", ",
@@ -176,7 +205,7 @@ TrainingData ReadJsonlExamples(const std::string& path, const Tokenizer& tokeniz
     const std::string at = StrCat(path, ":", number, ": ");
     TrainingExample e;
     try {
-      e = ParseExample(line, tokenizer, options.seq2seq, at);
+      e = ParseExample(line, tokenizer, options.seq2seq, options.preference, at);
     } catch (const InvalidLine& err) {
       if (!options.skip_invalid) {
         throw Error(StrCat(err.what(), " (or set data.invalid: skip)"));
@@ -185,7 +214,8 @@ TrainingData ReadJsonlExamples(const std::string& path, const Tokenizer& tokeniz
       continue;
     }
     e.line = number;
-    const int64_t n = static_cast<int64_t>(std::max(e.tokens.size(), e.encoder_tokens.size()));
+    int64_t n = static_cast<int64_t>(std::max(e.tokens.size(), e.encoder_tokens.size()));
+    if (e.rejected) n = std::max(n, static_cast<int64_t>(e.rejected->tokens.size()));
     if (n > options.max_length) {
       GEMMAPOD_CHECK(options.skip_too_long, at, n, " tokens, more than data.max_length (",
                      options.max_length, "); shorten it, raise max_length or set ",
@@ -286,6 +316,12 @@ std::vector<const TrainingExample*> BatchStream::NextRow() {
     Advance();
   }
   return row;
+}
+
+int64_t LearnedTargets(const TrainingExample& example) {
+  int64_t n = 0;
+  for (size_t i = 1; i < example.learn.size(); ++i) n += example.learn[i];
+  return n;
 }
 
 PackedBatch PackExamples(const std::vector<const TrainingExample*>& examples) {

@@ -9,9 +9,13 @@
 //                                                (their text and <end_of_turn>) are learned
 //   {"input": "...", "target": "..."}            encoder-decoder models (T5Gemma): the input is the
 //                                                encoder's, the target (and <eos>) is learned
+// and, for preference objectives (DPO, IPO, reward models), pairs:
+//   {"prompt": "...", "chosen": "...", "rejected": "..."}   two completions of one prompt
+//   {"chosen": [messages], "rejected": [messages]}          two conversations (the chat template)
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -33,7 +37,13 @@ struct TrainingExample {
   // Encoder-decoder models: the encoder's ids (<bos> and the input); `tokens` is then the
   // decoder's (<bos>, the target, <eos>).
   std::vector<int32_t> encoder_tokens;
+  // Preference pairs: this example is the chosen answer and `rejected` the other one, each with
+  // its own ids and learned tokens (the answer's).
+  std::shared_ptr<const TrainingExample> rejected;
 };
+
+// How many of an example's tokens are predicted in the loss (its targets).
+int64_t LearnedTargets(const TrainingExample& example);
 
 struct DataReadOptions {
   int64_t max_length = 1024;   // tokens per example, <bos> and <eos> included
@@ -41,6 +51,9 @@ struct DataReadOptions {
   bool skip_invalid = false;   // false: a line that is not a valid example is an error
   // An encoder-decoder model: lines are {"input", "target"} pairs (and only those).
   bool seq2seq = false;
+  // Lines are preference pairs (and only those); each becomes a chosen example with its
+  // rejected one, both within max_length.
+  bool preference = false;
 };
 
 struct TrainingData {

@@ -365,6 +365,22 @@ T DataParallel::SumOf(T mine) const {
 }
 
 double DataParallel::Sum(double mine) const { return SumOf(mine); }
+
+std::vector<double> DataParallel::Sum(const std::vector<double>& mine) const {
+  if (size_ == 1 || mine.empty()) return mine;
+  std::vector<int32_t> words;
+  for (const double& v : mine) Append64(words, &v);
+  const std::vector<int32_t> all = Gather(words);
+  GEMMAPOD_CHECK(all.size() == words.size() * static_cast<size_t>(size_),
+                 "data parallelism: replicas summed vectors of different lengths");
+  std::vector<double> total(mine.size(), 0.0);
+  for (int r = 0; r < size_; ++r) {
+    for (size_t i = 0; i < mine.size(); ++i) {
+      total[i] += Read64<double>(all.data() + words.size() * static_cast<size_t>(r) + 2 * i);
+    }
+  }
+  return total;
+}
 int64_t DataParallel::Sum(int64_t mine) const { return SumOf(mine); }
 
 void DataParallel::CheckReplicasAgree(const AdamW& optimizer) const {

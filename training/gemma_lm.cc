@@ -210,6 +210,18 @@ struct TargetRows {
   }
 };
 
+// log pi of each row with a target, in order: minus its cross-entropy.
+std::vector<double> TargetLogProbs(const Tensor& losses, const std::vector<int32_t>& targets) {
+  GEMMAPOD_CHECK(losses.device().is_cpu(), "loss: objectives run on the host so far");
+  GEMMAPOD_CHECK(losses.numel() == static_cast<int64_t>(targets.size()), "loss: ", losses.numel(),
+                 " losses for ", targets.size(), " rows");
+  std::vector<double> logp;
+  for (size_t t = 0; t < targets.size(); ++t) {
+    if (targets[t] >= 0) logp.push_back(-static_cast<double>(losses.data<float>()[t]));
+  }
+  return logp;
+}
+
 }  // namespace
 
 TiedHeadGradient TiedHeadLossAndGradient(const Tensor& h, const Tensor& final_norm,
@@ -217,11 +229,16 @@ TiedHeadGradient TiedHeadLossAndGradient(const Tensor& h, const Tensor& final_no
                                          double final_logit_softcap, int64_t vocab_size,
                                          const std::vector<int32_t>& targets, const double* scale,
                                          const LossParallelism& parallel, Tensor& embed_grad,
-                                         Tensor& final_norm_grad) {
+                                         Tensor& final_norm_grad, const TokenObjective& objective) {
   TiedHeadGradient out;
   if (scale == nullptr) {
-    out.loss = {SumOfLosses(TiedHeadLosses(h, final_norm, embed_tokens, rms_norm_eps,
-                                           final_logit_softcap, vocab_size, targets, parallel)),
+    const Tensor losses = TiedHeadLosses(h, final_norm, embed_tokens, rms_norm_eps,
+                                         final_logit_softcap, vocab_size, targets, parallel);
+    if (objective) {
+      out.loss = objective(TargetLogProbs(losses, targets), nullptr);
+      return out;
+    }
+    out.loss = {SumOfLosses(losses),
                 static_cast<int64_t>(std::count_if(targets.begin(), targets.end(),
                                                    [](int32_t t) { return t >= 0; }))};
     return out;
@@ -236,9 +253,27 @@ TiedHeadGradient TiedHeadLossAndGradient(const Tensor& h, const Tensor& final_no
   const Tensor head_input = selected.Select(normed);
   const Tensor logits = head.LogitShard(head_input, MatmulPrecision::kExact);
   Tensor dlogits = ActivationLike(logits, logits.shape());
-  const Tensor losses = VocabParallelCrossEntropy(logits, selected.targets, vocab, parallel.tp,
-                                                  static_cast<float>(*scale), dlogits);
-  out.loss = {SumOfLosses(losses), static_cast<int64_t>(selected.rows.size())};
+  const VocabParallelLosses losses =
+      VocabParallelCrossEntropyLosses(logits, selected.targets, vocab, parallel.tp);
+  if (objective) {
+    // The objective's slope in each log-probability scales that row's cross-entropy gradient:
+    // d loss / d logits = (d loss / d logp) (onehot - softmax).
+    std::vector<double> dlogp;
+    out.loss = objective(TargetLogProbs(losses.losses, selected.targets), &dlogp);
+    GEMMAPOD_CHECK(dlogp.size() == selected.rows.size(), "loss: the objective gave ", dlogp.size(),
+                   " slopes for ", selected.rows.size(), " targets");
+    Tensor row_scale = ActivationLike(logits, {static_cast<int64_t>(dlogp.size())});
+    GEMMAPOD_CHECK(row_scale.device().is_cpu(), "loss: objectives run on the host so far");
+    for (size_t r = 0; r < dlogp.size(); ++r) {
+      row_scale.data<float>()[r] = static_cast<float>(-dlogp[r]);
+    }
+    VocabParallelCrossEntropyGrad(logits, losses, selected.targets, vocab,
+                                  static_cast<float>(*scale), &row_scale, dlogits);
+  } else {
+    out.loss = {SumOfLosses(losses.losses), static_cast<int64_t>(selected.rows.size())};
+    VocabParallelCrossEntropyGrad(logits, losses, selected.targets, vocab,
+                                  static_cast<float>(*scale), nullptr, dlogits);
+  }
   Tensor dhead_input = ActivationLike(head_input, head_input.shape());
   head.Backward(head_input, logits, dlogits, dhead_input, embed_grad);
   // Rows without a target get no gradient from the head.
@@ -267,8 +302,7 @@ Tensor TiedHeadLosses(const Tensor& h, const Tensor& final_norm, const Linear& e
   const VocabParallelHead head(embed_tokens, vocab, static_cast<float>(final_logit_softcap),
                                parallel.tp);
   const Tensor logits = head.LogitShard(normed, MatmulPrecision::kExact);
-  Tensor dlogits = ActivationLike(logits, logits.shape());
-  return VocabParallelCrossEntropy(logits, targets, vocab, parallel.tp, 0.0f, dlogits);
+  return VocabParallelCrossEntropyLosses(logits, targets, vocab, parallel.tp).losses;
 }
 
 // What a stage keeps of a micro-batch between its forward and its backward.
@@ -338,7 +372,7 @@ Tensor GemmaStageLoss::Forward(int64_t micro, PackedBatch batch, const Tensor& i
   TiedHeadGradient head = TiedHeadLossAndGradient(
       h, w_.final_norm, w_.embed_tokens, c_.rms_norm_eps, c_.final_logit_softcap, c_.vocab_size,
       b.targets, backward != nullptr ? &backward->scale : nullptr, parallel_, grads_.embed_tokens,
-      grads_.final_norm);
+      grads_.final_norm, b.objective);
   loss = head.loss;
   if (backward == nullptr) return Tensor();
   f->dh = std::move(head.dh);

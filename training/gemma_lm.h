@@ -26,6 +26,22 @@ struct GemmaGrads {
   static GemmaGrads ZerosFor(const ModelConfig& config, const GemmaWeights& weights);
 };
 
+// A batch's summed token cross-entropies and how many targets it had.
+struct LossSum {
+  double sum = 0;
+  int64_t targets = 0;
+  double mean() const { return targets > 0 ? sum / static_cast<double>(targets) : 0.0; }
+};
+
+// A loss over the log-probabilities log pi(a_t) of a batch's targets, in place of the
+// cross-entropy (whose loss is -sum log pi): `logp` has one entry per token with a target, in
+// batch order. Returns the summed loss and what it counts (pairs for DPO, tokens for PPO), and,
+// given `dlogp`, fills it with d(summed loss)/d logp per entry. The gradient taken is that of
+// scale * the summed loss, as for the cross-entropy; the same function runs on every
+// tensor-parallel rank, which all see the whole log-probabilities.
+using TokenObjective =
+    std::function<LossSum(const std::vector<double>& logp, std::vector<double>* dlogp)>;
+
 // Sequences packed one after another; each token's target is the next token of its sequence,
 // and `loss_mask` (per token, empty: all) says which targets count (a prompt's do not).
 struct PackedBatch {
@@ -33,6 +49,7 @@ struct PackedBatch {
   std::vector<int32_t> targets;  // -1: no loss at this token
   std::vector<int32_t> positions;
   std::vector<int64_t> sequence_start;  // per token: the row its sequence starts at
+  TokenObjective objective;             // what the targets are scored by; empty: cross-entropy
 };
 PackedBatch PackSequences(const std::vector<std::vector<int32_t>>& sequences,
                           const std::vector<std::vector<uint8_t>>& loss_mask = {});
@@ -68,16 +85,10 @@ Tensor TiedHeadLosses(const Tensor& h, const Tensor& final_norm, const Linear& e
                       double rms_norm_eps, double final_logit_softcap, int64_t vocab_size,
                       const std::vector<int32_t>& targets, const LossParallelism& parallel = {});
 
-// A batch's summed token cross-entropies and how many targets it had.
-struct LossSum {
-  double sum = 0;
-  int64_t targets = 0;
-  double mean() const { return targets > 0 ? sum / static_cast<double>(targets) : 0.0; }
-};
-
 // The last pipeline stage of every decoder: the loss of `h` (the last layer's output) through the
 // final norm, the tied head and the cross-entropy against `targets` (-1: none; only rows with a
-// target reach the head), and its gradient for scale * the summed loss taken at once: the
+// target reach the head; `objective`, when set, scores the targets' log-probabilities instead of
+// the cross-entropy), and its gradient for scale * the summed loss taken at once: the
 // embedding's and the final norm's gradients accumulate, and the gradient at the final norm's
 // input comes back (zero on rows without a target).
 struct TiedHeadGradient {
@@ -90,7 +101,8 @@ TiedHeadGradient TiedHeadLossAndGradient(const Tensor& h, const Tensor& final_no
                                          double final_logit_softcap, int64_t vocab_size,
                                          const std::vector<int32_t>& targets, const double* scale,
                                          const LossParallelism& parallel, Tensor& embed_grad,
-                                         Tensor& final_norm_grad);
+                                         Tensor& final_norm_grad,
+                                         const TokenObjective& objective = {});
 
 // A stage loss's bookkeeping of the micro-batches between their forward and their backward.
 template <typename InFlight>

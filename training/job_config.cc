@@ -95,15 +95,34 @@ void ReadSchedule(const YamlValue& value, LrSchedule& s) {
   if (auto v = map.Find("min_lr_ratio")) s.min_ratio = NumberIn(*v, 0, 1, false);
 }
 
+void ReadDpo(const YamlValue& value, const fs::path& base, TrainingJob::Dpo& dpo) {
+  const YamlMap map =
+      value.AsMap({"beta", "loss", "label_smoothing", "reference", "precompute_reference"});
+  if (auto v = map.Find("beta")) {
+    dpo.options.beta = v->AsNumber();
+    if (!(dpo.options.beta > 0)) v->Fail("must be above 0");
+  }
+  if (auto v = map.Find("loss"))
+    dpo.options.loss = ParsePreferenceLoss(v->AsChoice({"dpo", "ipo"}));
+  if (auto v = map.Find("label_smoothing")) {
+    dpo.options.label_smoothing = NumberIn(*v, 0, 0.5, true);
+    if (dpo.options.loss != PreferenceLoss::kDpo && dpo.options.label_smoothing > 0) {
+      v->Fail("label smoothing is DPO's (loss: dpo)");
+    }
+  }
+  if (auto v = map.Find("reference")) dpo.reference = PathFrom(*v, base);
+  if (auto v = map.Find("precompute_reference")) dpo.precompute_reference = v->AsBool();
+}
+
 }  // namespace
 
 TrainingJob ReadTrainingJob(const std::string& path) {
   const std::string text = ReadConfigText(path, "training job file");
   const YamlValue doc = ParseYamlDocument(text, path);
   const fs::path base = fs::path(path).parent_path();
-  const YamlMap map =
-      doc.AsMap({"model", "tokenizer", "weights", "data", "steps", "seed", "batch", "optimizer",
-                 "schedule", "checkpoint", "eval", "log", "lora", "recompute", "parallel"});
+  const YamlMap map = doc.AsMap({"model", "tokenizer", "weights", "data", "steps", "seed", "batch",
+                                 "optimizer", "schedule", "checkpoint", "eval", "log", "lora",
+                                 "recompute", "parallel", "objective", "dpo"});
   TrainingJob job;
   job.source = path;
   job.model = PathFrom(map.Require("model"), base);
@@ -177,6 +196,27 @@ TrainingJob ReadTrainingJob(const std::string& path) {
   if (auto v = map.Find("log")) {
     const YamlMap log = v->AsMap({"interval"});
     if (auto i = log.Find("interval")) job.log_interval = PositiveInt(*i, 1);
+  }
+  if (auto v = map.Find("objective")) {
+    job.objective = v->AsChoice({"sft", "dpo"}) == "dpo" ? TrainingJob::Objective::kDpo
+                                                         : TrainingJob::Objective::kSft;
+  }
+  if (auto v = map.Find("dpo")) {
+    if (job.objective != TrainingJob::Objective::kDpo) {
+      v->Fail("the dpo: settings need objective: dpo");
+    }
+    ReadDpo(*v, base, job.dpo);
+  }
+  if (job.objective == TrainingJob::Objective::kDpo) {
+    if (job.data.packing) {
+      map.Require("data").Fail(
+          "packing: true does not apply to objective: dpo (each row is a chosen/rejected pair)");
+    }
+    if (job.eval_exact_match) {
+      map.Require("eval").Fail(
+          "exact_match does not apply to objective: dpo (the held-out preference accuracy is "
+          "reported)");
+    }
   }
   job.schedule.Validate();
   return job;

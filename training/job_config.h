@@ -12,6 +12,7 @@
 #include "training/lora.h"
 #include "training/lr_schedule.h"
 #include "training/pipeline_schedule.h"
+#include "training/preference_objective.h"
 
 namespace gemmapod {
 
@@ -21,6 +22,18 @@ struct TrainingJob {
   std::string model;      // .h5 checkpoint to start from
   std::string tokenizer;  // SentencePiece model; empty: the one embedded in the checkpoint
   std::string weights_dtype = "f32";  // what the weights train in: f32, or bf16 with f32 masters
+
+  // What a step minimises: the cross-entropy of the learned tokens (sft), or a preference loss
+  // over chosen/rejected pairs against a frozen reference (dpo: DPO or IPO; batch.sequences then
+  // counts pairs).
+  enum class Objective { kSft, kDpo };
+  Objective objective = Objective::kSft;
+  struct Dpo {
+    PreferenceOptions options;
+    std::string reference;             // the frozen reference checkpoint; empty: `model`
+    bool precompute_reference = true;  // score every pair once at the start; false: keep the
+                                       // reference loaded and score each step's pairs
+  } dpo;
 
   struct Data {
     std::string train;

@@ -24,7 +24,11 @@ TrainingMemory FullTrainingMemory(int64_t params, const TrainingJob& job, int64_
   m.weights = params * (bf16 ? 2 : 4);
   m.gradients = params * 4;
   m.optimizer = params * (8 + (bf16 ? 4 : 0));
-  m.micro_batch_tokens = job.micro_batch * max_length;
+  // A preference row is a pair: two sequences.
+  const bool pairs = job.objective == TrainingJob::Objective::kDpo;
+  m.micro_batch_tokens = job.micro_batch * max_length * (pairs ? 2 : 1);
+  // The reference has the policy's shapes, in the training dtype, and nothing trains in it.
+  if (pairs && !job.dpo.precompute_reference) m.reference = m.weights;
   return m;
 }
 
@@ -68,10 +72,11 @@ TrainingMemory PlanTrainingMemory(const ModelConfig& c, const TrainingJob& job,
 std::string RenderTrainingMemory(const TrainingMemory& m) {
   std::ostringstream out;
   out << "memory: weights " << Mib(m.weights) << ", gradients " << Mib(m.gradients)
-      << ", optimizer " << Mib(m.optimizer) << ", activations " << Mib(m.activations)
-      << " and logits " << Mib(m.head) << " per micro-batch of " << m.micro_batch_tokens
-      << " tokens at most; total " << Mib(m.total()) << " (" << m.trainable_parameters
-      << " trainable parameters)";
+      << ", optimizer " << Mib(m.optimizer)
+      << (m.reference > 0 ? ", reference model " + Mib(m.reference) : std::string())
+      << ", activations " << Mib(m.activations) << " and logits " << Mib(m.head)
+      << " per micro-batch of " << m.micro_batch_tokens << " tokens at most; total "
+      << Mib(m.total()) << " (" << m.trainable_parameters << " trainable parameters)";
   if (m.save_gather > 0) {
     out << "; rank 0 adds up to " << Mib(m.save_gather) << " while it writes a checkpoint";
   }
@@ -94,7 +99,9 @@ TrainingMemory PerRankTrainingMemory(TrainingMemory m, int64_t tp, int64_t repli
   const auto part = [](int64_t bytes, double fraction) {
     return static_cast<int64_t>(std::ceil(static_cast<double>(bytes) * fraction));
   };
-  for (int64_t* p : {&m.weights, &m.gradients, &m.optimizer}) *p = part(*p, stage.parameters);
+  for (int64_t* p : {&m.weights, &m.gradients, &m.optimizer, &m.reference}) {
+    *p = part(*p, stage.parameters);
+  }
   m.trainable_parameters = part(m.trainable_parameters, stage.parameters);
   m.activations = part(m.activations, stage.layers) * stage.in_flight;
   if (!stage.head) m.head = 0;
@@ -102,7 +109,9 @@ TrainingMemory PerRankTrainingMemory(TrainingMemory m, int64_t tp, int64_t repli
   if (sharded) m.save_gather = m.largest_tensor * 4 + (m.largest_tensor * 4 + tp - 1) / tp;
   const auto share = [](int64_t bytes, int64_t parts) { return (bytes + parts - 1) / parts; };
   if (zero) m.optimizer = share(m.optimizer, replicas);
-  for (int64_t* part : {&m.weights, &m.gradients, &m.optimizer}) *part = share(*part, tp);
+  for (int64_t* part : {&m.weights, &m.gradients, &m.optimizer, &m.reference}) {
+    *part = share(*part, tp);
+  }
   return m;
 }
 

@@ -81,7 +81,11 @@ PipelineStepResult RunPipelineInstructions(
         const Clock::time_point begin = Clock::now();
         const Tensor d =
             doutputs.count(i.micro) > 0 ? take(doutputs, i.micro, "gradient") : Tensor();
+        // The stage's last backward leaves each layer's gradients final as it goes: data
+        // parallelism starts summing them (`last_backward`).
+        if (k == last_backward_at && last_backward) model.SetLayerDone(last_backward);
         Tensor din = model.StageBackward(i.micro, d);
+        if (k == last_backward_at && last_backward) model.SetLayerDone(nullptr);
         if (din.defined()) dinputs[i.micro] = std::move(din);
         result.busy_s += std::chrono::duration<double>(Clock::now() - begin).count();
         break;

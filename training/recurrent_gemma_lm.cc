@@ -211,7 +211,7 @@ Tensor RecurrentGemmaStageLoss::Forward(int64_t micro, PackedBatch batch, const 
   TiedHeadGradient head = TiedHeadLossAndGradient(
       out, w_.final_norm, w_.embed_tokens, c_.rms_norm_eps, c_.final_logit_softcap, c_.vocab_size,
       b.targets, backward != nullptr ? &backward->scale : nullptr, parallel_, grads_.embed_tokens,
-      grads_.final_norm);
+      grads_.final_norm, b.objective);
   loss = head.loss;
   if (backward == nullptr) return Tensor();
   f->dh = std::move(head.dh);

@@ -350,7 +350,7 @@ Tensor T5GemmaStageLoss::Forward(int64_t micro, Seq2SeqBatch batch, const Tensor
           h, w_.decoder.final_norm, w_.decoder.embed_tokens, cd.rms_norm_eps,
           cd.final_logit_softcap, cd.vocab_size, b.decoder.targets,
           backward != nullptr ? &backward->scale : nullptr, head_parallel,
-          grads_.decoder.embed_tokens, grads_.decoder.final_norm);
+          grads_.decoder.embed_tokens, grads_.decoder.final_norm, b.decoder.objective);
       loss = head.loss;
       if (backward == nullptr) return Tensor();
       f->dh = std::move(head.dh);

@@ -219,7 +219,9 @@ class GemmaTrainable final : public StagedTrainable<GemmaStageLoss> {
         recompute != stage_recompute_);
     stage_recompute_ = recompute;
     GemmaStageLoss::GradientScale scale{};
-    return stage.Forward(micro, PackExamples(examples), input, ScaleOf(gradient, scale), loss);
+    PackedBatch batch = PackExamples(examples);
+    batch.objective = ObjectiveFor(examples);
+    return stage.Forward(micro, std::move(batch), input, ScaleOf(gradient, scale), loss);
   }
   void SyncGradients() override {
     // The tied embedding: the first stage's gradient from the lookups, the last stage's from the
@@ -449,7 +451,9 @@ class RecurrentGemmaTrainable final : public StagedTrainable<RecurrentGemmaStage
                                                        parallel_);
     });
     GemmaStageLoss::GradientScale scale{};
-    return stage.Forward(micro, PackExamples(examples), input, ScaleOf(gradient, scale), loss);
+    PackedBatch batch = PackExamples(examples);
+    batch.objective = ObjectiveFor(examples);
+    return stage.Forward(micro, std::move(batch), input, ScaleOf(gradient, scale), loss);
   }
   void SyncGradients() override {
     // The tied embedding's two halves of the gradient (lookups, head) between the end stages.
@@ -623,7 +627,9 @@ class T5GemmaTrainable final : public StagedTrainable<T5GemmaStageLoss> {
       return std::make_unique<T5GemmaStageLoss>(config_, weights_, grads_, shard_, parallel_);
     });
     GemmaStageLoss::GradientScale scale{};
-    return stage.Forward(micro, PackPairs(examples), input, ScaleOf(gradient, scale), loss);
+    Seq2SeqBatch batch = PackPairs(examples);
+    batch.decoder.objective = ObjectiveFor(examples);
+    return stage.Forward(micro, std::move(batch), input, ScaleOf(gradient, scale), loss);
   }
   void SyncGradients() override {
     if (embedding_group_ != nullptr) {

@@ -49,6 +49,12 @@ class TrainableModel {
   // gradients, until set to null (data parallelism sums them while the backward goes on).
   using LayerDone = std::function<void(const std::string& prefix)>;
   virtual void SetLayerDone(LayerDone hook) = 0;
+  // What each micro-batch's targets are scored by (training/gemma_lm.h's TokenObjective), made
+  // from its examples as the stage with the head runs them; null: the cross-entropy. Preference
+  // and policy objectives (DPO, PPO, GRPO) set one for the whole run.
+  using ObjectiveOf =
+      std::function<TokenObjective(const std::vector<const TrainingExample*>& examples)>;
+  void SetObjective(ObjectiveOf objective) { objective_of_ = std::move(objective); }
   // Encoder-decoder: examples are {"input", "target"} pairs.
   virtual bool seq2seq() const { return false; }
   // The config and every tensor (adapters merged) into a checkpoint being written; `wrote`
@@ -99,6 +105,13 @@ class TrainableModel {
  protected:
   // The family's model-parallel bookkeeping, or null for a model held whole.
   virtual const ModelParallelParameters* model_parallel() const { return nullptr; }
+  // The objective of a micro-batch of `examples` (empty: the cross-entropy).
+  TokenObjective ObjectiveFor(const std::vector<const TrainingExample*>& examples) const {
+    return objective_of_ ? objective_of_(examples) : TokenObjective();
+  }
+
+ private:
+  ObjectiveOf objective_of_;
 };
 
 // How a model is split over the ranks of one replica: tensor-parallel groups of `tp` ranks, each

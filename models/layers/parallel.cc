@@ -126,9 +126,9 @@ void VocabParallelHead::Backward(const Tensor& x, const Tensor& logit_shard, Ten
   if (dtable.defined()) ops::MatMulGradWeight(d_pre, x, dtable, /*accumulate=*/true);
 }
 
-Tensor VocabParallelCrossEntropy(const Tensor& logit_shard, std::span<const int32_t> targets,
-                                 const VocabSlice& vocab, Communicator* tp, float grad_scale,
-                                 Tensor& dlogits) {
+VocabParallelLosses VocabParallelCrossEntropyLosses(const Tensor& logit_shard,
+                                                    std::span<const int32_t> targets,
+                                                    const VocabSlice& vocab, Communicator* tp) {
   const int64_t rows = logit_shard.dim(0);
   for (size_t i = 0; i < targets.size(); ++i) {
     GEMMAPOD_CHECK(targets[i] >= -1 && targets[i] < vocab.vocab_size, "loss: target ", targets[i],
@@ -141,10 +141,24 @@ Tensor VocabParallelCrossEntropy(const Tensor& logit_shard, std::span<const int3
   ops::ShardLossTerms(logit_shard, row_max, targets, vocab.begin, sum_exp, target_logit);
   AllReduceSum(tp, sum_exp);
   AllReduceSum(tp, target_logit);  // one rank holds each target; the others add zero
-  Tensor log_sum_exp = per_row(), losses = per_row();
-  ops::CombineLossTerms(row_max, sum_exp, target_logit, targets, log_sum_exp, losses);
-  ops::ShardLossGrad(logit_shard, log_sum_exp, targets, vocab.begin, grad_scale, dlogits);
-  return losses;
+  VocabParallelLosses out{per_row(), per_row()};
+  ops::CombineLossTerms(row_max, sum_exp, target_logit, targets, out.log_sum_exp, out.losses);
+  return out;
+}
+
+void VocabParallelCrossEntropyGrad(const Tensor& logit_shard, const VocabParallelLosses& losses,
+                                   std::span<const int32_t> targets, const VocabSlice& vocab,
+                                   float grad_scale, const Tensor* row_scale, Tensor& dlogits) {
+  ops::ShardLossGrad(logit_shard, losses.log_sum_exp, targets, vocab.begin, grad_scale, row_scale,
+                     dlogits);
+}
+
+Tensor VocabParallelCrossEntropy(const Tensor& logit_shard, std::span<const int32_t> targets,
+                                 const VocabSlice& vocab, Communicator* tp, float grad_scale,
+                                 Tensor& dlogits) {
+  VocabParallelLosses losses = VocabParallelCrossEntropyLosses(logit_shard, targets, vocab, tp);
+  VocabParallelCrossEntropyGrad(logit_shard, losses, targets, vocab, grad_scale, nullptr, dlogits);
+  return std::move(losses.losses);
 }
 
 }  // namespace gemmapod

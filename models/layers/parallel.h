@@ -114,5 +114,17 @@ class VocabParallelHead {
 Tensor VocabParallelCrossEntropy(const Tensor& logit_shard, std::span<const int32_t> targets,
                                  const VocabSlice& vocab, Communicator* tp, float grad_scale,
                                  Tensor& dlogits);
+// The same in two halves, for a loss that is a function of the targets' log-probabilities
+// (-losses) computed between them: the losses and each row's log-sum-exp, then this rank's dlogits
+// shard = (softmax - onehot) * grad_scale * row_scale[r] (row_scale f32 [rows], or null: 1).
+struct VocabParallelLosses {
+  Tensor losses, log_sum_exp;
+};
+VocabParallelLosses VocabParallelCrossEntropyLosses(const Tensor& logit_shard,
+                                                    std::span<const int32_t> targets,
+                                                    const VocabSlice& vocab, Communicator* tp);
+void VocabParallelCrossEntropyGrad(const Tensor& logit_shard, const VocabParallelLosses& losses,
+                                   std::span<const int32_t> targets, const VocabSlice& vocab,
+                                   float grad_scale, const Tensor* row_scale, Tensor& dlogits);
 
 }  // namespace gemmapod

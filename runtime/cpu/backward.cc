@@ -134,7 +134,8 @@ void ShardLossTerms(const float* logits, int64_t rows, int64_t shard, const floa
 }
 
 void ShardLossGrad(const float* logits, int64_t rows, int64_t shard, const float* log_sum_exp,
-                   const int32_t* targets, int64_t first_id, float grad_scale, float* dlogits) {
+                   const int32_t* targets, int64_t first_id, float grad_scale,
+                   const float* row_scale, float* dlogits) {
   const bool avx512 = UseAvx512();
 #pragma omp parallel for schedule(static) if (rows * shard >= kParallelWork)
   for (int64_t r = 0; r < rows; ++r) {
@@ -144,16 +145,16 @@ void ShardLossGrad(const float* logits, int64_t rows, int64_t shard, const float
       std::fill(g, g + shard, 0.0f);
       continue;
     }
+    const float scale = row_scale != nullptr ? grad_scale * row_scale[r] : grad_scale;
     if (avx512) {
-      internal::ScaledExpShiftedAvx512(z, shard, log_sum_exp[r], grad_scale, g);
+      internal::ScaledExpShiftedAvx512(z, shard, log_sum_exp[r], scale, g);
     } else {
       for (int64_t v = 0; v < shard; ++v) {
-        g[v] =
-            static_cast<float>(std::exp(static_cast<double>(z[v]) - log_sum_exp[r]) * grad_scale);
+        g[v] = static_cast<float>(std::exp(static_cast<double>(z[v]) - log_sum_exp[r]) * scale);
       }
     }
     const int64_t local = targets[r] - first_id;
-    if (local >= 0 && local < shard) g[local] -= grad_scale;
+    if (local >= 0 && local < shard) g[local] -= scale;
   }
 }
 

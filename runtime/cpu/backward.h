@@ -32,8 +32,10 @@ void SumRows(const float* x, int64_t rows, int64_t n, float* out, bool accumulat
 // row maxima are runtime/cpu/ops.h's RowMax).
 void ShardLossTerms(const float* logits, int64_t rows, int64_t shard, const float* row_max,
                     const int32_t* targets, int64_t first_id, float* sum_exp, float* target_logit);
+// Row r's gradient is scaled by grad_scale * row_scale[r] (row_scale null: grad_scale alone).
 void ShardLossGrad(const float* logits, int64_t rows, int64_t shard, const float* log_sum_exp,
-                   const int32_t* targets, int64_t first_id, float grad_scale, float* dlogits);
+                   const int32_t* targets, int64_t first_id, float grad_scale,
+                   const float* row_scale, float* dlogits);
 
 // One AdamW step over n parameters (runtime/ops/grad_ops.h, AdamWStep, has the formula).
 void AdamWUpdate(float* master, float* m, float* v, const float* grad, int64_t n, float lr,

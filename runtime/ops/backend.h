@@ -70,7 +70,7 @@ class Backend {
                               Tensor& target_logit);
   virtual void ShardLossGrad(const Tensor& logits, const Tensor& log_sum_exp,
                              std::span<const int32_t> targets, int64_t first_id, float grad_scale,
-                             Tensor& dlogits);
+                             const Tensor* row_scale, Tensor& dlogits);
   virtual void CombineLossTerms(const Tensor& row_max, const Tensor& sum_exp,
                                 const Tensor& target_logit, std::span<const int32_t> targets,
                                 Tensor& log_sum_exp, Tensor& losses);

@@ -194,9 +194,10 @@ class Cpu final : public Backend {
   }
   void ShardLossGrad(const Tensor& logits, const Tensor& log_sum_exp,
                      std::span<const int32_t> targets, int64_t first_id, float grad_scale,
-                     Tensor& dlogits) override {
+                     const Tensor* row_scale, Tensor& dlogits) override {
     cpu::ShardLossGrad(logits.data<float>(), logits.dim(0), logits.dim(1),
                        log_sum_exp.data<float>(), targets.data(), first_id, grad_scale,
+                       row_scale != nullptr ? row_scale->data<float>() : nullptr,
                        dlogits.data<float>());
   }
   void CombineLossTerms(const Tensor& row_max, const Tensor& sum_exp, const Tensor& target_logit,

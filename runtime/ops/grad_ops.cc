@@ -69,7 +69,7 @@ void Backend::ShardLossTerms(const Tensor& logits, const Tensor&, std::span<cons
   Missing("ShardLossTerms", logits);
 }
 void Backend::ShardLossGrad(const Tensor& logits, const Tensor&, std::span<const int32_t>, int64_t,
-                            float, Tensor&) {
+                            float, const Tensor*, Tensor&) {
   Missing("ShardLossGrad", logits);
 }
 void Backend::CombineLossTerms(const Tensor& row_max, const Tensor&, const Tensor&,
@@ -285,13 +285,19 @@ void ShardLossTerms(const Tensor& logits, const Tensor& row_max, std::span<const
 
 void ShardLossGrad(const Tensor& logits, const Tensor& log_sum_exp,
                    std::span<const int32_t> targets, int64_t first_id, float grad_scale,
-                   Tensor& dlogits) {
-  Backend& b = On("ShardLossGrad", {&logits, &log_sum_exp, &dlogits});
+                   const Tensor* row_scale, Tensor& dlogits) {
+  Backend& b = row_scale != nullptr
+                   ? On("ShardLossGrad", {&logits, &log_sum_exp, row_scale, &dlogits})
+                   : On("ShardLossGrad", {&logits, &log_sum_exp, &dlogits});
   CheckF32("ShardLossGrad", {&logits, &log_sum_exp, &dlogits});
   CheckSameShape("ShardLossGrad", logits, dlogits);
   CheckRowVector("ShardLossGrad", logits, log_sum_exp);
+  if (row_scale != nullptr) {
+    CheckF32("ShardLossGrad", {row_scale});
+    CheckRowVector("ShardLossGrad", logits, *row_scale);
+  }
   CheckTargets("ShardLossGrad", logits, targets);
-  b.ShardLossGrad(logits, log_sum_exp, targets, first_id, grad_scale, dlogits);
+  b.ShardLossGrad(logits, log_sum_exp, targets, first_id, grad_scale, row_scale, dlogits);
 }
 
 void CombineLossTerms(const Tensor& row_max, const Tensor& sum_exp, const Tensor& target_logit,

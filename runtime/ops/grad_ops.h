@@ -70,14 +70,17 @@ void RgLruBackward(const Tensor& x, const Tensor& gate_x, const Tensor& gate_a,
 //   RowMax          max over the shard of each row, into row_max [rows];
 //   ShardLossTerms  sum_exp[r] = sum over the shard of exp(logit - row_max[r]), and
 //                   target_logit[r] = the target's logit where this shard holds it, else 0;
-//   ShardLossGrad   dlogits = (exp(logit - log_sum_exp[r]) - onehot) * grad_scale on the shard,
-//                   0 on masked rows, where log_sum_exp = row_max + log(all-reduced sum_exp).
+//   ShardLossGrad   dlogits = (exp(logit - log_sum_exp[r]) - onehot) * grad_scale * row_scale[r]
+//                   on the shard (row_scale f32 [rows], or null: 1), 0 on masked rows, where
+//                   log_sum_exp = row_max + log(all-reduced sum_exp). A per-row scale is the
+//                   gradient of any loss of the targets' log-probabilities (DPO, PPO), not only
+//                   of their sum.
 void RowMax(const Tensor& logits, Tensor& row_max);
 void ShardLossTerms(const Tensor& logits, const Tensor& row_max, std::span<const int32_t> targets,
                     int64_t first_id, Tensor& sum_exp, Tensor& target_logit);
 void ShardLossGrad(const Tensor& logits, const Tensor& log_sum_exp,
                    std::span<const int32_t> targets, int64_t first_id, float grad_scale,
-                   Tensor& dlogits);
+                   const Tensor* row_scale, Tensor& dlogits);
 // Between them, per row (all [rows]): log_sum_exp = row_max + log(sum_exp), and
 // losses = log_sum_exp - target_logit (0 on masked rows, targets[r] == -1).
 void CombineLossTerms(const Tensor& row_max, const Tensor& sum_exp, const Tensor& target_logit,

@@ -16,6 +16,7 @@
 #include "tests/gradient_check.h"
 #include "tests/small_gemma_config.h"
 #include "training/adamw.h"
+#include "training/rl_formulas.h"
 
 namespace gemmapod {
 namespace {
@@ -112,6 +113,90 @@ TEST(GemmaLm, MicroBatchesAccumulateToTheWholeBatchGradient) {
   EXPECT_LT(MaxRelativeError(parts.embed_tokens, ToDoubles(whole.embed_tokens)), 1e-5);
   // The forward alone gives the same loss.
   EXPECT_NEAR(GemmaLoss(c, w, PackSequences(all)).mean(), mean, 1e-6);
+}
+
+// The cross-entropy written as a token objective (loss -sum log p, slope -1 per target) takes the
+// same path through the head's per-row gradient scale and gives the same bits.
+TEST(GemmaLm, TheCrossEntropyAsATokenObjectiveGivesTheSameGradients) {
+  const ModelConfig c = TinyConfig();
+  const GemmaWeights w = RandomGemmaWeights(c, DType::kF32, 8);
+  PackedBatch batch = PackSequences(
+      Sequences(),
+      {{0, 0, 1, 1, 1, 1, 1, 1}, std::vector<uint8_t>(8, 1), std::vector<uint8_t>(8, 1)});
+  const double scale = 1.0 / static_cast<double>(CountTargets(batch));
+  GemmaGrads plain = GemmaGrads::ZerosFor(c, w), objective = GemmaGrads::ZerosFor(c, w);
+  const LossSum a = GemmaLossAndGradients(c, w, batch, scale, plain);
+  int64_t seen = 0;
+  batch.objective = [&](const std::vector<double>& logp, std::vector<double>* dlogp) {
+    seen = static_cast<int64_t>(logp.size());
+    LossSum l;
+    for (double v : logp) l.sum -= v;
+    l.targets = static_cast<int64_t>(logp.size());
+    if (dlogp != nullptr) dlogp->assign(logp.size(), -1.0);
+    return l;
+  };
+  const LossSum b = GemmaLossAndGradients(c, w, batch, scale, objective);
+  EXPECT_EQ(seen, CountTargets(batch));
+  EXPECT_EQ(a.targets, b.targets);
+  EXPECT_NEAR(a.sum, b.sum, 1e-9 * std::abs(a.sum));
+  const auto same = [](const Tensor& x, const Tensor& y) {
+    return x.nbytes() == y.nbytes() && std::memcmp(x.raw(), y.raw(), x.nbytes()) == 0;
+  };
+  EXPECT_TRUE(same(plain.embed_tokens, objective.embed_tokens));
+  EXPECT_TRUE(same(plain.final_norm, objective.final_norm));
+  EXPECT_TRUE(
+      same(plain.layers[0].attention.q_proj.weight, objective.layers[0].attention.q_proj.weight));
+  // The forward alone hands the objective the same log-probabilities.
+  EXPECT_NEAR(GemmaLoss(c, w, batch).sum, a.sum, 1e-5 * std::abs(a.sum));
+}
+
+// DPO over a chosen/rejected pair (each sequence's learned log-probabilities summed, a fixed
+// reference): the gradient through the head's per-row scale matches central differences of the
+// objective's loss, and the slopes reach rows of both sequences with opposite signs.
+TEST(GemmaLm, ADpoObjectivesGradientMatchesFiniteDifferences) {
+  const ModelConfig c = TinyConfig();
+  GemmaWeights w = RandomGemmaWeights(c, DType::kF32, 9);
+  // A shared prompt (2, 7, 11) and two answers; only the answers are learned.
+  PackedBatch batch = PackSequences({{2, 7, 11, 13, 17, 19}, {2, 7, 11, 5, 9}},
+                                    {{0, 0, 0, 1, 1, 1}, {0, 0, 0, 1, 1}});
+  const std::vector<int64_t> rows_of = {3, 2};  // learned targets per sequence
+  batch.objective = [&](const std::vector<double>& logp, std::vector<double>* dlogp) {
+    EXPECT_EQ(logp.size(), 5u);
+    double chosen = 0, rejected = 0;
+    for (int64_t i = 0; i < rows_of[0]; ++i) chosen += logp[static_cast<size_t>(i)];
+    for (size_t i = static_cast<size_t>(rows_of[0]); i < logp.size(); ++i) rejected += logp[i];
+    const PairLoss p = PreferencePairLoss(PreferenceLoss::kDpo, chosen, rejected, -9.0, -6.5, 0.5);
+    if (dlogp != nullptr) {
+      dlogp->assign(logp.size(), p.slope_rejected);
+      std::fill(dlogp->begin(), dlogp->begin() + rows_of[0], p.slope_chosen);
+    }
+    return LossSum{p.loss, 1};
+  };
+  GemmaGrads grads = GemmaGrads::ZerosFor(c, w);
+  GemmaLossAndGradients(c, w, batch, 1.0, grads);
+  const auto loss = [&] { return GemmaLoss(c, w, batch).sum; };
+  const auto check = [&](const char* what, Tensor& param, const Tensor& grad, int64_t count) {
+    double worst = 0, scale = 1e-30;
+    for (int64_t i = 0; i < std::min(count, param.numel()); ++i) {
+      float& v = param.data<float>()[i];
+      const float keep = v;
+      v = keep + 1e-2f;
+      const double up = loss();
+      v = keep - 1e-2f;
+      const double down = loss();
+      v = keep;
+      const double numeric = (up - down) / 2e-2;
+      scale = std::max(scale, std::fabs(numeric));
+      worst = std::max(worst, std::fabs(grad.data<float>()[i] - numeric));
+    }
+    EXPECT_GT(scale, 1e-4) << what << ": the loss does not move";
+    EXPECT_LT(worst / scale, 3e-3) << what;
+  };
+  check("embed_tokens", w.embed_tokens.weight, grads.embed_tokens, 20 * c.hidden_size);
+  check("final_norm", w.final_norm, grads.final_norm, c.hidden_size);
+  check("layers.0.q_proj", w.layers[0].q_proj.weight, grads.layers[0].attention.q_proj.weight, 48);
+  check("layers.1.down_proj", w.layers[1].down_proj.weight, grads.layers[1].mlp.down_proj.weight,
+        48);
 }
 
 // Recomputing each layer in the backward from its saved input gives the same bits as keeping

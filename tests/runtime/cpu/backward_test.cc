@@ -63,7 +63,8 @@ TEST_F(BackwardAvx512, CrossEntropyExponentialsMatchDouble) {
     }
     std::vector<float> dlogits(logits.size(), -7.0f);
     const float scale = 0.25f;
-    ShardLossGrad(logits.data(), rows, shard, lse.data(), targets.data(), 0, scale, dlogits.data());
+    ShardLossGrad(logits.data(), rows, shard, lse.data(), targets.data(), 0, scale, nullptr,
+                  dlogits.data());
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t v = 0; v < shard; ++v) {
         const size_t i = static_cast<size_t>(r * shard + v);

@@ -361,7 +361,7 @@ TEST(GradOps, CrossEntropyLossAndGradientWithAMask) {
   RowMax(logits, row_max);
   ShardLossTerms(logits, row_max, targets, 0, sum_exp, target_logit);
   CombineLossTerms(row_max, sum_exp, target_logit, targets, lse, losses);
-  ShardLossGrad(logits, lse, targets, 0, 1.0f / 3, dlogits);
+  ShardLossGrad(logits, lse, targets, 0, 1.0f / 3, nullptr, dlogits);
   double mean = 0;
   for (int64_t r = 0; r < rows; ++r) mean += losses.data<float>()[r] / 3;
   EXPECT_NEAR(mean, loss(lv), 1e-6);
