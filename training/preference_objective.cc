@@ -81,6 +81,7 @@ TokenObjective PreferenceObjective(const std::vector<const TrainingExample*>& ro
         stats->pairs += 1;
         stats->loss += pair.loss;
         stats->correct += pair.margin > 0 ? 1 : 0;
+        stats->ranked += seq[p] > seq[p + 1] ? 1 : 0;
         stats->chosen_reward += options.beta * (seq[p] - ref_chosen);
         stats->rejected_reward += options.beta * (seq[p + 1] - ref_rejected);
       }

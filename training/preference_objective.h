@@ -29,8 +29,12 @@ bool MeanLogProbs(const PreferenceOptions& options);
 struct PreferenceStats {
   int64_t pairs = 0;
   int64_t correct = 0;  // the chosen answer's implicit reward above the rejected one's
+  // The policy itself gives the chosen answer the higher log-probability (what a model would
+  // pick between the two; the reference's own ranking at step 0).
+  int64_t ranked = 0;
   double loss = 0, chosen_reward = 0, rejected_reward = 0;  // sums over the pairs
   double accuracy() const { return pairs > 0 ? static_cast<double>(correct) / pairs : 0.0; }
+  double ranking_accuracy() const { return pairs > 0 ? static_cast<double>(ranked) / pairs : 0.0; }
   double margin() const { return pairs > 0 ? (chosen_reward - rejected_reward) / pairs : 0.0; }
 };
 

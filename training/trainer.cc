@@ -28,6 +28,7 @@
 #include "training/loss_curve.h"
 #include "training/memory_plan.h"
 #include "training/pipeline_engine.h"
+#include "training/preference_objective.h"
 #include "training/trainable_model.h"
 #include "training/training_checkpoint.h"
 
@@ -52,8 +53,11 @@ std::string Duration(double seconds) {
 int64_t DataDigest(const std::vector<TrainingExample>& examples) {
   uint32_t crc = 0;
   for (const TrainingExample& e : examples) {
-    crc = Crc32Update(crc, e.tokens.data(), e.tokens.size() * sizeof(int32_t));
-    crc = Crc32Update(crc, e.learn.data(), e.learn.size());
+    for (const TrainingExample* side : {&e, e.rejected.get()}) {
+      if (side == nullptr) continue;
+      crc = Crc32Update(crc, side->tokens.data(), side->tokens.size() * sizeof(int32_t));
+      crc = Crc32Update(crc, side->learn.data(), side->learn.size());
+    }
   }
   return crc;
 }
@@ -69,15 +73,17 @@ std::string DescribeValue(const AttributeValue& v) {
 Attributes RunIdentity(const TrainingJob& job, int64_t max_length,
                        const std::vector<TrainingExample>& train,
                        const std::vector<TrainingExample>& held_out) {
-  return {{"train_data_digest", DataDigest(train)},
-          {"held_out_data_digest", DataDigest(held_out)},
-          {"seed", static_cast<int64_t>(job.seed)},
-          {"shuffle", int64_t{job.data.shuffle}},
-          {"packing", int64_t{job.data.packing}},
-          {"max_length", max_length},
-          {"batch_sequences", job.batch_sequences},
-          {"micro_batch", job.micro_batch},
-          {"weights", job.weights_dtype}};
+  return {
+      {"train_data_digest", DataDigest(train)},
+      {"held_out_data_digest", DataDigest(held_out)},
+      {"seed", static_cast<int64_t>(job.seed)},
+      {"shuffle", int64_t{job.data.shuffle}},
+      {"packing", int64_t{job.data.packing}},
+      {"max_length", max_length},
+      {"batch_sequences", job.batch_sequences},
+      {"micro_batch", job.micro_batch},
+      {"weights", job.weights_dtype},
+      {"objective", std::string(job.objective == TrainingJob::Objective::kDpo ? "dpo" : "sft")}};
 }
 
 // The job's keys behind each identity entry, for the message when a resume disagrees.
@@ -86,6 +92,8 @@ const char* JobKeyOf(const std::string& identity) {
   if (identity == "held_out_data_digest") return "data.held_out / held_out_fraction";
   if (identity == "batch_sequences") return "batch.sequences";
   if (identity == "micro_batch") return "batch.micro_batch";
+  if (identity == "objective") return "objective";
+  if (identity.rfind("dpo_", 0) == 0) return "dpo.*";
   if (identity == "shuffle" || identity == "packing" || identity == "max_length") return "data.*";
   return "";
 }
@@ -183,15 +191,16 @@ int64_t RanksOnThisHost() {
 
 // This replica's held-out loss; with pipeline stages (`pp`), the batches flow through them as
 // the micro-batches of one forward-only schedule, and the last stage's loss is summed to all.
+// Preference pairs (`pairs`) go as their chosen and rejected rows.
 LossSum HeldOutLoss(TrainableModel& model, const std::vector<TrainingExample>& held_out,
-                    int64_t rows_per_batch, Communicator* pp) {
+                    int64_t rows_per_batch, Communicator* pp, bool pairs) {
   std::vector<std::vector<const TrainingExample*>> batches;
   for (size_t begin = 0; begin < held_out.size(); begin += static_cast<size_t>(rows_per_batch)) {
     std::vector<const TrainingExample*> rows;
     for (size_t i = begin; i < std::min(held_out.size(), begin + rows_per_batch); ++i) {
       rows.push_back(&held_out[i]);
     }
-    batches.push_back(std::move(rows));
+    batches.push_back(pairs ? PreferenceRows(rows) : std::move(rows));
   }
   LossSum total;
   if (pp != nullptr) {
@@ -208,6 +217,77 @@ LossSum HeldOutLoss(TrainableModel& model, const std::vector<TrainingExample>& h
     total.targets += part.targets;
   }
   return total;
+}
+
+// Each sequence's log-probability under `model` (no gradient), written into `out`: `batches` of
+// rows split over the replicas of `dp` (each scores its share and the replicas exchange them),
+// through the pipeline stages of `pp` (the last stage scores; the stages exchange them).
+void ScoreSequences(TrainableModel& model,
+                    const std::vector<std::vector<const TrainingExample*>>& batches, bool mean,
+                    Communicator* pp, const DataParallel& dp, ReferenceLogProbs& out) {
+  const auto [begin, end] = dp.Share(static_cast<int64_t>(batches.size()));
+  const std::vector<std::vector<const TrainingExample*>> mine(batches.begin() + begin,
+                                                              batches.begin() + end);
+  ReferenceLogProbs scored;
+  model.SetObjective([&](const std::vector<const TrainingExample*>& rows) {
+    return SequenceLogProbObjective(rows, mean, scored);
+  });
+  if (pp != nullptr) {
+    if (!mine.empty()) {
+      RunPipelineInstructions(
+          ForwardInstructions(pp->size(), pp->rank(), static_cast<int64_t>(mine.size())), *pp,
+          model, mine, nullptr);
+    }
+  } else {
+    for (const auto& rows : mine) model.Loss(rows);
+  }
+  model.SetObjective(nullptr);
+  std::vector<double> values;
+  for (const auto& rows : batches) {
+    for (const TrainingExample* e : rows) {
+      const auto it = scored.find(e);
+      values.push_back(it != scored.end() ? it->second : 0.0);  // another stage's or replica's
+    }
+  }
+  if (pp != nullptr) values = DataParallel(pp).Sum(values);
+  values = dp.Sum(values);
+  size_t i = 0;
+  for (const auto& rows : batches) {
+    for (const TrainingExample* e : rows) out[e] = values[i++];
+  }
+}
+
+// The pairs of `examples` in batches of `pairs_per_batch`, as rows.
+std::vector<std::vector<const TrainingExample*>> PairBatches(
+    const std::vector<TrainingExample>& examples, int64_t pairs_per_batch) {
+  std::vector<std::vector<const TrainingExample*>> batches;
+  for (size_t begin = 0; begin < examples.size(); begin += static_cast<size_t>(pairs_per_batch)) {
+    std::vector<const TrainingExample*> chosen;
+    for (size_t i = begin; i < std::min(examples.size(), begin + pairs_per_batch); ++i) {
+      chosen.push_back(&examples[i]);
+    }
+    batches.push_back(PreferenceRows(chosen));
+  }
+  return batches;
+}
+
+// A preference step's or evaluation's stats, added over the pipeline's stages (the last one has
+// them) and the replicas.
+PreferenceStats SumStats(const PreferenceStats& mine, Communicator* pp, const DataParallel& dp) {
+  std::vector<double> v = {static_cast<double>(mine.pairs),
+                           static_cast<double>(mine.correct),
+                           static_cast<double>(mine.ranked),
+                           mine.loss,
+                           mine.chosen_reward,
+                           mine.rejected_reward};
+  if (pp != nullptr) v = DataParallel(pp).Sum(v);
+  v = dp.Sum(v);
+  return {static_cast<int64_t>(v[0]),
+          static_cast<int64_t>(v[1]),
+          static_cast<int64_t>(v[2]),
+          v[3],
+          v[4],
+          v[5]};
 }
 
 }  // namespace
@@ -349,8 +429,13 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       " MiB free beside the loaded weights",
       host_ranks > 1 ? StrCat(" for each of its ", host_ranks, " ranks") : "",
       "; lower batch.micro_batch or data.max_length, train LoRA adapters, or free memory");
+  const bool preference = job.objective == TrainingJob::Objective::kDpo;
+  GEMMAPOD_CHECK(!preference || !model->seq2seq(), job.source,
+                 ": objective: dpo is built for decoder-only models (Gemma, RecurrentGemma) so "
+                 "far; ",
+                 start, " is a ", model->family());
   const DataReadOptions read{max_length, job.data.skip_too_long, job.data.skip_invalid,
-                             model->seq2seq()};
+                             model->seq2seq(), preference};
   TrainingData data = ReadJsonlExamples(job.data.train, tokenizer, read);
   std::fprintf(log, "train: %zu examples from %s (%lld too long, %lld invalid skipped)\n",
                data.examples.size(), job.data.train.c_str(),
@@ -372,6 +457,14 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     identity["lora_alpha"] = job.lora->alpha;
     identity["lora_targets"] = JoinTargets(*job.lora);
     identity["base_model_digest"] = ModelDigest(weights_source);
+  }
+  const std::string reference_path = job.dpo.reference.empty() ? job.model : job.dpo.reference;
+  if (preference) {
+    identity["dpo_loss"] =
+        std::string(job.dpo.options.loss == PreferenceLoss::kIpo ? "ipo" : "dpo");
+    identity["dpo_beta"] = job.dpo.options.beta;
+    identity["dpo_label_smoothing"] = job.dpo.options.label_smoothing;
+    identity["dpo_reference_digest"] = ModelDigest(*Hdf5CheckpointReader::Open(reference_path));
   }
 
   AdamW optimizer(job.optimizer);
@@ -412,6 +505,49 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   const std::string tokenizer_bytes = tokenizer.serialized();
   reader.reset();
 
+  // Preference tuning: the frozen reference's log-probability of every sequence. A new run
+  // starts from the reference, so the policy scores them before it trains; otherwise the
+  // reference is loaded (and kept, without precomputing, to score each step's pairs).
+  // This replica's held-out examples (copies: the reference scores these very ones).
+  const std::vector<TrainingExample> held_out_share = ShareOf(split.held_out, dp);
+  ReferenceLogProbs reference;
+  std::unique_ptr<TrainableModel> reference_model;
+  PreferenceStats preference_stats;  // of the step or evaluation running
+  const bool mean_log_probs = MeanLogProbs(job.dpo.options);
+  if (preference) {
+    const Clock::time_point begin = Clock::now();
+    TrainableModel* scorer = model.get();
+    if (options.resume || reference_path != job.model || !job.dpo.precompute_reference) {
+      reference_model = LoadTrainableModel(*Hdf5CheckpointReader::Open(reference_path),
+                                           job.weights_dtype == "bf16" ? DType::kBF16 : DType::kF32,
+                                           ModelParallelism{tp, model_group, stages, stage});
+      GEMMAPOD_CHECK(reference_model->vocab_size() == model->vocab_size() &&
+                         reference_model->family() == model->family(),
+                     job.source, ": dpo.reference ", reference_path, " is a ",
+                     reference_model->family(), " of ", reference_model->vocab_size(),
+                     " tokens and the model a ", model->family(), " of ", model->vocab_size());
+      scorer = reference_model.get();
+    }
+    // Held-out pairs in the evaluation's batches: at step 0 the policy's log-probabilities are
+    // then the reference's to the bit (a loss of exactly log 2 for DPO).
+    ScoreSequences(*scorer, PairBatches(held_out_share, job.batch_sequences), mean_log_probs, pp,
+                   DataParallel(nullptr), reference);
+    if (job.dpo.precompute_reference) {
+      ScoreSequences(*scorer, PairBatches(split.train, job.micro_batch), mean_log_probs, pp, dp,
+                     reference);
+      reference_model.reset();
+    }
+    std::fprintf(
+        log, "train: reference log-probabilities of %zu pair(s) in %.1f s (%s)%s\n",
+        job.dpo.precompute_reference ? split.train.size() + split.held_out.size()
+                                     : split.held_out.size(),
+        Seconds(begin), reference_path.c_str(),
+        job.dpo.precompute_reference ? "" : "; the training pairs are scored at each step");
+    model->SetObjective([&](const std::vector<const TrainingExample*>& rows) {
+      return PreferenceObjective(rows, job.dpo.options, reference, &preference_stats);
+    });
+  }
+
   Metrics metrics;
   if (speaker) OpenMetrics(dir, state.step, options.resume, metrics);
   BatchStream stream(split.train, job.seed, job.data.shuffle, job.data.packing, max_length,
@@ -419,15 +555,28 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   TrainRunSummary summary;
   summary.first_step = state.step + 1;
 
-  const std::vector<TrainingExample> held_out_share = ShareOf(split.held_out, dp);
   const auto evaluate = [&](int64_t step) {
     if (split.held_out.empty()) return;
-    const LossSum held = dp.Sum(HeldOutLoss(*model, held_out_share, job.batch_sequences, pp));
+    preference_stats = {};
+    const LossSum held =
+        dp.Sum(HeldOutLoss(*model, held_out_share, job.batch_sequences, pp, preference));
     summary.held_out_loss = held.mean();
     metrics.held_out.push_back({step, held.mean()});
-    nlohmann::json line = {
-        {"step", step}, {"held_out_loss", held.mean()}, {"held_out_tokens", held.targets}};
+    nlohmann::json line = {{"step", step},
+                           {"held_out_loss", held.mean()},
+                           {preference ? "held_out_pairs" : "held_out_tokens", held.targets}};
     std::string match;
+    if (preference) {
+      const PreferenceStats s = SumStats(preference_stats, pp, dp);
+      summary.preference_accuracy = s.accuracy();
+      line["held_out_preference_accuracy"] = s.accuracy();
+      line["held_out_reward_margin"] = s.margin();
+      line["held_out_ranking_accuracy"] = s.ranking_accuracy();
+      match = StrCat(" | preference accuracy ", s.correct, "/", s.pairs, " (",
+                     std::round(s.accuracy() * 1000) / 10, "%), reward margin ", s.margin(),
+                     " | the model ranks ", s.ranked, "/", s.pairs, " (",
+                     std::round(s.ranking_accuracy() * 1000) / 10, "%) right");
+    }
     if (job.eval_exact_match) {
       const ExactMatch mine =
           model->HeldOutExactMatch(tokenizer, held_out_share, job.eval_max_new_tokens);
@@ -439,9 +588,10 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
                      std::round(em.rate() * 1000) / 10, "%)");
     }
     metrics.Append(line);
-    std::fprintf(log, "step %lld/%lld | held-out loss %.4f (%lld tokens)%s\n",
+    std::fprintf(log, "step %lld/%lld | held-out loss %.4f (%lld %s)%s\n",
                  static_cast<long long>(step), static_cast<long long>(job.steps), held.mean(),
-                 static_cast<long long>(held.targets), match.c_str());
+                 static_cast<long long>(held.targets), preference ? "pairs" : "tokens",
+                 match.c_str());
     std::fflush(log);
   };
   // The whole optimizer state of a parameter: from the replicas (ZeRO-1), then from the
@@ -500,11 +650,13 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     const Clock::time_point step_start = Clock::now();
     std::vector<std::vector<const TrainingExample*>> rows;
     for (int64_t r = 0; r < job.batch_sequences; ++r) rows.push_back(stream.NextRow());
+    // What the step's loss is a mean over: learned tokens, or preference pairs.
     int64_t targets = 0, tokens = 0;
     for (const auto& row : rows) {
       for (const TrainingExample* e : row) {
         tokens += static_cast<int64_t>(e->tokens.size());
-        for (size_t i = 1; i < e->learn.size(); ++i) targets += e->learn[i];
+        if (e->rejected) tokens += static_cast<int64_t>(e->rejected->tokens.size());
+        targets += preference ? 1 : LearnedTargets(*e);
       }
     }
     GEMMAPOD_CHECK(targets > 0, "train: step ", step, " has no token to learn");
@@ -520,12 +672,19 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
         micro.insert(micro.end(), rows[static_cast<size_t>(r)].begin(),
                      rows[static_cast<size_t>(r)].end());
       }
+      if (preference) micro = PreferenceRows(micro);
       int64_t micro_targets = 0;
-      for (const TrainingExample* e : micro) {
-        for (size_t i = 1; i < e->learn.size(); ++i) micro_targets += e->learn[i];
-      }
+      for (const TrainingExample* e : micro) micro_targets += LearnedTargets(*e);
       if (micro_targets > 0) micro_batches.push_back(std::move(micro));
     }
+    double reference_s = -1;
+    if (reference_model) {  // the frozen reference scores this step's pairs first
+      const Clock::time_point begin = Clock::now();
+      ScoreSequences(*reference_model, micro_batches, mean_log_probs, pp, DataParallel(nullptr),
+                     reference);
+      reference_s = Seconds(begin);
+    }
+    preference_stats = {};
     double bubble = -1;
     if (pp != nullptr && !micro_batches.empty()) {
       const TrainableModel::StageGradient gradient{1.0 / static_cast<double>(targets),
@@ -590,15 +749,28 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
                            {"targets", loss.targets},
                            {"elapsed_s", state.elapsed_s}};
     if (bubble >= 0) line["pipeline_bubble"] = bubble;
+    std::string preference_text;
+    if (preference) {
+      const PreferenceStats s = SumStats(preference_stats, pp, dp);
+      line["preference_accuracy"] = s.accuracy();
+      line["reward_margin"] = s.margin();
+      line["ranking_accuracy"] = s.ranking_accuracy();
+      line["chosen_reward"] = s.pairs > 0 ? s.chosen_reward / s.pairs : 0.0;
+      line["rejected_reward"] = s.pairs > 0 ? s.rejected_reward / s.pairs : 0.0;
+      if (reference_s >= 0) line["reference_s"] = reference_s;
+      preference_text = StrCat(" | pref-acc ", std::round(s.accuracy() * 1000) / 10, "% | margin ",
+                               std::round(s.margin() * 1000) / 1000);
+    }
     metrics.Append(line);
     if (step % job.log_interval == 0 || step == job.steps) {
       const double rate =
           static_cast<double>(window_tokens) / std::max(1e-9, Seconds(window_start));
       const double per_step = Seconds(run_start) / static_cast<double>(step - first + 1);
       std::fprintf(
-          log, "step %lld/%lld | loss %.4f | lr %.3g | grad-norm %.3g | %.0f tok/s | eta %s\n",
-          static_cast<long long>(step), static_cast<long long>(job.steps), loss.mean(), lr,
-          grad_norm, rate, Duration(per_step * static_cast<double>(job.steps - step)).c_str());
+          log, "step %lld/%lld | loss %.4f%s | lr %.3g | grad-norm %.3g | %.0f tok/s | eta %s\n",
+          static_cast<long long>(step), static_cast<long long>(job.steps), loss.mean(),
+          preference_text.c_str(), lr, grad_norm, rate,
+          Duration(per_step * static_cast<double>(job.steps - step)).c_str());
       std::fflush(log);
       window_tokens = 0;
       window_start = Clock::now();

@@ -25,8 +25,10 @@ struct TrainRunSummary {
   int64_t first_step = 0;  // the first step this process ran (1, or one past the resumed step)
   int64_t last_step = 0;
   double last_loss = 0;
-  double held_out_loss = -1;  // the last evaluation's mean loss; -1 without held-out data
-  double exact_match = -1;    // the last evaluation's held-out exact match; -1 when not asked
+  double held_out_loss = -1;        // the last evaluation's mean loss; -1 without held-out data
+  double exact_match = -1;          // the last evaluation's held-out exact match; -1 when not asked
+  double preference_accuracy = -1;  // objective: dpo: the last evaluation's held-out pairs
+                                    // ranked right (implicit reward of chosen above rejected)
   std::string exported_model;
 };
 

@@ -1,0 +1,268 @@
+// `gemmapod train` with objective: dpo on the tiny Gemma 3 fixture and a generated preference set
+// (the right sum of two digits chosen over a wrong one): the held-out loss starts at exactly
+// log 2 (the policy is the reference), DPO and IPO raise the held-out preference accuracy, a run
+// killed during a save resumes bit-identically, every tp/pp/dp layout gives one rank's losses,
+// the reference kept loaded gives the precomputed one's, and mistakes are named.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "runtime/checkpoint/hdf5_checkpoint.h"
+#include "runtime/error.h"
+#include "tests/launch/run_gemmapod.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+using gemmapod::Contains;
+using gemmapod::Gemmapod;
+using Result = gemmapod::CliResult;
+using Metrics = std::map<std::pair<int64_t, std::string>, double>;
+
+class DpoCli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("dpo-cli-" + std::to_string(getpid()));
+    fs::create_directories(dir_);
+    convert_ = Gemmapod("convert tests/fixtures/models/gemma3 " + (dir_ / "tiny.h5").string());
+    std::ofstream pairs(dir_ / "pairs.jsonl");
+    for (int i = 0; i < 40; ++i) {
+      const int a = i % 10, b = (i * 7) % 10;
+      pairs << R"({"prompt": ")" << a << " plus " << b << R"( is", "chosen": " )" << a + b
+            << R"(", "rejected": " )" << a + b + 1 << "\"}\n";
+    }
+    // The chat form: two conversations that differ in the model's turn.
+    pairs << R"({"chosen": [{"role": "user", "content": "hi"}, {"role": "model", "content": )"
+          << R"("hello"}], "rejected": [{"role": "user", "content": "hi"}, )"
+          << R"({"role": "model", "content": "go away"}]})"
+          << "\n";
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+
+  static std::string Job(const std::string& run, const std::string& extra = "", int steps = 12) {
+    const std::string path = (dir_ / (run + ".yaml")).string();
+    std::ofstream(path) << "model: tiny.h5\nobjective: dpo\n"
+                        << "data: {train: pairs.jsonl, held_out_fraction: 0.2, max_length: 64}\n"
+                        << "steps: " << steps << "\nbatch: {sequences: 4, micro_batch: 1}\n"
+                        << "optimizer: {lr: 1e-2}\n"
+                        << "checkpoint: {dir: " << run << ", interval: 4}\n"
+                        << "eval: {interval: 4}\n"
+                        << extra;
+    return path;
+  }
+  static fs::path Run(const std::string& run) { return dir_ / run; }
+
+  // Every number of every metrics line, by step and key.
+  static Metrics Read(const std::string& run) {
+    Metrics out;
+    std::ifstream in(Run(run) / "metrics.jsonl");
+    std::string line;
+    while (std::getline(in, line)) {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      for (const auto& [key, value] : j.items()) {
+        if (value.is_number() && key != "step" && key != "elapsed_s" && key != "reference_s" &&
+            key != "pipeline_bubble") {
+          out[{j["step"].get<int64_t>(), key}] = value.get<double>();
+        }
+      }
+    }
+    return out;
+  }
+
+  static void ExpectClose(const Metrics& got, const Metrics& want, double relative,
+                          const std::string& run) {
+    ASSERT_EQ(got.size(), want.size()) << run;
+    for (const auto& [key, value] : want) {
+      ASSERT_TRUE(got.count(key)) << run << ": no " << key.second << " at step " << key.first;
+      EXPECT_NEAR(got.at(key), value, relative * std::abs(value) + 1e-6)
+          << run << ": " << key.second << " at step " << key.first;
+    }
+  }
+  // The losses and rewards are functions of beta (log pi - log pi_ref) over whole sequences: the
+  // difference of two sums of about 40 in magnitude, so another summation order moves them by
+  // about 1e-5 absolute (a layout that was wrong would move them by 1e-2 and more).
+  static void ExpectSameRun(const Metrics& got, const Metrics& want, const std::string& run) {
+    ASSERT_EQ(got.size(), want.size()) << run;
+    for (const auto& [key, value] : want) {
+      ASSERT_TRUE(got.count(key)) << run << ": no " << key.second << " at step " << key.first;
+      const bool reward = key.second.find("reward") != std::string::npos;
+      EXPECT_NEAR(got.at(key), value, 1e-4 * std::abs(value) + (reward ? 2e-4 : 1e-6))
+          << run << ": " << key.second << " at step " << key.first;
+    }
+  }
+
+  static void ExpectSameWeights(const fs::path& a, const fs::path& b) {
+    const auto ra = gemmapod::Hdf5CheckpointReader::Open(a.string());
+    const auto rb = gemmapod::Hdf5CheckpointReader::Open(b.string());
+    ASSERT_EQ(ra->List().size(), rb->List().size());
+    for (const gemmapod::TensorInfo& info : ra->List()) {
+      const gemmapod::Tensor x = ra->Read(info.name), y = rb->Read(info.name);
+      ASSERT_EQ(x.nbytes(), y.nbytes()) << info.name;
+      EXPECT_EQ(std::memcmp(x.raw(), y.raw(), x.nbytes()), 0) << info.name << " differs";
+    }
+  }
+
+  static inline fs::path dir_;
+  static inline Result convert_;
+};
+
+TEST_F(DpoCli, RaisesHeldOutPreferenceAccuracyAndResumesExactly) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  const Result r = Gemmapod("train --config " + Job("dpo", "dpo: {beta: 0.5}\n"), 120);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "train: 41 examples from .*pairs.jsonl")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "reference log-probabilities of 41 pair\\(s\\)")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "step 12/12 \\| loss [0-9.]+ \\| pref-acc [0-9.]+% \\| margin"))
+      << r.output;
+  const Metrics m = Read("dpo");
+  // The policy starts as the reference: every margin is 0, so the loss is log 2, and no pair is
+  // ranked right yet.
+  EXPECT_NEAR(m.at({0, "held_out_loss"}), std::log(2.0), 1e-9);
+  EXPECT_EQ(m.at({0, "held_out_preference_accuracy"}), 0.0);
+  EXPECT_EQ(m.at({0, "held_out_pairs"}), 8.0);
+  EXPECT_GE(m.at({12, "held_out_preference_accuracy"}), 0.75);
+  EXPECT_GT(m.at({12, "held_out_reward_margin"}), 1.0);
+  EXPECT_LT(m.at({12, "held_out_loss"}), 0.3);
+  EXPECT_GT(m.at({12, "chosen_reward"}), m.at({12, "rejected_reward"}));
+
+  // Killed while saving step 8, resumed from step 4: the reference is scored again from the
+  // model file and the run continues to the same bits.
+  const std::string job = Job("dpo-killed", "dpo: {beta: 0.5}\n");
+  EXPECT_EQ(Gemmapod("train --config " + job + " --inject-kill-during-save 8", 120).exit_code,
+            128 + 9);
+  const Result resumed = Gemmapod("train --config " + job + " --resume", 120);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_TRUE(Contains(resumed.output, "resuming from .*step-00000004.h5")) << resumed.output;
+  EXPECT_EQ(Read("dpo-killed"), m);
+  ExpectSameWeights(Run("dpo-killed") / "model.h5", Run("dpo") / "model.h5");
+  // A resume with another beta is another run.
+  const Result other =
+      Gemmapod("train --config " + Job("dpo-killed", "dpo: {beta: 0.1}\n") + " --resume", 120);
+  EXPECT_TRUE(Contains(other.output, "dpo_beta was 0.5 and is now 0.1 \\(dpo.\\*\\)"))
+      << other.output;
+}
+
+TEST_F(DpoCli, IpoAndAReferenceKeptLoaded) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  const Result ipo = Gemmapod("train --config " + Job("ipo", "dpo: {beta: 0.5, loss: ipo}\n"), 120);
+  ASSERT_EQ(ipo.exit_code, 0) << ipo.output;
+  const Metrics m = Read("ipo");
+  EXPECT_NEAR(m.at({0, "held_out_loss"}), 1.0, 1e-9);  // (0 - 1 / (2 beta))^2
+  EXPECT_GE(m.at({12, "held_out_preference_accuracy"}), 0.75);
+
+  // The reference loaded beside the policy scores each step's pairs: the plan counts it, and the
+  // run is the precomputed one's (to rounding: the pairs are batched differently).
+  const Result plan =
+      Gemmapod("plan --train " + Job("kept", "dpo: {beta: 0.5, precompute_reference: false}\n", 4));
+  EXPECT_TRUE(Contains(plan.output, "reference model 1.3 MiB")) << plan.output;
+  const Result kept = Gemmapod(
+      "train --config " + Job("kept", "dpo: {beta: 0.5, precompute_reference: false}\n", 4), 120);
+  ASSERT_EQ(kept.exit_code, 0) << kept.output;
+  EXPECT_TRUE(Contains(kept.output, "the training pairs are scored at each step")) << kept.output;
+  const Result pre = Gemmapod("train --config " + Job("pre", "dpo: {beta: 0.5}\n", 4), 120);
+  ASSERT_EQ(pre.exit_code, 0) << pre.output;
+  ExpectSameRun(Read("kept"), Read("pre"), "kept");
+}
+
+// tp 2, pp 2, tp 2 x pp 2 and 2 replicas give one rank's losses, rewards and accuracies; so does
+// RecurrentGemma under tp 2.
+TEST_F(DpoCli, LayoutsTrainAsOneRank) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  const std::string dpo = "dpo: {beta: 0.5}\n";
+  ASSERT_EQ(Gemmapod("train --config " + Job("one", dpo, 3), 120).exit_code, 0);
+  const Metrics want = Read("one");
+  int layouts = 0;
+  for (const auto& [ranks, parallel] : {std::pair<int, std::string>{2, "{tp: 2}"},
+                                        {2, "{pp: 2}"},
+                                        {4, "{tp: 2, pp: 2}"},
+                                        {2, "{tp: 1}"}}) {
+    const std::string run = "layout-" + std::to_string(++layouts);
+    const Result r = gemmapod::MpirunGemmapod(
+        ranks, "train --config " + Job(run, dpo + "parallel: " + parallel + "\n", 3), 240);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    ExpectSameRun(Read(run), want, run + " " + parallel);
+  }
+  const std::string rg = (dir_ / "rg.h5").string();
+  ASSERT_EQ(Gemmapod("convert tests/fixtures/models/recurrentgemma/hf " + rg).exit_code, 0);
+  const auto rg_job = [&](const std::string& run, const std::string& parallel) {
+    const std::string path = Job(run, dpo + "parallel: " + parallel + "\n", 3);
+    std::ifstream in(path);
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    text.replace(text.find("tiny.h5"), 7, rg);
+    std::ofstream(path) << text;
+    return path;
+  };
+  ASSERT_EQ(Gemmapod("train --config " + rg_job("rg-one", "{tp: 1}"), 120).exit_code, 0);
+  const Result rg_pp =
+      gemmapod::MpirunGemmapod(2, "train --config " + rg_job("rg-pp", "{pp: 2}"), 240);
+  ASSERT_EQ(rg_pp.exit_code, 0) << rg_pp.output;
+  ExpectSameRun(Read("rg-pp"), Read("rg-one"), "rg-pp");
+}
+
+TEST_F(DpoCli, MistakesAreNamed) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  std::ofstream(dir_ / "half.jsonl") << R"({"prompt": "a", "chosen": " b", "rejected": " c"})"
+                                     << "\n"
+                                     << R"({"prompt": "a", "chosen": " b"})"
+                                     << "\n";
+  std::string job = Job("half", "");
+  {
+    std::ifstream in(job);
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    text.replace(text.find("pairs.jsonl"), 11, "half.jsonl");
+    std::ofstream(job) << text;
+  }
+  const Result half = Gemmapod("train --config " + job);
+  EXPECT_TRUE(Contains(half.output,
+                       "half.jsonl:2: a preference pair needs \"chosen\" and "
+                       "\"rejected\""))
+      << half.output;
+  // Pairs without the objective that reads them, its settings without it, packing with it.
+  const std::string sft = (dir_ / "sft.yaml").string();
+  std::ofstream(sft) << "model: tiny.h5\ndata: {train: pairs.jsonl}\nsteps: 1\n"
+                     << "checkpoint: {dir: sft}\n";
+  const Result sft_pairs = Gemmapod("train --config " + sft);
+  EXPECT_TRUE(Contains(sft_pairs.output,
+                       "pairs.jsonl:1: a preference pair .* needs a preference "
+                       "objective \\(objective: dpo\\)"))
+      << sft_pairs.output;
+  const std::string no_objective = (dir_ / "no-objective.yaml").string();
+  std::ofstream(no_objective) << "model: tiny.h5\ndata: {train: pairs.jsonl}\nsteps: 1\n"
+                              << "dpo: {beta: 0.1}\ncheckpoint: {dir: x}\n";
+  const Result lonely = Gemmapod("train --config " + no_objective);
+  EXPECT_TRUE(Contains(lonely.output,
+                       "no-objective.yaml:4:[0-9]+: dpo: the dpo: settings need objective: dpo"))
+      << lonely.output;
+  const std::string packed = (dir_ / "packed.yaml").string();
+  std::ofstream(packed) << "model: tiny.h5\nobjective: dpo\n"
+                        << "data: {train: pairs.jsonl, packing: true}\nsteps: 1\n"
+                        << "checkpoint: {dir: x}\n";
+  const Result packing = Gemmapod("train --config " + packed);
+  EXPECT_TRUE(Contains(packing.output, "packing: true does not apply to objective: dpo"))
+      << packing.output;
+  const Result beta = Gemmapod("train --config " + Job("beta", "dpo: {beta: 0}\n"));
+  EXPECT_TRUE(Contains(beta.output, "dpo.beta: must be above 0")) << beta.output;
+  const Result t5 =
+      Gemmapod("convert tests/fixtures/models/t5gemma/unbalanced " + (dir_ / "t5.h5").string());
+  ASSERT_EQ(t5.exit_code, 0) << t5.output;
+  std::string t5_job = Job("t5", "");
+  {
+    std::ifstream in(t5_job);
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    text.replace(text.find("tiny.h5"), 7, "t5.h5");
+    std::ofstream(t5_job) << text;
+  }
+  const Result refused = Gemmapod("train --config " + t5_job);
+  EXPECT_TRUE(Contains(refused.output, "objective: dpo is built for decoder-only models"))
+      << refused.output;
+}
+
+}  // namespace
