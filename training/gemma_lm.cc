@@ -231,18 +231,6 @@ TiedHeadGradient TiedHeadLossAndGradient(const Tensor& h, const Tensor& final_no
                                          const LossParallelism& parallel, Tensor& embed_grad,
                                          Tensor& final_norm_grad, const TokenObjective& objective) {
   TiedHeadGradient out;
-  if (scale == nullptr) {
-    const Tensor losses = TiedHeadLosses(h, final_norm, embed_tokens, rms_norm_eps,
-                                         final_logit_softcap, vocab_size, targets, parallel);
-    if (objective) {
-      out.loss = objective(TargetLogProbs(losses, targets), nullptr);
-      return out;
-    }
-    out.loss = {SumOfLosses(losses),
-                static_cast<int64_t>(std::count_if(targets.begin(), targets.end(),
-                                                   [](int32_t t) { return t >= 0; }))};
-    return out;
-  }
   const float eps = static_cast<float>(rms_norm_eps);
   Tensor normed = ActivationLike(h, h.shape());
   ops::RmsNorm(h, final_norm, eps, normed);
@@ -252,9 +240,15 @@ TiedHeadGradient TiedHeadLossAndGradient(const Tensor& h, const Tensor& final_no
   const TargetRows selected(targets);
   const Tensor head_input = selected.Select(normed);
   const Tensor logits = head.LogitShard(head_input, MatmulPrecision::kExact);
-  Tensor dlogits = ActivationLike(logits, logits.shape());
   const VocabParallelLosses losses =
       VocabParallelCrossEntropyLosses(logits, selected.targets, vocab, parallel.tp);
+  if (scale == nullptr) {  // evaluation: the loss alone
+    out.loss =
+        objective ? objective(TargetLogProbs(losses.losses, selected.targets), nullptr)
+                  : LossSum{SumOfLosses(losses.losses), static_cast<int64_t>(selected.rows.size())};
+    return out;
+  }
+  Tensor dlogits = ActivationLike(logits, logits.shape());
   if (objective) {
     // The objective's slope in each log-probability scales that row's cross-entropy gradient:
     // d loss / d logits = (d loss / d logp) (onehot - softmax).
@@ -291,18 +285,6 @@ LossSum GemmaLoss(const ModelConfig& c, const GemmaWeights& w, const PackedBatch
   LossSum loss;
   whole.Forward(0, batch, Tensor(), nullptr, loss);
   return loss;
-}
-
-Tensor TiedHeadLosses(const Tensor& h, const Tensor& final_norm, const Linear& embed_tokens,
-                      double rms_norm_eps, double final_logit_softcap, int64_t vocab_size,
-                      const std::vector<int32_t>& targets, const LossParallelism& parallel) {
-  Tensor normed = ActivationLike(h, h.shape());
-  ops::RmsNorm(h, final_norm, static_cast<float>(rms_norm_eps), normed);
-  const VocabSlice vocab = VocabOf(parallel, vocab_size);
-  const VocabParallelHead head(embed_tokens, vocab, static_cast<float>(final_logit_softcap),
-                               parallel.tp);
-  const Tensor logits = head.LogitShard(normed, MatmulPrecision::kExact);
-  return VocabParallelCrossEntropyLosses(logits, targets, vocab, parallel.tp).losses;
 }
 
 // What a stage keeps of a micro-batch between its forward and its backward.

@@ -78,13 +78,6 @@ struct LossParallelism {
   VocabSlice vocab;
 };
 
-// The loss of every row of `h` (the last layer's output, before the final norm) against
-// `targets` through the final RMSNorm (1 + w), the tied head (soft-capped when softcap > 0) and
-// the cross-entropy: the forward-only loss every decoder family shares.
-Tensor TiedHeadLosses(const Tensor& h, const Tensor& final_norm, const Linear& embed_tokens,
-                      double rms_norm_eps, double final_logit_softcap, int64_t vocab_size,
-                      const std::vector<int32_t>& targets, const LossParallelism& parallel = {});
-
 // The last pipeline stage of every decoder: the loss of `h` (the last layer's output) through the
 // final norm, the tied head and the cross-entropy against `targets` (-1: none; only rows with a
 // target reach the head; `objective`, when set, scores the targets' log-probabilities instead of
