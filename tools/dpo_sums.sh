@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's preference-tuning example: DPO teaches the real Gemma 3 270M to prefer the right sum
 # of two two-digit numbers over a plausible wrong one (examples/dpo-sums/job.yaml). Fetches and
-# converts the model as tools/main_job.sh does, writes the pairs (tools/make_preference_task.py:
+# converts the model as tools/main_job.sh does, writes the pairs (tools/make_sums_task.py --form pairs:
 # 800 training and 100 held-out) into build/dpo-sums/, and trains; the held-out preference and
 # ranking accuracies are printed before training and at every evaluation. Other arguments go to
 # `gemmapod train` (e.g. --resume).
@@ -14,5 +14,5 @@ model=build/models/gemma3-270m-bf16.h5
 if [[ ! -f $model || $model -ot $gguf || $model -ot $gemmapod ]]; then
   "$gemmapod" convert "$gguf" "$model" --dtype bf16 --force
 fi
-python3 tools/make_preference_task.py build/dpo-sums
+python3 tools/make_sums_task.py build/dpo-sums --form pairs
 exec "$gemmapod" train --config examples/dpo-sums/job.yaml "$@"

@@ -366,6 +366,15 @@ T DataParallel::SumOf(T mine) const {
 
 double DataParallel::Sum(double mine) const { return SumOf(mine); }
 
+double DataParallel::Max(double mine) const {
+  std::vector<int32_t> words;
+  Append64(words, &mine);
+  const std::vector<int32_t> all = Gather(words);
+  double most = mine;
+  for (int r = 0; r < size_; ++r) most = std::max(most, Read64<double>(all.data() + 2 * r));
+  return most;
+}
+
 std::vector<double> DataParallel::Sum(const std::vector<double>& mine) const {
   if (size_ == 1 || mine.empty()) return mine;
   std::vector<int32_t> words;

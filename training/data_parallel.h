@@ -67,6 +67,7 @@ class DataParallel {
   int64_t Sum(int64_t mine) const;
   double Sum(double mine) const;
   std::vector<double> Sum(const std::vector<double>& mine) const;  // element by element
+  double Max(double mine) const;
   // Throws naming the replicas whose weights differ from rank 0's (a CRC-32 of every registered
   // weight, gathered): replicas that drifted apart would train different models silently.
   void CheckReplicasAgree(const AdamW& optimizer) const;

@@ -4,6 +4,7 @@
 
 #include "runtime/config/yaml_reader.h"
 #include "runtime/error.h"
+#include "training/rewards.h"
 
 namespace gemmapod {
 namespace {
@@ -114,6 +115,42 @@ void ReadDpo(const YamlValue& value, const fs::path& base, TrainingJob::Dpo& dpo
   if (auto v = map.Find("precompute_reference")) dpo.precompute_reference = v->AsBool();
 }
 
+void ReadGrpo(const YamlValue& value, GrpoOptions& grpo) {
+  const YamlMap map = value.AsMap({"group_size", "clip", "beta", "kl", "loss_normalization",
+                                   "max_new_tokens", "stop", "reward", "reward_argument"});
+  if (auto v = map.Find("group_size")) grpo.group_size = PositiveInt(*v, 2);
+  if (auto v = map.Find("clip")) grpo.clip = NumberIn(*v, 0, 1, true);
+  if (auto v = map.Find("beta")) {
+    grpo.beta = v->AsNumber();
+    if (grpo.beta < 0) v->Fail("must be 0 (no KL term) or above");
+  }
+  if (auto v = map.Find("kl")) grpo.kl = ParseKlEstimator(v->AsChoice({"k1", "k2", "k3"}));
+  if (auto v = map.Find("loss_normalization")) {
+    grpo.normalization = ParseLossNormalization(v->AsChoice({"sequence", "token", "constant"}));
+  }
+  if (auto v = map.Find("max_new_tokens")) grpo.rollout.max_new_tokens = PositiveInt(*v, 1);
+  if (auto v = map.Find("stop")) {
+    for (const YamlValue& item : v->AsList()) {
+      grpo.rollout.stop_strings.push_back(item.AsString());
+      if (grpo.rollout.stop_strings.back().empty()) item.Fail("a stop string cannot be empty");
+    }
+  }
+  if (auto v = map.Find("reward")) {
+    grpo.reward = v->AsString();
+    try {
+      FindReward(grpo.reward);
+    } catch (const Error& e) {
+      v->Fail(e.what());
+    }
+  }
+  if (auto v = map.Find("reward_argument")) grpo.reward_argument = v->AsString();
+  try {
+    CheckRewardArgument(grpo.reward, grpo.reward_argument);
+  } catch (const Error& e) {
+    value.Fail(e.what());
+  }
+}
+
 }  // namespace
 
 TrainingJob ReadTrainingJob(const std::string& path) {
@@ -122,7 +159,7 @@ TrainingJob ReadTrainingJob(const std::string& path) {
   const fs::path base = fs::path(path).parent_path();
   const YamlMap map = doc.AsMap({"model", "tokenizer", "weights", "data", "steps", "seed", "batch",
                                  "optimizer", "schedule", "checkpoint", "eval", "log", "lora",
-                                 "recompute", "parallel", "objective", "dpo"});
+                                 "recompute", "parallel", "objective", "dpo", "grpo"});
   TrainingJob job;
   job.source = path;
   job.model = PathFrom(map.Require("model"), base);
@@ -198,8 +235,28 @@ TrainingJob ReadTrainingJob(const std::string& path) {
     if (auto i = log.Find("interval")) job.log_interval = PositiveInt(*i, 1);
   }
   if (auto v = map.Find("objective")) {
-    job.objective = v->AsChoice({"sft", "dpo"}) == "dpo" ? TrainingJob::Objective::kDpo
-                                                         : TrainingJob::Objective::kSft;
+    const std::string objective = v->AsChoice({"sft", "dpo", "grpo"});
+    job.objective = objective == "dpo"    ? TrainingJob::Objective::kDpo
+                    : objective == "grpo" ? TrainingJob::Objective::kGrpo
+                                          : TrainingJob::Objective::kSft;
+  }
+  if (auto v = map.Find("grpo")) {
+    if (job.objective != TrainingJob::Objective::kGrpo) {
+      v->Fail("the grpo: settings need objective: grpo");
+    }
+    ReadGrpo(*v, job.grpo);
+  }
+  if (job.objective == TrainingJob::Objective::kGrpo) {
+    job.grpo.rollout.sampling.temperature = 1.0f;
+    if (job.data.packing) {
+      map.Require("data").Fail(
+          "packing: true does not apply to objective: grpo (each row is a prompt)");
+    }
+    if (job.eval_exact_match) {
+      map.Require("eval").Fail(
+          "exact_match does not apply to objective: grpo (the held-out mean reward of greedy "
+          "answers is reported)");
+    }
   }
   if (auto v = map.Find("dpo")) {
     if (job.objective != TrainingJob::Objective::kDpo) {

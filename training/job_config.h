@@ -12,6 +12,7 @@
 #include "training/lora.h"
 #include "training/lr_schedule.h"
 #include "training/pipeline_schedule.h"
+#include "training/policy_objective.h"
 #include "training/preference_objective.h"
 
 namespace gemmapod {
@@ -26,7 +27,10 @@ struct TrainingJob {
   // What a step minimises: the cross-entropy of the learned tokens (sft), or a preference loss
   // over chosen/rejected pairs against a frozen reference (dpo: DPO or IPO; batch.sequences then
   // counts pairs).
-  enum class Objective { kSft, kDpo };
+  // grpo: on-policy RL: each step samples grpo.group_size answers per prompt with the weights
+  // being trained, rewards them (grpo.reward) and takes GRPO's clipped step (batch.sequences then
+  // counts prompts).
+  enum class Objective { kSft, kDpo, kGrpo };
   Objective objective = Objective::kSft;
   struct Dpo {
     PreferenceOptions options;
@@ -34,6 +38,7 @@ struct TrainingJob {
     bool precompute_reference = true;  // score every pair once at the start; false: keep the
                                        // reference loaded and score each step's pairs
   } dpo;
+  GrpoOptions grpo;
 
   struct Data {
     std::string train;

@@ -24,11 +24,17 @@ TrainingMemory FullTrainingMemory(int64_t params, const TrainingJob& job, int64_
   m.weights = params * (bf16 ? 2 : 4);
   m.gradients = params * 4;
   m.optimizer = params * (8 + (bf16 ? 4 : 0));
-  // A preference row is a pair: two sequences.
+  // A preference row is a pair: two sequences; a GRPO row a prompt with its sampled answers.
   const bool pairs = job.objective == TrainingJob::Objective::kDpo;
-  m.micro_batch_tokens = job.micro_batch * max_length * (pairs ? 2 : 1);
+  const bool grpo = job.objective == TrainingJob::Objective::kGrpo;
+  m.micro_batch_tokens = job.micro_batch * max_length *
+                         (pairs  ? 2
+                          : grpo ? job.grpo.group_size
+                                 : 1);
   // The reference has the policy's shapes, in the training dtype, and nothing trains in it.
-  if (pairs && !job.dpo.precompute_reference) m.reference = m.weights;
+  if ((pairs && !job.dpo.precompute_reference) || (grpo && job.grpo.beta > 0)) {
+    m.reference = m.weights;
+  }
   return m;
 }
 
@@ -66,6 +72,12 @@ TrainingMemory PlanTrainingMemory(const ModelConfig& c, const TrainingJob& job,
                                 : per_token_layer * c.num_layers * m.micro_batch_tokens;
   m.head = 2 * V * 4 * m.micro_batch_tokens;
   m.largest_tensor = V * d;
+  if (job.objective == TrainingJob::Objective::kGrpo) {
+    // Every answer of the step at once (one replica's share at most all of them): f32 keys and
+    // values of each layer for max_length tokens, and the prefill's last-token logits.
+    const int64_t answers = job.batch_sequences * job.grpo.group_size;
+    m.rollout_cache = answers * (max_length * c.num_layers * 2 * kv * 4 + V * 4);
+  }
   return m;
 }
 
@@ -74,6 +86,7 @@ std::string RenderTrainingMemory(const TrainingMemory& m) {
   out << "memory: weights " << Mib(m.weights) << ", gradients " << Mib(m.gradients)
       << ", optimizer " << Mib(m.optimizer)
       << (m.reference > 0 ? ", reference model " + Mib(m.reference) : std::string())
+      << (m.rollout_cache > 0 ? ", rollout KV cache " + Mib(m.rollout_cache) : std::string())
       << ", activations " << Mib(m.activations) << " and logits " << Mib(m.head)
       << " per micro-batch of " << m.micro_batch_tokens << " tokens at most; total "
       << Mib(m.total()) << " (" << m.trainable_parameters << " trainable parameters)";
@@ -109,6 +122,7 @@ TrainingMemory PerRankTrainingMemory(TrainingMemory m, int64_t tp, int64_t repli
   if (sharded) m.save_gather = m.largest_tensor * 4 + (m.largest_tensor * 4 + tp - 1) / tp;
   const auto share = [](int64_t bytes, int64_t parts) { return (bytes + parts - 1) / parts; };
   if (zero) m.optimizer = share(m.optimizer, replicas);
+  m.rollout_cache = share(m.rollout_cache, replicas);  // each replica answers its prompts
   for (int64_t* part : {&m.weights, &m.gradients, &m.optimizer, &m.reference}) {
     *part = share(*part, tp);
   }

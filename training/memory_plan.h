@@ -12,12 +12,14 @@
 namespace gemmapod {
 
 struct TrainingMemory {
-  int64_t weights = 0;      // the model's tensors in their training dtype (+ adapters)
-  int64_t gradients = 0;    // f32, for what trains
-  int64_t optimizer = 0;    // AdamW's f32 moments (+ f32 masters of bf16 weights)
-  int64_t activations = 0;  // what the layers keep for the backward, per micro-batch
-  int64_t reference = 0;    // a frozen reference model kept loaded (DPO without precomputing)
-  int64_t head = 0;         // logits and their gradient for the rows with a target
+  int64_t weights = 0;        // the model's tensors in their training dtype (+ adapters)
+  int64_t gradients = 0;      // f32, for what trains
+  int64_t optimizer = 0;      // AdamW's f32 moments (+ f32 masters of bf16 weights)
+  int64_t activations = 0;    // what the layers keep for the backward, per micro-batch
+  int64_t reference = 0;      // a frozen reference model kept loaded (DPO without precomputing,
+                              // GRPO with a KL term)
+  int64_t rollout_cache = 0;  // GRPO: the rollout engine's KV cache for a step's answers
+  int64_t head = 0;           // logits and their gradient for the rows with a target
   int64_t trainable_parameters = 0;
   int64_t micro_batch_tokens = 0;
   int64_t largest_tensor = 0;  // elements of the model's largest tensor (the embedding)
@@ -25,7 +27,9 @@ struct TrainingMemory {
   // largest tensor gathered whole in f32, and one rank's part of it received. Not in total():
   // only rank 0 holds it, and only while saving.
   int64_t save_gather = 0;
-  int64_t total() const { return weights + gradients + optimizer + activations + head + reference; }
+  int64_t total() const {
+    return weights + gradients + optimizer + activations + head + reference + rollout_cache;
+  }
 };
 
 // Every parameter trained in full: weights in the job's dtype, f32 gradients and moments (and f32

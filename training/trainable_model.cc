@@ -112,6 +112,15 @@ Tensor TrainableModel::StageForward(int64_t, const std::vector<const TrainingExa
 
 Tensor TrainableModel::StageBackward(int64_t, const Tensor&) { NoPipelineStages(family()); }
 
+std::vector<Rollout> TrainableModel::Rollouts(const Tokenizer&,
+                                              const std::vector<std::vector<int32_t>>&,
+                                              const std::vector<uint64_t>&, const RolloutOptions&) {
+  throw Error(
+      StrCat("objective: grpo: rollouts are built on decoder-only Gemma's generation "
+             "loop so far; ",
+             family(), " trains with sft or dpo"));
+}
+
 bool ModelParallelism::active() const { return model != nullptr && model->size() > 1; }
 
 namespace {
@@ -282,6 +291,19 @@ class GemmaTrainable final : public StagedTrainable<GemmaStageLoss> {
     // included): it answers with the weights as they are after the last step.
     if (!engine_) engine_ = std::make_unique<GemmaDecoder>(config_, weights_);
     return gemmapod::HeldOutExactMatch(*engine_, tokenizer, held_out, max_new_tokens);
+  }
+  std::vector<Rollout> Rollouts(const Tokenizer& tokenizer,
+                                const std::vector<std::vector<int32_t>>& prompts,
+                                const std::vector<uint64_t>& seeds,
+                                const RolloutOptions& options) override {
+    GEMMAPOD_CHECK(!parameters_.active(),
+                   "objective: grpo: rollouts over a model-parallel training group are not built "
+                   "yet; remove parallel.tp / parallel.pp (data-parallel replicas share the "
+                   "prompts)");
+    // The serving engine over the same weight tensors, in exact f32 products as the trainer's
+    // forward: each step's answers come from the weights the last step left.
+    if (!engine_) engine_ = std::make_unique<GemmaDecoder>(config_, weights_);
+    return GenerateRollouts(*engine_, tokenizer, prompts, seeds, options);
   }
   TrainingMemory PlanMemory(const TrainingJob& job, int64_t max_length) const override {
     return PlanTrainingMemory(config_, job, max_length);

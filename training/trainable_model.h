@@ -16,6 +16,7 @@
 #include "training/gemma_lm.h"
 #include "training/job_config.h"
 #include "training/memory_plan.h"
+#include "training/rollouts.h"
 
 namespace gemmapod {
 
@@ -66,6 +67,12 @@ class TrainableModel {
                                        const std::vector<TrainingExample>& held_out,
                                        int64_t max_new_tokens) = 0;
   virtual TrainingMemory PlanMemory(const TrainingJob& job, int64_t max_length) const = 0;
+  // On-policy RL: answers to `prompts` sampled by the family's generation engine over the
+  // weights being trained (training/rollouts.h). Families without one refuse.
+  virtual std::vector<Rollout> Rollouts(const Tokenizer& tokenizer,
+                                        const std::vector<std::vector<int32_t>>& prompts,
+                                        const std::vector<uint64_t>& seeds,
+                                        const RolloutOptions& options);
 
   // Pipeline parallelism (a model loaded as one stage: training/pipeline_engine.h runs these as
   // the schedule says). The shapes of the f32 tensors this stage receives from the previous stage

@@ -24,6 +24,7 @@
 #include "training/data_parallel.h"
 #include "training/exact_match.h"
 #include "training/gemma_lm.h"
+#include "training/grpo_step.h"
 #include "training/lora.h"
 #include "training/loss_curve.h"
 #include "training/memory_plan.h"
@@ -311,6 +312,10 @@ void CheckModelParallelJob(const TrainingJob& job, int ranks) {
   GEMMAPOD_CHECK(!job.lora, job.source,
                  ": lora: adapters are built for one rank per replica so far; remove lora: "
                  "or parallel.tp / parallel.pp");
+  GEMMAPOD_CHECK(
+      job.objective != TrainingJob::Objective::kGrpo, job.source,
+      ": objective: grpo: rollouts over a model-parallel training group are not built "
+      "yet; remove parallel.tp / parallel.pp (data-parallel replicas share the prompts)");
   GEMMAPOD_CHECK(!job.eval_exact_match, job.source,
                  ": eval.exact_match: generation over a model-parallel training group is not "
                  "built yet; remove it (the held-out loss is reported) or parallel.tp / "
@@ -430,6 +435,10 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       host_ranks > 1 ? StrCat(" for each of its ", host_ranks, " ranks") : "",
       "; lower batch.micro_batch or data.max_length, train LoRA adapters, or free memory");
   const bool preference = job.objective == TrainingJob::Objective::kDpo;
+  const bool grpo = job.objective == TrainingJob::Objective::kGrpo;
+  GEMMAPOD_CHECK(!grpo || !model->seq2seq(), job.source,
+                 ": objective: grpo is built for decoder-only Gemma so far; ", start, " is a ",
+                 model->family());
   GEMMAPOD_CHECK(!preference || !model->seq2seq(), job.source,
                  ": objective: dpo is built for decoder-only models (Gemma, RecurrentGemma) so "
                  "far; ",
@@ -459,6 +468,19 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     identity["base_model_digest"] = ModelDigest(weights_source);
   }
   const std::string reference_path = job.dpo.reference.empty() ? job.model : job.dpo.reference;
+  if (grpo) {
+    const GrpoOptions& g = job.grpo;
+    identity["grpo_group_size"] = g.group_size;
+    identity["grpo_clip"] = g.clip;
+    identity["grpo_beta"] = g.beta;
+    identity["grpo_kl"] = std::string(KlEstimatorName(g.kl));
+    identity["grpo_loss_normalization"] = std::string(LossNormalizationName(g.normalization));
+    identity["grpo_max_new_tokens"] = g.rollout.max_new_tokens;
+    identity["grpo_reward"] = g.reward + ":" + g.reward_argument;
+    if (g.beta > 0) {
+      identity["grpo_reference_digest"] = ModelDigest(*Hdf5CheckpointReader::Open(job.model));
+    }
+  }
   if (preference) {
     identity["dpo_loss"] =
         std::string(job.dpo.options.loss == PreferenceLoss::kIpo ? "ipo" : "dpo");
@@ -547,6 +569,30 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       return PreferenceObjective(rows, job.dpo.options, reference, &preference_stats);
     });
   }
+  // GRPO: the step's sampled answers (kept until its backward), what their tokens did, and the
+  // frozen reference of the KL term (the job's model) when beta > 0.
+  GrpoRollouts rollouts;
+  PolicyStats policy_stats;
+  if (grpo) {
+    if (job.grpo.beta > 0) {
+      reference_model = LoadTrainableModel(*Hdf5CheckpointReader::Open(job.model),
+                                           job.weights_dtype == "bf16" ? DType::kBF16 : DType::kF32,
+                                           ModelParallelism{tp, model_group, stages, stage});
+    }
+    model->SetObjective([&](const std::vector<const TrainingExample*>& rows) {
+      return GrpoObjective(rows, job.grpo, rollouts.samples, &policy_stats);
+    });
+    std::fprintf(log,
+                 "train: GRPO: %lld answers per prompt, up to %lld tokens each, reward %s, "
+                 "%s-normalised loss%s\n",
+                 static_cast<long long>(job.grpo.group_size),
+                 static_cast<long long>(job.grpo.rollout.max_new_tokens), job.grpo.reward.c_str(),
+                 LossNormalizationName(job.grpo.normalization),
+                 job.grpo.beta > 0 ? StrCat(", KL ", KlEstimatorName(job.grpo.kl), " x ",
+                                            job.grpo.beta, " against the model")
+                                         .c_str()
+                                   : "");
+  }
 
   Metrics metrics;
   if (speaker) OpenMetrics(dir, state.step, options.resume, metrics);
@@ -557,6 +603,19 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
 
   const auto evaluate = [&](int64_t step) {
     if (split.held_out.empty()) return;
+    if (grpo) {  // greedy answers to the held-out prompts, rewarded
+      const double total = dp.Sum(HeldOutReward(*model, tokenizer, job.grpo, held_out_share));
+      const double mean = total / static_cast<double>(split.held_out.size());
+      summary.held_out_reward = mean;
+      metrics.held_out.push_back({step, mean});
+      metrics.Append(
+          {{"step", step}, {"held_out_reward", mean}, {"held_out_prompts", split.held_out.size()}});
+      std::fprintf(log, "step %lld/%lld | held-out reward %.4f (greedy answers to %zu prompts)\n",
+                   static_cast<long long>(step), static_cast<long long>(job.steps), mean,
+                   split.held_out.size());
+      std::fflush(log);
+      return;
+    }
     preference_stats = {};
     const LossSum held =
         dp.Sum(HeldOutLoss(*model, held_out_share, job.batch_sequences, pp, preference));
@@ -677,8 +736,17 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       for (const TrainingExample* e : micro) micro_targets += LearnedTargets(*e);
       if (micro_targets > 0) micro_batches.push_back(std::move(micro));
     }
+    if (grpo) {  // the prompts' answers, sampled with the current weights, become the step's rows
+      rollouts =
+          RunGrpoRollouts(*model, reference_model.get(), tokenizer, job.grpo, micro_batches,
+                          first_micro * job.micro_batch, job.batch_sequences, job.seed, step, dp);
+      micro_batches = rollouts.micro_batches;
+      tokens = dp.Sum(rollouts.tokens);
+      targets = 1;  // the answers' loss weights normalise the step already
+    }
+    policy_stats = {};
     double reference_s = -1;
-    if (reference_model) {  // the frozen reference scores this step's pairs first
+    if (reference_model && preference) {  // the frozen reference scores this step's pairs first
       const Clock::time_point begin = Clock::now();
       ScoreSequences(*reference_model, micro_batches, mean_log_probs, pp, DataParallel(nullptr),
                      reference);
@@ -720,6 +788,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       dp.SumGradients(optimizer);
     }
     loss = dp.Sum(loss);
+    // GRPO's weights make the sum the step's loss; the other objectives are means.
+    const double step_loss = grpo ? loss.sum : loss.mean();
     GEMMAPOD_CHECK(std::isfinite(loss.sum), "train: step ", step, ": the loss is ", loss.sum,
                    "; stopping before the weights take it (lower optimizer.lr?)");
     const double lr = job.schedule.At(step);
@@ -739,10 +809,10 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     state.elapsed_s += Seconds(step_start);
     window_tokens += tokens;
     summary.last_step = step;
-    summary.last_loss = loss.mean();
-    metrics.train.push_back({step, loss.mean()});
+    summary.last_loss = step_loss;
+    metrics.train.push_back({step, step_loss});
     nlohmann::json line = {{"step", step},
-                           {"loss", loss.mean()},
+                           {"loss", step_loss},
                            {"lr", lr},
                            {"grad_norm", grad_norm},
                            {"tokens", tokens},
@@ -761,6 +831,28 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       preference_text = StrCat(" | pref-acc ", std::round(s.accuracy() * 1000) / 10, "% | margin ",
                                std::round(s.margin() * 1000) / 1000);
     }
+    if (grpo) {
+      const std::vector<double> sums =
+          dp.Sum(std::vector<double>{static_cast<double>(policy_stats.tokens),
+                                     static_cast<double>(policy_stats.clipped), policy_stats.kl});
+      const double answer_tokens = std::max(1.0, sums[0]);
+      line["reward_mean"] = rollouts.reward_mean;
+      line["reward_std"] = rollouts.reward_std;
+      line["response_length"] = rollouts.length_mean;
+      line["stopped"] = rollouts.stopped;
+      line["entropy"] = rollouts.entropy_mean;
+      line["clip_fraction"] = sums[1] / answer_tokens;
+      if (job.grpo.beta > 0) line["kl"] = sums[2] / answer_tokens;
+      // The trainer's recomputed log-probabilities against the generator's, over every token.
+      line["logp_gap_max"] = dp.Max(policy_stats.ratio_gap);
+      line["generation_s"] = rollouts.generation_s;
+      if (job.grpo.beta > 0) line["reference_s"] = rollouts.reference_s;
+      line["training_s"] = Seconds(step_start) - rollouts.generation_s - rollouts.reference_s;
+      preference_text = StrCat(" | reward ", std::round(rollouts.reward_mean * 1000) / 1000, " +- ",
+                               std::round(rollouts.reward_std * 1000) / 1000, " | len ",
+                               std::round(rollouts.length_mean * 10) / 10, " | gen ",
+                               std::round(rollouts.generation_s * 10) / 10, " s");
+    }
     metrics.Append(line);
     if (step % job.log_interval == 0 || step == job.steps) {
       const double rate =
@@ -768,7 +860,7 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       const double per_step = Seconds(run_start) / static_cast<double>(step - first + 1);
       std::fprintf(
           log, "step %lld/%lld | loss %.4f%s | lr %.3g | grad-norm %.3g | %.0f tok/s | eta %s\n",
-          static_cast<long long>(step), static_cast<long long>(job.steps), loss.mean(),
+          static_cast<long long>(step), static_cast<long long>(job.steps), step_loss,
           preference_text.c_str(), lr, grad_norm, rate,
           Duration(per_step * static_cast<double>(job.steps - step)).c_str());
       std::fflush(log);

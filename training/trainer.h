@@ -27,6 +27,7 @@ struct TrainRunSummary {
   double last_loss = 0;
   double held_out_loss = -1;        // the last evaluation's mean loss; -1 without held-out data
   double exact_match = -1;          // the last evaluation's held-out exact match; -1 when not asked
+  double held_out_reward = -1;      // objective: grpo: the last evaluation's mean reward
   double preference_accuracy = -1;  // objective: dpo: the last evaluation's held-out pairs
                                     // ranked right (implicit reward of chosen above rejected)
   std::string exported_model;
