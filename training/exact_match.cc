@@ -6,23 +6,15 @@
 #include "runtime/tokenizer/chat_template.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "serving/generator.h"
+#include "training/rewards.h"
 
 namespace gemmapod {
-namespace {
-
-std::string Trim(const std::string& s) {
-  const char* ws = " \t\n\r\f\v";
-  const size_t b = s.find_first_not_of(ws);
-  if (b == std::string::npos) return "";
-  return s.substr(b, s.find_last_not_of(ws) - b + 1);
-}
-
-}  // namespace
 
 ExactMatch HeldOutExactMatch(GemmaDecoder& model, const Tokenizer& tokenizer,
                              const std::vector<TrainingExample>& held_out, int64_t max_new_tokens) {
   ExactMatch result;
   const std::vector<int32_t> stop = GemmaStopTokens(tokenizer);
+  const RewardFunction& exact = FindReward("exact_match");  // trimmed answers equal
   for (const TrainingExample& e : held_out) {
     if (e.prompt_length <= 0) continue;
     GenerationRequest request;
@@ -31,7 +23,7 @@ ExactMatch HeldOutExactMatch(GemmaDecoder& model, const Tokenizer& tokenizer,
     request.stop_tokens = stop;
     const GenerationResult answer = Generate(model, tokenizer, request, nullptr);
     ++result.total;
-    if (Trim(answer.text) == Trim(e.answer)) ++result.correct;
+    if (exact(answer.text, e.answer, "") > 0) ++result.correct;
   }
   return result;
 }

@@ -240,40 +240,33 @@ TrainingJob ReadTrainingJob(const std::string& path) {
                     : objective == "grpo" ? TrainingJob::Objective::kGrpo
                                           : TrainingJob::Objective::kSft;
   }
-  if (auto v = map.Find("grpo")) {
-    if (job.objective != TrainingJob::Objective::kGrpo) {
-      v->Fail("the grpo: settings need objective: grpo");
+  // Each objective's settings, which only it reads, and what its rows rule out.
+  const auto settings = [&](const char* key, TrainingJob::Objective objective, const auto& read) {
+    if (auto v = map.Find(key)) {
+      if (job.objective != objective)
+        v->Fail(StrCat("the ", key, ": settings need objective: ", key));
+      read(*v);
     }
-    ReadGrpo(*v, job.grpo);
-  }
+    if (job.objective != objective) return;
+    if (job.data.packing) {
+      map.Require("data").Fail(StrCat(
+          "packing: true does not apply to objective: ", key, " (each row is ",
+          objective == TrainingJob::Objective::kDpo ? "a chosen/rejected pair)" : "a prompt)"));
+    }
+    if (job.eval_exact_match) {
+      map.Require("eval").Fail(StrCat("exact_match does not apply to objective: ", key, " (",
+                                      objective == TrainingJob::Objective::kDpo
+                                          ? "the held-out preference accuracy"
+                                          : "the held-out mean reward of greedy answers",
+                                      " is reported)"));
+    }
+  };
+  settings("dpo", TrainingJob::Objective::kDpo,
+           [&](const YamlValue& v) { ReadDpo(v, base, job.dpo); });
+  settings("grpo", TrainingJob::Objective::kGrpo,
+           [&](const YamlValue& v) { ReadGrpo(v, job.grpo); });
   if (job.objective == TrainingJob::Objective::kGrpo) {
-    job.grpo.rollout.sampling.temperature = 1.0f;
-    if (job.data.packing) {
-      map.Require("data").Fail(
-          "packing: true does not apply to objective: grpo (each row is a prompt)");
-    }
-    if (job.eval_exact_match) {
-      map.Require("eval").Fail(
-          "exact_match does not apply to objective: grpo (the held-out mean reward of greedy "
-          "answers is reported)");
-    }
-  }
-  if (auto v = map.Find("dpo")) {
-    if (job.objective != TrainingJob::Objective::kDpo) {
-      v->Fail("the dpo: settings need objective: dpo");
-    }
-    ReadDpo(*v, base, job.dpo);
-  }
-  if (job.objective == TrainingJob::Objective::kDpo) {
-    if (job.data.packing) {
-      map.Require("data").Fail(
-          "packing: true does not apply to objective: dpo (each row is a chosen/rejected pair)");
-    }
-    if (job.eval_exact_match) {
-      map.Require("eval").Fail(
-          "exact_match does not apply to objective: dpo (the held-out preference accuracy is "
-          "reported)");
-    }
+    job.grpo.rollout.sampling.temperature = 1.0f;  // sampling from the policy itself
   }
   job.schedule.Validate();
   return job;

@@ -17,6 +17,7 @@
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/error.h"
 #include "tests/launch/run_gemmapod.h"
+#include "tests/launch/training_runs.h"
 
 namespace {
 
@@ -25,7 +26,7 @@ namespace fs = std::filesystem;
 using gemmapod::Contains;
 using gemmapod::Gemmapod;
 using Result = gemmapod::CliResult;
-using Metrics = std::map<std::pair<int64_t, std::string>, double>;
+using Metrics = gemmapod::RunMetrics;
 
 class DpoCli : public ::testing::Test {
  protected:
@@ -60,21 +61,11 @@ class DpoCli : public ::testing::Test {
   }
   static fs::path Run(const std::string& run) { return dir_ / run; }
 
-  // Every number of every metrics line, by step and key.
+  // Every number of every metrics line but the timings and the pipeline's idle share.
   static Metrics Read(const std::string& run) {
-    Metrics out;
-    std::ifstream in(Run(run) / "metrics.jsonl");
-    std::string line;
-    while (std::getline(in, line)) {
-      const nlohmann::json j = nlohmann::json::parse(line);
-      for (const auto& [key, value] : j.items()) {
-        if (value.is_number() && key != "step" && key != "elapsed_s" && key != "reference_s" &&
-            key != "pipeline_bubble") {
-          out[{j["step"].get<int64_t>(), key}] = value.get<double>();
-        }
-      }
-    }
-    return out;
+    return gemmapod::ReadRunMetrics(Run(run) / "metrics.jsonl", [](const std::string& key) {
+      return key == "elapsed_s" || key == "reference_s" || key == "pipeline_bubble";
+    });
   }
 
   static void ExpectClose(const Metrics& got, const Metrics& want, double relative,
@@ -96,17 +87,6 @@ class DpoCli : public ::testing::Test {
       const bool reward = key.second.find("reward") != std::string::npos;
       EXPECT_NEAR(got.at(key), value, 1e-4 * std::abs(value) + (reward ? 2e-4 : 1e-6))
           << run << ": " << key.second << " at step " << key.first;
-    }
-  }
-
-  static void ExpectSameWeights(const fs::path& a, const fs::path& b) {
-    const auto ra = gemmapod::Hdf5CheckpointReader::Open(a.string());
-    const auto rb = gemmapod::Hdf5CheckpointReader::Open(b.string());
-    ASSERT_EQ(ra->List().size(), rb->List().size());
-    for (const gemmapod::TensorInfo& info : ra->List()) {
-      const gemmapod::Tensor x = ra->Read(info.name), y = rb->Read(info.name);
-      ASSERT_EQ(x.nbytes(), y.nbytes()) << info.name;
-      EXPECT_EQ(std::memcmp(x.raw(), y.raw(), x.nbytes()), 0) << info.name << " differs";
     }
   }
 
@@ -142,7 +122,7 @@ TEST_F(DpoCli, RaisesHeldOutPreferenceAccuracyAndResumesExactly) {
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_TRUE(Contains(resumed.output, "resuming from .*step-00000004.h5")) << resumed.output;
   EXPECT_EQ(Read("dpo-killed"), m);
-  ExpectSameWeights(Run("dpo-killed") / "model.h5", Run("dpo") / "model.h5");
+  gemmapod::ExpectSameCheckpoints(Run("dpo-killed") / "model.h5", Run("dpo") / "model.h5");
   // A resume with another beta is another run.
   const Result other =
       Gemmapod("train --config " + Job("dpo-killed", "dpo: {beta: 0.1}\n") + " --resume", 120);

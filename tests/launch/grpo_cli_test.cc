@@ -18,6 +18,7 @@
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/error.h"
 #include "tests/launch/run_gemmapod.h"
+#include "tests/launch/training_runs.h"
 
 namespace {
 
@@ -26,7 +27,7 @@ namespace fs = std::filesystem;
 using gemmapod::Contains;
 using gemmapod::Gemmapod;
 using Result = gemmapod::CliResult;
-using Metrics = std::map<std::pair<int64_t, std::string>, double>;
+using Metrics = gemmapod::RunMetrics;
 
 class GrpoCli : public ::testing::Test {
  protected:
@@ -63,30 +64,9 @@ class GrpoCli : public ::testing::Test {
 
   // Every number of every metrics line but the timings, by step and key.
   static Metrics Read(const std::string& run) {
-    Metrics out;
-    std::ifstream in(Run(run) / "metrics.jsonl");
-    std::string line;
-    while (std::getline(in, line)) {
-      const nlohmann::json j = nlohmann::json::parse(line);
-      for (const auto& [key, value] : j.items()) {
-        const bool timing = key.size() > 2 && key.substr(key.size() - 2) == "_s";
-        if (value.is_number() && key != "step" && !timing) {
-          out[{j["step"].get<int64_t>(), key}] = value.get<double>();
-        }
-      }
-    }
-    return out;
-  }
-
-  static void ExpectSameWeights(const fs::path& a, const fs::path& b) {
-    const auto ra = gemmapod::Hdf5CheckpointReader::Open(a.string());
-    const auto rb = gemmapod::Hdf5CheckpointReader::Open(b.string());
-    ASSERT_EQ(ra->List().size(), rb->List().size());
-    for (const gemmapod::TensorInfo& info : ra->List()) {
-      const gemmapod::Tensor x = ra->Read(info.name), y = rb->Read(info.name);
-      ASSERT_EQ(x.nbytes(), y.nbytes()) << info.name;
-      EXPECT_EQ(std::memcmp(x.raw(), y.raw(), x.nbytes()), 0) << info.name << " differs";
-    }
+    return gemmapod::ReadRunMetrics(Run(run) / "metrics.jsonl", [](const std::string& key) {
+      return key.size() > 2 && key.substr(key.size() - 2) == "_s";
+    });
   }
 
   static inline fs::path dir_;
@@ -126,7 +106,7 @@ TEST_F(GrpoCli, LearnsARegexRewardAndResumesExactly) {
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_TRUE(Contains(resumed.output, "resuming from .*step-00000004.h5")) << resumed.output;
   EXPECT_EQ(Read("grpo-killed"), m);
-  ExpectSameWeights(Run("grpo-killed") / "model.h5", Run("grpo") / "model.h5");
+  gemmapod::ExpectSameCheckpoints(Run("grpo-killed") / "model.h5", Run("grpo") / "model.h5");
   const Result other = Gemmapod(
       "train --config " +
           Job("grpo-killed",

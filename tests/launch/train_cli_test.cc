@@ -21,6 +21,7 @@
 #include "runtime/checkpoint/hdf5_checkpoint.h"
 #include "runtime/error.h"
 #include "tests/launch/run_gemmapod.h"
+#include "tests/launch/training_runs.h"
 
 namespace {
 
@@ -79,18 +80,6 @@ class TrainCli : public ::testing::Test {
       }
     }
     return out;
-  }
-
-  // Whether two checkpoints hold the same tensors, byte for byte.
-  static void ExpectSameWeights(const fs::path& a, const fs::path& b) {
-    const auto ra = gemmapod::Hdf5CheckpointReader::Open(a.string());
-    const auto rb = gemmapod::Hdf5CheckpointReader::Open(b.string());
-    ASSERT_EQ(ra->List().size(), rb->List().size());
-    for (const gemmapod::TensorInfo& info : ra->List()) {
-      const gemmapod::Tensor x = ra->Read(info.name), y = rb->Read(info.name);
-      ASSERT_EQ(x.nbytes(), y.nbytes()) << info.name;
-      EXPECT_EQ(std::memcmp(x.raw(), y.raw(), x.nbytes()), 0) << info.name << " differs";
-    }
   }
 
   // Every tensor of two checkpoints within `relative` of b's in the L2 norm. (Element by element
@@ -268,8 +257,9 @@ TEST_F(TrainCli, AKillDuringASaveLosesNothingAndTheResumeIsBitIdentical) {
   EXPECT_TRUE(Contains(resumed.output, "resuming from .*step-00000004.h5 at step 4"))
       << resumed.output;
   EXPECT_EQ(Metrics("killed"), Metrics("whole"));  // every loss, to the last bit
-  ExpectSameWeights(Run("killed") / "model.h5", Run("whole") / "model.h5");
-  ExpectSameWeights(Run("killed") / "step-00000012.h5", Run("whole") / "step-00000012.h5");
+  gemmapod::ExpectSameCheckpoints(Run("killed") / "model.h5", Run("whole") / "model.h5");
+  gemmapod::ExpectSameCheckpoints(Run("killed") / "step-00000012.h5",
+                                  Run("whole") / "step-00000012.h5");
 }
 
 TEST_F(TrainCli, RecomputingLayersGivesTheSameRun) {
@@ -279,7 +269,7 @@ TEST_F(TrainCli, RecomputingLayersGivesTheSameRun) {
       Gemmapod("train --config " + Job("recompute", "recompute", "recompute: true\n"), 120);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(Metrics("recompute"), Metrics("keep"));
-  ExpectSameWeights(Run("recompute") / "model.h5", Run("keep") / "model.h5");
+  gemmapod::ExpectSameCheckpoints(Run("recompute") / "model.h5", Run("keep") / "model.h5");
 }
 
 TEST_F(TrainCli, Bf16WeightsResumeFromTheirF32Masters) {
@@ -293,7 +283,7 @@ TEST_F(TrainCli, Bf16WeightsResumeFromTheirF32Masters) {
                    " --resume-from " + (Run("bf16-whole") / "step-00000008.h5").string(),
                120);
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
-  ExpectSameWeights(Run("bf16-resumed") / "model.h5", Run("bf16-whole") / "model.h5");
+  gemmapod::ExpectSameCheckpoints(Run("bf16-resumed") / "model.h5", Run("bf16-whole") / "model.h5");
   const auto a = Metrics("bf16-whole"), b = Metrics("bf16-resumed");
   for (int64_t step = 9; step <= 12; ++step) {
     EXPECT_EQ(a.at({step, "loss"}), b.at({step, "loss"})) << "step " << step;
@@ -313,7 +303,7 @@ TEST_F(TrainCli, LoraTrainsAdaptersResumesExactlyAndExportsMergedWeights) {
   const Result resumed = Gemmapod("train --config " + job + " --resume", 120);
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_EQ(Metrics("lora-killed"), Metrics("lora-whole"));
-  ExpectSameWeights(Run("lora-killed") / "model.h5", Run("lora-whole") / "model.h5");
+  gemmapod::ExpectSameCheckpoints(Run("lora-killed") / "model.h5", Run("lora-whole") / "model.h5");
   // The export holds merged matrices: adapted ones moved, frozen ones did not.
   const auto base = gemmapod::Hdf5CheckpointReader::Open(model_);
   const auto tuned =
@@ -356,7 +346,7 @@ TEST_F(TrainCli, RecurrentGemmaTrainsAndResumesExactly) {
   const Result resumed = Gemmapod("train --config " + job + " --resume", 120);
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_EQ(Metrics("rg-killed"), metrics);
-  ExpectSameWeights(Run("rg-killed") / "model.h5", Run("rg-whole") / "model.h5");
+  gemmapod::ExpectSameCheckpoints(Run("rg-killed") / "model.h5", Run("rg-whole") / "model.h5");
   const Result g = Gemmapod("generate --model " + (Run("rg-whole") / "model.h5").string() +
                             " --prompt '3 plus 1 is' --max-tokens 3");
   EXPECT_EQ(g.exit_code, 0) << g.output;
@@ -399,7 +389,7 @@ TEST_F(TrainCli, T5GemmaTrainsOnPairsAndResumesExactly) {
   const Result resumed = Gemmapod("train --config " + job("t5-killed") + " --resume", 120);
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_EQ(Metrics("t5-killed"), metrics);
-  ExpectSameWeights(Run("t5-killed") / "model.h5", Run("t5-whole") / "model.h5");
+  gemmapod::ExpectSameCheckpoints(Run("t5-killed") / "model.h5", Run("t5-whole") / "model.h5");
   const Result g = Gemmapod("generate --model " + (Run("t5-whole") / "model.h5").string() +
                             " --prompt '3 plus 1' --max-tokens 3");
   EXPECT_EQ(g.exit_code, 0) << g.output;

@@ -142,6 +142,22 @@ TEST(Rollouts, GreedyAnswersAreGeneratesAndStopWhereTold) {
   }
 }
 
+// The engine holds the trained model's tensors themselves: a change to the weights (what an
+// optimizer step does in place) is what the next rollout samples from, with nothing copied.
+TEST(Rollouts, TheEngineReadsTheTrainedTensorsWithoutACopy) {
+  Fixture f = LoadGemma3();
+  GemmaDecoder engine(f.config, f.weights);
+  EXPECT_EQ(engine.weights().embed_tokens.weight.raw(), f.weights.embed_tokens.weight.raw());
+  EXPECT_EQ(engine.weights().layers[0].q_proj.weight.raw(),
+            f.weights.layers[0].q_proj.weight.raw());
+  const std::vector<std::vector<int32_t>> prompts = {Prompts(f.tokenizer)[0]};
+  const Rollout before = GenerateRollouts(engine, f.tokenizer, prompts, {3}, Sampling(4))[0];
+  Tensor& w = f.weights.layers[0].down_proj.weight;
+  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] *= 1.5f;
+  const Rollout after = GenerateRollouts(engine, f.tokenizer, prompts, {3}, Sampling(4))[0];
+  EXPECT_NE(before.logp[0], after.logp[0]);
+}
+
 TEST(Rewards, BuiltInAndRegistered) {
   const RewardFunction& exact = FindReward("exact_match");
   EXPECT_EQ(exact(" 42\n", "42", ""), 1.0);
