@@ -37,6 +37,7 @@ GemmaGrads GemmaGrads::ZerosFor(const ModelConfig& c, const GemmaWeights& w) {
   if (!HasAdapters(w)) {
     g.embed_tokens = zeros_like(w.embed_tokens.weight);
     g.final_norm = zeros_like(w.final_norm);
+    g.score = zeros_like(w.score.weight);
     return g;
   }
   // Adapter fine-tuning: only the adapters train. Every other parameter is frozen (an undefined
@@ -59,6 +60,7 @@ GemmaGrads GemmaGrads::ZerosFor(const ModelConfig& c, const GemmaWeights& w) {
 void MapGemmaGradients(GemmaWeights& w, GemmaGrads& g, std::map<const Tensor*, Tensor*>& grad_of) {
   grad_of[&w.embed_tokens.weight] = &g.embed_tokens;
   grad_of[&w.final_norm] = &g.final_norm;
+  grad_of[&w.score.weight] = &g.score;
   for (size_t l = 0; l < w.layers.size(); ++l) {
     GemmaLayerWeights& lw = w.layers[l];
     GemmaLayerGrads& lg = g.layers[l];
@@ -278,6 +280,55 @@ TiedHeadGradient TiedHeadLossAndGradient(const Tensor& h, const Tensor& final_no
   return out;
 }
 
+TiedHeadGradient ScoreHeadLossAndGradient(const Tensor& h, const Tensor& final_norm,
+                                          const Linear& score, double rms_norm_eps,
+                                          const std::vector<int64_t>& sequence_start,
+                                          const ScoreObjective& objective, const double* scale,
+                                          Tensor& score_grad, Tensor& final_norm_grad) {
+  GEMMAPOD_CHECK(score.weight.defined() && score.weight.rank() == 2 && score.weight.dim(0) == 1,
+                 "loss: a scoring objective needs the model's scoring head (score.weight [1, d]); "
+                 "this model has none");
+  // Each sequence's last token: the row before the next sequence's start.
+  std::vector<int64_t> last;
+  for (size_t t = 0; t < sequence_start.size(); ++t) {
+    if (t + 1 == sequence_start.size() || sequence_start[t + 1] != sequence_start[t]) {
+      last.push_back(static_cast<int64_t>(t));
+    }
+  }
+  const float eps = static_cast<float>(rms_norm_eps);
+  const auto rows = static_cast<int64_t>(last.size());
+  Tensor x = ActivationLike(h, {rows, h.dim(1)});
+  ops::GatherRows(h, nullptr, last, 1.0f, x);
+  Tensor normed = ActivationLike(x, x.shape());
+  ops::RmsNorm(x, final_norm, eps, normed);
+  Tensor scores = ActivationLike(x, {rows, 1});
+  ops::MatMul(normed, score.weight, scores, MatmulPrecision::kExact);
+  GEMMAPOD_CHECK(scores.device().is_cpu(), "loss: objectives run on the host so far");
+  std::vector<double> s(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) s[static_cast<size_t>(r)] = scores.data<float>()[r];
+  TiedHeadGradient out;
+  if (scale == nullptr) {
+    out.loss = objective(s, nullptr);
+    return out;
+  }
+  std::vector<double> dscore;
+  out.loss = objective(s, &dscore);
+  GEMMAPOD_CHECK(dscore.size() == s.size(), "loss: the objective gave ", dscore.size(),
+                 " slopes for ", s.size(), " scores");
+  Tensor dy = ActivationLike(x, {rows, 1});
+  for (int64_t r = 0; r < rows; ++r) {
+    dy.data<float>()[r] = static_cast<float>(*scale * dscore[static_cast<size_t>(r)]);
+  }
+  if (score_grad.defined()) ops::MatMulGradWeight(dy, normed, score_grad, /*accumulate=*/true);
+  Tensor dnormed = ActivationLike(x, x.shape());
+  ops::MatMulGradInput(dy, score.weight, dnormed);
+  Tensor dx = ActivationLike(x, x.shape());
+  ops::RmsNormBackward(x, final_norm, dnormed, eps, dx, final_norm_grad);
+  out.dh = ZerosOn(h.device(), h.shape());
+  ops::ScatterRows(dx, last, out.dh);
+  return out;
+}
+
 LossSum GemmaLoss(const ModelConfig& c, const GemmaWeights& w, const PackedBatch& batch,
                   const LossParallelism& parallel) {
   GemmaGrads none;
@@ -350,11 +401,16 @@ Tensor GemmaStageLoss::Forward(int64_t micro, PackedBatch batch, const Tensor& i
     return h;
   }
   // The last stage takes the loss's gradient at once, down to the final norm's input: the logits
-  // (targets x vocabulary) never wait for the backward.
-  TiedHeadGradient head = TiedHeadLossAndGradient(
-      h, w_.final_norm, w_.embed_tokens, c_.rms_norm_eps, c_.final_logit_softcap, c_.vocab_size,
-      b.targets, backward != nullptr ? &backward->scale : nullptr, parallel_, grads_.embed_tokens,
-      grads_.final_norm, b.objective);
+  // (targets x vocabulary) never wait for the backward. A reward model's head reads each
+  // sequence's last token instead.
+  const double* scale = backward != nullptr ? &backward->scale : nullptr;
+  TiedHeadGradient head =
+      b.score_objective
+          ? ScoreHeadLossAndGradient(h, w_.final_norm, w_.score, c_.rms_norm_eps, b.sequence_start,
+                                     b.score_objective, scale, grads_.score, grads_.final_norm)
+          : TiedHeadLossAndGradient(h, w_.final_norm, w_.embed_tokens, c_.rms_norm_eps,
+                                    c_.final_logit_softcap, c_.vocab_size, b.targets, scale,
+                                    parallel_, grads_.embed_tokens, grads_.final_norm, b.objective);
   loss = head.loss;
   if (backward == nullptr) return Tensor();
   f->dh = std::move(head.dh);

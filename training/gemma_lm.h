@@ -23,6 +23,7 @@ struct GemmaGrads {
   Tensor embed_tokens;  // f32 [V, d]
   std::vector<GemmaLayerGrads> layers;
   Tensor final_norm;
+  Tensor score;  // a reward model's head
   static GemmaGrads ZerosFor(const ModelConfig& config, const GemmaWeights& weights);
 };
 
@@ -41,6 +42,10 @@ struct LossSum {
 // tensor-parallel rank, which all see the whole log-probabilities.
 using TokenObjective =
     std::function<LossSum(const std::vector<double>& logp, std::vector<double>* dlogp)>;
+// A loss over a scoring head's outputs (a reward model's), one score per sequence of the batch in
+// order, read off its last token: the summed loss, and given `dscore` its slope per score.
+using ScoreObjective =
+    std::function<LossSum(const std::vector<double>& scores, std::vector<double>* dscore)>;
 
 // Sequences packed one after another; each token's target is the next token of its sequence,
 // and `loss_mask` (per token, empty: all) says which targets count (a prompt's do not).
@@ -50,11 +55,16 @@ struct PackedBatch {
   std::vector<int32_t> positions;
   std::vector<int64_t> sequence_start;  // per token: the row its sequence starts at
   TokenObjective objective;             // what the targets are scored by; empty: cross-entropy
+  // Set: the model's scoring head (GemmaWeights::score) reads each sequence's last token instead
+  // of the language-model head, and this scores its outputs.
+  ScoreObjective score_objective;
 };
 PackedBatch PackSequences(const std::vector<std::vector<int32_t>>& sequences,
                           const std::vector<std::vector<uint8_t>>& loss_mask = {});
 
 class AdamW;
+// Whether LoRA adapters are attached to any of the layers' matrices (only they then train).
+bool HasAdapters(const GemmaWeights& weights);
 // The gradient tensor of each of `weights`' tensors (by the weight tensor's address), for
 // registering parameters by the names a weight visitor gives them.
 void MapGemmaGradients(GemmaWeights& weights, GemmaGrads& grads,
@@ -96,6 +106,16 @@ TiedHeadGradient TiedHeadLossAndGradient(const Tensor& h, const Tensor& final_no
                                          const LossParallelism& parallel, Tensor& embed_grad,
                                          Tensor& final_norm_grad,
                                          const TokenObjective& objective = {});
+
+// The last stage of a reward model: each sequence's last row of `h` through the final norm and
+// the scoring head `score` ([1, d]), the objective over the scores, and its gradient for scale *
+// the summed loss (the head's and the final norm's gradients accumulate; the gradient at the
+// final norm's input comes back, zero on the other rows). `scale` null: the loss alone.
+TiedHeadGradient ScoreHeadLossAndGradient(const Tensor& h, const Tensor& final_norm,
+                                          const Linear& score, double rms_norm_eps,
+                                          const std::vector<int64_t>& sequence_start,
+                                          const ScoreObjective& objective, const double* scale,
+                                          Tensor& score_grad, Tensor& final_norm_grad);
 
 // A stage loss's bookkeeping of the micro-batches between their forward and their backward.
 template <typename InFlight>

@@ -159,7 +159,7 @@ TrainingJob ReadTrainingJob(const std::string& path) {
   const fs::path base = fs::path(path).parent_path();
   const YamlMap map = doc.AsMap({"model", "tokenizer", "weights", "data", "steps", "seed", "batch",
                                  "optimizer", "schedule", "checkpoint", "eval", "log", "lora",
-                                 "recompute", "parallel", "objective", "dpo", "grpo"});
+                                 "recompute", "parallel", "objective", "dpo", "grpo", "reward"});
   TrainingJob job;
   job.source = path;
   job.model = PathFrom(map.Require("model"), base);
@@ -235,10 +235,11 @@ TrainingJob ReadTrainingJob(const std::string& path) {
     if (auto i = log.Find("interval")) job.log_interval = PositiveInt(*i, 1);
   }
   if (auto v = map.Find("objective")) {
-    const std::string objective = v->AsChoice({"sft", "dpo", "grpo"});
-    job.objective = objective == "dpo"    ? TrainingJob::Objective::kDpo
-                    : objective == "grpo" ? TrainingJob::Objective::kGrpo
-                                          : TrainingJob::Objective::kSft;
+    const std::string objective = v->AsChoice({"sft", "dpo", "grpo", "reward"});
+    job.objective = objective == "dpo"      ? TrainingJob::Objective::kDpo
+                    : objective == "grpo"   ? TrainingJob::Objective::kGrpo
+                    : objective == "reward" ? TrainingJob::Objective::kReward
+                                            : TrainingJob::Objective::kSft;
   }
   // Each objective's settings, which only it reads, and what its rows rule out.
   const auto settings = [&](const char* key, TrainingJob::Objective objective, const auto& read) {
@@ -255,9 +256,9 @@ TrainingJob ReadTrainingJob(const std::string& path) {
     }
     if (job.eval_exact_match) {
       map.Require("eval").Fail(StrCat("exact_match does not apply to objective: ", key, " (",
-                                      objective == TrainingJob::Objective::kDpo
-                                          ? "the held-out preference accuracy"
-                                          : "the held-out mean reward of greedy answers",
+                                      objective == TrainingJob::Objective::kGrpo
+                                          ? "the held-out mean reward of greedy answers"
+                                          : "the held-out preference accuracy",
                                       " is reported)"));
     }
   };
@@ -265,6 +266,10 @@ TrainingJob ReadTrainingJob(const std::string& path) {
            [&](const YamlValue& v) { ReadDpo(v, base, job.dpo); });
   settings("grpo", TrainingJob::Objective::kGrpo,
            [&](const YamlValue& v) { ReadGrpo(v, job.grpo); });
+  settings("reward", TrainingJob::Objective::kReward, [&](const YamlValue& v) {
+    const YamlMap reward = v.AsMap({"margin"});
+    if (auto m = reward.Find("margin")) job.reward_margin = m->AsNumber();
+  });
   if (job.objective == TrainingJob::Objective::kGrpo) {
     job.grpo.rollout.sampling.temperature = 1.0f;  // sampling from the policy itself
   }

@@ -30,7 +30,9 @@ struct TrainingJob {
   // grpo: on-policy RL: each step samples grpo.group_size answers per prompt with the weights
   // being trained, rewards them (grpo.reward) and takes GRPO's clipped step (batch.sequences then
   // counts prompts).
-  enum class Objective { kSft, kDpo, kGrpo };
+  // reward: a reward model (a scoring head on the model's last token) trained with the
+  // Bradley-Terry loss on the same pairs as dpo.
+  enum class Objective { kSft, kDpo, kGrpo, kReward };
   Objective objective = Objective::kSft;
   struct Dpo {
     PreferenceOptions options;
@@ -39,6 +41,7 @@ struct TrainingJob {
                                        // reference loaded and score each step's pairs
   } dpo;
   GrpoOptions grpo;
+  double reward_margin = 0;  // reward.margin: the Bradley-Terry loss's margin
 
   struct Data {
     std::string train;

@@ -90,6 +90,37 @@ TokenObjective PreferenceObjective(const std::vector<const TrainingExample*>& ro
   };
 }
 
+ScoreObjective BradleyTerryObjective(const std::vector<const TrainingExample*>& rows, double margin,
+                                     PreferenceStats* stats) {
+  GEMMAPOD_CHECK(rows.size() % 2 == 0, "reward: ", rows.size(),
+                 " rows are not chosen/rejected pairs");
+  return [margin, stats, pairs = rows.size() / 2](const std::vector<double>& scores,
+                                                  std::vector<double>* dscore) {
+    GEMMAPOD_CHECK(scores.size() == 2 * pairs, "reward: ", scores.size(), " scores for ", pairs,
+                   " pairs");
+    LossSum total;
+    if (dscore != nullptr) dscore->assign(scores.size(), 0.0);
+    for (size_t p = 0; p < scores.size(); p += 2) {
+      const PairLoss pair = BradleyTerryLoss(scores[p], scores[p + 1], margin);
+      total.sum += pair.loss;
+      total.targets += 1;
+      if (dscore != nullptr) {
+        (*dscore)[p] = pair.slope_chosen;
+        (*dscore)[p + 1] = pair.slope_rejected;
+      }
+      if (stats != nullptr) {
+        stats->pairs += 1;
+        stats->loss += pair.loss;
+        stats->correct += scores[p] > scores[p + 1] ? 1 : 0;
+        stats->ranked += scores[p] > scores[p + 1] ? 1 : 0;
+        stats->chosen_reward += scores[p];
+        stats->rejected_reward += scores[p + 1];
+      }
+    }
+    return total;
+  };
+}
+
 TokenObjective SequenceLogProbObjective(const std::vector<const TrainingExample*>& rows, bool mean,
                                         ReferenceLogProbs& out) {
   return [rows, mean, &out](const std::vector<double>& logp, std::vector<double>* dlogp) {

@@ -51,6 +51,12 @@ TokenObjective PreferenceObjective(const std::vector<const TrainingExample*>& ro
                                    const PreferenceOptions& options,
                                    const ReferenceLogProbs& reference, PreferenceStats* stats);
 
+// A reward model's objective over a micro-batch of PreferenceRows: the Bradley-Terry loss of each
+// pair's scores, -log sigmoid(r_chosen - r_rejected - margin) (LossSum counts pairs); `stats`
+// counts the pairs scored in the right order, and sums the scores as rewards.
+ScoreObjective BradleyTerryObjective(const std::vector<const TrainingExample*>& rows, double margin,
+                                     PreferenceStats* stats);
+
 // Records each example's log-probability (sum or mean of its learned tokens) into `out`: what
 // scoring sequences with a frozen model runs (no gradient; its loss is 0 over the sequences).
 TokenObjective SequenceLogProbObjective(const std::vector<const TrainingExample*>& rows, bool mean,

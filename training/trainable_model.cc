@@ -5,6 +5,7 @@
 
 #include "models/gemma/gemma_decoder.h"
 #include "models/gemma/gemma_shard.h"
+#include "models/layers/device_tensors.h"
 #include "models/layers/parallel.h"
 #include "models/recurrent_gemma/recurrent_gemma_config.h"
 #include "models/recurrent_gemma/recurrent_gemma_shard.h"
@@ -112,6 +113,11 @@ Tensor TrainableModel::StageForward(int64_t, const std::vector<const TrainingExa
 
 Tensor TrainableModel::StageBackward(int64_t, const Tensor&) { NoPipelineStages(family()); }
 
+void TrainableModel::AddScoreHead() {
+  throw Error(StrCat("objective: reward: the scoring head is built for decoder-only Gemma so far; ",
+                     family(), " trains with sft or dpo"));
+}
+
 std::vector<Rollout> TrainableModel::Rollouts(const Tokenizer&,
                                               const std::vector<std::vector<int32_t>>&,
                                               const std::vector<uint64_t>&, const RolloutOptions&) {
@@ -177,13 +183,7 @@ class GemmaTrainable final : public StagedTrainable<GemmaStageLoss> {
         stages_(std::move(stages)),
         parallel_groups_(parallel),
         tp_(parallel.tp != nullptr && parallel.tp->size() > 1 ? parallel.tp : nullptr),
-        parameters_(parallel.model, [this](int rank, const auto& fn) {
-          GemmaWeights scratch;
-          ForEachShardParameter(config_, ShardOfModelRank(rank), scratch,
-                                [&](const GemmaParameter& p, const ParameterSlice& slice, Tensor&) {
-                                  fn(p.name, p.shape, slice);
-                                });
-        }) {
+        parameters_(parallel.model, Holdings()) {
     shard_ = ShardOfModelRank(parallel.model->rank());
     embedding_group_ = TiedEmbeddingGroup(*parallel.model, parallel.stages, 0, parallel.stage);
     parallel_.tp = tp_;
@@ -230,7 +230,22 @@ class GemmaTrainable final : public StagedTrainable<GemmaStageLoss> {
     GemmaStageLoss::GradientScale scale{};
     PackedBatch batch = PackExamples(examples);
     batch.objective = ObjectiveFor(examples);
+    batch.score_objective = ScoreObjectiveFor(examples);
     return stage.Forward(micro, std::move(batch), input, ScaleOf(gradient, scale), loss);
+  }
+  void AddScoreHead() override {
+    if (config_.num_labels > 0) return;  // a reward model already
+    GEMMAPOD_CHECK(!HasAdapters(weights_), "reward: a scoring head trains in full; remove lora:");
+    config_.num_labels = 1;
+    // Zero: every sequence scores 0 until the first step, which moves the head alone.
+    if (shard_.has_head) {
+      weights_.score.weight = ZerosOn(weights_.final_norm.device(), {1, config_.hidden_size});
+      if (weights_.embed_tokens.weight.dtype() == DType::kBF16) {
+        weights_.score.weight = weights_.score.weight.To(DType::kBF16);
+      }
+    }
+    if (parameters_.active())
+      parameters_ = ModelParallelParameters(parallel_groups_.model, Holdings());
   }
   void SyncGradients() override {
     // The tied embedding: the first stage's gradient from the lookups, the last stage's from the
@@ -310,6 +325,16 @@ class GemmaTrainable final : public StagedTrainable<GemmaStageLoss> {
   }
 
  private:
+  // What each model-group rank holds of every parameter, as the checkpoint book reads it.
+  ModelParallelParameters::Visit Holdings() {
+    return [this](int rank, const auto& fn) {
+      GemmaWeights scratch;
+      ForEachShardParameter(config_, ShardOfModelRank(rank), scratch,
+                            [&](const GemmaParameter& p, const ParameterSlice& slice, Tensor&) {
+                              fn(p.name, p.shape, slice);
+                            });
+    };
+  }
   // Model-group rank r is tensor-parallel rank r % tp of stage r / tp.
   GemmaShard ShardOfModelRank(int rank) const {
     const int tp = parallel_groups_.model->size() / static_cast<int>(stages_.size());

@@ -56,6 +56,14 @@ class TrainableModel {
   using ObjectiveOf =
       std::function<TokenObjective(const std::vector<const TrainingExample*>& examples)>;
   void SetObjective(ObjectiveOf objective) { objective_of_ = std::move(objective); }
+  // The same for a scoring head's outputs (a reward model): set, each micro-batch's sequences are
+  // scored by the head GemmaWeights::score at their last token instead of the language-model head.
+  using ScoreObjectiveOf =
+      std::function<ScoreObjective(const std::vector<const TrainingExample*>& examples)>;
+  void SetScoreObjective(ScoreObjectiveOf objective) { score_objective_of_ = std::move(objective); }
+  // Makes the model a reward model: a scoring head of one output, zero, trained with the rest
+  // (before RegisterParameters). A model that has one keeps it; families without one refuse.
+  virtual void AddScoreHead();
   // Encoder-decoder: examples are {"input", "target"} pairs.
   virtual bool seq2seq() const { return false; }
   // The config and every tensor (adapters merged) into a checkpoint being written; `wrote`
@@ -116,9 +124,13 @@ class TrainableModel {
   TokenObjective ObjectiveFor(const std::vector<const TrainingExample*>& examples) const {
     return objective_of_ ? objective_of_(examples) : TokenObjective();
   }
+  ScoreObjective ScoreObjectiveFor(const std::vector<const TrainingExample*>& examples) const {
+    return score_objective_of_ ? score_objective_of_(examples) : ScoreObjective();
+  }
 
  private:
   ObjectiveOf objective_of_;
+  ScoreObjectiveOf score_objective_of_;
 };
 
 // How a model is split over the ranks of one replica: tensor-parallel groups of `tp` ranks, each

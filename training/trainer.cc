@@ -402,6 +402,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   const std::unique_ptr<TrainableModel> model =
       LoadTrainableModel(weights_source, job.weights_dtype == "bf16" ? DType::kBF16 : DType::kF32,
                          ModelParallelism{tp, model_group, stages, stage});
+  // A reward model: the scoring head on the last token, added (zero) to a language model.
+  if (job.objective == TrainingJob::Objective::kReward) model->AddScoreHead();
   if (job.lora) {
     model->AttachLora(*job.lora, job.seed);
     std::fprintf(log, "train: LoRA rank %lld, alpha %g on %s\n",
@@ -434,12 +436,15 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       " MiB free beside the loaded weights",
       host_ranks > 1 ? StrCat(" for each of its ", host_ranks, " ranks") : "",
       "; lower batch.micro_batch or data.max_length, train LoRA adapters, or free memory");
-  const bool preference = job.objective == TrainingJob::Objective::kDpo;
+  // DPO and reward models read preference pairs; DPO also needs the reference's log-probabilities.
+  const bool dpo = job.objective == TrainingJob::Objective::kDpo;
+  const bool reward_model = job.objective == TrainingJob::Objective::kReward;
+  const bool preference = dpo || reward_model;
   const bool grpo = job.objective == TrainingJob::Objective::kGrpo;
   GEMMAPOD_CHECK(!grpo || !model->seq2seq(), job.source,
                  ": objective: grpo is built for decoder-only Gemma so far; ", start, " is a ",
                  model->family());
-  GEMMAPOD_CHECK(!preference || !model->seq2seq(), job.source,
+  GEMMAPOD_CHECK(!dpo || !model->seq2seq(), job.source,
                  ": objective: dpo is built for decoder-only models (Gemma, RecurrentGemma) so "
                  "far; ",
                  start, " is a ", model->family());
@@ -481,7 +486,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       identity["grpo_reference_digest"] = ModelDigest(*Hdf5CheckpointReader::Open(job.model));
     }
   }
-  if (preference) {
+  if (reward_model) identity["reward_margin"] = job.reward_margin;
+  if (dpo) {
     identity["dpo_loss"] =
         std::string(job.dpo.options.loss == PreferenceLoss::kIpo ? "ipo" : "dpo");
     identity["dpo_beta"] = job.dpo.options.beta;
@@ -536,7 +542,7 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   std::unique_ptr<TrainableModel> reference_model;
   PreferenceStats preference_stats;  // of the step or evaluation running
   const bool mean_log_probs = MeanLogProbs(job.dpo.options);
-  if (preference) {
+  if (dpo) {
     const Clock::time_point begin = Clock::now();
     TrainableModel* scorer = model.get();
     if (options.resume || reference_path != job.model || !job.dpo.precompute_reference) {
@@ -568,6 +574,15 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     model->SetObjective([&](const std::vector<const TrainingExample*>& rows) {
       return PreferenceObjective(rows, job.dpo.options, reference, &preference_stats);
     });
+  }
+  if (reward_model) {
+    model->SetScoreObjective([&](const std::vector<const TrainingExample*>& rows) {
+      return BradleyTerryObjective(rows, job.reward_margin, &preference_stats);
+    });
+    std::fprintf(log,
+                 "train: reward model: a scoring head on each sequence's last token, "
+                 "Bradley-Terry loss (margin %g)\n",
+                 job.reward_margin);
   }
   // GRPO: the step's sampled answers (kept until its backward), what their tokens did, and the
   // frozen reference of the KL term (the job's model) when beta > 0.
@@ -746,7 +761,7 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     }
     policy_stats = {};
     double reference_s = -1;
-    if (reference_model && preference) {  // the frozen reference scores this step's pairs first
+    if (reference_model && dpo) {  // the frozen reference scores this step's pairs first
       const Clock::time_point begin = Clock::now();
       ScoreSequences(*reference_model, micro_batches, mean_log_probs, pp, DataParallel(nullptr),
                      reference);

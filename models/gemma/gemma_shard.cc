@@ -94,8 +94,8 @@ void ForEachShardParameter(
       if (s.has_embedding || s.has_head) visit(vocab_rows);
       return;
     }
-    if (p.name == "model.norm.weight") {
-      if (s.has_head) fn(p, whole, slot);
+    if (p.name == "model.norm.weight" || matrix == "score.weight") {
+      if (s.has_head) visit(whole);  // replicated over the last stage's ranks
       return;
     }
     // model.layers.<i>.<rest>

@@ -50,6 +50,7 @@ void ForEachGemmaParameter(const ModelConfig& c, GemmaWeights& w,
     matrix(p + "mlp.down_proj.weight", {d, c.intermediate_size}, l.down_proj);
   }
   norm("model.norm.weight", d, w.final_norm);
+  if (c.num_labels > 0) matrix("score.weight", {c.num_labels, d}, w.score);
 }
 
 void ForEachGemmaLinear(const ModelConfig& c, GemmaWeights& w,

@@ -34,6 +34,7 @@ struct GemmaWeights {
   Linear embed_tokens;  // [V, d]; also the output head (tied)
   std::vector<GemmaLayerWeights> layers;
   Tensor final_norm;  // [d]
+  Linear score;       // [num_labels, d]: a reward model's head (config.num_labels > 0 only)
 };
 
 // What a parameter is: its Hugging Face name, its full logical shape, and whether it is a norm

@@ -69,7 +69,7 @@ int64_t ModelConfig::ParameterCount() const {
   const int64_t norms = (post_norms ? 4 : 2) * d + (qk_norm ? 2 * head_dim : 0);
   const int64_t attention = d * q_width() + 2 * d * kv_width() + q_width() * d;
   const int64_t mlp = 3 * d * intermediate_size;
-  return vocab_size * d + num_layers * (attention + mlp + norms) + d;
+  return vocab_size * d + num_layers * (attention + mlp + norms) + d + num_labels * d;
 }
 
 std::vector<AttentionKind> DefaultLayerKinds(Architecture a, int64_t num_layers) {
@@ -196,6 +196,7 @@ Attributes ToAttributes(const ModelConfig& c) {
   if (c.quantization != WeightQuantization::kNone) {
     a["quantization"] = std::string(WeightQuantizationName(c.quantization));
   }
+  if (c.num_labels > 0) a["num_labels"] = c.num_labels;
   return a;
 }
 
@@ -244,6 +245,10 @@ ModelConfig FromAttributes(const Attributes& a, const std::string& where) {
   c.bos_id = static_cast<int32_t>(GetInt(a, "bos_id", where));
   c.eos_id = static_cast<int32_t>(GetInt(a, "eos_id", where));
   c.pad_id = static_cast<int32_t>(GetInt(a, "pad_id", where));
+  if (a.count("num_labels") != 0) {
+    c.num_labels = GetInt(a, "num_labels", where);
+    GEMMAPOD_CHECK(c.num_labels >= 0, where, ": num_labels: must be >= 0, got ", c.num_labels);
+  }
   if (a.count("quantization") != 0) {
     c.quantization = ParseWeightQuantization(GetString(a, "quantization", where), where);
   }

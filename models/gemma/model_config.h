@@ -80,6 +80,10 @@ struct ModelConfig {
   // A property of the stored weights rather than of the architecture, kept here because it
   // decides which tensors a checkpoint holds (GemmaParameters).
   WeightQuantization quantization = WeightQuantization::kNone;
+  // A sequence-scoring model (a reward model): the number of scores its head ("score.weight",
+  // [num_labels, hidden]) reads off a sequence's last token after the final norm, as Hugging
+  // Face's *ForSequenceClassification. 0: a language model only.
+  int64_t num_labels = 0;
 
   int64_t max_position_embeddings = 8192;
   int32_t bos_id = 2;

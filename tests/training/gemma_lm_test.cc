@@ -199,6 +199,62 @@ TEST(GemmaLm, ADpoObjectivesGradientMatchesFiniteDifferences) {
         48);
 }
 
+// A reward model's head (a [1, d] scoring head on each sequence's last token after the final
+// norm) under the Bradley-Terry loss of a chosen/rejected pair: its gradient, the final norm's and
+// the layers' below it match central differences of the loss, and only the last tokens feed it.
+TEST(GemmaLm, AScoringHeadsGradientMatchesFiniteDifferences) {
+  ModelConfig c = TinyConfig();
+  c.num_labels = 1;
+  GemmaWeights w = RandomGemmaWeights(c, DType::kF32, 10);
+  w.score.weight = Tensor::Empty({1, c.hidden_size}, DType::kF32);
+  for (int64_t i = 0; i < c.hidden_size; ++i) {
+    w.score.weight.data<float>()[i] = 0.1f * static_cast<float>((i * 7) % 11 - 5);
+  }
+  PackedBatch batch = PackSequences({{2, 7, 11, 13, 17, 19}, {2, 7, 11, 5, 9}},
+                                    {{0, 0, 0, 1, 1, 1}, {0, 0, 0, 1, 1}});
+  std::vector<double> seen;
+  batch.score_objective = [&](const std::vector<double>& scores, std::vector<double>* dscore) {
+    seen = scores;
+    const PairLoss p = BradleyTerryLoss(scores[0], scores[1], 0.5);
+    if (dscore != nullptr) *dscore = {p.slope_chosen, p.slope_rejected};
+    return LossSum{p.loss, 1};
+  };
+  GemmaGrads grads = GemmaGrads::ZerosFor(c, w);
+  ASSERT_TRUE(grads.score.defined());
+  GemmaLossAndGradients(c, w, batch, 1.0, grads);
+  ASSERT_EQ(seen.size(), 2u);  // one score per sequence
+  EXPECT_NE(seen[0], seen[1]);
+  const auto loss = [&] { return GemmaLoss(c, w, batch).sum; };
+  const auto check = [&](const char* what, Tensor& param, const Tensor& grad, int64_t count) {
+    double worst = 0, scale = 1e-30;
+    for (int64_t i = 0; i < std::min(count, param.numel()); ++i) {
+      float& v = param.data<float>()[i];
+      const float keep = v;
+      v = keep + 1e-2f;
+      const double up = loss();
+      v = keep - 1e-2f;
+      const double down = loss();
+      v = keep;
+      const double numeric = (up - down) / 2e-2;
+      scale = std::max(scale, std::fabs(numeric));
+      worst = std::max(worst, std::fabs(grad.data<float>()[i] - numeric));
+    }
+    EXPECT_GT(scale, 1e-4) << what << ": the loss does not move";
+    EXPECT_LT(worst / scale, 3e-3) << what;
+  };
+  check("score", w.score.weight, grads.score, c.hidden_size);
+  check("final_norm", w.final_norm, grads.final_norm, c.hidden_size);
+  check("layers.1.down_proj", w.layers[1].down_proj.weight, grads.layers[1].mlp.down_proj.weight,
+        48);
+  check("embed_tokens", w.embed_tokens.weight, grads.embed_tokens, 20 * c.hidden_size);
+  // The language-model head takes no part: the embedding's gradient comes from lookups alone.
+  double untouched = 0;
+  for (int64_t i = 0; i < c.hidden_size; ++i) {
+    untouched += std::abs(grads.embed_tokens.data<float>()[30 * c.hidden_size + i]);
+  }
+  EXPECT_EQ(untouched, 0.0) << "token 30 is in no sequence";
+}
+
 // Recomputing each layer in the backward from its saved input gives the same bits as keeping
 // every activation.
 TEST(GemmaLm, RecomputingLayersGivesTheSameGradients) {

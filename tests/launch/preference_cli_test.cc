@@ -1,8 +1,10 @@
-// `gemmapod train` with objective: dpo on the tiny Gemma 3 fixture and a generated preference set
-// (the right sum of two digits chosen over a wrong one): the held-out loss starts at exactly
-// log 2 (the policy is the reference), DPO and IPO raise the held-out preference accuracy, a run
-// killed during a save resumes bit-identically, every tp/pp/dp layout gives one rank's losses,
-// the reference kept loaded gives the precomputed one's, and mistakes are named.
+// `gemmapod train` on preference pairs, on the tiny Gemma 3 fixture and a generated set (the
+// right sum of two digits chosen over a wrong one). objective: dpo: the held-out loss starts at
+// exactly log 2 (the policy is the reference), DPO and IPO raise the held-out preference
+// accuracy, a run killed during a save resumes bit-identically, every tp/pp/dp layout gives one
+// rank's losses, the reference kept loaded gives the precomputed one's. objective: reward: a
+// reward model learns to rank the held-out pairs, resumes exactly and splits over layouts.
+// Mistakes are named.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -28,10 +30,10 @@ using gemmapod::Gemmapod;
 using Result = gemmapod::CliResult;
 using Metrics = gemmapod::RunMetrics;
 
-class DpoCli : public ::testing::Test {
+class PreferenceCli : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = fs::temp_directory_path() / ("dpo-cli-" + std::to_string(getpid()));
+    dir_ = fs::temp_directory_path() / ("preference-cli-" + std::to_string(getpid()));
     fs::create_directories(dir_);
     convert_ = Gemmapod("convert tests/fixtures/models/gemma3 " + (dir_ / "tiny.h5").string());
     std::ofstream pairs(dir_ / "pairs.jsonl");
@@ -94,7 +96,7 @@ class DpoCli : public ::testing::Test {
   static inline Result convert_;
 };
 
-TEST_F(DpoCli, RaisesHeldOutPreferenceAccuracyAndResumesExactly) {
+TEST_F(PreferenceCli, RaisesHeldOutPreferenceAccuracyAndResumesExactly) {
   ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
   const Result r = Gemmapod("train --config " + Job("dpo", "dpo: {beta: 0.5}\n"), 120);
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -130,7 +132,7 @@ TEST_F(DpoCli, RaisesHeldOutPreferenceAccuracyAndResumesExactly) {
       << other.output;
 }
 
-TEST_F(DpoCli, IpoAndAReferenceKeptLoaded) {
+TEST_F(PreferenceCli, IpoAndAReferenceKeptLoaded) {
   ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
   const Result ipo = Gemmapod("train --config " + Job("ipo", "dpo: {beta: 0.5, loss: ipo}\n"), 120);
   ASSERT_EQ(ipo.exit_code, 0) << ipo.output;
@@ -154,7 +156,7 @@ TEST_F(DpoCli, IpoAndAReferenceKeptLoaded) {
 
 // tp 2, pp 2, tp 2 x pp 2 and 2 replicas give one rank's losses, rewards and accuracies; so does
 // RecurrentGemma under tp 2.
-TEST_F(DpoCli, LayoutsTrainAsOneRank) {
+TEST_F(PreferenceCli, LayoutsTrainAsOneRank) {
   ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
   const std::string dpo = "dpo: {beta: 0.5}\n";
   ASSERT_EQ(Gemmapod("train --config " + Job("one", dpo, 3), 120).exit_code, 0);
@@ -187,7 +189,56 @@ TEST_F(DpoCli, LayoutsTrainAsOneRank) {
   ExpectSameRun(Read("rg-pp"), Read("rg-one"), "rg-pp");
 }
 
-TEST_F(DpoCli, MistakesAreNamed) {
+// A reward model: a zero scoring head added to the language model scores every pair alike at
+// step 0 (loss log 2, nothing ranked); trained with Bradley-Terry it ranks the held-out pairs,
+// exports a model with its head (which still generates), resumes exactly, and tp 2 / pp 2 train
+// as one rank.
+TEST_F(PreferenceCli, ARewardModelRanksHeldOutPairs) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  const auto job = [&](const std::string& run, const std::string& extra, int steps) {
+    std::string path = Job(run, extra, steps);
+    std::ifstream in(path);
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    text.replace(text.find("objective: dpo"), 14, "objective: reward");
+    std::ofstream(path) << text;
+    return path;
+  };
+  const Result r = Gemmapod("train --config " + job("rm", "reward: {margin: 0.0}\n", 12), 120);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "reward model: a scoring head on each sequence's last token"))
+      << r.output;
+  const Metrics m = Read("rm");
+  EXPECT_NEAR(m.at({0, "held_out_loss"}), std::log(2.0), 1e-9);
+  EXPECT_EQ(m.at({0, "held_out_preference_accuracy"}), 0.0);
+  EXPECT_GE(m.at({12, "held_out_preference_accuracy"}), 0.75);
+  EXPECT_GT(m.at({12, "held_out_reward_margin"}), 0.5);
+  {
+    const auto model = gemmapod::Hdf5CheckpointReader::Open((Run("rm") / "model.h5").string());
+    EXPECT_TRUE(model->Has("score.weight"));
+  }
+  const Result g = Gemmapod("generate --model " + (Run("rm") / "model.h5").string() +
+                            " --prompt '3 plus 4 is' --max-tokens 2");
+  EXPECT_EQ(g.exit_code, 0) << g.output;
+
+  const std::string killed = job("rm-killed", "", 12);
+  EXPECT_EQ(Gemmapod("train --config " + killed + " --inject-kill-during-save 8", 120).exit_code,
+            128 + 9);
+  const Result resumed = Gemmapod("train --config " + killed + " --resume", 120);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_EQ(Read("rm-killed"), m);
+  gemmapod::ExpectSameCheckpoints(Run("rm-killed") / "model.h5", Run("rm") / "model.h5");
+
+  ASSERT_EQ(Gemmapod("train --config " + job("rm-one", "", 3), 120).exit_code, 0);
+  for (const std::string parallel : {"{tp: 2}", "{pp: 2}"}) {
+    const std::string run = parallel == "{tp: 2}" ? "rm-tp" : "rm-pp";
+    const Result split = gemmapod::MpirunGemmapod(
+        2, "train --config " + job(run, "parallel: " + parallel + "\n", 3), 240);
+    ASSERT_EQ(split.exit_code, 0) << split.output;
+    ExpectSameRun(Read(run), Read("rm-one"), run);
+  }
+}
+
+TEST_F(PreferenceCli, MistakesAreNamed) {
   ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
   std::ofstream(dir_ / "half.jsonl") << R"({"prompt": "a", "chosen": " b", "rejected": " c"})"
                                      << "\n"
