@@ -33,6 +33,54 @@ std::vector<int32_t> PromptOf(const TrainingExample& e) {
   return {e.tokens.begin(), e.tokens.begin() + e.prompt_length};
 }
 
+// A sampled answer as a training example: the prompt, then the answer's tokens, learned.
+TrainingExample AnswerExample(const std::vector<int32_t>& prompt, const Rollout& rollout,
+                              const TrainingExample& source) {
+  TrainingExample a;
+  a.tokens = prompt;
+  a.learn.assign(a.tokens.size(), 0);
+  a.tokens.insert(a.tokens.end(), rollout.tokens.begin(), rollout.tokens.end());
+  a.learn.resize(a.tokens.size(), 1);
+  a.line = source.line;
+  a.prompt_length = static_cast<int64_t>(prompt.size());
+  a.answer = rollout.text;
+  return a;
+}
+
+// Each answer's reward: the registered function of its text and the source's reference answer,
+// or the reward model's score of the whole sequence (scored in `batches`).
+std::vector<double> Rewards(const std::vector<TrainingExample>& answers,
+                            const std::vector<const TrainingExample*>& source,
+                            const GrpoOptions& options, TrainableModel* reward_model,
+                            const std::vector<std::vector<const TrainingExample*>>& batches) {
+  std::vector<double> rewards;
+  if (reward_model != nullptr) {
+    std::unordered_map<const TrainingExample*, double> scored;
+    reward_model->SetScoreObjective([&](const std::vector<const TrainingExample*>& rows) {
+      return ScoreObjective(
+          [&scored, rows](const std::vector<double>& scores, std::vector<double>* dscore) {
+            GEMMAPOD_CHECK(dscore == nullptr && scores.size() == rows.size(),
+                           "grpo: the reward model scores answers without a gradient");
+            for (size_t i = 0; i < rows.size(); ++i) scored[rows[i]] = scores[i];
+            return LossSum{0.0, static_cast<int64_t>(rows.size())};
+          });
+    });
+    for (const auto& rows : batches) reward_model->Loss(rows);
+    reward_model->SetScoreObjective(nullptr);
+    for (const TrainingExample& a : answers) rewards.push_back(scored.at(&a));
+  } else {
+    const RewardFunction& reward = FindReward(options.reward);
+    for (size_t i = 0; i < answers.size(); ++i) {
+      rewards.push_back(reward(answers[i].answer, source[i]->answer, options.reward_argument));
+    }
+  }
+  for (size_t i = 0; i < rewards.size(); ++i) {
+    GEMMAPOD_CHECK(std::isfinite(rewards[i]), "grpo: reward '", options.reward, "' gave ",
+                   rewards[i], " for the answer to line ", source[i]->line);
+  }
+  return rewards;
+}
+
 RolloutOptions WithStopTokens(RolloutOptions options, const Tokenizer& tokenizer) {
   for (int32_t id : GemmaStopTokens(tokenizer)) options.stop_tokens.push_back(id);
   return options;
@@ -41,7 +89,8 @@ RolloutOptions WithStopTokens(RolloutOptions options, const Tokenizer& tokenizer
 }  // namespace
 
 GrpoRollouts RunGrpoRollouts(TrainableModel& policy, TrainableModel* reference,
-                             const Tokenizer& tokenizer, const GrpoOptions& options,
+                             TrainableModel* reward_model, const Tokenizer& tokenizer,
+                             const GrpoOptions& options,
                              const std::vector<std::vector<const TrainingExample*>>& prompts,
                              int64_t first_prompt, int64_t step_prompts, uint64_t seed,
                              int64_t step, const DataParallel& dp) {
@@ -67,18 +116,29 @@ GrpoRollouts RunGrpoRollouts(TrainableModel& policy, TrainableModel* reference,
   GrpoRollouts out;
   out.generation_s = std::chrono::duration<double>(Clock::now() - begin).count();
 
-  const RewardFunction& reward = FindReward(options.reward);
-  std::vector<double> rewards;
+  // The answers as training examples (prompt + answer, the answer learned), in the prompts'
+  // micro-batches.
+  out.answers.reserve(rollouts.size());
+  for (size_t i = 0; i < rollouts.size(); ++i) {
+    out.answers.push_back(AnswerExample(asked[i], rollouts[i], *source[i]));
+    out.tokens += static_cast<int64_t>(out.answers.back().tokens.size());
+  }
+  size_t next = 0;
+  for (const auto& micro : prompts) {
+    std::vector<const TrainingExample*> rows;
+    for (size_t k = 0; k < micro.size() * static_cast<size_t>(group); ++k) {
+      rows.push_back(&out.answers[next++]);
+    }
+    out.micro_batches.push_back(std::move(rows));
+  }
+  const std::vector<double> rewards =
+      Rewards(out.answers, source, options, reward_model, out.micro_batches);
   std::vector<int64_t> lengths;
   double reward_sum = 0, reward_squares = 0, entropy_sum = 0, stopped = 0;
   int64_t answer_tokens = 0;
   for (size_t i = 0; i < rollouts.size(); ++i) {
-    const double r = reward(rollouts[i].text, source[i]->answer, options.reward_argument);
-    GEMMAPOD_CHECK(std::isfinite(r), "grpo: reward '", options.reward, "' gave ", r,
-                   " for the answer to line ", source[i]->line);
-    rewards.push_back(r);
-    reward_sum += r;
-    reward_squares += r * r;
+    reward_sum += rewards[i];
+    reward_squares += rewards[i] * rewards[i];
     lengths.push_back(static_cast<int64_t>(rollouts[i].tokens.size()));
     answer_tokens += lengths.back();
     for (double h : rollouts[i].entropy) entropy_sum += h;
@@ -95,27 +155,8 @@ GrpoRollouts RunGrpoRollouts(TrainableModel& policy, TrainableModel* reference,
              ? static_cast<double>(answer_tokens) / all_tokens
              : static_cast<double>(rollouts.size()) / all_answers;
   }
-  out.answers.reserve(rollouts.size());
   for (size_t i = 0; i < rollouts.size(); ++i) {
-    TrainingExample a;
-    a.tokens = asked[i];
-    a.learn.assign(a.tokens.size(), 0);
-    a.tokens.insert(a.tokens.end(), rollouts[i].tokens.begin(), rollouts[i].tokens.end());
-    a.learn.resize(a.tokens.size(), 1);
-    a.line = source[i]->line;
-    a.prompt_length = static_cast<int64_t>(asked[i].size());
-    a.answer = rollouts[i].text;
-    out.tokens += static_cast<int64_t>(a.tokens.size());
-    out.answers.push_back(std::move(a));
-    out.samples[&out.answers.back()] = {rollouts[i].logp, {}, advantages[i], weights[i]};
-  }
-  size_t next = 0;
-  for (const auto& micro : prompts) {
-    std::vector<const TrainingExample*> rows;
-    for (size_t k = 0; k < micro.size() * static_cast<size_t>(group); ++k) {
-      rows.push_back(&out.answers[next++]);
-    }
-    out.micro_batches.push_back(std::move(rows));
+    out.samples[&out.answers[i]] = {rollouts[i].logp, {}, advantages[i], weights[i]};
   }
   if (reference != nullptr) {  // the KL term's reference log-probabilities
     const Clock::time_point scoring = Clock::now();
@@ -139,19 +180,27 @@ GrpoRollouts RunGrpoRollouts(TrainableModel& policy, TrainableModel* reference,
   return out;
 }
 
-double HeldOutReward(TrainableModel& policy, const Tokenizer& tokenizer, const GrpoOptions& options,
+double HeldOutReward(TrainableModel& policy, TrainableModel* reward_model,
+                     const Tokenizer& tokenizer, const GrpoOptions& options,
                      const std::vector<TrainingExample>& held_out) {
   std::vector<std::vector<int32_t>> prompts;
-  for (const TrainingExample& e : held_out) prompts.push_back(PromptOf(e));
+  std::vector<const TrainingExample*> source;
+  for (const TrainingExample& e : held_out) {
+    prompts.push_back(PromptOf(e));
+    source.push_back(&e);
+  }
   RolloutOptions greedy = WithStopTokens(options.rollout, tokenizer);
   greedy.sampling = SamplingParams{};  // temperature 0: the policy's most likely answer
-  const std::vector<Rollout> answers =
+  const std::vector<Rollout> rollouts =
       policy.Rollouts(tokenizer, prompts, std::vector<uint64_t>(prompts.size(), 0), greedy);
-  const RewardFunction& reward = FindReward(options.reward);
-  double total = 0;
-  for (size_t i = 0; i < answers.size(); ++i) {
-    total += reward(answers[i].text, held_out[i].answer, options.reward_argument);
+  std::vector<TrainingExample> answers;
+  for (size_t i = 0; i < rollouts.size(); ++i) {
+    answers.push_back(AnswerExample(prompts[i], rollouts[i], held_out[i]));
   }
+  std::vector<std::vector<const TrainingExample*>> batches(1);
+  for (const TrainingExample& a : answers) batches[0].push_back(&a);
+  double total = 0;
+  for (double r : Rewards(answers, source, options, reward_model, batches)) total += r;
   return total;
 }
 

@@ -32,15 +32,18 @@ struct GrpoRollouts {
 // their answer, the reward's reference); `first_prompt` the index of its first prompt in the
 // step and `step_prompts` the step's prompts over every replica. Answer g of prompt p is sampled
 // with a seed of (job seed, step, p, g), so any layout draws the same answers. `reference`
-// (beta > 0) scores the answers' tokens.
+// (beta > 0) scores the answers' tokens; `reward_model` (grpo.reward: model; null otherwise)
+// scores each answer in place of the reward function.
 GrpoRollouts RunGrpoRollouts(TrainableModel& policy, TrainableModel* reference,
-                             const Tokenizer& tokenizer, const GrpoOptions& options,
+                             TrainableModel* reward_model, const Tokenizer& tokenizer,
+                             const GrpoOptions& options,
                              const std::vector<std::vector<const TrainingExample*>>& prompts,
                              int64_t first_prompt, int64_t step_prompts, uint64_t seed,
                              int64_t step, const DataParallel& dp);
 
 // Greedy answers to `held_out` (this replica's) and their summed reward.
-double HeldOutReward(TrainableModel& policy, const Tokenizer& tokenizer, const GrpoOptions& options,
+double HeldOutReward(TrainableModel& policy, TrainableModel* reward_model,
+                     const Tokenizer& tokenizer, const GrpoOptions& options,
                      const std::vector<TrainingExample>& held_out);
 
 }  // namespace gemmapod

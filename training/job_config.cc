@@ -115,9 +115,10 @@ void ReadDpo(const YamlValue& value, const fs::path& base, TrainingJob::Dpo& dpo
   if (auto v = map.Find("precompute_reference")) dpo.precompute_reference = v->AsBool();
 }
 
-void ReadGrpo(const YamlValue& value, GrpoOptions& grpo) {
-  const YamlMap map = value.AsMap({"group_size", "clip", "beta", "kl", "loss_normalization",
-                                   "max_new_tokens", "stop", "reward", "reward_argument"});
+void ReadGrpo(const YamlValue& value, const fs::path& base, GrpoOptions& grpo) {
+  const YamlMap map =
+      value.AsMap({"group_size", "clip", "beta", "kl", "loss_normalization", "max_new_tokens",
+                   "stop", "reward", "reward_argument", "reward_model"});
   if (auto v = map.Find("group_size")) grpo.group_size = PositiveInt(*v, 2);
   if (auto v = map.Find("clip")) grpo.clip = NumberIn(*v, 0, 1, true);
   if (auto v = map.Find("beta")) {
@@ -138,10 +139,17 @@ void ReadGrpo(const YamlValue& value, GrpoOptions& grpo) {
   if (auto v = map.Find("reward")) {
     grpo.reward = v->AsString();
     try {
-      FindReward(grpo.reward);
+      if (grpo.reward != "model") FindReward(grpo.reward);
     } catch (const Error& e) {
-      v->Fail(e.what());
+      v->Fail(StrCat(e.what(), ", or model (a reward model's scores, grpo.reward_model)"));
     }
+  }
+  if (auto v = map.Find("reward_model")) {
+    grpo.reward_model = PathFrom(*v, base);
+    if (grpo.reward != "model") v->Fail("a reward model scores answers with reward: model");
+  }
+  if (grpo.reward == "model" && grpo.reward_model.empty()) {
+    value.Fail("reward: model needs reward_model: (a checkpoint written by objective: reward)");
   }
   if (auto v = map.Find("reward_argument")) grpo.reward_argument = v->AsString();
   try {
@@ -265,7 +273,7 @@ TrainingJob ReadTrainingJob(const std::string& path) {
   settings("dpo", TrainingJob::Objective::kDpo,
            [&](const YamlValue& v) { ReadDpo(v, base, job.dpo); });
   settings("grpo", TrainingJob::Objective::kGrpo,
-           [&](const YamlValue& v) { ReadGrpo(v, job.grpo); });
+           [&](const YamlValue& v) { ReadGrpo(v, base, job.grpo); });
   settings("reward", TrainingJob::Objective::kReward, [&](const YamlValue& v) {
     const YamlMap reward = v.AsMap({"margin"});
     if (auto m = reward.Find("margin")) job.reward_margin = m->AsNumber();

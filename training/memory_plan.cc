@@ -35,6 +35,8 @@ TrainingMemory FullTrainingMemory(int64_t params, const TrainingJob& job, int64_
   if ((pairs && !job.dpo.precompute_reference) || (grpo && job.grpo.beta > 0)) {
     m.reference = m.weights;
   }
+  // A reward model scoring the answers: counted at the policy's size.
+  if (grpo && !job.grpo.reward_model.empty()) m.reference += m.weights;
   return m;
 }
 
@@ -85,7 +87,7 @@ std::string RenderTrainingMemory(const TrainingMemory& m) {
   std::ostringstream out;
   out << "memory: weights " << Mib(m.weights) << ", gradients " << Mib(m.gradients)
       << ", optimizer " << Mib(m.optimizer)
-      << (m.reference > 0 ? ", reference model " + Mib(m.reference) : std::string())
+      << (m.reference > 0 ? ", frozen models " + Mib(m.reference) : std::string())
       << (m.rollout_cache > 0 ? ", rollout KV cache " + Mib(m.rollout_cache) : std::string())
       << ", activations " << Mib(m.activations) << " and logits " << Mib(m.head)
       << " per micro-batch of " << m.micro_batch_tokens << " tokens at most; total "

@@ -16,8 +16,8 @@ struct TrainingMemory {
   int64_t gradients = 0;      // f32, for what trains
   int64_t optimizer = 0;      // AdamW's f32 moments (+ f32 masters of bf16 weights)
   int64_t activations = 0;    // what the layers keep for the backward, per micro-batch
-  int64_t reference = 0;      // a frozen reference model kept loaded (DPO without precomputing,
-                              // GRPO with a KL term)
+  int64_t reference = 0;      // frozen models kept loaded: a reference (DPO without
+                              // precomputing, GRPO with a KL term) and GRPO's reward model
   int64_t rollout_cache = 0;  // GRPO: the rollout engine's KV cache for a step's answers
   int64_t head = 0;           // logits and their gradient for the rows with a target
   int64_t trainable_parameters = 0;

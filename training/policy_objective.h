@@ -23,9 +23,10 @@ struct GrpoOptions {
   double beta = 0.0;       // the KL term's coefficient; 0: no reference model
   KlEstimator kl = KlEstimator::kK3;
   LossNormalization normalization = LossNormalization::kToken;
-  RolloutOptions rollout;  // max_new_tokens and stop strings; sampling from the policy
-  std::string reward = "exact_match";
-  std::string reward_argument;  // the regex reward's pattern
+  RolloutOptions rollout;              // max_new_tokens and stop strings; sampling from the policy
+  std::string reward = "exact_match";  // a registered reward, or "model"
+  std::string reward_argument;         // the regex reward's pattern
+  std::string reward_model;            // reward "model": a reward model's checkpoint
 };
 
 // What a step keeps of each sampled answer between generation and its backward.

@@ -482,6 +482,10 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     identity["grpo_loss_normalization"] = std::string(LossNormalizationName(g.normalization));
     identity["grpo_max_new_tokens"] = g.rollout.max_new_tokens;
     identity["grpo_reward"] = g.reward + ":" + g.reward_argument;
+    if (!g.reward_model.empty()) {
+      identity["grpo_reward_model_digest"] =
+          ModelDigest(*Hdf5CheckpointReader::Open(g.reward_model));
+    }
     if (g.beta > 0) {
       identity["grpo_reference_digest"] = ModelDigest(*Hdf5CheckpointReader::Open(job.model));
     }
@@ -588,6 +592,15 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   // frozen reference of the KL term (the job's model) when beta > 0.
   GrpoRollouts rollouts;
   PolicyStats policy_stats;
+  std::unique_ptr<TrainableModel> grpo_reward_model;  // grpo.reward: model
+  if (grpo && !job.grpo.reward_model.empty()) {
+    grpo_reward_model = LoadTrainableModel(*Hdf5CheckpointReader::Open(job.grpo.reward_model),
+                                           job.weights_dtype == "bf16" ? DType::kBF16 : DType::kF32,
+                                           ModelParallelism{tp, model_group, stages, stage});
+    GEMMAPOD_CHECK(grpo_reward_model->vocab_size() == model->vocab_size(), job.source,
+                   ": grpo.reward_model ", job.grpo.reward_model, " reads a vocabulary of ",
+                   grpo_reward_model->vocab_size(), " tokens and the model ", model->vocab_size());
+  }
   if (grpo) {
     if (job.grpo.beta > 0) {
       reference_model = LoadTrainableModel(*Hdf5CheckpointReader::Open(job.model),
@@ -619,7 +632,8 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   const auto evaluate = [&](int64_t step) {
     if (split.held_out.empty()) return;
     if (grpo) {  // greedy answers to the held-out prompts, rewarded
-      const double total = dp.Sum(HeldOutReward(*model, tokenizer, job.grpo, held_out_share));
+      const double total = dp.Sum(
+          HeldOutReward(*model, grpo_reward_model.get(), tokenizer, job.grpo, held_out_share));
       const double mean = total / static_cast<double>(split.held_out.size());
       summary.held_out_reward = mean;
       metrics.held_out.push_back({step, mean});
@@ -752,9 +766,9 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       if (micro_targets > 0) micro_batches.push_back(std::move(micro));
     }
     if (grpo) {  // the prompts' answers, sampled with the current weights, become the step's rows
-      rollouts =
-          RunGrpoRollouts(*model, reference_model.get(), tokenizer, job.grpo, micro_batches,
-                          first_micro * job.micro_batch, job.batch_sequences, job.seed, step, dp);
+      rollouts = RunGrpoRollouts(*model, reference_model.get(), grpo_reward_model.get(), tokenizer,
+                                 job.grpo, micro_batches, first_micro * job.micro_batch,
+                                 job.batch_sequences, job.seed, step, dp);
       micro_batches = rollouts.micro_batches;
       tokens = dp.Sum(rollouts.tokens);
       targets = 1;  // the answers' loss weights normalise the step already

@@ -125,7 +125,7 @@ TEST_F(GrpoCli, ReplicasAndTheKlTerm) {
   const Result two = gemmapod::MpirunGemmapod(2, "train --config " + Job("kl-two", kl, 3), 240);
   ASSERT_EQ(two.exit_code, 0) << two.output;
   EXPECT_TRUE(Contains(two.output, "KL k3 x 0.05 against the model")) << two.output;
-  EXPECT_TRUE(Contains(two.output, "reference model 1.3 MiB")) << two.output;
+  EXPECT_TRUE(Contains(two.output, "frozen models 1.3 MiB")) << two.output;
   const Metrics want = Read("kl-one"), got = Read("kl-two");
   ASSERT_EQ(got.size(), want.size());
   for (const auto& [key, value] : want) {
@@ -136,6 +136,40 @@ TEST_F(GrpoCli, ReplicasAndTheKlTerm) {
   }
   EXPECT_GT(want.at({2, "kl"}), 0.0);  // the policy moved away from the reference after step 1
   EXPECT_EQ(want.at({1, "kl"}), 0.0);  // and not before
+}
+
+// Rewards from a trained reward model: one trained on preference pairs (the right sum over a
+// wrong one) scores each answer, and GRPO raises the mean score of the greedy held-out answers.
+TEST_F(GrpoCli, ARewardModelScoresTheAnswers) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  {
+    std::ofstream pairs(dir_ / "pairs.jsonl");
+    for (int i = 0; i < 40; ++i) {
+      const int a = i % 10, b = (i * 7) % 10;
+      pairs << R"({"prompt": ")" << a << " plus " << b << R"( is", "chosen": " )" << a + b
+            << R"(", "rejected": " the"})"
+            << "\n";
+    }
+  }
+  const std::string rm = (dir_ / "rm.yaml").string();
+  std::ofstream(rm) << "model: tiny.h5\nobjective: reward\n"
+                    << "data: {train: pairs.jsonl, max_length: 64}\nsteps: 12\n"
+                    << "batch: {sequences: 4}\noptimizer: {lr: 1e-2}\n"
+                    << "checkpoint: {dir: rm}\n";
+  const Result trained = Gemmapod("train --config " + rm, 120);
+  ASSERT_EQ(trained.exit_code, 0) << trained.output;
+  const Result r = Gemmapod(
+      "train --config " +
+          Job("by-model",
+              "group_size: 8, max_new_tokens: 4, reward: model, reward_model: rm/model.h5"),
+      180);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "reward model")) << r.output;
+  const Metrics m = Read("by-model");
+  EXPECT_GT(m.at({12, "held_out_reward"}), m.at({0, "held_out_reward"}));
+  EXPECT_GT(m.at({12, "reward_mean"}), m.at({1, "reward_mean"}));
+  const Result missing = Gemmapod("train --config " + Job("no-model", "reward: model"));
+  EXPECT_TRUE(Contains(missing.output, "reward: model needs reward_model:")) << missing.output;
 }
 
 TEST_F(GrpoCli, MistakesAreNamed) {

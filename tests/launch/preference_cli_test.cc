@@ -144,7 +144,7 @@ TEST_F(PreferenceCli, IpoAndAReferenceKeptLoaded) {
   // run is the precomputed one's (to rounding: the pairs are batched differently).
   const Result plan =
       Gemmapod("plan --train " + Job("kept", "dpo: {beta: 0.5, precompute_reference: false}\n", 4));
-  EXPECT_TRUE(Contains(plan.output, "reference model 1.3 MiB")) << plan.output;
+  EXPECT_TRUE(Contains(plan.output, "frozen models 1.3 MiB")) << plan.output;
   const Result kept = Gemmapod(
       "train --config " + Job("kept", "dpo: {beta: 0.5, precompute_reference: false}\n", 4), 120);
   ASSERT_EQ(kept.exit_code, 0) << kept.output;
