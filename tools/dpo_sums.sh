@@ -3,7 +3,8 @@
 # of two two-digit numbers over a plausible wrong one (examples/dpo-sums/job.yaml). Fetches and
 # converts the model as tools/main_job.sh does, writes the pairs (tools/make_sums_task.py --form pairs:
 # 800 training and 100 held-out) into build/dpo-sums/, and trains; the held-out preference and
-# ranking accuracies are printed before training and at every evaluation. Other arguments go to
+# ranking accuracies are printed before training and at every evaluation. --reward trains a reward
+# model on the same pairs instead (examples/reward-sums/job.yaml). Other arguments go to
 # `gemmapod train` (e.g. --resume).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,4 +16,9 @@ if [[ ! -f $model || $model -ot $gguf || $model -ot $gemmapod ]]; then
   "$gemmapod" convert "$gguf" "$model" --dtype bf16 --force
 fi
 python3 tools/make_sums_task.py build/dpo-sums --form pairs
-exec "$gemmapod" train --config examples/dpo-sums/job.yaml "$@"
+job=examples/dpo-sums/job.yaml
+if [[ ${1:-} == --reward ]]; then
+  job=examples/reward-sums/job.yaml
+  shift
+fi
+exec "$gemmapod" train --config "$job" "$@"

@@ -58,7 +58,8 @@ std::string Escape(const std::string& text) {
 }  // namespace
 
 std::string LossCurveSvg(const std::vector<CurvePoint>& train,
-                         const std::vector<CurvePoint>& held_out, const std::string& title) {
+                         const std::vector<CurvePoint>& held_out, const std::string& title,
+                         const std::string& quantity) {
   double max_step = 1, lo = INFINITY, hi = -INFINITY;
   for (const auto* curve : {&train, &held_out}) {
     for (const CurvePoint& p : *curve) {
@@ -98,7 +99,7 @@ std::string LossCurveSvg(const std::vector<CurvePoint>& train,
                 "\" fill=\"none\" stroke=\"#333\"/>\n", "<text x=\"", kLeft + plot_w / 2, "\" y=\"",
                 kHeight - 10, "\" text-anchor=\"middle\">step</text>\n", "<text x=\"16\" y=\"",
                 kTop + plot_h / 2, "\" text-anchor=\"middle\" ", "transform=\"rotate(-90 16 ",
-                kTop + plot_h / 2, ")\">loss</text>\n");
+                kTop + plot_h / 2, ")\">", quantity, "</text>\n");
   const auto polyline = [&](const std::vector<CurvePoint>& curve, const char* color, bool dots) {
     std::string points;
     for (const CurvePoint& p : curve) {

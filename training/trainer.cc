@@ -118,6 +118,9 @@ void CheckSameRun(const Attributes& saved, const Attributes& job, const std::str
 }
 
 struct Metrics {
+  // The curves: the loss and the held-out loss, or for GRPO the answers' mean reward and the
+  // held-out greedy answers' (the keys of metrics.jsonl they come from).
+  std::string train_key = "loss", held_out_key = "held_out_loss";
   std::vector<CurvePoint> train, held_out;
   std::string path;
   std::FILE* file = nullptr;  // null on the replicas that do not write (rank > 0)
@@ -148,9 +151,11 @@ void OpenMetrics(const std::string& dir, int64_t resumed_step, bool resume, Metr
         continue;  // a torn last line, or a step that runs again
       }
       const int64_t step = j["step"].get<int64_t>();
-      if (j.contains("loss") && j["loss"].is_number()) m.train.push_back({step, j["loss"]});
-      if (j.contains("held_out_loss") && j["held_out_loss"].is_number()) {
-        m.held_out.push_back({step, j["held_out_loss"]});
+      if (j.contains(m.train_key) && j[m.train_key].is_number()) {
+        m.train.push_back({step, j[m.train_key]});
+      }
+      if (j.contains(m.held_out_key) && j[m.held_out_key].is_number()) {
+        m.held_out.push_back({step, j[m.held_out_key]});
       }
       kept += line + "\n";
     }
@@ -623,6 +628,10 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   }
 
   Metrics metrics;
+  if (grpo) {
+    metrics.train_key = "reward_mean";
+    metrics.held_out_key = "held_out_reward";
+  }
   if (speaker) OpenMetrics(dir, state.step, options.resume, metrics);
   BatchStream stream(split.train, job.seed, job.data.shuffle, job.data.packing, max_length,
                      state.cursor);
@@ -719,9 +728,10 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     SaveTrainingCheckpoint(path, *model, tokenizer_bytes, optimizer, state, progress, state_of);
     PruneTrainingCheckpoints(dir, job.checkpoint.keep);
     WriteTextFileAtomically(
-        (fs::path(dir) / kLossCurveFile).string(),
+        (fs::path(dir) / (grpo ? kRewardCurveFile : kLossCurveFile)).string(),
         LossCurveSvg(metrics.train, metrics.held_out,
-                     "gemmapod train: " + fs::path(job.source).filename().string()));
+                     "gemmapod train: " + fs::path(job.source).filename().string(),
+                     grpo ? "reward" : "loss"));
     // The peak so far includes the save's gathering (the plan's save_gather, and what the
     // libraries add to it).
     std::fprintf(log, "step %lld/%lld | saved %s (%.1f s; peak resident memory %lld MiB)\n",
@@ -839,7 +849,7 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
     window_tokens += tokens;
     summary.last_step = step;
     summary.last_loss = step_loss;
-    metrics.train.push_back({step, step_loss});
+    metrics.train.push_back({step, grpo ? rollouts.reward_mean : step_loss});
     nlohmann::json line = {{"step", step},
                            {"loss", step_loss},
                            {"lr", lr},

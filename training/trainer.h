@@ -36,6 +36,7 @@ struct TrainRunSummary {
 // Files of a run directory beside its checkpoints.
 inline constexpr const char* kMetricsFile = "metrics.jsonl";
 inline constexpr const char* kLossCurveFile = "loss.svg";
+inline constexpr const char* kRewardCurveFile = "reward.svg";  // GRPO: rewards against the step
 inline constexpr const char* kExportedModelFile = "model.h5";
 
 class Communicator;

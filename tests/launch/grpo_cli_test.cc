@@ -86,6 +86,12 @@ TEST_F(GrpoCli, LearnsARegexRewardAndResumesExactly) {
                        "step 12/12 \\| loss [-0-9.e]+ \\| reward [0-9.]+ \\+- [0-9.]+ "
                        "\\| len [0-9.]+ \\| gen [0-9.]+ s"))
       << r.output;
+  // The curves are the rewards: the answers' mean and the held-out greedy answers'.
+  std::ifstream svg(Run("grpo") / "reward.svg");
+  const std::string picture((std::istreambuf_iterator<char>(svg)), {});
+  EXPECT_NE(picture.find(">reward</text>"), std::string::npos) << picture.substr(0, 300);
+  EXPECT_NE(picture.find("<polyline"), std::string::npos);
+  EXPECT_FALSE(fs::exists(Run("grpo") / "loss.svg"));
   const Metrics m = Read("grpo");
   EXPECT_EQ(m.at({0, "held_out_reward"}), 0.0);  // the random model writes no digit greedily
   EXPECT_GE(m.at({12, "held_out_reward"}), 0.75);
