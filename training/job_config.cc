@@ -117,9 +117,10 @@ void ReadDpo(const YamlValue& value, const fs::path& base, TrainingJob::Dpo& dpo
 
 void ReadGrpo(const YamlValue& value, const fs::path& base, GrpoOptions& grpo) {
   const YamlMap map =
-      value.AsMap({"group_size", "clip", "beta", "kl", "loss_normalization", "max_new_tokens",
-                   "stop", "reward", "reward_argument", "reward_model"});
+      value.AsMap({"group_size", "epochs", "clip", "beta", "kl", "loss_normalization",
+                   "max_new_tokens", "stop", "reward", "reward_argument", "reward_model"});
   if (auto v = map.Find("group_size")) grpo.group_size = PositiveInt(*v, 2);
+  if (auto v = map.Find("epochs")) grpo.epochs = PositiveInt(*v, 1);
   if (auto v = map.Find("clip")) grpo.clip = NumberIn(*v, 0, 1, true);
   if (auto v = map.Find("beta")) {
     grpo.beta = v->AsNumber();

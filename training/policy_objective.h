@@ -19,6 +19,7 @@ namespace gemmapod {
 
 struct GrpoOptions {
   int64_t group_size = 8;  // answers sampled per prompt
+  int64_t epochs = 1;      // optimizer steps over each step's answers
   double clip = 0.2;       // eps of the clipped ratio
   double beta = 0.0;       // the KL term's coefficient; 0: no reference model
   KlEstimator kl = KlEstimator::kK3;

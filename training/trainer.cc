@@ -481,6 +481,7 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   if (grpo) {
     const GrpoOptions& g = job.grpo;
     identity["grpo_group_size"] = g.group_size;
+    identity["grpo_epochs"] = g.epochs;
     identity["grpo_clip"] = g.clip;
     identity["grpo_beta"] = g.beta;
     identity["grpo_kl"] = std::string(KlEstimatorName(g.kl));
@@ -792,56 +793,65 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       reference_s = Seconds(begin);
     }
     preference_stats = {};
-    double bubble = -1;
-    if (pp != nullptr && !micro_batches.empty()) {
-      const TrainableModel::StageGradient gradient{1.0 / static_cast<double>(targets),
-                                                   job.recompute};
-      const Clock::time_point begin = Clock::now();
-      const PipelineStepResult part =
-          RunPipelineInstructions(StageInstructions(job.pipeline_schedule, stages, stage,
-                                                    static_cast<int64_t>(micro_batches.size())),
-                                  *pp, *model, micro_batches, &gradient, layer_done);
-      // The share of the stages' time spent waiting: 1 - their busy time over stages x the
-      // pipeline's wall time.
-      const DataParallel pipeline(pp);
-      const double busy = pipeline.Sum(part.busy_s), wall = pipeline.Sum(Seconds(begin));
-      bubble = wall > 0 ? 1.0 - busy / wall : 0.0;
-      loss = pipeline.Sum(part.loss);
-    } else {
-      for (size_t m = 0; m < micro_batches.size(); ++m) {
-        // The last micro-batch's backward leaves each layer's gradients final as it goes.
-        if (m + 1 == micro_batches.size()) model->SetLayerDone(layer_done);
-        const LossSum part = model->LossAndGradients(
-            micro_batches[m], 1.0 / static_cast<double>(targets), job.recompute);
-        loss.sum += part.sum;
-        loss.targets += part.targets;
-      }
-      model->SetLayerDone(nullptr);
-    }
-    model->SyncGradients();
-    if (dp.sharded()) {
-      dp.ReduceScatterGradients(optimizer);
-    } else if (overlapped) {
-      overlapped->Finish();
-    } else {
-      dp.SumGradients(optimizer);
-    }
-    loss = dp.Sum(loss);
-    // GRPO's weights make the sum the step's loss; the other objectives are means.
-    const double step_loss = grpo ? loss.sum : loss.mean();
-    GEMMAPOD_CHECK(std::isfinite(loss.sum), "train: step ", step, ": the loss is ", loss.sum,
-                   "; stopping before the weights take it (lower optimizer.lr?)");
+    // GRPO's epochs are that many optimizer steps over the same answers, the generator's
+    // log-probabilities staying the ratio's old policy (so the clip binds from the second); one
+    // step otherwise.
+    const int64_t updates = grpo ? job.grpo.epochs : 1;
     const double lr = job.schedule.At(step);
-    // The global norm: this rank's share, the replicas' shares (sharded state) and the model
-    // group's (each shard's and stage's; a parameter held twice counted once), added in rank
-    // order.
-    double squares = optimizer.OwnedGradSquares();
-    if (dp.sharded()) squares = dp.Sum(squares);
-    if (model_group != nullptr) squares = DataParallel(model_group).Sum(squares);
-    const double grad_norm =
-        optimizer.Step(static_cast<float>(lr), job.max_grad_norm, std::sqrt(squares));
-    if (dp.sharded()) dp.AllGatherUpdates(optimizer);
-    optimizer.ZeroGrad();
+    double bubble = -1, grad_norm = 0, loss_total = 0, sampled_gap = 0;
+    for (int64_t update = 0; update < updates; ++update) {
+      loss = LossSum{};
+      if (pp != nullptr && !micro_batches.empty()) {
+        const TrainableModel::StageGradient gradient{1.0 / static_cast<double>(targets),
+                                                     job.recompute};
+        const Clock::time_point begin = Clock::now();
+        const PipelineStepResult part =
+            RunPipelineInstructions(StageInstructions(job.pipeline_schedule, stages, stage,
+                                                      static_cast<int64_t>(micro_batches.size())),
+                                    *pp, *model, micro_batches, &gradient, layer_done);
+        // The share of the stages' time spent waiting: 1 - their busy time over stages x the
+        // pipeline's wall time.
+        const DataParallel pipeline(pp);
+        const double busy = pipeline.Sum(part.busy_s), wall = pipeline.Sum(Seconds(begin));
+        bubble = wall > 0 ? 1.0 - busy / wall : 0.0;
+        loss = pipeline.Sum(part.loss);
+      } else {
+        for (size_t m = 0; m < micro_batches.size(); ++m) {
+          // The last micro-batch's backward leaves each layer's gradients final as it goes.
+          if (m + 1 == micro_batches.size()) model->SetLayerDone(layer_done);
+          const LossSum part = model->LossAndGradients(
+              micro_batches[m], 1.0 / static_cast<double>(targets), job.recompute);
+          loss.sum += part.sum;
+          loss.targets += part.targets;
+        }
+        model->SetLayerDone(nullptr);
+      }
+      model->SyncGradients();
+      if (dp.sharded()) {
+        dp.ReduceScatterGradients(optimizer);
+      } else if (overlapped) {
+        overlapped->Finish();
+      } else {
+        dp.SumGradients(optimizer);
+      }
+      loss = dp.Sum(loss);
+      GEMMAPOD_CHECK(std::isfinite(loss.sum), "train: step ", step, ": the loss is ", loss.sum,
+                     "; stopping before the weights take it (lower optimizer.lr?)");
+      // GRPO's weights make the sum the step's loss; the other objectives are means.
+      loss_total += grpo ? loss.sum : loss.mean();
+      // The global norm: this rank's share, the replicas' shares (sharded state) and the model
+      // group's (each shard's and stage's; a parameter held twice counted once), added in rank
+      // order.
+      double squares = optimizer.OwnedGradSquares();
+      if (dp.sharded()) squares = dp.Sum(squares);
+      if (model_group != nullptr) squares = DataParallel(model_group).Sum(squares);
+      grad_norm = optimizer.Step(static_cast<float>(lr), job.max_grad_norm, std::sqrt(squares));
+      if (dp.sharded()) dp.AllGatherUpdates(optimizer);
+      optimizer.ZeroGrad();
+      // The generator's record against the trainer's forward of the weights that sampled.
+      if (update == 0) sampled_gap = policy_stats.ratio_gap;
+    }
+    const double step_loss = loss_total / static_cast<double>(updates);
     state.step = step;
     state.cursor = stream.cursor();
     state.tokens_seen += tokens;
@@ -883,7 +893,7 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       line["clip_fraction"] = sums[1] / answer_tokens;
       if (job.grpo.beta > 0) line["kl"] = sums[2] / answer_tokens;
       // The trainer's recomputed log-probabilities against the generator's, over every token.
-      line["logp_gap_max"] = dp.Max(policy_stats.ratio_gap);
+      line["logp_gap_max"] = dp.Max(sampled_gap);
       line["generation_s"] = rollouts.generation_s;
       if (job.grpo.beta > 0) line["reference_s"] = rollouts.reference_s;
       line["training_s"] = Seconds(step_start) - rollouts.generation_s - rollouts.reference_s;
