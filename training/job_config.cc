@@ -282,6 +282,11 @@ TrainingJob ReadTrainingJob(const std::string& path) {
   if (job.objective == TrainingJob::Objective::kGrpo) {
     job.grpo.rollout.sampling.temperature = 1.0f;  // sampling from the policy itself
   }
+  if (job.objective == TrainingJob::Objective::kReward && job.lora) {
+    map.Require("lora").Fail(
+        "a reward model's scoring head trains in full (adapters would leave it at zero); remove "
+        "lora: or train with another objective");
+  }
   job.schedule.Validate();
   return job;
 }

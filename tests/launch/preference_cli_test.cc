@@ -279,6 +279,14 @@ TEST_F(PreferenceCli, MistakesAreNamed) {
   const Result packing = Gemmapod("train --config " + packed);
   EXPECT_TRUE(Contains(packing.output, "packing: true does not apply to objective: dpo"))
       << packing.output;
+  const std::string lora = (dir_ / "lora-reward.yaml").string();
+  std::ofstream(lora) << "model: tiny.h5\nobjective: reward\ndata: {train: pairs.jsonl}\n"
+                      << "steps: 1\nlora: {rank: 2}\ncheckpoint: {dir: x}\n";
+  const Result adapters = Gemmapod("train --config " + lora);
+  EXPECT_TRUE(Contains(adapters.output,
+                       "lora-reward.yaml:5:[0-9]+: lora: a reward model's "
+                       "scoring head trains in full"))
+      << adapters.output;
   const Result beta = Gemmapod("train --config " + Job("beta", "dpo: {beta: 0}\n"));
   EXPECT_TRUE(Contains(beta.output, "dpo.beta: must be above 0")) << beta.output;
   const Result t5 =
