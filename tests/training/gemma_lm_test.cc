@@ -176,21 +176,9 @@ TEST(GemmaLm, ADpoObjectivesGradientMatchesFiniteDifferences) {
   GemmaLossAndGradients(c, w, batch, 1.0, grads);
   const auto loss = [&] { return GemmaLoss(c, w, batch).sum; };
   const auto check = [&](const char* what, Tensor& param, const Tensor& grad, int64_t count) {
-    double worst = 0, scale = 1e-30;
-    for (int64_t i = 0; i < std::min(count, param.numel()); ++i) {
-      float& v = param.data<float>()[i];
-      const float keep = v;
-      v = keep + 1e-2f;
-      const double up = loss();
-      v = keep - 1e-2f;
-      const double down = loss();
-      v = keep;
-      const double numeric = (up - down) / 2e-2;
-      scale = std::max(scale, std::fabs(numeric));
-      worst = std::max(worst, std::fabs(grad.data<float>()[i] - numeric));
-    }
-    EXPECT_GT(scale, 1e-4) << what << ": the loss does not move";
-    EXPECT_LT(worst / scale, 3e-3) << what;
+    const GradientAgreement a = CompareWithCentralDifferences(param, grad, count, loss);
+    EXPECT_GT(a.scale, 1e-4) << what << ": the loss does not move";
+    EXPECT_LT(a.worst / a.scale, 3e-3) << what;
   };
   check("embed_tokens", w.embed_tokens.weight, grads.embed_tokens, 20 * c.hidden_size);
   check("final_norm", w.final_norm, grads.final_norm, c.hidden_size);
@@ -226,21 +214,9 @@ TEST(GemmaLm, AScoringHeadsGradientMatchesFiniteDifferences) {
   EXPECT_NE(seen[0], seen[1]);
   const auto loss = [&] { return GemmaLoss(c, w, batch).sum; };
   const auto check = [&](const char* what, Tensor& param, const Tensor& grad, int64_t count) {
-    double worst = 0, scale = 1e-30;
-    for (int64_t i = 0; i < std::min(count, param.numel()); ++i) {
-      float& v = param.data<float>()[i];
-      const float keep = v;
-      v = keep + 1e-2f;
-      const double up = loss();
-      v = keep - 1e-2f;
-      const double down = loss();
-      v = keep;
-      const double numeric = (up - down) / 2e-2;
-      scale = std::max(scale, std::fabs(numeric));
-      worst = std::max(worst, std::fabs(grad.data<float>()[i] - numeric));
-    }
-    EXPECT_GT(scale, 1e-4) << what << ": the loss does not move";
-    EXPECT_LT(worst / scale, 3e-3) << what;
+    const GradientAgreement a = CompareWithCentralDifferences(param, grad, count, loss);
+    EXPECT_GT(a.scale, 1e-4) << what << ": the loss does not move";
+    EXPECT_LT(a.worst / a.scale, 3e-3) << what;
   };
   check("score", w.score.weight, grads.score, c.hidden_size);
   check("final_norm", w.final_norm, grads.final_norm, c.hidden_size);
