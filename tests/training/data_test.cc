@@ -132,6 +132,54 @@ TEST_F(Data, InputTargetPairsFeedTheEncoderAndLearnTheTarget) {
               HasSubstr(":1: missing \"target\""));
 }
 
+// A preference pair is two examples of one prompt: each side encoded as prompt/completion (or as
+// a conversation), only its answer learned; the longer side decides whether the pair fits.
+TEST_F(Data, PreferencePairsKeepTheRejectedAnswerBesideTheChosen) {
+  DataReadOptions pairs;
+  pairs.preference = true;
+  const TrainingData d = Read(
+      R"({"prompt": "2+3=", "chosen": "5", "rejected": "six"})"
+      "\n"
+      R"({"chosen": [{"role": "user", "content": "hi"}, {"role": "model", "content": "hello"}],)"
+      R"( "rejected": [{"role": "user", "content": "hi"}, {"role": "model", "content": "no"}]})"
+      "\n",
+      pairs);
+  ASSERT_EQ(d.examples.size(), 2u);
+  const TrainingExample& text = d.examples[0];
+  ASSERT_NE(text.rejected, nullptr);
+  const std::vector<int32_t> prompt = tok_.Encode("2+3=", true);
+  EXPECT_EQ(text.tokens, Cat(Cat(prompt, tok_.Encode("5", false)), {tok_.eos_id()}));
+  EXPECT_EQ(text.rejected->tokens, Cat(Cat(prompt, tok_.Encode("six", false)), {tok_.eos_id()}));
+  EXPECT_EQ(Learned(*text.rejected), Cat(tok_.Encode("six", false), {tok_.eos_id()}));
+  EXPECT_EQ(LearnedTargets(*text.rejected),
+            static_cast<int64_t>(tok_.Encode("six", false).size()) + 1);
+  const TrainingExample& chat = d.examples[1];
+  ASSERT_NE(chat.rejected, nullptr);
+  const int32_t eot = *tok_.PieceId("<end_of_turn>");
+  EXPECT_EQ(Learned(chat), Cat(tok_.Encode("hello", false), {eot}));
+  EXPECT_EQ(Learned(*chat.rejected), Cat(tok_.Encode("no", false), {eot}));
+  EXPECT_EQ(chat.line, 2);
+  // The rejected side alone too long: the pair is.
+  DataReadOptions short_pairs = pairs;
+  short_pairs.max_length = static_cast<int64_t>(text.tokens.size());
+  short_pairs.skip_too_long = true;
+  const TrainingData cut =
+      Read(R"({"prompt": "2+3=", "chosen": "5", "rejected": "six six six six six"})"
+           "\n"
+           R"({"prompt": "2+3=", "chosen": "5", "rejected": "5"})"
+           "\n",
+           short_pairs);
+  EXPECT_EQ(cut.examples.size(), 1u);
+  EXPECT_EQ(cut.skipped_too_long, 1);
+  EXPECT_THAT(ErrorOf([&] {
+                Read(R"({"prompt": "2+3=", "chosen": 5, "rejected": "6"})"
+                     "\n",
+                     pairs);
+              }),
+              HasSubstr(":1: \"chosen\": expected a string (with \"prompt\") or a list of "
+                        "messages, got number"));
+}
+
 TEST_F(Data, BadLinesAreNamedByFileAndLine) {
   const std::string path = Write("bad.jsonl", R"({"text": "ok"})"
                                               "\n"
