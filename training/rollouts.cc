@@ -40,13 +40,32 @@ void CheckPolicySampling(const SamplingParams& s) {
                  "log-probabilities are the policy's");
 }
 
+RolloutDecoder GemmaRollouts(GemmaDecoder& model) {
+  RolloutDecoder d;
+  d.vocab_size = model.config().vocab_size;
+  d.max_context = model.config().max_position_embeddings;
+  d.start = [&model](int64_t num_sequences, int64_t max_context) {
+    auto cache = std::make_shared<KvCache>(model.config(), num_sequences, max_context);
+    return DecodeStep([&model, cache](std::span<const SequenceChunk> chunks) {
+      return model.Forward(chunks, *cache, LogitRows::kLastToken);
+    });
+  };
+  return d;
+}
+
 std::vector<Rollout> GenerateRollouts(GemmaDecoder& model, const Tokenizer& tokenizer,
+                                      const std::vector<std::vector<int32_t>>& prompts,
+                                      const std::vector<uint64_t>& seeds,
+                                      const RolloutOptions& options) {
+  return GenerateRollouts(GemmaRollouts(model), tokenizer, prompts, seeds, options);
+}
+
+std::vector<Rollout> GenerateRollouts(const RolloutDecoder& model, const Tokenizer& tokenizer,
                                       const std::vector<std::vector<int32_t>>& prompts,
                                       const std::vector<uint64_t>& seeds,
                                       const RolloutOptions& options) {
   GEMMAPOD_CHECK(prompts.size() == seeds.size(), "rollouts: ", prompts.size(), " prompts and ",
                  seeds.size(), " seeds");
-  const ModelConfig& config = model.config();
   const auto n = static_cast<int64_t>(prompts.size());
   std::vector<Rollout> out(prompts.size());
   if (n == 0) return out;
@@ -61,20 +80,24 @@ std::vector<Rollout> GenerateRollouts(GemmaDecoder& model, const Tokenizer& toke
     request.sampling.seed = seeds[static_cast<size_t>(i)];
     request.stop_tokens = options.stop_tokens;
     request.stop_strings = options.stop_strings;
-    CheckRequest(request, config);
+    CheckRequest(request, model.max_context, "the model's context");
     longest = std::max<int64_t>(longest, static_cast<int64_t>(request.prompt.size()));
     trackers.emplace_back(tokenizer, request, nullptr);
     samplers.emplace_back(request.sampling);
   }
-  KvCache cache(config, n, longest + options.max_new_tokens);
+  const DecodeStep step = model.start(n, longest + options.max_new_tokens);
   std::vector<SequenceChunk> chunks;
   for (int64_t i = 0; i < n; ++i) chunks.push_back({i, prompts[static_cast<size_t>(i)]});
   // Ids past the tokenizer's pieces (a padded embedding) are never sampled; the log-probability
   // is still over every logit, as the trainer's head computes it.
-  const int64_t vocab = config.vocab_size;
+  const int64_t vocab = model.vocab_size;
   const int64_t sampled = std::min<int64_t>(vocab, tokenizer.vocab_size());
   while (!chunks.empty()) {
-    const Tensor logits = model.Forward(chunks, cache, LogitRows::kLastToken);
+    const Tensor logits = step(chunks);
+    GEMMAPOD_CHECK(logits.rank() == 2 && logits.dim(0) == static_cast<int64_t>(chunks.size()) &&
+                       logits.dim(1) == vocab,
+                   "rollouts: the decoder gave logits ", logits.Describe(), " for ", chunks.size(),
+                   " chunks of a ", vocab, "-word vocabulary");
     std::vector<SequenceChunk> next;
     for (size_t row = 0; row < chunks.size(); ++row) {
       const auto i = static_cast<size_t>(chunks[row].sequence);

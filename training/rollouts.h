@@ -7,9 +7,13 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "models/sequence_chunk.h"
+#include "runtime/tensor.h"
 #include "serving/sampler.h"
 
 namespace gemmapod {
@@ -34,9 +38,25 @@ struct Rollout {
   bool stopped = false;         // ended by a stop token or string (not by max_new_tokens)
 };
 
+// A decoder as rollouts drive it: runs each chunk (sequence i's next tokens; sequence i of
+// `num_sequences` fresh ones starts at position 0) and returns f32 logits [chunks, vocab] of each
+// chunk's last token. Made once per batch of rollouts by the family's engine.
+using DecodeStep = std::function<Tensor(std::span<const SequenceChunk> chunks)>;
+struct RolloutDecoder {
+  std::function<DecodeStep(int64_t num_sequences, int64_t max_context)> start;
+  int64_t vocab_size = 0;
+  int64_t max_context = 0;  // the longest sequence the model takes
+};
+
 // One rollout per prompt (repeat a prompt for several samples), sequence i sampled with seed
 // seeds[i]: the draws depend on the seed alone, not on which other prompts share the batch. All
-// sequences prefill together and decode one token each per forward until every one has stopped.
+// sequences prefill together and decode one token each per step until every one has stopped.
+std::vector<Rollout> GenerateRollouts(const RolloutDecoder& model, const Tokenizer& tokenizer,
+                                      const std::vector<std::vector<int32_t>>& prompts,
+                                      const std::vector<uint64_t>& seeds,
+                                      const RolloutOptions& options);
+// Decoder-only Gemma: every sequence's chunk in one ragged forward over a KV cache.
+RolloutDecoder GemmaRollouts(GemmaDecoder& model);
 std::vector<Rollout> GenerateRollouts(GemmaDecoder& model, const Tokenizer& tokenizer,
                                       const std::vector<std::vector<int32_t>>& prompts,
                                       const std::vector<uint64_t>& seeds,

@@ -7,6 +7,7 @@
 #include "models/gemma/gemma_shard.h"
 #include "models/layers/device_tensors.h"
 #include "models/layers/parallel.h"
+#include "models/recurrent_gemma/recurrent_gemma.h"
 #include "models/recurrent_gemma/recurrent_gemma_config.h"
 #include "models/recurrent_gemma/recurrent_gemma_shard.h"
 #include "models/recurrent_gemma/recurrent_gemma_weights.h"
@@ -549,6 +550,36 @@ class RecurrentGemmaTrainable final : public StagedTrainable<RecurrentGemmaStage
   TrainingMemory PlanMemory(const TrainingJob& job, int64_t max_length) const override {
     return PlanRecurrentGemmaTraining(config_, job, max_length);
   }
+  std::vector<Rollout> Rollouts(const Tokenizer& tokenizer,
+                                const std::vector<std::vector<int32_t>>& prompts,
+                                const std::vector<uint64_t>& seeds,
+                                const RolloutOptions& options) override {
+    GEMMAPOD_CHECK(!parameters_.active(),
+                   "objective: grpo: rollouts over a model-parallel training group are not built "
+                   "yet; remove parallel.tp / parallel.pp (data-parallel replicas share the "
+                   "prompts)");
+    // The inference model over the same weight tensors; it runs one sequence's chunk at a time
+    // (the recurrence and the local attention's ring per sequence in the state).
+    if (!engine_) engine_ = std::make_unique<RecurrentGemma>(config_, weights_);
+    RolloutDecoder decoder;
+    decoder.vocab_size = config_.vocab_size;
+    decoder.max_context = kRecurrentMaxRow;
+    decoder.start = [this](int64_t num_sequences, int64_t) {
+      auto state = std::make_shared<RecurrentGemmaState>(engine_->NewState(num_sequences));
+      return DecodeStep([this, state](std::span<const SequenceChunk> chunks) {
+        Tensor out =
+            Tensor::Empty({static_cast<int64_t>(chunks.size()), config_.vocab_size}, DType::kF32);
+        for (size_t i = 0; i < chunks.size(); ++i) {
+          const Tensor logits =
+              engine_->Forward({chunks[i].sequence, chunks[i].tokens, {}}, *state, false);
+          std::copy(logits.data<float>(), logits.data<float>() + config_.vocab_size,
+                    out.data<float>() + static_cast<int64_t>(i) * config_.vocab_size);
+        }
+        return out;
+      });
+    };
+    return GenerateRollouts(decoder, tokenizer, prompts, seeds, options);
+  }
 
  private:
   static void CheckNoRecompute(bool recompute) {
@@ -567,6 +598,7 @@ class RecurrentGemmaTrainable final : public StagedTrainable<RecurrentGemmaStage
   RecurrentGemmaConfig config_;
   RecurrentGemmaWeights weights_;
   RecurrentGemmaGrads grads_;
+  std::unique_ptr<RecurrentGemma> engine_;  // GRPO's rollouts, over weights_'s tensors
   // Model parallelism (parameters_ inactive: the whole model on this rank).
   std::vector<std::pair<int64_t, int64_t>> stages_;
   ModelParallelism groups_;

@@ -447,8 +447,9 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
   const bool preference = dpo || reward_model;
   const bool grpo = job.objective == TrainingJob::Objective::kGrpo;
   GEMMAPOD_CHECK(!grpo || !model->seq2seq(), job.source,
-                 ": objective: grpo is built for decoder-only Gemma so far; ", start, " is a ",
-                 model->family());
+                 ": objective: grpo is built for decoder-only models (Gemma, RecurrentGemma) so "
+                 "far; ",
+                 start, " is a ", model->family());
   GEMMAPOD_CHECK(!dpo || !model->seq2seq(), job.source,
                  ": objective: dpo is built for decoder-only models (Gemma, RecurrentGemma) so "
                  "far; ",
