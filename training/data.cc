@@ -125,8 +125,10 @@ TrainingExample FromInputTarget(const json& j, const Tokenizer& tok, const std::
 }
 
 // A preference pair: the chosen answer's example with the rejected one's beside it, encoded as
-// prompt/completion examples (a prompt and two strings) or as two conversations.
-TrainingExample FromPreferencePair(const json& j, const Tokenizer& tok, const std::string& at) {
+// prompt/completion examples (a prompt and two strings) or as two conversations; for an
+// encoder-decoder model, two targets of one input ({"input", "chosen", "rejected"}).
+TrainingExample FromPreferencePair(const json& j, const Tokenizer& tok, bool seq2seq,
+                                   const std::string& at) {
   if (!j.contains("chosen") || !j.contains("rejected")) {
     throw InvalidLine(StrCat(at, "a preference pair needs \"chosen\" and \"rejected\" (and a ",
                              "\"prompt\" when they are strings)"));
@@ -134,10 +136,16 @@ TrainingExample FromPreferencePair(const json& j, const Tokenizer& tok, const st
   const auto side = [&](const char* key) {
     const json& answer = j.at(key);
     const std::string where = StrCat(at, "\"", key, "\": ");
-    if (answer.is_array()) return FromMessages(json{{"messages", answer}}, tok, where);
+    if (answer.is_array() && !seq2seq) {
+      return FromMessages(json{{"messages", answer}}, tok, where);
+    }
     if (!answer.is_string()) {
       throw InvalidLine(StrCat(where, "expected a string (with \"prompt\") or a list of ",
                                "messages, got ", answer.type_name()));
+    }
+    if (seq2seq) {
+      if (!j.contains("input")) throw InvalidLine(StrCat(at, "missing \"input\""));
+      return FromInputTarget(json{{"input", j.at("input")}, {"target", answer}}, tok, where);
     }
     if (!j.contains("prompt")) throw InvalidLine(StrCat(at, "missing \"prompt\""));
     return FromPromptCompletion(json{{"prompt", j.at("prompt")}, {"completion", answer}}, tok,
@@ -157,7 +165,7 @@ TrainingExample ParseExample(const std::string& line, const Tokenizer& tok, bool
     throw InvalidLine(StrCat(at, "not valid JSON (", err.what(), ")"));
   }
   if (!j.is_object()) throw InvalidLine(StrCat(at, "expected a JSON object, got ", j.type_name()));
-  if (preference) return FromPreferencePair(j, tok, at);
+  if (preference) return FromPreferencePair(j, tok, seq2seq, at);
   if (j.contains("chosen") || j.contains("rejected")) {
     throw InvalidLine(StrCat(at, "a preference pair (\"chosen\", \"rejected\") needs a ",
                              "preference objective (objective: dpo)"));

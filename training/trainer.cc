@@ -450,10 +450,7 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
                  ": objective: grpo is built for decoder-only models (Gemma, RecurrentGemma) so "
                  "far; ",
                  start, " is a ", model->family());
-  GEMMAPOD_CHECK(!dpo || !model->seq2seq(), job.source,
-                 ": objective: dpo is built for decoder-only models (Gemma, RecurrentGemma) so "
-                 "far; ",
-                 start, " is a ", model->family());
+
   const DataReadOptions read{max_length, job.data.skip_too_long, job.data.skip_invalid,
                              model->seq2seq(), preference};
   TrainingData data = ReadJsonlExamples(job.data.train, tokenizer, read);

@@ -289,6 +289,8 @@ TEST_F(PreferenceCli, MistakesAreNamed) {
       << adapters.output;
   const Result beta = Gemmapod("train --config " + Job("beta", "dpo: {beta: 0}\n"));
   EXPECT_TRUE(Contains(beta.output, "dpo.beta: must be above 0")) << beta.output;
+  // A T5Gemma trains on {"input", "target"} pairs, so its preference pairs are two targets of
+  // one input; prompt/completion pairs are refused by line.
   const Result t5 =
       Gemmapod("convert tests/fixtures/models/t5gemma/unbalanced " + (dir_ / "t5.h5").string());
   ASSERT_EQ(t5.exit_code, 0) << t5.output;
@@ -300,8 +302,43 @@ TEST_F(PreferenceCli, MistakesAreNamed) {
     std::ofstream(t5_job) << text;
   }
   const Result refused = Gemmapod("train --config " + t5_job);
-  EXPECT_TRUE(Contains(refused.output, "objective: dpo is built for decoder-only models"))
-      << refused.output;
+  EXPECT_TRUE(Contains(refused.output, "pairs.jsonl:1: missing \"input\"")) << refused.output;
+}
+
+// T5Gemma: DPO over two targets of one input (the encoder runs once per sequence, the
+// cross-attention carries the gradient into it), from log 2 at step 0; two pipeline stages (the
+// encoder's and the decoder's layers) give one rank's run.
+TEST_F(PreferenceCli, T5GemmaPrefersItsChosenTargets) {
+  ASSERT_EQ(convert_.exit_code, 0) << convert_.output;
+  const std::string t5 = (dir_ / "t5-dpo.h5").string();
+  ASSERT_EQ(Gemmapod("convert tests/fixtures/models/t5gemma/unbalanced " + t5).exit_code, 0);
+  {
+    std::ofstream pairs(dir_ / "t5-pairs.jsonl");
+    for (int i = 0; i < 40; ++i) {
+      const int a = i % 10, b = (i * 7) % 10;
+      pairs << R"({"input": ")" << a << " plus " << b << R"(", "chosen": ")" << a + b
+            << R"(", "rejected": ")" << a + b + 1 << "\"}\n";
+    }
+  }
+  const auto job = [&](const std::string& run, const std::string& extra, int steps) {
+    std::string path = Job(run, "dpo: {beta: 0.5}\n" + extra, steps);
+    std::ifstream in(path);
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    text.replace(text.find("tiny.h5"), 7, t5);
+    text.replace(text.find("pairs.jsonl"), 11, "t5-pairs.jsonl");
+    std::ofstream(path) << text;
+    return path;
+  };
+  const Result r = Gemmapod("train --config " + job("t5-dpo", "", 12), 180);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const Metrics m = Read("t5-dpo");
+  EXPECT_NEAR(m.at({0, "held_out_loss"}), std::log(2.0), 1e-9);
+  EXPECT_GE(m.at({12, "held_out_preference_accuracy"}), 0.75);
+  ASSERT_EQ(Gemmapod("train --config " + job("t5-one", "", 3), 120).exit_code, 0);
+  const Result pp =
+      gemmapod::MpirunGemmapod(2, "train --config " + job("t5-pp", "parallel: {pp: 2}\n", 3), 240);
+  ASSERT_EQ(pp.exit_code, 0) << pp.output;
+  ExpectSameRun(Read("t5-pp"), Read("t5-one"), "t5-pp");
 }
 
 }  // namespace
