@@ -113,6 +113,7 @@ void AddGemmaParameters(AdamW& optimizer, const ModelConfig& c, GemmaWeights& w,
                    "' belongs to an int8 model, which does not train");
     const auto it = grad_of.find(&slot);
     GEMMAPOD_CHECK(it != grad_of.end(), "train: no gradient for '", p.name, "'");
+    if (!it->second->defined()) return;  // frozen: a reward model's head outside its objective
     // Gemma has no biases; norms take no weight decay.
     optimizer.Add(p.name, slot, *it->second, !p.is_norm);
   });

@@ -207,6 +207,7 @@ class GemmaTrainable final : public StagedTrainable<GemmaStageLoss> {
   }
   void RegisterParameters(AdamW& optimizer) override {
     grads_ = GemmaGrads::ZerosFor(config_, weights_);
+    if (freeze_score_) grads_.score = Tensor();
     AddGemmaParameters(optimizer, config_, weights_, grads_);
     // A parameter held by several ranks (replicated norms, a shared key/value head, the tied
     // embedding of the last stage) counts in the gradient norm once.
@@ -234,6 +235,7 @@ class GemmaTrainable final : public StagedTrainable<GemmaStageLoss> {
     batch.score_objective = ScoreObjectiveFor(examples);
     return stage.Forward(micro, std::move(batch), input, ScaleOf(gradient, scale), loss);
   }
+  void FreezeScoreHead() override { freeze_score_ = true; }
   void AddScoreHead() override {
     if (config_.num_labels > 0) return;  // a reward model already
     GEMMAPOD_CHECK(!HasAdapters(weights_), "reward: a scoring head trains in full; remove lora:");
@@ -348,6 +350,7 @@ class GemmaTrainable final : public StagedTrainable<GemmaStageLoss> {
   GemmaWeights weights_;
   GemmaGrads grads_;
   std::unique_ptr<GemmaDecoder> engine_;
+  bool freeze_score_ = false;  // a reward model's head, trained only by objective: reward
   // Model parallelism (parameters_ inactive: the whole model on this rank).
   std::vector<LayerRange> stages_;
   ModelParallelism parallel_groups_;

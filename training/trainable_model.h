@@ -64,6 +64,9 @@ class TrainableModel {
   // Makes the model a reward model: a scoring head of one output, zero, trained with the rest
   // (before RegisterParameters). A model that has one keeps it; families without one refuse.
   virtual void AddScoreHead();
+  // Keeps a reward model's scoring head as it is (before RegisterParameters): objectives other
+  // than `reward` give it no gradient, and weight decay alone would shrink it.
+  virtual void FreezeScoreHead() {}
   // Encoder-decoder: examples are {"input", "target"} pairs.
   virtual bool seq2seq() const { return false; }
   // The config and every tensor (adapters merged) into a checkpoint being written; `wrote`

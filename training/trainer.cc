@@ -408,7 +408,11 @@ TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& op
       LoadTrainableModel(weights_source, job.weights_dtype == "bf16" ? DType::kBF16 : DType::kF32,
                          ModelParallelism{tp, model_group, stages, stage});
   // A reward model: the scoring head on the last token, added (zero) to a language model.
-  if (job.objective == TrainingJob::Objective::kReward) model->AddScoreHead();
+  if (job.objective == TrainingJob::Objective::kReward) {
+    model->AddScoreHead();
+  } else {
+    model->FreezeScoreHead();  // a reward model tuned as a language model keeps its head
+  }
   if (job.lora) {
     model->AttachLora(*job.lora, job.seed);
     std::fprintf(log, "train: LoRA rank %lld, alpha %g on %s\n",

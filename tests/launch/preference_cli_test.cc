@@ -219,6 +219,25 @@ TEST_F(PreferenceCli, ARewardModelRanksHeldOutPairs) {
   const Result g = Gemmapod("generate --model " + (Run("rm") / "model.h5").string() +
                             " --prompt '3 plus 4 is' --max-tokens 2");
   EXPECT_EQ(g.exit_code, 0) << g.output;
+  // Fine-tuned as a language model (with weight decay), the reward model keeps its head bit for
+  // bit: no objective but reward trains it.
+  std::ofstream(dir_ / "text.jsonl") << R"({"text": "the cat sat on the mat"})"
+                                     << "\n";
+  const std::string sft = (dir_ / "sft-rm.yaml").string();
+  std::ofstream(sft) << "model: rm/model.h5\ndata: {train: text.jsonl}\nsteps: 2\n"
+                     << "optimizer: {lr: 1e-2, weight_decay: 0.1}\ncheckpoint: {dir: sft-rm}\n";
+  const Result tuned = Gemmapod("train --config " + sft, 120);
+  ASSERT_EQ(tuned.exit_code, 0) << tuned.output;
+  {
+    const auto before = gemmapod::Hdf5CheckpointReader::Open((Run("rm") / "model.h5").string());
+    const auto after = gemmapod::Hdf5CheckpointReader::Open((Run("sft-rm") / "model.h5").string());
+    const gemmapod::Tensor x = before->Read("score.weight"), y = after->Read("score.weight");
+    ASSERT_EQ(x.nbytes(), y.nbytes());
+    EXPECT_EQ(std::memcmp(x.raw(), y.raw(), x.nbytes()), 0);
+    const gemmapod::Tensor e0 = before->Read("model.norm.weight"),
+                           e1 = after->Read("model.norm.weight");
+    EXPECT_NE(std::memcmp(e0.raw(), e1.raw(), e0.nbytes()), 0) << "the rest trained";
+  }
 
   const std::string killed = job("rm-killed", "", 12);
   EXPECT_EQ(Gemmapod("train --config " + killed + " --inject-kill-during-save 8", 120).exit_code,
