@@ -123,8 +123,8 @@ std::vector<Rollout> TrainableModel::Rollouts(const Tokenizer&,
                                               const std::vector<std::vector<int32_t>>&,
                                               const std::vector<uint64_t>&, const RolloutOptions&) {
   throw Error(
-      StrCat("objective: grpo: rollouts are built on decoder-only Gemma's generation "
-             "loop so far; ",
+      StrCat("objective: grpo: rollouts are built on the generation loops of decoder-only "
+             "Gemma and RecurrentGemma so far; ",
              family(), " trains with sft or dpo"));
 }
 
