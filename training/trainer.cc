@@ -99,24 +99,6 @@ const char* JobKeyOf(const std::string& identity) {
   return "";
 }
 
-void CheckSameRun(const Attributes& saved, const Attributes& job, const std::string& checkpoint,
-                  const std::string& job_file) {
-  std::string differences;
-  for (const auto& [key, value] : job) {
-    const auto it = saved.find(key);
-    GEMMAPOD_CHECK(it != saved.end(), checkpoint, ": trainer attribute '", key,
-                   "' is missing; was it written by another version of gemmapod?");
-    if (it->second == value) continue;
-    differences += StrCat(differences.empty() ? "" : "; ", key, " was ", DescribeValue(it->second),
-                          " and is now ", DescribeValue(value));
-    if (*JobKeyOf(key) != '\0') differences += StrCat(" (", JobKeyOf(key), ")");
-  }
-  GEMMAPOD_CHECK(differences.empty(), "resume: ", job_file, " differs from the run in ", checkpoint,
-                 ": ", differences,
-                 "; a resumed run continues the same run, so start a new checkpoint.dir to "
-                 "change these");
-}
-
 struct Metrics {
   // The curves: the loss and the held-out loss, or for GRPO the answers' mean reward and the
   // held-out greedy answers' (the keys of metrics.jsonl they come from).
@@ -297,6 +279,33 @@ PreferenceStats SumStats(const PreferenceStats& mine, Communicator* pp, const Da
 }
 
 }  // namespace
+
+// What a run checkpointed before these identity keys existed had: the defaults.
+const std::map<std::string, AttributeValue> kAddedLater = {{"objective", std::string("sft")},
+                                                           {"grpo_epochs", int64_t{1}}};
+
+void CheckSameRun(const Attributes& saved, const Attributes& job, const std::string& checkpoint,
+                  const std::string& job_file) {
+  std::string differences;
+  for (const auto& [key, value] : job) {
+    auto it = saved.find(key);
+    // Keys added after a run began were their defaults in it.
+    const auto earlier = kAddedLater.find(key);
+    const AttributeValue* was = it != saved.end()              ? &it->second
+                                : earlier != kAddedLater.end() ? &earlier->second
+                                                               : nullptr;
+    GEMMAPOD_CHECK(was != nullptr, checkpoint, ": trainer attribute '", key,
+                   "' is missing; was it written by another version of gemmapod?");
+    if (*was == value) continue;
+    differences += StrCat(differences.empty() ? "" : "; ", key, " was ", DescribeValue(*was),
+                          " and is now ", DescribeValue(value));
+    if (*JobKeyOf(key) != '\0') differences += StrCat(" (", JobKeyOf(key), ")");
+  }
+  GEMMAPOD_CHECK(differences.empty(), "resume: ", job_file, " differs from the run in ", checkpoint,
+                 ": ", differences,
+                 "; a resumed run continues the same run, so start a new checkpoint.dir to "
+                 "change these");
+}
 
 void CheckDataParallelBatch(const TrainingJob& job, int replicas) {
   const int64_t micro_batches = job.batch_sequences / job.micro_batch;

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <string>
 
+#include "runtime/checkpoint/attributes.h"
 #include "training/job_config.h"
 
 namespace gemmapod {
@@ -61,6 +62,13 @@ struct TrainingGroups {
 // host, or a shared filesystem).
 TrainRunSummary RunTrainingJob(const TrainingJob& job, const TrainRunOptions& options,
                                std::FILE* log, const TrainingGroups& groups = {});
+
+// Refuses to resume the run a checkpoint's trainer attributes (`saved`) describe with a job whose
+// identity differs (data, seed, batch, objective and its settings...), naming every difference
+// and the job keys behind it. Keys added to the identity after the run began count as their
+// defaults (an sft run's checkpoint from before `objective` existed resumes as sft).
+void CheckSameRun(const Attributes& saved, const Attributes& job, const std::string& checkpoint,
+                  const std::string& job_file);
 
 // Refuses a step that data parallelism over `replicas` ranks cannot split evenly, naming the
 // job's keys.

@@ -70,15 +70,6 @@ class PreferenceCli : public ::testing::Test {
     });
   }
 
-  static void ExpectClose(const Metrics& got, const Metrics& want, double relative,
-                          const std::string& run) {
-    ASSERT_EQ(got.size(), want.size()) << run;
-    for (const auto& [key, value] : want) {
-      ASSERT_TRUE(got.count(key)) << run << ": no " << key.second << " at step " << key.first;
-      EXPECT_NEAR(got.at(key), value, relative * std::abs(value) + 1e-6)
-          << run << ": " << key.second << " at step " << key.first;
-    }
-  }
   // The losses and rewards are functions of beta (log pi - log pi_ref) over whole sequences: the
   // difference of two sums of about 40 in magnitude, so another summation order moves them by
   // about 1e-5 absolute (a layout that was wrong would move them by 1e-2 and more).

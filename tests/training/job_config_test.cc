@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "tests/error_of.h"
+#include "training/trainer.h"
 
 namespace gemmapod {
 namespace {
@@ -151,6 +152,74 @@ TEST_F(JobConfig, MistakesNameFileLineAndKey) {
   EXPECT_THAT(error("model: m.h5\ndata: {train: t.jsonl, max_length: 1}\nsteps: 2\n"
                     "checkpoint: {dir: r}\n"),
               HasSubstr("data.max_length: must be at least 2"));
+}
+
+// The objectives' settings: defaults, relative paths, and mistakes named by key.
+TEST_F(JobConfig, ObjectivesAndTheirSettings) {
+  const std::string base = kMinimal;
+  const TrainingJob dpo = ReadTrainingJob(
+      Write(base + "objective: dpo\ndpo: {beta: 0.2, loss: ipo, reference: r.h5}\n"));
+  EXPECT_EQ(dpo.objective, TrainingJob::Objective::kDpo);
+  EXPECT_DOUBLE_EQ(dpo.dpo.options.beta, 0.2);
+  EXPECT_EQ(dpo.dpo.options.loss, PreferenceLoss::kIpo);
+  EXPECT_EQ(dpo.dpo.reference, (dir_ / "r.h5").string());
+  EXPECT_TRUE(dpo.dpo.precompute_reference);
+  const TrainingJob grpo = ReadTrainingJob(
+      Write(base + "objective: grpo\ngrpo: {group_size: 4, epochs: 2, stop: [\"\\n\"], "
+                   "reward: model, reward_model: rm.h5, loss_normalization: sequence}\n"));
+  EXPECT_EQ(grpo.grpo.group_size, 4);
+  EXPECT_EQ(grpo.grpo.epochs, 2);
+  EXPECT_EQ(grpo.grpo.rollout.stop_strings, std::vector<std::string>{"\n"});
+  EXPECT_EQ(grpo.grpo.reward_model, (dir_ / "rm.h5").string());
+  EXPECT_EQ(grpo.grpo.normalization, LossNormalization::kSequence);
+  EXPECT_EQ(grpo.grpo.rollout.sampling.temperature, 1.0f);  // the policy's own distribution
+  const TrainingJob reward =
+      ReadTrainingJob(Write(base + "objective: reward\nreward: {margin: 0.5}\n"));
+  EXPECT_DOUBLE_EQ(reward.reward_margin, 0.5);
+
+  const auto error = [&](const std::string& text) {
+    return ErrorOf([&] { ReadTrainingJob(Write(text)); });
+  };
+  EXPECT_THAT(error(base + "objective: ppo\n"), HasSubstr("objective"));
+  EXPECT_THAT(error(base + "objective: dpo\ndpo: {loss: ipo, label_smoothing: 0.1}\n"),
+              HasSubstr("dpo.label_smoothing: label smoothing is DPO's (loss: dpo)"));
+  EXPECT_THAT(error(base + "objective: dpo\ndpo: {label_smoothing: 0.5}\n"),
+              HasSubstr("dpo.label_smoothing: must be in [0, 0.5), got 0.5"));
+  EXPECT_THAT(error(base + "objective: grpo\ngrpo: {stop: [\"\"]}\n"),
+              HasSubstr("a stop string cannot be empty"));
+  EXPECT_THAT(error(base + "objective: grpo\ngrpo: {clip: 1.5}\n"),
+              HasSubstr("grpo.clip: must be in [0, 1), got 1.5"));
+  EXPECT_THAT(error(base + "objective: grpo\ngrpo: {beta: -1}\n"),
+              HasSubstr("grpo.beta: must be 0 (no KL term) or above"));
+  EXPECT_THAT(error(base + "objective: grpo\ngrpo: {kl: k5}\n"), HasSubstr("grpo.kl"));
+  EXPECT_THAT(error(base + "objective: grpo\ngrpo: {epochs: 0}\n"),
+              HasSubstr("grpo.epochs: must be at least 1"));
+  EXPECT_THAT(error(base + "objective: grpo\ngrpo: {reward_model: rm.h5}\n"),
+              HasSubstr("grpo.reward_model: a reward model scores answers with reward: model"));
+  EXPECT_THAT(error(base + "objective: reward\nreward: {margin: 1, scale: 2}\n"),
+              HasSubstr("reward.scale: unknown key"));
+  EXPECT_THAT(error(base + "objective: reward\ndpo: {beta: 0.1}\n"),
+              HasSubstr("dpo: the dpo: settings need objective: dpo"));
+}
+
+// A resumed run must be the same run: every identity difference is named with its job key; a
+// key the checkpoint predates counts as its default, so an sft checkpoint written before
+// `objective` existed resumes as sft and refuses dpo.
+TEST(ResumeIdentity, DifferencesAreNamedAndNewKeysDefault) {
+  const Attributes old_sft = {{"seed", int64_t{1}}, {"micro_batch", int64_t{4}}};
+  Attributes job = old_sft;
+  job["objective"] = std::string("sft");
+  job["grpo_epochs"] = int64_t{1};
+  EXPECT_NO_THROW(CheckSameRun(old_sft, job, "ckpt.h5", "job.yaml"));
+  job["objective"] = std::string("dpo");
+  job["micro_batch"] = int64_t{2};
+  EXPECT_THAT(ErrorOf([&] { CheckSameRun(old_sft, job, "ckpt.h5", "job.yaml"); }),
+              HasSubstr("job.yaml differs from the run in ckpt.h5: micro_batch was 4 and is now 2 "
+                        "(batch.micro_batch); objective was sft and is now dpo (objective)"));
+  job = old_sft;
+  job["dpo_beta"] = 0.1;  // not added later with a default: a checkpoint without it is foreign
+  EXPECT_THAT(ErrorOf([&] { CheckSameRun(old_sft, job, "ckpt.h5", "job.yaml"); }),
+              HasSubstr("ckpt.h5: trainer attribute 'dpo_beta' is missing"));
 }
 
 }  // namespace
